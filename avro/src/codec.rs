@@ -1,0 +1,176 @@
+//! Confluent wire-format encoding through a Schema Registry.
+//!
+//! Encoders register the embedded schema under its subject the first time they see it, so a
+//! fresh registry needs no separate setup step; decoders resolve the writer's schema (by the id in
+//! the record) to the embedded reader schema, so older and newer compatible writers both decode.
+
+use std::collections::HashMap;
+
+use apache_avro::types::Value;
+use schema_registry_converter::avro_common::get_supplied_schema;
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{SubjectNameStrategy, SuppliedSchema};
+use schema_registry_converter::{async_impl, blocking};
+
+use crate::contracts::Contract;
+use crate::error::{Error, Result};
+use crate::schemas;
+
+/// How a record's registry subject is named.
+#[derive(Debug, Clone, Copy)]
+pub enum Subject<'a> {
+    /// `<topic>-value`: one record type per topic (commands, replies, events, journal).
+    Topic(&'a str),
+    /// `<topic>-<record full name>`: several record types share the topic (the changelog).
+    TopicRecord(&'a str),
+}
+
+/// Precomputed supplied schemas, so encoding does not recompute canonical forms.
+#[derive(Debug)]
+struct Supplied(HashMap<&'static str, SuppliedSchema>);
+
+impl Supplied {
+    fn new() -> Result<Self> {
+        let mut map = HashMap::new();
+        for file in schemas::ALL {
+            let _ = map.insert(file.full_name, get_supplied_schema(file.schema()?));
+        }
+        Ok(Self(map))
+    }
+
+    fn strategy<T: Contract>(&self, subject: Subject<'_>) -> SubjectNameStrategy {
+        let supplied = self.0[T::SCHEMA.full_name].clone();
+        match subject {
+            Subject::Topic(topic) => {
+                SubjectNameStrategy::TopicNameStrategyWithSchema(topic.to_string(), false, supplied)
+            }
+            Subject::TopicRecord(topic) => {
+                SubjectNameStrategy::TopicRecordNameStrategyWithSchema(topic.to_string(), supplied)
+            }
+        }
+    }
+}
+
+fn registry_error(subject: Subject<'_>, record: &str, e: SRCError) -> Error {
+    let subject = match subject {
+        Subject::Topic(t) => format!("{t}-value"),
+        Subject::TopicRecord(t) => format!("{t}-{record}"),
+    };
+    let message = match e.cause {
+        Some(cause) => format!("{}: {cause}", e.error),
+        None => e.error,
+    };
+    Error::Registry { subject, message }
+}
+
+fn from_writer_value<T: Contract>(value: Value) -> Result<T> {
+    let expected = T::SCHEMA.full_name;
+    let reader = T::SCHEMA.schema()?;
+    let resolved = value.resolve(reader).map_err(|e| Error::Decode {
+        expected,
+        message: format!("writer schema does not resolve to the reader schema: {e}"),
+    })?;
+    apache_avro::from_value::<T>(&resolved).map_err(|e| Error::Decode {
+        expected,
+        message: e.to_string(),
+    })
+}
+
+fn decode_error(expected: &'static str, e: SRCError) -> Error {
+    let message = match e.cause {
+        Some(cause) => format!("{}: {cause}", e.error),
+        None => e.error,
+    };
+    Error::Decode { expected, message }
+}
+
+fn check_not_empty(expected: &'static str, bytes: &[u8]) -> Result<()> {
+    // The converter maps an empty payload to Avro null, which no contract accepts; say so plainly.
+    if bytes.is_empty() {
+        return Err(Error::Decode {
+            expected,
+            message: "empty record value".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Codec for threads that may block (the engine's processor and relay threads).
+///
+/// Must not be used from inside a tokio runtime: its HTTP client blocks.
+#[derive(Debug)]
+pub struct BlockingCodec {
+    encoder: blocking::avro::AvroEncoder,
+    decoder: blocking::avro::AvroDecoder,
+    supplied: Supplied,
+}
+
+impl BlockingCodec {
+    /// A codec talking to the registry at `url`.
+    pub fn new(url: &str) -> Result<Self> {
+        let settings = || blocking::schema_registry::SrSettings::new(url.to_string());
+        Ok(Self {
+            encoder: blocking::avro::AvroEncoder::new(settings()),
+            decoder: blocking::avro::AvroDecoder::new(settings()),
+            supplied: Supplied::new()?,
+        })
+    }
+
+    /// Encodes `value` in the Confluent wire format, registering its schema if needed.
+    pub fn encode<T: Contract>(&self, subject: Subject<'_>, value: &T) -> Result<Vec<u8>> {
+        let strategy = self.supplied.strategy::<T>(subject);
+        self.encoder
+            .encode_struct(value, &strategy)
+            .map_err(|e| registry_error(subject, T::SCHEMA.full_name, e))
+    }
+
+    /// Decodes a wire-format record into `T`.
+    pub fn decode<T: Contract>(&self, bytes: &[u8]) -> Result<T> {
+        check_not_empty(T::SCHEMA.full_name, bytes)?;
+        let decoded = self
+            .decoder
+            .decode(Some(bytes))
+            .map_err(|e| decode_error(T::SCHEMA.full_name, e))?;
+        from_writer_value(decoded.value)
+    }
+}
+
+/// Codec for async code (participants, tools).
+#[derive(Debug)]
+pub struct AsyncCodec {
+    encoder: async_impl::avro::AvroEncoder,
+    decoder: async_impl::avro::AvroDecoder,
+    supplied: Supplied,
+}
+
+impl AsyncCodec {
+    /// A codec talking to the registry at `url`.
+    pub fn new(url: &str) -> Result<Self> {
+        let settings = || async_impl::schema_registry::SrSettings::new(url.to_string());
+        Ok(Self {
+            encoder: async_impl::avro::AvroEncoder::new(settings()),
+            decoder: async_impl::avro::AvroDecoder::new(settings()),
+            supplied: Supplied::new()?,
+        })
+    }
+
+    /// Encodes `value` in the Confluent wire format, registering its schema if needed.
+    pub async fn encode<T: Contract>(&self, subject: Subject<'_>, value: &T) -> Result<Vec<u8>> {
+        let strategy = self.supplied.strategy::<T>(subject);
+        self.encoder
+            .encode_struct(value, &strategy)
+            .await
+            .map_err(|e| registry_error(subject, T::SCHEMA.full_name, e))
+    }
+
+    /// Decodes a wire-format record into `T`.
+    pub async fn decode<T: Contract>(&self, bytes: &[u8]) -> Result<T> {
+        check_not_empty(T::SCHEMA.full_name, bytes)?;
+        let decoded = self
+            .decoder
+            .decode(Some(bytes))
+            .await
+            .map_err(|e| decode_error(T::SCHEMA.full_name, e))?;
+        from_writer_value(decoded.value)
+    }
+}

@@ -1,0 +1,382 @@
+//! Serde mirrors of the `.avsc` files. Field names and enum symbols match the schemas exactly.
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::schemas::{self, SchemaFile};
+
+/// A record type with an embedded schema.
+pub trait Contract: Serialize + DeserializeOwned {
+    /// Its schema file.
+    const SCHEMA: &'static SchemaFile;
+}
+
+macro_rules! contract {
+    ($ty:ty, $schema:ident) => {
+        impl Contract for $ty {
+            const SCHEMA: &'static SchemaFile = &schemas::$schema;
+        }
+    };
+}
+
+/// Request to start a saga.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StartSaga {
+    /// Client-chosen request id.
+    pub request_id: String,
+    /// Saga instance id (the Kafka key).
+    pub saga_id: String,
+    /// Definition name.
+    pub definition: String,
+    /// Definition version, `None` for the latest.
+    pub version: Option<i32>,
+    /// Initial context as a JSON object.
+    pub input_json: String,
+    /// Client time, epoch ms.
+    pub requested_at: i64,
+}
+contract!(StartSaga, START_SAGA);
+
+/// Whether a command runs a step or compensates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Phase {
+    /// The step's own command.
+    Forward,
+    /// The step's compensation.
+    Compensate,
+}
+
+impl Phase {
+    /// Lower-case name used in ids and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Forward => "forward",
+            Phase::Compensate => "compensate",
+        }
+    }
+}
+
+/// A command to a participant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    /// Stable message id.
+    pub message_id: String,
+    /// Saga instance id.
+    pub saga_id: String,
+    /// Definition name.
+    pub definition: String,
+    /// Definition version.
+    pub version: i32,
+    /// Step name.
+    pub step: String,
+    /// Forward or compensation.
+    pub phase: Phase,
+    /// Attempt number, from 1.
+    pub attempt: i32,
+    /// Key participants deduplicate on.
+    pub idempotency_key: String,
+    /// Command type from the definition.
+    pub command_type: String,
+    /// Payload as JSON.
+    pub payload_json: String,
+    /// Where to send the reply.
+    pub reply_to: String,
+    /// Epoch ms after which the attempt is abandoned.
+    pub deadline: Option<i64>,
+    /// Engine time of the decision.
+    pub issued_at: i64,
+}
+contract!(Command, COMMAND);
+
+/// Success or failure of a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReplyStatus {
+    /// The command succeeded.
+    Success,
+    /// The command failed.
+    Failure,
+}
+
+/// Why a command failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplyError {
+    /// Machine-readable code.
+    pub code: String,
+    /// Human-readable message.
+    pub message: String,
+    /// Whether a retry may succeed.
+    pub retryable: bool,
+}
+
+/// A participant's answer to a command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// Id of this reply.
+    pub message_id: String,
+    /// Saga instance id.
+    pub saga_id: String,
+    /// Step name.
+    pub step: String,
+    /// Copied from the command.
+    pub phase: Phase,
+    /// Copied from the command.
+    pub attempt: i32,
+    /// Copied from the command.
+    pub idempotency_key: String,
+    /// Outcome.
+    pub status: ReplyStatus,
+    /// Output on success, JSON.
+    pub output_json: Option<String>,
+    /// Error on failure.
+    pub error: Option<ReplyError>,
+    /// Participant time, epoch ms.
+    pub replied_at: i64,
+}
+contract!(Reply, REPLY);
+
+/// Kinds of saga events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EventType {
+    /// The saga started.
+    SagaStarted,
+    /// A step command was sent.
+    StepDispatched,
+    /// A step succeeded.
+    StepSucceeded,
+    /// A step failed.
+    StepFailed,
+    /// A compensation command was sent.
+    CompensationDispatched,
+    /// A compensation succeeded.
+    CompensationSucceeded,
+    /// A compensation failed.
+    CompensationFailed,
+    /// Every step succeeded.
+    SagaCompleted,
+    /// Every completed step was compensated.
+    SagaCompensated,
+    /// The saga needs an operator (a compensation failed for good).
+    SagaFailed,
+}
+
+/// One state transition on the event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SagaEvent {
+    /// `saga_id/seq`.
+    pub event_id: String,
+    /// Saga instance id.
+    pub saga_id: String,
+    /// Gapless per-saga sequence, from 1.
+    pub seq: i64,
+    /// Event kind.
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    /// Definition name.
+    pub definition: String,
+    /// Definition version.
+    pub version: i32,
+    /// Step, for step events.
+    pub step: Option<String>,
+    /// Attempt, for step events.
+    pub attempt: Option<i32>,
+    /// Engine time, epoch ms.
+    pub at: i64,
+    /// Detail JSON.
+    pub detail_json: Option<String>,
+}
+contract!(SagaEvent, SAGA_EVENT);
+
+/// Lifecycle of a saga.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SagaStatus {
+    /// Steps are running.
+    Running,
+    /// Compensations are running.
+    Compensating,
+    /// Terminal: every step succeeded.
+    Completed,
+    /// Terminal: every completed step was compensated.
+    Compensated,
+    /// Terminal: needs an operator.
+    Failed,
+}
+
+impl SagaStatus {
+    /// Whether no further input changes the saga.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Compensated | Self::Failed)
+    }
+}
+
+/// Lifecycle of one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StepStatus {
+    /// Not started.
+    Pending,
+    /// Command sent, waiting for the reply.
+    Running,
+    /// Reply was a success.
+    Succeeded,
+    /// Reply was a failure.
+    Failed,
+    /// Compensation sent, waiting for the reply.
+    Compensating,
+    /// Compensation succeeded (or the step had none).
+    Compensated,
+    /// Compensation failed for good.
+    CompensationFailed,
+    /// Never run because the saga ended first.
+    Skipped,
+}
+
+/// State of one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepState {
+    /// Step name.
+    pub name: String,
+    /// Step status.
+    pub status: StepStatus,
+    /// Current attempt of the current phase.
+    pub attempt: i32,
+    /// When the current attempt was sent.
+    pub dispatched_at: Option<i64>,
+    /// When the step last finished a phase.
+    pub finished_at: Option<i64>,
+}
+
+/// The engine's state of one saga.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SagaState {
+    /// Saga instance id.
+    pub saga_id: String,
+    /// Definition name.
+    pub definition: String,
+    /// Pinned definition version.
+    pub version: i32,
+    /// Lifecycle status.
+    pub status: SagaStatus,
+    /// Context JSON object.
+    pub context_json: String,
+    /// One entry per definition step, in definition order.
+    pub steps: Vec<StepState>,
+    /// Succeeded steps in completion order.
+    pub completion_order: Vec<String>,
+    /// seq of the next event.
+    pub next_seq: i64,
+    /// Start time, epoch ms.
+    pub started_at: i64,
+    /// Last change, epoch ms.
+    pub updated_at: i64,
+    /// Duplicate or stale replies ignored.
+    pub ignored_replies: i64,
+    /// Failure that triggered compensation, JSON.
+    pub failure_json: Option<String>,
+}
+contract!(SagaState, SAGA_STATE);
+
+/// Kind of journal record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JournalKind {
+    /// A new owner takes the partition over.
+    Claim,
+    /// A batch of decisions.
+    Decisions,
+}
+
+/// Last consumed offset of one input topic-partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputPosition {
+    /// Input topic.
+    pub topic: String,
+    /// Last consumed offset.
+    pub offset: i64,
+}
+
+/// New state of one saga in a journal record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateEntry {
+    /// Saga instance id.
+    pub saga_id: String,
+    /// Wire-format `SagaState`, `None` deletes.
+    #[serde(with = "apache_avro::serde::bytes_opt")]
+    pub state: Option<Vec<u8>>,
+}
+
+/// A Kafka record header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// Header name.
+    pub name: String,
+    /// Header value.
+    #[serde(with = "apache_avro::serde::bytes")]
+    pub value: Vec<u8>,
+}
+
+/// A message the relay must deliver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outbound {
+    /// Stable message id.
+    pub id: String,
+    /// Target topic.
+    pub topic: String,
+    /// Record key.
+    #[serde(with = "apache_avro::serde::bytes_opt")]
+    pub key: Option<Vec<u8>>,
+    /// Record value.
+    #[serde(with = "apache_avro::serde::bytes_opt")]
+    pub value: Option<Vec<u8>>,
+    /// Record headers.
+    pub headers: Vec<Header>,
+}
+
+/// One atomic journal record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalRecord {
+    /// Claim or decisions.
+    pub kind: JournalKind,
+    /// Owner epoch.
+    pub epoch: i64,
+    /// Writer incarnation id.
+    pub writer: String,
+    /// Offset of the valid record this one builds on, -1 for none.
+    pub base: i64,
+    /// Input positions after this record.
+    pub positions: Vec<InputPosition>,
+    /// Outputs delivered through this journal offset.
+    pub relayed_through: i64,
+    /// New saga states.
+    pub states: Vec<StateEntry>,
+    /// Messages to deliver.
+    pub outputs: Vec<Outbound>,
+}
+contract!(JournalRecord, JOURNAL_RECORD);
+
+/// Position of one input topic in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointPosition {
+    /// Input topic.
+    pub topic: String,
+    /// Last consumed offset.
+    pub offset: i64,
+}
+
+/// Changelog checkpoint: the changelog covers the journal through `journal_offset`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Last valid journal offset whose states are all in the changelog.
+    pub journal_offset: i64,
+    /// Owner epoch at that offset.
+    pub epoch: i64,
+    /// Owner writer at that offset.
+    pub writer: String,
+    /// Input positions at that offset.
+    pub positions: Vec<CheckpointPosition>,
+    /// Relay progress at that offset.
+    pub relayed_through: i64,
+}
+contract!(Checkpoint, CHECKPOINT);

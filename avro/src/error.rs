@@ -1,0 +1,42 @@
+use thiserror::Error;
+
+/// Errors of encoding and decoding Sagaflow records.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// An embedded `.avsc` file does not parse: a bug in this build.
+    #[error("embedded schema {name} is invalid: {source}")]
+    Schema {
+        /// File name of the schema.
+        name: &'static str,
+        /// Parser error.
+        #[source]
+        source: apache_avro::Error,
+    },
+    /// The registry could not be reached or refused the schema.
+    #[error("schema registry error for subject {subject}: {message}")]
+    Registry {
+        /// Subject being registered or looked up.
+        subject: String,
+        /// What the registry client reported.
+        message: String,
+    },
+    /// The bytes are not a Confluent wire-format record of a known schema.
+    #[error("cannot decode {expected}: {message}")]
+    Decode {
+        /// Record type the caller expected.
+        expected: &'static str,
+        /// Why decoding failed.
+        message: String,
+    },
+    /// The value does not fit its schema.
+    #[error("cannot encode {record}: {message}")]
+    Encode {
+        /// Record type being encoded.
+        record: &'static str,
+        /// Why encoding failed.
+        message: String,
+    },
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,333 @@
+//! `sagaflow bench`: sagas/s and start-to-end latency of a 4-step saga with instant
+//! participants, beside the raw broker's produce and consume throughput measured in the same run.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+use futures::stream::{FuturesUnordered, StreamExt};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use sagaflow_avro::{AsyncCodec, StartSaga, Subject};
+use sagaflow_runtime::topics;
+use sagaflow_worker::examples::{Injection, Role};
+use serde::Serialize;
+
+use crate::eventlog::{self, percentile, EventLog};
+use crate::stack::{LocalStack, ParticipantSpec, StackOptions};
+use crate::start::now_ms;
+
+/// Benchmark options.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "SAGAFLOW_BOOTSTRAP", default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// Use this schema registry instead of starting one in-process.
+    #[arg(long, env = "SAGAFLOW_REGISTRY_URL")]
+    registry_url: Option<String>,
+    /// Sagas started as fast as possible (peak throughput).
+    #[arg(long, default_value_t = 3000)]
+    sagas: usize,
+    /// Seconds of paced load at half the measured peak (latency).
+    #[arg(long, default_value_t = 10)]
+    half_load_secs: u64,
+    /// Messages for the raw broker baseline.
+    #[arg(long, default_value_t = 50_000)]
+    baseline_messages: usize,
+    /// Partitions of every topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// Directory of saga definitions (must hold `bench`).
+    #[arg(long, default_value = "examples")]
+    definitions: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct BrokerBaseline {
+    messages: usize,
+    record_bytes: usize,
+    produce_msgs_per_s: f64,
+    consume_msgs_per_s: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct LoadFigures {
+    sagas: usize,
+    finished: usize,
+    sagas_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct BenchReport {
+    broker: BrokerBaseline,
+    peak: LoadFigures,
+    half_load: LoadFigures,
+    steps_per_saga: usize,
+    broker_messages_per_step: f64,
+    /// Saga steps per second over the broker's raw produce throughput.
+    step_to_produce_ratio: f64,
+}
+
+pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let definitions = sagaflow_definition::load_dir(&args.definitions)
+        .map_err(|d| anyhow::anyhow!("{d}"))
+        .with_context(|| format!("loading definitions from {}", args.definitions.display()))?;
+    let bench = definitions
+        .latest("bench")
+        .with_context(|| format!("no `bench` definition in {}", args.definitions.display()))?;
+    let steps: Vec<String> = bench.steps.iter().map(|s| s.command.topic.clone()).collect();
+    let steps_per_saga = steps.len();
+    let run_id = format!("{:x}", now_ms());
+
+    progress(&args, "measuring the raw broker baseline");
+    let broker = baseline(&args, &run_id).await?;
+
+    let group = format!("bench-{run_id}");
+    let state_dir = std::env::temp_dir().join(format!("sagaflow-{group}"));
+    let participants = steps
+        .iter()
+        .map(|topic| ParticipantSpec {
+            role: Role::Echo,
+            topic: topic.clone(),
+            instances: 1,
+            injection: Injection::default(),
+        })
+        .collect();
+    let stack = LocalStack::start(StackOptions {
+        bootstrap: args.bootstrap.clone(),
+        registry_url: args.registry_url.clone(),
+        group: group.clone(),
+        partitions: args.partitions,
+        state_dir: state_dir.clone(),
+        definitions,
+        participants,
+    })
+    .await?;
+    let log = eventlog::follow(&args.bootstrap, &stack.registry_url, &stack.topics.events).await?;
+    let producer = crate::kafka::producer(&args.bootstrap)?;
+    let codec = AsyncCodec::new(&stack.registry_url)?;
+    let mut counted_topics = vec![
+        stack.topics.starts.clone(),
+        stack.topics.replies.clone(),
+        stack.topics.journal.clone(),
+        stack.topics.changelog.clone(),
+        stack.topics.events.clone(),
+    ];
+    counted_topics.extend(steps.iter().cloned());
+
+    // Warm-up: schema registrations, first fetches, group join.
+    let warm = Load::new("warm", 20);
+    warm.run(&producer, &codec, &stack.topics.starts, &log, None).await?;
+    let before = crate::kafka::record_count(&args.bootstrap, &counted_topics)?;
+
+    progress(&args, &format!("peak: {} sagas as fast as possible", args.sagas));
+    let peak_load = Load::new("peak", args.sagas);
+    let peak = peak_load.run(&producer, &codec, &stack.topics.starts, &log, None).await?;
+    let after = crate::kafka::record_count(&args.bootstrap, &counted_topics)?;
+
+    let rate = (peak.sagas_per_s / 2.0).max(1.0);
+    let count = ((rate * args.half_load_secs as f64) as usize).max(10);
+    progress(&args, &format!("half load: {count} sagas at {rate:.0}/s"));
+    let half = Load::new("half", count);
+    let half_load = half
+        .run(&producer, &codec, &stack.topics.starts, &log, Some(rate))
+        .await?;
+    stack.stop().await?;
+    let _ = std::fs::remove_dir_all(&state_dir);
+
+    let messages_per_step = (after - before) as f64 / (args.sagas * steps_per_saga) as f64;
+    let report = BenchReport {
+        step_to_produce_ratio: peak.sagas_per_s * steps_per_saga as f64 / broker.produce_msgs_per_s,
+        broker,
+        peak,
+        half_load,
+        steps_per_saga,
+        broker_messages_per_step: messages_per_step,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn progress(args: &BenchArgs, message: &str) {
+    if !args.json {
+        eprintln!("bench: {message}");
+    }
+}
+
+fn print_table(r: &BenchReport) {
+    println!("Sagaflow benchmark ({}-step saga, instant participants, one machine)", r.steps_per_saga);
+    println!();
+    println!("  {:<44} {:>12}", "raw broker produce (200 B records)", format!("{:.0} msg/s", r.broker.produce_msgs_per_s));
+    println!("  {:<44} {:>12}", "raw broker consume", format!("{:.0} msg/s", r.broker.consume_msgs_per_s));
+    println!("  {:<44} {:>12}", "peak sagas", format!("{:.0} /s", r.peak.sagas_per_s));
+    println!("  {:<44} {:>12}", "peak saga steps", format!("{:.0} /s", r.peak.sagas_per_s * r.steps_per_saga as f64));
+    println!("  {:<44} {:>12}", "steps/s over raw produce msg/s", format!("{:.3}", r.step_to_produce_ratio));
+    println!("  {:<44} {:>12}", "latency at peak p50 / p99", format!("{:.0} / {:.0} ms", r.peak.p50_ms, r.peak.p99_ms));
+    println!(
+        "  {:<44} {:>12}",
+        format!("latency at half load ({:.0}/s) p50 / p99", r.half_load.sagas_per_s),
+        format!("{:.0} / {:.0} ms", r.half_load.p50_ms, r.half_load.p99_ms)
+    );
+    println!("  {:<44} {:>12}", "broker messages per saga step", format!("{:.2}", r.broker_messages_per_step));
+    println!("  {:<44} {:>12}", "sagas finished (peak, half load)", format!("{}/{}, {}/{}", r.peak.finished, r.peak.sagas, r.half_load.finished, r.half_load.sagas));
+}
+
+async fn baseline(args: &BenchArgs, run_id: &str) -> anyhow::Result<BrokerBaseline> {
+    let topic = format!("bench-baseline-{run_id}");
+    topics::ensure(&args.bootstrap, &[(&topic, args.partitions, false)]).await?;
+    let producer: FutureProducer = crate::kafka::client_config(&args.bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()?;
+    let payload = vec![b'x'; 200];
+    let n = args.baseline_messages;
+    let started = Instant::now();
+    let mut inflight = FuturesUnordered::new();
+    for i in 0..n {
+        let key = i.to_string();
+        let future = producer
+            .send_result(FutureRecord::to(&topic).key(&key).payload(&payload))
+            .map_err(|(e, _)| e)?;
+        inflight.push(future);
+        while inflight.len() >= 20_000 {
+            if let Some(r) = inflight.next().await {
+                let _ = r?.map_err(|(e, _)| e)?;
+            }
+        }
+    }
+    while let Some(r) = inflight.next().await {
+        let _ = r?.map_err(|(e, _)| e)?;
+    }
+    let produce = n as f64 / started.elapsed().as_secs_f64();
+
+    let consumer: StreamConsumer = crate::kafka::client_config(&args.bootstrap)
+        .set("group.id", "sagaflow-bench-baseline")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..args.partitions {
+        tpl.add_partition_offset(&topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let started = Instant::now();
+    let mut seen = 0usize;
+    while seen < n {
+        match tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await {
+            Ok(Ok(_)) => seen += 1,
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => anyhow::bail!("baseline consumer read only {seen}/{n} records in 30 s"),
+        }
+    }
+    let consume = n as f64 / started.elapsed().as_secs_f64();
+    Ok(BrokerBaseline {
+        messages: n,
+        record_bytes: payload.len(),
+        produce_msgs_per_s: produce,
+        consume_msgs_per_s: consume,
+    })
+}
+
+struct Load {
+    label: &'static str,
+    sagas: usize,
+}
+
+impl Load {
+    fn new(label: &'static str, sagas: usize) -> Self {
+        Self { label, sagas }
+    }
+
+    /// Starts the sagas (paced at `rate`/s if given) and waits until they all end.
+    async fn run(
+        &self,
+        producer: &FutureProducer,
+        codec: &AsyncCodec,
+        starts: &str,
+        log: &Arc<Mutex<EventLog>>,
+        rate: Option<f64>,
+    ) -> anyhow::Result<LoadFigures> {
+        let run = format!("{}-{:x}", self.label, now_ms());
+        let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(self.sagas);
+        let mut inflight = FuturesUnordered::new();
+        let began = Instant::now();
+        for i in 0..self.sagas {
+            if let Some(rate) = rate {
+                let due = began + Duration::from_secs_f64(i as f64 / rate);
+                tokio::time::sleep_until(due.into()).await;
+            }
+            let saga_id = format!("bench-{run}-{i}");
+            let start = StartSaga {
+                request_id: saga_id.clone(),
+                saga_id: saga_id.clone(),
+                definition: "bench".into(),
+                version: None,
+                input_json: format!("{{\"n\":{i}}}"),
+                requested_at: now_ms(),
+            };
+            let value = codec.encode(Subject::Topic(starts), &start).await?;
+            let future = producer
+                .send_result(FutureRecord::to(starts).key(&saga_id).payload(&value))
+                .map_err(|(e, _)| e)
+                .context("enqueueing a start request")?;
+            let _ = sent_at.insert(saga_id, Instant::now());
+            inflight.push(future);
+            while inflight.len() >= 5_000 {
+                if let Some(r) = inflight.next().await {
+                    let _ = r?.map_err(|(e, _)| e)?;
+                }
+            }
+        }
+        while let Some(r) = inflight.next().await {
+            let _ = r?.map_err(|(e, _)| e)?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(120 + self.sagas as u64 / 50);
+        loop {
+            let done = {
+                let log = log.lock().expect("event log lock");
+                sent_at
+                    .keys()
+                    .filter(|id| log.sagas.get(*id).is_some_and(|s| s.ended_at.is_some()))
+                    .count()
+            };
+            if done == self.sagas || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let log = log.lock().expect("event log lock");
+        let mut latencies = Vec::with_capacity(self.sagas);
+        let mut last_end = began;
+        for (id, sent) in &sent_at {
+            if let Some(end) = log.sagas.get(id).and_then(|s| s.ended_at) {
+                latencies.push(end.duration_since(*sent).as_secs_f64() * 1000.0);
+                last_end = last_end.max(end);
+            }
+        }
+        latencies.sort_by(f64::total_cmp);
+        let finished = latencies.len();
+        Ok(LoadFigures {
+            sagas: self.sagas,
+            finished,
+            sagas_per_s: finished as f64 / last_end.duration_since(began).as_secs_f64().max(1e-3),
+            p50_ms: percentile(&latencies, 50.0),
+            p99_ms: percentile(&latencies, 99.0),
+            max_ms: latencies.last().copied().unwrap_or(0.0),
+        })
+    }
+}

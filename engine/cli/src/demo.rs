@@ -1,0 +1,325 @@
+//! `sagaflow demo`: the trip saga end to end, checked against its own event log.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+use sagaflow_avro::{AsyncCodec, EventType, StartSaga};
+use sagaflow_worker::examples::{Injection, Role};
+use serde_json::json;
+
+use crate::eventlog::{self, percentile, SagaLog};
+use crate::run_participant::{check_rate, parse_latency};
+use crate::stack::{LocalStack, ParticipantSpec, StackOptions};
+use crate::start::{now_ms, send_start};
+
+/// Demo options.
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "SAGAFLOW_BOOTSTRAP", default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// Use this schema registry instead of starting one in-process.
+    #[arg(long, env = "SAGAFLOW_REGISTRY_URL")]
+    registry_url: Option<String>,
+    /// Sagas to run.
+    #[arg(long, default_value_t = 1000)]
+    sagas: usize,
+    /// Share of hotel bookings that fail (and make the saga compensate).
+    #[arg(long, default_value_t = 0.1)]
+    hotel_failure_rate: f64,
+    /// Participant latency in ms, `N` or `MIN..MAX`.
+    #[arg(long, default_value = "1..5")]
+    latency_ms: String,
+    /// Partitions of the topics.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// Directory of saga definitions.
+    #[arg(long, default_value = "examples")]
+    definitions: PathBuf,
+    /// RocksDB directory (default: a fresh temporary directory).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Give up waiting for sagas after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout_secs: u64,
+}
+
+pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    check_rate("hotel-failure-rate", args.hotel_failure_rate)?;
+    let latency = parse_latency(&args.latency_ms)?;
+    let definitions = sagaflow_definition::load_dir(&args.definitions)
+        .map_err(|d| anyhow::anyhow!("{d}"))
+        .with_context(|| format!("loading definitions from {}", args.definitions.display()))?;
+    anyhow::ensure!(
+        definitions.latest("trip").is_some(),
+        "no `trip` definition in {}",
+        args.definitions.display()
+    );
+    let compensable: Vec<String> = definitions
+        .latest("trip")
+        .map(|d| {
+            d.steps
+                .iter()
+                .filter(|s| s.compensation.is_some())
+                .map(|s| s.name.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let run_id = format!("{:x}", now_ms());
+    let group = format!("demo-{run_id}");
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("sagaflow-{group}")));
+    let plain = Injection {
+        latency_ms: latency,
+        ..Injection::default()
+    };
+    let participants = vec![
+        spec(Role::Payment, 2, plain.clone()),
+        spec(Role::Flight, 2, plain.clone()),
+        spec(
+            Role::Hotel,
+            2,
+            Injection {
+                failure_rate: args.hotel_failure_rate,
+                ..plain.clone()
+            },
+        ),
+        spec(Role::Notify, 2, plain),
+    ];
+    eprintln!(
+        "demo: broker {}, group {group}, {} sagas, {:.0}% hotel failures",
+        args.bootstrap,
+        args.sagas,
+        args.hotel_failure_rate * 100.0
+    );
+    let stack = LocalStack::start(StackOptions {
+        bootstrap: args.bootstrap.clone(),
+        registry_url: args.registry_url.clone(),
+        group: group.clone(),
+        partitions: args.partitions,
+        state_dir: state_dir.clone(),
+        definitions,
+        participants,
+    })
+    .await?;
+    eprintln!("demo: registry {}, engine and 8 participant instances running", stack.registry_url);
+    let log = eventlog::follow(&args.bootstrap, &stack.registry_url, &stack.topics.events).await?;
+
+    let producer = crate::kafka::producer(&args.bootstrap)?;
+    let codec = AsyncCodec::new(&stack.registry_url)?;
+    let began = Instant::now();
+    let mut ids = Vec::with_capacity(args.sagas);
+    for i in 0..args.sagas {
+        let saga_id = format!("trip-{run_id}-{i:05}");
+        let input = json!({
+            "customer": {"id": format!("c-{i}"), "email": format!("c{i}@example.com")},
+            "amount": 100 + (i % 900), "currency": "EUR",
+            "flight": {"number": format!("SF{:04}", i % 97), "date": "2026-07-01"},
+            "hotel": {"id": format!("h-{}", i % 13), "check_in": "2026-07-01", "nights": 1 + i % 5}
+        });
+        let start = StartSaga {
+            request_id: format!("demo-{i}"),
+            saga_id: saga_id.clone(),
+            definition: "trip".into(),
+            version: None,
+            input_json: input.to_string(),
+            requested_at: now_ms(),
+        };
+        send_start(&producer, &codec, &stack.topics.starts, &start).await?;
+        ids.push(saga_id);
+    }
+    eprintln!("demo: {} start requests sent in {:.1?}", ids.len(), began.elapsed());
+
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+    let mut last_report = Instant::now();
+    loop {
+        let finished = {
+            let log = log.lock().expect("event log lock");
+            ids.iter()
+                .filter(|id| log.sagas.get(*id).is_some_and(|s| s.terminal().is_some()))
+                .count()
+        };
+        if finished == ids.len() {
+            break;
+        }
+        if Instant::now() > deadline {
+            eprintln!("demo: timed out with {finished}/{} sagas finished", ids.len());
+            break;
+        }
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            eprintln!("demo: {finished}/{} sagas finished ({:.0?})", ids.len(), began.elapsed());
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let late duplicates (if any) arrive before judging.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let elapsed = began.elapsed();
+
+    let report = {
+        let log = log.lock().expect("event log lock");
+        judge(&ids, &log.sagas, log.records, &compensable)
+    };
+    let metrics = &stack.metrics;
+    let engine_counts = (
+        metrics.sagas_completed_total.load(Ordering::Relaxed),
+        metrics.sagas_compensated_total.load(Ordering::Relaxed),
+        metrics.sagas_failed_total.load(Ordering::Relaxed),
+    );
+    stack.stop().await?;
+    let _ = std::fs::remove_dir_all(&state_dir);
+
+    println!("Sagaflow demo: {} trip sagas in {:.1?}", ids.len(), elapsed);
+    println!("  completed    {:>6}", report.completed);
+    println!("  compensated  {:>6}", report.compensated);
+    println!("  failed       {:>6}", report.failed);
+    println!("  unfinished   {:>6}", report.unfinished);
+    println!(
+        "  duration     p50 {:.0} ms, p99 {:.0} ms (SAGA_STARTED to terminal event)",
+        report.p50_ms, report.p99_ms
+    );
+    println!(
+        "  event log    {} records, {} redelivered copies",
+        report.records, report.redelivered
+    );
+    let mut checks = vec![
+        (
+            "every saga reached exactly one terminal state, gapless seq from 1".to_string(),
+            report.problems.is_empty() && report.unfinished == 0,
+        ),
+        (
+            "every compensated saga refunded the payment and cancelled the flight, in reverse order"
+                .to_string(),
+            report.order_problems.is_empty(),
+        ),
+        (
+            format!(
+                "engine counters agree with the event log (engine: {} completed, {} compensated, {} failed)",
+                engine_counts.0, engine_counts.1, engine_counts.2
+            ),
+            engine_counts
+                == (report.completed as u64, report.compensated as u64, report.failed as u64),
+        ),
+    ];
+    if args.hotel_failure_rate > 0.0 && ids.len() >= 100 {
+        checks.push((
+            "some sagas compensated (hotel failures were injected)".to_string(),
+            report.compensated > 0,
+        ));
+    }
+    println!("checks:");
+    let mut ok = true;
+    for (name, passed) in &checks {
+        println!("  {}  {name}", if *passed { "ok  " } else { "FAIL" });
+        ok &= passed;
+    }
+    for p in report.problems.iter().chain(&report.order_problems).take(20) {
+        println!("    {p}");
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn spec(role: Role, instances: usize, injection: Injection) -> ParticipantSpec {
+    ParticipantSpec {
+        role,
+        topic: role.default_topic().to_string(),
+        instances,
+        injection,
+    }
+}
+
+/// What the event log says about a set of sagas.
+#[derive(Debug, Default)]
+pub(crate) struct Report {
+    pub(crate) completed: usize,
+    pub(crate) compensated: usize,
+    pub(crate) failed: usize,
+    pub(crate) unfinished: usize,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) records: u64,
+    pub(crate) redelivered: u64,
+    pub(crate) problems: Vec<String>,
+    pub(crate) order_problems: Vec<String>,
+}
+
+pub(crate) fn judge(
+    ids: &[String],
+    sagas: &std::collections::HashMap<String, SagaLog>,
+    records: u64,
+    compensable: &[String],
+) -> Report {
+    let mut report = Report {
+        records,
+        ..Report::default()
+    };
+    let mut durations = Vec::new();
+    let empty = SagaLog::default();
+    for id in ids {
+        let saga = sagas.get(id).unwrap_or(&empty);
+        report.redelivered += saga.redelivered;
+        report.problems.extend(saga.problems(id));
+        let Some(terminal) = saga.terminal() else {
+            report.unfinished += 1;
+            continue;
+        };
+        match terminal.event_type {
+            EventType::SagaCompleted => report.completed += 1,
+            EventType::SagaCompensated => {
+                report.compensated += 1;
+                report.order_problems.extend(compensation_problems(id, saga, compensable));
+            }
+            _ => report.failed += 1,
+        }
+        if let Some(start) = saga.events.get(&1) {
+            durations.push((terminal.at - start.at) as f64);
+        }
+    }
+    durations.sort_by(f64::total_cmp);
+    report.p50_ms = percentile(&durations, 50.0);
+    report.p99_ms = percentile(&durations, 99.0);
+    report
+}
+
+/// Compensations must undo succeeded steps in reverse order; for the trip saga that means the
+/// flight is cancelled, then the payment refunded.
+fn compensation_problems(id: &str, saga: &SagaLog, compensable: &[String]) -> Vec<String> {
+    let steps_of = |t: EventType| -> Vec<String> {
+        saga.events
+            .values()
+            .filter(|e| e.event_type == t)
+            .filter_map(|e| e.step.clone())
+            .collect()
+    };
+    let succeeded = steps_of(EventType::StepSucceeded);
+    let compensated = steps_of(EventType::CompensationSucceeded);
+    let mut expected: Vec<String> = succeeded
+        .iter()
+        .rev()
+        .filter(|s| compensable.contains(s))
+        .cloned()
+        .collect();
+    expected.dedup();
+    let mut out = Vec::new();
+    if compensated != expected {
+        out.push(format!(
+            "{id}: compensations ran {compensated:?}, expected {expected:?} (reverse of {succeeded:?})"
+        ));
+    }
+    let failed_hotel = saga
+        .events
+        .values()
+        .any(|e| e.event_type == EventType::StepFailed && e.step.as_deref() == Some("hotel"));
+    if failed_hotel && compensated != ["flight", "payment"] {
+        out.push(format!(
+            "{id}: hotel failed but the compensations were {compensated:?}, not [flight, payment]"
+        ));
+    }
+    out
+}

@@ -1,0 +1,36 @@
+//! `sagaflow registry`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::Args;
+use sagaflow_registry::RegistryConfig;
+
+/// Registry options.
+#[derive(Debug, Args)]
+pub(crate) struct RegistryArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "SAGAFLOW_BOOTSTRAP", default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// HTTP listen address.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    listen: SocketAddr,
+    /// Topic storing the schemas.
+    #[arg(long, default_value = RegistryConfig::DEFAULT_TOPIC)]
+    topic: String,
+}
+
+pub(crate) async fn run(args: RegistryArgs) -> anyhow::Result<ExitCode> {
+    let mut config = RegistryConfig::new(args.bootstrap, args.listen);
+    config.topic = args.topic;
+    let registry = sagaflow_registry::start(config).await?;
+    // Printed on stdout so scripts and tests can find the port.
+    println!("registry: {}", registry.url());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    registry.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,135 @@
+//! A whole local Sagaflow in one process, for the demo and the benchmark: schema registry (unless
+//! one is given), engine, and example participants.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use sagaflow_definition::Registry;
+use sagaflow_registry::{RegistryConfig, RunningRegistry};
+use sagaflow_runtime::topics::{self, Topics};
+use sagaflow_runtime::{EngineConfig, EngineHandle, Metrics};
+use sagaflow_worker::examples::{handler, Injection, Role};
+use sagaflow_worker::{Worker, WorkerConfig};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// One example participant and how many competing instances to run.
+#[derive(Debug, Clone)]
+pub(crate) struct ParticipantSpec {
+    pub(crate) role: Role,
+    pub(crate) topic: String,
+    pub(crate) instances: usize,
+    pub(crate) injection: Injection,
+}
+
+/// What to start.
+#[derive(Debug)]
+pub(crate) struct StackOptions {
+    pub(crate) bootstrap: String,
+    pub(crate) registry_url: Option<String>,
+    pub(crate) group: String,
+    pub(crate) partitions: i32,
+    pub(crate) state_dir: PathBuf,
+    pub(crate) definitions: Registry,
+    pub(crate) participants: Vec<ParticipantSpec>,
+}
+
+/// The running stack.
+pub(crate) struct LocalStack {
+    pub(crate) registry_url: String,
+    pub(crate) topics: Topics,
+    pub(crate) metrics: Arc<Metrics>,
+    registry: Option<RunningRegistry>,
+    engine: Option<EngineHandle>,
+    stop: watch::Sender<bool>,
+    workers: Vec<JoinHandle<sagaflow_worker::Result<()>>>,
+}
+
+impl LocalStack {
+    pub(crate) async fn start(options: StackOptions) -> anyhow::Result<Self> {
+        let topics = Topics::new(&options.group);
+        topics::ensure_engine_topics(&options.bootstrap, &options.group, options.partitions).await?;
+        let participant_topics: Vec<(&str, i32, bool)> = options
+            .participants
+            .iter()
+            .map(|p| (p.topic.as_str(), options.partitions, false))
+            .collect();
+        topics::ensure(&options.bootstrap, &participant_topics).await?;
+
+        let (registry, registry_url) = match &options.registry_url {
+            Some(url) => (None, url.clone()),
+            None => {
+                let listen: SocketAddr = "127.0.0.1:0".parse().expect("valid address");
+                let registry = sagaflow_registry::start(RegistryConfig::new(options.bootstrap.clone(), listen))
+                    .await
+                    .context("starting the local schema registry")?;
+                let url = registry.url();
+                (Some(registry), url)
+            }
+        };
+
+        let mut config = EngineConfig::load(None)?;
+        config.bootstrap = options.bootstrap.clone();
+        config.registry_url = registry_url.clone();
+        config.group = options.group.clone();
+        config.partitions = options.partitions;
+        config.state_dir = options.state_dir.clone();
+        config.http_listen = String::new();
+        let definitions = options.definitions.clone();
+        let engine = tokio::task::spawn_blocking(move || sagaflow_runtime::Engine::start(config, definitions))
+            .await??;
+        let metrics = engine.metrics.clone();
+
+        let (stop, stop_rx) = watch::channel(false);
+        let mut workers = Vec::new();
+        for spec in &options.participants {
+            for i in 0..spec.instances {
+                let worker = Worker::new(
+                    WorkerConfig {
+                        bootstrap: options.bootstrap.clone(),
+                        registry_url: registry_url.clone(),
+                        topic: spec.topic.clone(),
+                        group: format!("{}-{}", options.group, spec.topic),
+                        instance: format!("{}#{i}", spec.topic),
+                        dedupe_capacity: 200_000,
+                        concurrency: 64,
+                    },
+                    handler(spec.role, spec.injection.clone(), None),
+                )?;
+                let mut stop = stop_rx.clone();
+                workers.push(tokio::spawn(async move {
+                    worker
+                        .run(async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        })
+                        .await
+                }));
+            }
+        }
+        Ok(Self {
+            registry_url,
+            topics,
+            metrics,
+            registry,
+            engine: Some(engine),
+            stop,
+            workers,
+        })
+    }
+
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        for w in self.workers.drain(..) {
+            w.await??;
+        }
+        if let Some(engine) = self.engine.take() {
+            tokio::task::spawn_blocking(move || engine.stop()).await??;
+        }
+        if let Some(registry) = self.registry.take() {
+            registry.shutdown().await;
+        }
+        Ok(())
+    }
+}

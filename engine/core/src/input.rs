@@ -1,0 +1,138 @@
+//! What goes into a decision and what comes out.
+
+use sagaflow_avro::{Command, Reply, SagaEvent, SagaState, StartSaga};
+use sagaflow_definition::Definition;
+
+/// One input of the decision function, already decoded.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Start a saga.
+    Start(StartSaga),
+    /// A participant replied.
+    Reply(Reply),
+}
+
+impl Input {
+    /// The saga the input is for.
+    pub fn saga_id(&self) -> &str {
+        match self {
+            Input::Start(start) => &start.saga_id,
+            Input::Reply(reply) => &reply.saga_id,
+        }
+    }
+}
+
+/// Deployed definitions, by name and version.
+pub trait Definitions {
+    /// The definition `name` at `version`, or the latest version when `version` is `None`.
+    fn find(&self, name: &str, version: Option<u32>) -> Option<&Definition>;
+}
+
+/// Topics a decision addresses.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    /// Where participants reply (set as `reply_to` on commands).
+    pub replies: String,
+}
+
+/// Why an input was ignored (counted, never applied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IgnoreReason {
+    /// A start for a saga id that already exists.
+    DuplicateStart,
+    /// A reply for a step phase and attempt that was already applied.
+    DuplicateReply,
+    /// A reply for an older attempt or a phase the step is no longer in.
+    StaleReply,
+    /// A reply for a saga that already ended.
+    SagaFinished,
+}
+
+impl IgnoreReason {
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DuplicateStart => "duplicate_start",
+            Self::DuplicateReply => "duplicate_reply",
+            Self::StaleReply => "stale_reply",
+            Self::SagaFinished => "saga_finished",
+        }
+    }
+}
+
+/// Why an input cannot be processed at all: it goes to the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// A reply for a saga id the engine does not know.
+    UnknownSaga,
+    /// The start names a definition (or version) that is not deployed.
+    UnknownDefinition {
+        /// Requested definition.
+        name: String,
+        /// Requested version, if any.
+        version: Option<i32>,
+    },
+    /// The input is well-formed Avro but semantically invalid.
+    InvalidInput(String),
+}
+
+impl Rejection {
+    /// Short machine-readable reason, sent as the `sagaflow-dlq-reason` header.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownSaga => "unknown-saga",
+            Self::UnknownDefinition { .. } => "unknown-definition",
+            Self::InvalidInput(_) => "invalid-input",
+        }
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnknownSaga => write!(f, "no saga with this id exists on this partition"),
+            Self::UnknownDefinition { name, version: Some(v) } => {
+                write!(f, "definition {name}@{v} is not deployed")
+            }
+            Self::UnknownDefinition { name, version: None } => {
+                write!(f, "no version of definition {name} is deployed")
+            }
+            Self::InvalidInput(message) => f.write_str(message),
+        }
+    }
+}
+
+/// What happened to the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It changed the saga.
+    Applied,
+    /// It was recognised as a duplicate or stale input.
+    Ignored(IgnoreReason),
+    /// It cannot be processed: dead-letter it.
+    Rejected(Rejection),
+}
+
+/// Result of one decision.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// What happened to the input.
+    pub outcome: Outcome,
+    /// The saga's new state, when it changed.
+    pub state: Option<SagaState>,
+    /// Commands to send, each to its `topic`.
+    pub commands: Vec<(String, Command)>,
+    /// Events to append to the event log, in seq order.
+    pub events: Vec<SagaEvent>,
+}
+
+impl Decision {
+    pub(crate) fn unchanged(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            state: None,
+            commands: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! Pure decision logic of Sagaflow.
+//!
+//! Nothing here does I/O: [`decide`] maps `(state, input, now)` to `(state', outputs)`, and
+//! [`Chain`] decides which journal records count. The runtime crate feeds both from Kafka; tests
+//! and replays can call them directly.
+
+mod chain;
+mod decide;
+mod flow;
+mod ids;
+mod input;
+
+pub use chain::{Chain, ChainVerdict, JournalHeader};
+pub use decide::decide;
+pub use ids::{command_id, event_id};
+pub use input::{Decision, Definitions, IgnoreReason, Input, Outcome, Rejection, Topics};

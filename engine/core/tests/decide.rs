@@ -1,0 +1,243 @@
+//! The decision function, driven through whole sagas without any I/O.
+
+use sagaflow_avro::{
+    EventType as E, Phase, Reply, ReplyError, ReplyStatus, SagaState, SagaStatus, StartSaga,
+};
+use sagaflow_core::{decide, Decision, Definitions, IgnoreReason, Input, Outcome, Rejection, Topics};
+use sagaflow_definition::Definition;
+use serde_json::json;
+
+struct Defs(Vec<Definition>);
+
+impl Definitions for Defs {
+    fn find(&self, name: &str, version: Option<u32>) -> Option<&Definition> {
+        self.0
+            .iter()
+            .filter(|d| d.name == name && version.is_none_or(|v| d.version == v))
+            .max_by_key(|d| d.version)
+    }
+}
+
+fn defs() -> Defs {
+    let trip = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/trip.yaml"))
+        .expect("examples/trip.yaml");
+    Defs(vec![Definition::parse("trip.yaml", &trip).expect("valid trip")])
+}
+
+fn topics() -> Topics {
+    Topics {
+        replies: "g.replies".into(),
+    }
+}
+
+fn start(saga_id: &str) -> Input {
+    Input::Start(StartSaga {
+        request_id: "r1".into(),
+        saga_id: saga_id.into(),
+        definition: "trip".into(),
+        version: None,
+        input_json: json!({
+            "customer": {"id": "c-1", "email": "c@example.com"}, "amount": 10, "currency": "EUR",
+            "flight": {"number": "F1", "date": "2026-07-01"},
+            "hotel": {"id": "h1", "check_in": "2026-07-01", "nights": 2}
+        })
+        .to_string(),
+        requested_at: 0,
+    })
+}
+
+fn reply(saga: &str, step: &str, phase: Phase, attempt: i32, result: Result<serde_json::Value, (&str, bool)>) -> Input {
+    let (status, output_json, error) = match result {
+        Ok(v) => (ReplyStatus::Success, Some(v.to_string()), None),
+        Err((code, retryable)) => (
+            ReplyStatus::Failure,
+            None,
+            Some(ReplyError {
+                code: code.into(),
+                message: "m".into(),
+                retryable,
+            }),
+        ),
+    };
+    Input::Reply(Reply {
+        message_id: "m".into(),
+        saga_id: saga.into(),
+        step: step.into(),
+        phase,
+        attempt,
+        idempotency_key: format!("{saga}/{step}/{}/{attempt}", phase.as_str()),
+        status,
+        output_json,
+        error,
+        replied_at: 0,
+    })
+}
+
+/// Applies inputs one by one, like the engine, collecting every decision.
+struct Run {
+    defs: Defs,
+    state: Option<SagaState>,
+    decisions: Vec<Decision>,
+    now: i64,
+}
+
+impl Run {
+    fn new() -> Self {
+        Self {
+            defs: defs(),
+            state: None,
+            decisions: Vec::new(),
+            now: 1_000,
+        }
+    }
+
+    fn feed(&mut self, input: Input) -> &Decision {
+        self.now += 10;
+        let d = decide(&self.defs, &topics(), self.state.as_ref(), &input, self.now);
+        if let Some(s) = &d.state {
+            self.state = Some(s.clone());
+        }
+        self.decisions.push(d);
+        self.decisions.last().expect("pushed")
+    }
+
+    fn events(&self) -> Vec<(i64, E, Option<String>)> {
+        self.decisions
+            .iter()
+            .flat_map(|d| d.events.iter().map(|e| (e.seq, e.event_type, e.step.clone())))
+            .collect()
+    }
+
+    fn status(&self) -> SagaStatus {
+        self.state.as_ref().expect("state").status
+    }
+}
+
+#[test]
+fn a_trip_runs_every_step_and_maps_outputs_into_commands() {
+    let mut run = Run::new();
+    let d = run.feed(start("s1"));
+    assert_eq!(d.outcome, Outcome::Applied);
+    assert_eq!(d.commands.len(), 1);
+    let (topic, cmd) = &d.commands[0];
+    assert_eq!(topic, "trip.payment.commands");
+    assert_eq!(cmd.idempotency_key, "s1/payment/forward/1");
+    assert_eq!(cmd.reply_to, "g.replies");
+    let payload: serde_json::Value = serde_json::from_str(&cmd.payload_json).unwrap();
+    assert_eq!(payload, json!({"amount": 10, "currency": "EUR", "customer": "c-1"}));
+
+    run.feed(reply("s1", "payment", Phase::Forward, 1, Ok(json!({"payment_id": "p-9"}))));
+    run.feed(reply("s1", "flight", Phase::Forward, 1, Ok(json!({"booking_id": "f-9"}))));
+    let d = run.feed(reply("s1", "hotel", Phase::Forward, 1, Ok(json!({"booking_id": "h-9"}))));
+    let notify: serde_json::Value = serde_json::from_str(&d.commands[0].1.payload_json).unwrap();
+    assert_eq!(notify["payment_id"], "p-9");
+    assert_eq!(notify["hotel_booking_id"], "h-9");
+    let d = run.feed(reply("s1", "notify", Phase::Forward, 1, Ok(json!({}))));
+    assert!(d.commands.is_empty());
+    assert_eq!(run.status(), SagaStatus::Completed);
+    let seqs: Vec<i64> = run.events().iter().map(|e| e.0).collect();
+    assert_eq!(seqs, (1..=10).collect::<Vec<_>>(), "gapless seq");
+    assert_eq!(run.events().last().map(|e| e.1), Some(E::SagaCompleted));
+}
+
+#[test]
+fn a_failed_step_compensates_completed_steps_in_reverse_order() {
+    let mut run = Run::new();
+    run.feed(start("s2"));
+    run.feed(reply("s2", "payment", Phase::Forward, 1, Ok(json!({"payment_id": "p"}))));
+    run.feed(reply("s2", "flight", Phase::Forward, 1, Ok(json!({"booking_id": "f"}))));
+    let d = run.feed(reply("s2", "hotel", Phase::Forward, 1, Err(("NO_ROOMS", false))));
+    let (topic, cmd) = &d.commands[0];
+    assert_eq!((topic.as_str(), cmd.command_type.as_str(), cmd.phase), ("trip.flight.commands", "cancel", Phase::Compensate));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&cmd.payload_json).unwrap(), json!({"booking_id": "f"}));
+    assert_eq!(run.status(), SagaStatus::Compensating);
+    let d = run.feed(reply("s2", "flight", Phase::Compensate, 1, Ok(json!({}))));
+    assert_eq!(d.commands[0].1.command_type, "refund");
+    run.feed(reply("s2", "payment", Phase::Compensate, 1, Ok(json!({}))));
+    assert_eq!(run.status(), SagaStatus::Compensated);
+    let tail: Vec<(E, Option<String>)> = run.events().into_iter().skip(6).map(|e| (e.1, e.2)).collect();
+    assert_eq!(
+        tail,
+        vec![
+            (E::StepFailed, Some("hotel".into())),
+            (E::CompensationDispatched, Some("flight".into())),
+            (E::CompensationSucceeded, Some("flight".into())),
+            (E::CompensationDispatched, Some("payment".into())),
+            (E::CompensationSucceeded, Some("payment".into())),
+            (E::SagaCompensated, None),
+        ]
+    );
+}
+
+#[test]
+fn duplicate_and_stale_replies_are_ignored_and_counted_in_the_state() {
+    let mut run = Run::new();
+    run.feed(start("s3"));
+    run.feed(reply("s3", "payment", Phase::Forward, 1, Ok(json!({"payment_id": "p"}))));
+    let d = run.feed(reply("s3", "payment", Phase::Forward, 1, Ok(json!({"payment_id": "p"}))));
+    assert_eq!(d.outcome, Outcome::Ignored(IgnoreReason::DuplicateReply));
+    assert!(d.commands.is_empty() && d.events.is_empty());
+    let d = run.feed(reply("s3", "flight", Phase::Forward, 2, Ok(json!({"booking_id": "f"}))));
+    assert_eq!(d.outcome, Outcome::Ignored(IgnoreReason::StaleReply));
+    let d = run.feed(reply("s3", "flight", Phase::Compensate, 1, Ok(json!({}))));
+    assert_eq!(d.outcome, Outcome::Ignored(IgnoreReason::StaleReply));
+    assert_eq!(run.state.as_ref().unwrap().ignored_replies, 3);
+    // The real reply still applies.
+    let d = run.feed(reply("s3", "flight", Phase::Forward, 1, Ok(json!({"booking_id": "f"}))));
+    assert_eq!(d.outcome, Outcome::Applied);
+}
+
+#[test]
+fn bad_inputs_are_rejected_with_a_reason() {
+    let defs = defs();
+    let d = decide(&defs, &topics(), None, &reply("ghost", "payment", Phase::Forward, 1, Ok(json!({}))), 0);
+    assert_eq!(d.outcome, Outcome::Rejected(Rejection::UnknownSaga));
+    let Input::Start(mut s) = start("s4") else { unreachable!() };
+    s.definition = "nope".into();
+    let d = decide(&defs, &topics(), None, &Input::Start(s.clone()), 0);
+    assert!(matches!(d.outcome, Outcome::Rejected(Rejection::UnknownDefinition { .. })));
+    s.definition = "trip".into();
+    s.input_json = "[1]".into();
+    let d = decide(&defs, &topics(), None, &Input::Start(s), 0);
+    assert!(matches!(d.outcome, Outcome::Rejected(Rejection::InvalidInput(_))));
+}
+
+#[test]
+fn a_second_start_is_ignored_and_a_reply_after_the_end_changes_nothing() {
+    let mut run = Run::new();
+    run.feed(start("s5"));
+    let d = run.feed(start("s5"));
+    assert_eq!(d.outcome, Outcome::Ignored(IgnoreReason::DuplicateStart));
+    run.feed(reply("s5", "payment", Phase::Forward, 1, Err(("CARD_DECLINED", false))));
+    assert_eq!(run.status(), SagaStatus::Compensated, "nothing to compensate");
+    let d = run.feed(reply("s5", "payment", Phase::Forward, 1, Ok(json!({}))));
+    assert_eq!(d.outcome, Outcome::Ignored(IgnoreReason::SagaFinished));
+    assert!(d.events.is_empty());
+}
+
+#[test]
+fn a_missing_context_field_fails_the_step_instead_of_sending_a_broken_command() {
+    let mut run = Run::new();
+    run.feed(start("s6"));
+    // The payment output lacks payment_id: the output mapping fails the step.
+    let d = run.feed(reply("s6", "payment", Phase::Forward, 1, Ok(json!({"other": 1}))));
+    assert!(d.commands.is_empty());
+    let failed = d.events.iter().find(|e| e.event_type == E::StepFailed).expect("step failed");
+    assert!(failed.detail_json.as_deref().unwrap().contains("OUTPUT_MAPPING"));
+    assert_eq!(run.status(), SagaStatus::Compensated);
+}
+
+#[test]
+fn a_compensation_retries_retryable_failures_then_becomes_an_incident() {
+    let mut run = Run::new();
+    run.feed(start("s7"));
+    run.feed(reply("s7", "payment", Phase::Forward, 1, Ok(json!({"payment_id": "p"}))));
+    run.feed(reply("s7", "flight", Phase::Forward, 1, Err(("NO_SEATS", false))));
+    let d = run.feed(reply("s7", "payment", Phase::Compensate, 1, Err(("UNAVAILABLE", true))));
+    assert_eq!(d.commands[0].1.attempt, 2);
+    run.feed(reply("s7", "payment", Phase::Compensate, 2, Err(("UNAVAILABLE", true))));
+    let d = run.feed(reply("s7", "payment", Phase::Compensate, 3, Err(("UNAVAILABLE", true))));
+    assert!(d.commands.is_empty());
+    assert_eq!(run.status(), SagaStatus::Failed);
+    assert_eq!(run.events().last().map(|e| e.1), Some(E::SagaFailed));
+}

@@ -1,0 +1,142 @@
+//! Layered engine configuration: built-in defaults (`default.toml`), a TOML file, environment
+//! variables `SAGAFLOW_*`, then explicit overrides (command-line flags), then [`EngineConfig::validate`].
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+const DEFAULTS: &str = include_str!("default.toml");
+
+/// Engine configuration. Field docs are in `default.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Kafka bootstrap servers.
+    pub bootstrap: String,
+    /// Schema Registry URL.
+    pub registry_url: String,
+    /// Engine group id and topic prefix.
+    pub group: String,
+    /// Partitions of engine topics.
+    pub partitions: i32,
+    /// RocksDB directory.
+    pub state_dir: PathBuf,
+    /// Definitions directory.
+    pub definitions_dir: PathBuf,
+    /// Most decisions per journal record.
+    pub max_batch_decisions: usize,
+    /// Most bytes per journal record.
+    pub max_batch_bytes: usize,
+    /// Changelog checkpoint interval.
+    pub checkpoint_interval_ms: u64,
+    /// HTTP listen address, empty to disable.
+    pub http_listen: String,
+    /// Consumer session timeout.
+    pub session_timeout_ms: u64,
+}
+
+impl EngineConfig {
+    /// Defaults, overlaid by `file` (if any) and the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self> {
+        let mut table: toml::Table = DEFAULTS
+            .parse()
+            .map_err(|e| Error::Config(format!("built-in defaults: {e}")))?;
+        if let Some(file) = file {
+            let text = std::fs::read_to_string(file).map_err(|source| Error::Io {
+                action: format!("reading config file {}", file.display()),
+                source,
+            })?;
+            let overlay: toml::Table = text
+                .parse()
+                .map_err(|e| Error::Config(format!("{}: {e}", file.display())))?;
+            for (key, value) in overlay {
+                if !table.contains_key(&key) {
+                    return Err(Error::Config(format!(
+                        "{}: unknown key `{key}`; see the keys of engine/runtime/src/default.toml",
+                        file.display()
+                    )));
+                }
+                let _ = table.insert(key, value);
+            }
+        }
+        let keys: Vec<String> = table.keys().cloned().collect();
+        for key in keys {
+            let var = format!("SAGAFLOW_{}", key.to_uppercase().replace('-', "_"));
+            if let Ok(raw) = std::env::var(&var) {
+                let value = typed_like(&table[&key], &raw)
+                    .map_err(|e| Error::Config(format!("{var}={raw:?}: {e}")))?;
+                let _ = table.insert(key, value);
+            }
+        }
+        let config: EngineConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        Ok(config)
+    }
+
+    /// Checks invariants the engine relies on.
+    pub fn validate(&self) -> Result<()> {
+        if self.partitions < 1 {
+            return Err(Error::Config(format!(
+                "partitions must be at least 1, got {}",
+                self.partitions
+            )));
+        }
+        if self.group.is_empty()
+            || !self
+                .group
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return Err(Error::Config(format!(
+                "group {:?} must be non-empty and use only letters, digits, '.', '_' and '-' (it prefixes topic names)",
+                self.group
+            )));
+        }
+        if self.max_batch_decisions == 0 || self.max_batch_bytes < 10_000 {
+            return Err(Error::Config(
+                "max-batch-decisions must be > 0 and max-batch-bytes at least 10000".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parses an environment value with the type of the default it replaces.
+fn typed_like(default: &toml::Value, raw: &str) -> std::result::Result<toml::Value, String> {
+    Ok(match default {
+        toml::Value::Integer(_) => toml::Value::Integer(
+            raw.parse()
+                .map_err(|_| "expected an integer".to_string())?,
+        ),
+        toml::Value::Boolean(_) => toml::Value::Boolean(
+            raw.parse()
+                .map_err(|_| "expected true or false".to_string())?,
+        ),
+        _ => toml::Value::String(raw.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_validate() {
+        let config = EngineConfig::load(None).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.group, "sagaflow");
+    }
+
+    #[test]
+    fn unknown_file_key_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("sagaflow-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("engine.toml");
+        std::fs::write(&file, "partitons = 3\n").unwrap();
+        let err = EngineConfig::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("unknown key `partitons`"), "{err}");
+    }
+}

@@ -1,0 +1,66 @@
+use thiserror::Error;
+
+/// Errors of the engine runtime.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// Kafka client error, with what the engine was doing.
+    #[error("kafka error while {action}: {source}")]
+    Kafka {
+        /// What the engine was doing.
+        action: String,
+        /// Client error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// RocksDB error.
+    #[error("state store error at {path}: {source}")]
+    Store {
+        /// Store path.
+        path: String,
+        /// RocksDB error.
+        #[source]
+        source: rocksdb::Error,
+    },
+    /// Encoding or decoding through the registry failed.
+    #[error(transparent)]
+    Avro(#[from] sagaflow_avro::Error),
+    /// Invalid configuration.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A journal record that should be valid could not be read back.
+    #[error("journal {topic}[{partition}] at offset {offset}: {message}")]
+    Journal {
+        /// Journal topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Offset.
+        offset: i64,
+        /// What is wrong.
+        message: String,
+    },
+    /// Definitions could not be loaded.
+    #[error("saga definitions are invalid:\n{0}")]
+    Definitions(String),
+    /// I/O error (HTTP listener, state directory).
+    #[error("{action}: {source}")]
+    Io {
+        /// What failed.
+        action: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn kafka(action: impl Into<String>, source: rdkafka::error::KafkaError) -> Self {
+        Self::Kafka {
+            action: action.into(),
+            source,
+        }
+    }
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

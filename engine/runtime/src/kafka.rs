@@ -1,0 +1,106 @@
+//! Kafka client settings shared by every engine client.
+
+use rdkafka::config::ClientConfig;
+
+/// Settings every client needs. IPv4 is forced because local brokers (tansu) listen on
+/// 127.0.0.1 only and librdkafka would otherwise also try `localhost`'s IPv6 address.
+pub(crate) fn base_config(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    let _ = config
+        .set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4")
+        .set("log_level", "4");
+    config
+}
+
+/// An idempotent producer config: retries keep per-partition order and never duplicate
+/// within one producer session, which the journal's offset check relies on.
+pub(crate) fn producer_config(bootstrap: &str, linger_ms: u32) -> ClientConfig {
+    let mut config = base_config(bootstrap);
+    let _ = config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", linger_ms.to_string())
+        .set("message.max.bytes", "1000000")
+        .set("compression.type", "none");
+    config
+}
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::error::{Error, Result};
+
+/// Low and high watermark of a topic partition.
+pub(crate) fn watermarks(consumer: &BaseConsumer, topic: &str, partition: i32) -> Result<(i64, i64)> {
+    consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .map_err(|e| Error::kafka(format!("reading watermarks of {topic}[{partition}]"), e))
+}
+
+/// A consumer for reading partitions by manual assignment (restores, tools).
+pub(crate) fn reader(bootstrap: &str) -> Result<BaseConsumer> {
+    let mut config = base_config(bootstrap);
+    let _ = config
+        .set("group.id", "sagaflow-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "50");
+    config
+        .create()
+        .map_err(|e| Error::kafka("creating a reader consumer", e))
+}
+
+/// Calls `f(offset, key, value)` for every record of `topic[partition]` in `[from, until)`.
+pub(crate) fn read_range(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    until: i64,
+    mut f: impl FnMut(i64, Option<&[u8]>, Option<&[u8]>) -> Result<()>,
+) -> Result<()> {
+    if from >= until {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(from))
+        .map_err(|e| Error::kafka("building an assignment", e))?;
+    consumer
+        .assign(&tpl)
+        .map_err(|e| Error::kafka(format!("assigning {topic}[{partition}]"), e))?;
+    let mut next = from;
+    let mut idle = 0u32;
+    while next < until {
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {
+                idle += 1;
+                if idle > 300 {
+                    return Err(Error::Journal {
+                        topic: topic.to_string(),
+                        partition,
+                        offset: next,
+                        message: format!("no record arrived for 60 s while reading up to {until}"),
+                    });
+                }
+            }
+            Some(Err(e)) => return Err(Error::kafka(format!("reading {topic}[{partition}]"), e)),
+            Some(Ok(m)) => {
+                idle = 0;
+                if m.offset() < next {
+                    continue;
+                }
+                next = m.offset() + 1;
+                f(m.offset(), m.key(), m.payload())?;
+            }
+        }
+    }
+    consumer
+        .unassign()
+        .map_err(|e| Error::kafka("unassigning a reader", e))?;
+    Ok(())
+}

@@ -1,0 +1,26 @@
+//! Sagaflow's partitioned processor.
+//!
+//! A Kafka Streams-like engine: a consumer group hands out input partitions; the owner of
+//! partition `p` restores its saga states (RocksDB, backed by the journal and changelog topics),
+//! claims the journal partition, and then turns inputs into journaled decisions whose outputs a
+//! relay delivers. See `docs/architecture.md` for why each piece exists.
+
+pub mod config;
+mod error;
+mod http;
+mod kafka;
+mod metrics;
+mod processor;
+pub mod partitioner;
+mod relay;
+mod restore;
+mod store;
+mod task;
+pub mod topics;
+
+pub use config::EngineConfig;
+pub use error::{Error, Result};
+pub use http::serve_http;
+pub use metrics::Metrics;
+pub use partitioner::{murmur2, partition_for};
+pub use processor::{Engine, EngineHandle};

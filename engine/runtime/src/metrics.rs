@@ -1,0 +1,92 @@
+//! Engine counters, exposed in the Prometheus text format on `/metrics`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+macro_rules! counters {
+    ($($name:ident => $help:literal),* $(,)?) => {
+        /// Engine counters and gauges. All fields are monotonic counters unless named `_gauge`.
+        #[derive(Debug, Default)]
+        pub struct Metrics {
+            $(#[doc = $help] pub $name: AtomicU64,)*
+            /// Partitions owned right now.
+            pub partitions_owned: AtomicI64,
+            /// Ignored inputs by reason.
+            ignored: Mutex<Vec<(&'static str, u64)>>,
+            /// Dead letters by reason.
+            dead_letters: Mutex<Vec<(&'static str, u64)>>,
+        }
+
+        impl Metrics {
+            /// Prometheus text exposition.
+            pub fn render(&self) -> String {
+                let mut out = String::new();
+                $(
+                    let _ = writeln!(out, "# HELP sagaflow_{} {}", stringify!($name), $help);
+                    let _ = writeln!(out, "# TYPE sagaflow_{} counter", stringify!($name));
+                    let _ = writeln!(out, "sagaflow_{} {}", stringify!($name), self.$name.load(Ordering::Relaxed));
+                )*
+                let _ = writeln!(out, "# HELP sagaflow_partitions_owned Input partitions this engine owns.");
+                let _ = writeln!(out, "# TYPE sagaflow_partitions_owned gauge");
+                let _ = writeln!(out, "sagaflow_partitions_owned {}", self.partitions_owned.load(Ordering::Relaxed));
+                let _ = writeln!(out, "# HELP sagaflow_inputs_ignored_total Duplicate or stale inputs recognised and not applied.");
+                let _ = writeln!(out, "# TYPE sagaflow_inputs_ignored_total counter");
+                for (reason, n) in self.ignored.lock().expect("metrics lock").iter() {
+                    let _ = writeln!(out, "sagaflow_inputs_ignored_total{{reason=\"{reason}\"}} {n}");
+                }
+                let _ = writeln!(out, "# HELP sagaflow_dead_letters_total Inputs sent to the dead-letter topic.");
+                let _ = writeln!(out, "# TYPE sagaflow_dead_letters_total counter");
+                for (reason, n) in self.dead_letters.lock().expect("metrics lock").iter() {
+                    let _ = writeln!(out, "sagaflow_dead_letters_total{{reason=\"{reason}\"}} {n}");
+                }
+                out
+            }
+        }
+    };
+}
+
+counters! {
+    decisions_total => "Inputs applied to a saga.",
+    sagas_started_total => "Sagas started.",
+    sagas_completed_total => "Sagas that completed every step.",
+    sagas_compensated_total => "Sagas fully compensated.",
+    sagas_failed_total => "Sagas that became incidents.",
+    journal_records_total => "Journal records written and confirmed valid.",
+    journal_conflicts_total => "Journal writes that found another writer and forced a resync.",
+    fenced_records_total => "Journal records ignored by the chain rule during restores.",
+    relayed_messages_total => "Outbound messages delivered by the relay.",
+    relay_redeliveries_total => "Outbound messages delivered again after a restore.",
+    forwarded_inputs_total => "Inputs that arrived on the wrong partition and were forwarded.",
+    restores_total => "Partition restores.",
+}
+
+impl Metrics {
+    fn bump(list: &Mutex<Vec<(&'static str, u64)>>, label: &'static str) {
+        let mut list = list.lock().expect("metrics lock");
+        match list.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, n)) => *n += 1,
+            None => list.push((label, 1)),
+        }
+    }
+
+    /// Counts an ignored input.
+    pub fn ignored(&self, reason: &'static str) {
+        Self::bump(&self.ignored, reason);
+    }
+
+    /// Counts a dead letter.
+    pub fn dead_letter(&self, reason: &'static str) {
+        Self::bump(&self.dead_letters, reason);
+    }
+
+    /// Total ignored inputs.
+    pub fn ignored_total(&self) -> u64 {
+        self.ignored.lock().expect("metrics lock").iter().map(|(_, n)| n).sum()
+    }
+
+    /// Total dead letters.
+    pub fn dead_letters_total(&self) -> u64 {
+        self.dead_letters.lock().expect("metrics lock").iter().map(|(_, n)| n).sum()
+    }
+}

@@ -1,0 +1,638 @@
+//! The engine loop: one thread owns the consumer, the tasks and the relay.
+//!
+//! Partitions are restored inside the consumer's rebalance callback, before they are assigned,
+//! so the consumer starts fetching each input exactly at the position the journal recorded (no
+//! committed consumer offsets are used). The callback runs inside `poll` on this same thread,
+//! so no decision can run concurrently with a rebalance.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use sagaflow_avro::{BlockingCodec, Header};
+use sagaflow_core::Definitions;
+use sagaflow_definition::{Definition, Registry};
+use tracing::{error, info, warn};
+
+use crate::config::EngineConfig;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::relay::Relay;
+use crate::restore::{self, Restored};
+use crate::store::Store;
+use crate::task::{resume_relay, InputRecord, Produce, Task, TaskEnv, TaskStatus};
+use crate::topics::Topics;
+
+struct RegistryDefinitions(Registry);
+
+impl Definitions for RegistryDefinitions {
+    fn find(&self, name: &str, version: Option<u32>) -> Option<&Definition> {
+        match version {
+            Some(v) => self.0.get(name, v).map(AsRef::as_ref),
+            None => self.0.latest(name).map(AsRef::as_ref),
+        }
+    }
+}
+
+/// Everything a restore needs; shared with the rebalance callback.
+struct RestoreDeps {
+    store: Arc<Store>,
+    codec: Arc<BlockingCodec>,
+    reader: BaseConsumer,
+    topics: Topics,
+}
+
+enum GroupEvent {
+    Assigned(i32, Box<Restored>),
+    AssignFailed(i32, String),
+    Revoked(Vec<i32>),
+}
+
+struct GroupContext {
+    deps: Arc<RestoreDeps>,
+    events: Mutex<Vec<GroupEvent>>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let partitions: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        let mut events = self.events.lock().expect("group events lock");
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                info!(?partitions, "partitions assigned; restoring");
+                let mut assignment = TopicPartitionList::new();
+                for partition in partitions {
+                    let d = &self.deps;
+                    let restored = restore::restore(&d.store, &d.reader, &d.codec, &d.topics, partition);
+                    let positions = match &restored {
+                        Ok(r) => r.meta.positions.clone(),
+                        Err(_) => BTreeMap::new(),
+                    };
+                    for topic in d.topics.inputs() {
+                        let offset = positions
+                            .get(topic)
+                            .map_or(Offset::Beginning, |o| Offset::Offset(o + 1));
+                        if let Err(e) = assignment.add_partition_offset(topic, partition, offset) {
+                            error!(error = %e, "cannot build the assignment");
+                        }
+                    }
+                    events.push(match restored {
+                        Ok(r) => GroupEvent::Assigned(partition, Box::new(r)),
+                        Err(e) => GroupEvent::AssignFailed(partition, e.to_string()),
+                    });
+                }
+                if let Err(e) = consumer.assign(&assignment) {
+                    error!(error = %e, "cannot assign partitions");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                info!(?partitions, "partitions revoked");
+                events.push(GroupEvent::Revoked(partitions.into_iter().collect()));
+                if let Err(e) = consumer.unassign() {
+                    error!(error = %e, "cannot unassign partitions");
+                }
+            }
+            other => error!(?other, "rebalance error"),
+        }
+    }
+}
+
+struct JournalTicket {
+    partition: i32,
+    generation: u64,
+    seq: u64,
+}
+
+type JournalAck = (JournalTicket, std::result::Result<i64, String>);
+
+struct JournalContext {
+    acks: Sender<JournalAck>,
+}
+
+impl ClientContext for JournalContext {}
+
+impl ProducerContext for JournalContext {
+    type DeliveryOpaque = Box<JournalTicket>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, ticket: Self::DeliveryOpaque) {
+        let outcome = match result {
+            Ok(m) => Ok(m.offset()),
+            Err((e, _)) => Err(e.to_string()),
+        };
+        let _ = self.acks.send((*ticket, outcome));
+    }
+}
+
+/// Starts engines.
+#[derive(Debug)]
+pub struct Engine;
+
+/// A running engine.
+#[derive(Debug)]
+pub struct EngineHandle {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<()>>>,
+    /// The engine's counters.
+    pub metrics: Arc<Metrics>,
+}
+
+impl EngineHandle {
+    /// Whether the engine loop has ended (by error or stop).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Stops the engine cleanly (finishes in-flight writes, leaves the group) and waits.
+    pub fn stop(mut self) -> Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.join_inner()
+    }
+
+    /// Waits for the engine loop to end (it ends only on error or stop).
+    pub fn join(mut self) -> Result<()> {
+        self.join_inner()
+    }
+
+    fn join_inner(&mut self) -> Result<()> {
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(Error::Config("engine thread panicked".into()))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Engine {
+    /// Starts an engine with `config` and deployed `definitions` on its own thread. Call it
+    /// outside async code, or from `spawn_blocking`: start-up blocks until the clients exist.
+    pub fn start(config: EngineConfig, definitions: Registry) -> Result<EngineHandle> {
+        config.validate()?;
+        let metrics = Arc::new(Metrics::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = channel();
+        let thread = {
+            let metrics = metrics.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("sagaflow-engine".into())
+                .spawn(move || {
+                    let mut processor = match Processor::new(config, definitions, metrics, stop) {
+                        Ok(p) => {
+                            let _ = ready_tx.send(Ok(()));
+                            p
+                        }
+                        Err(e) => {
+                            let message = e.to_string();
+                            let _ = ready_tx.send(Err(e));
+                            return Err(Error::Config(message));
+                        }
+                    };
+                    let result = processor.run();
+                    if let Err(e) = &result {
+                        error!(error = %e, "engine stopped with an error");
+                    }
+                    result
+                })
+                .map_err(|source| Error::Io {
+                    action: "spawning the engine thread".into(),
+                    source,
+                })?
+        };
+        ready_rx
+            .recv()
+            .map_err(|_| Error::Config("engine thread ended during start-up".into()))??;
+        Ok(EngineHandle {
+            stop,
+            thread: Some(thread),
+            metrics,
+        })
+    }
+}
+
+/// What every task reads and nothing changes while the engine runs.
+struct Context {
+    config: EngineConfig,
+    definitions: RegistryDefinitions,
+    metrics: Arc<Metrics>,
+    deps: Arc<RestoreDeps>,
+    core_topics: sagaflow_core::Topics,
+    writer: String,
+}
+
+impl Context {
+    fn env(&self) -> TaskEnv<'_> {
+        TaskEnv {
+            store: &self.deps.store,
+            codec: &self.deps.codec,
+            topics: &self.deps.topics,
+            core_topics: &self.core_topics,
+            definitions: &self.definitions,
+            metrics: &self.metrics,
+            partitions: self.config.partitions,
+            writer: &self.writer,
+        }
+    }
+}
+
+struct Processor {
+    ctx: Context,
+    stop: Arc<AtomicBool>,
+    consumer: BaseConsumer<GroupContext>,
+    journal: ThreadedProducer<JournalContext>,
+    journal_acks: Receiver<JournalAck>,
+    relay: Relay,
+    tasks: BTreeMap<i32, Task>,
+    failed: BTreeMap<i32, Instant>,
+    next_generation: u64,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Processor {
+    fn new(
+        config: EngineConfig,
+        definitions: Registry,
+        metrics: Arc<Metrics>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Self> {
+        let topics = Topics::new(&config.group);
+        let store = Arc::new(Store::open(&config.state_dir)?);
+        let codec = Arc::new(BlockingCodec::new(&config.registry_url)?);
+        let reader = crate::kafka::reader(&config.bootstrap)?;
+        let deps = Arc::new(RestoreDeps {
+            store,
+            codec,
+            reader,
+            topics: topics.clone(),
+        });
+        let writer = format!(
+            "{}-{}-{:08x}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "engine".into()),
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        let mut consumer_config = crate::kafka::base_config(&config.bootstrap);
+        let _ = consumer_config
+            .set("group.id", &config.group)
+            .set("partition.assignment.strategy", "range")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", config.session_timeout_ms.to_string())
+            .set("heartbeat.interval.ms", (config.session_timeout_ms / 4).max(500).to_string())
+            .set("fetch.wait.max.ms", "10")
+            .set("enable.partition.eof", "false");
+        let consumer: BaseConsumer<GroupContext> = consumer_config
+            .create_with_context(GroupContext {
+                deps: deps.clone(),
+                events: Mutex::new(Vec::new()),
+            })
+            .map_err(|e| Error::kafka("creating the input consumer", e))?;
+        consumer
+            .subscribe(&topics.inputs())
+            .map_err(|e| Error::kafka("subscribing to the input topics", e))?;
+        let (tx, rx) = channel();
+        let journal: ThreadedProducer<JournalContext> = crate::kafka::producer_config(&config.bootstrap, 1)
+            .create_with_context(JournalContext { acks: tx })
+            .map_err(|e| Error::kafka("creating the journal producer", e))?;
+        let relay = Relay::new(&config.bootstrap, &topics.changelog, metrics.clone())?;
+        info!(writer = %writer, group = %config.group, "engine started");
+        Ok(Self {
+            ctx: Context {
+                core_topics: sagaflow_core::Topics {
+                    replies: topics.replies.clone(),
+                },
+                config,
+                definitions: RegistryDefinitions(definitions),
+                metrics,
+                deps,
+                writer,
+            },
+            stop,
+            consumer,
+            journal,
+            journal_acks: rx,
+            relay,
+            tasks: BTreeMap::new(),
+            failed: BTreeMap::new(),
+            next_generation: 1,
+        })
+    }
+
+    fn run(&mut self) -> Result<()> {
+        let mut last_checkpoint = Instant::now();
+        let checkpoint_every = Duration::from_millis(self.ctx.config.checkpoint_interval_ms);
+        while !self.stop.load(Ordering::SeqCst) {
+            self.poll_inputs()?;
+            self.flush_batches()?;
+            self.drain_journal_acks()?;
+            let advances = self.relay.drain();
+            self.apply_advances(advances)?;
+            if last_checkpoint.elapsed() >= checkpoint_every {
+                last_checkpoint = Instant::now();
+                let advances = self.relay.flush_changelog();
+                self.apply_advances(advances)?;
+            }
+            self.resync_tasks()?;
+        }
+        self.shutdown()
+    }
+
+    fn poll_inputs(&mut self) -> Result<()> {
+        // Acknowledgements are handled between polls: poll briefly while any are awaited.
+        let wait = if self.tasks.values().any(|t| t.status == TaskStatus::NeedsResync) {
+            Duration::ZERO
+        } else if self.tasks.values().all(Task::idle) && self.relay.idle() {
+            Duration::from_millis(20)
+        } else {
+            Duration::from_millis(1)
+        };
+        let mut polled = 0usize;
+        let max = self.ctx.config.max_batch_decisions;
+        while polled < max {
+            let timeout = if polled == 0 { wait } else { Duration::ZERO };
+            // Detached so that group events (which need `&mut self`) can be handled right after
+            // the poll that raised them, before the message's partition is looked up.
+            let message = self.consumer.poll(timeout).map(|m| m.map(|m| m.detach()));
+            self.handle_group_events()?;
+            let Some(message) = message else { break };
+            polled += 1;
+            let message = match message {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(error = %e, "consumer error");
+                    break;
+                }
+            };
+            let partition = message.partition();
+            let headers = message
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| Header {
+                            name: h.key.to_string(),
+                            value: h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let now = now_ms();
+            let env = self.ctx.env();
+            let Some(task) = self.tasks.get_mut(&partition) else {
+                continue;
+            };
+            task.handle(
+                &env,
+                now,
+                InputRecord {
+                    topic: message.topic(),
+                    offset: message.offset(),
+                    key: message.key(),
+                    payload: message.payload(),
+                    headers,
+                },
+            )?;
+            if task.batch_full(self.ctx.config.max_batch_decisions, self.ctx.config.max_batch_bytes) {
+                if let Some(p) = task.flush(&env)? {
+                    Self::send_journal(&self.journal, &self.ctx.deps.topics.journal, partition, p);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_group_events(&mut self) -> Result<()> {
+        let events: Vec<GroupEvent> = std::mem::take(
+            &mut *self.consumer.context().events.lock().expect("group events lock"),
+        );
+        for event in events {
+            match event {
+                GroupEvent::Assigned(partition, restored) => {
+                    self.ctx.metrics.restores_total.fetch_add(1, Ordering::Relaxed);
+                    self.ctx.metrics
+                        .fenced_records_total
+                        .fetch_add(restored.fenced_records, Ordering::Relaxed);
+                    let _ = self.failed.remove(&partition);
+                    self.install(partition, *restored, true)?;
+                }
+                GroupEvent::AssignFailed(partition, reason) => {
+                    error!(partition, %reason, "restore failed; will retry");
+                    let _ = self.failed.insert(partition, Instant::now());
+                    if let Some(tpl) = self.input_tpl(partition, None) {
+                        let _ = self.consumer.pause(&tpl);
+                    }
+                }
+                GroupEvent::Revoked(partitions) => {
+                    for partition in partitions {
+                        let _ = self.tasks.remove(&partition);
+                        let _ = self.failed.remove(&partition);
+                        self.relay.close(partition);
+                    }
+                }
+            }
+        }
+        self.ctx.metrics
+            .partitions_owned
+            .store(self.tasks.len() as i64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn install(&mut self, partition: i32, restored: Restored, takeover: bool) -> Result<()> {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let (task, claim) = {
+            let env = self.ctx.env();
+            Task::new(&env, partition, generation, &restored, takeover)?
+        };
+        resume_relay(&mut self.relay, partition, restored);
+        if let Some(p) = claim {
+            Self::send_journal(&self.journal, &self.ctx.deps.topics.journal, partition, p);
+        }
+        let _ = self.tasks.insert(partition, task);
+        Ok(())
+    }
+
+    fn input_tpl(&self, partition: i32, positions: Option<&[(String, i64)]>) -> Option<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::new();
+        for topic in self.ctx.deps.topics.inputs() {
+            let offset = positions
+                .and_then(|ps| ps.iter().find(|(t, _)| t == topic))
+                .map_or(Offset::Beginning, |(_, o)| Offset::Offset(*o));
+            tpl.add_partition_offset(topic, partition, offset).ok()?;
+        }
+        Some(tpl)
+    }
+
+    fn send_journal(
+        producer: &ThreadedProducer<JournalContext>,
+        topic: &str,
+        partition: i32,
+        produce: Produce,
+    ) {
+        let mut ticket = Box::new(JournalTicket {
+            partition,
+            generation: produce.generation,
+            seq: produce.seq,
+        });
+        loop {
+            let record = BaseRecord::with_opaque_to(topic, ticket)
+                .partition(partition)
+                .payload(&produce.bytes);
+            match producer.send::<(), _>(record) {
+                Ok(()) => return,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), record)) => {
+                    ticket = record.delivery_opaque;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err((e, record)) => {
+                    // Report it as a failed write: the task resyncs.
+                    let t = record.delivery_opaque;
+                    warn!(error = %e, partition, "journal record not enqueued");
+                    let _ = producer.context().acks.send((*t, Err(e.to_string())));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn flush_batches(&mut self) -> Result<()> {
+        let partitions: Vec<i32> = self.tasks.keys().copied().collect();
+        for partition in partitions {
+            let produce = {
+                let env = self.ctx.env();
+                let task = self.tasks.get_mut(&partition).expect("listed");
+                task.flush(&env)?
+            };
+            if let Some(p) = produce {
+                Self::send_journal(&self.journal, &self.ctx.deps.topics.journal, partition, p);
+            }
+        }
+        Ok(())
+    }
+
+    fn drain_journal_acks(&mut self) -> Result<()> {
+        while let Ok((ticket, result)) = self.journal_acks.try_recv() {
+            let env = self.ctx.env();
+            let Some(task) = self.tasks.get_mut(&ticket.partition) else {
+                continue;
+            };
+            if task.generation != ticket.generation || task.status != TaskStatus::Active {
+                continue;
+            }
+            task.acked(&env, &mut self.relay, ticket.seq, result)?;
+        }
+        Ok(())
+    }
+
+    fn apply_advances(&mut self, advances: Vec<crate::relay::Advance>) -> Result<()> {
+        for advance in advances {
+            let Some(task) = self.tasks.get_mut(&advance.partition) else {
+                continue;
+            };
+            let through = advance.mark.chain.last_valid;
+            let checkpoint =
+                restore::encode_checkpoint(&self.ctx.deps.codec, &self.ctx.deps.topics, &advance.mark)?;
+            task.relayed(
+                &self.ctx.env(),
+                advance.mark,
+            )?;
+            self.relay.checkpoint(advance.partition, checkpoint, through);
+        }
+        Ok(())
+    }
+
+    fn resync_tasks(&mut self) -> Result<()> {
+        let stale: Vec<i32> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.status == TaskStatus::NeedsResync)
+            .map(|(p, _)| *p)
+            .collect();
+        let retry: Vec<i32> = self
+            .failed
+            .iter()
+            .filter(|(_, at)| at.elapsed() > Duration::from_secs(5))
+            .map(|(p, _)| *p)
+            .collect();
+        for partition in stale.into_iter().chain(retry.iter().copied()) {
+            let takeover = retry.contains(&partition);
+            let restored = match restore::restore(
+                &self.ctx.deps.store,
+                &self.ctx.deps.reader,
+                &self.ctx.deps.codec,
+                &self.ctx.deps.topics,
+                partition,
+            ) {
+                Ok(r) => r,
+                Err(e) => {
+                    error!(partition, error = %e, "restore failed; will retry");
+                    let _ = self.tasks.remove(&partition);
+                    let _ = self.failed.insert(partition, Instant::now());
+                    continue;
+                }
+            };
+            self.ctx.metrics.restores_total.fetch_add(1, Ordering::Relaxed);
+            let _ = self.failed.remove(&partition);
+            self.relay.close(partition);
+            self.install(partition, restored, takeover)?;
+            let positions = self.tasks[&partition].seek_positions();
+            if let Some(tpl) = self.input_tpl(partition, Some(&positions)) {
+                for element in tpl.elements() {
+                    if let Err(e) = self.consumer.seek(
+                        element.topic(),
+                        partition,
+                        element.offset(),
+                        Duration::from_secs(5),
+                    ) {
+                        warn!(partition, topic = element.topic(), error = %e, "seek after resync failed");
+                    }
+                }
+                let _ = self.consumer.resume(&tpl);
+            }
+        }
+        Ok(())
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        info!("engine stopping: writing the last batches");
+        self.flush_batches()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            self.drain_journal_acks()?;
+            let advances = self.relay.drain();
+            self.apply_advances(advances)?;
+            let advances = self.relay.flush_changelog();
+            self.apply_advances(advances)?;
+            let journal_idle = self.tasks.values().all(Task::idle);
+            if journal_idle && self.relay.idle() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.relay.flush(Duration::from_secs(5));
+        self.consumer.unsubscribe();
+        info!("engine stopped");
+        Ok(())
+    }
+}

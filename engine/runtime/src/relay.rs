@@ -1,0 +1,395 @@
+//! The outbox relay: delivers the outputs of valid journal records and keeps the changelog.
+//!
+//! Outputs are delivered at least once with stable ids (G2). Per partition the relay tracks a
+//! watermark: the newest valid journal record such that every output of every record up to it is
+//! acknowledged by the broker and every saga state up to it is in the changelog. The watermark is
+//! persisted locally, written into later journal records, and into checkpoint records on the
+//! changelog; a restore re-delivers everything after it.
+//!
+//! The changelog is written once per checkpoint interval with only the latest state of each saga
+//! changed since the last flush, as Kafka Streams' record cache does, which keeps it off the
+//! per-decision path.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{DeliveryResult, Header as KafkaHeader, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+use sagaflow_avro::Outbound;
+use tracing::warn;
+
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::store::RelayMark;
+
+/// Header carrying the stable message id.
+pub(crate) const ID_HEADER: &str = "sagaflow-id";
+
+/// What a delivered message belonged to.
+#[derive(Debug)]
+pub(crate) enum Purpose {
+    /// Output of the journal record at this offset.
+    Output(i64),
+    /// Changelog flush number.
+    Flush(u64),
+    /// A checkpoint record (nothing waits on it).
+    Checkpoint,
+}
+
+#[derive(Debug)]
+pub(crate) struct Ticket {
+    partition: i32,
+    generation: u64,
+    purpose: Purpose,
+    message: Outbound,
+    explicit_partition: Option<i32>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RelayContext {
+    acks: Sender<(Box<Ticket>, Result<(), KafkaError>)>,
+}
+
+impl ClientContext for RelayContext {}
+
+impl ProducerContext for RelayContext {
+    type DeliveryOpaque = Box<Ticket>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, ticket: Self::DeliveryOpaque) {
+        let outcome = match result {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err(e.clone()),
+        };
+        let _ = self.acks.send((ticket, outcome));
+    }
+}
+
+#[derive(Debug, Default)]
+struct PartitionRelay {
+    generation: u64,
+    /// Committed journal offsets with their outstanding output count.
+    outstanding: BTreeMap<i64, usize>,
+    /// Everything at or below is delivered.
+    outputs_through: i64,
+    /// Chain and positions at each committed offset not yet covered by the watermark.
+    marks: BTreeMap<i64, RelayMark>,
+    /// Latest state per saga since the last flush.
+    dirty: HashMap<String, Option<Vec<u8>>>,
+    /// Flush in flight: (number, covers through offset, outstanding).
+    flush: Option<(u64, i64, usize)>,
+    changelog_through: i64,
+    last_committed: i64,
+    /// The persisted watermark.
+    watermark: i64,
+}
+
+/// Advance of a partition's watermark, for the processor to persist.
+#[derive(Debug)]
+pub(crate) struct Advance {
+    pub(crate) partition: i32,
+    pub(crate) mark: RelayMark,
+}
+
+/// The relay.
+pub(crate) struct Relay {
+    producer: ThreadedProducer<RelayContext>,
+    acks: Receiver<(Box<Ticket>, Result<(), KafkaError>)>,
+    partitions: HashMap<i32, PartitionRelay>,
+    next_generation: u64,
+    next_flush: u64,
+    changelog: String,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("partitions", &self.partitions.len())
+            .finish()
+    }
+}
+
+impl Relay {
+    pub(crate) fn new(bootstrap: &str, changelog: &str, metrics: Arc<Metrics>) -> Result<Self> {
+        let (tx, rx) = channel();
+        let mut config = crate::kafka::producer_config(bootstrap, 2);
+        // Kafka's Java default, so keys land where Java clients would put them.
+        let _ = config.set("partitioner", "murmur2_random");
+        let producer = config
+            .create_with_context(RelayContext { acks: tx })
+            .map_err(|e| Error::kafka("creating the relay producer", e))?;
+        Ok(Self {
+            producer,
+            acks: rx,
+            partitions: HashMap::new(),
+            next_generation: 1,
+            next_flush: 1,
+            changelog: changelog.to_string(),
+            metrics,
+        })
+    }
+
+    /// Starts relaying for a newly owned partition whose watermark is `mark`.
+    pub(crate) fn open(&mut self, partition: i32, mark: RelayMark) {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let through = mark.chain.last_valid;
+        let mut marks = BTreeMap::new();
+        let _ = marks.insert(through, mark);
+        let _ = self.partitions.insert(
+            partition,
+            PartitionRelay {
+                generation,
+                outputs_through: through,
+                changelog_through: through,
+                last_committed: through,
+                watermark: through,
+                marks,
+                ..PartitionRelay::default()
+            },
+        );
+    }
+
+    /// Stops tracking a partition this engine no longer owns.
+    pub(crate) fn close(&mut self, partition: i32) {
+        let _ = self.partitions.remove(&partition);
+    }
+
+    /// Hands over a committed (valid) journal record.
+    pub(crate) fn committed(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        outputs: Vec<Outbound>,
+        states: impl IntoIterator<Item = (String, Option<Vec<u8>>)>,
+        mark: Option<RelayMark>,
+        redelivery: bool,
+    ) {
+        let Some(part) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        let generation = part.generation;
+        *part.outstanding.entry(offset).or_insert(0) += outputs.len();
+        if let Some(mark) = mark {
+            let _ = part.marks.insert(offset, mark);
+        }
+        part.last_committed = part.last_committed.max(offset);
+        for (saga, state) in states {
+            let _ = part.dirty.insert(saga, state);
+        }
+        if redelivery {
+            self.metrics
+                .relay_redeliveries_total
+                .fetch_add(outputs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        for message in outputs {
+            self.send(Box::new(Ticket {
+                partition,
+                generation,
+                purpose: Purpose::Output(offset),
+                message,
+                explicit_partition: None,
+            }));
+        }
+        self.advance_outputs(partition);
+    }
+
+    fn send(&self, mut ticket: Box<Ticket>) {
+        loop {
+            let mut headers = OwnedHeaders::new().insert(KafkaHeader {
+                key: ID_HEADER,
+                value: Some(ticket.message.id.as_bytes()),
+            });
+            for h in &ticket.message.headers {
+                headers = headers.insert(KafkaHeader {
+                    key: &h.name,
+                    value: Some(&h.value),
+                });
+            }
+            let topic = ticket.message.topic.clone();
+            let key = ticket.message.key.clone();
+            let value = ticket.message.value.clone();
+            let explicit = ticket.explicit_partition;
+            let mut record = BaseRecord::with_opaque_to(&topic, ticket).headers(headers);
+            if let Some(k) = key.as_deref() {
+                record = record.key(k);
+            }
+            if let Some(v) = value.as_deref() {
+                record = record.payload(v);
+            }
+            if let Some(p) = explicit {
+                record = record.partition(p);
+            }
+            match self.producer.send(record) {
+                Ok(()) => return,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), record)) => {
+                    ticket = record.delivery_opaque;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, record)) => {
+                    warn!(error = %e, topic = %record.topic, "relay could not enqueue a message; retrying");
+                    ticket = record.delivery_opaque;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    /// Processes delivery reports; returns watermark advances to persist.
+    pub(crate) fn drain(&mut self) -> Vec<Advance> {
+        let mut touched = Vec::new();
+        while let Ok((ticket, outcome)) = self.acks.try_recv() {
+            if let Err(e) = outcome {
+                // At least once: the same message (same id) again until the broker takes it.
+                warn!(error = %e, topic = %ticket.message.topic, id = %ticket.message.id, "relay delivery failed; resending");
+                self.send(ticket);
+                continue;
+            }
+            let Some(part) = self.partitions.get_mut(&ticket.partition) else {
+                continue;
+            };
+            if part.generation != ticket.generation {
+                continue;
+            }
+            match ticket.purpose {
+                Purpose::Output(offset) => {
+                    self.metrics
+                        .relayed_messages_total
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(n) = part.outstanding.get_mut(&offset) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
+                Purpose::Flush(number) => {
+                    if let Some((n, through, left)) = part.flush.as_mut() {
+                        if *n == number {
+                            *left = left.saturating_sub(1);
+                            if *left == 0 {
+                                part.changelog_through = *through;
+                                part.flush = None;
+                            }
+                        }
+                    }
+                }
+                Purpose::Checkpoint => {}
+            }
+            touched.push(ticket.partition);
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        let mut advances = Vec::new();
+        for partition in touched {
+            self.advance_outputs(partition);
+            if let Some(a) = self.advance_watermark(partition) {
+                advances.push(a);
+            }
+        }
+        advances
+    }
+
+    fn advance_outputs(&mut self, partition: i32) {
+        let Some(part) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        while let Some((&offset, &left)) = part.outstanding.first_key_value() {
+            if left > 0 {
+                break;
+            }
+            part.outputs_through = offset;
+            let _ = part.outstanding.pop_first();
+        }
+    }
+
+    fn advance_watermark(&mut self, partition: i32) -> Option<Advance> {
+        let part = self.partitions.get_mut(&partition)?;
+        let covered = part.outputs_through.min(part.changelog_through);
+        let (&offset, _) = part.marks.range(..=covered).next_back()?;
+        if offset <= part.watermark {
+            return None;
+        }
+        part.watermark = offset;
+        let mark = part.marks.get(&offset).cloned()?;
+        part.marks = part.marks.split_off(&offset);
+        Some(Advance { partition, mark })
+    }
+
+    /// Writes the changelog for every partition (called every checkpoint interval) and, for
+    /// advanced watermarks, a checkpoint record.
+    pub(crate) fn flush_changelog(&mut self) -> Vec<Advance> {
+        let partitions: Vec<i32> = self.partitions.keys().copied().collect();
+        let mut advances = Vec::new();
+        for partition in partitions {
+            let part = self.partitions.get_mut(&partition).expect("listed");
+            if part.flush.is_some() {
+                continue;
+            }
+            let through = part.last_committed;
+            if part.dirty.is_empty() {
+                part.changelog_through = through;
+                if let Some(a) = self.advance_watermark(partition) {
+                    advances.push(a);
+                }
+                continue;
+            }
+            let number = self.next_flush;
+            self.next_flush += 1;
+            let dirty = std::mem::take(&mut part.dirty);
+            part.flush = Some((number, through, dirty.len()));
+            let generation = part.generation;
+            for (saga_id, state) in dirty {
+                self.send(Box::new(Ticket {
+                    partition,
+                    generation,
+                    purpose: Purpose::Flush(number),
+                    message: Outbound {
+                        id: format!("changelog/{saga_id}/{through}"),
+                        topic: self.changelog.clone(),
+                        key: Some(saga_id.into_bytes()),
+                        value: state,
+                        headers: Vec::new(),
+                    },
+                    explicit_partition: Some(partition),
+                }));
+            }
+        }
+        advances
+    }
+
+    /// Writes a checkpoint record for `partition` (fire and forget: a lost one only means a
+    /// longer replay on the next restore).
+    pub(crate) fn checkpoint(&mut self, partition: i32, value: Vec<u8>, through: i64) {
+        let Some(part) = self.partitions.get(&partition) else {
+            return;
+        };
+        self.send(Box::new(Ticket {
+            partition,
+            generation: part.generation,
+            purpose: Purpose::Checkpoint,
+            message: Outbound {
+                id: format!("checkpoint/{partition}/{through}"),
+                topic: self.changelog.clone(),
+                key: Some(crate::restore::CHECKPOINT_KEY.as_bytes().to_vec()),
+                value: Some(value),
+                headers: Vec::new(),
+            },
+            explicit_partition: Some(partition),
+        }));
+    }
+
+    /// Whether every handed-over message is delivered and the changelog is flushed.
+    pub(crate) fn idle(&self) -> bool {
+        self.partitions.values().all(|p| {
+            p.outstanding.is_empty() && p.flush.is_none() && p.dirty.is_empty()
+                && p.watermark >= p.last_committed
+        })
+    }
+
+    /// Waits up to `timeout` for in-flight deliveries (on shutdown).
+    pub(crate) fn flush(&self, timeout: Duration) {
+        let _ = self.producer.flush(timeout);
+    }
+}

@@ -1,0 +1,276 @@
+//! Per-partition saga state in RocksDB.
+//!
+//! Only journal records that count (see `sagaflow_core::Chain`) reach the store, each in one
+//! atomic write batch with the partition's metadata, so the store is always a consistent prefix
+//! of the valid journal. Key layout (partition zero-padded so prefixes sort):
+//! - `s/<p>/<saga id>`: wire-format `SagaState`;
+//! - `r/<p>/<saga id>`: present while the saga is not terminal (what a restore loads into memory);
+//! - `v/<p>/<journal offset>`: valid journal records not yet covered by the relay watermark;
+//! - `m/<p>`: [`Meta`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rocksdb::{Direction, IteratorMode, Options, WriteBatch, DB};
+use sagaflow_core::Chain;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Chain state in a serialisable form.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ChainMeta {
+    pub(crate) last_valid: i64,
+    pub(crate) epoch: i64,
+    pub(crate) writer: String,
+    pub(crate) max_epoch: i64,
+}
+
+impl From<&Chain> for ChainMeta {
+    fn from(c: &Chain) -> Self {
+        Self {
+            last_valid: c.last_valid,
+            epoch: c.epoch,
+            writer: c.writer.clone(),
+            max_epoch: c.max_epoch,
+        }
+    }
+}
+
+impl From<&ChainMeta> for Chain {
+    fn from(m: &ChainMeta) -> Self {
+        Chain {
+            last_valid: m.last_valid,
+            epoch: m.epoch,
+            writer: m.writer.clone(),
+            max_epoch: m.max_epoch,
+        }
+    }
+}
+
+/// Where the relay stands: everything valid at or below `chain.last_valid` is delivered and in
+/// the changelog.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RelayMark {
+    pub(crate) chain: ChainMeta,
+    pub(crate) positions: BTreeMap<String, i64>,
+}
+
+/// Metadata of one partition, written with every applied journal record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Meta {
+    /// Chain after the last applied record.
+    pub(crate) chain: ChainMeta,
+    /// Input positions after the last applied record.
+    pub(crate) positions: BTreeMap<String, i64>,
+    /// Relay watermark.
+    pub(crate) relayed: RelayMark,
+}
+
+impl Meta {
+    pub(crate) fn empty() -> Self {
+        let chain = ChainMeta {
+            last_valid: -1,
+            ..ChainMeta::default()
+        };
+        Self {
+            chain: chain.clone(),
+            positions: BTreeMap::new(),
+            relayed: RelayMark {
+                chain,
+                positions: BTreeMap::new(),
+            },
+        }
+    }
+}
+
+/// One saga state change to apply.
+#[derive(Debug)]
+pub(crate) struct StateWrite<'a> {
+    pub(crate) saga_id: &'a str,
+    pub(crate) state: Option<&'a [u8]>,
+    pub(crate) running: bool,
+}
+
+/// The RocksDB store shared by every partition of this engine.
+#[derive(Debug)]
+pub(crate) struct Store {
+    db: DB,
+    path: PathBuf,
+}
+
+fn key(kind: char, partition: i32, rest: &str) -> Vec<u8> {
+    format!("{kind}/{partition:05}/{rest}").into_bytes()
+}
+
+impl Store {
+    pub(crate) fn open(path: &Path) -> Result<Self> {
+        std::fs::create_dir_all(path).map_err(|source| Error::Io {
+            action: format!("creating state directory {}", path.display()),
+            source,
+        })?;
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let db = DB::open(&options, path).map_err(|e| store_error(path, e))?;
+        Ok(Self {
+            db,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn err(&self, e: rocksdb::Error) -> Error {
+        store_error(&self.path, e)
+    }
+
+    pub(crate) fn meta(&self, partition: i32) -> Result<Option<Meta>> {
+        match self.db.get(key('m', partition, "")).map_err(|e| self.err(e))? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::Config(format!("corrupt partition metadata in {}: {e}", self.path.display()))),
+        }
+    }
+
+    pub(crate) fn state(&self, partition: i32, saga_id: &str) -> Result<Option<Vec<u8>>> {
+        self.db
+            .get(key('s', partition, saga_id))
+            .map_err(|e| self.err(e))
+    }
+
+    fn scan(&self, kind: char, partition: i32) -> Result<Vec<(String, Vec<u8>)>> {
+        let prefix = key(kind, partition, "");
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(&prefix, Direction::Forward))
+        {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            out.push((String::from_utf8_lossy(&k[prefix.len()..]).into_owned(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// States of the partition's non-terminal sagas.
+    pub(crate) fn running(&self, partition: i32) -> Result<Vec<(String, Vec<u8>)>> {
+        let ids = self.scan('r', partition)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (saga_id, _) in ids {
+            if let Some(state) = self.state(partition, &saga_id)? {
+                out.push((saga_id, state));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the valid journal record at `offset` was applied (and not yet relay-covered).
+    pub(crate) fn was_valid(&self, partition: i32, offset: i64) -> Result<bool> {
+        Ok(self
+            .db
+            .get(key('v', partition, &format!("{offset:020}")))
+            .map_err(|e| self.err(e))?
+            .is_some())
+    }
+
+    /// Applies one valid journal record atomically.
+    pub(crate) fn apply(
+        &self,
+        partition: i32,
+        offset: i64,
+        writes: &[StateWrite<'_>],
+        meta: &Meta,
+    ) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for w in writes {
+            match w.state {
+                Some(bytes) => batch.put(key('s', partition, w.saga_id), bytes),
+                None => batch.delete(key('s', partition, w.saga_id)),
+            }
+            if w.running {
+                batch.put(key('r', partition, w.saga_id), b"");
+            } else {
+                batch.delete(key('r', partition, w.saga_id));
+            }
+        }
+        if offset >= 0 {
+            batch.put(key('v', partition, &format!("{offset:020}")), b"");
+        }
+        self.put_meta(&mut batch, partition, meta);
+        self.db.write(batch).map_err(|e| self.err(e))
+    }
+
+    /// Records a new relay watermark and forgets validity marks it covers.
+    pub(crate) fn set_relayed(&self, partition: i32, meta: &Meta) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        let upto = meta.relayed.chain.last_valid;
+        batch.delete_range(
+            key('v', partition, &format!("{:020}", 0)),
+            key('v', partition, &format!("{:020}", upto.max(-1) + 1)),
+        );
+        self.put_meta(&mut batch, partition, meta);
+        self.db.write(batch).map_err(|e| self.err(e))
+    }
+
+    fn put_meta(&self, batch: &mut WriteBatch, partition: i32, meta: &Meta) {
+        let bytes = serde_json::to_vec(meta).expect("metadata serialises");
+        batch.put(key('m', partition, ""), bytes);
+    }
+
+    /// Removes everything of `partition` (before a restore from Kafka).
+    pub(crate) fn clear(&self, partition: i32) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for kind in ['s', 'r', 'v', 'm'] {
+            let from = key(kind, partition, "");
+            let mut to = from.clone();
+            *to.last_mut().expect("non-empty key") = b'/' + 1;
+            batch.delete_range(from, to);
+        }
+        self.db.write(batch).map_err(|e| self.err(e))
+    }
+}
+
+fn store_error(path: &Path, source: rocksdb::Error) -> Error {
+    Error::Store {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store(name: &str) -> Store {
+        let dir = std::env::temp_dir().join(format!("sagaflow-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Store::open(&dir).unwrap()
+    }
+
+    #[test]
+    fn apply_tracks_running_sagas_and_validity_marks() {
+        let store = temp_store("apply");
+        let mut meta = Meta::empty();
+        meta.chain.last_valid = 7;
+        let writes = [
+            StateWrite { saga_id: "a", state: Some(b"A"), running: true },
+            StateWrite { saga_id: "b", state: Some(b"B"), running: false },
+        ];
+        store.apply(3, 7, &writes, &meta).unwrap();
+        assert_eq!(store.meta(3).unwrap().unwrap(), meta);
+        assert_eq!(store.running(3).unwrap(), vec![("a".to_string(), b"A".to_vec())]);
+        assert_eq!(store.state(3, "b").unwrap().as_deref(), Some(&b"B"[..]));
+        assert!(store.was_valid(3, 7).unwrap());
+        assert!(store.meta(4).unwrap().is_none());
+
+        meta.relayed.chain.last_valid = 7;
+        store.set_relayed(3, &meta).unwrap();
+        assert!(!store.was_valid(3, 7).unwrap());
+
+        store.clear(3).unwrap();
+        assert!(store.meta(3).unwrap().is_none());
+        assert!(store.state(3, "b").unwrap().is_none());
+    }
+}

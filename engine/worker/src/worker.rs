@@ -1,0 +1,268 @@
+//! The worker loop.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::future::join_all;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header as KafkaHeader, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use sagaflow_avro::{AsyncCodec, Command, Reply, ReplyError, ReplyStatus, Subject};
+use serde_json::Value;
+use tokio::sync::Mutex;
+use tracing::{info_span, warn, Instrument};
+
+use crate::dedupe::Dedupe;
+use crate::error::{Error, Result};
+
+/// A failed command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// Machine-readable code.
+    pub code: String,
+    /// Human-readable message.
+    pub message: String,
+    /// Whether a retry may succeed.
+    pub retryable: bool,
+}
+
+/// What a handler does with a command: an output on success, or a failure.
+pub type Handler =
+    Arc<dyn Fn(Command) -> Pin<Box<dyn Future<Output = Result<Value, Failure>> + Send>> + Send + Sync>;
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Kafka bootstrap servers.
+    pub bootstrap: String,
+    /// Schema Registry URL.
+    pub registry_url: String,
+    /// Command topic to consume.
+    pub topic: String,
+    /// Consumer group: instances of one participant share it.
+    pub group: String,
+    /// Name of this instance, for logs.
+    pub instance: String,
+    /// Replies remembered for deduplication.
+    pub dedupe_capacity: usize,
+    /// Commands handled concurrently.
+    pub concurrency: usize,
+}
+
+/// Counters of a worker.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Commands handled for the first time.
+    pub handled: AtomicU64,
+    /// Repeated commands answered from the dedupe memory.
+    pub duplicates: AtomicU64,
+    /// Records that were not decodable commands.
+    pub undecodable: AtomicU64,
+}
+
+/// A participant worker.
+pub struct Worker {
+    config: WorkerConfig,
+    consumer: StreamConsumer,
+    producer: FutureProducer,
+    codec: AsyncCodec,
+    handler: Handler,
+    dedupe: Mutex<Dedupe>,
+    /// Counters.
+    pub stats: Arc<WorkerStats>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("config", &self.config).finish()
+    }
+}
+
+fn client_config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    let _ = c
+        .set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4")
+        .set("log_level", "4");
+    c
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Worker {
+    /// A worker running `handler` on the commands of `config.topic`.
+    pub fn new(config: WorkerConfig, handler: Handler) -> Result<Self> {
+        let mut consumer_config = client_config(&config.bootstrap);
+        let _ = consumer_config
+            .set("group.id", &config.group)
+            .set("enable.auto.commit", "true")
+            // Offsets are stored only after the reply is acknowledged: at least once.
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "2000")
+            .set("fetch.wait.max.ms", "10");
+        let consumer: StreamConsumer = consumer_config.create().map_err(|source| Error::Kafka {
+            action: "creating the command consumer".into(),
+            source,
+        })?;
+        consumer
+            .subscribe(&[&config.topic])
+            .map_err(|source| Error::Kafka {
+                action: format!("subscribing to {}", config.topic),
+                source,
+            })?;
+        let mut producer_config = client_config(&config.bootstrap);
+        let _ = producer_config
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "1")
+            // Replies must land on the partition the engine computes for the saga id.
+            .set("partitioner", "murmur2_random");
+        let producer: FutureProducer = producer_config.create().map_err(|source| Error::Kafka {
+            action: "creating the reply producer".into(),
+            source,
+        })?;
+        Ok(Self {
+            codec: AsyncCodec::new(&config.registry_url)?,
+            dedupe: Mutex::new(Dedupe::new(config.dedupe_capacity)),
+            config,
+            consumer,
+            producer,
+            handler,
+            stats: Arc::new(WorkerStats::default()),
+        })
+    }
+
+    /// Runs until `shutdown` resolves.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        tokio::pin!(shutdown);
+        loop {
+            let first = tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                m = self.consumer.recv() => m,
+            };
+            let mut batch = vec![first];
+            // Take whatever else is already fetched, to handle it concurrently.
+            while batch.len() < self.config.concurrency.max(1) {
+                match tokio::time::timeout(Duration::from_millis(1), self.consumer.recv()).await {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let mut messages = Vec::with_capacity(batch.len());
+            for m in batch {
+                match m {
+                    Ok(m) => messages.push(m),
+                    Err(e) => warn!(error = %e, instance = %self.config.instance, "consumer error"),
+                }
+            }
+            let results = join_all(messages.iter().map(|m| self.process(m))).await;
+            for (m, result) in messages.iter().zip(results) {
+                match result {
+                    Ok(()) => {
+                        if let Err(e) = self.consumer.store_offset_from_message(m) {
+                            warn!(error = %e, "cannot store the consumer offset");
+                        }
+                    }
+                    // Not stored: the command is consumed again after a restart.
+                    Err(e) => warn!(error = %e, offset = m.offset(), "command not answered"),
+                }
+            }
+        }
+    }
+
+    async fn process(&self, message: &BorrowedMessage<'_>) -> Result<()> {
+        let Some(payload) = message.payload() else {
+            self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        };
+        let command: Command = match self.codec.decode(payload).await {
+            Ok(c) => c,
+            Err(e) => {
+                // Without a decodable command there is no saga to answer; skip it loudly.
+                self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, topic = message.topic(), offset = message.offset(), "undecodable command skipped");
+                return Ok(());
+            }
+        };
+        let span = info_span!("command", saga_id = %command.saga_id, step = %command.step, phase = command.phase.as_str(), attempt = command.attempt);
+        async {
+            let cached = self.dedupe.lock().await.get(&command.idempotency_key).cloned();
+            let reply = match cached {
+                Some(reply) => {
+                    self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    reply
+                }
+                None => {
+                    let outcome = (self.handler)(command.clone()).await;
+                    let reply = build_reply(&command, outcome);
+                    self.dedupe
+                        .lock()
+                        .await
+                        .insert(command.idempotency_key.clone(), reply.clone());
+                    self.stats.handled.fetch_add(1, Ordering::Relaxed);
+                    reply
+                }
+            };
+            self.send(&command.reply_to, &reply).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn send(&self, topic: &str, reply: &Reply) -> Result<()> {
+        let value = self.codec.encode(Subject::Topic(topic), reply).await?;
+        let headers = OwnedHeaders::new().insert(KafkaHeader {
+            key: "sagaflow-id",
+            value: Some(reply.message_id.as_bytes()),
+        });
+        let record = FutureRecord::to(topic)
+            .key(&reply.saga_id)
+            .payload(&value)
+            .headers(headers);
+        self.producer
+            .send(record, Timeout::After(Duration::from_secs(30)))
+            .await
+            .map(|_| ())
+            .map_err(|(source, _)| Error::Kafka {
+                action: format!("sending a reply to {topic}"),
+                source,
+            })
+    }
+}
+
+fn build_reply(command: &Command, outcome: Result<Value, Failure>) -> Reply {
+    let (status, output_json, error) = match outcome {
+        Ok(output) => (ReplyStatus::Success, Some(output.to_string()), None),
+        Err(f) => (
+            ReplyStatus::Failure,
+            None,
+            Some(ReplyError {
+                code: f.code,
+                message: f.message,
+                retryable: f.retryable,
+            }),
+        ),
+    };
+    Reply {
+        message_id: format!("reply/{}", command.idempotency_key),
+        saga_id: command.saga_id.clone(),
+        step: command.step.clone(),
+        phase: command.phase,
+        attempt: command.attempt,
+        idempotency_key: command.idempotency_key.clone(),
+        status,
+        output_json,
+        error,
+        replied_at: now_ms(),
+    }
+}

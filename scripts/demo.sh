@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The trip demo on the local default: installs what is missing, builds, starts a tansu broker
+# (unless SAGAFLOW_BOOTSTRAP points at one), runs 1,000 trip sagas with ~10% hotel failures,
+# prints the summary and exits non-zero if any check fails. Extra arguments go to `sagaflow demo`
+# (see `target/debug/sagaflow demo --help`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+echo "demo: building sagaflow..." >&2
+cargo build --locked -p sagaflow >&2
+
+if [ -z "${SAGAFLOW_BOOTSTRAP:-}" ]; then
+  dir=$(mktemp -d -t sagaflow-demo-broker-XXXXXX)
+  trap 'scripts/broker.sh stop "$dir"; rm -rf "$dir"' EXIT
+  SAGAFLOW_BOOTSTRAP=$(scripts/broker.sh start "$dir" memory)
+  echo "demo: tansu broker on $SAGAFLOW_BOOTSTRAP" >&2
+fi
+export SAGAFLOW_BOOTSTRAP
+target/debug/sagaflow demo --definitions examples "$@"

@@ -1,0 +1,149 @@
+"""A participant written in Python with confluent-kafka, using only the .avsc files in avro/schemas
+and the schema registry, drives the 4-step `bench` saga to completion through the Sagaflow engine.
+
+Its producer keeps librdkafka's default partitioner (CRC32, not Kafka's murmur2), as a team that
+never heard of Sagaflow would: the engine must route those replies to the partition of their saga.
+
+Needs SAGAFLOW_BOOTSTRAP, SAGAFLOW_REGISTRY_URL and SAGAFLOW_BIN (scripts/python-tests.sh sets them).
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SCHEMAS = ROOT / "avro" / "schemas"
+STEPS = ["bench.s1.commands", "bench.s2.commands", "bench.s3.commands", "bench.s4.commands"]
+
+
+def env(name):
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(f"{name} is not set: run scripts/python-tests.sh, which starts what this test needs")
+    return value
+
+
+def schema(name):
+    return (SCHEMAS / f"{name}.avsc").read_text()
+
+
+@pytest.fixture(scope="module")
+def engine():
+    bootstrap = env("SAGAFLOW_BOOTSTRAP")
+    registry = env("SAGAFLOW_REGISTRY_URL")
+    group = f"py-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap, "broker.address.family": "v4"})
+    futures = admin.create_topics([NewTopic(t, num_partitions=4, replication_factor=1) for t in STEPS])
+    for topic, f in futures.items():
+        try:
+            f.result()
+        except Exception as e:  # already exists is fine
+            if "already exists" not in str(e).lower() and "TOPIC_ALREADY_EXISTS" not in str(e):
+                raise
+    state = tempfile.mkdtemp(prefix="sagaflow-py-engine-")
+    proc = subprocess.Popen(
+        [env("SAGAFLOW_BIN"), "engine", "--bootstrap", bootstrap, "--registry-url", registry,
+         "--group", group, "--state-dir", state, "--definitions", str(ROOT / "examples"),
+         "--partitions", "4", "--http-listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    line = proc.stdout.readline()
+    assert line.startswith("metrics:"), f"engine did not start: {line!r}"
+    yield {"group": group, "bootstrap": bootstrap, "registry": registry, "metrics": line.split()[1]}
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def participant(bootstrap, registry_url, stop, handled):
+    """Answers every bench command with an empty success output."""
+    registry = SchemaRegistryClient({"url": registry_url})
+    decode = AvroDeserializer(registry, schema("Command"))
+    encode = AvroSerializer(registry, schema("Reply"))
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "broker.address.family": "v4",
+        "group.id": f"py-participant-{uuid.uuid4().hex[:6]}", "auto.offset.reset": "earliest",
+    })
+    consumer.subscribe(STEPS)
+    producer = Producer({"bootstrap.servers": bootstrap, "broker.address.family": "v4"})
+    while not stop.is_set():
+        msg = consumer.poll(0.2)
+        if msg is None or msg.error():
+            continue
+        command = decode(msg.value(), SerializationContext(msg.topic(), MessageField.VALUE))
+        reply = {
+            "message_id": f"py/{command['idempotency_key']}",
+            "saga_id": command["saga_id"],
+            "step": command["step"],
+            "phase": command["phase"],
+            "attempt": command["attempt"],
+            "idempotency_key": command["idempotency_key"],
+            "status": "SUCCESS",
+            "output_json": json.dumps({"by": "python"}),
+            "error": None,
+            "replied_at": int(time.time() * 1000),
+        }
+        topic = command["reply_to"]
+        producer.produce(topic, key=command["saga_id"],
+                         value=encode(reply, SerializationContext(topic, MessageField.VALUE)))
+        producer.poll(0)
+        handled.append(command["idempotency_key"])
+    producer.flush(10)
+    consumer.close()
+
+
+def test_python_participant_completes_sagas(engine):
+    bootstrap, registry_url, group = engine["bootstrap"], engine["registry"], engine["group"]
+    stop, handled = threading.Event(), []
+    worker = threading.Thread(target=participant, args=(bootstrap, registry_url, stop, handled))
+    worker.start()
+    try:
+        registry = SchemaRegistryClient({"url": registry_url})
+        encode_start = AvroSerializer(registry, schema("StartSaga"))
+        producer = Producer({"bootstrap.servers": bootstrap, "broker.address.family": "v4",
+                             "partitioner": "murmur2_random"})
+        starts = f"{group}.starts"
+        ids = [f"py-{i}" for i in range(20)]
+        for saga_id in ids:
+            start = {"request_id": saga_id, "saga_id": saga_id, "definition": "bench", "version": None,
+                     "input_json": "{}", "requested_at": int(time.time() * 1000)}
+            producer.produce(starts, key=saga_id,
+                             value=encode_start(start, SerializationContext(starts, MessageField.VALUE)))
+        producer.flush(30)
+
+        decode_event = AvroDeserializer(registry, schema("SagaEvent"))
+        events = Consumer({"bootstrap.servers": bootstrap, "broker.address.family": "v4",
+                           "group.id": f"py-events-{uuid.uuid4().hex[:6]}", "auto.offset.reset": "earliest"})
+        events.subscribe([f"{group}.events"])
+        finished, seqs = {}, {}
+        deadline = time.time() + 300
+        while len(finished) < len(ids) and time.time() < deadline:
+            msg = events.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            e = decode_event(msg.value(), SerializationContext(msg.topic(), MessageField.VALUE))
+            seqs.setdefault(e["saga_id"], set()).add(e["seq"])
+            if e["type"] in ("SAGA_COMPLETED", "SAGA_COMPENSATED", "SAGA_FAILED"):
+                finished[e["saga_id"]] = e["type"]
+        events.close()
+    finally:
+        stop.set()
+        worker.join(30)
+
+    assert sorted(finished) == sorted(ids), f"finished {len(finished)}/{len(ids)}"
+    assert set(finished.values()) == {"SAGA_COMPLETED"}
+    for saga_id in ids:
+        # SAGA_STARTED, 4 x (dispatched, succeeded), SAGA_COMPLETED
+        assert seqs[saga_id] == set(range(1, 11)), saga_id
+    assert len(set(handled)) == 4 * len(ids)

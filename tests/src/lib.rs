@@ -1,0 +1,532 @@
+//! Shared set-up of Sagaflow's integration tests: a real broker started through
+//! `scripts/broker.sh` (or `SAGAFLOW_BOOTSTRAP` for an external Kafka, Redpanda, ...), the
+//! `sagaflow` binary run as separate processes (so tests can kill -9 them), and readers of
+//! Sagaflow's topics.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use sagaflow_avro::{BlockingCodec, SagaEvent};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// A fresh temporary directory, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates `sagaflow-test-<name>-<random>` under the system temp dir.
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "sagaflow-test-{name}-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Storage of a local broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// Fast, lost on restart.
+    Memory,
+    /// Survives kill -9 and restarts.
+    Sqlite,
+}
+
+/// A broker for one test: local tansu (stopped on drop) or `SAGAFLOW_BOOTSTRAP`.
+#[derive(Debug)]
+pub struct Broker {
+    bootstrap: String,
+    dir: Option<TempDir>,
+    storage: Storage,
+}
+
+impl Broker {
+    /// A memory-backed broker.
+    pub fn start() -> Self {
+        Self::start_with(Storage::Memory)
+    }
+
+    /// A broker with the given storage.
+    pub fn start_with(storage: Storage) -> Self {
+        if let Ok(bootstrap) = std::env::var("SAGAFLOW_BOOTSTRAP") {
+            return Self {
+                bootstrap,
+                dir: None,
+                storage,
+            };
+        }
+        let dir = TempDir::new("broker");
+        let bootstrap = broker_script(&["start", &dir.path().display().to_string(), storage_name(storage)]);
+        Self {
+            bootstrap,
+            dir: Some(dir),
+            storage,
+        }
+    }
+
+    /// host:port.
+    pub fn bootstrap(&self) -> String {
+        self.bootstrap.clone()
+    }
+
+    /// Whether the broker was started by this test (and can be restarted).
+    pub fn is_local(&self) -> bool {
+        self.dir.is_some()
+    }
+
+    /// Stops and starts the broker on the same port and data (sqlite keeps the data).
+    pub fn restart(&self) {
+        let dir = self.dir.as_ref().expect("restart needs a local broker");
+        let d = dir.path().display().to_string();
+        let _ = broker_script(&["stop", &d]);
+        let again = broker_script(&["start", &d, storage_name(self.storage)]);
+        assert_eq!(again, self.bootstrap, "broker restarted on another address");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = broker_script(&["stop", &dir.path().display().to_string()]);
+        }
+    }
+}
+
+fn storage_name(s: Storage) -> &'static str {
+    match s {
+        Storage::Memory => "memory",
+        Storage::Sqlite => "sqlite",
+    }
+}
+
+fn broker_script(args: &[&str]) -> String {
+    let output = Command::new(root().join("scripts/broker.sh"))
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run scripts/broker.sh");
+    assert!(output.status.success(), "scripts/broker.sh {args:?} failed");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// The `sagaflow` binary (`SAGAFLOW_BIN`, or the workspace's debug build).
+pub fn sagaflow_bin() -> PathBuf {
+    let path = std::env::var("SAGAFLOW_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("target/debug/sagaflow"));
+    assert!(
+        path.exists(),
+        "{} does not exist: run `cargo build -p sagaflow` first (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A `sagaflow` child process; killed on drop.
+#[derive(Debug)]
+pub struct Proc {
+    child: Child,
+    lines: Receiver<String>,
+    name: String,
+}
+
+impl Proc {
+    /// Runs `sagaflow args...`, with stderr going to the test output.
+    pub fn spawn(name: &str, args: &[String]) -> Self {
+        let mut child = Command::new(sagaflow_bin())
+            .args(args)
+            .env("SAGAFLOW_LOG", std::env::var("SAGAFLOW_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn sagaflow {name}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = channel();
+        let _ = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines: rx,
+            name: name.to_string(),
+        }
+    }
+
+    /// Waits for a stdout line starting with `prefix` and returns the rest.
+    pub fn wait_line(&self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return rest.trim().to_string();
+                    }
+                }
+                Err(_) => panic!("{}: no line starting with {prefix:?} within {timeout:?}", self.name),
+            }
+        }
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait for child")
+    }
+
+    /// The OS pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A registry process.
+pub fn spawn_registry(bootstrap: &str) -> (Proc, String) {
+    let p = Proc::spawn(
+        "registry",
+        &[
+            "registry".into(),
+            "--bootstrap".into(),
+            bootstrap.into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ],
+    );
+    let url = p.wait_line("registry:", Duration::from_secs(60));
+    (p, url)
+}
+
+/// Settings of an engine process.
+#[derive(Debug, Clone)]
+pub struct EngineOpts {
+    /// Broker.
+    pub bootstrap: String,
+    /// Registry URL.
+    pub registry_url: String,
+    /// Engine group.
+    pub group: String,
+    /// RocksDB directory.
+    pub state_dir: PathBuf,
+    /// Definitions directory.
+    pub definitions: PathBuf,
+    /// Topic partitions.
+    pub partitions: i32,
+}
+
+/// An engine process; returns it with its metrics URL.
+pub fn spawn_engine(name: &str, o: &EngineOpts) -> (Proc, String) {
+    let p = Proc::spawn(
+        name,
+        &[
+            "engine".into(),
+            "--bootstrap".into(),
+            o.bootstrap.clone(),
+            "--registry-url".into(),
+            o.registry_url.clone(),
+            "--group".into(),
+            o.group.clone(),
+            "--state-dir".into(),
+            o.state_dir.display().to_string(),
+            "--definitions".into(),
+            o.definitions.display().to_string(),
+            "--partitions".into(),
+            o.partitions.to_string(),
+            "--http-listen".into(),
+            "127.0.0.1:0".into(),
+        ],
+    );
+    let url = p.wait_line("metrics:", Duration::from_secs(60));
+    (p, url)
+}
+
+/// A participant process.
+pub fn spawn_participant(bootstrap: &str, registry_url: &str, role: &str, extra: &[&str]) -> Proc {
+    let mut args: Vec<String> = vec![
+        "participant".into(),
+        "--bootstrap".into(),
+        bootstrap.into(),
+        "--registry-url".into(),
+        registry_url.into(),
+        "--role".into(),
+        role.into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let p = Proc::spawn(role, &args);
+    let _ = p.wait_line("participant", Duration::from_secs(60));
+    p
+}
+
+/// Reads a counter from a Prometheus text page (`name` with its labels, e.g.
+/// `sagaflow_dead_letters_total{reason="unknown-saga"}`); 0 if absent.
+pub fn metric(metrics_url: &str, name: &str) -> f64 {
+    let body = http_get(metrics_url);
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (n, v) = l.rsplit_once(' ')?;
+            (n == name).then(|| v.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
+
+/// A plain HTTP GET over a TCP socket (no client library needed for localhost pages).
+pub fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("http url");
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = std::net::TcpStream::connect(host).expect("connect");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").expect("write request");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+}
+
+/// Client settings (IPv4: the local broker listens on 127.0.0.1).
+pub fn client_config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    let _ = c
+        .set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4")
+        .set("log_level", "3");
+    c
+}
+
+/// A producer partitioning by key like the engine.
+pub fn producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
+    client_config(bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "2")
+        .set("partitioner", "murmur2_random")
+        .create()
+        .expect("create producer")
+}
+
+/// Sends one record and waits for it.
+pub fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    key: &str,
+    value: &[u8],
+) {
+    producer
+        .send(BaseRecord::to(topic).key(key).payload(value))
+        .map_err(|(e, _)| e)
+        .expect("enqueue record");
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// A record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key.
+    pub key: Option<Vec<u8>>,
+    /// Value.
+    pub value: Option<Vec<u8>>,
+    /// Headers.
+    pub headers: HashMap<String, String>,
+}
+
+/// Every record currently in `topic` (all partitions, up to their high watermarks).
+pub fn read_all(bootstrap: &str, topic: &str) -> Vec<Record> {
+    let consumer: BaseConsumer = client_config(bootstrap)
+        .set("group.id", "sagaflow-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("create reader");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .expect("watermarks");
+            if high > low {
+                let _ = ends.insert(p.id(), high);
+                tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))
+                    .expect("tpl");
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return out;
+    }
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut done: BTreeMap<i32, bool> = ends.keys().map(|p| (*p, false)).collect();
+    while done.values().any(|d| !d) && Instant::now() < deadline {
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let m = m.expect("read record");
+        let headers = m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if m.offset() + 1 >= ends[&m.partition()] {
+            let _ = done.insert(m.partition(), true);
+        }
+        out.push(Record {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers,
+        });
+    }
+    assert!(done.values().all(|d| *d), "could not read all of {topic} within 60 s");
+    out
+}
+
+/// The event log of a group, by saga id and seq; checks that redelivered copies are identical.
+#[derive(Debug, Default)]
+pub struct EventLog {
+    /// Events by saga and seq.
+    pub sagas: BTreeMap<String, BTreeMap<i64, SagaEvent>>,
+    /// Redelivered identical copies.
+    pub redelivered: usize,
+    /// Different events sharing a (saga, seq).
+    pub conflicts: Vec<String>,
+}
+
+impl EventLog {
+    /// Reads `<group>.events` now.
+    pub fn read(bootstrap: &str, codec: &BlockingCodec, group: &str) -> Self {
+        let mut log = Self::default();
+        for r in read_all(bootstrap, &format!("{group}.events")) {
+            let event: SagaEvent = codec
+                .decode(r.value.as_deref().expect("event value"))
+                .expect("decode event");
+            let saga = log.sagas.entry(event.saga_id.clone()).or_default();
+            match saga.get(&event.seq) {
+                Some(e) if *e == event => log.redelivered += 1,
+                Some(e) => log.conflicts.push(format!(
+                    "{} seq {}: {:?} vs {:?}",
+                    event.saga_id, event.seq, e.event_type, event.event_type
+                )),
+                None => {
+                    let _ = saga.insert(event.seq, event);
+                }
+            }
+        }
+        log
+    }
+
+    /// Event types of one saga in seq order.
+    pub fn types(&self, saga_id: &str) -> Vec<sagaflow_avro::EventType> {
+        self.sagas
+            .get(saga_id)
+            .map(|s| s.values().map(|e| e.event_type).collect())
+            .unwrap_or_default()
+    }
+
+    /// (type, step) of one saga in seq order.
+    pub fn steps(&self, saga_id: &str) -> Vec<(sagaflow_avro::EventType, Option<String>)> {
+        self.sagas
+            .get(saga_id)
+            .map(|s| s.values().map(|e| (e.event_type, e.step.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Sagas with exactly one terminal event.
+    pub fn finished(&self) -> usize {
+        self.sagas
+            .values()
+            .filter(|s| s.values().filter(|e| is_terminal(e.event_type)).count() == 1)
+            .count()
+    }
+}
+
+/// Whether an event ends a saga.
+pub fn is_terminal(t: sagaflow_avro::EventType) -> bool {
+    use sagaflow_avro::EventType as E;
+    matches!(t, E::SagaCompleted | E::SagaCompensated | E::SagaFailed)
+}
+
+/// Polls `f` until it returns true or `timeout` passes; returns the last result.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A unique engine group name for one test.
+pub fn group(name: &str) -> String {
+    format!("t-{name}-{:08x}", rand::random::<u32>())
+}

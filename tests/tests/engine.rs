@@ -1,0 +1,312 @@
+//! Engine behaviour against a real broker: happy path, compensation order, duplicate and stale
+//! replies, dead letters.
+
+use std::time::Duration;
+
+use sagaflow_avro::{
+    BlockingCodec, Command, EventType as E, Phase, Reply, ReplyStatus, StartSaga, Subject,
+};
+use sagaflow_tests::{
+    eventually, group, metric, producer, read_all, root, send, spawn_engine, spawn_participant,
+    spawn_registry, Broker, EngineOpts, EventLog, Proc, TempDir,
+};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(300);
+
+struct Stack {
+    broker: Broker,
+    _registry: Proc,
+    registry_url: String,
+    _engine: Proc,
+    metrics_url: String,
+    group: String,
+    _state: TempDir,
+    codec: BlockingCodec,
+}
+
+fn stack(name: &str) -> Stack {
+    let broker = Broker::start();
+    let (registry, registry_url) = spawn_registry(&broker.bootstrap());
+    let state = TempDir::new(name);
+    let group = group(name);
+    let (engine, metrics_url) = spawn_engine(
+        "engine",
+        &EngineOpts {
+            bootstrap: broker.bootstrap(),
+            registry_url: registry_url.clone(),
+            group: group.clone(),
+            state_dir: state.path().to_path_buf(),
+            definitions: root().join("examples"),
+            partitions: 2,
+        },
+    );
+    let codec = BlockingCodec::new(&registry_url).expect("codec");
+    Stack {
+        broker,
+        _registry: registry,
+        registry_url,
+        _engine: engine,
+        metrics_url,
+        group,
+        _state: state,
+        codec,
+    }
+}
+
+impl Stack {
+    fn start_trip(&self, saga_id: &str) {
+        let start = StartSaga {
+            request_id: format!("req-{saga_id}"),
+            saga_id: saga_id.into(),
+            definition: "trip".into(),
+            version: None,
+            input_json: json!({
+                "customer": {"id": "c-1", "email": "c1@example.com"},
+                "amount": 120, "currency": "EUR",
+                "flight": {"number": "SF1", "date": "2026-07-01"},
+                "hotel": {"id": "h-1", "check_in": "2026-07-01", "nights": 2}
+            })
+            .to_string(),
+            requested_at: 0,
+        };
+        let topic = format!("{}.starts", self.group);
+        let value = self.codec.encode(Subject::Topic(&topic), &start).expect("encode");
+        send(&producer(&self.broker.bootstrap()), &topic, saga_id, &value);
+    }
+
+    fn participants(&self, hotel_failure_rate: f64) -> Vec<Proc> {
+        let rate = hotel_failure_rate.to_string();
+        ["payment", "flight", "hotel", "notify"]
+            .iter()
+            .map(|role| {
+                let extra: Vec<&str> = if *role == "hotel" {
+                    vec!["--failure-rate", &rate]
+                } else {
+                    vec![]
+                };
+                spawn_participant(&self.broker.bootstrap(), &self.registry_url, role, &extra)
+            })
+            .collect()
+    }
+
+    fn events(&self) -> EventLog {
+        EventLog::read(&self.broker.bootstrap(), &self.codec, &self.group)
+    }
+
+    fn wait_finished(&self, n: usize) -> EventLog {
+        let mut log = EventLog::default();
+        let done = eventually(WAIT, || {
+            log = self.events();
+            log.finished() >= n
+        });
+        assert!(done, "only {} of {n} sagas finished", log.finished());
+        log
+    }
+}
+
+fn assert_gapless(log: &EventLog) {
+    assert!(log.conflicts.is_empty(), "conflicting events: {:?}", log.conflicts);
+    for (saga, events) in &log.sagas {
+        let seqs: Vec<i64> = events.keys().copied().collect();
+        let expected: Vec<i64> = (1..=seqs.len() as i64).collect();
+        assert_eq!(seqs, expected, "{saga}: seq is not gapless from 1");
+    }
+}
+
+#[test]
+fn happy_path_completes_every_step_in_order() {
+    let s = stack("happy");
+    let _participants = s.participants(0.0);
+    let ids: Vec<String> = (0..10).map(|i| format!("happy-{i}")).collect();
+    for id in &ids {
+        s.start_trip(id);
+    }
+    let log = s.wait_finished(ids.len());
+    assert_gapless(&log);
+    for id in &ids {
+        let steps = log.steps(id);
+        let expected: Vec<(E, Option<String>)> = std::iter::once((E::SagaStarted, None))
+            .chain(["payment", "flight", "hotel", "notify"].iter().flat_map(|s| {
+                [
+                    (E::StepDispatched, Some(s.to_string())),
+                    (E::StepSucceeded, Some(s.to_string())),
+                ]
+            }))
+            .chain(std::iter::once((E::SagaCompleted, None)))
+            .collect();
+        assert_eq!(steps, expected, "{id}");
+        let completed = log.sagas[id].values().last().expect("events");
+        let context: serde_json::Value =
+            serde_json::from_str(completed.detail_json.as_deref().expect("context")).expect("json");
+        assert_eq!(context["payment_id"], json!(format!("pay-{id}")));
+        assert_eq!(context["hotel_booking_id"], json!(format!("ht-{id}")));
+    }
+    assert_eq!(metric(&s.metrics_url, "sagaflow_sagas_completed_total"), 10.0);
+}
+
+#[test]
+fn failed_hotel_compensates_flight_then_payment() {
+    let s = stack("compensate");
+    let _participants = s.participants(1.0);
+    let ids: Vec<String> = (0..5).map(|i| format!("comp-{i}")).collect();
+    for id in &ids {
+        s.start_trip(id);
+    }
+    let log = s.wait_finished(ids.len());
+    assert_gapless(&log);
+    for id in &ids {
+        let steps = log.steps(id);
+        let tail: Vec<(E, Option<String>)> = steps[steps.len() - 6..].to_vec();
+        assert_eq!(
+            tail,
+            vec![
+                (E::StepFailed, Some("hotel".into())),
+                (E::CompensationDispatched, Some("flight".into())),
+                (E::CompensationSucceeded, Some("flight".into())),
+                (E::CompensationDispatched, Some("payment".into())),
+                (E::CompensationSucceeded, Some("payment".into())),
+                (E::SagaCompensated, None),
+            ],
+            "{id}"
+        );
+        assert!(!log.types(id).contains(&E::SagaCompleted));
+    }
+}
+
+fn read_commands(s: &Stack, topic: &str, n: usize) -> Vec<Command> {
+    let mut commands = Vec::new();
+    let ok = eventually(WAIT, || {
+        commands = read_all(&s.broker.bootstrap(), topic)
+            .into_iter()
+            .filter_map(|r| s.codec.decode::<Command>(r.value.as_deref()?).ok())
+            .filter(|c| c.reply_to == format!("{}.replies", s.group))
+            .collect();
+        commands.len() >= n
+    });
+    assert!(ok, "expected {n} command(s) on {topic}, found {}", commands.len());
+    commands
+}
+
+fn reply_to(s: &Stack, command: &Command, attempt: i32, output: serde_json::Value) {
+    let reply = Reply {
+        message_id: format!("test-reply-{attempt}-{}", rand_suffix()),
+        saga_id: command.saga_id.clone(),
+        step: command.step.clone(),
+        phase: command.phase,
+        attempt,
+        idempotency_key: command.idempotency_key.clone(),
+        status: ReplyStatus::Success,
+        output_json: Some(output.to_string()),
+        error: None,
+        replied_at: 0,
+    };
+    let value = s.codec.encode(Subject::Topic(&command.reply_to), &reply).expect("encode");
+    send(&producer(&s.broker.bootstrap()), &command.reply_to, &command.saga_id, &value);
+}
+
+fn rand_suffix() -> u32 {
+    rand::random()
+}
+
+#[test]
+fn duplicate_and_stale_replies_are_ignored_and_counted() {
+    let s = stack("dupes");
+    s.start_trip("dup-1");
+    let payment = read_commands(&s, "trip.payment.commands", 1).remove(0);
+    assert_eq!((payment.step.as_str(), payment.phase, payment.attempt), ("payment", Phase::Forward, 1));
+    assert_eq!(payment.idempotency_key, "dup-1/payment/forward/1");
+
+    let output = json!({"payment_id": "p-1"});
+    reply_to(&s, &payment, 1, output.clone());
+    // The flight command proves the first reply was applied.
+    let _ = read_commands(&s, "trip.flight.commands", 1);
+    reply_to(&s, &payment, 1, output.clone()); // duplicate
+    reply_to(&s, &payment, 7, output); // an attempt that was never sent: stale
+    let ignored = |reason: &str| {
+        metric(&s.metrics_url, &format!("sagaflow_inputs_ignored_total{{reason=\"{reason}\"}}"))
+    };
+    assert!(
+        eventually(WAIT, || ignored("duplicate_reply") == 1.0 && ignored("stale_reply") == 1.0),
+        "duplicate={} stale={}",
+        ignored("duplicate_reply"),
+        ignored("stale_reply")
+    );
+    let log = s.events();
+    let payment_successes = log
+        .steps("dup-1")
+        .iter()
+        .filter(|(t, step)| *t == E::StepSucceeded && step.as_deref() == Some("payment"))
+        .count();
+    assert_eq!(payment_successes, 1);
+    assert_eq!(read_commands(&s, "trip.flight.commands", 1).len(), 1, "flight dispatched twice");
+}
+
+#[test]
+fn bad_input_goes_to_the_dead_letter_topic_and_the_engine_continues() {
+    let s = stack("dlq");
+    let bootstrap = s.broker.bootstrap();
+    let p = producer(&bootstrap);
+    // Not Avro at all.
+    send(&p, &format!("{}.starts", s.group), "junk", b"definitely not avro");
+    // A reply for a saga that does not exist.
+    let ghost = Command {
+        message_id: "x".into(),
+        saga_id: "no-such-saga".into(),
+        definition: "trip".into(),
+        version: 1,
+        step: "payment".into(),
+        phase: Phase::Forward,
+        attempt: 1,
+        idempotency_key: "no-such-saga/payment/forward/1".into(),
+        command_type: "charge".into(),
+        payload_json: "{}".into(),
+        reply_to: format!("{}.replies", s.group),
+        deadline: None,
+        issued_at: 0,
+    };
+    reply_to(&s, &ghost, 1, json!({}));
+    // A start for a definition that is not deployed.
+    let start = StartSaga {
+        request_id: "r".into(),
+        saga_id: "undeployed-1".into(),
+        definition: "nope".into(),
+        version: None,
+        input_json: "{}".into(),
+        requested_at: 0,
+    };
+    let starts = format!("{}.starts", s.group);
+    let value = s.codec.encode(Subject::Topic(&starts), &start).expect("encode");
+    send(&p, &starts, "undeployed-1", &value);
+
+    let dlq = format!("{}.dlq", s.group);
+    let mut reasons = Vec::new();
+    let ok = eventually(WAIT, || {
+        reasons = read_all(&bootstrap, &dlq)
+            .into_iter()
+            .map(|r| r.headers.get("sagaflow-dlq-reason").cloned().unwrap_or_default())
+            .collect();
+        reasons.len() >= 3
+    });
+    assert!(ok, "dead letters so far: {reasons:?}");
+    reasons.sort();
+    assert_eq!(reasons, vec!["undecodable", "unknown-definition", "unknown-saga"]);
+    let records = read_all(&bootstrap, &dlq);
+    let junk = records
+        .iter()
+        .find(|r| r.headers["sagaflow-dlq-reason"] == "undecodable")
+        .expect("undecodable letter");
+    assert_eq!(junk.value.as_deref(), Some(&b"definitely not avro"[..]), "payload kept as is");
+    assert!(junk.headers["sagaflow-dlq-detail"].contains("cannot decode"));
+    assert_eq!(junk.headers["sagaflow-dlq-topic"], starts);
+
+    // The engine keeps going.
+    let _participants = s.participants(0.0);
+    s.start_trip("after-dlq");
+    let log = s.wait_finished(1);
+    assert_eq!(log.types("after-dlq").last(), Some(&E::SagaCompleted));
+    assert_eq!(
+        metric(&s.metrics_url, "sagaflow_dead_letters_total{reason=\"unknown-saga\"}"),
+        1.0
+    );
+}

@@ -1,0 +1,158 @@
+//! Fencing (G3): an old owner that writes to the journal after losing its partition changes
+//! nothing: not the saga states, not the input positions, and none of its outputs is delivered.
+
+use std::time::Duration;
+
+use sagaflow_avro::{
+    BlockingCodec, EventType as E, JournalKind, JournalRecord, Outbound, SagaState, SagaStatus,
+    StartSaga, StateEntry, Subject, InputPosition,
+};
+use sagaflow_tests::{
+    eventually, group, metric, producer, read_all, root, send, spawn_engine, spawn_participant,
+    spawn_registry, Broker, EngineOpts, EventLog, TempDir,
+};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(300);
+
+fn start(codec: &BlockingCodec, bootstrap: &str, group: &str, id: &str) {
+    let topic = format!("{group}.starts");
+    let start = StartSaga {
+        request_id: id.into(),
+        saga_id: id.into(),
+        definition: "trip".into(),
+        version: None,
+        input_json: json!({"customer": {"id": "c", "email": "e"}, "amount": 1, "currency": "EUR",
+            "flight": {"number": "F", "date": "d"}, "hotel": {"id": "h", "check_in": "d", "nights": 1}})
+        .to_string(),
+        requested_at: 0,
+    };
+    let value = codec.encode(Subject::Topic(&topic), &start).expect("encode");
+    send(&producer(bootstrap), &topic, id, &value);
+}
+
+fn journal(bootstrap: &str, codec: &BlockingCodec, group: &str) -> Vec<(i64, JournalRecord)> {
+    read_all(bootstrap, &format!("{group}.journal"))
+        .into_iter()
+        .map(|r| (r.offset, codec.decode(r.value.as_deref().expect("value")).expect("journal record")))
+        .collect()
+}
+
+#[test]
+fn a_stale_owner_writing_after_losing_its_partition_changes_nothing() {
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    let (_registry, registry_url) = spawn_registry(&bootstrap);
+    let codec = BlockingCodec::new(&registry_url).expect("codec");
+    let group = group("fence");
+    let state_1 = TempDir::new("fence-1");
+    let state_2 = TempDir::new("fence-2");
+    let opts = |state: &TempDir| EngineOpts {
+        bootstrap: bootstrap.clone(),
+        registry_url: registry_url.clone(),
+        group: group.clone(),
+        state_dir: state.path().to_path_buf(),
+        definitions: root().join("examples"),
+        partitions: 1,
+    };
+    let _participants: Vec<_> = ["payment", "flight", "hotel", "notify"]
+        .iter()
+        .map(|r| spawn_participant(&bootstrap, &registry_url, r, &[]))
+        .collect();
+
+    // The first owner runs one saga to the end, then stops.
+    let (mut first, _) = spawn_engine("engine-1", &opts(&state_1));
+    start(&codec, &bootstrap, &group, "before");
+    assert!(eventually(WAIT, || EventLog::read(&bootstrap, &codec, &group).finished() == 1));
+    assert!(first.terminate().success());
+    let records = journal(&bootstrap, &codec, &group);
+    let (last_offset, last) = records.last().cloned().expect("journal has records");
+    let (old_epoch, old_writer) = (last.epoch, last.writer.clone());
+
+    // A new owner claims the partition.
+    let (_second, metrics) = spawn_engine("engine-2", &opts(&state_2));
+    assert!(eventually(WAIT, || {
+        journal(&bootstrap, &codec, &group)
+            .iter()
+            .any(|(_, r)| r.kind == JournalKind::Claim && r.epoch > old_epoch)
+    }));
+
+    // The old owner wakes up and writes as if it still owned the partition: a record that chains
+    // on its own last record, and one that chains on the current end of the journal.
+    let bogus_state = SagaState {
+        saga_id: "before".into(),
+        definition: "zombie".into(),
+        version: 1,
+        status: SagaStatus::Compensated,
+        context_json: "{}".into(),
+        steps: vec![],
+        completion_order: vec![],
+        next_seq: 99,
+        started_at: 0,
+        updated_at: 0,
+        ignored_replies: 0,
+        failure_json: None,
+    };
+    let changelog = format!("{group}.changelog");
+    let state_bytes = codec
+        .encode(Subject::TopicRecord(&changelog), &bogus_state)
+        .expect("encode state");
+    let end = journal(&bootstrap, &codec, &group).last().map(|(o, _)| *o).expect("end");
+    let journal_topic = format!("{group}.journal");
+    for base in [last_offset, end] {
+        let zombie = JournalRecord {
+            kind: JournalKind::Decisions,
+            epoch: old_epoch,
+            writer: old_writer.clone(),
+            base,
+            positions: vec![InputPosition {
+                topic: format!("{group}.starts"),
+                offset: 1_000_000,
+            }],
+            relayed_through: base,
+            states: vec![StateEntry {
+                saga_id: "before".into(),
+                state: Some(state_bytes.clone()),
+            }],
+            outputs: vec![Outbound {
+                id: format!("zombie-{base}"),
+                topic: "zombie.out".into(),
+                key: Some(b"before".to_vec()),
+                value: Some(b"must never be delivered".to_vec()),
+                headers: vec![],
+            }],
+        };
+        let value = codec.encode(Subject::Topic(&journal_topic), &zombie).expect("encode");
+        send(&producer(&bootstrap), &journal_topic, "zombie", &value);
+    }
+
+    // The new owner keeps working: its next write finds the zombie records, it resyncs, and the
+    // zombie's input positions (which would skip every start) are not applied.
+    start(&codec, &bootstrap, &group, "after");
+    let mut log = EventLog::default();
+    assert!(
+        eventually(WAIT, || {
+            log = EventLog::read(&bootstrap, &codec, &group);
+            log.finished() == 2
+        }),
+        "the saga started after the zombie write did not finish"
+    );
+    assert_eq!(log.types("after").last(), Some(&E::SagaCompleted));
+    assert_eq!(log.types("before").last(), Some(&E::SagaCompleted));
+    assert!(log.sagas["before"].values().all(|e| e.definition == "trip"));
+    assert!(log.conflicts.is_empty(), "{:?}", log.conflicts);
+
+    assert!(read_all(&bootstrap, "zombie.out").is_empty(), "a fenced output was delivered");
+    let changelog_states: Vec<SagaState> = read_all(&bootstrap, &changelog)
+        .into_iter()
+        .filter(|r| r.key.as_deref() == Some(b"before"))
+        .filter_map(|r| codec.decode(r.value.as_deref()?).ok())
+        .collect();
+    assert!(!changelog_states.is_empty(), "the changelog should hold saga `before`");
+    assert!(
+        changelog_states.iter().all(|s| s.definition == "trip"),
+        "a fenced state reached the changelog"
+    );
+    assert!(metric(&metrics, "sagaflow_journal_conflicts_total") >= 1.0);
+    assert!(metric(&metrics, "sagaflow_fenced_records_total") >= 1.0);
+}
