@@ -14,15 +14,16 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(300);
 
+// Fields drop in order: processes before the broker they talk to.
 struct Stack {
-    broker: Broker,
+    _engine: Proc,
     _registry: Proc,
     registry_url: String,
-    _engine: Proc,
     metrics_url: String,
     group: String,
     _state: TempDir,
     codec: BlockingCodec,
+    broker: Broker,
 }
 
 fn stack(name: &str) -> Stack {
@@ -94,13 +95,13 @@ impl Stack {
         EventLog::read(&self.broker.bootstrap(), &self.codec, &self.group)
     }
 
-    fn wait_finished(&self, n: usize) -> EventLog {
+    fn wait_finished(&self, ids: &[String]) -> EventLog {
         let mut log = EventLog::default();
         let done = eventually(WAIT, || {
             log = self.events();
-            log.finished() >= n
+            log.unfinished(ids).is_empty()
         });
-        assert!(done, "only {} of {n} sagas finished", log.finished());
+        assert!(done, "unfinished sagas:\n{}", log.unfinished(ids).join("\n"));
         log
     }
 }
@@ -122,7 +123,7 @@ fn happy_path_completes_every_step_in_order() {
     for id in &ids {
         s.start_trip(id);
     }
-    let log = s.wait_finished(ids.len());
+    let log = s.wait_finished(&ids);
     assert_gapless(&log);
     for id in &ids {
         let steps = log.steps(id);
@@ -153,7 +154,7 @@ fn failed_hotel_compensates_flight_then_payment() {
     for id in &ids {
         s.start_trip(id);
     }
-    let log = s.wait_finished(ids.len());
+    let log = s.wait_finished(&ids);
     assert_gapless(&log);
     for id in &ids {
         let steps = log.steps(id);
@@ -303,7 +304,7 @@ fn bad_input_goes_to_the_dead_letter_topic_and_the_engine_continues() {
     // The engine keeps going.
     let _participants = s.participants(0.0);
     s.start_trip("after-dlq");
-    let log = s.wait_finished(1);
+    let log = s.wait_finished(&["after-dlq".to_string()]);
     assert_eq!(log.types("after-dlq").last(), Some(&E::SagaCompleted));
     assert_eq!(
         metric(&s.metrics_url, "sagaflow_dead_letters_total{reason=\"unknown-saga\"}"),

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -118,24 +119,22 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let log = eventlog::follow(&args.bootstrap, &stack.registry_url, &stack.topics.events).await?;
     let producer = crate::kafka::producer(&args.bootstrap)?;
     let codec = AsyncCodec::new(&stack.registry_url)?;
-    let mut counted_topics = vec![
-        stack.topics.starts.clone(),
-        stack.topics.replies.clone(),
-        stack.topics.journal.clone(),
-        stack.topics.changelog.clone(),
-        stack.topics.events.clone(),
-    ];
-    counted_topics.extend(steps.iter().cloned());
+    // Every broker message of a saga is either an input the engine consumed (a start, a reply)
+    // or a record it wrote (journal, commands, events, changelog); the engine counts both.
+    let messages = || {
+        stack.metrics.inputs_total.load(Ordering::Relaxed)
+            + stack.metrics.broker_writes_total.load(Ordering::Relaxed)
+    };
 
     // Warm-up: schema registrations, first fetches, group join.
     let warm = Load::new("warm", 20);
     warm.run(&producer, &codec, &stack.topics.starts, &log, None).await?;
-    let before = crate::kafka::record_count(&args.bootstrap, &counted_topics)?;
+    let before = messages();
 
     progress(&args, &format!("peak: {} sagas as fast as possible", args.sagas));
     let peak_load = Load::new("peak", args.sagas);
     let peak = peak_load.run(&producer, &codec, &stack.topics.starts, &log, None).await?;
-    let after = crate::kafka::record_count(&args.bootstrap, &counted_topics)?;
+    let after = messages();
 
     let rate = (peak.sagas_per_s / 2.0).max(1.0);
     let count = ((rate * args.half_load_secs as f64) as usize).max(10);

@@ -1,10 +1,7 @@
 //! Kafka helpers of the command-line tools.
 
-use std::time::Duration;
-
 use anyhow::Context as _;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureProducer;
 
 /// Settings every client needs (IPv4: local brokers listen on 127.0.0.1 only).
@@ -25,27 +22,4 @@ pub(crate) fn producer(bootstrap: &str) -> anyhow::Result<FutureProducer> {
         .set("partitioner", "murmur2_random")
         .create()
         .context("creating a producer")
-}
-
-/// Sum of the high watermarks of `topics` (how many records they hold).
-pub(crate) fn record_count(bootstrap: &str, topics: &[String]) -> anyhow::Result<i64> {
-    let consumer: BaseConsumer = client_config(bootstrap)
-        .set("group.id", "sagaflow-tools")
-        .create()
-        .context("creating a metadata consumer")?;
-    let mut total = 0;
-    for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .with_context(|| format!("reading metadata of {topic}"))?;
-        for t in metadata.topics() {
-            for p in t.partitions() {
-                let (low, high) = consumer
-                    .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-                    .with_context(|| format!("reading watermarks of {topic}[{}]", p.id()))?;
-                total += high - low;
-            }
-        }
-    }
-    Ok(total)
 }

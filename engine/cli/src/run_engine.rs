@@ -71,6 +71,7 @@ pub(crate) fn run(args: EngineArgs) -> anyhow::Result<ExitCode> {
     );
     let rt = crate::runtime()?;
     rt.block_on(topics::ensure_engine_topics(&config.bootstrap, &config.group, config.partitions))?;
+    rt.block_on(topics::ensure_definition_topics(&config.bootstrap, &definitions, config.partitions))?;
     let engine = Engine::start(config.clone(), definitions)?;
     if !config.http_listen.is_empty() {
         let addr = rt.block_on(sagaflow_runtime::serve_http(&config.http_listen, engine.metrics.clone()))?;

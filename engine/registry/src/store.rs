@@ -23,6 +23,9 @@ use crate::state::{NewSchema, Registration, State};
 /// How long a Kafka request may take before the registry reports the broker as unreachable.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long to wait for the end offset before a mutation, so a lost broker fails fast.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The registry's single partition.
 const PARTITION: i32 = 0;
 
@@ -243,10 +246,21 @@ impl Store {
         let consumer = writer.consumer.clone();
         let topic = self.topic.clone();
         let (low, high) = blocking(&self.topic, move || {
-            consumer.fetch_watermarks(&topic, PARTITION, KAFKA_TIMEOUT)
+            consumer.fetch_watermarks(&topic, PARTITION, WATERMARK_TIMEOUT)
         })
         .await?
-        .map_err(|e| self.kafka_error("reading the watermarks", e))?;
+        .map_err(|e| match e.rdkafka_error_code() {
+            Some(
+                RDKafkaErrorCode::UnknownPartition
+                | RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::UnknownTopicOrPartition,
+            ) => self.store_error(
+                "it no longer exists on the broker (deleted, or the broker lost its data); \
+                 restart the registry to recreate it, then register the schemas again"
+                    .to_owned(),
+            ),
+            _ => self.kafka_error("reading the watermarks", e),
+        })?;
         if high < writer.next_offset {
             return Err(self.store_error(format!(
                 "its end offset is {high} but offsets up to {} were already read; the topic was \

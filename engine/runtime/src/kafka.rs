@@ -104,3 +104,40 @@ pub(crate) fn read_range(
         .map_err(|e| Error::kafka("unassigning a reader", e))?;
     Ok(())
 }
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+/// A producer for the few synchronous writes of a restore (claims, end markers).
+pub(crate) fn sync_producer(bootstrap: &str) -> Result<FutureProducer> {
+    producer_config(bootstrap, 0)
+        .create()
+        .map_err(|e| Error::kafka("creating the restore producer", e))
+}
+
+/// Writes one record to `topic[partition]` and returns the offset the broker gave it.
+///
+/// A restore uses the offset of its own record as the end of the partition instead of the high
+/// watermark: tansu 0.6 reports a high watermark that leaves out all but the first record of
+/// the last batch, and an offset we wrote ourselves is exact on every broker.
+pub(crate) fn write_and_locate(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    key: &[u8],
+    value: Option<&[u8]>,
+) -> Result<i64> {
+    let mut record = FutureRecord::to(topic).partition(partition).key(key);
+    if let Some(v) = value {
+        record = record.payload(v);
+    }
+    let delivery = producer
+        .send_result(record)
+        .map_err(|(e, _)| Error::kafka(format!("writing to {topic}[{partition}]"), e))?;
+    match futures::executor::block_on(delivery) {
+        Ok(Ok(delivered)) => Ok(delivered.offset),
+        Ok(Err((e, _))) => Err(Error::kafka(format!("writing to {topic}[{partition}]"), e)),
+        Err(_) => Err(Error::Config(format!(
+            "the producer dropped a write to {topic}[{partition}]"
+        ))),
+    }
+}

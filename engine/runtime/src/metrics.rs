@@ -47,6 +47,8 @@ macro_rules! counters {
 }
 
 counters! {
+    inputs_total => "Input records consumed (replays of already applied inputs excluded).",
+    broker_writes_total => "Records the engine wrote and the broker acknowledged (journal, relay, changelog).",
     decisions_total => "Inputs applied to a saga.",
     sagas_started_total => "Sagas started.",
     sagas_completed_total => "Sagas that completed every step.",

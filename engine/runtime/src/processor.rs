@@ -15,7 +15,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, FutureProducer, Producer, ProducerContext, ThreadedProducer,
+};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sagaflow_avro::{BlockingCodec, Header};
@@ -27,7 +29,7 @@ use crate::config::EngineConfig;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::relay::Relay;
-use crate::restore::{self, Restored};
+use crate::restore::{self, RestoreClients, Restored};
 use crate::store::Store;
 use crate::task::{resume_relay, InputRecord, Produce, Task, TaskEnv, TaskStatus};
 use crate::topics::Topics;
@@ -48,7 +50,22 @@ struct RestoreDeps {
     store: Arc<Store>,
     codec: Arc<BlockingCodec>,
     reader: BaseConsumer,
+    producer: FutureProducer,
     topics: Topics,
+    writer: String,
+}
+
+impl RestoreDeps {
+    fn clients(&self) -> RestoreClients<'_> {
+        RestoreClients {
+            store: &self.store,
+            reader: &self.reader,
+            producer: &self.producer,
+            codec: &self.codec,
+            topics: &self.topics,
+            writer: &self.writer,
+        }
+    }
 }
 
 enum GroupEvent {
@@ -79,7 +96,7 @@ impl ConsumerContext for GroupContext {
                 let mut assignment = TopicPartitionList::new();
                 for partition in partitions {
                     let d = &self.deps;
-                    let restored = restore::restore(&d.store, &d.reader, &d.codec, &d.topics, partition);
+                    let restored = restore::restore(&d.clients(), partition, true, 0);
                     let positions = match &restored {
                         Ok(r) => r.meta.positions.clone(),
                         Err(_) => BTreeMap::new(),
@@ -280,18 +297,20 @@ impl Processor {
         let store = Arc::new(Store::open(&config.state_dir)?);
         let codec = Arc::new(BlockingCodec::new(&config.registry_url)?);
         let reader = crate::kafka::reader(&config.bootstrap)?;
-        let deps = Arc::new(RestoreDeps {
-            store,
-            codec,
-            reader,
-            topics: topics.clone(),
-        });
         let writer = format!(
             "{}-{}-{:08x}",
             std::env::var("HOSTNAME").unwrap_or_else(|_| "engine".into()),
             std::process::id(),
             rand::random::<u32>()
         );
+        let deps = Arc::new(RestoreDeps {
+            store,
+            codec,
+            reader,
+            producer: crate::kafka::sync_producer(&config.bootstrap)?,
+            topics: topics.clone(),
+            writer: writer.clone(),
+        });
         let mut consumer_config = crate::kafka::base_config(&config.bootstrap);
         let _ = consumer_config
             .set("group.id", &config.group)
@@ -434,7 +453,7 @@ impl Processor {
                         .fenced_records_total
                         .fetch_add(restored.fenced_records, Ordering::Relaxed);
                     let _ = self.failed.remove(&partition);
-                    self.install(partition, *restored, true)?;
+                    self.install(partition, *restored)?;
                 }
                 GroupEvent::AssignFailed(partition, reason) => {
                     error!(partition, %reason, "restore failed; will retry");
@@ -458,17 +477,14 @@ impl Processor {
         Ok(())
     }
 
-    fn install(&mut self, partition: i32, restored: Restored, takeover: bool) -> Result<()> {
+    fn install(&mut self, partition: i32, restored: Restored) -> Result<()> {
         let generation = self.next_generation;
         self.next_generation += 1;
-        let (task, claim) = {
-            let env = self.ctx.env();
-            Task::new(&env, partition, generation, &restored, takeover)?
-        };
-        resume_relay(&mut self.relay, partition, restored);
-        if let Some(p) = claim {
-            Self::send_journal(&self.journal, &self.ctx.deps.topics.journal, partition, p);
+        let task = Task::new(&self.ctx.env(), partition, generation, &restored)?;
+        if task.status == TaskStatus::Fenced {
+            warn!(partition, "another engine claimed this partition; waiting for the group to revoke it");
         }
+        resume_relay(&mut self.relay, partition, restored);
         let _ = self.tasks.insert(partition, task);
         Ok(())
     }
@@ -533,6 +549,12 @@ impl Processor {
 
     fn drain_journal_acks(&mut self) -> Result<()> {
         while let Ok((ticket, result)) = self.journal_acks.try_recv() {
+            if result.is_ok() {
+                self.ctx
+                    .metrics
+                    .broker_writes_total
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             let env = self.ctx.env();
             let Some(task) = self.tasks.get_mut(&ticket.partition) else {
                 continue;
@@ -577,13 +599,8 @@ impl Processor {
             .collect();
         for partition in stale.into_iter().chain(retry.iter().copied()) {
             let takeover = retry.contains(&partition);
-            let restored = match restore::restore(
-                &self.ctx.deps.store,
-                &self.ctx.deps.reader,
-                &self.ctx.deps.codec,
-                &self.ctx.deps.topics,
-                partition,
-            ) {
+            let own_epoch = self.tasks.get(&partition).map_or(0, Task::epoch);
+            let restored = match restore::restore(&self.ctx.deps.clients(), partition, takeover, own_epoch) {
                 Ok(r) => r,
                 Err(e) => {
                     error!(partition, error = %e, "restore failed; will retry");
@@ -595,7 +612,7 @@ impl Processor {
             self.ctx.metrics.restores_total.fetch_add(1, Ordering::Relaxed);
             let _ = self.failed.remove(&partition);
             self.relay.close(partition);
-            self.install(partition, restored, takeover)?;
+            self.install(partition, restored)?;
             let positions = self.tasks[&partition].seek_positions();
             if let Some(tpl) = self.input_tpl(partition, Some(&positions)) {
                 for element in tpl.elements() {

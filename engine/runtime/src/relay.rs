@@ -249,6 +249,9 @@ impl Relay {
                 self.send(ticket);
                 continue;
             }
+            self.metrics
+                .broker_writes_total
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let Some(part) = self.partitions.get_mut(&ticket.partition) else {
                 continue;
             };

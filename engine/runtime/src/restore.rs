@@ -11,7 +11,11 @@
 use std::collections::{BTreeMap, HashMap};
 
 use rdkafka::consumer::BaseConsumer;
-use sagaflow_avro::{BlockingCodec, Checkpoint, JournalRecord, Outbound, SagaState, Subject};
+use rdkafka::producer::FutureProducer;
+use sagaflow_avro::{
+    BlockingCodec, Checkpoint, InputPosition, JournalKind, JournalRecord, Outbound, SagaState,
+    Subject,
+};
 use sagaflow_core::{Chain, ChainVerdict, JournalHeader};
 use tracing::{info, warn};
 
@@ -23,6 +27,12 @@ use crate::topics::Topics;
 /// Key of checkpoint records on the changelog.
 pub(crate) const CHECKPOINT_KEY: &str = "__checkpoint";
 
+/// Prefix of changelog keys that are not saga ids.
+const RESERVED_PREFIX: &str = "__";
+
+/// Most claims one restore tries before giving up (each lost claim means another writer raced).
+const CLAIM_ATTEMPTS: u32 = 20;
+
 /// What a restore hands to the partition task.
 #[derive(Debug)]
 pub(crate) struct Restored {
@@ -31,62 +41,55 @@ pub(crate) struct Restored {
     pub(crate) unrelayed: Vec<(i64, Vec<Outbound>)>,
     /// Latest state bytes of sagas changed after the watermark (for the changelog).
     pub(crate) dirty: HashMap<String, Option<Vec<u8>>>,
-    /// Journal high watermark at the end of the restore.
+    /// Offset the next journal record of this owner must land at.
     pub(crate) journal_end: i64,
     /// Records skipped by the chain rule.
     pub(crate) fenced_records: u64,
+    /// A newer owner claimed the partition (only on a resync): do not process it.
+    pub(crate) fenced: bool,
 }
 
-pub(crate) fn restore(
-    store: &Store,
-    reader: &BaseConsumer,
-    codec: &BlockingCodec,
-    topics: &Topics,
+/// Clients a restore uses.
+pub(crate) struct RestoreClients<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) reader: &'a BaseConsumer,
+    pub(crate) producer: &'a FutureProducer,
+    pub(crate) codec: &'a BlockingCodec,
+    pub(crate) topics: &'a Topics,
+    pub(crate) writer: &'a str,
+}
+
+/// Applies journal records read during a restore.
+struct Replay<'a> {
+    c: &'a RestoreClients<'a>,
     partition: i32,
-) -> Result<Restored> {
-    let (journal_low, journal_end) = kafka::watermarks(reader, &topics.journal, partition)?;
-    let mut meta = match store.meta(partition)? {
-        Some(meta) if meta.chain.last_valid < journal_end => meta,
-        Some(meta) => {
-            warn!(partition, local = meta.chain.last_valid, journal_end, "local state is ahead of the journal (was the topic recreated?); rebuilding from the changelog");
-            store.clear(partition)?;
-            from_changelog(store, reader, codec, topics, partition)?
-        }
-        None => from_changelog(store, reader, codec, topics, partition)?,
-    };
-    let start = meta.relayed.chain.last_valid + 1;
-    if start < journal_low {
-        return Err(Error::Journal {
-            topic: topics.journal.clone(),
-            partition,
-            offset: start,
-            message: format!(
-                "records from {start} were deleted (log start is {journal_low}) before the relay covered them; raise the journal's retention"
-            ),
-        });
-    }
-    let applied_through = meta.chain.last_valid;
-    let mut chain = Chain::from(&meta.chain);
-    let mut unrelayed = Vec::new();
-    let mut dirty = HashMap::new();
-    let mut fenced_records = 0u64;
-    kafka::read_range(reader, &topics.journal, partition, start, journal_end, |offset, _, value| {
-        let bytes = value.ok_or_else(|| Error::Journal {
-            topic: topics.journal.clone(),
-            partition,
+    chain: Chain,
+    meta: Meta,
+    applied_through: i64,
+    unrelayed: Vec<(i64, Vec<Outbound>)>,
+    dirty: HashMap<String, Option<Vec<u8>>>,
+    fenced_records: u64,
+}
+
+impl Replay<'_> {
+    fn record(&mut self, offset: i64, value: Option<&[u8]>) -> Result<()> {
+        let topic = &self.c.topics.journal;
+        let journal_error = |message: String| Error::Journal {
+            topic: topic.clone(),
+            partition: self.partition,
             offset,
-            message: "empty journal record".into(),
-        })?;
-        let record: JournalRecord = codec.decode(bytes).map_err(|e| Error::Journal {
-            topic: topics.journal.clone(),
-            partition,
-            offset,
-            message: e.to_string(),
-        })?;
-        let valid = if offset <= applied_through {
-            store.was_valid(partition, offset)?
+            message,
+        };
+        let bytes = value.ok_or_else(|| journal_error("empty journal record".into()))?;
+        let record: JournalRecord = self
+            .c
+            .codec
+            .decode(bytes)
+            .map_err(|e| journal_error(e.to_string()))?;
+        let valid = if offset <= self.applied_through {
+            self.c.store.was_valid(self.partition, offset)?
         } else {
-            let verdict = chain.apply(
+            let verdict = self.chain.apply(
                 offset,
                 JournalHeader {
                     kind: record.kind,
@@ -96,11 +99,11 @@ pub(crate) fn restore(
                 },
             );
             if verdict == ChainVerdict::Valid {
-                meta.chain = ChainMeta::from(&chain);
+                self.meta.chain = ChainMeta::from(&self.chain);
                 for p in &record.positions {
-                    let _ = meta.positions.insert(p.topic.clone(), p.offset);
+                    let _ = self.meta.positions.insert(p.topic.clone(), p.offset);
                 }
-                let writes = state_writes(codec, &record)?;
+                let writes = state_writes(self.c.codec, &record)?;
                 let borrowed: Vec<StateWrite<'_>> = writes
                     .iter()
                     .map(|(id, state, running)| StateWrite {
@@ -109,38 +112,138 @@ pub(crate) fn restore(
                         running: *running,
                     })
                     .collect();
-                store.apply(partition, offset, &borrowed, &meta)?;
+                self.c.store.apply(self.partition, offset, &borrowed, &self.meta)?;
             } else {
-                // The chain may have moved on (a later claim): keep max_epoch current.
-                meta.chain.max_epoch = chain.max_epoch;
-                fenced_records += 1;
+                // A claim that lost still raises the epoch every later record is judged by.
+                self.meta.chain.max_epoch = self.chain.max_epoch;
+                self.fenced_records += 1;
             }
             verdict == ChainVerdict::Valid
         };
         if valid {
             for entry in &record.states {
-                let _ = dirty.insert(entry.saga_id.clone(), entry.state.clone());
+                let _ = self.dirty.insert(entry.saga_id.clone(), entry.state.clone());
             }
             if !record.outputs.is_empty() {
-                unrelayed.push((offset, record.outputs));
+                self.unrelayed.push((offset, record.outputs));
             }
         }
         Ok(())
+    }
+}
+
+/// Restores `partition` and claims it.
+///
+/// `takeover` is true for a new assignment: the restore always ends with a claim. On a resync
+/// (`takeover` false, `own_epoch` the epoch this engine claimed before) it claims again only if
+/// no other writer claimed a higher epoch meanwhile; otherwise it reports `fenced`.
+pub(crate) fn restore(
+    c: &RestoreClients<'_>,
+    partition: i32,
+    takeover: bool,
+    own_epoch: i64,
+) -> Result<Restored> {
+    let (journal_low, journal_reported_end) = kafka::watermarks(c.reader, &c.topics.journal, partition)?;
+    let meta = match c.store.meta(partition)? {
+        // An empty journal under local state means the topics were recreated: start over.
+        Some(meta) if journal_reported_end == 0 && meta.chain.last_valid >= 0 => {
+            warn!(partition, "the journal is empty but local state is not (were the topics recreated?); rebuilding from the changelog");
+            from_changelog(c, partition)?
+        }
+        Some(meta) => meta,
+        None => from_changelog(c, partition)?,
+    };
+    let start = meta.relayed.chain.last_valid + 1;
+    if start < journal_low {
+        return Err(Error::Journal {
+            topic: c.topics.journal.clone(),
+            partition,
+            offset: start,
+            message: format!(
+                "records from {start} were deleted (log start is {journal_low}) before the relay covered them; raise the journal's retention"
+            ),
+        });
+    }
+    let mut replay = Replay {
+        c,
+        partition,
+        chain: Chain::from(&meta.chain),
+        applied_through: meta.chain.last_valid,
+        meta,
+        unrelayed: Vec::new(),
+        dirty: HashMap::new(),
+        fenced_records: 0,
+    };
+    // Bulk of the journal up to the reported end; the claim below finds the exact end.
+    let mut next = start;
+    kafka::read_range(c.reader, &c.topics.journal, partition, next, journal_reported_end, |o, _, v| {
+        next = o + 1;
+        replay.record(o, v)
     })?;
+    next = next.max(journal_reported_end);
+
+    let mut fenced = false;
+    let mut end = next;
+    for attempt in 1..=CLAIM_ATTEMPTS + 1 {
+        if !takeover && replay.chain.max_epoch > own_epoch {
+            fenced = true;
+            break;
+        }
+        if attempt > CLAIM_ATTEMPTS {
+            return Err(Error::Journal {
+                topic: c.topics.journal.clone(),
+                partition,
+                offset: end,
+                message: format!("{CLAIM_ATTEMPTS} claims in a row lost a race with other writers"),
+            });
+        }
+        let epoch = replay.chain.max_epoch + 1;
+        let claim = JournalRecord {
+            kind: JournalKind::Claim,
+            epoch,
+            writer: c.writer.to_string(),
+            base: replay.chain.last_valid,
+            positions: replay
+                .meta
+                .positions
+                .iter()
+                .map(|(topic, offset)| InputPosition {
+                    topic: topic.clone(),
+                    offset: *offset,
+                })
+                .collect(),
+            relayed_through: replay.meta.relayed.chain.last_valid,
+            states: Vec::new(),
+            outputs: Vec::new(),
+        };
+        let bytes = c.codec.encode(Subject::Topic(&c.topics.journal), &claim)?;
+        let at = kafka::write_and_locate(c.producer, &c.topics.journal, partition, c.writer.as_bytes(), Some(&bytes))?;
+        kafka::read_range(c.reader, &c.topics.journal, partition, next, at + 1, |o, _, v| {
+            next = o + 1;
+            replay.record(o, v)
+        })?;
+        end = at + 1;
+        if replay.chain.owned_by(epoch, c.writer) && replay.chain.last_valid == at {
+            break;
+        }
+        warn!(partition, attempt, at, "claim lost a race with another writer; claiming again");
+    }
     info!(
         partition,
-        journal_end,
-        replayed = journal_end - start,
-        unrelayed = unrelayed.len(),
-        fenced_records,
+        journal_end = end,
+        replayed = end - start,
+        unrelayed = replay.unrelayed.len(),
+        fenced_records = replay.fenced_records,
+        fenced,
         "partition restored"
     );
     Ok(Restored {
-        meta,
-        unrelayed,
-        dirty,
-        journal_end,
-        fenced_records,
+        meta: replay.meta,
+        unrelayed: replay.unrelayed,
+        dirty: replay.dirty,
+        journal_end: end,
+        fenced_records: replay.fenced_records,
+        fenced,
     })
 }
 
@@ -162,31 +265,29 @@ pub(crate) fn state_writes(
         .collect()
 }
 
-fn from_changelog(
-    store: &Store,
-    reader: &BaseConsumer,
-    codec: &BlockingCodec,
-    topics: &Topics,
-    partition: i32,
-) -> Result<Meta> {
-    let (low, high) = kafka::watermarks(reader, &topics.changelog, partition)?;
+fn from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<Meta> {
+    c.store.clear(partition)?;
+    let (low, _) = kafka::watermarks(c.reader, &c.topics.changelog, partition)?;
+    // Our own marker record gives the exact end (see `kafka::write_and_locate`).
+    let marker = format!("{RESERVED_PREFIX}restore/{}", c.writer);
+    let end = kafka::write_and_locate(c.producer, &c.topics.changelog, partition, marker.as_bytes(), None)?;
     // The broker may not compact: keep the last record per key ourselves.
     let mut latest: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
     let mut checkpoint: Option<Checkpoint> = None;
-    kafka::read_range(reader, &topics.changelog, partition, low, high, |offset, key, value| {
+    kafka::read_range(c.reader, &c.topics.changelog, partition, low, end + 1, |offset, key, value| {
         let Some(key) = key.map(|k| String::from_utf8_lossy(k).into_owned()) else {
             return Ok(());
         };
         if key == CHECKPOINT_KEY {
             if let Some(bytes) = value {
-                checkpoint = Some(codec.decode(bytes).map_err(|e| Error::Journal {
-                    topic: topics.changelog.clone(),
+                checkpoint = Some(c.codec.decode(bytes).map_err(|e| Error::Journal {
+                    topic: c.topics.changelog.clone(),
                     partition,
                     offset,
                     message: e.to_string(),
                 })?);
             }
-        } else {
+        } else if !key.starts_with(RESERVED_PREFIX) {
             let _ = latest.insert(key, value.map(<[u8]>::to_vec));
         }
         Ok(())
@@ -213,7 +314,7 @@ fn from_changelog(
     let mut writes = Vec::with_capacity(latest.len());
     for (saga_id, state) in &latest {
         let running = match state {
-            Some(bytes) => !codec.decode::<SagaState>(bytes)?.status.is_terminal(),
+            Some(bytes) => !c.codec.decode::<SagaState>(bytes)?.status.is_terminal(),
             None => false,
         };
         writes.push(StateWrite {
@@ -223,10 +324,10 @@ fn from_changelog(
         });
     }
     for chunk in writes.chunks(1000) {
-        store.apply(partition, -1, chunk, &meta)?;
+        c.store.apply(partition, -1, chunk, &meta)?;
     }
     if writes.is_empty() {
-        store.apply(partition, -1, &[], &meta)?;
+        c.store.apply(partition, -1, &[], &meta)?;
     }
     info!(partition, sagas = latest.len(), checkpoint = ?checkpoint.as_ref().map(|c| c.journal_offset), "restored from the changelog");
     Ok(meta)

@@ -109,67 +109,45 @@ pub(crate) struct Task {
 
 impl Task {
     /// A task over a freshly restored partition; it claims the journal first.
-    /// `takeover` is true for a new assignment (always claims) and false for a resync of a
-    /// partition this engine already owned (claims only if its claim never counted).
+    /// A task over a freshly restored (and claimed) partition.
     pub(crate) fn new(
         env: &TaskEnv<'_>,
         partition: i32,
         generation: u64,
         restored: &Restored,
-        takeover: bool,
-    ) -> Result<(Self, Option<Produce>)> {
+    ) -> Result<Self> {
         let meta = restored.meta.clone();
         let chain = Chain::from(&meta.chain);
         let mut task = Self {
             partition,
-            status: TaskStatus::Active,
+            status: if restored.fenced {
+                TaskStatus::Fenced
+            } else {
+                TaskStatus::Active
+            },
             generation,
             epoch: chain.epoch,
             positions: meta.positions.clone(),
+            next_base: chain.last_valid,
             chain,
             meta,
             cache: HashMap::new(),
             batch: Batch::default(),
             inflight: VecDeque::new(),
             next_offset: restored.journal_end,
-            next_base: restored.meta.chain.last_valid,
             next_seq: 1,
         };
         for (saga_id, bytes) in env.store.running(partition)? {
             let state: SagaState = env.codec.decode(&bytes)?;
             let _ = task.cache.insert(saga_id, Cached { state, seq: 0 });
         }
-        let ours = task.chain.writer == env.writer;
-        let claim = if takeover {
-            Some(task.claim(env)?)
-        } else if ours && task.chain.owned_by(task.chain.epoch, env.writer) {
-            // Our claim still stands: carry on from the last valid record.
-            None
-        } else if ours || task.chain.max_epoch > task.chain.epoch {
-            // Someone claimed after us: we are the stale owner until the group revokes us.
-            task.status = TaskStatus::Fenced;
-            None
-        } else {
-            // Our claim never counted and nobody else's did: claim again.
-            Some(task.claim(env)?)
-        };
         info!(partition, epoch = task.epoch, sagas_in_flight = task.cache.len(), status = ?task.status, "partition task ready");
-        Ok((task, claim))
+        Ok(task)
     }
 
-    fn claim(&mut self, env: &TaskEnv<'_>) -> Result<Produce> {
-        self.epoch = self.chain.max_epoch + 1;
-        let record = JournalRecord {
-            kind: JournalKind::Claim,
-            epoch: self.epoch,
-            writer: env.writer.to_string(),
-            base: self.next_base,
-            positions: positions_vec(&self.positions),
-            relayed_through: self.meta.relayed.chain.last_valid,
-            states: Vec::new(),
-            outputs: Vec::new(),
-        };
-        self.produce(env, record, Vec::new())
+    /// The epoch this task writes with.
+    pub(crate) fn epoch(&self) -> i64 {
+        self.epoch
     }
 
     /// Input positions to seek to (next offset to read per input topic).
@@ -198,6 +176,7 @@ impl Task {
         }
         let _ = self.positions.insert(topic.to_string(), offset);
         self.batch.inputs += 1;
+        env.metrics.inputs_total.fetch_add(1, Ordering::Relaxed);
         let input = match self.decode(env, topic, payload) {
             Ok(input) => input,
             Err(reason) => {

@@ -97,6 +97,31 @@ pub async fn ensure_engine_topics(bootstrap: &str, group: &str, partitions: i32)
     .await
 }
 
+/// Creates every participant command topic that a deployed definition names, so participants
+/// can subscribe before the first command is sent.
+pub async fn ensure_definition_topics(
+    bootstrap: &str,
+    definitions: &sagaflow_definition::Registry,
+    partitions: i32,
+) -> Result<()> {
+    let mut names: Vec<String> = definitions
+        .iter()
+        .flat_map(|d| {
+            d.steps.iter().flat_map(|s| {
+                std::iter::once(s.command.topic.clone())
+                    .chain(s.compensation.as_ref().map(|c| c.topic.clone()))
+            })
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    let specs: Vec<(&str, i32, bool)> = names.iter().map(|n| (n.as_str(), partitions, false)).collect();
+    if specs.is_empty() {
+        return Ok(());
+    }
+    ensure(bootstrap, &specs).await
+}
+
 /// A base client config; kept in one place because every client needs the same settings.
 pub fn client_config(bootstrap: &str) -> ClientConfig {
     crate::kafka::base_config(bootstrap)

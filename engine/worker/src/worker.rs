@@ -110,7 +110,10 @@ impl Worker {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "2000")
-            .set("fetch.wait.max.ms", "10");
+            .set("fetch.wait.max.ms", "10")
+            // Notice a command topic created after the worker started within seconds, not the
+            // default five minutes.
+            .set("topic.metadata.refresh.interval.ms", "5000");
         let consumer: StreamConsumer = consumer_config.create().map_err(|source| Error::Kafka {
             action: "creating the command consumer".into(),
             source,
