@@ -448,10 +448,6 @@ impl Processor {
         for event in events {
             match event {
                 GroupEvent::Assigned(partition, restored) => {
-                    self.ctx.metrics.restores_total.fetch_add(1, Ordering::Relaxed);
-                    self.ctx.metrics
-                        .fenced_records_total
-                        .fetch_add(restored.fenced_records, Ordering::Relaxed);
                     let _ = self.failed.remove(&partition);
                     self.install(partition, *restored)?;
                 }
@@ -478,6 +474,11 @@ impl Processor {
     }
 
     fn install(&mut self, partition: i32, restored: Restored) -> Result<()> {
+        let metrics = &self.ctx.metrics;
+        metrics.restores_total.fetch_add(1, Ordering::Relaxed);
+        metrics
+            .fenced_records_total
+            .fetch_add(restored.fenced_records, Ordering::Relaxed);
         let generation = self.next_generation;
         self.next_generation += 1;
         let task = Task::new(&self.ctx.env(), partition, generation, &restored)?;
@@ -609,7 +610,6 @@ impl Processor {
                     continue;
                 }
             };
-            self.ctx.metrics.restores_total.fetch_add(1, Ordering::Relaxed);
             let _ = self.failed.remove(&partition);
             self.relay.close(partition);
             self.install(partition, restored)?;
