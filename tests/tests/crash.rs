@@ -37,12 +37,53 @@ fn start_trips(bootstrap: &str, codec: &BlockingCodec, group: &str, ids: &[Strin
     rdkafka::producer::Producer::flush(&p, Duration::from_secs(60)).expect("flush");
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Proves each kill hit running sagas: some saga started before it and ended after it.
+fn assert_in_flight_at(log: &EventLog, kills: &[i64]) {
+    for kill in kills {
+        let spanning = log
+            .sagas
+            .values()
+            .filter(|events| {
+                let first = events.values().next().map_or(i64::MAX, |e| e.at);
+                let last = events.values().last().map_or(i64::MIN, |e| e.at);
+                first < *kill && *kill < last
+            })
+            .count();
+        eprintln!("{spanning} sagas were in flight at the kill at {kill}");
+        assert!(spanning > 0, "no saga was in flight at the kill at {kill}: the test proved nothing");
+    }
+}
+
+/// Streams start requests at `per_second` from a background thread.
+fn stream_trips(
+    bootstrap: String,
+    registry_url: String,
+    group: String,
+    ids: Vec<String>,
+    per_second: u64,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let codec = BlockingCodec::new(&registry_url).expect("codec");
+        let pause = Duration::from_millis(1000 / per_second.max(1));
+        for chunk in ids.chunks(10) {
+            start_trips(&bootstrap, &codec, &group, chunk);
+            std::thread::sleep(pause * chunk.len() as u32);
+        }
+    })
+}
+
 fn participants(bootstrap: &str, registry: &str, effects: &std::path::Path) -> Vec<Proc> {
     let log = effects.display().to_string();
     ["payment", "flight", "hotel", "notify"]
         .iter()
         .map(|role| {
-            let mut extra = vec!["--instances", "2", "--latency-ms", "2..15", "--effects-log", &log];
+            let mut extra = vec!["--instances", "2", "--latency-ms", "5..30", "--effects-log", &log];
             if *role == "hotel" {
                 extra.extend(["--failure-rate", "0.3"]);
             }
@@ -120,23 +161,19 @@ fn kill_9_with_sagas_in_flight_then_restart_loses_and_repeats_nothing() {
     };
     let (mut engine, _) = spawn_engine("engine-1", &opts);
     let _participants = participants(&bootstrap, &registry_url, &effects);
-    let ids: Vec<String> = (0..400).map(|i| format!("k9-{i:04}")).collect();
-    start_trips(&bootstrap, &codec, &opts.group, &ids);
-
-    // Kill the engine three times while sagas are in flight.
+    let ids: Vec<String> = (0..600).map(|i| format!("k9-{i:04}")).collect();
+    // About six seconds of starts; the engine is killed three times while they flow.
+    let feeder = stream_trips(bootstrap.clone(), registry_url.clone(), opts.group.clone(), ids.clone(), 100);
+    let mut kills = Vec::new();
     for round in 1..=3 {
-        let target = ids.len() * round / 5;
-        let progressed = eventually(WAIT, || {
-            EventLog::read(&bootstrap, &codec, &opts.group).finished() >= target
-        });
-        assert!(progressed, "round {round}: fewer than {target} sagas finished");
-        let finished = EventLog::read(&bootstrap, &codec, &opts.group).finished();
-        assert!(finished < ids.len(), "round {round}: everything finished before the kill; nothing was in flight");
+        std::thread::sleep(Duration::from_millis(1500));
         engine.kill9();
-        eprintln!("round {round}: killed the engine with {finished}/{} sagas finished", ids.len());
+        kills.push(now_ms());
+        eprintln!("round {round}: killed the engine");
         let (e, _) = spawn_engine(&format!("engine-{}", round + 1), &opts);
         engine = e;
     }
+    feeder.join().expect("feeder");
 
     let mut log = EventLog::default();
     let started = Instant::now();
@@ -144,12 +181,20 @@ fn kill_9_with_sagas_in_flight_then_restart_loses_and_repeats_nothing() {
         log = EventLog::read(&bootstrap, &codec, &opts.group);
         log.finished() == ids.len()
     });
-    assert!(done, "only {}/{} sagas finished after {:?}", log.finished(), ids.len(), started.elapsed());
+    assert!(
+        done,
+        "only {}/{} sagas finished after {:?}; unfinished:\n{}",
+        log.finished(),
+        ids.len(),
+        started.elapsed(),
+        log.unfinished(&ids).into_iter().take(10).collect::<Vec<_>>().join("\n")
+    );
     // Give a late duplicate (a redelivered output) the chance to show up before judging.
     std::thread::sleep(Duration::from_secs(2));
     let log = EventLog::read(&bootstrap, &codec, &opts.group);
     eprintln!("event log: {} sagas, {} redelivered copies", log.sagas.len(), log.redelivered);
     check_invariants(&log, &ids, &effects);
+    assert_in_flight_at(&log, &kills);
 }
 
 #[test]
@@ -182,20 +227,28 @@ fn the_survivor_of_two_engines_finishes_every_saga() {
         owned(&metrics_b)
     );
     let _participants = participants(&bootstrap, &registry_url, &effects);
-    let ids: Vec<String> = (0..300).map(|i| format!("sv-{i:04}")).collect();
-    start_trips(&bootstrap, &codec, &group, &ids);
-    assert!(eventually(WAIT, || EventLog::read(&bootstrap, &codec, &group).finished() >= 60));
-    assert!(EventLog::read(&bootstrap, &codec, &group).finished() < ids.len(), "nothing in flight at the kill");
+    let ids: Vec<String> = (0..400).map(|i| format!("sv-{i:04}")).collect();
+    let feeder = stream_trips(bootstrap.clone(), registry_url.clone(), group.clone(), ids.clone(), 100);
+    std::thread::sleep(Duration::from_millis(2000));
     a.kill9();
+    let killed_at = now_ms();
+    feeder.join().expect("feeder");
 
     let mut log = EventLog::default();
     let done = eventually(WAIT, || {
         log = EventLog::read(&bootstrap, &codec, &group);
         log.finished() == ids.len()
     });
-    assert!(done, "survivor finished only {}/{}", log.finished(), ids.len());
+    assert!(
+        done,
+        "survivor finished only {}/{}; unfinished:\n{}",
+        log.finished(),
+        ids.len(),
+        log.unfinished(&ids).into_iter().take(10).collect::<Vec<_>>().join("\n")
+    );
     assert_eq!(owned(&metrics_b), 4.0, "the survivor should own every partition");
     std::thread::sleep(Duration::from_secs(2));
     let log = EventLog::read(&bootstrap, &codec, &group);
     check_invariants(&log, &ids, &effects);
+    assert_in_flight_at(&log, &[killed_at]);
 }

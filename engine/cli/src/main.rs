@@ -10,6 +10,7 @@ mod bench;
 mod demo;
 mod def_check;
 mod eventlog;
+mod events;
 mod kafka;
 mod run_engine;
 mod run_participant;
@@ -51,6 +52,8 @@ enum Command {
     },
     /// Start sagas.
     Start(start::StartArgs),
+    /// Print a group's saga event log as JSON lines.
+    Events(events::EventsArgs),
     /// Run the trip demo end to end on a broker: registry, engine, participants, 1,000 sagas.
     Demo(demo::DemoArgs),
     /// Measure sagas/s and latency beside the raw broker baseline.
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(run_participant::run(args)))
         }
         Command::Start(args) => runtime().and_then(|rt| rt.block_on(start::run(args))),
+        Command::Events(args) => runtime().and_then(|rt| rt.block_on(events::run(args))),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
         Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::run(args))),
     };

@@ -1,0 +1,71 @@
+//! `sagaflow events`: prints a group's saga event log as JSON lines.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use crate::eventlog;
+use crate::Connection;
+
+/// Event log options.
+#[derive(Debug, Args)]
+pub(crate) struct EventsArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// Engine group.
+    #[arg(long, env = "SAGAFLOW_GROUP", default_value = "sagaflow")]
+    group: String,
+    /// Only this saga.
+    #[arg(long)]
+    saga: Option<String>,
+    /// Only sagas that have not ended.
+    #[arg(long)]
+    unfinished: bool,
+    /// Stop after the log has been quiet this long, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    quiet_ms: u64,
+}
+
+pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
+    let topic = format!("{}.events", args.group);
+    let log = eventlog::follow(&args.connection.bootstrap, &args.connection.registry_url, &topic).await?;
+    // Read until nothing new arrives for a while (high watermarks are not reliable on every
+    // broker, see docs/architecture.md).
+    let quiet = Duration::from_millis(args.quiet_ms);
+    let mut seen = u64::MAX;
+    let mut since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let records = log.lock().expect("event log lock").records;
+        if records != seen {
+            seen = records;
+            since = Instant::now();
+        } else if since.elapsed() >= quiet {
+            break;
+        }
+    }
+    let log = log.lock().expect("event log lock");
+    let mut ids: Vec<&String> = log.sagas.keys().collect();
+    ids.sort();
+    for id in ids {
+        if args.saga.as_ref().is_some_and(|s| s != id) {
+            continue;
+        }
+        let saga = &log.sagas[id];
+        if args.unfinished && saga.terminal().is_some() {
+            continue;
+        }
+        for e in saga.events.values() {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "saga_id": e.saga_id, "seq": e.seq, "type": e.event_type, "step": e.step,
+                    "attempt": e.attempt, "at": e.at,
+                    "detail": e.detail_json.as_deref().and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok()),
+                })
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
