@@ -276,7 +276,7 @@ impl Load {
                 saga_id: saga_id.clone(),
                 definition: "bench".into(),
                 version: None,
-                input_json: format!("{{\"n\":{i}}}"),
+                input_json: format!("{{\"id\":\"{saga_id}\"}}"),
                 requested_at: now_ms(),
             };
             let value = codec.encode(Subject::Topic(starts), &start).await?;
@@ -312,12 +312,23 @@ impl Load {
         let log = log.lock().expect("event log lock");
         let mut latencies = Vec::with_capacity(self.sagas);
         let mut last_end = began;
+        let mut not_completed = 0usize;
         for (id, sent) in &sent_at {
-            if let Some(end) = log.sagas.get(id).and_then(|s| s.ended_at) {
-                latencies.push(end.duration_since(*sent).as_secs_f64() * 1000.0);
-                last_end = last_end.max(end);
+            let Some(saga) = log.sagas.get(id) else { continue };
+            let Some(end) = saga.ended_at else { continue };
+            // Only completed sagas count: a saga that compensated did not do the work measured.
+            if saga.terminal().map(|e| e.event_type) != Some(sagaflow_avro::EventType::SagaCompleted) {
+                not_completed += 1;
+                continue;
             }
+            latencies.push(end.duration_since(*sent).as_secs_f64() * 1000.0);
+            last_end = last_end.max(end);
         }
+        anyhow::ensure!(
+            not_completed == 0,
+            "{not_completed} {} sagas ended without completing; the figures would be meaningless (check the engine log)",
+            self.label
+        );
         latencies.sort_by(f64::total_cmp);
         let finished = latencies.len();
         Ok(LoadFigures {
