@@ -44,11 +44,8 @@ impl SchemaFile {
 macro_rules! schema_file {
     ($ident:ident, $file:literal, $name:literal) => {
         #[doc = concat!("`avro/schemas/", $file, "`.")]
-        pub static $ident: SchemaFile = SchemaFile::new(
-            $file,
-            $name,
-            include_str!(concat!("../schemas/", $file)),
-        );
+        pub static $ident: SchemaFile =
+            SchemaFile::new($file, $name, include_str!(concat!("../schemas/", $file)));
     };
 }
 
@@ -57,7 +54,11 @@ schema_file!(COMMAND, "Command.avsc", "io.sagaflow.Command");
 schema_file!(REPLY, "Reply.avsc", "io.sagaflow.Reply");
 schema_file!(SAGA_EVENT, "SagaEvent.avsc", "io.sagaflow.SagaEvent");
 schema_file!(SAGA_STATE, "SagaState.avsc", "io.sagaflow.SagaState");
-schema_file!(JOURNAL_RECORD, "JournalRecord.avsc", "io.sagaflow.JournalRecord");
+schema_file!(
+    JOURNAL_RECORD,
+    "JournalRecord.avsc",
+    "io.sagaflow.JournalRecord"
+);
 schema_file!(CHECKPOINT, "Checkpoint.avsc", "io.sagaflow.Checkpoint");
 
 /// Every embedded schema.

@@ -15,7 +15,11 @@ fn roundtrip<T: Contract + PartialEq + std::fmt::Debug>(value: T) {
     let resolved = avro
         .resolve(schema)
         .unwrap_or_else(|e| panic!("{} does not fit its schema: {e}", T::SCHEMA.file));
-    assert!(resolved.validate(schema), "{} fails validation", T::SCHEMA.file);
+    assert!(
+        resolved.validate(schema),
+        "{} fails validation",
+        T::SCHEMA.file
+    );
     let back: T = apache_avro::from_value(&resolved).expect("from avro value");
     assert_eq!(back, value);
 }
@@ -143,7 +147,8 @@ fn git(args: &[&str]) -> Option<String> {
         .current_dir(repo_root())
         .output()
         .ok()?;
-    out.status.success()
+    out.status
+        .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -168,7 +173,9 @@ fn backward_problem(old: &str, new: &str) -> Option<String> {
         Err(e) => return Some(format!("the committed version does not parse: {e}")),
     };
     let new = Schema::parse_str(new).expect("current schema parses");
-    SchemaCompatibility::can_read(&old, &new).err().map(|e| e.to_string())
+    SchemaCompatibility::can_read(&old, &new)
+        .err()
+        .map(|e| e.to_string())
 }
 
 #[test]
@@ -194,8 +201,7 @@ fn schemas_stay_backward_compatible_with_every_committed_version() {
 #[test]
 fn the_compatibility_check_rejects_a_breaking_change() {
     let old = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"string"}]}"#;
-    let added_required =
-        r#"{"type":"record","name":"R","fields":[{"name":"a","type":"string"},{"name":"b","type":"long"}]}"#;
+    let added_required = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"string"},{"name":"b","type":"long"}]}"#;
     let added_optional = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"string"},{"name":"b","type":["null","long"],"default":null}]}"#;
     let retyped = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"int"}]}"#;
     assert!(backward_problem(old, added_required).is_some());

@@ -86,7 +86,11 @@ impl Broker {
             };
         }
         let dir = TempDir::new("broker");
-        let bootstrap = broker_script(&["start", &dir.path().display().to_string(), storage_name(storage)]);
+        let bootstrap = broker_script(&[
+            "start",
+            &dir.path().display().to_string(),
+            storage_name(storage),
+        ]);
         Self {
             bootstrap,
             dir: Some(dir),
@@ -165,7 +169,10 @@ impl Proc {
     pub fn spawn(name: &str, args: &[String]) -> Self {
         let mut child = Command::new(sagaflow_bin())
             .args(args)
-            .env("SAGAFLOW_LOG", std::env::var("SAGAFLOW_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "SAGAFLOW_LOG",
+                std::env::var("SAGAFLOW_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -198,7 +205,10 @@ impl Proc {
                         return rest.trim().to_string();
                     }
                 }
-                Err(_) => panic!("{}: no line starting with {prefix:?} within {timeout:?}", self.name),
+                Err(_) => panic!(
+                    "{}: no line starting with {prefix:?} within {timeout:?}",
+                    self.name
+                ),
             }
         }
     }
@@ -328,12 +338,17 @@ pub fn metric(metrics_url: &str, name: &str) -> f64 {
 pub fn http_get(url: &str) -> String {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").expect("http url");
-    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
     let mut stream = std::net::TcpStream::connect(host).expect("connect");
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").expect("write request");
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
-    response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }
 
 /// Client settings (IPv4: the local broker listens on 127.0.0.1).
@@ -424,7 +439,9 @@ pub fn read_all(bootstrap: &str, topic: &str) -> Vec<Record> {
         if all_reached && last_message.elapsed() > Duration::from_millis(500) {
             break;
         }
-        let Some(m) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
         let m = m.expect("read record");
         last_message = Instant::now();
         let headers = m
@@ -451,7 +468,10 @@ pub fn read_all(bootstrap: &str, topic: &str) -> Vec<Record> {
             headers,
         });
     }
-    assert!(reached.values().all(|r| *r), "could not read {topic} up to its high watermarks within 120 s");
+    assert!(
+        reached.values().all(|r| *r),
+        "could not read {topic} up to its high watermarks within 120 s"
+    );
     out
 }
 

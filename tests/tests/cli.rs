@@ -21,7 +21,10 @@ fn def_check_reports_every_problem_with_line_column_and_hint() {
         let file = parts.next().unwrap_or_default();
         let line_no: usize = parts.next().unwrap_or_default().parse().unwrap_or(0);
         let col: usize = parts.next().unwrap_or_default().parse().unwrap_or(0);
-        assert!(file.ends_with("trip-broken.yaml") && line_no > 0 && col > 0, "no position in {line:?}");
+        assert!(
+            file.ends_with("trip-broken.yaml") && line_no > 0 && col > 0,
+            "no position in {line:?}"
+        );
     }
     assert!(stderr.contains("did you mean `compensation`?"), "{stderr}");
     assert!(stderr.contains("hint:"), "{stderr}");
@@ -36,7 +39,11 @@ fn def_check_accepts_the_examples() {
         .output()
         .expect("run sagaflow def check");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("ok (trip@1, 4 steps)"), "{stdout}");
     assert!(stdout.contains("ok (bench@1, 4 steps)"), "{stdout}");
 }

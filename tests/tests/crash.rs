@@ -29,10 +29,16 @@ fn start_trips(bootstrap: &str, codec: &BlockingCodec, group: &str, ids: &[Strin
             .to_string(),
             requested_at: 0,
         };
-        let value = codec.encode(Subject::Topic(&topic), &start).expect("encode");
-        p.send(rdkafka::producer::BaseRecord::to(&topic).key(id).payload(&value))
-            .map_err(|(e, _)| e)
-            .expect("enqueue");
+        let value = codec
+            .encode(Subject::Topic(&topic), &start)
+            .expect("encode");
+        p.send(
+            rdkafka::producer::BaseRecord::to(&topic)
+                .key(id)
+                .payload(&value),
+        )
+        .map_err(|(e, _)| e)
+        .expect("enqueue");
     }
     rdkafka::producer::Producer::flush(&p, Duration::from_secs(60)).expect("flush");
 }
@@ -56,7 +62,10 @@ fn assert_in_flight_at(log: &EventLog, kills: &[i64]) {
             })
             .count();
         eprintln!("{spanning} sagas were in flight at the kill at {kill}");
-        assert!(spanning > 0, "no saga was in flight at the kill at {kill}: the test proved nothing");
+        assert!(
+            spanning > 0,
+            "no saga was in flight at the kill at {kill}: the test proved nothing"
+        );
     }
 }
 
@@ -83,7 +92,14 @@ fn participants(bootstrap: &str, registry: &str, effects: &std::path::Path) -> V
     ["payment", "flight", "hotel", "notify"]
         .iter()
         .map(|role| {
-            let mut extra = vec!["--instances", "2", "--latency-ms", "5..30", "--effects-log", &log];
+            let mut extra = vec![
+                "--instances",
+                "2",
+                "--latency-ms",
+                "5..30",
+                "--effects-log",
+                &log,
+            ];
             if *role == "hotel" {
                 extra.extend(["--failure-rate", "0.3"]);
             }
@@ -95,12 +111,23 @@ fn participants(bootstrap: &str, registry: &str, effects: &std::path::Path) -> V
 /// Every saga has exactly one terminal event, a gapless seq, no conflicting events, and each
 /// compensation was applied exactly once by the participants.
 fn check_invariants(log: &EventLog, ids: &[String], effects: &std::path::Path) {
-    assert!(log.conflicts.is_empty(), "conflicting events: {:?}", &log.conflicts[..log.conflicts.len().min(5)]);
+    assert!(
+        log.conflicts.is_empty(),
+        "conflicting events: {:?}",
+        &log.conflicts[..log.conflicts.len().min(5)]
+    );
     let mut compensated = 0;
     for id in ids {
-        let events = log.sagas.get(id).unwrap_or_else(|| panic!("{id}: no events"));
+        let events = log
+            .sagas
+            .get(id)
+            .unwrap_or_else(|| panic!("{id}: no events"));
         let seqs: Vec<i64> = events.keys().copied().collect();
-        assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "{id}: seq not gapless");
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as i64).collect::<Vec<_>>(),
+            "{id}: seq not gapless"
+        );
         let terminals: Vec<E> = events
             .values()
             .map(|e| e.event_type)
@@ -122,7 +149,10 @@ fn check_invariants(log: &EventLog, ids: &[String], effects: &std::path::Path) {
             assert_eq!(comps, ["flight", "payment"], "{id}: compensation order");
         }
     }
-    assert!(compensated > 0, "no saga compensated: the test did not exercise compensation");
+    assert!(
+        compensated > 0,
+        "no saga compensated: the test did not exercise compensation"
+    );
 
     // Side effects as the participants applied them (deduplicated by idempotency key).
     let text = std::fs::read_to_string(effects).expect("effects log");
@@ -137,9 +167,19 @@ fn check_invariants(log: &EventLog, ids: &[String], effects: &std::path::Path) {
         *applied.entry(key).or_default() += 1;
     }
     let twice: Vec<_> = applied.iter().filter(|(_, n)| **n > 1).take(5).collect();
-    assert!(twice.is_empty(), "effects applied more than once: {twice:?}");
-    let compensations = applied.keys().filter(|(_, _, phase)| phase == "compensate").count();
-    assert_eq!(compensations, 2 * compensated, "each compensated saga undoes flight and payment once");
+    assert!(
+        twice.is_empty(),
+        "effects applied more than once: {twice:?}"
+    );
+    let compensations = applied
+        .keys()
+        .filter(|(_, _, phase)| phase == "compensate")
+        .count();
+    assert_eq!(
+        compensations,
+        2 * compensated,
+        "each compensated saga undoes flight and payment once"
+    );
 }
 
 #[test]
@@ -163,7 +203,13 @@ fn kill_9_with_sagas_in_flight_then_restart_loses_and_repeats_nothing() {
     let _participants = participants(&bootstrap, &registry_url, &effects);
     let ids: Vec<String> = (0..600).map(|i| format!("k9-{i:04}")).collect();
     // About six seconds of starts; the engine is killed three times while they flow.
-    let feeder = stream_trips(bootstrap.clone(), registry_url.clone(), opts.group.clone(), ids.clone(), 100);
+    let feeder = stream_trips(
+        bootstrap.clone(),
+        registry_url.clone(),
+        opts.group.clone(),
+        ids.clone(),
+        100,
+    );
     let mut kills = Vec::new();
     for round in 1..=3 {
         std::thread::sleep(Duration::from_millis(1500));
@@ -187,12 +233,20 @@ fn kill_9_with_sagas_in_flight_then_restart_loses_and_repeats_nothing() {
         log.finished(),
         ids.len(),
         started.elapsed(),
-        log.unfinished(&ids).into_iter().take(10).collect::<Vec<_>>().join("\n")
+        log.unfinished(&ids)
+            .into_iter()
+            .take(10)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     // Give a late duplicate (a redelivered output) the chance to show up before judging.
     std::thread::sleep(Duration::from_secs(2));
     let log = EventLog::read(&bootstrap, &codec, &opts.group);
-    eprintln!("event log: {} sagas, {} redelivered copies", log.sagas.len(), log.redelivered);
+    eprintln!(
+        "event log: {} sagas, {} redelivered copies",
+        log.sagas.len(),
+        log.redelivered
+    );
     check_invariants(&log, &ids, &effects);
     assert_in_flight_at(&log, &kills);
 }
@@ -221,14 +275,21 @@ fn the_survivor_of_two_engines_finishes_every_saga() {
     // Both must own partitions before the kill, or the test proves nothing.
     let owned = |url: &str| sagaflow_tests::metric(url, "sagaflow_partitions_owned");
     assert!(
-        eventually(WAIT, || owned(&metrics_a) >= 1.0 && owned(&metrics_b) >= 1.0),
+        eventually(WAIT, || owned(&metrics_a) >= 1.0
+            && owned(&metrics_b) >= 1.0),
         "partitions were not shared: a={} b={}",
         owned(&metrics_a),
         owned(&metrics_b)
     );
     let _participants = participants(&bootstrap, &registry_url, &effects);
     let ids: Vec<String> = (0..400).map(|i| format!("sv-{i:04}")).collect();
-    let feeder = stream_trips(bootstrap.clone(), registry_url.clone(), group.clone(), ids.clone(), 100);
+    let feeder = stream_trips(
+        bootstrap.clone(),
+        registry_url.clone(),
+        group.clone(),
+        ids.clone(),
+        100,
+    );
     std::thread::sleep(Duration::from_millis(2000));
     a.kill9();
     let killed_at = now_ms();
@@ -244,9 +305,17 @@ fn the_survivor_of_two_engines_finishes_every_saga() {
         "survivor finished only {}/{}; unfinished:\n{}",
         log.finished(),
         ids.len(),
-        log.unfinished(&ids).into_iter().take(10).collect::<Vec<_>>().join("\n")
+        log.unfinished(&ids)
+            .into_iter()
+            .take(10)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
-    assert_eq!(owned(&metrics_b), 4.0, "the survivor should own every partition");
+    assert_eq!(
+        owned(&metrics_b),
+        4.0,
+        "the survivor should own every partition"
+    );
     std::thread::sleep(Duration::from_secs(2));
     let log = EventLog::read(&bootstrap, &codec, &group);
     check_invariants(&log, &ids, &effects);

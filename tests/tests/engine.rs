@@ -72,7 +72,10 @@ impl Stack {
             requested_at: 0,
         };
         let topic = format!("{}.starts", self.group);
-        let value = self.codec.encode(Subject::Topic(&topic), &start).expect("encode");
+        let value = self
+            .codec
+            .encode(Subject::Topic(&topic), &start)
+            .expect("encode");
         send(&producer(&self.broker.bootstrap()), &topic, saga_id, &value);
     }
 
@@ -101,13 +104,21 @@ impl Stack {
             log = self.events();
             log.unfinished(ids).is_empty()
         });
-        assert!(done, "unfinished sagas:\n{}", log.unfinished(ids).join("\n"));
+        assert!(
+            done,
+            "unfinished sagas:\n{}",
+            log.unfinished(ids).join("\n")
+        );
         log
     }
 }
 
 fn assert_gapless(log: &EventLog) {
-    assert!(log.conflicts.is_empty(), "conflicting events: {:?}", log.conflicts);
+    assert!(
+        log.conflicts.is_empty(),
+        "conflicting events: {:?}",
+        log.conflicts
+    );
     for (saga, events) in &log.sagas {
         let seqs: Vec<i64> = events.keys().copied().collect();
         let expected: Vec<i64> = (1..=seqs.len() as i64).collect();
@@ -128,12 +139,16 @@ fn happy_path_completes_every_step_in_order() {
     for id in &ids {
         let steps = log.steps(id);
         let expected: Vec<(E, Option<String>)> = std::iter::once((E::SagaStarted, None))
-            .chain(["payment", "flight", "hotel", "notify"].iter().flat_map(|s| {
-                [
-                    (E::StepDispatched, Some(s.to_string())),
-                    (E::StepSucceeded, Some(s.to_string())),
-                ]
-            }))
+            .chain(
+                ["payment", "flight", "hotel", "notify"]
+                    .iter()
+                    .flat_map(|s| {
+                        [
+                            (E::StepDispatched, Some(s.to_string())),
+                            (E::StepSucceeded, Some(s.to_string())),
+                        ]
+                    }),
+            )
             .chain(std::iter::once((E::SagaCompleted, None)))
             .collect();
         assert_eq!(steps, expected, "{id}");
@@ -143,7 +158,10 @@ fn happy_path_completes_every_step_in_order() {
         assert_eq!(context["payment_id"], json!(format!("pay-{id}")));
         assert_eq!(context["hotel_booking_id"], json!(format!("ht-{id}")));
     }
-    assert_eq!(metric(&s.metrics_url, "sagaflow_sagas_completed_total"), 10.0);
+    assert_eq!(
+        metric(&s.metrics_url, "sagaflow_sagas_completed_total"),
+        10.0
+    );
 }
 
 #[test]
@@ -185,7 +203,11 @@ fn read_commands(s: &Stack, topic: &str, n: usize) -> Vec<Command> {
             .collect();
         commands.len() >= n
     });
-    assert!(ok, "expected {n} command(s) on {topic}, found {}", commands.len());
+    assert!(
+        ok,
+        "expected {n} command(s) on {topic}, found {}",
+        commands.len()
+    );
     commands
 }
 
@@ -202,8 +224,16 @@ fn reply_to(s: &Stack, command: &Command, attempt: i32, output: serde_json::Valu
         error: None,
         replied_at: 0,
     };
-    let value = s.codec.encode(Subject::Topic(&command.reply_to), &reply).expect("encode");
-    send(&producer(&s.broker.bootstrap()), &command.reply_to, &command.saga_id, &value);
+    let value = s
+        .codec
+        .encode(Subject::Topic(&command.reply_to), &reply)
+        .expect("encode");
+    send(
+        &producer(&s.broker.bootstrap()),
+        &command.reply_to,
+        &command.saga_id,
+        &value,
+    );
 }
 
 fn rand_suffix() -> u32 {
@@ -215,7 +245,10 @@ fn duplicate_and_stale_replies_are_ignored_and_counted() {
     let s = stack("dupes");
     s.start_trip("dup-1");
     let payment = read_commands(&s, "trip.payment.commands", 1).remove(0);
-    assert_eq!((payment.step.as_str(), payment.phase, payment.attempt), ("payment", Phase::Forward, 1));
+    assert_eq!(
+        (payment.step.as_str(), payment.phase, payment.attempt),
+        ("payment", Phase::Forward, 1)
+    );
     assert_eq!(payment.idempotency_key, "dup-1/payment/forward/1");
 
     let output = json!({"payment_id": "p-1"});
@@ -225,10 +258,14 @@ fn duplicate_and_stale_replies_are_ignored_and_counted() {
     reply_to(&s, &payment, 1, output.clone()); // duplicate
     reply_to(&s, &payment, 7, output); // an attempt that was never sent: stale
     let ignored = |reason: &str| {
-        metric(&s.metrics_url, &format!("sagaflow_inputs_ignored_total{{reason=\"{reason}\"}}"))
+        metric(
+            &s.metrics_url,
+            &format!("sagaflow_inputs_ignored_total{{reason=\"{reason}\"}}"),
+        )
     };
     assert!(
-        eventually(WAIT, || ignored("duplicate_reply") == 1.0 && ignored("stale_reply") == 1.0),
+        eventually(WAIT, || ignored("duplicate_reply") == 1.0
+            && ignored("stale_reply") == 1.0),
         "duplicate={} stale={}",
         ignored("duplicate_reply"),
         ignored("stale_reply")
@@ -240,7 +277,11 @@ fn duplicate_and_stale_replies_are_ignored_and_counted() {
         .filter(|(t, step)| *t == E::StepSucceeded && step.as_deref() == Some("payment"))
         .count();
     assert_eq!(payment_successes, 1);
-    assert_eq!(read_commands(&s, "trip.flight.commands", 1).len(), 1, "flight dispatched twice");
+    assert_eq!(
+        read_commands(&s, "trip.flight.commands", 1).len(),
+        1,
+        "flight dispatched twice"
+    );
 }
 
 #[test]
@@ -249,7 +290,12 @@ fn bad_input_goes_to_the_dead_letter_topic_and_the_engine_continues() {
     let bootstrap = s.broker.bootstrap();
     let p = producer(&bootstrap);
     // Not Avro at all.
-    send(&p, &format!("{}.starts", s.group), "junk", b"definitely not avro");
+    send(
+        &p,
+        &format!("{}.starts", s.group),
+        "junk",
+        b"definitely not avro",
+    );
     // A reply for a saga that does not exist.
     let ghost = Command {
         message_id: "x".into(),
@@ -277,7 +323,10 @@ fn bad_input_goes_to_the_dead_letter_topic_and_the_engine_continues() {
         requested_at: 0,
     };
     let starts = format!("{}.starts", s.group);
-    let value = s.codec.encode(Subject::Topic(&starts), &start).expect("encode");
+    let value = s
+        .codec
+        .encode(Subject::Topic(&starts), &start)
+        .expect("encode");
     send(&p, &starts, "undeployed-1", &value);
 
     let dlq = format!("{}.dlq", s.group);
@@ -285,19 +334,31 @@ fn bad_input_goes_to_the_dead_letter_topic_and_the_engine_continues() {
     let ok = eventually(WAIT, || {
         reasons = read_all(&bootstrap, &dlq)
             .into_iter()
-            .map(|r| r.headers.get("sagaflow-dlq-reason").cloned().unwrap_or_default())
+            .map(|r| {
+                r.headers
+                    .get("sagaflow-dlq-reason")
+                    .cloned()
+                    .unwrap_or_default()
+            })
             .collect();
         reasons.len() >= 3
     });
     assert!(ok, "dead letters so far: {reasons:?}");
     reasons.sort();
-    assert_eq!(reasons, vec!["undecodable", "unknown-definition", "unknown-saga"]);
+    assert_eq!(
+        reasons,
+        vec!["undecodable", "unknown-definition", "unknown-saga"]
+    );
     let records = read_all(&bootstrap, &dlq);
     let junk = records
         .iter()
         .find(|r| r.headers["sagaflow-dlq-reason"] == "undecodable")
         .expect("undecodable letter");
-    assert_eq!(junk.value.as_deref(), Some(&b"definitely not avro"[..]), "payload kept as is");
+    assert_eq!(
+        junk.value.as_deref(),
+        Some(&b"definitely not avro"[..]),
+        "payload kept as is"
+    );
     assert!(junk.headers["sagaflow-dlq-detail"].contains("cannot decode"));
     assert_eq!(junk.headers["sagaflow-dlq-topic"], starts);
 
@@ -307,7 +368,10 @@ fn bad_input_goes_to_the_dead_letter_topic_and_the_engine_continues() {
     let log = s.wait_finished(&["after-dlq".to_string()]);
     assert_eq!(log.types("after-dlq").last(), Some(&E::SagaCompleted));
     assert_eq!(
-        metric(&s.metrics_url, "sagaflow_dead_letters_total{reason=\"unknown-saga\"}"),
+        metric(
+            &s.metrics_url,
+            "sagaflow_dead_letters_total{reason=\"unknown-saga\"}"
+        ),
         1.0
     );
 }

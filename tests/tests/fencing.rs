@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use sagaflow_avro::{
-    BlockingCodec, EventType as E, JournalKind, JournalRecord, Outbound, SagaState, SagaStatus,
-    StartSaga, StateEntry, Subject, InputPosition,
+    BlockingCodec, EventType as E, InputPosition, JournalKind, JournalRecord, Outbound, SagaState,
+    SagaStatus, StartSaga, StateEntry, Subject,
 };
 use sagaflow_tests::{
     eventually, group, metric, producer, read_all, root, send, spawn_engine, spawn_participant,
@@ -27,14 +27,23 @@ fn start(codec: &BlockingCodec, bootstrap: &str, group: &str, id: &str) {
         .to_string(),
         requested_at: 0,
     };
-    let value = codec.encode(Subject::Topic(&topic), &start).expect("encode");
+    let value = codec
+        .encode(Subject::Topic(&topic), &start)
+        .expect("encode");
     send(&producer(bootstrap), &topic, id, &value);
 }
 
 fn journal(bootstrap: &str, codec: &BlockingCodec, group: &str) -> Vec<(i64, JournalRecord)> {
     read_all(bootstrap, &format!("{group}.journal"))
         .into_iter()
-        .map(|r| (r.offset, codec.decode(r.value.as_deref().expect("value")).expect("journal record")))
+        .map(|r| {
+            (
+                r.offset,
+                codec
+                    .decode(r.value.as_deref().expect("value"))
+                    .expect("journal record"),
+            )
+        })
         .collect()
 }
 
@@ -63,7 +72,11 @@ fn a_stale_owner_writing_after_losing_its_partition_changes_nothing() {
     // The first owner runs one saga to the end, then stops.
     let (mut first, _) = spawn_engine("engine-1", &opts(&state_1));
     start(&codec, &bootstrap, &group, "before");
-    assert!(eventually(WAIT, || EventLog::read(&bootstrap, &codec, &group).finished() == 1));
+    assert!(eventually(WAIT, || EventLog::read(
+        &bootstrap, &codec, &group
+    )
+    .finished()
+        == 1));
     assert!(first.terminate().success());
     let records = journal(&bootstrap, &codec, &group);
     let (last_offset, last) = records.last().cloned().expect("journal has records");
@@ -97,7 +110,10 @@ fn a_stale_owner_writing_after_losing_its_partition_changes_nothing() {
     let state_bytes = codec
         .encode(Subject::TopicRecord(&changelog), &bogus_state)
         .expect("encode state");
-    let end = journal(&bootstrap, &codec, &group).last().map(|(o, _)| *o).expect("end");
+    let end = journal(&bootstrap, &codec, &group)
+        .last()
+        .map(|(o, _)| *o)
+        .expect("end");
     let journal_topic = format!("{group}.journal");
     for base in [last_offset, end] {
         let zombie = JournalRecord {
@@ -122,7 +138,9 @@ fn a_stale_owner_writing_after_losing_its_partition_changes_nothing() {
                 headers: vec![],
             }],
         };
-        let value = codec.encode(Subject::Topic(&journal_topic), &zombie).expect("encode");
+        let value = codec
+            .encode(Subject::Topic(&journal_topic), &zombie)
+            .expect("encode");
         send(&producer(&bootstrap), &journal_topic, "zombie", &value);
     }
 
@@ -142,13 +160,19 @@ fn a_stale_owner_writing_after_losing_its_partition_changes_nothing() {
     assert!(log.sagas["before"].values().all(|e| e.definition == "trip"));
     assert!(log.conflicts.is_empty(), "{:?}", log.conflicts);
 
-    assert!(read_all(&bootstrap, "zombie.out").is_empty(), "a fenced output was delivered");
+    assert!(
+        read_all(&bootstrap, "zombie.out").is_empty(),
+        "a fenced output was delivered"
+    );
     let changelog_states: Vec<SagaState> = read_all(&bootstrap, &changelog)
         .into_iter()
         .filter(|r| r.key.as_deref() == Some(b"before"))
         .filter_map(|r| codec.decode(r.value.as_deref()?).ok())
         .collect();
-    assert!(!changelog_states.is_empty(), "the changelog should hold saga `before`");
+    assert!(
+        !changelog_states.is_empty(),
+        "the changelog should hold saga `before`"
+    );
     assert!(
         changelog_states.iter().all(|s| s.definition == "trip"),
         "a fenced state reached the changelog"

@@ -88,7 +88,11 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let bench = definitions
         .latest("bench")
         .with_context(|| format!("no `bench` definition in {}", args.definitions.display()))?;
-    let steps: Vec<String> = bench.steps.iter().map(|s| s.command.topic.clone()).collect();
+    let steps: Vec<String> = bench
+        .steps
+        .iter()
+        .map(|s| s.command.topic.clone())
+        .collect();
     let steps_per_saga = steps.len();
     let run_id = format!("{:x}", now_ms());
 
@@ -128,12 +132,18 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
     // Warm-up: schema registrations, first fetches, group join.
     let warm = Load::new("warm", 20);
-    warm.run(&producer, &codec, &stack.topics.starts, &log, None).await?;
+    warm.run(&producer, &codec, &stack.topics.starts, &log, None)
+        .await?;
     let before = messages();
 
-    progress(&args, &format!("peak: {} sagas as fast as possible", args.sagas));
+    progress(
+        &args,
+        &format!("peak: {} sagas as fast as possible", args.sagas),
+    );
     let peak_load = Load::new("peak", args.sagas);
-    let peak = peak_load.run(&producer, &codec, &stack.topics.starts, &log, None).await?;
+    let peak = peak_load
+        .run(&producer, &codec, &stack.topics.starts, &log, None)
+        .await?;
     let after = messages();
 
     let rate = (peak.sagas_per_s / 2.0).max(1.0);
@@ -170,21 +180,62 @@ fn progress(args: &BenchArgs, message: &str) {
 }
 
 fn print_table(r: &BenchReport) {
-    println!("Sagaflow benchmark ({}-step saga, instant participants, one machine)", r.steps_per_saga);
+    println!(
+        "Sagaflow benchmark ({}-step saga, instant participants, one machine)",
+        r.steps_per_saga
+    );
     println!();
-    println!("  {:<44} {:>12}", "raw broker produce (200 B records)", format!("{:.0} msg/s", r.broker.produce_msgs_per_s));
-    println!("  {:<44} {:>12}", "raw broker consume", format!("{:.0} msg/s", r.broker.consume_msgs_per_s));
-    println!("  {:<44} {:>12}", "peak sagas", format!("{:.0} /s", r.peak.sagas_per_s));
-    println!("  {:<44} {:>12}", "peak saga steps", format!("{:.0} /s", r.peak.sagas_per_s * r.steps_per_saga as f64));
-    println!("  {:<44} {:>12}", "steps/s over raw produce msg/s", format!("{:.3}", r.step_to_produce_ratio));
-    println!("  {:<44} {:>12}", "latency at peak p50 / p99", format!("{:.0} / {:.0} ms", r.peak.p50_ms, r.peak.p99_ms));
     println!(
         "  {:<44} {:>12}",
-        format!("latency at half load ({:.0}/s) p50 / p99", r.half_load.sagas_per_s),
+        "raw broker produce (200 B records)",
+        format!("{:.0} msg/s", r.broker.produce_msgs_per_s)
+    );
+    println!(
+        "  {:<44} {:>12}",
+        "raw broker consume",
+        format!("{:.0} msg/s", r.broker.consume_msgs_per_s)
+    );
+    println!(
+        "  {:<44} {:>12}",
+        "peak sagas",
+        format!("{:.0} /s", r.peak.sagas_per_s)
+    );
+    println!(
+        "  {:<44} {:>12}",
+        "peak saga steps",
+        format!("{:.0} /s", r.peak.sagas_per_s * r.steps_per_saga as f64)
+    );
+    println!(
+        "  {:<44} {:>12}",
+        "steps/s over raw produce msg/s",
+        format!("{:.3}", r.step_to_produce_ratio)
+    );
+    println!(
+        "  {:<44} {:>12}",
+        "latency at peak p50 / p99",
+        format!("{:.0} / {:.0} ms", r.peak.p50_ms, r.peak.p99_ms)
+    );
+    println!(
+        "  {:<44} {:>12}",
+        format!(
+            "latency at half load ({:.0}/s) p50 / p99",
+            r.half_load.sagas_per_s
+        ),
         format!("{:.0} / {:.0} ms", r.half_load.p50_ms, r.half_load.p99_ms)
     );
-    println!("  {:<44} {:>12}", "broker messages per saga step", format!("{:.2}", r.broker_messages_per_step));
-    println!("  {:<44} {:>12}", "sagas finished (peak, half load)", format!("{}/{}, {}/{}", r.peak.finished, r.peak.sagas, r.half_load.finished, r.half_load.sagas));
+    println!(
+        "  {:<44} {:>12}",
+        "broker messages per saga step",
+        format!("{:.2}", r.broker_messages_per_step)
+    );
+    println!(
+        "  {:<44} {:>12}",
+        "sagas finished (peak, half load)",
+        format!(
+            "{}/{}, {}/{}",
+            r.peak.finished, r.peak.sagas, r.half_load.finished, r.half_load.sagas
+        )
+    );
 }
 
 async fn baseline(args: &BenchArgs, run_id: &str) -> anyhow::Result<BrokerBaseline> {
@@ -314,10 +365,14 @@ impl Load {
         let mut last_end = began;
         let mut not_completed = 0usize;
         for (id, sent) in &sent_at {
-            let Some(saga) = log.sagas.get(id) else { continue };
+            let Some(saga) = log.sagas.get(id) else {
+                continue;
+            };
             let Some(end) = saga.ended_at else { continue };
             // Only completed sagas count: a saga that compensated did not do the work measured.
-            if saga.terminal().map(|e| e.event_type) != Some(sagaflow_avro::EventType::SagaCompleted) {
+            if saga.terminal().map(|e| e.event_type)
+                != Some(sagaflow_avro::EventType::SagaCompleted)
+            {
                 not_completed += 1;
                 continue;
             }

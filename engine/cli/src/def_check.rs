@@ -23,7 +23,12 @@ fn check(path: &Path) -> usize {
         match load_dir(path) {
             Ok(registry) => {
                 for def in registry.iter() {
-                    println!("{}: ok ({}, {} steps)", path.display(), def.key(), def.steps.len());
+                    println!(
+                        "{}: ok ({}, {} steps)",
+                        path.display(),
+                        def.key(),
+                        def.steps.len()
+                    );
                 }
                 0
             }
@@ -35,7 +40,12 @@ fn check(path: &Path) -> usize {
     } else {
         match load_file(path) {
             Ok(def) => {
-                println!("{}: ok ({}, {} steps)", path.display(), def.key(), def.steps.len());
+                println!(
+                    "{}: ok ({}, {} steps)",
+                    path.display(),
+                    def.key(),
+                    def.steps.len()
+                );
                 0
             }
             Err(diagnostics) => {

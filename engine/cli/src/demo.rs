@@ -108,7 +108,10 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         participants,
     })
     .await?;
-    eprintln!("demo: registry {}, engine and 8 participant instances running", stack.registry_url);
+    eprintln!(
+        "demo: registry {}, engine and 8 participant instances running",
+        stack.registry_url
+    );
     let log = eventlog::follow(&args.bootstrap, &stack.registry_url, &stack.topics.events).await?;
 
     let producer = crate::kafka::producer(&args.bootstrap)?;
@@ -134,7 +137,11 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         send_start(&producer, &codec, &stack.topics.starts, &start).await?;
         ids.push(saga_id);
     }
-    eprintln!("demo: {} start requests sent in {:.1?}", ids.len(), began.elapsed());
+    eprintln!(
+        "demo: {} start requests sent in {:.1?}",
+        ids.len(),
+        began.elapsed()
+    );
 
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     let mut last_report = Instant::now();
@@ -149,11 +156,18 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             break;
         }
         if Instant::now() > deadline {
-            eprintln!("demo: timed out with {finished}/{} sagas finished", ids.len());
+            eprintln!(
+                "demo: timed out with {finished}/{} sagas finished",
+                ids.len()
+            );
             break;
         }
         if last_report.elapsed() >= Duration::from_secs(1) {
-            eprintln!("demo: {finished}/{} sagas finished ({:.0?})", ids.len(), began.elapsed());
+            eprintln!(
+                "demo: {finished}/{} sagas finished ({:.0?})",
+                ids.len(),
+                began.elapsed()
+            );
             last_report = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -219,10 +233,19 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("  {}  {name}", if *passed { "ok  " } else { "FAIL" });
         ok &= passed;
     }
-    for p in report.problems.iter().chain(&report.order_problems).take(20) {
+    for p in report
+        .problems
+        .iter()
+        .chain(&report.order_problems)
+        .take(20)
+    {
         println!("    {p}");
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn spec(role: Role, instances: usize, injection: Injection) -> ParticipantSpec {
@@ -273,7 +296,9 @@ pub(crate) fn judge(
             EventType::SagaCompleted => report.completed += 1,
             EventType::SagaCompensated => {
                 report.compensated += 1;
-                report.order_problems.extend(compensation_problems(id, saga, compensable));
+                report
+                    .order_problems
+                    .extend(compensation_problems(id, saga, compensable));
             }
             _ => report.failed += 1,
         }

@@ -37,7 +37,10 @@ impl SagaLog {
             .collect();
         for (i, seq) in self.events.keys().enumerate() {
             if *seq != i as i64 + 1 {
-                out.push(format!("{saga_id}: seq {seq} found where {} was expected (gap)", i + 1));
+                out.push(format!(
+                    "{saga_id}: seq {seq} found where {} was expected (gap)",
+                    i + 1
+                ));
                 break;
             }
         }
@@ -100,7 +103,7 @@ pub(crate) async fn follow(
     let codec = AsyncCodec::new(registry_url)?;
     let log = Arc::new(Mutex::new(EventLog::default()));
     let shared = log.clone();
-    let _ = tokio::spawn(async move {
+    drop(tokio::spawn(async move {
         loop {
             let Ok(message) = consumer.recv().await else {
                 continue;
@@ -130,7 +133,7 @@ pub(crate) async fn follow(
                 }
             }
         }
-    });
+    }));
     Ok(log)
 }
 

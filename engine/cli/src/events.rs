@@ -29,7 +29,12 @@ pub(crate) struct EventsArgs {
 
 pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
     let topic = format!("{}.events", args.group);
-    let log = eventlog::follow(&args.connection.bootstrap, &args.connection.registry_url, &topic).await?;
+    let log = eventlog::follow(
+        &args.connection.bootstrap,
+        &args.connection.registry_url,
+        &topic,
+    )
+    .await?;
     // Read until nothing new arrives for a while (high watermarks are not reliable on every
     // broker, see docs/architecture.md).
     let quiet = Duration::from_millis(args.quiet_ms);

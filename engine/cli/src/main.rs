@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod bench;
-mod demo;
 mod def_check;
+mod demo;
 mod eventlog;
 mod events;
 mod kafka;
@@ -33,7 +33,11 @@ struct Connection {
     #[arg(long, env = "SAGAFLOW_BOOTSTRAP", default_value = "127.0.0.1:9092")]
     bootstrap: String,
     /// Schema Registry URL.
-    #[arg(long, env = "SAGAFLOW_REGISTRY_URL", default_value = "http://127.0.0.1:8081")]
+    #[arg(
+        long,
+        env = "SAGAFLOW_REGISTRY_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
     registry_url: String,
 }
 

@@ -63,18 +63,34 @@ pub(crate) fn run(args: EngineArgs) -> anyhow::Result<ExitCode> {
     config.validate()?;
     let definitions = sagaflow_definition::load_dir(&config.definitions_dir)
         .map_err(|d| anyhow::anyhow!("{d}"))
-        .with_context(|| format!("loading definitions from {}", config.definitions_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "loading definitions from {}",
+                config.definitions_dir.display()
+            )
+        })?;
     anyhow::ensure!(
         !definitions.is_empty(),
         "no saga definitions (*.yaml) in {}; pass --definitions DIR",
         config.definitions_dir.display()
     );
     let rt = crate::runtime()?;
-    rt.block_on(topics::ensure_engine_topics(&config.bootstrap, &config.group, config.partitions))?;
-    rt.block_on(topics::ensure_definition_topics(&config.bootstrap, &definitions, config.partitions))?;
+    rt.block_on(topics::ensure_engine_topics(
+        &config.bootstrap,
+        &config.group,
+        config.partitions,
+    ))?;
+    rt.block_on(topics::ensure_definition_topics(
+        &config.bootstrap,
+        &definitions,
+        config.partitions,
+    ))?;
     let engine = Engine::start(config.clone(), definitions)?;
     if !config.http_listen.is_empty() {
-        let addr = rt.block_on(sagaflow_runtime::serve_http(&config.http_listen, engine.metrics.clone()))?;
+        let addr = rt.block_on(sagaflow_runtime::serve_http(
+            &config.http_listen,
+            engine.metrics.clone(),
+        ))?;
         // Printed on stdout so scripts and tests can find the port.
         println!("metrics: http://{addr}/metrics");
     }

@@ -62,7 +62,10 @@ pub(crate) fn parse_latency(s: &str) -> anyhow::Result<(u64, u64)> {
 }
 
 pub(crate) fn check_rate(name: &str, v: f64) -> anyhow::Result<()> {
-    anyhow::ensure!((0.0..=1.0).contains(&v), "--{name} must be between 0 and 1, got {v}");
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&v),
+        "--{name} must be between 0 and 1, got {v}"
+    );
     Ok(())
 }
 
@@ -80,8 +83,14 @@ pub(crate) async fn run(args: ParticipantArgs) -> anyhow::Result<ExitCode> {
         )),
         None => None,
     };
-    let topic = args.topic.clone().unwrap_or_else(|| args.role.default_topic().to_string());
-    let group = args.group.clone().unwrap_or_else(|| format!("sagaflow-{topic}"));
+    let topic = args
+        .topic
+        .clone()
+        .unwrap_or_else(|| args.role.default_topic().to_string());
+    let group = args
+        .group
+        .clone()
+        .unwrap_or_else(|| format!("sagaflow-{topic}"));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     for i in 0..args.instances.max(1) {
@@ -106,7 +115,11 @@ pub(crate) async fn run(args: ParticipantArgs) -> anyhow::Result<ExitCode> {
                 .await
         }));
     }
-    println!("participant {:?}: {} instance(s) on {topic}", args.role, tasks.len());
+    println!(
+        "participant {:?}: {} instance(s) on {topic}",
+        args.role,
+        tasks.len()
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},

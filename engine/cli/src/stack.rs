@@ -50,7 +50,8 @@ pub(crate) struct LocalStack {
 impl LocalStack {
     pub(crate) async fn start(options: StackOptions) -> anyhow::Result<Self> {
         let topics = Topics::new(&options.group);
-        topics::ensure_engine_topics(&options.bootstrap, &options.group, options.partitions).await?;
+        topics::ensure_engine_topics(&options.bootstrap, &options.group, options.partitions)
+            .await?;
         let participant_topics: Vec<(&str, i32, bool)> = options
             .participants
             .iter()
@@ -62,9 +63,12 @@ impl LocalStack {
             Some(url) => (None, url.clone()),
             None => {
                 let listen: SocketAddr = "127.0.0.1:0".parse().expect("valid address");
-                let registry = sagaflow_registry::start(RegistryConfig::new(options.bootstrap.clone(), listen))
-                    .await
-                    .context("starting the local schema registry")?;
+                let registry = sagaflow_registry::start(RegistryConfig::new(
+                    options.bootstrap.clone(),
+                    listen,
+                ))
+                .await
+                .context("starting the local schema registry")?;
                 let url = registry.url();
                 (Some(registry), url)
             }
@@ -78,8 +82,10 @@ impl LocalStack {
         config.state_dir = options.state_dir.clone();
         config.http_listen = String::new();
         let definitions = options.definitions.clone();
-        let engine = tokio::task::spawn_blocking(move || sagaflow_runtime::Engine::start(config, definitions))
-            .await??;
+        let engine = tokio::task::spawn_blocking(move || {
+            sagaflow_runtime::Engine::start(config, definitions)
+        })
+        .await??;
         let metrics = engine.metrics.clone();
 
         let (stop, stop_rx) = watch::channel(false);

@@ -60,7 +60,10 @@ pub(crate) async fn send_start(
 pub(crate) async fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
     let input: serde_json::Value =
         serde_json::from_str(&args.input).context("--input must be a JSON object")?;
-    anyhow::ensure!(input.is_object(), "--input must be a JSON object, got {input}");
+    anyhow::ensure!(
+        input.is_object(),
+        "--input must be a JSON object, got {input}"
+    );
     let saga_id = args
         .saga_id
         .unwrap_or_else(|| format!("{}-{:016x}", args.definition, rand::random::<u64>()));

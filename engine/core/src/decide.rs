@@ -193,7 +193,9 @@ fn decide_reply(
         (phase, ReplyStatus::Failure) => {
             let error = match &reply.error {
                 Some(e) => json!({"code": e.code, "message": e.message, "retryable": e.retryable}),
-                None => json!({"code": "UNSPECIFIED", "message": "failure reply without an error", "retryable": false}),
+                None => {
+                    json!({"code": "UNSPECIFIED", "message": "failure reply without an error", "retryable": false})
+                }
             };
             draft.fail_phase(index, phase, reply.attempt, error);
         }

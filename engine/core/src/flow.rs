@@ -83,7 +83,8 @@ impl<'a> Draft<'a> {
         let payload = match spec.payload.render(&self.context()) {
             Ok(payload) => payload,
             Err(e) => {
-                let error = json!({"code": "PAYLOAD_RENDER", "message": e.to_string(), "retryable": false});
+                let error =
+                    json!({"code": "PAYLOAD_RENDER", "message": e.to_string(), "retryable": false});
                 self.fail_phase(index, phase, attempt, error);
                 return;
             }
@@ -129,7 +130,12 @@ impl<'a> Draft<'a> {
                 let step = self.step_mut(index);
                 step.status = StepStatus::Failed;
                 step.finished_at = Some(now);
-                self.emit(EventType::StepFailed, Some(&name), Some(attempt), Some(error.clone()));
+                self.emit(
+                    EventType::StepFailed,
+                    Some(&name),
+                    Some(attempt),
+                    Some(error.clone()),
+                );
                 self.state.failure_json = Some(json!({"step": name, "error": error}).to_string());
                 self.start_compensation();
             }
@@ -152,7 +158,12 @@ impl<'a> Draft<'a> {
                         json!({"step": name, "error": error, "incident": "compensation failed; an operator must repair this saga"})
                             .to_string(),
                     );
-                    self.emit(EventType::SagaFailed, Some(&name), Some(attempt), Some(error));
+                    self.emit(
+                        EventType::SagaFailed,
+                        Some(&name),
+                        Some(attempt),
+                        Some(error),
+                    );
                 }
             }
         }

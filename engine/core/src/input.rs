@@ -91,10 +91,16 @@ impl std::fmt::Display for Rejection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::UnknownSaga => write!(f, "no saga with this id exists on this partition"),
-            Self::UnknownDefinition { name, version: Some(v) } => {
+            Self::UnknownDefinition {
+                name,
+                version: Some(v),
+            } => {
                 write!(f, "definition {name}@{v} is not deployed")
             }
-            Self::UnknownDefinition { name, version: None } => {
+            Self::UnknownDefinition {
+                name,
+                version: None,
+            } => {
                 write!(f, "no version of definition {name} is deployed")
             }
             Self::InvalidInput(message) => f.write_str(message),

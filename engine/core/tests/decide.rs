@@ -3,7 +3,9 @@
 use sagaflow_avro::{
     EventType as E, Phase, Reply, ReplyError, ReplyStatus, SagaState, SagaStatus, StartSaga,
 };
-use sagaflow_core::{decide, Decision, Definitions, IgnoreReason, Input, Outcome, Rejection, Topics};
+use sagaflow_core::{
+    decide, Decision, Definitions, IgnoreReason, Input, Outcome, Rejection, Topics,
+};
 use sagaflow_definition::Definition;
 use serde_json::json;
 
@@ -19,9 +21,14 @@ impl Definitions for Defs {
 }
 
 fn defs() -> Defs {
-    let trip = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/trip.yaml"))
-        .expect("examples/trip.yaml");
-    Defs(vec![Definition::parse("trip.yaml", &trip).expect("valid trip")])
+    let trip = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/trip.yaml"
+    ))
+    .expect("examples/trip.yaml");
+    Defs(vec![
+        Definition::parse("trip.yaml", &trip).expect("valid trip")
+    ])
 }
 
 fn topics() -> Topics {
@@ -46,7 +53,13 @@ fn start(saga_id: &str) -> Input {
     })
 }
 
-fn reply(saga: &str, step: &str, phase: Phase, attempt: i32, result: Result<serde_json::Value, (&str, bool)>) -> Input {
+fn reply(
+    saga: &str,
+    step: &str,
+    phase: Phase,
+    attempt: i32,
+    result: Result<serde_json::Value, (&str, bool)>,
+) -> Input {
     let (status, output_json, error) = match result {
         Ok(v) => (ReplyStatus::Success, Some(v.to_string()), None),
         Err((code, retryable)) => (
@@ -104,7 +117,11 @@ impl Run {
     fn events(&self) -> Vec<(i64, E, Option<String>)> {
         self.decisions
             .iter()
-            .flat_map(|d| d.events.iter().map(|e| (e.seq, e.event_type, e.step.clone())))
+            .flat_map(|d| {
+                d.events
+                    .iter()
+                    .map(|e| (e.seq, e.event_type, e.step.clone()))
+            })
             .collect()
     }
 
@@ -124,11 +141,32 @@ fn a_trip_runs_every_step_and_maps_outputs_into_commands() {
     assert_eq!(cmd.idempotency_key, "s1/payment/forward/1");
     assert_eq!(cmd.reply_to, "g.replies");
     let payload: serde_json::Value = serde_json::from_str(&cmd.payload_json).unwrap();
-    assert_eq!(payload, json!({"amount": 10, "currency": "EUR", "customer": "c-1"}));
+    assert_eq!(
+        payload,
+        json!({"amount": 10, "currency": "EUR", "customer": "c-1"})
+    );
 
-    run.feed(reply("s1", "payment", Phase::Forward, 1, Ok(json!({"payment_id": "p-9"}))));
-    run.feed(reply("s1", "flight", Phase::Forward, 1, Ok(json!({"booking_id": "f-9"}))));
-    let d = run.feed(reply("s1", "hotel", Phase::Forward, 1, Ok(json!({"booking_id": "h-9"}))));
+    run.feed(reply(
+        "s1",
+        "payment",
+        Phase::Forward,
+        1,
+        Ok(json!({"payment_id": "p-9"})),
+    ));
+    run.feed(reply(
+        "s1",
+        "flight",
+        Phase::Forward,
+        1,
+        Ok(json!({"booking_id": "f-9"})),
+    ));
+    let d = run.feed(reply(
+        "s1",
+        "hotel",
+        Phase::Forward,
+        1,
+        Ok(json!({"booking_id": "h-9"})),
+    ));
     let notify: serde_json::Value = serde_json::from_str(&d.commands[0].1.payload_json).unwrap();
     assert_eq!(notify["payment_id"], "p-9");
     assert_eq!(notify["hotel_booking_id"], "h-9");
@@ -144,18 +182,47 @@ fn a_trip_runs_every_step_and_maps_outputs_into_commands() {
 fn a_failed_step_compensates_completed_steps_in_reverse_order() {
     let mut run = Run::new();
     run.feed(start("s2"));
-    run.feed(reply("s2", "payment", Phase::Forward, 1, Ok(json!({"payment_id": "p"}))));
-    run.feed(reply("s2", "flight", Phase::Forward, 1, Ok(json!({"booking_id": "f"}))));
-    let d = run.feed(reply("s2", "hotel", Phase::Forward, 1, Err(("NO_ROOMS", false))));
+    run.feed(reply(
+        "s2",
+        "payment",
+        Phase::Forward,
+        1,
+        Ok(json!({"payment_id": "p"})),
+    ));
+    run.feed(reply(
+        "s2",
+        "flight",
+        Phase::Forward,
+        1,
+        Ok(json!({"booking_id": "f"})),
+    ));
+    let d = run.feed(reply(
+        "s2",
+        "hotel",
+        Phase::Forward,
+        1,
+        Err(("NO_ROOMS", false)),
+    ));
     let (topic, cmd) = &d.commands[0];
-    assert_eq!((topic.as_str(), cmd.command_type.as_str(), cmd.phase), ("trip.flight.commands", "cancel", Phase::Compensate));
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&cmd.payload_json).unwrap(), json!({"booking_id": "f"}));
+    assert_eq!(
+        (topic.as_str(), cmd.command_type.as_str(), cmd.phase),
+        ("trip.flight.commands", "cancel", Phase::Compensate)
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&cmd.payload_json).unwrap(),
+        json!({"booking_id": "f"})
+    );
     assert_eq!(run.status(), SagaStatus::Compensating);
     let d = run.feed(reply("s2", "flight", Phase::Compensate, 1, Ok(json!({}))));
     assert_eq!(d.commands[0].1.command_type, "refund");
     run.feed(reply("s2", "payment", Phase::Compensate, 1, Ok(json!({}))));
     assert_eq!(run.status(), SagaStatus::Compensated);
-    let tail: Vec<(E, Option<String>)> = run.events().into_iter().skip(6).map(|e| (e.1, e.2)).collect();
+    let tail: Vec<(E, Option<String>)> = run
+        .events()
+        .into_iter()
+        .skip(6)
+        .map(|e| (e.1, e.2))
+        .collect();
     assert_eq!(
         tail,
         vec![
@@ -173,33 +240,71 @@ fn a_failed_step_compensates_completed_steps_in_reverse_order() {
 fn duplicate_and_stale_replies_are_ignored_and_counted_in_the_state() {
     let mut run = Run::new();
     run.feed(start("s3"));
-    run.feed(reply("s3", "payment", Phase::Forward, 1, Ok(json!({"payment_id": "p"}))));
-    let d = run.feed(reply("s3", "payment", Phase::Forward, 1, Ok(json!({"payment_id": "p"}))));
+    run.feed(reply(
+        "s3",
+        "payment",
+        Phase::Forward,
+        1,
+        Ok(json!({"payment_id": "p"})),
+    ));
+    let d = run.feed(reply(
+        "s3",
+        "payment",
+        Phase::Forward,
+        1,
+        Ok(json!({"payment_id": "p"})),
+    ));
     assert_eq!(d.outcome, Outcome::Ignored(IgnoreReason::DuplicateReply));
     assert!(d.commands.is_empty() && d.events.is_empty());
-    let d = run.feed(reply("s3", "flight", Phase::Forward, 2, Ok(json!({"booking_id": "f"}))));
+    let d = run.feed(reply(
+        "s3",
+        "flight",
+        Phase::Forward,
+        2,
+        Ok(json!({"booking_id": "f"})),
+    ));
     assert_eq!(d.outcome, Outcome::Ignored(IgnoreReason::StaleReply));
     let d = run.feed(reply("s3", "flight", Phase::Compensate, 1, Ok(json!({}))));
     assert_eq!(d.outcome, Outcome::Ignored(IgnoreReason::StaleReply));
     assert_eq!(run.state.as_ref().unwrap().ignored_replies, 3);
     // The real reply still applies.
-    let d = run.feed(reply("s3", "flight", Phase::Forward, 1, Ok(json!({"booking_id": "f"}))));
+    let d = run.feed(reply(
+        "s3",
+        "flight",
+        Phase::Forward,
+        1,
+        Ok(json!({"booking_id": "f"})),
+    ));
     assert_eq!(d.outcome, Outcome::Applied);
 }
 
 #[test]
 fn bad_inputs_are_rejected_with_a_reason() {
     let defs = defs();
-    let d = decide(&defs, &topics(), None, &reply("ghost", "payment", Phase::Forward, 1, Ok(json!({}))), 0);
+    let d = decide(
+        &defs,
+        &topics(),
+        None,
+        &reply("ghost", "payment", Phase::Forward, 1, Ok(json!({}))),
+        0,
+    );
     assert_eq!(d.outcome, Outcome::Rejected(Rejection::UnknownSaga));
-    let Input::Start(mut s) = start("s4") else { unreachable!() };
+    let Input::Start(mut s) = start("s4") else {
+        unreachable!()
+    };
     s.definition = "nope".into();
     let d = decide(&defs, &topics(), None, &Input::Start(s.clone()), 0);
-    assert!(matches!(d.outcome, Outcome::Rejected(Rejection::UnknownDefinition { .. })));
+    assert!(matches!(
+        d.outcome,
+        Outcome::Rejected(Rejection::UnknownDefinition { .. })
+    ));
     s.definition = "trip".into();
     s.input_json = "[1]".into();
     let d = decide(&defs, &topics(), None, &Input::Start(s), 0);
-    assert!(matches!(d.outcome, Outcome::Rejected(Rejection::InvalidInput(_))));
+    assert!(matches!(
+        d.outcome,
+        Outcome::Rejected(Rejection::InvalidInput(_))
+    ));
 }
 
 #[test]
@@ -208,8 +313,18 @@ fn a_second_start_is_ignored_and_a_reply_after_the_end_changes_nothing() {
     run.feed(start("s5"));
     let d = run.feed(start("s5"));
     assert_eq!(d.outcome, Outcome::Ignored(IgnoreReason::DuplicateStart));
-    run.feed(reply("s5", "payment", Phase::Forward, 1, Err(("CARD_DECLINED", false))));
-    assert_eq!(run.status(), SagaStatus::Compensated, "nothing to compensate");
+    run.feed(reply(
+        "s5",
+        "payment",
+        Phase::Forward,
+        1,
+        Err(("CARD_DECLINED", false)),
+    ));
+    assert_eq!(
+        run.status(),
+        SagaStatus::Compensated,
+        "nothing to compensate"
+    );
     let d = run.feed(reply("s5", "payment", Phase::Forward, 1, Ok(json!({}))));
     assert_eq!(d.outcome, Outcome::Ignored(IgnoreReason::SagaFinished));
     assert!(d.events.is_empty());
@@ -220,10 +335,24 @@ fn a_missing_context_field_fails_the_step_instead_of_sending_a_broken_command() 
     let mut run = Run::new();
     run.feed(start("s6"));
     // The payment output lacks payment_id: the output mapping fails the step.
-    let d = run.feed(reply("s6", "payment", Phase::Forward, 1, Ok(json!({"other": 1}))));
+    let d = run.feed(reply(
+        "s6",
+        "payment",
+        Phase::Forward,
+        1,
+        Ok(json!({"other": 1})),
+    ));
     assert!(d.commands.is_empty());
-    let failed = d.events.iter().find(|e| e.event_type == E::StepFailed).expect("step failed");
-    assert!(failed.detail_json.as_deref().unwrap().contains("OUTPUT_MAPPING"));
+    let failed = d
+        .events
+        .iter()
+        .find(|e| e.event_type == E::StepFailed)
+        .expect("step failed");
+    assert!(failed
+        .detail_json
+        .as_deref()
+        .unwrap()
+        .contains("OUTPUT_MAPPING"));
     assert_eq!(run.status(), SagaStatus::Compensated);
 }
 
@@ -231,12 +360,42 @@ fn a_missing_context_field_fails_the_step_instead_of_sending_a_broken_command() 
 fn a_compensation_retries_retryable_failures_then_becomes_an_incident() {
     let mut run = Run::new();
     run.feed(start("s7"));
-    run.feed(reply("s7", "payment", Phase::Forward, 1, Ok(json!({"payment_id": "p"}))));
-    run.feed(reply("s7", "flight", Phase::Forward, 1, Err(("NO_SEATS", false))));
-    let d = run.feed(reply("s7", "payment", Phase::Compensate, 1, Err(("UNAVAILABLE", true))));
+    run.feed(reply(
+        "s7",
+        "payment",
+        Phase::Forward,
+        1,
+        Ok(json!({"payment_id": "p"})),
+    ));
+    run.feed(reply(
+        "s7",
+        "flight",
+        Phase::Forward,
+        1,
+        Err(("NO_SEATS", false)),
+    ));
+    let d = run.feed(reply(
+        "s7",
+        "payment",
+        Phase::Compensate,
+        1,
+        Err(("UNAVAILABLE", true)),
+    ));
     assert_eq!(d.commands[0].1.attempt, 2);
-    run.feed(reply("s7", "payment", Phase::Compensate, 2, Err(("UNAVAILABLE", true))));
-    let d = run.feed(reply("s7", "payment", Phase::Compensate, 3, Err(("UNAVAILABLE", true))));
+    run.feed(reply(
+        "s7",
+        "payment",
+        Phase::Compensate,
+        2,
+        Err(("UNAVAILABLE", true)),
+    ));
+    let d = run.feed(reply(
+        "s7",
+        "payment",
+        Phase::Compensate,
+        3,
+        Err(("UNAVAILABLE", true)),
+    ));
     assert!(d.commands.is_empty());
     assert_eq!(run.status(), SagaStatus::Failed);
     assert_eq!(run.events().last().map(|e| e.1), Some(E::SagaFailed));

@@ -107,10 +107,9 @@ impl EngineConfig {
 /// Parses an environment value with the type of the default it replaces.
 fn typed_like(default: &toml::Value, raw: &str) -> std::result::Result<toml::Value, String> {
     Ok(match default {
-        toml::Value::Integer(_) => toml::Value::Integer(
-            raw.parse()
-                .map_err(|_| "expected an integer".to_string())?,
-        ),
+        toml::Value::Integer(_) => {
+            toml::Value::Integer(raw.parse().map_err(|_| "expected an integer".to_string())?)
+        }
         toml::Value::Boolean(_) => toml::Value::Boolean(
             raw.parse()
                 .map_err(|_| "expected true or false".to_string())?,

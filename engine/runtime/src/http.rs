@@ -29,10 +29,10 @@ pub async fn serve_http(listen: &str, metrics: Arc<Metrics>) -> Result<SocketAdd
             }),
         )
         .route("/health", axum::routing::get(|| async { "ok" }));
-    let _ = tokio::spawn(async move {
+    drop(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             error!(error = %e, "HTTP endpoint stopped");
         }
-    });
+    }));
     Ok(addr)
 }

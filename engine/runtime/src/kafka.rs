@@ -35,7 +35,11 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::error::{Error, Result};
 
 /// Low and high watermark of a topic partition.
-pub(crate) fn watermarks(consumer: &BaseConsumer, topic: &str, partition: i32) -> Result<(i64, i64)> {
+pub(crate) fn watermarks(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64)> {
     consumer
         .fetch_watermarks(topic, partition, Duration::from_secs(10))
         .map_err(|e| Error::kafka(format!("reading watermarks of {topic}[{partition}]"), e))

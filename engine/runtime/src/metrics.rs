@@ -84,11 +84,21 @@ impl Metrics {
 
     /// Total ignored inputs.
     pub fn ignored_total(&self) -> u64 {
-        self.ignored.lock().expect("metrics lock").iter().map(|(_, n)| n).sum()
+        self.ignored
+            .lock()
+            .expect("metrics lock")
+            .iter()
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// Total dead letters.
     pub fn dead_letters_total(&self) -> u64 {
-        self.dead_letters.lock().expect("metrics lock").iter().map(|(_, n)| n).sum()
+        self.dead_letters
+            .lock()
+            .expect("metrics lock")
+            .iter()
+            .map(|(_, n)| n)
+            .sum()
     }
 }

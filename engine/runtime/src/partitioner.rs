@@ -45,7 +45,7 @@ pub fn murmur2(data: &[u8]) -> i32 {
 
 /// The partition of `key` among `partitions`.
 pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
-    ((murmur2(key) & 0x7fff_ffff) % partitions.max(1) as i32).abs()
+    ((murmur2(key) & 0x7fff_ffff) % partitions.max(1)).abs()
 }
 
 #[cfg(test)]
@@ -60,7 +60,10 @@ mod tests {
             ("foobar", -790332482),
             ("a-little-bit-long-string", -985981536),
             ("a-little-bit-longer-string", -1486304829),
-            ("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+            (
+                "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58897971,
+            ),
             ("abc", 479470107),
         ];
         for (input, expected) in cases {

@@ -319,7 +319,10 @@ impl Processor {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", config.session_timeout_ms.to_string())
-            .set("heartbeat.interval.ms", (config.session_timeout_ms / 4).max(500).to_string())
+            .set(
+                "heartbeat.interval.ms",
+                (config.session_timeout_ms / 4).max(500).to_string(),
+            )
             .set("fetch.wait.max.ms", "10")
             .set("enable.partition.eof", "false");
         let consumer: BaseConsumer<GroupContext> = consumer_config
@@ -332,9 +335,10 @@ impl Processor {
             .subscribe(&topics.inputs())
             .map_err(|e| Error::kafka("subscribing to the input topics", e))?;
         let (tx, rx) = channel();
-        let journal: ThreadedProducer<JournalContext> = crate::kafka::producer_config(&config.bootstrap, 1)
-            .create_with_context(JournalContext { acks: tx })
-            .map_err(|e| Error::kafka("creating the journal producer", e))?;
+        let journal: ThreadedProducer<JournalContext> =
+            crate::kafka::producer_config(&config.bootstrap, 1)
+                .create_with_context(JournalContext { acks: tx })
+                .map_err(|e| Error::kafka("creating the journal producer", e))?;
         let relay = Relay::new(&config.bootstrap, &topics.changelog, metrics.clone())?;
         info!(writer = %writer, group = %config.group, "engine started");
         Ok(Self {
@@ -380,7 +384,11 @@ impl Processor {
 
     fn poll_inputs(&mut self) -> Result<()> {
         // Acknowledgements are handled between polls: poll briefly while any are awaited.
-        let wait = if self.tasks.values().any(|t| t.status == TaskStatus::NeedsResync) {
+        let wait = if self
+            .tasks
+            .values()
+            .any(|t| t.status == TaskStatus::NeedsResync)
+        {
             Duration::ZERO
         } else if self.tasks.values().all(Task::idle) && self.relay.idle() {
             Duration::from_millis(20)
@@ -432,7 +440,10 @@ impl Processor {
                     headers,
                 },
             )?;
-            if task.batch_full(self.ctx.config.max_batch_decisions, self.ctx.config.max_batch_bytes) {
+            if task.batch_full(
+                self.ctx.config.max_batch_decisions,
+                self.ctx.config.max_batch_bytes,
+            ) {
                 if let Some(p) = task.flush(&env)? {
                     Self::send_journal(&self.journal, &self.ctx.deps.topics.journal, partition, p);
                 }
@@ -443,7 +454,12 @@ impl Processor {
 
     fn handle_group_events(&mut self) -> Result<()> {
         let events: Vec<GroupEvent> = std::mem::take(
-            &mut *self.consumer.context().events.lock().expect("group events lock"),
+            &mut *self
+                .consumer
+                .context()
+                .events
+                .lock()
+                .expect("group events lock"),
         );
         for event in events {
             match event {
@@ -467,7 +483,8 @@ impl Processor {
                 }
             }
         }
-        self.ctx.metrics
+        self.ctx
+            .metrics
             .partitions_owned
             .store(self.tasks.len() as i64, Ordering::Relaxed);
         Ok(())
@@ -483,14 +500,21 @@ impl Processor {
         self.next_generation += 1;
         let task = Task::new(&self.ctx.env(), partition, generation, &restored)?;
         if task.status == TaskStatus::Fenced {
-            warn!(partition, "another engine claimed this partition; waiting for the group to revoke it");
+            warn!(
+                partition,
+                "another engine claimed this partition; waiting for the group to revoke it"
+            );
         }
         resume_relay(&mut self.relay, partition, restored);
         let _ = self.tasks.insert(partition, task);
         Ok(())
     }
 
-    fn input_tpl(&self, partition: i32, positions: Option<&[(String, i64)]>) -> Option<TopicPartitionList> {
+    fn input_tpl(
+        &self,
+        partition: i32,
+        positions: Option<&[(String, i64)]>,
+    ) -> Option<TopicPartitionList> {
         let mut tpl = TopicPartitionList::new();
         for topic in self.ctx.deps.topics.inputs() {
             let offset = positions
@@ -574,13 +598,14 @@ impl Processor {
                 continue;
             };
             let through = advance.mark.chain.last_valid;
-            let checkpoint =
-                restore::encode_checkpoint(&self.ctx.deps.codec, &self.ctx.deps.topics, &advance.mark)?;
-            task.relayed(
-                &self.ctx.env(),
-                advance.mark,
+            let checkpoint = restore::encode_checkpoint(
+                &self.ctx.deps.codec,
+                &self.ctx.deps.topics,
+                &advance.mark,
             )?;
-            self.relay.checkpoint(advance.partition, checkpoint, through);
+            task.relayed(&self.ctx.env(), advance.mark)?;
+            self.relay
+                .checkpoint(advance.partition, checkpoint, through);
         }
         Ok(())
     }
@@ -601,15 +626,16 @@ impl Processor {
         for partition in stale.into_iter().chain(retry.iter().copied()) {
             let takeover = retry.contains(&partition);
             let own_epoch = self.tasks.get(&partition).map_or(0, Task::epoch);
-            let restored = match restore::restore(&self.ctx.deps.clients(), partition, takeover, own_epoch) {
-                Ok(r) => r,
-                Err(e) => {
-                    error!(partition, error = %e, "restore failed; will retry");
-                    let _ = self.tasks.remove(&partition);
-                    let _ = self.failed.insert(partition, Instant::now());
-                    continue;
-                }
-            };
+            let restored =
+                match restore::restore(&self.ctx.deps.clients(), partition, takeover, own_epoch) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        error!(partition, error = %e, "restore failed; will retry");
+                        let _ = self.tasks.remove(&partition);
+                        let _ = self.failed.insert(partition, Instant::now());
+                        continue;
+                    }
+                };
             let _ = self.failed.remove(&partition);
             self.relay.close(partition);
             self.install(partition, restored)?;

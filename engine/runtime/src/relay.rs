@@ -386,7 +386,9 @@ impl Relay {
     /// Whether every handed-over message is delivered and the changelog is flushed.
     pub(crate) fn idle(&self) -> bool {
         self.partitions.values().all(|p| {
-            p.outstanding.is_empty() && p.flush.is_none() && p.dirty.is_empty()
+            p.outstanding.is_empty()
+                && p.flush.is_none()
+                && p.dirty.is_empty()
                 && p.watermark >= p.last_committed
         })
     }

@@ -112,7 +112,9 @@ impl Replay<'_> {
                         running: *running,
                     })
                     .collect();
-                self.c.store.apply(self.partition, offset, &borrowed, &self.meta)?;
+                self.c
+                    .store
+                    .apply(self.partition, offset, &borrowed, &self.meta)?;
             } else {
                 // A claim that lost still raises the epoch every later record is judged by.
                 self.meta.chain.max_epoch = self.chain.max_epoch;
@@ -122,7 +124,9 @@ impl Replay<'_> {
         };
         if valid {
             for entry in &record.states {
-                let _ = self.dirty.insert(entry.saga_id.clone(), entry.state.clone());
+                let _ = self
+                    .dirty
+                    .insert(entry.saga_id.clone(), entry.state.clone());
             }
             if !record.outputs.is_empty() {
                 self.unrelayed.push((offset, record.outputs));
@@ -143,7 +147,8 @@ pub(crate) fn restore(
     takeover: bool,
     own_epoch: i64,
 ) -> Result<Restored> {
-    let (journal_low, journal_reported_end) = kafka::watermarks(c.reader, &c.topics.journal, partition)?;
+    let (journal_low, journal_reported_end) =
+        kafka::watermarks(c.reader, &c.topics.journal, partition)?;
     let meta = match c.store.meta(partition)? {
         // An empty journal under local state means the topics were recreated: start over.
         Some(meta) if journal_reported_end == 0 && meta.chain.last_valid >= 0 => {
@@ -176,10 +181,17 @@ pub(crate) fn restore(
     };
     // Bulk of the journal up to the reported end; the claim below finds the exact end.
     let mut next = start;
-    kafka::read_range(c.reader, &c.topics.journal, partition, next, journal_reported_end, |o, _, v| {
-        next = o + 1;
-        replay.record(o, v)
-    })?;
+    kafka::read_range(
+        c.reader,
+        &c.topics.journal,
+        partition,
+        next,
+        journal_reported_end,
+        |o, _, v| {
+            next = o + 1;
+            replay.record(o, v)
+        },
+    )?;
     next = next.max(journal_reported_end);
 
     let mut fenced = false;
@@ -217,16 +229,32 @@ pub(crate) fn restore(
             outputs: Vec::new(),
         };
         let bytes = c.codec.encode(Subject::Topic(&c.topics.journal), &claim)?;
-        let at = kafka::write_and_locate(c.producer, &c.topics.journal, partition, c.writer.as_bytes(), Some(&bytes))?;
-        kafka::read_range(c.reader, &c.topics.journal, partition, next, at + 1, |o, _, v| {
-            next = o + 1;
-            replay.record(o, v)
-        })?;
+        let at = kafka::write_and_locate(
+            c.producer,
+            &c.topics.journal,
+            partition,
+            c.writer.as_bytes(),
+            Some(&bytes),
+        )?;
+        kafka::read_range(
+            c.reader,
+            &c.topics.journal,
+            partition,
+            next,
+            at + 1,
+            |o, _, v| {
+                next = o + 1;
+                replay.record(o, v)
+            },
+        )?;
         end = at + 1;
         if replay.chain.owned_by(epoch, c.writer) && replay.chain.last_valid == at {
             break;
         }
-        warn!(partition, attempt, at, "claim lost a race with another writer; claiming again");
+        warn!(
+            partition,
+            attempt, at, "claim lost a race with another writer; claiming again"
+        );
     }
     info!(
         partition,
@@ -247,11 +275,14 @@ pub(crate) fn restore(
     })
 }
 
+/// A saga's new state from a journal record, and whether the saga is still running.
+type DecodedState = (String, Option<Vec<u8>>, bool);
+
 /// Decodes the states of a record to know which sagas are still running.
 pub(crate) fn state_writes(
     codec: &BlockingCodec,
     record: &JournalRecord,
-) -> Result<Vec<(String, Option<Vec<u8>>, bool)>> {
+) -> Result<Vec<DecodedState>> {
     record
         .states
         .iter()
@@ -270,28 +301,41 @@ fn from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<Meta> {
     let (low, _) = kafka::watermarks(c.reader, &c.topics.changelog, partition)?;
     // Our own marker record gives the exact end (see `kafka::write_and_locate`).
     let marker = format!("{RESERVED_PREFIX}restore/{}", c.writer);
-    let end = kafka::write_and_locate(c.producer, &c.topics.changelog, partition, marker.as_bytes(), None)?;
+    let end = kafka::write_and_locate(
+        c.producer,
+        &c.topics.changelog,
+        partition,
+        marker.as_bytes(),
+        None,
+    )?;
     // The broker may not compact: keep the last record per key ourselves.
     let mut latest: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
     let mut checkpoint: Option<Checkpoint> = None;
-    kafka::read_range(c.reader, &c.topics.changelog, partition, low, end + 1, |offset, key, value| {
-        let Some(key) = key.map(|k| String::from_utf8_lossy(k).into_owned()) else {
-            return Ok(());
-        };
-        if key == CHECKPOINT_KEY {
-            if let Some(bytes) = value {
-                checkpoint = Some(c.codec.decode(bytes).map_err(|e| Error::Journal {
-                    topic: c.topics.changelog.clone(),
-                    partition,
-                    offset,
-                    message: e.to_string(),
-                })?);
+    kafka::read_range(
+        c.reader,
+        &c.topics.changelog,
+        partition,
+        low,
+        end + 1,
+        |offset, key, value| {
+            let Some(key) = key.map(|k| String::from_utf8_lossy(k).into_owned()) else {
+                return Ok(());
+            };
+            if key == CHECKPOINT_KEY {
+                if let Some(bytes) = value {
+                    checkpoint = Some(c.codec.decode(bytes).map_err(|e| Error::Journal {
+                        topic: c.topics.changelog.clone(),
+                        partition,
+                        offset,
+                        message: e.to_string(),
+                    })?);
+                }
+            } else if !key.starts_with(RESERVED_PREFIX) {
+                let _ = latest.insert(key, value.map(<[u8]>::to_vec));
             }
-        } else if !key.starts_with(RESERVED_PREFIX) {
-            let _ = latest.insert(key, value.map(<[u8]>::to_vec));
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     let mut meta = Meta::empty();
     if let Some(cp) = &checkpoint {
         let chain = ChainMeta {

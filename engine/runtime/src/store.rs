@@ -124,11 +124,18 @@ impl Store {
     }
 
     pub(crate) fn meta(&self, partition: i32) -> Result<Option<Meta>> {
-        match self.db.get(key('m', partition, "")).map_err(|e| self.err(e))? {
+        match self
+            .db
+            .get(key('m', partition, ""))
+            .map_err(|e| self.err(e))?
+        {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| Error::Config(format!("corrupt partition metadata in {}: {e}", self.path.display()))),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Error::Config(format!(
+                    "corrupt partition metadata in {}: {e}",
+                    self.path.display()
+                ))
+            }),
         }
     }
 
@@ -149,7 +156,10 @@ impl Store {
             if !k.starts_with(&prefix) {
                 break;
             }
-            out.push((String::from_utf8_lossy(&k[prefix.len()..]).into_owned(), v.to_vec()));
+            out.push((
+                String::from_utf8_lossy(&k[prefix.len()..]).into_owned(),
+                v.to_vec(),
+            ));
         }
         Ok(out)
     }
@@ -244,7 +254,8 @@ mod tests {
     use super::*;
 
     fn temp_store(name: &str) -> Store {
-        let dir = std::env::temp_dir().join(format!("sagaflow-store-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("sagaflow-store-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         Store::open(&dir).unwrap()
     }
@@ -255,12 +266,23 @@ mod tests {
         let mut meta = Meta::empty();
         meta.chain.last_valid = 7;
         let writes = [
-            StateWrite { saga_id: "a", state: Some(b"A"), running: true },
-            StateWrite { saga_id: "b", state: Some(b"B"), running: false },
+            StateWrite {
+                saga_id: "a",
+                state: Some(b"A"),
+                running: true,
+            },
+            StateWrite {
+                saga_id: "b",
+                state: Some(b"B"),
+                running: false,
+            },
         ];
         store.apply(3, 7, &writes, &meta).unwrap();
         assert_eq!(store.meta(3).unwrap().unwrap(), meta);
-        assert_eq!(store.running(3).unwrap(), vec![("a".to_string(), b"A".to_vec())]);
+        assert_eq!(
+            store.running(3).unwrap(),
+            vec![("a".to_string(), b"A".to_vec())]
+        );
         assert_eq!(store.state(3, "b").unwrap().as_deref(), Some(&b"B"[..]));
         assert!(store.was_valid(3, 7).unwrap());
         assert!(store.meta(4).unwrap().is_none());

@@ -159,7 +159,12 @@ impl Task {
     }
 
     /// Handles one input record.
-    pub(crate) fn handle(&mut self, env: &TaskEnv<'_>, now: i64, input: InputRecord<'_>) -> Result<()> {
+    pub(crate) fn handle(
+        &mut self,
+        env: &TaskEnv<'_>,
+        now: i64,
+        input: InputRecord<'_>,
+    ) -> Result<()> {
         let InputRecord {
             topic,
             offset,
@@ -180,7 +185,13 @@ impl Task {
         let input = match self.decode(env, topic, payload) {
             Ok(input) => input,
             Err(reason) => {
-                let letter = InputRecord { topic, offset, key, payload, headers };
+                let letter = InputRecord {
+                    topic,
+                    offset,
+                    key,
+                    payload,
+                    headers,
+                };
                 self.dead_letter(env, letter, "undecodable", &reason);
                 return Ok(());
             }
@@ -189,7 +200,9 @@ impl Task {
         let home = partition_for(saga_id.as_bytes(), env.partitions);
         if home != self.partition {
             // Produced with another partitioner: send it where its saga lives.
-            env.metrics.forwarded_inputs_total.fetch_add(1, Ordering::Relaxed);
+            env.metrics
+                .forwarded_inputs_total
+                .fetch_add(1, Ordering::Relaxed);
             let mut headers = headers;
             headers.push(Header {
                 name: "sagaflow-forwarded-from".into(),
@@ -216,12 +229,19 @@ impl Task {
             }
             Outcome::Rejected(rejection) => {
                 let reason = rejection.to_string();
-                let letter = InputRecord { topic, offset, key, payload, headers };
+                let letter = InputRecord {
+                    topic,
+                    offset,
+                    key,
+                    payload,
+                    headers,
+                };
                 self.dead_letter(env, letter, rejection.code(), &reason);
                 return Ok(());
             }
         }
-        let _span = info_span!("commit_decision", saga_id = %saga_id, partition = self.partition).entered();
+        let _span =
+            info_span!("commit_decision", saga_id = %saga_id, partition = self.partition).entered();
         for (topic, command) in &decision.commands {
             let value = env.codec.encode(Subject::Topic(topic), command)?;
             self.push_output(Outbound {
@@ -233,7 +253,9 @@ impl Task {
             });
         }
         for event in &decision.events {
-            let value = env.codec.encode(Subject::Topic(&env.topics.events), event)?;
+            let value = env
+                .codec
+                .encode(Subject::Topic(&env.topics.events), event)?;
             count_event(env.metrics, event.event_type);
             self.push_output(Outbound {
                 id: event.event_id.clone(),
@@ -244,7 +266,9 @@ impl Task {
             });
         }
         if let Some(state) = decision.state {
-            let bytes = env.codec.encode(Subject::TopicRecord(&env.topics.changelog), &state)?;
+            let bytes = env
+                .codec
+                .encode(Subject::TopicRecord(&env.topics.changelog), &state)?;
             self.batch.bytes += bytes.len();
             let entry = StateEntry {
                 saga_id: saga_id.clone(),
@@ -253,7 +277,10 @@ impl Task {
             match self.batch.index.get(&saga_id) {
                 Some(&i) => self.batch.states[i] = entry,
                 None => {
-                    let _ = self.batch.index.insert(saga_id.clone(), self.batch.states.len());
+                    let _ = self
+                        .batch
+                        .index
+                        .insert(saga_id.clone(), self.batch.states.len());
                     self.batch.states.push(entry);
                 }
             }
@@ -268,7 +295,12 @@ impl Task {
         Ok(())
     }
 
-    fn decode(&self, env: &TaskEnv<'_>, topic: &str, payload: Option<&[u8]>) -> Result<Input, String> {
+    fn decode(
+        &self,
+        env: &TaskEnv<'_>,
+        topic: &str,
+        payload: Option<&[u8]>,
+    ) -> Result<Input, String> {
         let Some(bytes) = payload else {
             return Err("record has no value".into());
         };
@@ -291,7 +323,9 @@ impl Task {
                 return Ok(None);
             };
             let state: SagaState = env.codec.decode(&bytes)?;
-            let _ = self.cache.insert(saga_id.to_string(), Cached { state, seq: 0 });
+            let _ = self
+                .cache
+                .insert(saga_id.to_string(), Cached { state, seq: 0 });
         }
         Ok(self.cache.get(saga_id).map(|c| &c.state))
     }
@@ -301,7 +335,13 @@ impl Task {
         self.batch.outputs.push(message);
     }
 
-    fn dead_letter(&mut self, env: &TaskEnv<'_>, input: InputRecord<'_>, code: &'static str, reason: &str) {
+    fn dead_letter(
+        &mut self,
+        env: &TaskEnv<'_>,
+        input: InputRecord<'_>,
+        code: &'static str,
+        reason: &str,
+    ) {
         let InputRecord {
             topic,
             offset,
@@ -309,7 +349,14 @@ impl Task {
             payload,
             mut headers,
         } = input;
-        warn!(topic, partition = self.partition, offset, code, reason, "input dead-lettered");
+        warn!(
+            topic,
+            partition = self.partition,
+            offset,
+            code,
+            reason,
+            "input dead-lettered"
+        );
         env.metrics.dead_letter(code);
         for (name, value) in [
             ("sagaflow-dlq-reason", code.to_string()),
@@ -365,8 +412,15 @@ impl Task {
         self.produce(env, record, running).map(Some)
     }
 
-    fn produce(&mut self, env: &TaskEnv<'_>, record: JournalRecord, running: Vec<bool>) -> Result<Produce> {
-        let bytes = env.codec.encode(Subject::Topic(&env.topics.journal), &record)?;
+    fn produce(
+        &mut self,
+        env: &TaskEnv<'_>,
+        record: JournalRecord,
+        running: Vec<bool>,
+    ) -> Result<Produce> {
+        let bytes = env
+            .codec
+            .encode(Subject::Topic(&env.topics.journal), &record)?;
         let seq = self.next_seq;
         self.next_seq += 1;
         let expected = self.next_offset;
@@ -397,7 +451,12 @@ impl Task {
             return Ok(());
         };
         if front.seq != seq {
-            warn!(partition = self.partition, seq, expected = front.seq, "journal acknowledgements out of order; resyncing");
+            warn!(
+                partition = self.partition,
+                seq,
+                expected = front.seq,
+                "journal acknowledgements out of order; resyncing"
+            );
             self.status = TaskStatus::NeedsResync;
             return Ok(());
         }
@@ -405,8 +464,15 @@ impl Task {
         let offset = match result {
             Ok(offset) if offset == flight.expected => offset,
             Ok(offset) => {
-                env.metrics.journal_conflicts_total.fetch_add(1, Ordering::Relaxed);
-                warn!(partition = self.partition, expected = flight.expected, landed = offset, "another writer appended to the journal; resyncing");
+                env.metrics
+                    .journal_conflicts_total
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    partition = self.partition,
+                    expected = flight.expected,
+                    landed = offset,
+                    "another writer appended to the journal; resyncing"
+                );
                 self.status = TaskStatus::NeedsResync;
                 return Ok(());
             }
@@ -427,7 +493,12 @@ impl Task {
             },
         );
         if verdict != ChainVerdict::Valid {
-            warn!(partition = self.partition, offset, ?verdict, "own journal record does not count; resyncing");
+            warn!(
+                partition = self.partition,
+                offset,
+                ?verdict,
+                "own journal record does not count; resyncing"
+            );
             self.status = TaskStatus::NeedsResync;
             return Ok(());
         }
@@ -445,8 +516,11 @@ impl Task {
                 running: *running,
             })
             .collect();
-        env.store.apply(self.partition, offset, &writes, &self.meta)?;
-        env.metrics.journal_records_total.fetch_add(1, Ordering::Relaxed);
+        env.store
+            .apply(self.partition, offset, &writes, &self.meta)?;
+        env.metrics
+            .journal_records_total
+            .fetch_add(1, Ordering::Relaxed);
         for entry in &record.states {
             let evict = self
                 .cache
@@ -465,7 +539,14 @@ impl Task {
             positions: self.meta.positions.clone(),
         };
         let states = record.states.into_iter().map(|e| (e.saga_id, e.state));
-        relay.committed(self.partition, offset, record.outputs, states, Some(mark), false);
+        relay.committed(
+            self.partition,
+            offset,
+            record.outputs,
+            states,
+            Some(mark),
+            false,
+        );
         Ok(())
     }
 
@@ -506,7 +587,14 @@ pub(crate) fn resume_relay(relay: &mut Relay, partition: i32, restored: Restored
         marked |= is_last;
     }
     if !marked && last > meta.relayed.chain.last_valid {
-        relay.committed(partition, last, Vec::new(), dirty.into_iter().flatten(), Some(mark), true);
+        relay.committed(
+            partition,
+            last,
+            Vec::new(),
+            dirty.into_iter().flatten(),
+            Some(mark),
+            true,
+        );
     }
 }
 

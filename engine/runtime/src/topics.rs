@@ -46,10 +46,7 @@ impl Topics {
 }
 
 /// Creates `names` with `partitions` partitions where missing (existing topics are left alone).
-pub async fn ensure(
-    bootstrap: &str,
-    names: &[(&str, i32, bool)],
-) -> Result<()> {
+pub async fn ensure(bootstrap: &str, names: &[(&str, i32, bool)]) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = crate::kafka::base_config(bootstrap)
         .create()
         .map_err(|e| Error::kafka("creating the admin client", e))?;
@@ -73,7 +70,9 @@ pub async fn ensure(
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
-                return Err(Error::Config(format!("cannot create topic {topic}: {code}")))
+                return Err(Error::Config(format!(
+                    "cannot create topic {topic}: {code}"
+                )))
             }
         }
     }
@@ -115,7 +114,10 @@ pub async fn ensure_definition_topics(
         .collect();
     names.sort();
     names.dedup();
-    let specs: Vec<(&str, i32, bool)> = names.iter().map(|n| (n.as_str(), partitions, false)).collect();
+    let specs: Vec<(&str, i32, bool)> = names
+        .iter()
+        .map(|n| (n.as_str(), partitions, false))
+        .collect();
     if specs.is_empty() {
         return Ok(());
     }

@@ -113,7 +113,11 @@ pub fn handler(role: Role, injection: Injection, effects: Option<Arc<EffectsLog>
         Box::pin(async move {
             let (lo, hi) = injection.latency_ms;
             if hi > 0 {
-                let ms = if hi > lo { rand::random_range(lo..=hi) } else { hi };
+                let ms = if hi > lo {
+                    rand::random_range(lo..=hi)
+                } else {
+                    hi
+                };
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
             if command.phase == Phase::Forward {

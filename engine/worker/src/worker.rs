@@ -32,8 +32,9 @@ pub struct Failure {
 }
 
 /// What a handler does with a command: an output on success, or a failure.
-pub type Handler =
-    Arc<dyn Fn(Command) -> Pin<Box<dyn Future<Output = Result<Value, Failure>> + Send>> + Send + Sync>;
+pub type Handler = Arc<
+    dyn Fn(Command) -> Pin<Box<dyn Future<Output = Result<Value, Failure>> + Send>> + Send + Sync,
+>;
 
 /// Worker settings.
 #[derive(Debug, Clone)]
@@ -79,7 +80,9 @@ pub struct Worker {
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker").field("config", &self.config).finish()
+        f.debug_struct("Worker")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -199,7 +202,12 @@ impl Worker {
         };
         let span = info_span!("command", saga_id = %command.saga_id, step = %command.step, phase = command.phase.as_str(), attempt = command.attempt);
         async {
-            let cached = self.dedupe.lock().await.get(&command.idempotency_key).cloned();
+            let cached = self
+                .dedupe
+                .lock()
+                .await
+                .get(&command.idempotency_key)
+                .cloned();
             let reply = match cached {
                 Some(reply) => {
                     self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
