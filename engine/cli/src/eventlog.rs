@@ -86,7 +86,7 @@ pub(crate) async fn follow(
     let consumer: StreamConsumer = crate::kafka::client_config(bootstrap)
         .set("group.id", "sagaflow-eventlog-reader")
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "10")
+        .set("fetch.wait.max.ms", "2")
         .create()
         .context("creating the event log reader")?;
     let metadata = consumer

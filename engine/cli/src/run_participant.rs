@@ -103,6 +103,7 @@ pub(crate) async fn run(args: ParticipantArgs) -> anyhow::Result<ExitCode> {
                 instance: format!("{topic}#{i}"),
                 dedupe_capacity: 100_000,
                 concurrency: 64,
+                fetch_wait_max_ms: 2,
             },
             handler(args.role, injection.clone(), effects.clone()),
         )?;

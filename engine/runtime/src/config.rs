@@ -33,6 +33,8 @@ pub struct EngineConfig {
     pub checkpoint_interval_ms: u64,
     /// HTTP listen address, empty to disable.
     pub http_listen: String,
+    /// Longest broker-side wait of a fetch.
+    pub fetch_wait_max_ms: u64,
     /// Consumer session timeout.
     pub session_timeout_ms: u64,
 }

@@ -323,7 +323,7 @@ impl Processor {
                 "heartbeat.interval.ms",
                 (config.session_timeout_ms / 4).max(500).to_string(),
             )
-            .set("fetch.wait.max.ms", "10")
+            .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
             .set("enable.partition.eof", "false");
         let consumer: BaseConsumer<GroupContext> = consumer_config
             .create_with_context(GroupContext {

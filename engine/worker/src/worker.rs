@@ -53,6 +53,8 @@ pub struct WorkerConfig {
     pub dedupe_capacity: usize,
     /// Commands handled concurrently.
     pub concurrency: usize,
+    /// Longest broker-side wait of a fetch, in ms (latency versus fetch requests).
+    pub fetch_wait_max_ms: u64,
 }
 
 /// Counters of a worker.
@@ -113,7 +115,7 @@ impl Worker {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "2000")
-            .set("fetch.wait.max.ms", "10")
+            .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
             // Notice a command topic created after the worker started within seconds, not the
             // default five minutes.
             .set("topic.metadata.refresh.interval.ms", "5000");
