@@ -19,39 +19,21 @@ pub(crate) fn run(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
 }
 
 fn check(path: &Path) -> usize {
-    if path.is_dir() {
-        match load_dir(path) {
-            Ok(registry) => {
-                for def in registry.iter() {
-                    println!(
-                        "{}: ok ({}, {} steps)",
-                        path.display(),
-                        def.key(),
-                        def.steps.len()
-                    );
-                }
-                0
-            }
-            Err(diagnostics) => {
-                eprintln!("{diagnostics}");
-                diagnostics.len()
-            }
-        }
+    let loaded = if path.is_dir() {
+        load_dir(path).map(|registry| registry.iter().map(|d| (d.key(), d.steps.len())).collect())
     } else {
-        match load_file(path) {
-            Ok(def) => {
-                println!(
-                    "{}: ok ({}, {} steps)",
-                    path.display(),
-                    def.key(),
-                    def.steps.len()
-                );
-                0
+        load_file(path).map(|d| vec![(d.key(), d.steps.len())])
+    };
+    match loaded {
+        Ok(definitions) => {
+            for (key, steps) in definitions {
+                println!("{}: ok ({key}, {steps} steps)", path.display());
             }
-            Err(diagnostics) => {
-                eprintln!("{diagnostics}");
-                diagnostics.len()
-            }
+            0
+        }
+        Err(diagnostics) => {
+            eprintln!("{diagnostics}");
+            diagnostics.len()
         }
     }
 }

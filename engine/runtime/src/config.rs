@@ -35,6 +35,8 @@ pub struct EngineConfig {
     pub http_listen: String,
     /// Longest broker-side wait of a fetch.
     pub fetch_wait_max_ms: u64,
+    /// Rejoin delay after an empty assignment, 0 to disable.
+    pub rejoin_when_unassigned_ms: u64,
     /// Consumer session timeout.
     pub session_timeout_ms: u64,
 }

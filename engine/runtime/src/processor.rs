@@ -69,6 +69,8 @@ impl RestoreDeps {
 }
 
 enum GroupEvent {
+    /// The group gave this engine no partition.
+    AssignedNone,
     Assigned(i32, Box<Restored>),
     AssignFailed(i32, String),
     Revoked(Vec<i32>),
@@ -93,6 +95,9 @@ impl ConsumerContext for GroupContext {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 info!(?partitions, "partitions assigned; restoring");
+                if partitions.is_empty() {
+                    events.push(GroupEvent::AssignedNone);
+                }
                 let mut assignment = TopicPartitionList::new();
                 for partition in partitions {
                     let d = &self.deps;
@@ -278,6 +283,8 @@ struct Processor {
     tasks: BTreeMap<i32, Task>,
     failed: BTreeMap<i32, Instant>,
     next_generation: u64,
+    /// When to leave and rejoin the group after an empty assignment, and the next delay.
+    rejoin: Option<(Instant, Duration)>,
 }
 
 fn now_ms() -> i64 {
@@ -360,6 +367,7 @@ impl Processor {
             tasks: BTreeMap::new(),
             failed: BTreeMap::new(),
             next_generation: 1,
+            rejoin: None,
         })
     }
 
@@ -378,6 +386,7 @@ impl Processor {
                 self.apply_advances(advances)?;
             }
             self.resync_tasks()?;
+            self.rejoin_if_unassigned()?;
         }
         self.shutdown()
     }
@@ -463,7 +472,15 @@ impl Processor {
         );
         for event in events {
             match event {
+                GroupEvent::AssignedNone => {
+                    let delay = Duration::from_millis(self.ctx.config.rejoin_when_unassigned_ms);
+                    if !delay.is_zero() {
+                        let delay = self.rejoin.map_or(delay, |(_, d)| d);
+                        self.rejoin = Some((Instant::now() + delay, delay));
+                    }
+                }
                 GroupEvent::Assigned(partition, restored) => {
+                    self.rejoin = None;
                     let _ = self.failed.remove(&partition);
                     self.install(partition, *restored)?;
                 }
@@ -607,6 +624,29 @@ impl Processor {
             self.relay
                 .checkpoint(advance.partition, checkpoint, through);
         }
+        Ok(())
+    }
+
+    /// Leaves and rejoins the group when it keeps this engine without partitions (see
+    /// `rejoin-when-unassigned-ms` in default.toml).
+    fn rejoin_if_unassigned(&mut self) -> Result<()> {
+        let Some((at, delay)) = self.rejoin else {
+            return Ok(());
+        };
+        if Instant::now() < at {
+            return Ok(());
+        }
+        if !self.tasks.is_empty() {
+            self.rejoin = None;
+            return Ok(());
+        }
+        warn!(after = ?delay, "the group assigned no partition to this engine; rejoining");
+        self.consumer.unsubscribe();
+        self.consumer
+            .subscribe(&self.ctx.deps.topics.inputs())
+            .map_err(|e| Error::kafka("subscribing to the input topics again", e))?;
+        let next = (delay * 2).min(Duration::from_secs(120));
+        self.rejoin = Some((Instant::now() + next, next));
         Ok(())
     }
 
