@@ -101,7 +101,7 @@ impl LocalStack {
                         instance: format!("{}#{i}", spec.topic),
                         dedupe_capacity: 200_000,
                         concurrency: 64,
-                fetch_wait_max_ms: 2,
+                        fetch_wait_max_ms: 2,
                     },
                     handler(spec.role, spec.injection.clone(), None),
                 )?;
