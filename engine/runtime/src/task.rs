@@ -163,15 +163,10 @@ impl Task {
         &mut self,
         env: &TaskEnv<'_>,
         now: i64,
-        input: InputRecord<'_>,
+        record: InputRecord<'_>,
     ) -> Result<()> {
-        let InputRecord {
-            topic,
-            offset,
-            key,
-            payload,
-            headers,
-        } = input;
+        // The record stays whole so it can be dead-lettered as it came.
+        let (topic, offset, payload) = (record.topic, record.offset, record.payload);
         if self.status != TaskStatus::Active {
             return Ok(());
         }
@@ -185,14 +180,7 @@ impl Task {
         let input = match self.decode(env, topic, payload) {
             Ok(input) => input,
             Err(reason) => {
-                let letter = InputRecord {
-                    topic,
-                    offset,
-                    key,
-                    payload,
-                    headers,
-                };
-                self.dead_letter(env, letter, "undecodable", &reason);
+                self.dead_letter(env, record, "undecodable", &reason);
                 return Ok(());
             }
         };
@@ -203,7 +191,7 @@ impl Task {
             env.metrics
                 .forwarded_inputs_total
                 .fetch_add(1, Ordering::Relaxed);
-            let mut headers = headers;
+            let mut headers = record.headers;
             headers.push(Header {
                 name: "sagaflow-forwarded-from".into(),
                 value: format!("{topic}/{}/{offset}", self.partition).into_bytes(),
@@ -229,14 +217,7 @@ impl Task {
             }
             Outcome::Rejected(rejection) => {
                 let reason = rejection.to_string();
-                let letter = InputRecord {
-                    topic,
-                    offset,
-                    key,
-                    payload,
-                    headers,
-                };
-                self.dead_letter(env, letter, rejection.code(), &reason);
+                self.dead_letter(env, record, rejection.code(), &reason);
                 return Ok(());
             }
         }
