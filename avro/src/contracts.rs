@@ -159,6 +159,26 @@ pub enum EventType {
     SagaCompensated,
     /// The saga needs an operator (a compensation failed for good).
     SagaFailed,
+    /// A failed attempt will be retried at `due`.
+    StepRetryScheduled,
+    /// An attempt got no reply within its timeout.
+    StepTimedOut,
+    /// A step ran out of time across all its attempts.
+    StepDeadlineExceeded,
+    /// The saga ran out of time: it compensates.
+    SagaDeadlineExceeded,
+    /// A failed compensation will be retried at `due`.
+    CompensationRetryScheduled,
+    /// A wait step started; it ends at `due`.
+    WaitStarted,
+    /// A wait step ended.
+    WaitEnded,
+    /// An await step started waiting for an external event (until `due`, if it has a timeout).
+    AwaitStarted,
+    /// The awaited external event arrived.
+    EventReceived,
+    /// The awaited external event did not arrive in time.
+    AwaitTimedOut,
 }
 
 /// One state transition on the event log.
@@ -185,6 +205,9 @@ pub struct SagaEvent {
     pub at: i64,
     /// Detail JSON.
     pub detail_json: Option<String>,
+    /// When what this event scheduled is due, epoch ms.
+    #[serde(default)]
+    pub due: Option<i64>,
 }
 contract!(SagaEvent, SAGA_EVENT);
 
@@ -231,6 +254,13 @@ pub enum StepStatus {
     CompensationFailed,
     /// Never run because the saga ended first.
     Skipped,
+    /// An attempt failed; the next one is scheduled.
+    Backoff,
+    /// A wait or await step is waiting.
+    Waiting,
+    /// The step ran out of time with its outcome unknown: it is compensated if it has a
+    /// compensation.
+    TimedOut,
 }
 
 /// State of one step.
@@ -246,6 +276,9 @@ pub struct StepState {
     pub dispatched_at: Option<i64>,
     /// When the step last finished a phase.
     pub finished_at: Option<i64>,
+    /// Await steps: the correlation value waited on.
+    #[serde(default)]
+    pub correlation: Option<String>,
 }
 
 /// The engine's state of one saga.
@@ -275,8 +308,160 @@ pub struct SagaState {
     pub ignored_replies: i64,
     /// Failure that triggered compensation, JSON.
     pub failure_json: Option<String>,
+    /// Pending timers.
+    #[serde(default)]
+    pub timers: Vec<Timer>,
 }
 contract!(SagaState, SAGA_STATE);
+
+/// What a saga timer does when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TimerKind {
+    /// Send the next attempt of a step.
+    Retry,
+    /// An attempt got no reply in time.
+    AttemptTimeout,
+    /// A step ran out of time across attempts.
+    StepDeadline,
+    /// The saga ran out of time.
+    SagaDeadline,
+    /// A wait step ends.
+    Wait,
+    /// An await step gives up waiting.
+    AwaitTimeout,
+    /// Send the next attempt of a compensation.
+    CompensationRetry,
+}
+
+/// A pending saga timer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timer {
+    /// `<kind>/<seq>`: unique within the saga, never reused.
+    pub id: String,
+    /// What it does.
+    pub kind: TimerKind,
+    /// When it fires, epoch ms.
+    pub due: i64,
+    /// The step it belongs to.
+    #[serde(default)]
+    pub step: Option<String>,
+    /// The attempt it belongs to.
+    #[serde(default)]
+    pub attempt: Option<i32>,
+}
+
+/// An external event for awaiting sagas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Signal {
+    /// Sender-chosen unique id.
+    pub signal_id: String,
+    /// Event name.
+    pub event: String,
+    /// Saga id or correlation value (the record key).
+    pub correlation: String,
+    /// JSON object, the await step's output.
+    #[serde(default)]
+    pub payload_json: Option<String>,
+    /// Epoch ms.
+    pub sent_at: i64,
+    /// Buffer time to live, ms; `None` for the engine default.
+    #[serde(default)]
+    pub ttl_ms: Option<i64>,
+}
+contract!(Signal, SIGNAL);
+
+/// Kind of parked (non-saga) engine state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ParkedKind {
+    /// A record waiting for delayed delivery.
+    Delayed,
+    /// A signal buffered until a saga awaits it.
+    Signal,
+    /// Sagas awaiting an event with one correlation value.
+    Await,
+}
+
+/// A header of a parked record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParkedHeader {
+    /// Name.
+    pub name: String,
+    /// Value.
+    #[serde(with = "apache_avro::serde::bytes")]
+    pub value: Vec<u8>,
+}
+
+/// A saga waiting in an await step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Awaiter {
+    /// Saga id.
+    pub saga_id: String,
+    /// The await step.
+    pub step: String,
+}
+
+/// Engine state that is not a saga (see `Parked.avsc`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Parked {
+    /// Kind.
+    pub kind: ParkedKind,
+    /// Delivery id, signal id, or `event/correlation`.
+    pub id: String,
+    /// Delivery time or expiry, epoch ms.
+    pub due: i64,
+    /// Delayed: target topic.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Record key.
+    #[serde(default, with = "apache_avro::serde::bytes_opt")]
+    pub key: Option<Vec<u8>>,
+    /// Record value.
+    #[serde(default, with = "apache_avro::serde::bytes_opt")]
+    pub value: Option<Vec<u8>>,
+    /// Record headers.
+    #[serde(default)]
+    pub headers: Vec<ParkedHeader>,
+    /// Await: waiting sagas.
+    #[serde(default)]
+    pub sagas: Vec<Awaiter>,
+    /// Epoch ms.
+    #[serde(default)]
+    pub received_at: i64,
+}
+contract!(Parked, PARKED);
+
+/// Kind of inter-partition correlation message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CorrelationKind {
+    /// A saga awaits `event` with `correlation`.
+    Subscribe,
+    /// It no longer does.
+    Unsubscribe,
+    /// A signal for a saga.
+    Deliver,
+}
+
+/// Engine-internal message between partitions (see `Correlation.avsc`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Correlation {
+    /// Kind.
+    pub kind: CorrelationKind,
+    /// Event name.
+    pub event: String,
+    /// Correlation value.
+    pub correlation: String,
+    /// Saga id.
+    pub saga_id: String,
+    /// Await step.
+    pub step: String,
+    /// Deliver: the Signal record, wire format.
+    #[serde(default, with = "apache_avro::serde::bytes_opt")]
+    pub signal: Option<Vec<u8>>,
+}
+contract!(Correlation, CORRELATION);
 
 /// Kind of journal record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -60,9 +60,12 @@ schema_file!(
     "io.sagaflow.JournalRecord"
 );
 schema_file!(CHECKPOINT, "Checkpoint.avsc", "io.sagaflow.Checkpoint");
+schema_file!(SIGNAL, "Signal.avsc", "io.sagaflow.Signal");
+schema_file!(PARKED, "Parked.avsc", "io.sagaflow.Parked");
+schema_file!(CORRELATION, "Correlation.avsc", "io.sagaflow.Correlation");
 
 /// Every embedded schema.
-pub static ALL: [&SchemaFile; 7] = [
+pub static ALL: [&SchemaFile; 10] = [
     &START_SAGA,
     &COMMAND,
     &REPLY,
@@ -70,6 +73,9 @@ pub static ALL: [&SchemaFile; 7] = [
     &SAGA_STATE,
     &JOURNAL_RECORD,
     &CHECKPOINT,
+    &SIGNAL,
+    &PARKED,
+    &CORRELATION,
 ];
 
 #[cfg(test)]

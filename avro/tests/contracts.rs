@@ -76,6 +76,7 @@ fn every_contract_roundtrips_through_its_schema() {
         attempt: Some(1),
         at: 7,
         detail_json: Some("{}".into()),
+        due: Some(9),
     });
     roundtrip(SagaState {
         saga_id: "s".into(),
@@ -89,6 +90,7 @@ fn every_contract_roundtrips_through_its_schema() {
             attempt: 3,
             dispatched_at: Some(1),
             finished_at: None,
+            correlation: Some("o-1".into()),
         }],
         completion_order: vec!["pay".into()],
         next_seq: 4,
@@ -96,6 +98,46 @@ fn every_contract_roundtrips_through_its_schema() {
         updated_at: 2,
         ignored_replies: 1,
         failure_json: None,
+        timers: vec![Timer {
+            id: "RETRY/3".into(),
+            kind: TimerKind::Retry,
+            due: 10,
+            step: Some("pay".into()),
+            attempt: Some(2),
+        }],
+    });
+    roundtrip(Signal {
+        signal_id: "sig".into(),
+        event: "confirmed".into(),
+        correlation: "o-1".into(),
+        payload_json: Some("{}".into()),
+        sent_at: 1,
+        ttl_ms: None,
+    });
+    roundtrip(Parked {
+        kind: ParkedKind::Delayed,
+        id: "d".into(),
+        due: 5,
+        topic: Some("t".into()),
+        key: Some(vec![1]),
+        value: None,
+        headers: vec![ParkedHeader {
+            name: "h".into(),
+            value: vec![2],
+        }],
+        sagas: vec![Awaiter {
+            saga_id: "s".into(),
+            step: "confirm".into(),
+        }],
+        received_at: 4,
+    });
+    roundtrip(Correlation {
+        kind: CorrelationKind::Deliver,
+        event: "confirmed".into(),
+        correlation: "o-1".into(),
+        saga_id: "s".into(),
+        step: "confirm".into(),
+        signal: Some(vec![0]),
     });
     roundtrip(JournalRecord {
         kind: JournalKind::Claim,

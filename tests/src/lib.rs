@@ -371,6 +371,30 @@ pub fn producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
         .expect("create producer")
 }
 
+/// Creates `topic` with `partitions` partitions (an existing one is left alone).
+pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        client_config(bootstrap).create().expect("admin client");
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let results = runtime
+        .block_on(admin.create_topics([&new], &AdminOptions::new()))
+        .expect("create topic");
+    for r in results {
+        if let Err((name, code)) = r {
+            assert_eq!(
+                code,
+                rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists,
+                "cannot create {name}"
+            );
+        }
+    }
+}
+
 /// Sends one record and waits for it.
 pub fn send(
     producer: &ThreadedProducer<DefaultProducerContext>,
@@ -398,6 +422,8 @@ pub struct Record {
     pub value: Option<Vec<u8>>,
     /// Headers.
     pub headers: HashMap<String, String>,
+    /// Record timestamp (create time), epoch ms.
+    pub timestamp: Option<i64>,
 }
 
 /// Every record currently in `topic` (all partitions).
@@ -466,6 +492,7 @@ pub fn read_all(bootstrap: &str, topic: &str) -> Vec<Record> {
             key: m.key().map(<[u8]>::to_vec),
             value: m.payload().map(<[u8]>::to_vec),
             headers,
+            timestamp: m.timestamp().to_millis(),
         });
     }
     assert!(

@@ -8,39 +8,25 @@ use sagaflow_tests::{
     eventually, group, producer, root, spawn_engine, spawn_participant, spawn_registry, Broker,
     EngineOpts, EventLog, Proc, TempDir,
 };
+
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(600);
 
-fn start_trips(bootstrap: &str, codec: &BlockingCodec, group: &str, ids: &[String]) {
-    let topic = format!("{group}.starts");
-    let p = producer(bootstrap);
-    for id in ids {
-        let start = StartSaga {
-            request_id: id.clone(),
-            saga_id: id.clone(),
-            definition: "trip".into(),
-            version: None,
-            input_json: json!({
-                "customer": {"id": id, "email": "x@example.com"}, "amount": 10, "currency": "EUR",
-                "flight": {"number": "SF9", "date": "2026-07-01"},
-                "hotel": {"id": "h", "check_in": "2026-07-01", "nights": 1}
-            })
-            .to_string(),
-            requested_at: 0,
-        };
-        let value = codec
-            .encode(Subject::Topic(&topic), &start)
-            .expect("encode");
-        p.send(
-            rdkafka::producer::BaseRecord::to(&topic)
-                .key(id)
-                .payload(&value),
-        )
-        .map_err(|(e, _)| e)
-        .expect("enqueue");
+fn trip_start(id: &str) -> StartSaga {
+    StartSaga {
+        request_id: id.to_string(),
+        saga_id: id.to_string(),
+        definition: "trip".into(),
+        version: None,
+        input_json: json!({
+            "customer": {"id": id, "email": "x@example.com"}, "amount": 10, "currency": "EUR",
+            "flight": {"number": "SF9", "date": "2026-07-01"},
+            "hotel": {"id": "h", "check_in": "2026-07-01", "nights": 1}
+        })
+        .to_string(),
+        requested_at: 0,
     }
-    rdkafka::producer::Producer::flush(&p, Duration::from_secs(60)).expect("flush");
 }
 
 fn now_ms() -> i64 {
@@ -69,7 +55,12 @@ fn assert_in_flight_at(log: &EventLog, kills: &[i64]) {
     }
 }
 
-/// Streams start requests at `per_second` from a background thread.
+fn owns_all(metrics_url: &str, partitions: i32) -> bool {
+    sagaflow_tests::metric(metrics_url, "sagaflow_partitions_owned") >= f64::from(partitions)
+}
+
+/// Streams start requests at `per_second` from a background thread, one producer throughout so
+/// the rate is steady.
 fn stream_trips(
     bootstrap: String,
     registry_url: String,
@@ -79,12 +70,33 @@ fn stream_trips(
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let codec = BlockingCodec::new(&registry_url).expect("codec");
+        let topic = format!("{group}.starts");
+        let p = producer(&bootstrap);
         let pause = Duration::from_millis(1000 / per_second.max(1));
-        for chunk in ids.chunks(10) {
-            start_trips(&bootstrap, &codec, &group, chunk);
-            std::thread::sleep(pause * chunk.len() as u32);
+        for id in &ids {
+            let value = codec
+                .encode(Subject::Topic(&topic), &trip_start(id))
+                .expect("encode");
+            p.send(
+                rdkafka::producer::BaseRecord::to(&topic)
+                    .key(id)
+                    .payload(&value),
+            )
+            .map_err(|(e, _)| e)
+            .expect("enqueue");
+            std::thread::sleep(pause);
         }
+        rdkafka::producer::Producer::flush(&p, Duration::from_secs(60)).expect("flush");
     })
+}
+
+/// Sagas this engine incarnation started and has not ended yet.
+fn in_flight(metrics_url: &str) -> f64 {
+    let m = |name| sagaflow_tests::metric(metrics_url, name);
+    m("sagaflow_sagas_started_total")
+        - m("sagaflow_sagas_completed_total")
+        - m("sagaflow_sagas_compensated_total")
+        - m("sagaflow_sagas_failed_total")
 }
 
 fn participants(bootstrap: &str, registry: &str, effects: &std::path::Path) -> Vec<Proc> {
@@ -96,7 +108,7 @@ fn participants(bootstrap: &str, registry: &str, effects: &std::path::Path) -> V
                 "--instances",
                 "2",
                 "--latency-ms",
-                "5..30",
+                "20..120",
                 "--effects-log",
                 &log,
             ];
@@ -183,7 +195,6 @@ fn check_invariants(log: &EventLog, ids: &[String], effects: &std::path::Path) {
 }
 
 #[test]
-#[ignore = "tansu 0.6 group coordinator can strand partitions after a kill -9 (see docs/operations.md); run with --ignored"]
 fn kill_9_with_sagas_in_flight_then_restart_loses_and_repeats_nothing() {
     let broker = Broker::start();
     let bootstrap = broker.bootstrap();
@@ -200,25 +211,34 @@ fn kill_9_with_sagas_in_flight_then_restart_loses_and_repeats_nothing() {
         definitions: root().join("examples"),
         partitions: 4,
     };
-    let (mut engine, _) = spawn_engine("engine-1", &opts);
+    let (mut engine, mut metrics) = spawn_engine("engine-1", &opts);
     let _participants = participants(&bootstrap, &registry_url, &effects);
     let ids: Vec<String> = (0..600).map(|i| format!("k9-{i:04}")).collect();
-    // About six seconds of starts; the engine is killed three times while they flow.
     let feeder = stream_trips(
         bootstrap.clone(),
         registry_url.clone(),
         opts.group.clone(),
         ids.clone(),
-        100,
+        20,
     );
     let mut kills = Vec::new();
     for round in 1..=3 {
-        std::thread::sleep(Duration::from_millis(1500));
+        // Kill only an engine that is working: it owns every partition and has sagas in flight
+        // (proved afterwards from the event log by `assert_in_flight_at`).
+        assert!(
+            eventually(WAIT, || owns_all(&metrics, opts.partitions)),
+            "engine-{round} never owned every partition"
+        );
+        assert!(
+            eventually(WAIT, || in_flight(&metrics) >= 5.0),
+            "engine-{round} never had sagas in flight"
+        );
         engine.kill9();
         kills.push(now_ms());
         eprintln!("round {round}: killed the engine");
-        let (e, _) = spawn_engine(&format!("engine-{}", round + 1), &opts);
+        let (e, m) = spawn_engine(&format!("engine-{}", round + 1), &opts);
         engine = e;
+        metrics = m;
     }
     feeder.join().expect("feeder");
 
@@ -253,7 +273,6 @@ fn kill_9_with_sagas_in_flight_then_restart_loses_and_repeats_nothing() {
 }
 
 #[test]
-#[ignore = "tansu 0.6 group coordinator can strand partitions after a kill -9 (see docs/operations.md); run with --ignored"]
 fn the_survivor_of_two_engines_finishes_every_saga() {
     let broker = Broker::start();
     let bootstrap = broker.bootstrap();
@@ -292,7 +311,10 @@ fn the_survivor_of_two_engines_finishes_every_saga() {
         ids.clone(),
         100,
     );
-    std::thread::sleep(Duration::from_millis(2000));
+    assert!(
+        eventually(WAIT, || in_flight(&metrics_a) >= 5.0),
+        "engine-a never had sagas in flight"
+    );
     a.kill9();
     let killed_at = now_ms();
     feeder.join().expect("feeder");

@@ -249,7 +249,8 @@ fn duplicate_and_stale_replies_are_ignored_and_counted() {
         (payment.step.as_str(), payment.phase, payment.attempt),
         ("payment", Phase::Forward, 1)
     );
-    assert_eq!(payment.idempotency_key, "dup-1/payment/forward/1");
+    assert_eq!(payment.idempotency_key, "dup-1/payment/forward");
+    assert_eq!(payment.message_id, "dup-1/payment/forward/1");
 
     let output = json!({"payment_id": "p-1"});
     reply_to(&s, &payment, 1, output.clone());

@@ -105,6 +105,7 @@ fn a_stale_owner_writing_after_losing_its_partition_changes_nothing() {
         updated_at: 0,
         ignored_replies: 0,
         failure_json: None,
+        timers: vec![],
     };
     let changelog = format!("{group}.changelog");
     let state_bytes = codec

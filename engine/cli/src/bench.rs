@@ -91,7 +91,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let steps: Vec<String> = bench
         .steps
         .iter()
-        .map(|s| s.command.topic.clone())
+        .filter_map(|s| s.command().map(|c| c.topic.clone()))
         .collect();
     let steps_per_saga = steps.len();
     let run_id = format!("{:x}", now_ms());

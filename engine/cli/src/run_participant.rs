@@ -93,8 +93,13 @@ pub(crate) async fn run(args: ParticipantArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| format!("sagaflow-{topic}"));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
+    // One dedupe memory for the instances of this process: a command that moves between them
+    // (partitions move when instances join or leave) is still recognised.
+    let dedupe = std::sync::Arc::new(tokio::sync::Mutex::new(sagaflow_worker::Dedupe::new(
+        100_000,
+    )));
     for i in 0..args.instances.max(1) {
-        let worker = Worker::new(
+        let worker = Worker::with_dedupe(
             WorkerConfig {
                 bootstrap: args.connection.bootstrap.clone(),
                 registry_url: args.connection.registry_url.clone(),
@@ -106,6 +111,7 @@ pub(crate) async fn run(args: ParticipantArgs) -> anyhow::Result<ExitCode> {
                 fetch_wait_max_ms: 2,
             },
             handler(args.role, injection.clone(), effects.clone()),
+            dedupe.clone(),
         )?;
         let mut stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move {

@@ -1,12 +1,14 @@
 //! The decision function.
 
 use sagaflow_avro::{
-    EventType, Phase, Reply, ReplyStatus, SagaState, SagaStatus, StartSaga, StepState, StepStatus,
+    EventType, Phase, Reply, ReplyStatus, SagaState, SagaStatus, Signal, StartSaga, StepState,
+    StepStatus, TimerKind,
 };
+use sagaflow_definition::{Action, Definition, OnTimeout};
 use serde_json::{json, Value};
 use tracing::debug_span;
 
-use crate::flow::Draft;
+use crate::flow::{Draft, Failure};
 use crate::input::{Decision, Definitions, IgnoreReason, Input, Outcome, Rejection, Topics};
 
 /// Decides what `input` does to the saga whose current state is `state` (`None` if the saga does
@@ -35,7 +37,52 @@ pub fn decide(
             .entered();
             decide_reply(definitions, topics, state, reply, now)
         }
+        Input::Timer { saga_id, timer_id } => {
+            let _span =
+                debug_span!("decide", saga_id = %saga_id, input = "timer", timer = %timer_id)
+                    .entered();
+            decide_timer(definitions, topics, state, timer_id, now)
+        }
+        Input::Signal {
+            saga_id,
+            step,
+            signal,
+        } => {
+            let _span = debug_span!("decide", saga_id = %saga_id, input = "signal", step = %step, event = %signal.event).entered();
+            decide_signal(definitions, topics, state, step, signal, now)
+        }
     }
+}
+
+/// The running saga's definition, or the decision that says why there is none.
+fn running<'d>(
+    definitions: &'d dyn Definitions,
+    state: Option<&SagaState>,
+    now: i64,
+    finished: IgnoreReason,
+) -> Result<&'d Definition, Box<Decision>> {
+    let Some(state) = state else {
+        return Err(Box::new(Decision::unchanged(Outcome::Rejected(
+            Rejection::UnknownSaga,
+        ))));
+    };
+    if state.status.is_terminal() {
+        return Err(Box::new(if finished == IgnoreReason::SagaFinished {
+            ignore(state, finished, now)
+        } else {
+            Decision::unchanged(Outcome::Ignored(finished))
+        }));
+    }
+    definitions
+        .find(&state.definition, Some(state.version as u32))
+        .ok_or_else(|| {
+            Box::new(Decision::unchanged(Outcome::Rejected(
+                Rejection::UnknownDefinition {
+                    name: state.definition.clone(),
+                    version: Some(state.version),
+                },
+            )))
+        })
 }
 
 fn decide_start(
@@ -91,6 +138,7 @@ fn decide_start(
                 attempt: 0,
                 dispatched_at: None,
                 finished_at: None,
+                correlation: None,
             })
             .collect(),
         completion_order: Vec::new(),
@@ -99,14 +147,22 @@ fn decide_start(
         updated_at: now,
         ignored_replies: 0,
         failure_json: None,
+        timers: Vec::new(),
     };
     let mut draft = Draft::new(state, def, now, topics);
-    draft.emit(
+    let deadline = def
+        .deadline
+        .map(|d| now + i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    draft.emit_due(
         EventType::SagaStarted,
         None,
         None,
         Some(json!({"request_id": start.request_id, "input": context})),
+        deadline,
     );
+    if let Some(due) = deadline {
+        draft.schedule(TimerKind::SagaDeadline, due, None, None);
+    }
     draft.advance();
     finish(draft)
 }
@@ -119,6 +175,7 @@ fn finish(draft: Draft<'_>) -> Decision {
         state: Some(state),
         commands: draft.commands,
         events: draft.events,
+        effects: draft.effects,
     }
 }
 
@@ -132,6 +189,7 @@ fn ignore(state: &SagaState, reason: IgnoreReason, now: i64) -> Decision {
         state: Some(state),
         commands: Vec::new(),
         events: Vec::new(),
+        effects: Vec::new(),
     }
 }
 
@@ -142,18 +200,11 @@ fn decide_reply(
     reply: &Reply,
     now: i64,
 ) -> Decision {
-    let Some(state) = state else {
-        return Decision::unchanged(Outcome::Rejected(Rejection::UnknownSaga));
+    let def = match running(definitions, state, now, IgnoreReason::SagaFinished) {
+        Ok(def) => def,
+        Err(decision) => return *decision,
     };
-    if state.status.is_terminal() {
-        return ignore(state, IgnoreReason::SagaFinished, now);
-    }
-    let Some(def) = definitions.find(&state.definition, Some(state.version as u32)) else {
-        return Decision::unchanged(Outcome::Rejected(Rejection::UnknownDefinition {
-            name: state.definition.clone(),
-            version: Some(state.version),
-        }));
-    };
+    let state = state.expect("running() checked it");
     let Some(index) = def.step_index(&reply.step) else {
         return Decision::unchanged(Outcome::Rejected(Rejection::InvalidInput(format!(
             "definition {}@{} has no step named {:?}",
@@ -166,8 +217,9 @@ fn decide_reply(
         Phase::Compensate => step.status == StepStatus::Compensating,
     };
     if !awaiting || reply.attempt != step.attempt {
-        let duplicate = reply.attempt == step.attempt && phase_done(step.status, reply.phase);
-        let reason = if duplicate {
+        let reason = if timed_out(state, step, reply) {
+            IgnoreReason::LateReply
+        } else if reply.attempt == step.attempt && phase_done(step.status, reply.phase) {
             IgnoreReason::DuplicateReply
         } else {
             IgnoreReason::StaleReply
@@ -182,6 +234,7 @@ fn decide_reply(
             let step = draft.step_mut(index);
             step.status = StepStatus::Compensated;
             step.finished_at = Some(now);
+            draft.state.timers.clear();
             draft.emit(
                 EventType::CompensationSucceeded,
                 Some(&reply.step),
@@ -197,9 +250,237 @@ fn decide_reply(
                     json!({"code": "UNSPECIFIED", "message": "failure reply without an error", "retryable": false})
                 }
             };
-            draft.fail_phase(index, phase, reply.attempt, error);
+            draft.fail_attempt(index, phase, reply.attempt, Failure::known(error));
         }
     }
+    finish(draft)
+}
+
+/// Whether `reply` answers an attempt the saga gave up on because it timed out.
+fn timed_out(state: &SagaState, step: &StepState, reply: &Reply) -> bool {
+    // The saga state keeps no per-attempt history; the event detail of a timeout is the record.
+    // An attempt below the current one, or the current one while backing off or after the
+    // step timed out for good, had its reply awaited no longer.
+    let _ = state;
+    reply.phase == Phase::Forward
+        && (reply.attempt < step.attempt
+            || (reply.attempt == step.attempt
+                && matches!(step.status, StepStatus::Backoff | StepStatus::TimedOut)))
+}
+
+fn decide_timer(
+    definitions: &dyn Definitions,
+    topics: &Topics,
+    state: Option<&SagaState>,
+    timer_id: &str,
+    now: i64,
+) -> Decision {
+    let def = match running(definitions, state, now, IgnoreReason::StaleTimer) {
+        Ok(def) => def,
+        Err(decision) => return *decision,
+    };
+    let state = state.expect("running() checked it");
+    let Some(position) = state.timers.iter().position(|t| t.id == timer_id) else {
+        return Decision::unchanged(Outcome::Ignored(IgnoreReason::StaleTimer));
+    };
+    let mut draft = Draft::new(state.clone(), def, now, topics);
+    let timer = draft.state.timers.remove(position);
+    let index = timer.step.as_deref().and_then(|s| def.step_index(s));
+    let step_status = index.map(|i| draft.state.steps[i].status);
+    let compensating = draft.state.status == SagaStatus::Compensating;
+    let attempt = timer.attempt.unwrap_or(1);
+    let late_by = now - timer.due;
+    match (timer.kind, index, step_status) {
+        (TimerKind::Retry, Some(i), Some(StepStatus::Backoff)) if !compensating => {
+            draft.dispatch(i, Phase::Forward, attempt);
+        }
+        (TimerKind::CompensationRetry, Some(i), Some(StepStatus::Backoff)) if compensating => {
+            draft.dispatch(i, Phase::Compensate, attempt);
+        }
+        (TimerKind::AttemptTimeout, Some(i), Some(status))
+            if draft.state.steps[i].attempt == attempt
+                && matches!(status, StepStatus::Running | StepStatus::Compensating) =>
+        {
+            let phase = if status == StepStatus::Running {
+                Phase::Forward
+            } else {
+                Phase::Compensate
+            };
+            let name = def.steps[i].name.clone();
+            let error = json!({"code": "TIMEOUT", "message": format!("no reply within the attempt's timeout (due {})", timer.due), "retryable": true});
+            draft.emit(
+                EventType::StepTimedOut,
+                Some(&name),
+                Some(attempt),
+                Some(json!({"phase": phase.as_str(), "late_by_ms": late_by})),
+            );
+            draft.fail_attempt(
+                i,
+                phase,
+                attempt,
+                Failure {
+                    error,
+                    uncertain: true,
+                },
+            );
+        }
+        (TimerKind::StepDeadline, Some(i), Some(status))
+            if !compensating
+                && matches!(
+                    status,
+                    StepStatus::Running | StepStatus::Backoff | StepStatus::Waiting
+                ) =>
+        {
+            let name = def.steps[i].name.clone();
+            let attempt = draft.state.steps[i].attempt;
+            draft.emit(
+                EventType::StepDeadlineExceeded,
+                Some(&name),
+                Some(attempt),
+                Some(json!({"late_by_ms": late_by})),
+            );
+            if status == StepStatus::Waiting {
+                draft.unsubscribe(i);
+            }
+            let error = json!({"code": "STEP_DEADLINE", "message": "the step did not finish before its deadline", "retryable": false});
+            draft.fail_step(
+                i,
+                attempt,
+                Failure {
+                    error,
+                    // Only an attempt still in flight may have had an effect we never heard of.
+                    uncertain: status == StepStatus::Running,
+                },
+            );
+        }
+        (TimerKind::SagaDeadline, _, _) if !compensating => saga_deadline(&mut draft, late_by),
+        (TimerKind::Wait, Some(i), Some(StepStatus::Waiting)) => {
+            let name = def.steps[i].name.clone();
+            draft.emit(
+                EventType::WaitEnded,
+                Some(&name),
+                None,
+                Some(json!({"late_by_ms": late_by})),
+            );
+            draft.succeed(i, None, json!({}));
+        }
+        (TimerKind::AwaitTimeout, Some(i), Some(StepStatus::Waiting)) => {
+            let name = def.steps[i].name.clone();
+            let Action::Await(awaited) = &def.steps[i].action else {
+                return Decision::unchanged(Outcome::Ignored(IgnoreReason::StaleTimer));
+            };
+            draft.emit(
+                EventType::AwaitTimedOut,
+                Some(&name),
+                None,
+                Some(json!({"event": awaited.event, "late_by_ms": late_by})),
+            );
+            draft.unsubscribe(i);
+            let error = json!({"code": "AWAIT_TIMEOUT", "message": format!("event {} did not arrive in time", awaited.event), "retryable": false});
+            match &awaited.on_timeout {
+                OnTimeout::Continue(output) => draft.succeed(i, None, output.clone()),
+                OnTimeout::Compensate => draft.fail_step(i, 1, Failure::known(error)),
+                OnTimeout::Fail => {
+                    let now = draft.now;
+                    let step = draft.step_mut(i);
+                    step.status = StepStatus::Failed;
+                    step.finished_at = Some(now);
+                    draft.state.failure_json =
+                        Some(json!({"step": name, "error": error, "incident": "await timed out with on_timeout: fail; nothing was compensated"}).to_string());
+                    draft.end(SagaStatus::Failed, EventType::SagaFailed, Some(error));
+                }
+            }
+        }
+        // The timer belongs to a phase the saga has left: firing it changes nothing but the
+        // removal (so it never fires again).
+        _ => {}
+    }
+    finish(draft)
+}
+
+/// The saga ran out of time: whatever runs is abandoned (a command in flight counts as
+/// possibly applied) and completed steps are compensated.
+fn saga_deadline(draft: &mut Draft<'_>, late_by: i64) {
+    draft.emit(
+        EventType::SagaDeadlineExceeded,
+        None,
+        None,
+        Some(json!({"late_by_ms": late_by})),
+    );
+    let error = json!({"code": "SAGA_DEADLINE", "message": "the saga did not finish before its deadline", "retryable": false});
+    let active = draft.state.steps.iter().position(|s| {
+        matches!(
+            s.status,
+            StepStatus::Running | StepStatus::Backoff | StepStatus::Waiting
+        )
+    });
+    match active {
+        Some(i) => {
+            let status = draft.state.steps[i].status;
+            let attempt = draft.state.steps[i].attempt;
+            if status == StepStatus::Waiting {
+                draft.unsubscribe(i);
+            }
+            draft.fail_step(
+                i,
+                attempt,
+                Failure {
+                    error,
+                    uncertain: status == StepStatus::Running,
+                },
+            );
+        }
+        None => {
+            draft.state.failure_json = Some(json!({"error": error}).to_string());
+            draft.start_compensation();
+        }
+    }
+}
+
+fn decide_signal(
+    definitions: &dyn Definitions,
+    topics: &Topics,
+    state: Option<&SagaState>,
+    step: &str,
+    signal: &Signal,
+    now: i64,
+) -> Decision {
+    let def = match running(definitions, state, now, IgnoreReason::StaleSignal) {
+        Ok(def) => def,
+        Err(decision) => return *decision,
+    };
+    let state = state.expect("running() checked it");
+    let Some(index) = def.step_index(step) else {
+        return Decision::unchanged(Outcome::Ignored(IgnoreReason::StaleSignal));
+    };
+    let waiting = match &def.steps[index].action {
+        Action::Await(awaited) => {
+            awaited.event == signal.event
+                && state.steps[index].status == StepStatus::Waiting
+                && state.steps[index].correlation.as_deref() == Some(&signal.correlation)
+        }
+        _ => false,
+    };
+    if !waiting {
+        return Decision::unchanged(Outcome::Ignored(IgnoreReason::StaleSignal));
+    }
+    let payload: Value = match signal.payload_json.as_deref().map(serde_json::from_str) {
+        None => json!({}),
+        Some(Ok(v)) => v,
+        Some(Err(e)) => {
+            return Decision::unchanged(Outcome::Rejected(Rejection::InvalidInput(format!(
+                "payload_json is not valid JSON: {e}"
+            ))))
+        }
+    };
+    let mut draft = Draft::new(state.clone(), def, now, topics);
+    draft.emit(
+        EventType::EventReceived,
+        Some(step),
+        None,
+        Some(json!({"event": signal.event, "signal_id": signal.signal_id, "payload": payload})),
+    );
+    draft.succeed(index, None, payload);
     finish(draft)
 }
 
@@ -220,39 +501,9 @@ fn apply_output(draft: &mut Draft<'_>, index: usize, reply: &Reply) {
         Some(Ok(v)) => v,
         Some(Err(e)) => {
             let error = json!({"code": "INVALID_OUTPUT", "message": format!("output_json is not valid JSON: {e}"), "retryable": false});
-            draft.fail_phase(index, Phase::Forward, reply.attempt, error);
+            draft.fail_attempt(index, Phase::Forward, reply.attempt, Failure::known(error));
             return;
         }
     };
-    let mut context: Value =
-        serde_json::from_str(&draft.state.context_json).unwrap_or_else(|_| json!({}));
-    for (key, path) in draft.def.steps[index].output.iter() {
-        match path.get(&output) {
-            Some(value) => {
-                context[key.as_str()] = value.clone();
-            }
-            None => {
-                let error = json!({
-                    "code": "OUTPUT_MAPPING",
-                    "message": format!("step output has no value at {path} for context key {key}"),
-                    "retryable": false
-                });
-                draft.fail_phase(index, Phase::Forward, reply.attempt, error);
-                return;
-            }
-        }
-    }
-    draft.state.context_json = context.to_string();
-    let now = draft.now;
-    let step = draft.step_mut(index);
-    step.status = StepStatus::Succeeded;
-    step.finished_at = Some(now);
-    draft.state.completion_order.push(reply.step.clone());
-    draft.emit(
-        EventType::StepSucceeded,
-        Some(&reply.step),
-        Some(reply.attempt),
-        Some(output),
-    );
-    draft.advance();
+    draft.succeed(index, Some(reply.attempt), output);
 }

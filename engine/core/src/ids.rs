@@ -3,9 +3,15 @@
 
 use sagaflow_avro::Phase;
 
-/// Id and idempotency key of a command: `saga/step/phase/attempt`.
+/// Message id of a command: `saga/step/phase/attempt`.
 pub fn command_id(saga_id: &str, step: &str, phase: Phase, attempt: i32) -> String {
     format!("{saga_id}/{step}/{}/{attempt}", phase.as_str())
+}
+
+/// Idempotency key of a command: `saga/step/phase`, the same for every attempt, so a
+/// participant that applied a timed-out attempt does not apply its retry again.
+pub fn idempotency_key(saga_id: &str, step: &str, phase: Phase) -> String {
+    format!("{saga_id}/{step}/{}", phase.as_str())
 }
 
 /// Id of an event: `saga/seq`.

@@ -1,6 +1,6 @@
 //! What goes into a decision and what comes out.
 
-use sagaflow_avro::{Command, Reply, SagaEvent, SagaState, StartSaga};
+use sagaflow_avro::{Command, Reply, SagaEvent, SagaState, Signal, StartSaga};
 use sagaflow_definition::Definition;
 
 /// One input of the decision function, already decoded.
@@ -10,6 +10,22 @@ pub enum Input {
     Start(StartSaga),
     /// A participant replied.
     Reply(Reply),
+    /// One of the saga's timers is due.
+    Timer {
+        /// The saga.
+        saga_id: String,
+        /// The timer's id in the saga state.
+        timer_id: String,
+    },
+    /// An external event correlated to the saga's await step.
+    Signal {
+        /// The saga.
+        saga_id: String,
+        /// The await step it was correlated to.
+        step: String,
+        /// The event.
+        signal: Signal,
+    },
 }
 
 impl Input {
@@ -18,8 +34,33 @@ impl Input {
         match self {
             Input::Start(start) => &start.saga_id,
             Input::Reply(reply) => &reply.saga_id,
+            Input::Timer { saga_id, .. } | Input::Signal { saga_id, .. } => saga_id,
         }
     }
+}
+
+/// Something a decision asks of the engine besides commands and events: awaits register
+/// with the partition that owns their correlation value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// The saga awaits `event` with `correlation` in `step`.
+    Subscribe {
+        /// Event name.
+        event: String,
+        /// Correlation value.
+        correlation: String,
+        /// The await step.
+        step: String,
+    },
+    /// It no longer does.
+    Unsubscribe {
+        /// Event name.
+        event: String,
+        /// Correlation value.
+        correlation: String,
+        /// The await step.
+        step: String,
+    },
 }
 
 /// Deployed definitions, by name and version.
@@ -46,6 +87,12 @@ pub enum IgnoreReason {
     StaleReply,
     /// A reply for a saga that already ended.
     SagaFinished,
+    /// A reply for an attempt that had already timed out.
+    LateReply,
+    /// A timer the saga no longer has (it fired already or was cancelled).
+    StaleTimer,
+    /// A signal for a step that no longer awaits it.
+    StaleSignal,
 }
 
 impl IgnoreReason {
@@ -56,6 +103,9 @@ impl IgnoreReason {
             Self::DuplicateReply => "duplicate_reply",
             Self::StaleReply => "stale_reply",
             Self::SagaFinished => "saga_finished",
+            Self::LateReply => "late_reply",
+            Self::StaleTimer => "stale_timer",
+            Self::StaleSignal => "stale_signal",
         }
     }
 }
@@ -130,6 +180,8 @@ pub struct Decision {
     pub commands: Vec<(String, Command)>,
     /// Events to append to the event log, in seq order.
     pub events: Vec<SagaEvent>,
+    /// Subscriptions to open or close.
+    pub effects: Vec<Effect>,
 }
 
 impl Decision {
@@ -139,6 +191,7 @@ impl Decision {
             state: None,
             commands: Vec::new(),
             events: Vec::new(),
+            effects: Vec::new(),
         }
     }
 }

@@ -5,12 +5,14 @@
 //! and replays can call them directly.
 
 mod chain;
+pub mod correlate;
 mod decide;
 mod flow;
 mod ids;
 mod input;
+mod jitter;
 
 pub use chain::{Chain, ChainVerdict, JournalHeader};
 pub use decide::decide;
-pub use ids::{command_id, event_id};
-pub use input::{Decision, Definitions, IgnoreReason, Input, Outcome, Rejection, Topics};
+pub use ids::{command_id, event_id, idempotency_key};
+pub use input::{Decision, Definitions, Effect, IgnoreReason, Input, Outcome, Rejection, Topics};

@@ -1,134 +1,11 @@
 //! The decision function, driven through whole sagas without any I/O.
 
-use sagaflow_avro::{
-    EventType as E, Phase, Reply, ReplyError, ReplyStatus, SagaState, SagaStatus, StartSaga,
-};
-use sagaflow_core::{
-    decide, Decision, Definitions, IgnoreReason, Input, Outcome, Rejection, Topics,
-};
-use sagaflow_definition::Definition;
+mod common;
+
+use common::{reply, start, topics, trip, Defs, Run};
+use sagaflow_avro::{EventType as E, Phase, SagaStatus};
+use sagaflow_core::{decide, IgnoreReason, Input, Outcome, Rejection};
 use serde_json::json;
-
-struct Defs(Vec<Definition>);
-
-impl Definitions for Defs {
-    fn find(&self, name: &str, version: Option<u32>) -> Option<&Definition> {
-        self.0
-            .iter()
-            .filter(|d| d.name == name && version.is_none_or(|v| d.version == v))
-            .max_by_key(|d| d.version)
-    }
-}
-
-fn defs() -> Defs {
-    let trip = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../examples/trip.yaml"
-    ))
-    .expect("examples/trip.yaml");
-    Defs(vec![
-        Definition::parse("trip.yaml", &trip).expect("valid trip")
-    ])
-}
-
-fn topics() -> Topics {
-    Topics {
-        replies: "g.replies".into(),
-    }
-}
-
-fn start(saga_id: &str) -> Input {
-    Input::Start(StartSaga {
-        request_id: "r1".into(),
-        saga_id: saga_id.into(),
-        definition: "trip".into(),
-        version: None,
-        input_json: json!({
-            "customer": {"id": "c-1", "email": "c@example.com"}, "amount": 10, "currency": "EUR",
-            "flight": {"number": "F1", "date": "2026-07-01"},
-            "hotel": {"id": "h1", "check_in": "2026-07-01", "nights": 2}
-        })
-        .to_string(),
-        requested_at: 0,
-    })
-}
-
-fn reply(
-    saga: &str,
-    step: &str,
-    phase: Phase,
-    attempt: i32,
-    result: Result<serde_json::Value, (&str, bool)>,
-) -> Input {
-    let (status, output_json, error) = match result {
-        Ok(v) => (ReplyStatus::Success, Some(v.to_string()), None),
-        Err((code, retryable)) => (
-            ReplyStatus::Failure,
-            None,
-            Some(ReplyError {
-                code: code.into(),
-                message: "m".into(),
-                retryable,
-            }),
-        ),
-    };
-    Input::Reply(Reply {
-        message_id: "m".into(),
-        saga_id: saga.into(),
-        step: step.into(),
-        phase,
-        attempt,
-        idempotency_key: format!("{saga}/{step}/{}/{attempt}", phase.as_str()),
-        status,
-        output_json,
-        error,
-        replied_at: 0,
-    })
-}
-
-/// Applies inputs one by one, like the engine, collecting every decision.
-struct Run {
-    defs: Defs,
-    state: Option<SagaState>,
-    decisions: Vec<Decision>,
-    now: i64,
-}
-
-impl Run {
-    fn new() -> Self {
-        Self {
-            defs: defs(),
-            state: None,
-            decisions: Vec::new(),
-            now: 1_000,
-        }
-    }
-
-    fn feed(&mut self, input: Input) -> &Decision {
-        self.now += 10;
-        let d = decide(&self.defs, &topics(), self.state.as_ref(), &input, self.now);
-        if let Some(s) = &d.state {
-            self.state = Some(s.clone());
-        }
-        self.decisions.push(d);
-        self.decisions.last().expect("pushed")
-    }
-
-    fn events(&self) -> Vec<(i64, E, Option<String>)> {
-        self.decisions
-            .iter()
-            .flat_map(|d| {
-                d.events
-                    .iter()
-                    .map(|e| (e.seq, e.event_type, e.step.clone()))
-            })
-            .collect()
-    }
-
-    fn status(&self) -> SagaStatus {
-        self.state.as_ref().expect("state").status
-    }
-}
 
 #[test]
 fn a_trip_runs_every_step_and_maps_outputs_into_commands() {
@@ -138,7 +15,8 @@ fn a_trip_runs_every_step_and_maps_outputs_into_commands() {
     assert_eq!(d.commands.len(), 1);
     let (topic, cmd) = &d.commands[0];
     assert_eq!(topic, "trip.payment.commands");
-    assert_eq!(cmd.idempotency_key, "s1/payment/forward/1");
+    assert_eq!(cmd.idempotency_key, "s1/payment/forward");
+    assert_eq!(cmd.message_id, "s1/payment/forward/1");
     assert_eq!(cmd.reply_to, "g.replies");
     let payload: serde_json::Value = serde_json::from_str(&cmd.payload_json).unwrap();
     assert_eq!(
@@ -280,7 +158,7 @@ fn duplicate_and_stale_replies_are_ignored_and_counted_in_the_state() {
 
 #[test]
 fn bad_inputs_are_rejected_with_a_reason() {
-    let defs = defs();
+    let defs = Defs(vec![trip()]);
     let d = decide(
         &defs,
         &topics(),
@@ -354,49 +232,4 @@ fn a_missing_context_field_fails_the_step_instead_of_sending_a_broken_command() 
         .unwrap()
         .contains("OUTPUT_MAPPING"));
     assert_eq!(run.status(), SagaStatus::Compensated);
-}
-
-#[test]
-fn a_compensation_retries_retryable_failures_then_becomes_an_incident() {
-    let mut run = Run::new();
-    run.feed(start("s7"));
-    run.feed(reply(
-        "s7",
-        "payment",
-        Phase::Forward,
-        1,
-        Ok(json!({"payment_id": "p"})),
-    ));
-    run.feed(reply(
-        "s7",
-        "flight",
-        Phase::Forward,
-        1,
-        Err(("NO_SEATS", false)),
-    ));
-    let d = run.feed(reply(
-        "s7",
-        "payment",
-        Phase::Compensate,
-        1,
-        Err(("UNAVAILABLE", true)),
-    ));
-    assert_eq!(d.commands[0].1.attempt, 2);
-    run.feed(reply(
-        "s7",
-        "payment",
-        Phase::Compensate,
-        2,
-        Err(("UNAVAILABLE", true)),
-    ));
-    let d = run.feed(reply(
-        "s7",
-        "payment",
-        Phase::Compensate,
-        3,
-        Err(("UNAVAILABLE", true)),
-    ));
-    assert!(d.commands.is_empty());
-    assert_eq!(run.status(), SagaStatus::Failed);
-    assert_eq!(run.events().last().map(|e| e.1), Some(E::SagaFailed));
 }

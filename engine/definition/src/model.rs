@@ -1,13 +1,16 @@
 //! The typed form of a saga definition.
 //!
-//! New step features (retry policies, timeouts, waits, awaits, parallel
-//! branches) are meant to arrive as new optional fields or new step kinds
-//! decoded next to the existing ones, so current definitions keep parsing.
+//! New step features arrive as new optional fields or new step kinds decoded
+//! next to the existing ones, so older definitions keep parsing unchanged.
+
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::calendar::Calendar;
 use crate::diagnostics::Diagnostics;
 use crate::parse;
+use crate::retry::RetryPolicy;
 use crate::template::{lookup, Path, RenderError, Template};
 
 /// A validated saga definition, identified by name and version.
@@ -19,21 +22,119 @@ pub struct Definition {
     pub version: u32,
     /// Free text for humans.
     pub description: Option<String>,
+    /// Saga-level defaults; already merged into every step's `retry`/`timeout` by the parser.
+    ///
+    /// Only command steps take them (see [`Step::retry`]); they are kept here for display.
+    pub defaults: StepDefaults,
+    /// The whole saga must end within this long after its start, else it compensates.
+    pub deadline: Option<Duration>,
     /// Steps in execution order; never empty, names unique.
     pub steps: Vec<Step>,
 }
 
-/// One step: a command to a participant, and optionally how to undo it.
+/// The saga-level `defaults:` for command steps that do not set their own.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StepDefaults {
+    /// Retry policy of forward commands (YAML `defaults.retry`).
+    pub retry: RetryPolicy,
+    /// Per-attempt timeout of forward commands (YAML `defaults.timeout`).
+    pub timeout: Option<Duration>,
+    /// Retry policy of compensation commands (YAML `defaults.compensation_retry`).
+    pub compensation_retry: RetryPolicy,
+}
+
+/// One step: what it does ([`Action`]), how to undo it, and its time limits.
+///
+/// `retry`, `compensation_retry` and `timeout` hold the *effective* values, with
+/// the saga's [`StepDefaults`] already applied. They concern commands: for wait
+/// and await steps they are always [`RetryPolicy::default()`] (one attempt) and
+/// `None` (the await's own timeout is [`Await::timeout`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     /// Unique within the saga, `[a-z0-9_-]+`.
     pub name: String,
-    /// The command sent when the step runs.
-    pub command: CommandSpec,
+    /// What the step does: send a command, wait, or await an external event.
+    pub action: Action,
     /// The command sent to undo a completed step when a later one fails.
+    ///
+    /// Only allowed on command steps.
     pub compensation: Option<CommandSpec>,
-    /// Context key <- path into the step's reply output, in source order.
+    /// Context key <- path into the step's result (the command reply's output, or
+    /// the awaited event's payload), in source order. Empty for wait steps.
     pub output: Vec<(String, Path)>,
+    /// Effective retry policy of the forward command (step's own `retry`, else saga `defaults.retry`).
+    pub retry: RetryPolicy,
+    /// Effective retry policy of the compensation command (step `compensation_retry`, else defaults.compensation_retry).
+    pub compensation_retry: RetryPolicy,
+    /// Per-attempt timeout (step `timeout`, else defaults.timeout); no reply in time = retryable failure.
+    pub timeout: Option<Duration>,
+    /// Step deadline across all attempts, measured from the first dispatch.
+    ///
+    /// Allowed on command and await steps; always `None` on wait steps.
+    pub deadline: Option<Duration>,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send a command to a participant and wait for its reply (YAML `command:`).
+    Command(CommandSpec),
+    /// Pause the saga (YAML `wait:` or `until:`).
+    Wait(Wait),
+    /// Wait for an external event (YAML `await:`).
+    Await(Await),
+}
+
+/// When a wait step ends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Wait {
+    /// `wait: 10s`
+    For(Duration),
+    /// `until: 2026-12-01T09:00:00+01:00` (RFC 3339), as epoch milliseconds UTC
+    UntilInstant(i64),
+    /// `until: $.path`: an RFC 3339 string (or epoch ms number) read from the saga context when the step starts
+    UntilContext(Path),
+    /// `until: every Monday 09:00 Europe/Paris` or a cron-like expression
+    ///
+    /// The step ends at the calendar's first firing strictly after the step starts.
+    Calendar(Calendar),
+}
+
+/// An await step: the saga pauses until an external event (a signal) arrives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Await {
+    /// Event name the step waits for (matches the signal's `event`).
+    pub event: String,
+    /// Which saga instance a signal belongs to.
+    pub correlate: Correlation,
+    /// How long to wait for the event, from the step's start; `None` waits forever
+    /// (or until a step or saga deadline).
+    pub timeout: Option<Duration>,
+    /// What happens when `timeout` passes without the event. [`OnTimeout::Compensate`]
+    /// when not set; meaningless without `timeout`.
+    pub on_timeout: OnTimeout,
+}
+
+/// How a signal is matched to a waiting saga instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Correlation {
+    /// The signal names the saga id (YAML `correlate: saga_id`, the default).
+    SagaId,
+    /// The signal carries a key equal to this saga-context value when the step
+    /// starts (YAML `correlate: $.order.id`).
+    Context(Path),
+}
+
+/// What an await step does when its timeout passes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OnTimeout {
+    /// The step fails; completed steps are compensated (`on_timeout: fail`).
+    Fail,
+    /// The saga compensates, as for a deadline (`on_timeout: compensate`, the default).
+    Compensate,
+    /// The step completes as if the event had arrived with this payload
+    /// (`on_timeout: {continue: {confirmed: false}}`; `continue` alone is an empty object).
+    Continue(Value),
 }
 
 /// A command to publish: where, what kind, and with which payload.
@@ -70,7 +171,32 @@ impl Definition {
 }
 
 impl Step {
-    /// The context entries this step's reply output produces; a missing path is an error naming it.
+    /// The command this step sends, if it is a command step.
+    pub fn command(&self) -> Option<&CommandSpec> {
+        match &self.action {
+            Action::Command(command) => Some(command),
+            _ => None,
+        }
+    }
+
+    /// How this step waits, if it is a wait step.
+    pub fn wait(&self) -> Option<&Wait> {
+        match &self.action {
+            Action::Wait(wait) => Some(wait),
+            _ => None,
+        }
+    }
+
+    /// The event this step awaits, if it is an await step.
+    pub fn awaited(&self) -> Option<&Await> {
+        match &self.action {
+            Action::Await(awaited) => Some(awaited),
+            _ => None,
+        }
+    }
+
+    /// The context entries this step's result (reply output or event payload) produces;
+    /// a missing path is an error naming it.
     pub fn map_output(&self, reply_output: &Value) -> Result<Map<String, Value>, RenderError> {
         self.output
             .iter()
@@ -104,7 +230,7 @@ steps:
         assert_eq!(definition.key(), "shop@3");
         assert_eq!(definition.step_index("ship"), Some(1));
         assert_eq!(
-            definition.step("reserve").unwrap().command.topic,
+            definition.step("reserve").unwrap().command().unwrap().topic,
             "shop.stock"
         );
         assert!(definition.step("pay").is_none());
@@ -129,7 +255,7 @@ steps:
             "nothing at `$.lines.0`"
         );
         assert_eq!(
-            definition.step("ship").unwrap().command.payload,
+            definition.step("ship").unwrap().command().unwrap().payload,
             Template::default()
         );
     }

@@ -85,7 +85,10 @@ mod tests {
         registry.insert(definition("bench", 1, "b1")).unwrap();
         assert_eq!(registry.len(), 4);
         assert_eq!(
-            registry.get("trip", 2).unwrap().steps[0].command.topic,
+            registry.get("trip", 2).unwrap().steps[0]
+                .command()
+                .unwrap()
+                .topic,
             "t2"
         );
         assert!(registry.get("trip", 3).is_none());
@@ -108,6 +111,12 @@ mod tests {
             "{error:?}"
         );
         // The original stays in place.
-        assert_eq!(registry.get("trip", 1).unwrap().steps[0].command.topic, "a");
+        assert_eq!(
+            registry.get("trip", 1).unwrap().steps[0]
+                .command()
+                .unwrap()
+                .topic,
+            "a"
+        );
     }
 }

@@ -3,7 +3,12 @@
 use std::fs;
 use std::path::PathBuf;
 
-use sagaflow_definition::{load_dir, load_file, Definition, Path};
+use std::time::Duration;
+
+use sagaflow_definition::{
+    load_dir, load_file, Action, Backoff, Calendar, Correlation, Definition, Jitter, OnTimeout,
+    Path, Wait,
+};
 use serde_json::json;
 
 fn examples() -> PathBuf {
@@ -25,8 +30,8 @@ fn trip_has_four_steps_with_compensations_except_notify() {
         .map(|step| {
             (
                 step.name.as_str(),
-                step.command.topic.as_str(),
-                step.command.command_type.as_str(),
+                step.command().unwrap().topic.as_str(),
+                step.command().unwrap().command_type.as_str(),
                 step.compensation.as_ref().map(|c| c.command_type.as_str()),
             )
         })
@@ -42,7 +47,7 @@ fn trip_has_four_steps_with_compensations_except_notify() {
     );
     for step in &trip.steps {
         if let Some(compensation) = &step.compensation {
-            assert_eq!(compensation.topic, step.command.topic);
+            assert_eq!(compensation.topic, step.command().unwrap().topic);
         }
     }
     assert_eq!(trip.step_index("hotel"), Some(2));
@@ -86,12 +91,12 @@ fn trip_charge_payload_renders_from_the_start_request() {
         "amount": 1250,
         "currency": "EUR",
     });
-    let charge = &trip.step("payment").unwrap().command;
+    let charge = trip.step("payment").unwrap().command().unwrap();
     assert_eq!(
         charge.payload.render(&context).unwrap(),
         json!({"amount": 1250, "currency": "EUR", "customer": "c-42"})
     );
-    let flight = &trip.step("flight").unwrap().command;
+    let flight = trip.step("flight").unwrap().command().unwrap();
     assert_eq!(
         flight.payload.render(&context).unwrap_err().to_string(),
         "nothing at `$.flight.number`"
@@ -106,15 +111,22 @@ fn bench_has_four_do_undo_steps() {
     for (i, step) in bench.steps.iter().enumerate() {
         let n = i + 1;
         assert_eq!(step.name, format!("s{n}"));
-        assert_eq!(step.command.topic, format!("bench.s{n}.commands"));
-        assert_eq!(step.command.command_type, "do");
+        assert_eq!(
+            step.command().unwrap().topic,
+            format!("bench.s{n}.commands")
+        );
+        assert_eq!(step.command().unwrap().command_type, "do");
         let undo = step.compensation.as_ref().unwrap();
         assert_eq!(
             (undo.topic.as_str(), undo.command_type.as_str()),
-            (step.command.topic.as_str(), "undo")
+            (step.command().unwrap().topic.as_str(), "undo")
         );
         assert_eq!(
-            step.command.payload.render(&json!({"id": 7})).unwrap(),
+            step.command()
+                .unwrap()
+                .payload
+                .render(&json!({"id": 7}))
+                .unwrap(),
             json!({"id": 7})
         );
     }
@@ -150,10 +162,146 @@ fn broken_trip_reports_each_mistake() {
 }
 
 #[test]
+fn trip_and_bench_have_only_command_steps_without_time_limits() {
+    let bench = load_file(&examples().join("bench4.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    for definition in [trip(), bench] {
+        assert_eq!(definition.deadline, None);
+        assert_eq!(definition.defaults, Default::default());
+        for step in &definition.steps {
+            assert!(matches!(step.action, Action::Command(_)), "{}", step.name);
+            assert_eq!(step.retry.max_attempts, 1);
+            assert_eq!((step.timeout, step.deadline), (None, None));
+        }
+    }
+}
+
+fn timed() -> Definition {
+    load_file(&examples().join("timed.yaml")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn timed_order_uses_every_time_feature() {
+    let order = timed();
+    assert_eq!(order.key(), "order@1");
+    assert_eq!(order.deadline, Some(Duration::from_secs(30 * 86_400)));
+    let kinds: Vec<(&str, &str)> = order
+        .steps
+        .iter()
+        .map(|step| {
+            let kind = match &step.action {
+                Action::Command(_) => "command",
+                Action::Wait(Wait::For(_)) => "wait",
+                Action::Wait(Wait::Calendar(_)) => "calendar",
+                Action::Wait(_) => "until",
+                Action::Await(_) => "await",
+            };
+            (step.name.as_str(), kind)
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("reserve", "command"),
+            ("payment", "command"),
+            ("confirm", "await"),
+            ("cool_off", "wait"),
+            ("next_batch", "calendar"),
+            ("ship", "command"),
+        ]
+    );
+
+    // `reserve` and `ship` take the saga defaults; `payment` has its own.
+    let reserve = order.step("reserve").unwrap();
+    assert_eq!(reserve.retry, order.defaults.retry);
+    assert_eq!(reserve.retry.max_attempts, 5);
+    assert_eq!(reserve.retry.jitter, Jitter::Full);
+    assert_eq!(reserve.timeout, Some(Duration::from_secs(30)));
+    assert_eq!(reserve.compensation_retry.max_attempts, 10);
+    let payment = order.step("payment").unwrap();
+    assert_eq!(payment.retry.max_attempts, 3);
+    assert_eq!(
+        payment.retry.backoff,
+        Backoff::Exponential {
+            initial: Duration::from_millis(500),
+            multiplier: 3.0,
+            max: Duration::from_secs(5),
+        }
+    );
+    assert!(!payment.retry.retries_code("CARD_DECLINED"));
+    assert!(payment.retry.retries_code("GATEWAY_TIMEOUT"));
+    assert_eq!(payment.timeout, Some(Duration::from_secs(5)));
+    assert_eq!(payment.deadline, Some(Duration::from_secs(120)));
+
+    let confirm = order.step("confirm").unwrap().awaited().unwrap();
+    assert_eq!(confirm.event, "customer_confirmed");
+    assert_eq!(
+        confirm.correlate,
+        Correlation::Context(Path::parse("$.order.id").unwrap())
+    );
+    assert_eq!(confirm.timeout, Some(Duration::from_secs(86_400)));
+    assert_eq!(
+        confirm.on_timeout,
+        OnTimeout::Continue(json!({"confirmed": false}))
+    );
+    assert_eq!(
+        order.step("cool_off").unwrap().wait(),
+        Some(&Wait::For(Duration::from_secs(600)))
+    );
+    let Some(Wait::Calendar(batch)) = order.step("next_batch").unwrap().wait() else {
+        panic!("expected a calendar wait");
+    };
+    assert_eq!(
+        *batch,
+        Calendar::parse("every Monday 09:00 Europe/Paris").unwrap()
+    );
+    assert_eq!(order.step("ship").unwrap().retry, order.defaults.retry);
+}
+
+#[test]
+fn broken_timed_reports_each_mistake() {
+    let problems = load_file(&examples().join("broken/timed-broken.yaml")).unwrap_err();
+    let found: Vec<(usize, usize, &str)> = problems
+        .iter()
+        .map(|p| (p.line, p.column, p.message.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (6, 11, "the saga's `deadline` must be longer than zero"),
+            (8, 12, "`timeout` in `defaults` must be a duration with a unit, found the number `30`"),
+            (9, 25, "`max_attempts` in the `retry` of `defaults` must be at least 1, found 0"),
+            (15, 45, "`initial` (20s) is longer than `max` (10s) in the backoff in the `retry` of step `payment`"),
+            (15, 62, "`multiplier` in the backoff in the `retry` of step `payment` must be a number of at least 1, found `0.5`"),
+            (16, 15, "unknown jitter `ful` in the `retry` of step `payment`"),
+            (17, 5, "`compensation_retry` in step `payment` has no `compensation` to retry"),
+            (20, 5, "`timeout` is only allowed on command steps, but step `cool_off` is a `wait` step"),
+            (22, 12, "invalid calendar `every Monday 25:00 Europe/Paris` in the `until` of step `monday`: invalid time `25:00`: the hour must be between 00 and 23"),
+            (24, 12, "invalid calendar `0 9 * * MON Europe/Pariss` in the `until` of step `batch`: unknown time zone `Europe/Pariss`; did you mean `Europe/Paris`?"),
+            (26, 12, "invalid instant `2026-12-01T09:00:00` in the `until` of step `at_time`: it has no UTC offset; add `Z` or an offset such as `+01:00`"),
+            (28, 20, "invalid event name `customer confirmed` in the `await` of step `confirm`: it contains ' '"),
+            (28, 40, "`on_timeout` in the `await` of step `confirm` has no effect without `timeout`"),
+            (29, 5, "`compensation` is only allowed on command steps, but step `confirm` is an `await` step"),
+            (32, 5, "step `both` has both `wait` and `command`; a step does exactly one of `command`, `wait`, `until` or `await`"),
+        ]
+    );
+    assert!(problems.iter().all(|p| p.hint.is_some()));
+    let text = problems.to_string();
+    assert!(
+        text.contains("timed-broken.yaml:16:15: error: unknown jitter `ful` in the `retry` of step `payment`\n  hint: did you mean `full`?"),
+        "{text}"
+    );
+    assert!(
+        text.contains("timed-broken.yaml:22:12: error: invalid calendar")
+            && text.contains("hint: calendars are `every <day|weekday|weekend|Monday|Mon,Wed,Fri> [at] HH:MM[:SS] <Zone>`"),
+        "{text}"
+    );
+}
+
+#[test]
 fn load_dir_reads_the_examples_but_not_subdirectories() {
     let registry = load_dir(&examples()).unwrap_or_else(|e| panic!("{e}"));
     let keys: Vec<String> = registry.iter().map(|d| d.key()).collect();
-    assert_eq!(keys, ["bench@1", "trip@1"]);
+    assert_eq!(keys, ["bench@1", "order@1", "trip@1"]);
     assert_eq!(*registry.latest("trip").unwrap().as_ref(), trip());
 }
 

@@ -8,7 +8,7 @@ fn payload(yaml_payload: &str) -> Template {
         "name: t\nversion: 1\nsteps:\n  - name: a\n    command:\n      topic: t\n      type: do\n      payload:\n{yaml_payload}"
     );
     let definition = Definition::parse("t.yaml", &yaml).unwrap_or_else(|e| panic!("{e}"));
-    definition.steps[0].command.payload.clone()
+    definition.steps[0].command().unwrap().payload.clone()
 }
 
 #[test]

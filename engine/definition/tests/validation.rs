@@ -41,7 +41,10 @@ fn with_step(step_extra: &str) -> String {
 #[test]
 fn the_base_document_is_valid() {
     let definition = Definition::parse("t.yaml", &with_step("")).unwrap();
-    assert_eq!(definition.steps[0].command.command_type, "charge");
+    assert_eq!(
+        definition.steps[0].command().unwrap().command_type,
+        "charge"
+    );
 }
 
 #[test]
@@ -69,8 +72,8 @@ fn missing_required_fields_point_at_their_mapping() {
         "name: trip\nversion: 1\nsteps:\n  - name: payment\n",
         4,
         5,
-        "missing required field `command` in step `payment`",
-        "`command:`",
+        "step `payment` does nothing: it needs one of `command`, `wait`, `until` or `await`",
+        "`command: {topic: ..., type: ...}` to call a participant",
     );
     single(
         &with_step("    compensation:\n      topic: trip.payment.commands\n"),
@@ -149,7 +152,21 @@ fn unknown_fields_suggest_the_closest_known_one() {
         8,
         5,
         "unknown field `retries` in step `payment`",
-        "known fields here are `name`, `command`, `compensation`, `output`",
+        "did you mean `retry`?",
+    );
+    single(
+        &with_step("    retrys: 3\n"),
+        8,
+        5,
+        "unknown field `retrys` in step `payment`",
+        "did you mean `retry`?",
+    );
+    single(
+        &with_step("    parallel: 3\n"),
+        8,
+        5,
+        "unknown field `parallel` in step `payment`",
+        "known fields here are `name`, `command`, `wait`, `until`, `await`, `compensation`, `retry`, `compensation_retry`, `timeout`, `deadline`, `output`",
     );
     single(
         &with_step("    topic: x\n"),
@@ -250,7 +267,7 @@ fn invalid_topics_are_reported() {
     single(&step("''"), 6, 14, "is empty", "1 to 249");
     let longest = "t".repeat(249);
     let definition = Definition::parse("t.yaml", &step(&longest)).unwrap();
-    assert_eq!(definition.steps[0].command.topic, longest);
+    assert_eq!(definition.steps[0].command().unwrap().topic, longest);
 }
 
 #[test]
@@ -370,7 +387,8 @@ fn tags_other_than_core_types_are_refused() {
         Definition::parse("t.yaml", &with_step("      payload: {a: !!str 12}\n")).unwrap();
     assert_eq!(
         definition.steps[0]
-            .command
+            .command()
+            .unwrap()
             .payload
             .render(&serde_json::json!({}))
             .unwrap(),

@@ -37,8 +37,16 @@ pub struct EngineConfig {
     pub fetch_wait_max_ms: u64,
     /// Rejoin delay after an empty assignment, 0 to disable.
     pub rejoin_when_unassigned_ms: u64,
+    /// Static group member id; empty for one kept in the state directory.
+    pub instance_id: String,
+    /// Least time between rejoins after a same-set reassignment, 0 to disable.
+    pub rejoin_when_same_ms: u64,
     /// Consumer session timeout.
     pub session_timeout_ms: u64,
+    /// How far ahead timers are kept in memory.
+    pub timer_horizon_ms: i64,
+    /// Default time to live of buffered signals.
+    pub signal_ttl_ms: i64,
 }
 
 impl EngineConfig {
@@ -98,6 +106,11 @@ impl EngineConfig {
                 "group {:?} must be non-empty and use only letters, digits, '.', '_' and '-' (it prefixes topic names)",
                 self.group
             )));
+        }
+        if self.timer_horizon_ms < 100 || self.signal_ttl_ms < 0 {
+            return Err(Error::Config(
+                "timer-horizon-ms must be at least 100 and signal-ttl-ms at least 0".into(),
+            ));
         }
         if self.max_batch_decisions == 0 || self.max_batch_bytes < 10_000 {
             return Err(Error::Config(

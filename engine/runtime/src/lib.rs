@@ -9,7 +9,9 @@ pub mod config;
 mod error;
 mod http;
 mod kafka;
+mod membership;
 mod metrics;
+pub mod parked;
 pub mod partitioner;
 mod processor;
 mod relay;
@@ -17,6 +19,7 @@ mod restore;
 mod store;
 mod task;
 pub mod topics;
+mod wheel;
 
 pub use config::EngineConfig;
 pub use error::{Error, Result};

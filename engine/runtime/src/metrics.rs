@@ -12,6 +12,8 @@ macro_rules! counters {
             $(#[doc = $help] pub $name: AtomicU64,)*
             /// Partitions owned right now.
             pub partitions_owned: AtomicI64,
+            /// Timers held in memory by the timer wheels right now.
+            pub timers_in_memory: AtomicI64,
             /// Ignored inputs by reason.
             ignored: Mutex<Vec<(&'static str, u64)>>,
             /// Dead letters by reason.
@@ -30,6 +32,9 @@ macro_rules! counters {
                 let _ = writeln!(out, "# HELP sagaflow_partitions_owned Input partitions this engine owns.");
                 let _ = writeln!(out, "# TYPE sagaflow_partitions_owned gauge");
                 let _ = writeln!(out, "sagaflow_partitions_owned {}", self.partitions_owned.load(Ordering::Relaxed));
+                let _ = writeln!(out, "# HELP sagaflow_timers_in_memory Near-term timers held in memory by the timer wheels.");
+                let _ = writeln!(out, "# TYPE sagaflow_timers_in_memory gauge");
+                let _ = writeln!(out, "sagaflow_timers_in_memory {}", self.timers_in_memory.load(Ordering::Relaxed));
                 let _ = writeln!(out, "# HELP sagaflow_inputs_ignored_total Duplicate or stale inputs recognised and not applied.");
                 let _ = writeln!(out, "# TYPE sagaflow_inputs_ignored_total counter");
                 for (reason, n) in self.ignored.lock().expect("metrics lock").iter() {
@@ -61,6 +66,14 @@ counters! {
     relay_redeliveries_total => "Outbound messages delivered again after a restore.",
     forwarded_inputs_total => "Inputs that arrived on the wrong partition and were forwarded.",
     restores_total => "Partition restores.",
+    timers_scheduled_total => "Timers committed to the timer index (saga timers and parked records).",
+    timers_fired_total => "Timers that came due and changed something (stale index entries excluded).",
+    timer_lateness_ms_total => "Sum over fired timers of how late they fired, in milliseconds.",
+    delayed_scheduled_total => "Records accepted for delayed delivery.",
+    delayed_delivered_total => "Delayed records handed to the relay at their time (first deliveries).",
+    signals_received_total => "External events consumed.",
+    signals_buffered_total => "External events buffered until a saga awaits them.",
+    signals_expired_total => "Buffered external events that no saga claimed in time (dead-lettered).",
 }
 
 impl Metrics {

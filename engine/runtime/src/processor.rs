@@ -27,6 +27,7 @@ use tracing::{error, info, warn};
 
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
+use crate::membership::{self, Rejoin};
 use crate::metrics::Metrics;
 use crate::relay::Relay;
 use crate::restore::{self, RestoreClients, Restored};
@@ -69,8 +70,8 @@ impl RestoreDeps {
 }
 
 enum GroupEvent {
-    /// The group gave this engine no partition.
-    AssignedNone,
+    /// The whole set the group gave this engine (before its per-partition events).
+    Assignment(BTreeSet<i32>),
     Assigned(i32, Box<Restored>),
     AssignFailed(i32, String),
     Revoked(Vec<i32>),
@@ -95,9 +96,7 @@ impl ConsumerContext for GroupContext {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 info!(?partitions, "partitions assigned; restoring");
-                if partitions.is_empty() {
-                    events.push(GroupEvent::AssignedNone);
-                }
+                events.push(GroupEvent::Assignment(partitions.clone()));
                 let mut assignment = TopicPartitionList::new();
                 for partition in partitions {
                     let d = &self.deps;
@@ -269,6 +268,8 @@ impl Context {
             metrics: &self.metrics,
             partitions: self.config.partitions,
             writer: &self.writer,
+            signal_ttl_ms: self.config.signal_ttl_ms,
+            timer_horizon_ms: self.config.timer_horizon_ms,
         }
     }
 }
@@ -283,11 +284,10 @@ struct Processor {
     tasks: BTreeMap<i32, Task>,
     failed: BTreeMap<i32, Instant>,
     next_generation: u64,
-    /// When to leave and rejoin the group after an empty assignment, and the next delay.
-    rejoin: Option<(Instant, Duration)>,
+    rejoin: Rejoin,
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -318,9 +318,12 @@ impl Processor {
             topics: topics.clone(),
             writer: writer.clone(),
         });
+        let instance =
+            membership::instance_id(&config.instance_id, &config.state_dir, &config.group)?;
         let mut consumer_config = crate::kafka::base_config(&config.bootstrap);
         let _ = consumer_config
             .set("group.id", &config.group)
+            .set("group.instance.id", &instance)
             .set("partition.assignment.strategy", "range")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -347,7 +350,12 @@ impl Processor {
                 .create_with_context(JournalContext { acks: tx })
                 .map_err(|e| Error::kafka("creating the journal producer", e))?;
         let relay = Relay::new(&config.bootstrap, &topics.changelog, metrics.clone())?;
-        info!(writer = %writer, group = %config.group, "engine started");
+        info!(writer = %writer, group = %config.group, instance = %instance, "engine started");
+        let rejoin = Rejoin::new(
+            Duration::from_millis(config.rejoin_when_unassigned_ms),
+            Duration::from_millis(config.rejoin_when_same_ms),
+            usize::try_from(config.partitions).unwrap_or(0),
+        );
         Ok(Self {
             ctx: Context {
                 core_topics: sagaflow_core::Topics {
@@ -367,7 +375,7 @@ impl Processor {
             tasks: BTreeMap::new(),
             failed: BTreeMap::new(),
             next_generation: 1,
-            rejoin: None,
+            rejoin,
         })
     }
 
@@ -376,6 +384,7 @@ impl Processor {
         let checkpoint_every = Duration::from_millis(self.ctx.config.checkpoint_interval_ms);
         while !self.stop.load(Ordering::SeqCst) {
             self.poll_inputs()?;
+            self.fire_timers()?;
             self.flush_batches()?;
             self.drain_journal_acks()?;
             let advances = self.relay.drain();
@@ -386,7 +395,7 @@ impl Processor {
                 self.apply_advances(advances)?;
             }
             self.resync_tasks()?;
-            self.rejoin_if_unassigned()?;
+            self.rejoin_if_due()?;
         }
         self.shutdown()
     }
@@ -461,6 +470,30 @@ impl Processor {
         Ok(())
     }
 
+    /// Feeds due timers into their partitions' batches, like inputs.
+    fn fire_timers(&mut self) -> Result<()> {
+        let now = now_ms();
+        let max = self.ctx.config.max_batch_decisions;
+        let partitions: Vec<i32> = self.tasks.keys().copied().collect();
+        let mut in_memory = 0;
+        for partition in partitions {
+            let env = self.ctx.env();
+            let task = self.tasks.get_mut(&partition).expect("listed");
+            task.fire_timers(&env, now, max)?;
+            in_memory += task.timers_in_memory();
+            if task.batch_full(max, self.ctx.config.max_batch_bytes) {
+                if let Some(p) = task.flush(&env)? {
+                    Self::send_journal(&self.journal, &self.ctx.deps.topics.journal, partition, p);
+                }
+            }
+        }
+        self.ctx.metrics.timers_in_memory.store(
+            i64::try_from(in_memory).unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
     fn handle_group_events(&mut self) -> Result<()> {
         let events: Vec<GroupEvent> = std::mem::take(
             &mut *self
@@ -472,15 +505,10 @@ impl Processor {
         );
         for event in events {
             match event {
-                GroupEvent::AssignedNone => {
-                    let delay = Duration::from_millis(self.ctx.config.rejoin_when_unassigned_ms);
-                    if !delay.is_zero() {
-                        let delay = self.rejoin.map_or(delay, |(_, d)| d);
-                        self.rejoin = Some((Instant::now() + delay, delay));
-                    }
+                GroupEvent::Assignment(partitions) => {
+                    self.rejoin.assigned(&partitions, Instant::now());
                 }
                 GroupEvent::Assigned(partition, restored) => {
-                    self.rejoin = None;
                     let _ = self.failed.remove(&partition);
                     self.install(partition, *restored)?;
                 }
@@ -492,6 +520,7 @@ impl Processor {
                     }
                 }
                 GroupEvent::Revoked(partitions) => {
+                    self.rejoin.revoked(&partitions.iter().copied().collect());
                     for partition in partitions {
                         let _ = self.tasks.remove(&partition);
                         let _ = self.failed.remove(&partition);
@@ -627,27 +656,20 @@ impl Processor {
         Ok(())
     }
 
-    /// Leaves and rejoins the group when it keeps this engine without partitions (see
-    /// `rejoin-when-unassigned-ms` in default.toml).
-    fn rejoin_if_unassigned(&mut self) -> Result<()> {
-        let Some((at, delay)) = self.rejoin else {
+    /// Leaves and rejoins the group when the membership rules say so (see `membership`).
+    fn rejoin_if_due(&mut self) -> Result<()> {
+        let Some(after) = self.rejoin.take_due(Instant::now(), self.tasks.len()) else {
             return Ok(());
         };
-        if Instant::now() < at {
-            return Ok(());
-        }
-        if !self.tasks.is_empty() {
-            self.rejoin = None;
-            return Ok(());
-        }
-        warn!(after = ?delay, "the group assigned no partition to this engine; rejoining");
+        warn!(
+            owned = self.tasks.len(),
+            ?after,
+            "the group left partitions with a dead member or gave this engine none; rejoining"
+        );
         self.consumer.unsubscribe();
         self.consumer
             .subscribe(&self.ctx.deps.topics.inputs())
-            .map_err(|e| Error::kafka("subscribing to the input topics again", e))?;
-        let next = (delay * 2).min(Duration::from_secs(120));
-        self.rejoin = Some((Instant::now() + next, next));
-        Ok(())
+            .map_err(|e| Error::kafka("subscribing to the input topics again", e))
     }
 
     fn resync_tasks(&mut self) -> Result<()> {

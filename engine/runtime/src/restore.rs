@@ -13,16 +13,18 @@ use std::collections::{BTreeMap, HashMap};
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::FutureProducer;
 use sagaflow_avro::{
-    BlockingCodec, Checkpoint, InputPosition, JournalKind, JournalRecord, Outbound, SagaState,
-    Subject,
+    BlockingCodec, Checkpoint, InputPosition, JournalKind, JournalRecord, Outbound, Parked,
+    SagaState, Subject,
 };
 use sagaflow_core::{Chain, ChainVerdict, JournalHeader};
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
 use crate::kafka;
+use crate::parked;
 use crate::store::{ChainMeta, Meta, RelayMark, StateWrite, Store};
 use crate::topics::Topics;
+use crate::wheel::Target;
 
 /// Key of checkpoint records on the changelog.
 pub(crate) const CHECKPOINT_KEY: &str = "__checkpoint";
@@ -106,15 +108,16 @@ impl Replay<'_> {
                 let writes = state_writes(self.c.codec, &record)?;
                 let borrowed: Vec<StateWrite<'_>> = writes
                     .iter()
-                    .map(|(id, state, running)| StateWrite {
+                    .map(|(id, state, running, timers)| StateWrite {
                         saga_id: id,
                         state: state.as_deref(),
                         running: *running,
+                        timers,
                     })
                     .collect();
                 self.c
                     .store
-                    .apply(self.partition, offset, &borrowed, &self.meta)?;
+                    .apply(self.partition, offset, &borrowed, &[], &self.meta)?;
             } else {
                 // A claim that lost still raises the epoch every later record is judged by.
                 self.meta.chain.max_epoch = self.chain.max_epoch;
@@ -275,10 +278,37 @@ pub(crate) fn restore(
     })
 }
 
-/// A saga's new state from a journal record, and whether the saga is still running.
-type DecodedState = (String, Option<Vec<u8>>, bool);
+/// A state from a journal record or the changelog: key, bytes, whether it is a running saga,
+/// and its timer index entries.
+type DecodedState = (String, Option<Vec<u8>>, bool, Vec<(i64, String)>);
 
-/// Decodes the states of a record to know which sagas are still running.
+/// Decodes a state to know whether it is a running saga and which timers it has.
+fn decode_state(
+    codec: &BlockingCodec,
+    key: &str,
+    state: Option<&[u8]>,
+) -> Result<(bool, Vec<(i64, String)>)> {
+    let Some(bytes) = state else {
+        return Ok((false, Vec::new()));
+    };
+    if parked::is_parked_key(key) {
+        let p: Parked = codec.decode(bytes)?;
+        let timers = parked::due(&p)
+            .map(|due| (due, Target::Parked(key.to_string()).encode()))
+            .into_iter()
+            .collect();
+        return Ok((false, timers));
+    }
+    let saga: SagaState = codec.decode(bytes)?;
+    let timers = saga
+        .timers
+        .iter()
+        .map(|t| (t.due, Target::Saga(key.to_string(), t.id.clone()).encode()))
+        .collect();
+    Ok((!saga.status.is_terminal(), timers))
+}
+
+/// Decodes the states of a record to know which sagas are still running and their timers.
 pub(crate) fn state_writes(
     codec: &BlockingCodec,
     record: &JournalRecord,
@@ -287,11 +317,8 @@ pub(crate) fn state_writes(
         .states
         .iter()
         .map(|entry| {
-            let running = match &entry.state {
-                Some(bytes) => !codec.decode::<SagaState>(bytes)?.status.is_terminal(),
-                None => false,
-            };
-            Ok((entry.saga_id.clone(), entry.state.clone(), running))
+            let (running, timers) = decode_state(codec, &entry.saga_id, entry.state.as_deref())?;
+            Ok((entry.saga_id.clone(), entry.state.clone(), running, timers))
         })
         .collect()
 }
@@ -330,7 +357,7 @@ fn from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<Meta> {
                         message: e.to_string(),
                     })?);
                 }
-            } else if !key.starts_with(RESERVED_PREFIX) {
+            } else if !key.starts_with(RESERVED_PREFIX) || parked::is_parked_key(&key) {
                 let _ = latest.insert(key, value.map(<[u8]>::to_vec));
             }
             Ok(())
@@ -355,23 +382,25 @@ fn from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<Meta> {
             relayed: RelayMark { chain, positions },
         };
     }
-    let mut writes = Vec::with_capacity(latest.len());
-    for (saga_id, state) in &latest {
-        let running = match state {
-            Some(bytes) => !c.codec.decode::<SagaState>(bytes)?.status.is_terminal(),
-            None => false,
-        };
-        writes.push(StateWrite {
-            saga_id,
-            state: state.as_deref(),
-            running,
-        });
+    let mut decoded = Vec::with_capacity(latest.len());
+    for (key, state) in &latest {
+        decoded.push(decode_state(c.codec, key, state.as_deref())?);
     }
+    let writes: Vec<StateWrite<'_>> = latest
+        .iter()
+        .zip(&decoded)
+        .map(|((key, state), (running, timers))| StateWrite {
+            saga_id: key,
+            state: state.as_deref(),
+            running: *running,
+            timers,
+        })
+        .collect();
     for chunk in writes.chunks(1000) {
-        c.store.apply(partition, -1, chunk, &meta)?;
+        c.store.apply(partition, -1, chunk, &[], &meta)?;
     }
     if writes.is_empty() {
-        c.store.apply(partition, -1, &[], &meta)?;
+        c.store.apply(partition, -1, &[], &[], &meta)?;
     }
     info!(partition, sagas = latest.len(), checkpoint = ?checkpoint.as_ref().map(|c| c.journal_offset), "restored from the changelog");
     Ok(meta)

@@ -3,8 +3,11 @@
 //! Only journal records that count (see `sagaflow_core::Chain`) reach the store, each in one
 //! atomic write batch with the partition's metadata, so the store is always a consistent prefix
 //! of the valid journal. Key layout (partition zero-padded so prefixes sort):
-//! - `s/<p>/<saga id>`: wire-format `SagaState`;
+//! - `s/<p>/<saga id>`: wire-format `SagaState`; reserved keys (`__delay/…`, `__signal/…`,
+//!   `__await/…`) hold wire-format `Parked` records instead;
 //! - `r/<p>/<saga id>`: present while the saga is not terminal (what a restore loads into memory);
+//! - `w/<p>/<due>/<target>`: the timer index, every pending timer by due time (see `wheel`);
+//!   entries of fired or cancelled timers may linger and are ignored when they come due;
 //! - `v/<p>/<journal offset>`: valid journal records not yet covered by the relay watermark;
 //! - `m/<p>`: [`Meta`].
 
@@ -90,6 +93,13 @@ pub(crate) struct StateWrite<'a> {
     pub(crate) saga_id: &'a str,
     pub(crate) state: Option<&'a [u8]>,
     pub(crate) running: bool,
+    /// Timers of the new state, as timer index entries (due, target).
+    pub(crate) timers: &'a [(i64, String)],
+}
+
+fn index_key(partition: i32, due: i64, target: &str) -> Vec<u8> {
+    // Due times are non-negative epoch ms; clamping keeps the zero-padded order intact.
+    key('w', partition, &format!("{:020}/{target}", due.max(0)))
 }
 
 /// The RocksDB store shared by every partition of this engine.
@@ -185,16 +195,83 @@ impl Store {
             .is_some())
     }
 
-    /// Applies one valid journal record atomically.
+    /// States under keys starting with `prefix`, in key order.
+    pub(crate) fn states_with_prefix(
+        &self,
+        partition: i32,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        let start = key('s', partition, prefix);
+        let base = key('s', partition, "").len();
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(&start, Direction::Forward))
+        {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            if !k.starts_with(&start) {
+                break;
+            }
+            out.push((String::from_utf8_lossy(&k[base..]).into_owned(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Timer index entries due in `[from, to)`, earliest first.
+    pub(crate) fn timers_due(
+        &self,
+        partition: i32,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, String)>> {
+        let start = index_key(partition, from, "");
+        let end = index_key(partition, to, "");
+        let base = key('w', partition, "").len();
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(&start, Direction::Forward))
+        {
+            let (k, _) = item.map_err(|e| self.err(e))?;
+            if k.as_ref() >= end.as_slice() || !k.starts_with(&key('w', partition, "")) {
+                break;
+            }
+            let rest = String::from_utf8_lossy(&k[base..]).into_owned();
+            if let Some((due, target)) = rest.split_once('/') {
+                if let Ok(due) = due.parse() {
+                    out.push((due, target.to_string()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets timer index entries (of fired or cancelled timers).
+    pub(crate) fn forget_timers(&self, partition: i32, entries: &[(i64, String)]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for (due, target) in entries {
+            batch.delete(index_key(partition, *due, target));
+        }
+        self.db.write(batch).map_err(|e| self.err(e))
+    }
+
+    /// Applies one valid journal record atomically, with the timer index entries it fired.
     pub(crate) fn apply(
         &self,
         partition: i32,
         offset: i64,
         writes: &[StateWrite<'_>],
+        fired: &[(i64, String)],
         meta: &Meta,
     ) -> Result<()> {
         let mut batch = WriteBatch::default();
+        for (due, target) in fired {
+            batch.delete(index_key(partition, *due, target));
+        }
         for w in writes {
+            for (due, target) in w.timers {
+                batch.put(index_key(partition, *due, target), b"");
+            }
             match w.state {
                 Some(bytes) => batch.put(key('s', partition, w.saga_id), bytes),
                 None => batch.delete(key('s', partition, w.saga_id)),
@@ -232,7 +309,7 @@ impl Store {
     /// Removes everything of `partition` (before a restore from Kafka).
     pub(crate) fn clear(&self, partition: i32) -> Result<()> {
         let mut batch = WriteBatch::default();
-        for kind in ['s', 'r', 'v', 'm'] {
+        for kind in ['s', 'r', 'v', 'm', 'w'] {
             let from = key(kind, partition, "");
             let mut to = from.clone();
             *to.last_mut().expect("non-empty key") = b'/' + 1;
@@ -270,14 +347,16 @@ mod tests {
                 saga_id: "a",
                 state: Some(b"A"),
                 running: true,
+                timers: &[],
             },
             StateWrite {
                 saga_id: "b",
                 state: Some(b"B"),
                 running: false,
+                timers: &[],
             },
         ];
-        store.apply(3, 7, &writes, &meta).unwrap();
+        store.apply(3, 7, &writes, &[], &meta).unwrap();
         assert_eq!(store.meta(3).unwrap().unwrap(), meta);
         assert_eq!(
             store.running(3).unwrap(),
@@ -294,5 +373,48 @@ mod tests {
         store.clear(3).unwrap();
         assert!(store.meta(3).unwrap().is_none());
         assert!(store.state(3, "b").unwrap().is_none());
+    }
+
+    #[test]
+    fn the_timer_index_is_ordered_by_due_time_per_partition() {
+        let store = temp_store("timers");
+        let meta = Meta::empty();
+        let timers = [
+            (2_000, "S|Wait/3|x".to_string()),
+            (900, "P|__delay/a".to_string()),
+        ];
+        let other = [(1_000, "S|Wait/1|y".to_string())];
+        let writes = [StateWrite {
+            saga_id: "x",
+            state: Some(b"X"),
+            running: true,
+            timers: &timers,
+        }];
+        store.apply(1, 0, &writes, &[], &meta).unwrap();
+        let writes = [StateWrite {
+            saga_id: "y",
+            state: Some(b"Y"),
+            running: true,
+            timers: &other,
+        }];
+        store.apply(2, 0, &writes, &[], &meta).unwrap();
+        assert_eq!(
+            store.timers_due(1, 0, 10_000).unwrap(),
+            vec![timers[1].clone(), timers[0].clone()]
+        );
+        assert_eq!(store.timers_due(1, 901, 2_000).unwrap(), vec![]);
+        // Firing removes an entry in the same write as the record that fired it.
+        store.apply(1, 1, &[], &[timers[1].clone()], &meta).unwrap();
+        assert_eq!(
+            store.timers_due(1, 0, 10_000).unwrap(),
+            vec![timers[0].clone()]
+        );
+        store.forget_timers(1, &[timers[0].clone()]).unwrap();
+        assert!(store.timers_due(1, 0, i64::MAX).unwrap().is_empty());
+        assert_eq!(store.timers_due(2, 0, i64::MAX).unwrap(), other.to_vec());
+        assert_eq!(
+            store.states_with_prefix(2, "y").unwrap(),
+            vec![("y".to_string(), b"Y".to_vec())]
+        );
     }
 }

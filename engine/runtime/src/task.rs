@@ -6,24 +6,30 @@
 //! to RocksDB and handed to the relay. Any surprise (another writer's record, a produce error)
 //! throws the speculative view away and restores from the journal: the chain rule then says
 //! which records count, and inputs are re-read from the committed positions.
+//!
+//! Besides sagas, a partition holds *parked* records (records for delayed delivery, signals
+//! waiting for an await, the sagas awaiting an event) and a timer wheel. A due timer enters the
+//! same path as an input record, so its effects are journaled exactly like a reply's.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 
 use sagaflow_avro::{
-    BlockingCodec, Header, InputPosition, JournalKind, JournalRecord, Outbound, Reply, SagaState,
-    StartSaga, StateEntry, Subject,
+    BlockingCodec, Header, InputPosition, JournalKind, JournalRecord, Outbound, Parked, Reply,
+    SagaState, StartSaga, StateEntry, Subject,
 };
 use sagaflow_core::{decide, Chain, ChainVerdict, Definitions, Input, JournalHeader, Outcome};
 use tracing::{debug, info, info_span, warn};
 
 use crate::error::Result;
 use crate::metrics::Metrics;
+use crate::parked;
 use crate::partitioner::partition_for;
 use crate::relay::Relay;
 use crate::restore::Restored;
 use crate::store::{ChainMeta, Meta, RelayMark, StateWrite, Store};
-use crate::topics::Topics;
+use crate::topics::{InputKind, Topics};
+use crate::wheel::{Target, Wheel};
 
 /// Shared, read-only things a task needs.
 pub(crate) struct TaskEnv<'a> {
@@ -35,6 +41,10 @@ pub(crate) struct TaskEnv<'a> {
     pub(crate) metrics: &'a Metrics,
     pub(crate) partitions: i32,
     pub(crate) writer: &'a str,
+    /// How long a signal nobody awaits yet is kept, unless it says otherwise.
+    pub(crate) signal_ttl_ms: i64,
+    /// How far ahead the timer wheel keeps timers in memory.
+    pub(crate) timer_horizon_ms: i64,
 }
 
 /// Where a task stands.
@@ -49,8 +59,8 @@ pub(crate) enum TaskStatus {
 }
 
 #[derive(Debug)]
-struct Cached {
-    state: SagaState,
+struct Cached<T> {
+    state: T,
     /// Sequence of the journal record that last changed it; 0 if committed.
     seq: u64,
 }
@@ -62,6 +72,8 @@ struct Batch {
     outputs: Vec<Outbound>,
     inputs: usize,
     bytes: usize,
+    /// Timer index entries that came due while this batch was open.
+    fired: Vec<(i64, String)>,
 }
 
 #[derive(Debug)]
@@ -70,6 +82,9 @@ struct InFlight {
     expected: i64,
     record: JournalRecord,
     running: Vec<bool>,
+    /// Timer index entries of each state (parallel to `record.states`).
+    timers: Vec<Vec<(i64, String)>>,
+    fired: Vec<(i64, String)>,
 }
 
 /// One input record as consumed.
@@ -99,7 +114,10 @@ pub(crate) struct Task {
     chain: Chain,
     meta: Meta,
     positions: BTreeMap<String, i64>,
-    cache: HashMap<String, Cached>,
+    cache: HashMap<String, Cached<SagaState>>,
+    /// Speculative parked records (`None`: deleted), ordered for prefix scans.
+    parked: BTreeMap<String, Cached<Option<Parked>>>,
+    wheel: Wheel,
     batch: Batch,
     inflight: VecDeque<InFlight>,
     next_offset: i64,
@@ -132,6 +150,8 @@ impl Task {
             chain,
             meta,
             cache: HashMap::new(),
+            parked: BTreeMap::new(),
+            wheel: Wheel::new(env.timer_horizon_ms),
             batch: Batch::default(),
             inflight: VecDeque::new(),
             next_offset: restored.journal_end,
@@ -141,6 +161,8 @@ impl Task {
             let state: SagaState = env.codec.decode(&bytes)?;
             let _ = task.cache.insert(saga_id, Cached { state, seq: 0 });
         }
+        task.wheel
+            .load(env.store, partition, crate::processor::now_ms())?;
         info!(partition, epoch = task.epoch, sagas_in_flight = task.cache.len(), status = ?task.status, "partition task ready");
         Ok(task)
     }
@@ -165,8 +187,7 @@ impl Task {
         now: i64,
         record: InputRecord<'_>,
     ) -> Result<()> {
-        // The record stays whole so it can be dead-lettered as it came.
-        let (topic, offset, payload) = (record.topic, record.offset, record.payload);
+        let (topic, offset) = (record.topic, record.offset);
         if self.status != TaskStatus::Active {
             return Ok(());
         }
@@ -177,7 +198,70 @@ impl Task {
         let _ = self.positions.insert(topic.to_string(), offset);
         self.batch.inputs += 1;
         env.metrics.inputs_total.fetch_add(1, Ordering::Relaxed);
-        let input = match self.decode(env, topic, payload) {
+        match env.topics.kind(topic) {
+            Some(InputKind::Start | InputKind::Reply) => self.handle_saga_input(env, now, record),
+            Some(InputKind::Delay) => {
+                match parked::delayed(topic, self.partition, &record, now) {
+                    Ok(delayed) => {
+                        env.metrics
+                            .delayed_scheduled_total
+                            .fetch_add(1, Ordering::Relaxed);
+                        let key = parked::delay_key(&delayed.id);
+                        self.stage_parked(env, &key, Some(delayed))?;
+                    }
+                    Err(reason) => self.dead_letter(env, record, "invalid-delay", &reason),
+                }
+                Ok(())
+            }
+            Some(InputKind::Signal) => self.handle_signal(env, now, record),
+            Some(InputKind::Correlation) => self.handle_correlation(env, now, record),
+            None => {
+                self.dead_letter(env, record, "unknown-topic", "not an engine input topic");
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends a record to the partition that owns `key` (it was produced with another
+    /// partitioner); true if it had to.
+    fn forward_if_foreign(
+        &mut self,
+        env: &TaskEnv<'_>,
+        key: &str,
+        record: &mut Option<InputRecord<'_>>,
+    ) -> bool {
+        if partition_for(key.as_bytes(), env.partitions) == self.partition {
+            return false;
+        }
+        let Some(record) = record.take() else {
+            return false;
+        };
+        env.metrics
+            .forwarded_inputs_total
+            .fetch_add(1, Ordering::Relaxed);
+        let (topic, offset) = (record.topic, record.offset);
+        let mut headers = record.headers;
+        headers.push(Header {
+            name: "sagaflow-forwarded-from".into(),
+            value: format!("{topic}/{}/{offset}", self.partition).into_bytes(),
+        });
+        self.push_output(Outbound {
+            id: format!("forward/{topic}/{}/{offset}", self.partition),
+            topic: topic.to_string(),
+            key: Some(key.as_bytes().to_vec()),
+            value: record.payload.map(<[u8]>::to_vec),
+            headers,
+        });
+        true
+    }
+
+    fn handle_saga_input(
+        &mut self,
+        env: &TaskEnv<'_>,
+        now: i64,
+        record: InputRecord<'_>,
+    ) -> Result<()> {
+        let input = match self.decode(env, record.topic, record.payload) {
             Ok(input) => input,
             Err(reason) => {
                 self.dead_letter(env, record, "undecodable", &reason);
@@ -185,28 +269,31 @@ impl Task {
             }
         };
         let saga_id = input.saga_id().to_string();
-        let home = partition_for(saga_id.as_bytes(), env.partitions);
-        if home != self.partition {
-            // Produced with another partitioner: send it where its saga lives.
-            env.metrics
-                .forwarded_inputs_total
-                .fetch_add(1, Ordering::Relaxed);
-            let mut headers = record.headers;
-            headers.push(Header {
-                name: "sagaflow-forwarded-from".into(),
-                value: format!("{topic}/{}/{offset}", self.partition).into_bytes(),
-            });
-            self.push_output(Outbound {
-                id: format!("forward/{topic}/{}/{offset}", self.partition),
-                topic: topic.to_string(),
-                key: Some(saga_id.into_bytes()),
-                value: payload.map(<[u8]>::to_vec),
-                headers,
-            });
+        if saga_id.starts_with(parked::RESERVED) {
+            let reason = format!("saga ids starting with {:?} are reserved", parked::RESERVED);
+            self.dead_letter(env, record, "invalid-input", &reason);
             return Ok(());
         }
+        let mut record = Some(record);
+        if self.forward_if_foreign(env, &saga_id, &mut record) {
+            return Ok(());
+        }
+        self.run_saga(env, now, &input, record).map(|_| ())
+    }
+
+    /// Decides `input` for its saga and stages the result; `record` is the input as consumed,
+    /// if it came from a topic (to dead-letter it when rejected). Returns whether the saga
+    /// changed.
+    fn run_saga(
+        &mut self,
+        env: &TaskEnv<'_>,
+        now: i64,
+        input: &Input,
+        record: Option<InputRecord<'_>>,
+    ) -> Result<bool> {
+        let saga_id = input.saga_id().to_string();
         let current = self.state(env, &saga_id)?;
-        let decision = decide(env.definitions, env.core_topics, current, &input, now);
+        let decision = decide(env.definitions, env.core_topics, current, input, now);
         match &decision.outcome {
             Outcome::Applied => {
                 env.metrics.decisions_total.fetch_add(1, Ordering::Relaxed);
@@ -217,8 +304,14 @@ impl Task {
             }
             Outcome::Rejected(rejection) => {
                 let reason = rejection.to_string();
-                self.dead_letter(env, record, rejection.code(), &reason);
-                return Ok(());
+                match record {
+                    Some(record) => self.dead_letter(env, record, rejection.code(), &reason),
+                    None => {
+                        warn!(saga_id = %saga_id, code = rejection.code(), %reason, "internal input rejected");
+                        env.metrics.dead_letter(rejection.code());
+                    }
+                }
+                return Ok(false);
             }
         }
         let _span =
@@ -246,34 +339,447 @@ impl Task {
                 headers: Vec::new(),
             });
         }
-        if let Some(state) = decision.state {
-            let bytes = env
-                .codec
-                .encode(Subject::TopicRecord(&env.topics.changelog), &state)?;
-            self.batch.bytes += bytes.len();
-            let entry = StateEntry {
-                saga_id: saga_id.clone(),
-                state: Some(bytes),
-            };
-            match self.batch.index.get(&saga_id) {
-                Some(&i) => self.batch.states[i] = entry,
-                None => {
-                    let _ = self
-                        .batch
-                        .index
-                        .insert(saga_id.clone(), self.batch.states.len());
-                    self.batch.states.push(entry);
-                }
-            }
-            let _ = self.cache.insert(
-                saga_id,
-                Cached {
-                    state,
-                    seq: self.next_seq,
-                },
+        let Some(state) = decision.state else {
+            return Ok(false);
+        };
+        let bytes = env
+            .codec
+            .encode(Subject::TopicRecord(&env.topics.changelog), &state)?;
+        for timer in &state.timers {
+            self.wheel.offer(
+                timer.due,
+                Target::Saga(saga_id.clone(), timer.id.clone()).encode(),
             );
         }
+        self.stage_entry(saga_id.clone(), Some(bytes));
+        let _ = self.cache.insert(
+            saga_id.clone(),
+            Cached {
+                state,
+                seq: self.next_seq,
+            },
+        );
+        for effect in decision.effects {
+            self.route_effect(env, now, &saga_id, effect)?;
+        }
+        Ok(true)
+    }
+
+    fn stage_entry(&mut self, key: String, bytes: Option<Vec<u8>>) {
+        self.batch.bytes += bytes.as_ref().map_or(0, Vec::len) + key.len();
+        let entry = StateEntry {
+            saga_id: key.clone(),
+            state: bytes,
+        };
+        match self.batch.index.get(&key) {
+            Some(&i) => self.batch.states[i] = entry,
+            None => {
+                let _ = self.batch.index.insert(key, self.batch.states.len());
+                self.batch.states.push(entry);
+            }
+        }
+    }
+
+    /// Stages a parked record (`None` deletes it).
+    fn stage_parked(&mut self, env: &TaskEnv<'_>, key: &str, value: Option<Parked>) -> Result<()> {
+        let bytes = match &value {
+            Some(p) => Some(
+                env.codec
+                    .encode(Subject::TopicRecord(&env.topics.changelog), p)?,
+            ),
+            None => None,
+        };
+        if let Some(due) = value.as_ref().and_then(parked::due) {
+            self.wheel
+                .offer(due, Target::Parked(key.to_string()).encode());
+        }
+        self.stage_entry(key.to_string(), bytes);
+        let _ = self.parked.insert(
+            key.to_string(),
+            Cached {
+                state: value,
+                seq: self.next_seq,
+            },
+        );
         Ok(())
+    }
+
+    fn parked(&mut self, env: &TaskEnv<'_>, key: &str) -> Result<Option<Parked>> {
+        if let Some(c) = self.parked.get(key) {
+            return Ok(c.state.clone());
+        }
+        match env.store.state(self.partition, key)? {
+            Some(bytes) => Ok(Some(env.codec.decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Parked records under `prefix`, in key order, speculative changes included.
+    fn parked_with_prefix(
+        &mut self,
+        env: &TaskEnv<'_>,
+        prefix: &str,
+    ) -> Result<Vec<(String, Parked)>> {
+        let mut found: BTreeMap<String, Option<Parked>> = BTreeMap::new();
+        for (key, bytes) in env.store.states_with_prefix(self.partition, prefix)? {
+            let _ = found.insert(key, Some(env.codec.decode(&bytes)?));
+        }
+        for (key, c) in self.parked.range(prefix.to_string()..) {
+            if !key.starts_with(prefix) {
+                break;
+            }
+            let _ = found.insert(key.clone(), c.state.clone());
+        }
+        Ok(found
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect())
+    }
+
+    /// Opens or closes an await subscription: here if this partition owns the correlation
+    /// value, else through the correlations topic.
+    fn route_effect(
+        &mut self,
+        env: &TaskEnv<'_>,
+        now: i64,
+        saga_id: &str,
+        effect: sagaflow_core::Effect,
+    ) -> Result<()> {
+        let (kind, event, correlation, step) = match effect {
+            sagaflow_core::Effect::Subscribe {
+                event,
+                correlation,
+                step,
+            } => (
+                sagaflow_avro::CorrelationKind::Subscribe,
+                event,
+                correlation,
+                step,
+            ),
+            sagaflow_core::Effect::Unsubscribe {
+                event,
+                correlation,
+                step,
+            } => (
+                sagaflow_avro::CorrelationKind::Unsubscribe,
+                event,
+                correlation,
+                step,
+            ),
+        };
+        let message = sagaflow_avro::Correlation {
+            kind,
+            event,
+            correlation,
+            saga_id: saga_id.to_string(),
+            step,
+            signal: None,
+        };
+        if partition_for(message.correlation.as_bytes(), env.partitions) == self.partition {
+            return self.correlate(env, now, message);
+        }
+        self.send_correlation(env, message)
+    }
+
+    fn send_correlation(
+        &mut self,
+        env: &TaskEnv<'_>,
+        message: sagaflow_avro::Correlation,
+    ) -> Result<()> {
+        use sagaflow_avro::CorrelationKind as K;
+        let (id, key) = match message.kind {
+            K::Subscribe => (
+                format!("subscribe/{}/{}", message.saga_id, message.step),
+                message.correlation.clone(),
+            ),
+            K::Unsubscribe => (
+                format!("unsubscribe/{}/{}", message.saga_id, message.step),
+                message.correlation.clone(),
+            ),
+            K::Deliver => (
+                format!(
+                    "deliver/{}/{}/{}",
+                    message.event, message.correlation, message.saga_id
+                ),
+                message.saga_id.clone(),
+            ),
+        };
+        let value = env
+            .codec
+            .encode(Subject::Topic(&env.topics.correlations), &message)?;
+        self.push_output(Outbound {
+            id,
+            topic: env.topics.correlations.clone(),
+            key: Some(key.into_bytes()),
+            value: Some(value),
+            headers: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// Applies a correlation message on the partition that owns its correlation value (or, for
+    /// a delivery, its saga).
+    fn correlate(
+        &mut self,
+        env: &TaskEnv<'_>,
+        now: i64,
+        message: sagaflow_avro::Correlation,
+    ) -> Result<()> {
+        use sagaflow_avro::{Awaiter, CorrelationKind as K};
+        let awaiter = Awaiter {
+            saga_id: message.saga_id.clone(),
+            step: message.step.clone(),
+        };
+        if message.kind == K::Deliver {
+            let Some(bytes) = &message.signal else {
+                return Ok(());
+            };
+            let signal: sagaflow_avro::Signal = env.codec.decode(bytes)?;
+            let input = Input::Signal {
+                saga_id: message.saga_id,
+                step: message.step,
+                signal,
+            };
+            return self.run_saga(env, now, &input, None).map(|_| ());
+        }
+        let await_key = parked::await_key(&message.event, &message.correlation);
+        let current = self.parked(env, &await_key)?;
+        let awaiters = current.as_ref().map_or(&[][..], |p| p.sagas.as_slice());
+        let matched = if message.kind == K::Subscribe {
+            let prefix = parked::signal_prefix(&message.event, &message.correlation);
+            let buffered = self.parked_with_prefix(env, &prefix)?;
+            let mut signals = Vec::with_capacity(buffered.len());
+            for (_, p) in &buffered {
+                if let Some(bytes) = &p.value {
+                    signals.push(env.codec.decode::<sagaflow_avro::Signal>(bytes)?);
+                }
+            }
+            signals.sort_by_key(|s| s.sent_at);
+            sagaflow_core::correlate::on_subscribe(awaiters, &signals, awaiter)
+        } else {
+            sagaflow_core::correlate::on_unsubscribe(awaiters, &awaiter)
+        };
+        self.apply_match(
+            env,
+            now,
+            &message.event,
+            &message.correlation,
+            current,
+            matched,
+        )
+    }
+
+    fn apply_match(
+        &mut self,
+        env: &TaskEnv<'_>,
+        now: i64,
+        event: &str,
+        correlation: &str,
+        current: Option<Parked>,
+        matched: sagaflow_core::correlate::Matched,
+    ) -> Result<()> {
+        let await_key = parked::await_key(event, correlation);
+        let before = current
+            .as_ref()
+            .map(|p| p.sagas.clone())
+            .unwrap_or_default();
+        if before != matched.awaiters {
+            let value = (!matched.awaiters.is_empty())
+                .then(|| parked::awaiters(event, correlation, matched.awaiters.clone(), now));
+            self.stage_parked(env, &await_key, value)?;
+        }
+        for id in &matched.consumed {
+            self.stage_parked(env, &parked::signal_key(event, correlation, id), None)?;
+        }
+        if let Some((signal, expires)) = matched.buffer {
+            env.metrics
+                .signals_buffered_total
+                .fetch_add(1, Ordering::Relaxed);
+            let key = parked::signal_key(event, correlation, &signal.signal_id);
+            let value = env
+                .codec
+                .encode(Subject::Topic(&env.topics.signals), &signal)?;
+            self.stage_parked(
+                env,
+                &key,
+                Some(parked::buffered(&signal, value, expires, now)),
+            )?;
+        }
+        for (awaiter, signal) in matched.deliver {
+            if partition_for(awaiter.saga_id.as_bytes(), env.partitions) == self.partition {
+                let input = Input::Signal {
+                    saga_id: awaiter.saga_id,
+                    step: awaiter.step,
+                    signal,
+                };
+                let _ = self.run_saga(env, now, &input, None)?;
+            } else {
+                let bytes = env
+                    .codec
+                    .encode(Subject::Topic(&env.topics.signals), &signal)?;
+                self.send_correlation(
+                    env,
+                    sagaflow_avro::Correlation {
+                        kind: sagaflow_avro::CorrelationKind::Deliver,
+                        event: event.to_string(),
+                        correlation: correlation.to_string(),
+                        saga_id: awaiter.saga_id,
+                        step: awaiter.step,
+                        signal: Some(bytes),
+                    },
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_signal(
+        &mut self,
+        env: &TaskEnv<'_>,
+        now: i64,
+        record: InputRecord<'_>,
+    ) -> Result<()> {
+        let Some(bytes) = record.payload else {
+            self.dead_letter(env, record, "undecodable", "record has no value");
+            return Ok(());
+        };
+        let signal: sagaflow_avro::Signal = match env.codec.decode(bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                let reason = e.to_string();
+                self.dead_letter(env, record, "undecodable", &reason);
+                return Ok(());
+            }
+        };
+        if signal.event.is_empty()
+            || signal.signal_id.is_empty()
+            || signal.correlation.contains('\u{1f}')
+        {
+            self.dead_letter(
+                env,
+                record,
+                "invalid-input",
+                "a signal needs an event, a signal_id, and a correlation without U+001F",
+            );
+            return Ok(());
+        }
+        env.metrics
+            .signals_received_total
+            .fetch_add(1, Ordering::Relaxed);
+        let mut record = Some(record);
+        let correlation = signal.correlation.clone();
+        if self.forward_if_foreign(env, &correlation, &mut record) {
+            return Ok(());
+        }
+        let key = parked::signal_key(&signal.event, &correlation, &signal.signal_id);
+        if self.parked(env, &key)?.is_some() {
+            env.metrics.ignored("duplicate_signal");
+            return Ok(());
+        }
+        let await_key = parked::await_key(&signal.event, &correlation);
+        let current = self.parked(env, &await_key)?;
+        let awaiters = current
+            .as_ref()
+            .map_or(&[][..], |p| p.sagas.as_slice())
+            .to_vec();
+        let event = signal.event.clone();
+        let matched =
+            sagaflow_core::correlate::on_signal(&awaiters, signal, now, env.signal_ttl_ms);
+        self.apply_match(env, now, &event, &correlation, current, matched)
+    }
+
+    fn handle_correlation(
+        &mut self,
+        env: &TaskEnv<'_>,
+        now: i64,
+        record: InputRecord<'_>,
+    ) -> Result<()> {
+        let Some(bytes) = record.payload else {
+            self.dead_letter(env, record, "undecodable", "record has no value");
+            return Ok(());
+        };
+        let message: sagaflow_avro::Correlation = match env.codec.decode(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                let reason = e.to_string();
+                self.dead_letter(env, record, "undecodable", &reason);
+                return Ok(());
+            }
+        };
+        let owner = if message.kind == sagaflow_avro::CorrelationKind::Deliver {
+            message.saga_id.clone()
+        } else {
+            message.correlation.clone()
+        };
+        let mut record = Some(record);
+        if self.forward_if_foreign(env, &owner, &mut record) {
+            return Ok(());
+        }
+        self.correlate(env, now, message)
+    }
+
+    /// Fires the timers due at `now` (at most `max`), like inputs.
+    pub(crate) fn fire_timers(&mut self, env: &TaskEnv<'_>, now: i64, max: usize) -> Result<usize> {
+        if self.status != TaskStatus::Active {
+            return Ok(0);
+        }
+        self.wheel.load(env.store, self.partition, now)?;
+        let due = self.wheel.take_due(now, max);
+        let count = due.len();
+        for (at, encoded) in due {
+            let changed = match Target::decode(&encoded) {
+                Some(Target::Saga(saga_id, timer_id)) => {
+                    let input = Input::Timer { saga_id, timer_id };
+                    self.run_saga(env, now, &input, None)?
+                }
+                Some(Target::Parked(key)) => self.fire_parked(env, now, &key)?,
+                None => false,
+            };
+            if changed {
+                self.batch.inputs += 1;
+                env.metrics
+                    .timers_fired_total
+                    .fetch_add(1, Ordering::Relaxed);
+                env.metrics
+                    .timer_lateness_ms_total
+                    .fetch_add(u64::try_from(now - at).unwrap_or(0), Ordering::Relaxed);
+            }
+            self.batch.fired.push((at, encoded));
+        }
+        Ok(count)
+    }
+
+    /// A parked record's time came: deliver a delayed record, or dead-letter a signal no saga
+    /// claimed. Returns whether anything changed.
+    fn fire_parked(&mut self, env: &TaskEnv<'_>, now: i64, key: &str) -> Result<bool> {
+        let Some(record) = self.parked(env, key)? else {
+            return Ok(false);
+        };
+        if parked::due(&record).is_none_or(|due| due > now) {
+            return Ok(false);
+        }
+        match record.kind {
+            sagaflow_avro::ParkedKind::Delayed => {
+                env.metrics
+                    .delayed_delivered_total
+                    .fetch_add(1, Ordering::Relaxed);
+                self.push_output(parked::delivery(&record));
+            }
+            sagaflow_avro::ParkedKind::Signal => {
+                env.metrics
+                    .signals_expired_total
+                    .fetch_add(1, Ordering::Relaxed);
+                env.metrics.dead_letter("signal-expired");
+                self.push_output(parked::expired_signal(
+                    &record,
+                    &env.topics.dlq,
+                    self.partition,
+                ));
+            }
+            sagaflow_avro::ParkedKind::Await => return Ok(false),
+        }
+        self.stage_parked(env, key, None)?;
+        Ok(true)
     }
 
     fn decode(
@@ -367,7 +873,16 @@ impl Task {
 
     /// Turns the current batch into a journal record, if it has anything.
     pub(crate) fn flush(&mut self, env: &TaskEnv<'_>) -> Result<Option<Produce>> {
-        if self.batch.inputs == 0 || self.status != TaskStatus::Active {
+        if self.status != TaskStatus::Active {
+            return Ok(None);
+        }
+        if self.batch.inputs == 0 {
+            // Only stale timer entries came due: with nothing in flight the store matches the
+            // speculative view, so they can be forgotten now; otherwise they wait for a record.
+            if !self.batch.fired.is_empty() && self.inflight.is_empty() {
+                let fired = std::mem::take(&mut self.batch.fired);
+                env.store.forget_timers(self.partition, &fired)?;
+            }
             return Ok(None);
         }
         let batch = std::mem::take(&mut self.batch);
@@ -380,6 +895,11 @@ impl Task {
                     .is_some_and(|c| !c.state.status.is_terminal())
             })
             .collect();
+        let timers = batch
+            .states
+            .iter()
+            .map(|e| self.timer_entries(&e.saga_id))
+            .collect();
         let record = JournalRecord {
             kind: JournalKind::Decisions,
             epoch: self.epoch,
@@ -390,7 +910,28 @@ impl Task {
             states: batch.states,
             outputs: batch.outputs,
         };
-        self.produce(env, record, running).map(Some)
+        self.produce(env, record, running, timers, batch.fired)
+            .map(Some)
+    }
+
+    /// Timer index entries of the speculative state under `key`.
+    fn timer_entries(&self, key: &str) -> Vec<(i64, String)> {
+        if let Some(c) = self.parked.get(key) {
+            return c
+                .state
+                .as_ref()
+                .and_then(parked::due)
+                .map(|due| (due, Target::Parked(key.to_string()).encode()))
+                .into_iter()
+                .collect();
+        }
+        self.cache.get(key).map_or_else(Vec::new, |c| {
+            c.state
+                .timers
+                .iter()
+                .map(|t| (t.due, Target::Saga(key.to_string(), t.id.clone()).encode()))
+                .collect()
+        })
     }
 
     fn produce(
@@ -398,6 +939,8 @@ impl Task {
         env: &TaskEnv<'_>,
         record: JournalRecord,
         running: Vec<bool>,
+        timers: Vec<Vec<(i64, String)>>,
+        fired: Vec<(i64, String)>,
     ) -> Result<Produce> {
         let bytes = env
             .codec
@@ -412,6 +955,8 @@ impl Task {
             expected,
             record,
             running,
+            timers,
+            fired,
         });
         Ok(Produce {
             seq,
@@ -491,14 +1036,25 @@ impl Task {
             .states
             .iter()
             .zip(&flight.running)
-            .map(|(e, running)| StateWrite {
+            .zip(&flight.timers)
+            .map(|((e, running), timers)| StateWrite {
                 saga_id: &e.saga_id,
                 state: e.state.as_deref(),
                 running: *running,
+                timers,
             })
             .collect();
         env.store
-            .apply(self.partition, offset, &writes, &self.meta)?;
+            .apply(self.partition, offset, &writes, &flight.fired, &self.meta)?;
+        let mut scheduled = 0;
+        for (due, target) in flight.timers.into_iter().flatten() {
+            scheduled += 1;
+            self.wheel.offer(due, target);
+        }
+        env.metrics
+            .timers_scheduled_total
+            .fetch_add(scheduled, Ordering::Relaxed);
+        self.parked.retain(|_, c| c.seq != flight.seq);
         env.metrics
             .journal_records_total
             .fetch_add(1, Ordering::Relaxed);
@@ -529,6 +1085,11 @@ impl Task {
             false,
         );
         Ok(())
+    }
+
+    /// Timers this task's wheel holds in memory.
+    pub(crate) fn timers_in_memory(&self) -> usize {
+        self.wheel.len()
     }
 
     /// Whether no journal record is waiting for the broker.

@@ -24,6 +24,27 @@ pub struct Topics {
     pub events: String,
     /// Dead letters.
     pub dlq: String,
+    /// Records for delayed delivery (headers name the target topic and the time).
+    pub delay: String,
+    /// External events for await steps, keyed by correlation value.
+    pub signals: String,
+    /// Engine-internal messages between partitions (await subscriptions and deliveries).
+    pub correlations: String,
+}
+
+/// What an input topic carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    /// Start requests.
+    Start,
+    /// Participant replies.
+    Reply,
+    /// Delayed-delivery requests.
+    Delay,
+    /// External events.
+    Signal,
+    /// Internal correlation messages.
+    Correlation,
 }
 
 impl Topics {
@@ -36,12 +57,35 @@ impl Topics {
             changelog: format!("{group}.changelog"),
             events: format!("{group}.events"),
             dlq: format!("{group}.dlq"),
+            delay: format!("{group}.delay"),
+            signals: format!("{group}.signals"),
+            correlations: format!("{group}.correlations"),
         }
     }
 
-    /// Input topics, co-partitioned by saga id.
-    pub fn inputs(&self) -> [&str; 2] {
-        [&self.starts, &self.replies]
+    /// Input topics, co-partitioned (saga id, or correlation value for signals).
+    pub fn inputs(&self) -> [&str; 5] {
+        [
+            &self.starts,
+            &self.replies,
+            &self.delay,
+            &self.signals,
+            &self.correlations,
+        ]
+    }
+
+    /// What `topic` carries, if it is an input.
+    pub fn kind(&self, topic: &str) -> Option<InputKind> {
+        [
+            (&self.starts, InputKind::Start),
+            (&self.replies, InputKind::Reply),
+            (&self.delay, InputKind::Delay),
+            (&self.signals, InputKind::Signal),
+            (&self.correlations, InputKind::Correlation),
+        ]
+        .into_iter()
+        .find(|(name, _)| name.as_str() == topic)
+        .map(|(_, kind)| kind)
     }
 }
 
@@ -91,6 +135,9 @@ pub async fn ensure_engine_topics(bootstrap: &str, group: &str, partitions: i32)
             (&t.changelog, partitions, true),
             (&t.events, partitions, false),
             (&t.dlq, 1, false),
+            (&t.delay, partitions, false),
+            (&t.signals, partitions, false),
+            (&t.correlations, partitions, false),
         ],
     )
     .await
@@ -107,7 +154,9 @@ pub async fn ensure_definition_topics(
         .iter()
         .flat_map(|d| {
             d.steps.iter().flat_map(|s| {
-                std::iter::once(s.command.topic.clone())
+                s.command()
+                    .map(|c| c.topic.clone())
+                    .into_iter()
                     .chain(s.compensation.as_ref().map(|c| c.topic.clone()))
             })
         })

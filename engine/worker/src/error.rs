@@ -15,6 +15,10 @@ pub enum Error {
     /// Encoding a reply failed.
     #[error(transparent)]
     Avro(#[from] sagaflow_avro::Error),
+    /// Another copy of the command was still being handled after a minute; this copy is left
+    /// unanswered (and its offset unstored) rather than run twice.
+    #[error("command {0} is still being handled by another copy")]
+    Busy(String),
 }
 
 /// Result with this crate's [`Error`].

@@ -93,8 +93,11 @@ impl EffectsLog {
             "phase": command.phase.as_str(),
             "type": command.command_type,
         });
+        // One write call per line: processes share the file, and O_APPEND keeps a single write
+        // whole, where `writeln!` may split a line into several writes that interleave.
+        let line = format!("{line}\n");
         if let Ok(mut f) = self.0.lock() {
-            let _ = writeln!(f, "{line}");
+            let _ = f.write_all(line.as_bytes());
         }
     }
 }

@@ -11,6 +11,6 @@ mod error;
 pub mod examples;
 mod worker;
 
-pub use dedupe::Dedupe;
+pub use dedupe::{Claim, Dedupe};
 pub use error::{Error, Result};
 pub use worker::{Failure, Handler, Worker, WorkerConfig, WorkerStats};

@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 use tracing::{info_span, warn, Instrument};
 
-use crate::dedupe::Dedupe;
+use crate::dedupe::{Claim, Dedupe};
 use crate::error::{Error, Result};
 
 /// A failed command.
@@ -75,7 +75,7 @@ pub struct Worker {
     producer: FutureProducer,
     codec: AsyncCodec,
     handler: Handler,
-    dedupe: Mutex<Dedupe>,
+    dedupe: Arc<Mutex<Dedupe>>,
     /// Counters.
     pub stats: Arc<WorkerStats>,
 }
@@ -106,6 +106,17 @@ fn now_ms() -> i64 {
 impl Worker {
     /// A worker running `handler` on the commands of `config.topic`.
     pub fn new(config: WorkerConfig, handler: Handler) -> Result<Self> {
+        let dedupe = Arc::new(Mutex::new(Dedupe::new(config.dedupe_capacity)));
+        Self::with_dedupe(config, handler, dedupe)
+    }
+
+    /// Like [`Worker::new`], sharing the dedupe memory with other instances of the participant
+    /// (a command can move between instances when partitions do).
+    pub fn with_dedupe(
+        config: WorkerConfig,
+        handler: Handler,
+        dedupe: Arc<Mutex<Dedupe>>,
+    ) -> Result<Self> {
         let mut consumer_config = client_config(&config.bootstrap);
         let _ = consumer_config
             .set("group.id", &config.group)
@@ -141,7 +152,7 @@ impl Worker {
         })?;
         Ok(Self {
             codec: AsyncCodec::new(&config.registry_url)?,
-            dedupe: Mutex::new(Dedupe::new(config.dedupe_capacity)),
+            dedupe,
             config,
             consumer,
             producer,
@@ -204,24 +215,41 @@ impl Worker {
         };
         let span = info_span!("command", saga_id = %command.saga_id, step = %command.step, phase = command.phase.as_str(), attempt = command.attempt);
         async {
-            let cached = self
-                .dedupe
-                .lock()
-                .await
-                .get(&command.idempotency_key)
-                .cloned();
-            let reply = match cached {
-                Some(reply) => {
-                    self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                    reply
+            let key = command.idempotency_key.clone();
+            let mut waited = Duration::ZERO;
+            let claim = loop {
+                let claim = self.dedupe.lock().await.claim(&key);
+                // A copy of this command is being handled (a redelivery fetched with the
+                // original, or a retry racing a slow attempt): wait for its outcome.
+                if claim != Claim::Running || waited > Duration::from_secs(60) {
+                    break claim;
                 }
-                None => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                waited += Duration::from_millis(5);
+            };
+            let reply = match claim {
+                Claim::Running => {
+                    return Err(Error::Busy(key));
+                }
+                Claim::Answered(reply) => {
+                    // The same operation again (a redelivery, or a retry after a timeout):
+                    // answer with the recorded outcome, addressed to this attempt.
+                    self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    Reply {
+                        message_id: format!("reply/{}", command.message_id),
+                        attempt: command.attempt,
+                        ..reply
+                    }
+                }
+                Claim::Claimed => {
                     let outcome = (self.handler)(command.clone()).await;
                     let reply = build_reply(&command, outcome);
+                    // A retryable failure did nothing: the next attempt must run again.
+                    let retryable = reply.error.as_ref().is_some_and(|e| e.retryable);
                     self.dedupe
                         .lock()
                         .await
-                        .insert(command.idempotency_key.clone(), reply.clone());
+                        .finish(&key, (!retryable).then(|| reply.clone()));
                     self.stats.handled.fetch_add(1, Ordering::Relaxed);
                     reply
                 }
@@ -267,7 +295,7 @@ fn build_reply(command: &Command, outcome: Result<Value, Failure>) -> Reply {
         ),
     };
     Reply {
-        message_id: format!("reply/{}", command.idempotency_key),
+        message_id: format!("reply/{}", command.message_id),
         saga_id: command.saga_id.clone(),
         step: command.step.clone(),
         phase: command.phase,

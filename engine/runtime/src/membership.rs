@@ -1,0 +1,173 @@
+//! Group membership: the engine's static member id, and when to leave and rejoin the group.
+//!
+//! Rejoining is a workaround for brokers whose coordinator strands partitions after a member
+//! dies (tansu 0.6, see docs/operations.md): a new member can get an empty assignment for good,
+//! and a survivor can get back only its old share. On a healthy broker both rules are rare and
+//! cost one extra rebalance.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// The `group.instance.id` to use: the configured one, or one kept in the state directory so
+/// a restarted engine takes its old place in the group.
+pub(crate) fn instance_id(configured: &str, state_dir: &Path, group: &str) -> Result<String> {
+    if !configured.is_empty() {
+        return Ok(configured.to_string());
+    }
+    let file = state_dir.join("instance-id");
+    match std::fs::read_to_string(&file) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(Error::Io {
+                action: format!("reading {}", file.display()),
+                source,
+            })
+        }
+    }
+    let id = format!("{group}-{:016x}", rand::random::<u64>());
+    std::fs::write(&file, &id).map_err(|source| Error::Io {
+        action: format!("writing {}", file.display()),
+        source,
+    })?;
+    Ok(id)
+}
+
+/// Decides when to leave and rejoin the group.
+#[derive(Debug)]
+pub(crate) struct Rejoin {
+    when_unassigned: Duration,
+    when_same: Duration,
+    partitions: usize,
+    last_revoked: Option<BTreeSet<i32>>,
+    last_same_rejoin: Option<Instant>,
+    /// A same-set reassignment asked for a rejoin.
+    same_due: bool,
+    /// Since when the engine owns nothing, and the delay before the next rejoin.
+    unowned: Option<(Instant, Duration)>,
+}
+
+impl Rejoin {
+    pub(crate) fn new(when_unassigned: Duration, when_same: Duration, partitions: usize) -> Self {
+        Self {
+            when_unassigned,
+            when_same,
+            partitions,
+            last_revoked: None,
+            last_same_rejoin: None,
+            same_due: false,
+            unowned: None,
+        }
+    }
+
+    pub(crate) fn revoked(&mut self, partitions: &BTreeSet<i32>) {
+        self.last_revoked = Some(partitions.clone());
+    }
+
+    pub(crate) fn assigned(&mut self, partitions: &BTreeSet<i32>, now: Instant) {
+        let revoked = self.last_revoked.take();
+        if partitions.is_empty() {
+            return;
+        }
+        let same = revoked.as_ref() == Some(partitions);
+        let cooled = self
+            .last_same_rejoin
+            .is_none_or(|at| now.duration_since(at) >= self.when_same);
+        if same && partitions.len() < self.partitions && !self.when_same.is_zero() && cooled {
+            // A member left (that is why we were revoked) yet nothing moved to us.
+            self.last_same_rejoin = Some(now);
+            self.same_due = true;
+        }
+    }
+
+    /// Whether to rejoin now, and after how long without partitions (zero for a same-set
+    /// rejoin); `owned` is how many partitions the engine holds. An engine that owns nothing
+    /// (no assignment yet, an empty one, or a rebalance that never finishes) rejoins after
+    /// `when_unassigned`, then after doubling delays up to two minutes.
+    pub(crate) fn take_due(&mut self, now: Instant, owned: usize) -> Option<Duration> {
+        if std::mem::take(&mut self.same_due) && owned > 0 {
+            return Some(Duration::ZERO);
+        }
+        if owned > 0 || self.when_unassigned.is_zero() {
+            self.unowned = None;
+            return None;
+        }
+        let (since, delay) = *self.unowned.get_or_insert((now, self.when_unassigned));
+        if now.duration_since(since) < delay {
+            return None;
+        }
+        self.unowned = Some((now, (delay * 2).min(Duration::from_secs(120))));
+        Some(delay)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(ps: &[i32]) -> BTreeSet<i32> {
+        ps.iter().copied().collect()
+    }
+
+    #[test]
+    fn owning_nothing_rejoins_with_backoff() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut r = Rejoin::new(s(2), s(30), 4);
+        r.assigned(&set(&[]), t0);
+        assert_eq!(r.take_due(t0, 0), None);
+        assert_eq!(r.take_due(t0 + s(2), 0), Some(s(2)));
+        assert_eq!(r.take_due(t0 + s(3), 0), None);
+        assert_eq!(r.take_due(t0 + s(6), 0), Some(s(4)));
+        // Owning something resets the backoff.
+        assert_eq!(r.take_due(t0 + s(7), 1), None);
+        assert_eq!(r.take_due(t0 + s(60), 0), None);
+        assert_eq!(r.take_due(t0 + s(62), 0), Some(s(2)));
+    }
+
+    #[test]
+    fn same_partial_set_after_revoke_rejoins_once_per_cooldown() {
+        let t0 = Instant::now();
+        let mut r = Rejoin::new(Duration::from_secs(2), Duration::from_secs(30), 4);
+        r.revoked(&set(&[0, 1]));
+        r.assigned(&set(&[0, 1]), t0);
+        assert!(r.take_due(t0, 2).is_some());
+        assert_eq!(r.take_due(t0, 2), None);
+        // Right after the rejoin the same thing again: within the cooldown, no loop.
+        r.revoked(&set(&[0, 1]));
+        r.assigned(&set(&[0, 1]), t0 + Duration::from_secs(1));
+        assert_eq!(r.take_due(t0 + Duration::from_secs(1), 2), None);
+        r.revoked(&set(&[0, 1]));
+        r.assigned(&set(&[0, 1]), t0 + Duration::from_secs(31));
+        assert!(r.take_due(t0 + Duration::from_secs(31), 2).is_some());
+    }
+
+    #[test]
+    fn full_or_changed_sets_do_not_rejoin() {
+        let t0 = Instant::now();
+        let mut r = Rejoin::new(Duration::from_secs(2), Duration::from_secs(30), 4);
+        r.revoked(&set(&[0, 1, 2, 3]));
+        r.assigned(&set(&[0, 1, 2, 3]), t0);
+        assert_eq!(r.take_due(t0, 4), None);
+        r.revoked(&set(&[0, 1]));
+        r.assigned(&set(&[0, 1, 2]), t0);
+        assert_eq!(r.take_due(t0, 3), None);
+        // A first assignment (nothing revoked before) is never "the same".
+        r.assigned(&set(&[2, 3]), t0);
+        assert_eq!(r.take_due(t0, 2), None);
+    }
+
+    #[test]
+    fn instance_id_is_kept_in_the_state_dir() {
+        let dir = std::env::temp_dir().join(format!("sagaflow-inst-{}", rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = instance_id("", &dir, "g").unwrap();
+        assert_eq!(instance_id("", &dir, "g").unwrap(), a);
+        assert_eq!(instance_id("pinned", &dir, "g").unwrap(), "pinned");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,258 @@
+//! Parked records: partition state that is not a saga, kept under reserved keys next to the
+//! saga states (so the journal, the changelog and restores treat both alike).
+//!
+//! - `__delay/<topic>/<partition>/<offset>`: a record waiting for delayed delivery;
+//! - `__signal/<event>/<correlation>␟<signal id>`: a signal no saga awaits yet;
+//! - `__await/<event>/<correlation>`: the sagas awaiting an event with that correlation value.
+
+use sagaflow_avro::{Awaiter, Header, Outbound, Parked, ParkedHeader, ParkedKind, Signal};
+
+use crate::task::InputRecord;
+
+/// Header naming the topic a delayed record goes to.
+pub const DELAY_TOPIC_HEADER: &str = "sagaflow-delay-topic";
+/// Header with the delivery time: epoch milliseconds or an RFC 3339 time.
+pub const DELAY_UNTIL_HEADER: &str = "sagaflow-delay-until";
+
+/// Prefix of every parked key; saga ids may not start with it.
+pub(crate) const RESERVED: &str = "__";
+
+pub(crate) fn delay_key(id: &str) -> String {
+    format!("__delay/{id}")
+}
+
+pub(crate) fn await_key(event: &str, correlation: &str) -> String {
+    format!("__await/{event}/{correlation}")
+}
+
+pub(crate) fn signal_prefix(event: &str, correlation: &str) -> String {
+    format!("__signal/{event}/{correlation}\u{1f}")
+}
+
+pub(crate) fn signal_key(event: &str, correlation: &str, signal_id: &str) -> String {
+    format!("{}{signal_id}", signal_prefix(event, correlation))
+}
+
+/// Whether a changelog or journal key holds a parked record rather than a saga.
+pub(crate) fn is_parked_key(key: &str) -> bool {
+    ["__delay/", "__signal/", "__await/"]
+        .iter()
+        .any(|p| key.starts_with(p))
+}
+
+/// When the record's timer fires, if it has one.
+pub(crate) fn due(parked: &Parked) -> Option<i64> {
+    match parked.kind {
+        ParkedKind::Delayed | ParkedKind::Signal => Some(parked.due),
+        ParkedKind::Await => None,
+    }
+}
+
+/// Reads a delayed-delivery request from the delay topic.
+pub(crate) fn delayed(
+    topic: &str,
+    partition: i32,
+    record: &InputRecord<'_>,
+    now: i64,
+) -> Result<Parked, String> {
+    let header = |name: &str| {
+        record
+            .headers
+            .iter()
+            .rev()
+            .find(|h| h.name == name)
+            .map(|h| String::from_utf8_lossy(&h.value).into_owned())
+    };
+    let target = header(DELAY_TOPIC_HEADER)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            format!("the record has no {DELAY_TOPIC_HEADER} header naming the target topic")
+        })?;
+    if target == topic {
+        return Err(format!("{DELAY_TOPIC_HEADER} names the delay topic itself"));
+    }
+    let until = header(DELAY_UNTIL_HEADER).ok_or_else(|| {
+        format!("the record has no {DELAY_UNTIL_HEADER} header (epoch ms or RFC 3339)")
+    })?;
+    let due = match until.trim().parse::<i64>() {
+        Ok(ms) => ms,
+        Err(_) => sagaflow_definition::parse_instant(until.trim()).map_err(|e| {
+            format!("{DELAY_UNTIL_HEADER} = {until:?} is neither epoch ms nor RFC 3339: {e}")
+        })?,
+    };
+    Ok(Parked {
+        kind: ParkedKind::Delayed,
+        id: format!("{topic}/{partition}/{}", record.offset),
+        due,
+        topic: Some(target),
+        key: record.key.map(<[u8]>::to_vec),
+        value: record.payload.map(<[u8]>::to_vec),
+        headers: record
+            .headers
+            .iter()
+            .map(|h| ParkedHeader {
+                name: h.name.clone(),
+                value: h.value.clone(),
+            })
+            .collect(),
+        sagas: Vec::new(),
+        received_at: now,
+    })
+}
+
+/// The delivery of a delayed record: key, value and headers as they came; the relay adds the
+/// stable `sagaflow-id` header (the same on a redelivery after a crash).
+pub(crate) fn delivery(parked: &Parked) -> Outbound {
+    Outbound {
+        id: format!("delay/{}", parked.id),
+        topic: parked.topic.clone().unwrap_or_default(),
+        key: parked.key.clone(),
+        value: parked.value.clone(),
+        headers: headers(parked),
+    }
+}
+
+fn headers(parked: &Parked) -> Vec<Header> {
+    parked
+        .headers
+        .iter()
+        .map(|h| Header {
+            name: h.name.clone(),
+            value: h.value.clone(),
+        })
+        .collect()
+}
+
+/// The sagas awaiting `event` with `correlation`.
+pub(crate) fn awaiters(event: &str, correlation: &str, sagas: Vec<Awaiter>, now: i64) -> Parked {
+    Parked {
+        kind: ParkedKind::Await,
+        id: format!("{event}/{correlation}"),
+        due: 0,
+        topic: None,
+        key: None,
+        value: None,
+        headers: Vec::new(),
+        sagas,
+        received_at: now,
+    }
+}
+
+/// A signal kept until a saga awaits it or it expires; `value` is its wire form.
+pub(crate) fn buffered(signal: &Signal, value: Vec<u8>, expires: i64, now: i64) -> Parked {
+    Parked {
+        kind: ParkedKind::Signal,
+        id: signal.signal_id.clone(),
+        due: expires,
+        topic: None,
+        key: Some(signal.correlation.clone().into_bytes()),
+        value: Some(value),
+        headers: Vec::new(),
+        sagas: Vec::new(),
+        received_at: now,
+    }
+}
+
+/// The dead letter of a signal that no saga claimed before it expired.
+pub(crate) fn expired_signal(parked: &Parked, dlq: &str, partition: i32) -> Outbound {
+    let mut headers = headers(parked);
+    for (name, value) in [
+        ("sagaflow-dlq-reason", "signal-expired".to_string()),
+        (
+            "sagaflow-dlq-detail",
+            "no saga awaited this event before its time to live ran out".to_string(),
+        ),
+        ("sagaflow-dlq-partition", partition.to_string()),
+    ] {
+        headers.push(Header {
+            name: name.into(),
+            value: value.into_bytes(),
+        });
+    }
+    Outbound {
+        id: format!("expired/{}/{}", partition, parked.id),
+        topic: dlq.to_string(),
+        key: parked.key.clone(),
+        value: parked.value.clone(),
+        headers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(headers: Vec<(&str, &str)>) -> InputRecord<'static> {
+        InputRecord {
+            topic: "g.delay",
+            offset: 7,
+            key: Some(b"k"),
+            payload: Some(b"v"),
+            headers: headers
+                .into_iter()
+                .map(|(n, v)| Header {
+                    name: n.into(),
+                    value: v.as_bytes().to_vec(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_delay_request_needs_a_target_and_a_time() {
+        let ok = delayed(
+            "g.delay",
+            2,
+            &record(vec![
+                (DELAY_TOPIC_HEADER, "out"),
+                (DELAY_UNTIL_HEADER, "2026-01-01T00:00:00Z"),
+                ("x", "y"),
+            ]),
+            5,
+        )
+        .unwrap();
+        assert_eq!(ok.id, "g.delay/2/7");
+        assert_eq!(ok.due, 1_767_225_600_000);
+        let out = delivery(&ok);
+        assert_eq!(out.topic, "out");
+        assert_eq!(out.id, "delay/g.delay/2/7");
+        assert_eq!(out.headers.len(), 3, "headers pass through unchanged");
+        assert_eq!(
+            delayed(
+                "g.delay",
+                0,
+                &record(vec![
+                    (DELAY_TOPIC_HEADER, "out"),
+                    (DELAY_UNTIL_HEADER, "123")
+                ]),
+                0
+            )
+            .unwrap()
+            .due,
+            123
+        );
+        let no_time = delayed("g.delay", 0, &record(vec![(DELAY_TOPIC_HEADER, "out")]), 0);
+        assert!(no_time.unwrap_err().contains(DELAY_UNTIL_HEADER));
+        let bad = delayed(
+            "g.delay",
+            0,
+            &record(vec![
+                (DELAY_TOPIC_HEADER, "out"),
+                (DELAY_UNTIL_HEADER, "soon"),
+            ]),
+            0,
+        );
+        assert!(bad.unwrap_err().contains("neither epoch ms nor RFC 3339"));
+        assert!(delayed("g.delay", 0, &record(vec![(DELAY_UNTIL_HEADER, "1")]), 0).is_err());
+    }
+
+    #[test]
+    fn keys_are_reserved_and_prefixes_do_not_overlap() {
+        assert!(is_parked_key(&delay_key("a")));
+        assert!(is_parked_key(&await_key("e", "c")));
+        assert!(is_parked_key(&signal_key("e", "c", "s")));
+        assert!(!is_parked_key("trip-1"));
+        // "c" and "c2" are different correlation values.
+        assert!(!signal_key("e", "c2", "s").starts_with(&signal_prefix("e", "c")));
+    }
+}
