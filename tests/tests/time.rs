@@ -69,7 +69,7 @@ name: sleeper
 version: 1
 steps:
   - name: nap
-    wait: 20s
+    wait: 30s
 ";
 
 /// Broker, registry, engine and a scripted participant, dropped in a safe order.
@@ -654,6 +654,17 @@ fn kill_9_with_ten_thousand_pending_timers_fires_each_once() {
         ) >= n as f64),
         "only {} timers scheduled",
         metric(&s.metrics_url, "sagaflow_timers_scheduled_total")
+    );
+    // Events are relayed only after their journal record is committed: once every saga's
+    // WAIT_STARTED is in the log, all n timers are durable and pending.
+    assert!(
+        eventually(WAIT, || {
+            let log = s.events();
+            sleepers
+                .iter()
+                .all(|id| log.types(id).contains(&E::WaitStarted))
+        }),
+        "not every wait started"
     );
     let fired_before = metric(&s.metrics_url, "sagaflow_timers_fired_total");
     s.engine.kill9();

@@ -52,12 +52,13 @@ pub(crate) struct BenchArgs {
     json: bool,
 }
 
+/// The raw broker's throughput, measured in the same run as the figures beside it.
 #[derive(Debug, Serialize)]
-struct BrokerBaseline {
+pub(crate) struct BrokerBaseline {
     messages: usize,
     record_bytes: usize,
-    produce_msgs_per_s: f64,
-    consume_msgs_per_s: f64,
+    pub(crate) produce_msgs_per_s: f64,
+    pub(crate) consume_msgs_per_s: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -97,7 +98,13 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let run_id = format!("{:x}", now_ms());
 
     progress(&args, "measuring the raw broker baseline");
-    let broker = baseline(&args, &run_id).await?;
+    let broker = baseline(
+        &args.bootstrap,
+        args.partitions,
+        args.baseline_messages,
+        &run_id,
+    )
+    .await?;
 
     let group = format!("bench-{run_id}");
     let state_dir = std::env::temp_dir().join(format!("sagaflow-{group}"));
@@ -238,15 +245,20 @@ fn print_table(r: &BenchReport) {
     );
 }
 
-async fn baseline(args: &BenchArgs, run_id: &str) -> anyhow::Result<BrokerBaseline> {
+/// Produces then consumes `n` 200-byte records on a fresh topic.
+pub(crate) async fn baseline(
+    bootstrap: &str,
+    partitions: i32,
+    n: usize,
+    run_id: &str,
+) -> anyhow::Result<BrokerBaseline> {
     let topic = format!("bench-baseline-{run_id}");
-    topics::ensure(&args.bootstrap, &[(&topic, args.partitions, false)]).await?;
-    let producer: FutureProducer = crate::kafka::client_config(&args.bootstrap)
+    topics::ensure(bootstrap, &[(&topic, partitions, false)]).await?;
+    let producer: FutureProducer = crate::kafka::client_config(bootstrap)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .create()?;
     let payload = vec![b'x'; 200];
-    let n = args.baseline_messages;
     let started = Instant::now();
     let mut inflight = FuturesUnordered::new();
     for i in 0..n {
@@ -266,12 +278,12 @@ async fn baseline(args: &BenchArgs, run_id: &str) -> anyhow::Result<BrokerBaseli
     }
     let produce = n as f64 / started.elapsed().as_secs_f64();
 
-    let consumer: StreamConsumer = crate::kafka::client_config(&args.bootstrap)
+    let consumer: StreamConsumer = crate::kafka::client_config(bootstrap)
         .set("group.id", "sagaflow-bench-baseline")
         .set("enable.auto.commit", "false")
         .create()?;
     let mut tpl = TopicPartitionList::new();
-    for p in 0..args.partitions {
+    for p in 0..partitions {
         tpl.add_partition_offset(&topic, p, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;

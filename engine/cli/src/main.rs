@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod bench;
+mod bench_timers;
 mod def_check;
 mod demo;
 mod eventlog;
@@ -62,6 +63,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure sagas/s and latency beside the raw broker baseline.
     Bench(bench::BenchArgs),
+    /// Schedule many timers (delayed deliveries) and measure firing lateness, memory and rates.
+    BenchTimers(bench_timers::BenchTimersArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
         Command::Events(args) => runtime().and_then(|rt| rt.block_on(events::run(args))),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
         Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::run(args))),
+        Command::BenchTimers(args) => runtime().and_then(|rt| rt.block_on(bench_timers::run(args))),
     };
     match result {
         Ok(code) => code,

@@ -200,6 +200,21 @@ fn decide_reply(
     reply: &Reply,
     now: i64,
 ) -> Decision {
+    if let Some(state) = state.filter(|s| s.status.is_terminal()) {
+        // Still tell a late reply from any other reply to a finished saga: it is what an
+        // operator looks for when a participant is slower than its timeout.
+        let late = state
+            .steps
+            .iter()
+            .find(|s| s.name == reply.step)
+            .is_some_and(|step| timed_out(step, reply));
+        let reason = if late {
+            IgnoreReason::LateReply
+        } else {
+            IgnoreReason::SagaFinished
+        };
+        return ignore(state, reason, now);
+    }
     let def = match running(definitions, state, now, IgnoreReason::SagaFinished) {
         Ok(def) => def,
         Err(decision) => return *decision,
@@ -217,7 +232,7 @@ fn decide_reply(
         Phase::Compensate => step.status == StepStatus::Compensating,
     };
     if !awaiting || reply.attempt != step.attempt {
-        let reason = if timed_out(state, step, reply) {
+        let reason = if timed_out(step, reply) {
             IgnoreReason::LateReply
         } else if reply.attempt == step.attempt && phase_done(step.status, reply.phase) {
             IgnoreReason::DuplicateReply
@@ -257,11 +272,10 @@ fn decide_reply(
 }
 
 /// Whether `reply` answers an attempt the saga gave up on because it timed out.
-fn timed_out(state: &SagaState, step: &StepState, reply: &Reply) -> bool {
-    // The saga state keeps no per-attempt history; the event detail of a timeout is the record.
-    // An attempt below the current one, or the current one while backing off or after the
-    // step timed out for good, had its reply awaited no longer.
-    let _ = state;
+fn timed_out(step: &StepState, reply: &Reply) -> bool {
+    // The state keeps no per-attempt history. An attempt below the current one, or the current
+    // one while backing off or after the step timed out for good, was no longer awaited; a
+    // failure reply is what ends an attempt otherwise, and its duplicates are rare.
     reply.phase == Phase::Forward
         && (reply.attempt < step.attempt
             || (reply.attempt == step.attempt

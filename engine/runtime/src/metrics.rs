@@ -66,7 +66,7 @@ counters! {
     relay_redeliveries_total => "Outbound messages delivered again after a restore.",
     forwarded_inputs_total => "Inputs that arrived on the wrong partition and were forwarded.",
     restores_total => "Partition restores.",
-    timers_scheduled_total => "Timers committed to the timer index (saga timers and parked records).",
+    timers_scheduled_total => "Saga timers scheduled by decisions (retries, timeouts, deadlines, waits, awaits); delayed records count in delayed_scheduled_total.",
     timers_fired_total => "Timers that came due and changed something (stale index entries excluded).",
     timer_lateness_ms_total => "Sum over fired timers of how late they fired, in milliseconds.",
     delayed_scheduled_total => "Records accepted for delayed delivery.",

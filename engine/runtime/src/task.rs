@@ -345,6 +345,19 @@ impl Task {
         let bytes = env
             .codec
             .encode(Subject::TopicRecord(&env.topics.changelog), &state)?;
+        let before: Vec<&str> = self
+            .cache
+            .get(&saga_id)
+            .map(|c| c.state.timers.iter().map(|t| t.id.as_str()).collect())
+            .unwrap_or_default();
+        let new_timers = state
+            .timers
+            .iter()
+            .filter(|t| !before.contains(&t.id.as_str()))
+            .count();
+        env.metrics
+            .timers_scheduled_total
+            .fetch_add(new_timers as u64, Ordering::Relaxed);
         for timer in &state.timers {
             self.wheel.offer(
                 timer.due,
@@ -1046,14 +1059,9 @@ impl Task {
             .collect();
         env.store
             .apply(self.partition, offset, &writes, &flight.fired, &self.meta)?;
-        let mut scheduled = 0;
         for (due, target) in flight.timers.into_iter().flatten() {
-            scheduled += 1;
             self.wheel.offer(due, target);
         }
-        env.metrics
-            .timers_scheduled_total
-            .fetch_add(scheduled, Ordering::Relaxed);
         self.parked.retain(|_, c| c.seq != flight.seq);
         env.metrics
             .journal_records_total
