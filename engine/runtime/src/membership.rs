@@ -6,35 +6,16 @@
 //! cost one extra rebalance.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
-
-/// The `group.instance.id` to use: the configured one, or one kept in the state directory so
-/// a restarted engine takes its old place in the group.
-pub(crate) fn instance_id(configured: &str, state_dir: &Path, group: &str) -> Result<String> {
-    if !configured.is_empty() {
-        return Ok(configured.to_string());
-    }
-    let file = state_dir.join("instance-id");
-    match std::fs::read_to_string(&file) {
-        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => {
-            return Err(Error::Io {
-                action: format!("reading {}", file.display()),
-                source,
-            })
-        }
-    }
-    let id = format!("{group}-{:016x}", rand::random::<u64>());
-    std::fs::write(&file, &id).map_err(|source| Error::Io {
-        action: format!("writing {}", file.display()),
-        source,
-    })?;
-    Ok(id)
+/// The `group.instance.id` to use, if static membership is configured.
+///
+/// Static membership is opt-in: it lets an engine restarted under the same id take its old place
+/// at once, but a static member never leaves the group when it stops cleanly, and tansu 0.6 then
+/// keeps its partitions from every other engine (see docs/operations.md).
+pub(crate) fn instance_id(configured: &str) -> Option<String> {
+    let id = configured.trim();
+    (!id.is_empty()).then(|| id.to_string())
 }
 
 /// Decides when to leave and rejoin the group.
@@ -162,12 +143,9 @@ mod tests {
     }
 
     #[test]
-    fn instance_id_is_kept_in_the_state_dir() {
-        let dir = std::env::temp_dir().join(format!("sagaflow-inst-{}", rand::random::<u32>()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let a = instance_id("", &dir, "g").unwrap();
-        assert_eq!(instance_id("", &dir, "g").unwrap(), a);
-        assert_eq!(instance_id("pinned", &dir, "g").unwrap(), "pinned");
-        std::fs::remove_dir_all(&dir).unwrap();
+    fn static_membership_is_opt_in() {
+        assert_eq!(instance_id(""), None);
+        assert_eq!(instance_id("  "), None);
+        assert_eq!(instance_id("engine-a"), Some("engine-a".to_string()));
     }
 }

@@ -318,12 +318,13 @@ impl Processor {
             topics: topics.clone(),
             writer: writer.clone(),
         });
-        let instance =
-            membership::instance_id(&config.instance_id, &config.state_dir, &config.group)?;
+        let instance = membership::instance_id(&config.instance_id);
         let mut consumer_config = crate::kafka::base_config(&config.bootstrap);
+        if let Some(id) = &instance {
+            let _ = consumer_config.set("group.instance.id", id);
+        }
         let _ = consumer_config
             .set("group.id", &config.group)
-            .set("group.instance.id", &instance)
             .set("partition.assignment.strategy", "range")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -350,7 +351,7 @@ impl Processor {
                 .create_with_context(JournalContext { acks: tx })
                 .map_err(|e| Error::kafka("creating the journal producer", e))?;
         let relay = Relay::new(&config.bootstrap, &topics.changelog, metrics.clone())?;
-        info!(writer = %writer, group = %config.group, instance = %instance, "engine started");
+        info!(writer = %writer, group = %config.group, instance = ?instance, "engine started");
         let rejoin = Rejoin::new(
             Duration::from_millis(config.rejoin_when_unassigned_ms),
             Duration::from_millis(config.rejoin_when_same_ms),
