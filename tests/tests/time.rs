@@ -557,6 +557,23 @@ fn delayed_delivery_survives_a_kill_9() {
         .map_err(|(e, _)| e)
         .expect("send");
     }
+    // A request for a topic that does not exist is dead-lettered at once, not held forever.
+    let missing = format!("{}.no-such-topic", s.opts.group);
+    p.send(
+        BaseRecord::to(&topic).key("lost").payload("x").headers(
+            OwnedHeaders::new()
+                .insert(Header {
+                    key: "sagaflow-delay-topic",
+                    value: Some(missing.as_bytes()),
+                })
+                .insert(Header {
+                    key: "sagaflow-delay-until",
+                    value: Some(due.to_string().as_bytes()),
+                }),
+        ),
+    )
+    .map_err(|(e, _)| e)
+    .expect("send");
     rdkafka::producer::Producer::flush(&p, Duration::from_secs(30)).expect("flush");
     assert!(
         eventually(WAIT, || metric(
@@ -609,6 +626,24 @@ fn delayed_delivery_survives_a_kill_9() {
             Some(&*due.to_string())
         );
     }
+    let dead: Vec<_> = read_all(&s.broker.bootstrap(), &format!("{}.dlq", s.opts.group))
+        .into_iter()
+        .filter(|r| r.key.as_deref() == Some(&b"lost"[..]))
+        .collect();
+    // At least once, like every output: copies after the kill carry the same id.
+    let ids: HashSet<Option<&String>> = dead.iter().map(|r| r.headers.get("sagaflow-id")).collect();
+    assert_eq!(
+        (ids.len(), dead.is_empty()),
+        (1, false),
+        "the request for a missing topic was not dead-lettered once"
+    );
+    assert_eq!(
+        dead[0]
+            .headers
+            .get("sagaflow-dlq-reason")
+            .map(String::as_str),
+        Some("invalid-delay")
+    );
     let keys: HashSet<&[u8]> = records.iter().filter_map(|r| r.key.as_deref()).collect();
     assert_eq!(keys.len(), n as usize, "every key delivered");
     let redelivered: usize = seen.values().map(|c| c - 1).sum();

@@ -17,6 +17,7 @@ mod processor;
 mod relay;
 mod restore;
 mod store;
+mod targets;
 mod task;
 pub mod topics;
 mod wheel;

@@ -249,6 +249,7 @@ impl Engine {
 
 /// What every task reads and nothing changes while the engine runs.
 struct Context {
+    targets: crate::targets::Targets,
     config: EngineConfig,
     definitions: RegistryDefinitions,
     metrics: Arc<Metrics>,
@@ -270,6 +271,7 @@ impl Context {
             writer: &self.writer,
             signal_ttl_ms: self.config.signal_ttl_ms,
             timer_horizon_ms: self.config.timer_horizon_ms,
+            targets: &self.targets,
         }
     }
 }
@@ -359,6 +361,7 @@ impl Processor {
         );
         Ok(Self {
             ctx: Context {
+                targets: crate::targets::Targets::new(crate::kafka::reader(&config.bootstrap)?),
                 core_topics: sagaflow_core::Topics {
                     replies: topics.replies.clone(),
                 },

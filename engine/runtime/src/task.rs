@@ -45,6 +45,8 @@ pub(crate) struct TaskEnv<'a> {
     pub(crate) signal_ttl_ms: i64,
     /// How far ahead the timer wheel keeps timers in memory.
     pub(crate) timer_horizon_ms: i64,
+    /// Which topics exist (delayed records must name one).
+    pub(crate) targets: &'a crate::targets::Targets,
 }
 
 /// Where a task stands.
@@ -201,7 +203,17 @@ impl Task {
         match env.topics.kind(topic) {
             Some(InputKind::Start | InputKind::Reply) => self.handle_saga_input(env, now, record),
             Some(InputKind::Delay) => {
-                match parked::delayed(topic, self.partition, &record, now) {
+                let request = parked::delayed(topic, self.partition, &record, now).and_then(|d| {
+                    let target = d.topic.clone().unwrap_or_default();
+                    if env.targets.exists(&target) {
+                        Ok(d)
+                    } else {
+                        Err(format!(
+                            "the target topic {target} does not exist; create it first"
+                        ))
+                    }
+                });
+                match request {
                     Ok(delayed) => {
                         env.metrics
                             .delayed_scheduled_total
