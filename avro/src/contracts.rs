@@ -442,6 +442,8 @@ pub enum CorrelationKind {
     Unsubscribe,
     /// A signal for a saga.
     Deliver,
+    /// A delivered signal its saga no longer awaited, to be matched again.
+    Return,
 }
 
 /// Engine-internal message between partitions (see `Correlation.avsc`).

@@ -523,6 +523,46 @@ fn external_events_before_after_and_never() {
     );
     assert_eq!(expired.len(), 1);
     assert_eq!(expired[0].key.as_deref(), Some(&b"order-nobody"[..]));
+
+    // A stale subscription (as a SUBSCRIBE delivered twice after a crash would leave): the
+    // finished saga c-after awaits "order-dup" as far as the correlation owner knows. A signal
+    // for it reaches c-after, which no longer awaits, and must come back rather than be lost:
+    // the next saga that awaits "order-dup" gets it. The value lives on another partition than
+    // c-after, so the signal goes there and back through the correlations topic.
+    let dup = (0..100)
+        .map(|i| format!("order-dup-{i}"))
+        .find(|v| {
+            sagaflow_runtime::partition_for(v.as_bytes(), 4)
+                != sagaflow_runtime::partition_for(b"c-after", 4)
+        })
+        .expect("a value on another partition");
+    let subscribe = sagaflow_avro::Correlation {
+        kind: sagaflow_avro::CorrelationKind::Subscribe,
+        event: "answered".into(),
+        correlation: dup.clone(),
+        saga_id: "c-after".into(),
+        step: "ask".into(),
+        signal: None,
+    };
+    let topic = format!("{}.correlations", s.opts.group);
+    let value = s
+        .codec
+        .encode(Subject::Topic(&topic), &subscribe)
+        .expect("encode");
+    send(&producer(&s.broker.bootstrap()), &topic, &dup, &value);
+    signal(&s, &dup, "sig-dup", "kept", None);
+    assert!(
+        eventually(WAIT, || s.ignored("stale_signal") >= 1.0),
+        "the stale subscriber never saw the signal"
+    );
+    s.start("confirm", "c-dup", json!({"order": dup}));
+    let log = s.wait_finished(&["c-dup".to_string()]);
+    let last = log.sagas["c-dup"].values().last().unwrap();
+    assert_eq!(
+        last.event_type,
+        E::SagaCompleted,
+        "the returned signal was lost"
+    );
 }
 
 #[test]

@@ -293,16 +293,74 @@ impl Task {
         self.run_saga(env, now, &input, record).map(|_| ())
     }
 
+    /// Hands `signal` to the saga of `awaiter` on this partition; a signal the saga no longer
+    /// awaits (a stale subscription, e.g. a SUBSCRIBE delivered twice) is matched again rather
+    /// than lost.
+    fn deliver_here(
+        &mut self,
+        env: &TaskEnv<'_>,
+        now: i64,
+        awaiter: sagaflow_avro::Awaiter,
+        signal: sagaflow_avro::Signal,
+    ) -> Result<()> {
+        let (event, correlation) = (signal.event.clone(), signal.correlation.clone());
+        let input = Input::Signal {
+            saga_id: awaiter.saga_id.clone(),
+            step: awaiter.step.clone(),
+            signal: signal.clone(),
+        };
+        let outcome = self.run_saga(env, now, &input, None)?;
+        if outcome != Outcome::Ignored(sagaflow_core::IgnoreReason::StaleSignal) {
+            return Ok(());
+        }
+        if partition_for(correlation.as_bytes(), env.partitions) == self.partition {
+            return self.rematch(env, now, signal);
+        }
+        let bytes = env
+            .codec
+            .encode(Subject::Topic(&env.topics.signals), &signal)?;
+        self.send_correlation(
+            env,
+            sagaflow_avro::Correlation {
+                kind: sagaflow_avro::CorrelationKind::Return,
+                event,
+                correlation,
+                saga_id: awaiter.saga_id,
+                step: awaiter.step,
+                signal: Some(bytes),
+            },
+        )
+    }
+
+    /// Matches a signal against the current awaiters (or buffers it), on the partition that
+    /// owns its correlation value.
+    fn rematch(
+        &mut self,
+        env: &TaskEnv<'_>,
+        now: i64,
+        signal: sagaflow_avro::Signal,
+    ) -> Result<()> {
+        let (event, correlation) = (signal.event.clone(), signal.correlation.clone());
+        let await_key = parked::await_key(&event, &correlation);
+        let current = self.parked(env, &await_key)?;
+        let awaiters = current
+            .as_ref()
+            .map_or(&[][..], |p| p.sagas.as_slice())
+            .to_vec();
+        let matched =
+            sagaflow_core::correlate::on_signal(&awaiters, signal, now, env.signal_ttl_ms);
+        self.apply_match(env, now, &event, &correlation, current, matched)
+    }
+
     /// Decides `input` for its saga and stages the result; `record` is the input as consumed,
-    /// if it came from a topic (to dead-letter it when rejected). Returns whether the saga
-    /// changed.
+    /// if it came from a topic (to dead-letter it when rejected). Returns what happened to it.
     fn run_saga(
         &mut self,
         env: &TaskEnv<'_>,
         now: i64,
         input: &Input,
         record: Option<InputRecord<'_>>,
-    ) -> Result<bool> {
+    ) -> Result<Outcome> {
         let saga_id = input.saga_id().to_string();
         let current = self.state(env, &saga_id)?;
         let decision = decide(env.definitions, env.core_topics, current, input, now);
@@ -323,7 +381,7 @@ impl Task {
                         env.metrics.dead_letter(rejection.code());
                     }
                 }
-                return Ok(false);
+                return Ok(decision.outcome);
             }
         }
         let _span =
@@ -352,7 +410,7 @@ impl Task {
             });
         }
         let Some(state) = decision.state else {
-            return Ok(false);
+            return Ok(decision.outcome);
         };
         let bytes = env
             .codec
@@ -387,7 +445,7 @@ impl Task {
         for effect in decision.effects {
             self.route_effect(env, now, &saga_id, effect)?;
         }
-        Ok(true)
+        Ok(decision.outcome)
     }
 
     fn stage_entry(&mut self, key: String, bytes: Option<Vec<u8>>) {
@@ -523,10 +581,23 @@ impl Task {
             ),
             K::Deliver => (
                 format!(
-                    "deliver/{}/{}/{}",
-                    message.event, message.correlation, message.saga_id
+                    "deliver/{}/{}/{}/{}",
+                    message.event,
+                    message.correlation,
+                    message.saga_id,
+                    signal_id(env, &message)
                 ),
                 message.saga_id.clone(),
+            ),
+            K::Return => (
+                format!(
+                    "return/{}/{}/{}/{}",
+                    message.event,
+                    message.correlation,
+                    message.saga_id,
+                    signal_id(env, &message)
+                ),
+                message.correlation.clone(),
             ),
         };
         let value = env
@@ -555,17 +626,15 @@ impl Task {
             saga_id: message.saga_id.clone(),
             step: message.step.clone(),
         };
-        if message.kind == K::Deliver {
+        if matches!(message.kind, K::Deliver | K::Return) {
             let Some(bytes) = &message.signal else {
                 return Ok(());
             };
             let signal: sagaflow_avro::Signal = env.codec.decode(bytes)?;
-            let input = Input::Signal {
-                saga_id: message.saga_id,
-                step: message.step,
-                signal,
-            };
-            return self.run_saga(env, now, &input, None).map(|_| ());
+            if message.kind == K::Return {
+                return self.rematch(env, now, signal);
+            }
+            return self.deliver_here(env, now, awaiter, signal);
         }
         let await_key = parked::await_key(&message.event, &message.correlation);
         let current = self.parked(env, &await_key)?;
@@ -632,12 +701,7 @@ impl Task {
         }
         for (awaiter, signal) in matched.deliver {
             if partition_for(awaiter.saga_id.as_bytes(), env.partitions) == self.partition {
-                let input = Input::Signal {
-                    saga_id: awaiter.saga_id,
-                    step: awaiter.step,
-                    signal,
-                };
-                let _ = self.run_saga(env, now, &input, None)?;
+                self.deliver_here(env, now, awaiter, signal)?;
             } else {
                 let bytes = env
                     .codec
@@ -701,16 +765,7 @@ impl Task {
             env.metrics.ignored("duplicate_signal");
             return Ok(());
         }
-        let await_key = parked::await_key(&signal.event, &correlation);
-        let current = self.parked(env, &await_key)?;
-        let awaiters = current
-            .as_ref()
-            .map_or(&[][..], |p| p.sagas.as_slice())
-            .to_vec();
-        let event = signal.event.clone();
-        let matched =
-            sagaflow_core::correlate::on_signal(&awaiters, signal, now, env.signal_ttl_ms);
-        self.apply_match(env, now, &event, &correlation, current, matched)
+        self.rematch(env, now, signal)
     }
 
     fn handle_correlation(
@@ -755,7 +810,7 @@ impl Task {
             let changed = match Target::decode(&encoded) {
                 Some(Target::Saga(saga_id, timer_id)) => {
                     let input = Input::Timer { saga_id, timer_id };
-                    self.run_saga(env, now, &input, None)?
+                    self.run_saga(env, now, &input, None)? == Outcome::Applied
                 }
                 Some(Target::Parked(key)) => self.fire_parked(env, now, &key)?,
                 None => false,
@@ -1180,4 +1235,14 @@ fn count_event(metrics: &Metrics, event: sagaflow_avro::EventType) {
         _ => return,
     };
     let _ = counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The id of the signal a correlation message carries, for stable message ids.
+fn signal_id(env: &TaskEnv<'_>, message: &sagaflow_avro::Correlation) -> String {
+    message
+        .signal
+        .as_deref()
+        .and_then(|b| env.codec.decode::<sagaflow_avro::Signal>(b).ok())
+        .map(|s| s.signal_id)
+        .unwrap_or_default()
 }
