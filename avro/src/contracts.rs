@@ -279,6 +279,9 @@ pub struct StepState {
     /// Await steps: the correlation value waited on.
     #[serde(default)]
     pub correlation: Option<String>,
+    /// Await steps: the signal that completed the step.
+    #[serde(default)]
+    pub signal_id: Option<String>,
 }
 
 /// The engine's state of one saga.

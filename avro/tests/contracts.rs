@@ -91,6 +91,7 @@ fn every_contract_roundtrips_through_its_schema() {
             dispatched_at: Some(1),
             finished_at: None,
             correlation: Some("o-1".into()),
+            signal_id: Some("sig".into()),
         }],
         completion_order: vec!["pay".into()],
         next_seq: 4,

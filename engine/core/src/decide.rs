@@ -139,6 +139,7 @@ fn decide_start(
                 dispatched_at: None,
                 finished_at: None,
                 correlation: None,
+                signal_id: None,
             })
             .collect(),
         completion_order: Vec::new(),
@@ -476,7 +477,12 @@ fn decide_signal(
         _ => false,
     };
     if !waiting {
-        return Decision::unchanged(Outcome::Ignored(IgnoreReason::StaleSignal));
+        let reason = if state.steps[index].signal_id.as_deref() == Some(&signal.signal_id) {
+            IgnoreReason::DuplicateSignal
+        } else {
+            IgnoreReason::StaleSignal
+        };
+        return Decision::unchanged(Outcome::Ignored(reason));
     }
     let payload: Value = match signal.payload_json.as_deref().map(serde_json::from_str) {
         None => json!({}),
@@ -488,6 +494,7 @@ fn decide_signal(
         }
     };
     let mut draft = Draft::new(state.clone(), def, now, topics);
+    draft.step_mut(index).signal_id = Some(signal.signal_id.clone());
     draft.emit(
         EventType::EventReceived,
         Some(step),

@@ -93,6 +93,8 @@ pub enum IgnoreReason {
     StaleTimer,
     /// A signal for a step that no longer awaits it.
     StaleSignal,
+    /// A copy of the signal that already completed its step.
+    DuplicateSignal,
 }
 
 impl IgnoreReason {
@@ -106,6 +108,7 @@ impl IgnoreReason {
             Self::LateReply => "late_reply",
             Self::StaleTimer => "stale_timer",
             Self::StaleSignal => "stale_signal",
+            Self::DuplicateSignal => "duplicate_signal",
         }
     }
 }

@@ -373,6 +373,25 @@ fn an_await_subscribes_and_completes_with_the_signal_payload() {
     assert_eq!(context["ok"], json!(true));
     // Its timeout timer was cancelled with it.
     assert!(r.state.as_ref().unwrap().timers.is_empty());
+    // A copy of the same signal is a duplicate; another signal is stale (the engine matches it
+    // again for other sagas).
+    let copy = r.feed(Input::Signal {
+        saga_id: "a1".into(),
+        step: "confirm".into(),
+        signal: signal("o-9", json!({"ok": true})),
+    });
+    assert_eq!(
+        copy.outcome,
+        Outcome::Ignored(IgnoreReason::DuplicateSignal)
+    );
+    let mut other = signal("o-9", json!({"ok": false}));
+    other.signal_id = "sig-2".into();
+    let other = r.feed(Input::Signal {
+        saga_id: "a1".into(),
+        step: "confirm".into(),
+        signal: other,
+    });
+    assert_eq!(other.outcome, Outcome::Ignored(IgnoreReason::StaleSignal));
 }
 
 #[test]
