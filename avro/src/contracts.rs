@@ -522,6 +522,9 @@ pub struct Outbound {
     pub value: Option<Vec<u8>>,
     /// Record headers.
     pub headers: Vec<Header>,
+    /// Not to be sent before this time, epoch ms.
+    #[serde(default)]
+    pub not_before: Option<i64>,
 }
 
 /// One atomic journal record.

@@ -163,6 +163,7 @@ fn every_contract_roundtrips_through_its_schema() {
                 name: "h".into(),
                 value: vec![9],
             }],
+            not_before: None,
         }],
     });
     roundtrip(Checkpoint {

@@ -137,6 +137,7 @@ fn a_stale_owner_writing_after_losing_its_partition_changes_nothing() {
                 key: Some(b"before".to_vec()),
                 value: Some(b"must never be delivered".to_vec()),
                 headers: vec![],
+                not_before: None,
             }],
         };
         let value = codec

@@ -45,6 +45,8 @@ pub struct EngineConfig {
     pub session_timeout_ms: u64,
     /// How far ahead timers are kept in memory.
     pub timer_horizon_ms: i64,
+    /// How early delayed deliveries are decided (and held by the relay until due).
+    pub timer_lookahead_ms: i64,
     /// Default time to live of buffered signals.
     pub signal_ttl_ms: i64,
 }
@@ -107,9 +109,12 @@ impl EngineConfig {
                 self.group
             )));
         }
-        if self.timer_horizon_ms < 100 || self.signal_ttl_ms < 0 {
+        if self.timer_horizon_ms < 100
+            || self.signal_ttl_ms < 0
+            || !(0..=self.timer_horizon_ms).contains(&self.timer_lookahead_ms)
+        {
             return Err(Error::Config(
-                "timer-horizon-ms must be at least 100 and signal-ttl-ms at least 0".into(),
+                "timer-horizon-ms must be at least 100, signal-ttl-ms at least 0, and timer-lookahead-ms between 0 and timer-horizon-ms".into(),
             ));
         }
         if self.max_batch_decisions == 0 || self.max_batch_bytes < 10_000 {

@@ -109,6 +109,8 @@ pub(crate) fn delivery(parked: &Parked) -> Outbound {
         key: parked.key.clone(),
         value: parked.value.clone(),
         headers: headers(parked),
+        // Decided up to `timer-lookahead-ms` early; the relay holds it until its time.
+        not_before: Some(parked.due),
     }
 }
 
@@ -175,6 +177,7 @@ pub(crate) fn expired_signal(parked: &Parked, dlq: &str, partition: i32) -> Outb
         key: parked.key.clone(),
         value: parked.value.clone(),
         headers,
+        not_before: None,
     }
 }
 

@@ -271,6 +271,7 @@ impl Context {
             writer: &self.writer,
             signal_ttl_ms: self.config.signal_ttl_ms,
             timer_horizon_ms: self.config.timer_horizon_ms,
+            timer_lookahead_ms: self.config.timer_lookahead_ms,
             targets: &self.targets,
         }
     }
@@ -389,6 +390,7 @@ impl Processor {
         while !self.stop.load(Ordering::SeqCst) {
             self.poll_inputs()?;
             self.fire_timers()?;
+            self.relay.release(now_ms());
             self.flush_batches()?;
             self.drain_journal_acks()?;
             let advances = self.relay.drain();
@@ -413,7 +415,16 @@ impl Processor {
         {
             Duration::ZERO
         } else if self.tasks.values().all(Task::idle) && self.relay.idle() {
-            Duration::from_millis(20)
+            // Idle, but never past the next timer or held output.
+            let now = now_ms();
+            let next = self
+                .tasks
+                .values()
+                .filter_map(Task::next_timer)
+                .chain(self.relay.next_release())
+                .min()
+                .map_or(20, |at| (at - now).clamp(0, 20));
+            Duration::from_millis(u64::try_from(next).unwrap_or(0))
         } else {
             Duration::from_millis(1)
         };
@@ -728,6 +739,7 @@ impl Processor {
         self.flush_batches()?;
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
+            self.relay.release(now_ms());
             self.drain_journal_acks()?;
             let advances = self.relay.drain();
             self.apply_advances(advances)?;

@@ -10,7 +10,8 @@
 //! changed since the last flush, as Kafka Streams' record cache does, which keeps it off the
 //! per-decision path.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,6 +98,11 @@ pub(crate) struct Advance {
 /// The relay.
 pub(crate) struct Relay {
     producer: ThreadedProducer<RelayContext>,
+    /// Outputs not to be sent yet (`not_before` in the future), by release time; they count as
+    /// outstanding, so the watermark waits for them.
+    held: BinaryHeap<Reverse<(i64, u64)>>,
+    held_tickets: HashMap<u64, Box<Ticket>>,
+    next_hold: u64,
     acks: Receiver<(Box<Ticket>, Result<(), KafkaError>)>,
     partitions: HashMap<i32, PartitionRelay>,
     next_generation: u64,
@@ -124,6 +130,9 @@ impl Relay {
             .map_err(|e| Error::kafka("creating the relay producer", e))?;
         Ok(Self {
             producer,
+            held: BinaryHeap::new(),
+            held_tickets: HashMap::new(),
+            next_hold: 0,
             acks: rx,
             partitions: HashMap::new(),
             next_generation: 1,
@@ -186,16 +195,53 @@ impl Relay {
                 .relay_redeliveries_total
                 .fetch_add(outputs.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }
+        let now = crate::processor::now_ms();
         for message in outputs {
-            self.send(Box::new(Ticket {
+            let not_before = message.not_before;
+            let ticket = Box::new(Ticket {
                 partition,
                 generation,
                 purpose: Purpose::Output(offset),
                 message,
                 explicit_partition: None,
-            }));
+            });
+            match not_before {
+                Some(at) if at > now => {
+                    let id = self.next_hold;
+                    self.next_hold += 1;
+                    self.held.push(Reverse((at, id)));
+                    let _ = self.held_tickets.insert(id, ticket);
+                }
+                _ => self.send(ticket),
+            }
         }
         self.advance_outputs(partition);
+    }
+
+    /// Sends held outputs whose time has come; those of partitions closed since are dropped
+    /// (their new owner delivers them from the journal).
+    pub(crate) fn release(&mut self, now: i64) {
+        while let Some(Reverse((at, id))) = self.held.peek().copied() {
+            if at > now {
+                break;
+            }
+            let _ = self.held.pop();
+            let Some(ticket) = self.held_tickets.remove(&id) else {
+                continue;
+            };
+            let current = self
+                .partitions
+                .get(&ticket.partition)
+                .is_some_and(|p| p.generation == ticket.generation);
+            if current {
+                self.send(ticket);
+            }
+        }
+    }
+
+    /// When the next held output is due, if any.
+    pub(crate) fn next_release(&self) -> Option<i64> {
+        self.held.peek().map(|Reverse((at, _))| *at)
     }
 
     fn send(&self, mut ticket: Box<Ticket>) {
@@ -354,6 +400,7 @@ impl Relay {
                         key: Some(saga_id.into_bytes()),
                         value: state,
                         headers: Vec::new(),
+                        not_before: None,
                     },
                     explicit_partition: Some(partition),
                 }));
@@ -378,6 +425,7 @@ impl Relay {
                 key: Some(crate::restore::CHECKPOINT_KEY.as_bytes().to_vec()),
                 value: Some(value),
                 headers: Vec::new(),
+                not_before: None,
             },
             explicit_partition: Some(partition),
         }));

@@ -45,6 +45,8 @@ pub(crate) struct TaskEnv<'a> {
     pub(crate) signal_ttl_ms: i64,
     /// How far ahead the timer wheel keeps timers in memory.
     pub(crate) timer_horizon_ms: i64,
+    /// How early a delayed delivery is decided and journaled (the relay holds it until due).
+    pub(crate) timer_lookahead_ms: i64,
     /// Which topics exist (delayed records must name one).
     pub(crate) targets: &'a crate::targets::Targets,
 }
@@ -263,6 +265,7 @@ impl Task {
             key: Some(key.as_bytes().to_vec()),
             value: record.payload.map(<[u8]>::to_vec),
             headers,
+            not_before: None,
         });
         true
     }
@@ -394,6 +397,7 @@ impl Task {
                 key: Some(saga_id.clone().into_bytes()),
                 value: Some(value),
                 headers: Vec::new(),
+                not_before: None,
             });
         }
         for event in &decision.events {
@@ -407,6 +411,7 @@ impl Task {
                 key: Some(saga_id.clone().into_bytes()),
                 value: Some(value),
                 headers: Vec::new(),
+                not_before: None,
             });
         }
         let Some(state) = decision.state else {
@@ -609,6 +614,7 @@ impl Task {
             key: Some(key.into_bytes()),
             value: Some(value),
             headers: Vec::new(),
+            not_before: None,
         });
         Ok(())
     }
@@ -804,7 +810,10 @@ impl Task {
             return Ok(0);
         }
         self.wheel.load(env.store, self.partition, now)?;
-        let due = self.wheel.take_due(now, max);
+        // Delayed deliveries are decided ahead of time so that the journal round trip is done
+        // when they come due; saga timers fire at their time, so no reply is cut short.
+        let early = |target: &str| target.starts_with("P|__delay/");
+        let due = self.wheel.take_due(now, env.timer_lookahead_ms, early, max);
         let count = due.len();
         for (at, encoded) in due {
             let changed = match Target::decode(&encoded) {
@@ -812,7 +821,9 @@ impl Task {
                     let input = Input::Timer { saga_id, timer_id };
                     self.run_saga(env, now, &input, None)? == Outcome::Applied
                 }
-                Some(Target::Parked(key)) => self.fire_parked(env, now, &key)?,
+                Some(Target::Parked(key)) => {
+                    self.fire_parked(env, now, env.timer_lookahead_ms, &key)?
+                }
                 None => false,
             };
             if changed {
@@ -829,13 +840,18 @@ impl Task {
         Ok(count)
     }
 
-    /// A parked record's time came: deliver a delayed record, or dead-letter a signal no saga
-    /// claimed. Returns whether anything changed.
-    fn fire_parked(&mut self, env: &TaskEnv<'_>, now: i64, key: &str) -> Result<bool> {
+    /// A parked record's time came (or, for a delayed record, is `ahead` ms away): deliver a
+    /// delayed record, or dead-letter a signal no saga claimed. Returns whether anything
+    /// changed.
+    fn fire_parked(&mut self, env: &TaskEnv<'_>, now: i64, ahead: i64, key: &str) -> Result<bool> {
         let Some(record) = self.parked(env, key)? else {
             return Ok(false);
         };
-        if parked::due(&record).is_none_or(|due| due > now) {
+        let ready = match record.kind {
+            sagaflow_avro::ParkedKind::Delayed => now.saturating_add(ahead),
+            _ => now,
+        };
+        if parked::due(&record).is_none_or(|due| due > ready) {
             return Ok(false);
         }
         match record.kind {
@@ -943,6 +959,7 @@ impl Task {
             key: key.map(<[u8]>::to_vec),
             value: payload.map(<[u8]>::to_vec),
             headers,
+            not_before: None,
         });
     }
 
@@ -1160,6 +1177,11 @@ impl Task {
             false,
         );
         Ok(())
+    }
+
+    /// The earliest timer in memory.
+    pub(crate) fn next_timer(&self) -> Option<i64> {
+        self.wheel.next_due()
     }
 
     /// Timers this task's wheel holds in memory.

@@ -79,18 +79,33 @@ impl Wheel {
         }
     }
 
-    /// Takes up to `max` entries due at `now`, earliest first.
-    pub(crate) fn take_due(&mut self, now: i64, max: usize) -> Vec<(i64, String)> {
-        let mut out = Vec::new();
-        while out.len() < max {
-            match self.due.first() {
-                Some((due, _)) if *due <= now => {
-                    out.extend(self.due.pop_first());
-                }
-                _ => break,
-            }
+    /// Takes up to `max` entries due at `now`, earliest first, plus those due within `ahead`
+    /// ms for which `early` holds (work that may be prepared ahead of its time).
+    pub(crate) fn take_due(
+        &mut self,
+        now: i64,
+        ahead: i64,
+        early: impl Fn(&str) -> bool,
+        max: usize,
+    ) -> Vec<(i64, String)> {
+        let until = now.saturating_add(ahead.max(0));
+        let taken: Vec<(i64, String)> = self
+            .due
+            .iter()
+            .take_while(|(due, _)| *due <= until)
+            .filter(|(due, target)| *due <= now || early(target))
+            .take(max)
+            .cloned()
+            .collect();
+        for entry in &taken {
+            let _ = self.due.remove(entry);
         }
-        out
+        taken
+    }
+
+    /// The earliest timer held in memory.
+    pub(crate) fn next_due(&self) -> Option<i64> {
+        self.due.first().map(|(due, _)| *due)
     }
 
     /// Timers held in memory.
@@ -122,10 +137,25 @@ mod tests {
         w.offer(3_000, "a".into());
         w.offer(6_000, "later".into());
         assert_eq!(w.len(), 2);
-        assert!(w.take_due(2_999, 10).is_empty());
+        assert!(w.take_due(2_999, 0, |_| true, 10).is_empty());
         assert_eq!(
-            w.take_due(4_000, 10),
+            w.take_due(4_000, 0, |_| true, 10),
             vec![(3_000, "a".to_string()), (4_000, "b".to_string())]
         );
+    }
+
+    #[test]
+    fn only_early_targets_come_out_ahead_of_time() {
+        let mut w = Wheel::new(1_000);
+        w.loaded_until = 10_000;
+        w.offer(1_050, "P|__delay/x".into());
+        w.offer(1_060, "S|Wait/2|s".into());
+        w.offer(1_500, "P|__delay/y".into());
+        let early = |t: &str| t.starts_with("P|__delay/");
+        assert_eq!(
+            w.take_due(1_000, 100, early, 10),
+            vec![(1_050, "P|__delay/x".to_string())]
+        );
+        assert_eq!(w.next_due(), Some(1_060));
     }
 }
