@@ -41,6 +41,8 @@ pub struct EngineConfig {
     pub instance_id: String,
     /// Least time between rejoins after a same-set reassignment, 0 to disable.
     pub rejoin_when_same_ms: u64,
+    /// Rejoin after input waits this long on a partition nobody journals, 0 to disable.
+    pub rejoin_when_orphaned_ms: u64,
     /// Consumer session timeout.
     pub session_timeout_ms: u64,
     /// How far ahead timers are kept in memory.

@@ -5,7 +5,7 @@
 //! and a survivor can get back only its old share. On a healthy broker both rules are rare and
 //! cost one extra rebalance.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 /// The `group.instance.id` to use, if static membership is configured.
@@ -86,6 +86,39 @@ impl Rejoin {
     }
 }
 
+/// Notices partitions that nobody owns: every owner writes a heartbeat to its changelog
+/// partition every few seconds, so a changelog partition whose end stands still has no live
+/// owner. The group cannot be asked who owns what (tansu 0.6 lists no members), so this is how a
+/// survivor tells a partition stranded with a dead member from one a live engine owns.
+#[derive(Debug, Default)]
+pub(crate) struct OrphanWatch {
+    /// Per partition: the changelog end last seen, and since when it has not moved.
+    seen: BTreeMap<i32, (i64, Instant)>,
+}
+
+impl OrphanWatch {
+    /// Records the changelog end of a partition this engine does not own; true once it has
+    /// not moved for `patience`.
+    pub(crate) fn observe(
+        &mut self,
+        partition: i32,
+        changelog_end: i64,
+        now: Instant,
+        patience: Duration,
+    ) -> bool {
+        let entry = self.seen.entry(partition).or_insert((changelog_end, now));
+        if entry.0 != changelog_end {
+            *entry = (changelog_end, now);
+        }
+        now.duration_since(entry.1) >= patience
+    }
+
+    /// Forgets a partition (it is owned by this engine now, or was just looked after).
+    pub(crate) fn forget(&mut self, partition: i32) {
+        let _ = self.seen.remove(&partition);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +173,22 @@ mod tests {
         // A first assignment (nothing revoked before) is never "the same".
         r.assigned(&set(&[2, 3]), t0);
         assert_eq!(r.take_due(t0, 2), None);
+    }
+
+    #[test]
+    fn a_partition_without_heartbeats_is_orphaned_after_the_patience() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut w = OrphanWatch::default();
+        assert!(!w.observe(1, 10, t0, s(20)));
+        // A live owner's heartbeats move the end.
+        assert!(!w.observe(1, 11, t0 + s(15), s(20)));
+        assert!(!w.observe(1, 12, t0 + s(30), s(20)));
+        // They stop.
+        assert!(!w.observe(1, 12, t0 + s(45), s(20)));
+        assert!(w.observe(1, 12, t0 + s(50), s(20)));
+        w.forget(1);
+        assert!(!w.observe(1, 12, t0 + s(55), s(20)));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use tracing::{error, info, warn};
 
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
-use crate::membership::{self, Rejoin};
+use crate::membership::{self, OrphanWatch, Rejoin};
 use crate::metrics::Metrics;
 use crate::relay::Relay;
 use crate::restore::{self, RestoreClients, Restored};
@@ -45,6 +45,10 @@ impl Definitions for RegistryDefinitions {
         }
     }
 }
+
+/// Changelog key of owner heartbeats: tombstones (no value), so compaction keeps none of them,
+/// and restores skip the reserved key.
+const HEARTBEAT_KEY: &str = "__heartbeat";
 
 /// Everything a restore needs; shared with the rebalance callback.
 struct RestoreDeps {
@@ -288,6 +292,10 @@ struct Processor {
     failed: BTreeMap<i32, Instant>,
     next_generation: u64,
     rejoin: Rejoin,
+    orphans: OrphanWatch,
+    /// When partitions were last checked for being orphaned, and when that last led to a rejoin.
+    orphan_checked: Instant,
+    orphan_rejoined: Option<Instant>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -381,6 +389,9 @@ impl Processor {
             failed: BTreeMap::new(),
             next_generation: 1,
             rejoin,
+            orphans: OrphanWatch::default(),
+            orphan_checked: Instant::now(),
+            orphan_rejoined: None,
         })
     }
 
@@ -402,6 +413,7 @@ impl Processor {
             }
             self.resync_tasks()?;
             self.rejoin_if_due()?;
+            self.rejoin_if_orphaned()?;
         }
         self.shutdown()
     }
@@ -684,6 +696,60 @@ impl Processor {
         self.consumer.unsubscribe();
         self.consumer
             .subscribe(&self.ctx.deps.topics.inputs())
+            .map_err(|e| Error::kafka("subscribing to the input topics again", e))
+    }
+
+    /// Sends this engine's heartbeats, and rejoins the group when a partition it does not own
+    /// has had no heartbeat for `rejoin-when-orphaned-ms`: its owner died and the coordinator
+    /// did not hand it on.
+    fn rejoin_if_orphaned(&mut self) -> Result<()> {
+        let patience = Duration::from_millis(self.ctx.config.rejoin_when_orphaned_ms);
+        if patience.is_zero() || self.orphan_checked.elapsed() < Duration::from_secs(5) {
+            return Ok(());
+        }
+        self.orphan_checked = Instant::now();
+        let now = Instant::now();
+        let topics = &self.ctx.deps.topics;
+        let mut orphaned = Vec::new();
+        for partition in 0..self.ctx.config.partitions {
+            if self.tasks.contains_key(&partition) || self.failed.contains_key(&partition) {
+                self.orphans.forget(partition);
+                // Our own heartbeat: tells the other engines this partition has a live owner.
+                let heartbeat = rdkafka::producer::FutureRecord::<str, [u8]>::to(&topics.changelog)
+                    .partition(partition)
+                    .key(HEARTBEAT_KEY);
+                if let Err((e, _)) = self.ctx.deps.producer.send_result(heartbeat) {
+                    warn!(partition, error = %e, "heartbeat not sent");
+                }
+                continue;
+            }
+            let reader = &self.ctx.deps.reader;
+            let Ok((_, end)) = crate::kafka::watermarks(reader, &topics.changelog, partition)
+            else {
+                continue;
+            };
+            if self.orphans.observe(partition, end, now, patience) {
+                orphaned.push(partition);
+            }
+        }
+        let cooled = self
+            .orphan_rejoined
+            .is_none_or(|at| at.elapsed() >= patience.max(Duration::from_secs(30)));
+        if orphaned.is_empty() || !cooled {
+            return Ok(());
+        }
+        warn!(
+            ?orphaned,
+            owned = self.tasks.len(),
+            "partitions have had no live owner for a while; rejoining the group"
+        );
+        self.orphan_rejoined = Some(Instant::now());
+        for partition in orphaned {
+            self.orphans.forget(partition);
+        }
+        self.consumer.unsubscribe();
+        self.consumer
+            .subscribe(&topics.inputs())
             .map_err(|e| Error::kafka("subscribing to the input topics again", e))
     }
 
