@@ -487,6 +487,28 @@ fn external_events_before_after_and_never() {
     s.start("confirm", "c-never", json!({"order": "order-never"}));
     // A signal nobody awaits is dead-lettered when its time to live runs out.
     signal(&s, "order-nobody", "sig-nobody", "lost", Some(1_000));
+    // A signal whose payload is not a JSON object is dead-lettered on arrival.
+    {
+        let topic = format!("{}.signals", s.opts.group);
+        let bad = Signal {
+            signal_id: "sig-bad".into(),
+            event: "answered".into(),
+            correlation: "order-bad".into(),
+            payload_json: Some("[1, 2]".into()),
+            sent_at: 0,
+            ttl_ms: None,
+        };
+        let value = s
+            .codec
+            .encode(Subject::Topic(&topic), &bad)
+            .expect("encode");
+        send(
+            &producer(&s.broker.bootstrap()),
+            &topic,
+            "order-bad",
+            &value,
+        );
+    }
 
     let all = ids("c", 0)
         .into_iter()
@@ -523,6 +545,22 @@ fn external_events_before_after_and_never() {
     );
     assert_eq!(expired.len(), 1);
     assert_eq!(expired[0].key.as_deref(), Some(&b"order-nobody"[..]));
+    let invalid: Vec<_> = read_all(&s.broker.bootstrap(), &dlq)
+        .into_iter()
+        .filter(|r| r.key.as_deref() == Some(&b"order-bad"[..]))
+        .collect();
+    assert_eq!(
+        invalid.len(),
+        1,
+        "the signal with a bad payload was not dead-lettered"
+    );
+    assert_eq!(
+        invalid[0]
+            .headers
+            .get("sagaflow-dlq-reason")
+            .map(String::as_str),
+        Some("invalid-input")
+    );
 
     // A stale subscription (as a SUBSCRIBE delivered twice after a crash would leave): the
     // finished saga c-after awaits "order-dup" as far as the correlation owner knows. A signal

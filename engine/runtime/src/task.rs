@@ -306,7 +306,7 @@ impl Task {
         awaiter: sagaflow_avro::Awaiter,
         signal: sagaflow_avro::Signal,
     ) -> Result<()> {
-        let (event, correlation) = (signal.event.clone(), signal.correlation.clone());
+        let correlation = signal.correlation.clone();
         let input = Input::Signal {
             saga_id: awaiter.saga_id.clone(),
             step: awaiter.step.clone(),
@@ -319,20 +319,35 @@ impl Task {
         if partition_for(correlation.as_bytes(), env.partitions) == self.partition {
             return self.rematch(env, now, signal);
         }
+        self.send_signal(
+            env,
+            sagaflow_avro::CorrelationKind::Return,
+            awaiter,
+            &signal,
+        )
+    }
+
+    /// Sends `signal` to another partition: delivered to a saga, or returned to the owner of
+    /// its correlation value.
+    fn send_signal(
+        &mut self,
+        env: &TaskEnv<'_>,
+        kind: sagaflow_avro::CorrelationKind,
+        awaiter: sagaflow_avro::Awaiter,
+        signal: &sagaflow_avro::Signal,
+    ) -> Result<()> {
         let bytes = env
             .codec
-            .encode(Subject::Topic(&env.topics.signals), &signal)?;
-        self.send_correlation(
-            env,
-            sagaflow_avro::Correlation {
-                kind: sagaflow_avro::CorrelationKind::Return,
-                event,
-                correlation,
-                saga_id: awaiter.saga_id,
-                step: awaiter.step,
-                signal: Some(bytes),
-            },
-        )
+            .encode(Subject::Topic(&env.topics.signals), signal)?;
+        let message = sagaflow_avro::Correlation {
+            kind,
+            event: signal.event.clone(),
+            correlation: signal.correlation.clone(),
+            saga_id: awaiter.saga_id,
+            step: awaiter.step,
+            signal: Some(bytes),
+        };
+        self.send_correlation(env, message, &signal.signal_id)
     }
 
     /// Matches a signal against the current awaiters (or buffers it), on the partition that
@@ -566,13 +581,15 @@ impl Task {
         if partition_for(message.correlation.as_bytes(), env.partitions) == self.partition {
             return self.correlate(env, now, message);
         }
-        self.send_correlation(env, message)
+        self.send_correlation(env, message, "")
     }
 
+    /// Sends a correlation message; `signal_id` names the signal a DELIVER or RETURN carries.
     fn send_correlation(
         &mut self,
         env: &TaskEnv<'_>,
         message: sagaflow_avro::Correlation,
+        signal_id: &str,
     ) -> Result<()> {
         use sagaflow_avro::CorrelationKind as K;
         let (id, key) = match message.kind {
@@ -587,20 +604,14 @@ impl Task {
             K::Deliver => (
                 format!(
                     "deliver/{}/{}/{}/{}",
-                    message.event,
-                    message.correlation,
-                    message.saga_id,
-                    signal_id(env, &message)
+                    message.event, message.correlation, message.saga_id, signal_id
                 ),
                 message.saga_id.clone(),
             ),
             K::Return => (
                 format!(
                     "return/{}/{}/{}/{}",
-                    message.event,
-                    message.correlation,
-                    message.saga_id,
-                    signal_id(env, &message)
+                    message.event, message.correlation, message.saga_id, signal_id
                 ),
                 message.correlation.clone(),
             ),
@@ -709,19 +720,11 @@ impl Task {
             if partition_for(awaiter.saga_id.as_bytes(), env.partitions) == self.partition {
                 self.deliver_here(env, now, awaiter, signal)?;
             } else {
-                let bytes = env
-                    .codec
-                    .encode(Subject::Topic(&env.topics.signals), &signal)?;
-                self.send_correlation(
+                self.send_signal(
                     env,
-                    sagaflow_avro::Correlation {
-                        kind: sagaflow_avro::CorrelationKind::Deliver,
-                        event: event.to_string(),
-                        correlation: correlation.to_string(),
-                        saga_id: awaiter.saga_id,
-                        step: awaiter.step,
-                        signal: Some(bytes),
-                    },
+                    sagaflow_avro::CorrelationKind::Deliver,
+                    awaiter,
+                    &signal,
                 )?;
             }
         }
@@ -734,27 +737,26 @@ impl Task {
         now: i64,
         record: InputRecord<'_>,
     ) -> Result<()> {
-        let Some(bytes) = record.payload else {
-            self.dead_letter(env, record, "undecodable", "record has no value");
+        let Some((signal, record)) =
+            self.decode_or_dead_letter::<sagaflow_avro::Signal>(env, record)
+        else {
             return Ok(());
         };
-        let signal: sagaflow_avro::Signal = match env.codec.decode(bytes) {
-            Ok(s) => s,
-            Err(e) => {
-                let reason = e.to_string();
-                self.dead_letter(env, record, "undecodable", &reason);
-                return Ok(());
-            }
-        };
+        // Checked here, where the signal can still be dead-lettered as it came: a bad payload
+        // found at delivery would leave the saga waiting and the signal gone.
+        let payload_ok = signal.payload_json.as_deref().is_none_or(|p| {
+            serde_json::from_str::<serde_json::Value>(p).is_ok_and(|v| v.is_object())
+        });
         if signal.event.is_empty()
             || signal.signal_id.is_empty()
             || signal.correlation.contains('\u{1f}')
+            || !payload_ok
         {
             self.dead_letter(
                 env,
                 record,
                 "invalid-input",
-                "a signal needs an event, a signal_id, and a correlation without U+001F",
+                "a signal needs an event, a signal_id, a correlation without U+001F, and a payload_json that is a JSON object (or null)",
             );
             return Ok(());
         }
@@ -774,23 +776,35 @@ impl Task {
         self.rematch(env, now, signal)
     }
 
+    /// Decodes an input record's value, or dead-letters the record (`None`).
+    fn decode_or_dead_letter<'r, T: sagaflow_avro::Contract>(
+        &mut self,
+        env: &TaskEnv<'_>,
+        record: InputRecord<'r>,
+    ) -> Option<(T, InputRecord<'r>)> {
+        let decoded = match record.payload {
+            None => Err("record has no value".to_string()),
+            Some(bytes) => env.codec.decode::<T>(bytes).map_err(|e| e.to_string()),
+        };
+        match decoded {
+            Ok(value) => Some((value, record)),
+            Err(reason) => {
+                self.dead_letter(env, record, "undecodable", &reason);
+                None
+            }
+        }
+    }
+
     fn handle_correlation(
         &mut self,
         env: &TaskEnv<'_>,
         now: i64,
         record: InputRecord<'_>,
     ) -> Result<()> {
-        let Some(bytes) = record.payload else {
-            self.dead_letter(env, record, "undecodable", "record has no value");
+        let Some((message, record)) =
+            self.decode_or_dead_letter::<sagaflow_avro::Correlation>(env, record)
+        else {
             return Ok(());
-        };
-        let message: sagaflow_avro::Correlation = match env.codec.decode(bytes) {
-            Ok(m) => m,
-            Err(e) => {
-                let reason = e.to_string();
-                self.dead_letter(env, record, "undecodable", &reason);
-                return Ok(());
-            }
         };
         let owner = if message.kind == sagaflow_avro::CorrelationKind::Deliver {
             message.saga_id.clone()
@@ -1257,14 +1271,4 @@ fn count_event(metrics: &Metrics, event: sagaflow_avro::EventType) {
         _ => return,
     };
     let _ = counter.fetch_add(1, Ordering::Relaxed);
-}
-
-/// The id of the signal a correlation message carries, for stable message ids.
-fn signal_id(env: &TaskEnv<'_>, message: &sagaflow_avro::Correlation) -> String {
-    message
-        .signal
-        .as_deref()
-        .and_then(|b| env.codec.decode::<sagaflow_avro::Signal>(b).ok())
-        .map(|s| s.signal_id)
-        .unwrap_or_default()
 }
