@@ -185,15 +185,22 @@ impl Worker {
                 }
             }
             let results = join_all(messages.iter().map(|m| self.process(m))).await;
+            // A stored offset commits everything before it in its partition, so nothing is
+            // stored past an unanswered command: it is consumed again after a restart.
+            let mut blocked: Vec<(String, i32)> = Vec::new();
             for (m, result) in messages.iter().zip(results) {
+                let partition = (m.topic().to_string(), m.partition());
                 match result {
-                    Ok(()) => {
+                    Ok(()) if !blocked.contains(&partition) => {
                         if let Err(e) = self.consumer.store_offset_from_message(m) {
                             warn!(error = %e, "cannot store the consumer offset");
                         }
                     }
-                    // Not stored: the command is consumed again after a restart.
-                    Err(e) => warn!(error = %e, offset = m.offset(), "command not answered"),
+                    Ok(()) => {}
+                    Err(e) => {
+                        warn!(error = %e, offset = m.offset(), "command not answered");
+                        blocked.push(partition);
+                    }
                 }
             }
         }
