@@ -13,7 +13,7 @@ cargo build --locked -p sagaflow >&2
 if [ -z "${SAGAFLOW_BOOTSTRAP:-}" ]; then
   dir=$(mktemp -d -t sagaflow-demo-broker-XXXXXX)
   trap 'scripts/broker.sh stop "$dir"; rm -rf "$dir"' EXIT
-  SAGAFLOW_BOOTSTRAP=$(scripts/broker.sh start "$dir" memory)
+  SAGAFLOW_BOOTSTRAP=$(scripts/broker.sh start "$dir" sqlite)
   echo "demo: tansu broker on $SAGAFLOW_BOOTSTRAP" >&2
 fi
 export SAGAFLOW_BOOTSTRAP

@@ -23,7 +23,7 @@ cleanup() {
 trap cleanup EXIT
 
 if [ -z "${SAGAFLOW_BOOTSTRAP:-}" ]; then
-  SAGAFLOW_BOOTSTRAP=$(scripts/broker.sh start "$work/broker" memory)
+  SAGAFLOW_BOOTSTRAP=$(scripts/broker.sh start "$work/broker" sqlite)
   started_broker=1
 fi
 export SAGAFLOW_BOOTSTRAP

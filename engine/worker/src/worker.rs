@@ -7,15 +7,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::join_all;
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header as KafkaHeader, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use sagaflow_avro::{AsyncCodec, Command, Reply, ReplyError, ReplyStatus, Subject};
 use serde_json::Value;
 use tokio::sync::Mutex;
-use tracing::{info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::dedupe::{Claim, Dedupe};
 use crate::error::{Error, Result};
@@ -68,10 +69,33 @@ pub struct WorkerStats {
     pub undecodable: AtomicU64,
 }
 
+/// Logs which command partitions an instance holds, so a stuck command can be traced to the
+/// instance that owned its partition.
+struct InstanceContext {
+    instance: String,
+}
+
+impl ClientContext for InstanceContext {}
+
+impl ConsumerContext for InstanceContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let (change, tpl) = match rebalance {
+            Rebalance::Assign(tpl) => ("assigned", tpl),
+            Rebalance::Revoke(tpl) => ("revoked", tpl),
+            Rebalance::Error(e) => {
+                warn!(instance = %self.instance, error = %e, "rebalance error");
+                return;
+            }
+        };
+        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        info!(instance = %self.instance, change, ?partitions, "command partitions changed");
+    }
+}
+
 /// A participant worker.
 pub struct Worker {
     config: WorkerConfig,
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<InstanceContext>,
     producer: FutureProducer,
     codec: AsyncCodec,
     handler: Handler,
@@ -130,10 +154,15 @@ impl Worker {
             // Notice a command topic created after the worker started within seconds, not the
             // default five minutes.
             .set("topic.metadata.refresh.interval.ms", "5000");
-        let consumer: StreamConsumer = consumer_config.create().map_err(|source| Error::Kafka {
-            action: "creating the command consumer".into(),
-            source,
-        })?;
+        let context = InstanceContext {
+            instance: config.instance.clone(),
+        };
+        let consumer: StreamConsumer<InstanceContext> = consumer_config
+            .create_with_context(context)
+            .map_err(|source| Error::Kafka {
+                action: "creating the command consumer".into(),
+                source,
+            })?;
         consumer
             .subscribe(&[&config.topic])
             .map_err(|source| Error::Kafka {
@@ -220,6 +249,7 @@ impl Worker {
                 return Ok(());
             }
         };
+        debug!(instance = %self.config.instance, partition = message.partition(), offset = message.offset(), id = %command.message_id, "command received");
         let span = info_span!("command", saga_id = %command.saga_id, step = %command.step, phase = command.phase.as_str(), attempt = command.attempt);
         async {
             let key = command.idempotency_key.clone();
@@ -280,7 +310,9 @@ impl Worker {
         self.producer
             .send(record, Timeout::After(Duration::from_secs(30)))
             .await
-            .map(|_| ())
+            .map(|delivery| {
+                debug!(id = %reply.message_id, partition = delivery.partition, offset = delivery.offset, "reply sent");
+            })
             .map_err(|(source, _)| Error::Kafka {
                 action: format!("sending a reply to {topic}"),
                 source,
