@@ -228,6 +228,34 @@ impl Stack {
         send(&producer(&self.broker.bootstrap()), &topic, saga_id, &value);
     }
 
+    /// Starts one saga per id, through one producer (a producer per saga costs a connection).
+    fn start_all(&self, definition: &str, ids: &[String]) {
+        let topic = format!("{}.starts", self.opts.group);
+        let p = producer(&self.broker.bootstrap());
+        for id in ids {
+            let start = StartSaga {
+                request_id: id.clone(),
+                saga_id: id.clone(),
+                definition: definition.into(),
+                version: None,
+                input_json: "{}".into(),
+                requested_at: 0,
+            };
+            let value = self
+                .codec
+                .encode(Subject::Topic(&topic), &start)
+                .expect("encode");
+            // A full local queue only means waiting for the broker.
+            while p
+                .send(BaseRecord::to(&topic).key(id).payload(&value))
+                .is_err()
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        rdkafka::producer::Producer::flush(&p, Duration::from_secs(60)).expect("flush");
+    }
+
     fn events(&self) -> EventLog {
         EventLog::read(&self.broker.bootstrap(), &self.codec, &self.opts.group)
     }
@@ -735,31 +763,7 @@ fn kill_9_with_ten_thousand_pending_timers_fires_each_once() {
     let mut s = stack("timers", 4);
     let n = 10_000;
     let sleepers = ids("sleeper", n);
-    {
-        let topic = format!("{}.starts", s.opts.group);
-        let p = producer(&s.broker.bootstrap());
-        for id in &sleepers {
-            let start = StartSaga {
-                request_id: id.clone(),
-                saga_id: id.clone(),
-                definition: "sleeper".into(),
-                version: None,
-                input_json: "{}".into(),
-                requested_at: 0,
-            };
-            let value = s
-                .codec
-                .encode(Subject::Topic(&topic), &start)
-                .expect("encode");
-            loop {
-                match p.send(BaseRecord::to(&topic).key(id).payload(&value)) {
-                    Ok(()) => break,
-                    Err((_, _)) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        }
-        rdkafka::producer::Producer::flush(&p, Duration::from_secs(60)).expect("flush");
-    }
+    s.start_all("sleeper", &sleepers);
     assert!(
         eventually(WAIT, || metric(
             &s.metrics_url,
@@ -822,4 +826,97 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Timers move with their partitions in a rebalance. Two engines share the partitions when the
+/// timers are scheduled; then one stops cleanly, and the group hands its partitions, pending timers
+/// included, to the other (which also restores its own, as rebalances are eager). Every timer
+/// fires exactly once and never early.
+#[test]
+fn timers_move_with_their_partitions_in_a_rebalance() {
+    let mut s = stack("moving", 4);
+    let state_b = TempDir::new("moving-b");
+    let opts_b = EngineOpts {
+        state_dir: state_b.path().to_path_buf(),
+        ..s.opts.clone()
+    };
+    let (mut b, metrics_b) = spawn_engine("engine-b", &opts_b);
+    let owned = |url: &str| metric(url, "sagaflow_partitions_owned");
+    // Both engines own partitions before any timer exists, or nothing moves.
+    assert!(
+        eventually(WAIT, || owned(&s.metrics_url) >= 1.0
+            && owned(&metrics_b) >= 1.0),
+        "partitions were not shared: a={} b={}",
+        owned(&s.metrics_url),
+        owned(&metrics_b)
+    );
+    let n = 1_000;
+    let sleepers = ids("mover", n);
+    s.start_all("sleeper", &sleepers);
+    assert!(
+        eventually(WAIT, || {
+            let log = s.events();
+            sleepers
+                .iter()
+                .all(|id| log.types(id).contains(&E::WaitStarted))
+        }),
+        "not every wait started"
+    );
+    let fired_by_a = metric(&s.metrics_url, "sagaflow_timers_fired_total");
+    let scheduled_by_a = metric(&s.metrics_url, "sagaflow_timers_scheduled_total");
+    assert!(
+        s.engine.terminate().success(),
+        "the first engine did not stop cleanly"
+    );
+    let stopped_at = now_ms();
+    eprintln!("first engine stopped: it scheduled {scheduled_by_a} timers and fired {fired_by_a}");
+
+    let log = s.wait_finished(&sleepers);
+    let mut after_stop = 0;
+    for id in &sleepers {
+        let events = events_of(&log, id);
+        let ended: Vec<&&SagaEvent> = events
+            .iter()
+            .filter(|e| e.event_type == E::WaitEnded)
+            .collect();
+        assert_eq!(ended.len(), 1, "{id}: the wait ended {} times", ended.len());
+        let started = events
+            .iter()
+            .find(|e| e.event_type == E::WaitStarted)
+            .expect("wait started");
+        assert!(
+            ended[0].at >= started.due.expect("due"),
+            "{id}: fired before its due time"
+        );
+        if ended[0].at > stopped_at {
+            after_stop += 1;
+        }
+        assert_eq!(events.last().map(|e| e.event_type), Some(E::SagaCompleted));
+    }
+    let fired_by_b = metric(&metrics_b, "sagaflow_timers_fired_total");
+    eprintln!(
+        "{after_stop} of {n} timers fired after the stop; the second engine fired {fired_by_b}"
+    );
+    assert!(
+        fired_by_a < scheduled_by_a,
+        "the first engine held no pending timer when it stopped"
+    );
+    // The second engine scheduled n - scheduled_by_a timers itself; firing more proves some
+    // moved to it.
+    assert!(
+        fired_by_b > n as f64 - scheduled_by_a,
+        "no timer of the first engine fired on the second"
+    );
+    // A timer fired by both engines would push the sum past n (by the time it stopped, the
+    // first engine can only have fired more than `fired_by_a`, never fewer).
+    assert!(
+        fired_by_a + fired_by_b <= n as f64,
+        "timers fired twice across the engines: {fired_by_a} + {fired_by_b} > {n}"
+    );
+    assert_eq!(
+        owned(&metrics_b),
+        4.0,
+        "the second engine should own every partition"
+    );
+    let _ = b.terminate();
 }
