@@ -116,5 +116,5 @@ case "${1:-}" in
   install) install ;;
   start) [ $# -ge 2 ] || { echo "usage: $0 start DIR [sqlite|memory]" >&2; exit 2; }; start "$2" "${3:-sqlite}" ;;
   stop) [ $# -ge 2 ] || { echo "usage: $0 stop DIR" >&2; exit 2; }; stop "$2" ;;
-  *) echo "usage: $0 install | start DIR [memory|sqlite] | stop DIR" >&2; exit 2 ;;
+  *) echo "usage: $0 install | start DIR [sqlite|memory] | stop DIR" >&2; exit 2 ;;
 esac

@@ -119,6 +119,18 @@ impl Broker {
         let again = broker_script(&["start", &d, storage_name(self.storage)]);
         assert_eq!(again, self.bootstrap, "broker restarted on another address");
     }
+
+    /// kill -9 of the broker, then a start on the same port and data.
+    pub fn kill9_and_restart(&self) {
+        let dir = self.dir.as_ref().expect("a restart needs a local broker");
+        let pid = std::fs::read_to_string(dir.path().join("broker.pid")).expect("broker.pid");
+        let status = Command::new("kill")
+            .args(["-KILL", pid.trim()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -9 of the broker failed");
+        self.restart();
+    }
 }
 
 impl Drop for Broker {

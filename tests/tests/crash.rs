@@ -1,4 +1,4 @@
-//! Crash tests (G1, G2): kill -9 of engines with sagas in flight.
+//! Crash tests (G1, G2): kill -9 of engines, and of the broker, with sagas in flight.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -194,25 +194,86 @@ fn check_invariants(log: &EventLog, ids: &[String], effects: &std::path::Path) {
     );
 }
 
+/// Waits until every saga of `ids` has finished, then reads the event log once more after a pause,
+/// so a late duplicate (a redelivered output) has the chance to show up before it is judged.
+fn wait_finished(bootstrap: &str, codec: &BlockingCodec, group: &str, ids: &[String]) -> EventLog {
+    let mut log = EventLog::default();
+    let started = Instant::now();
+    let done = eventually(WAIT, || {
+        log = EventLog::read(bootstrap, codec, group);
+        log.finished() == ids.len()
+    });
+    assert!(
+        done,
+        "only {}/{} sagas finished after {:?}; unfinished:\n{}",
+        log.finished(),
+        ids.len(),
+        started.elapsed(),
+        log.unfinished(ids)
+            .into_iter()
+            .take(10)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let log = EventLog::read(bootstrap, codec, group);
+    eprintln!(
+        "event log: {} sagas, {} redelivered copies",
+        log.sagas.len(),
+        log.redelivered
+    );
+    log
+}
+
+/// One engine's surroundings: broker, registry, state and effects directories, engine options.
+/// Fields drop in order, so the broker stops last.
+struct Rig {
+    _registry: Proc,
+    registry_url: String,
+    codec: BlockingCodec,
+    opts: EngineOpts,
+    effects: std::path::PathBuf,
+    _work: TempDir,
+    _state: TempDir,
+    broker: Broker,
+}
+
+fn rig(name: &str) -> Rig {
+    let broker = Broker::start();
+    let (registry, registry_url) = spawn_registry(&broker.bootstrap());
+    let state = TempDir::new(name);
+    let work = TempDir::new(&format!("{name}-effects"));
+    Rig {
+        _registry: registry,
+        codec: BlockingCodec::new(&registry_url).expect("codec"),
+        opts: EngineOpts {
+            bootstrap: broker.bootstrap(),
+            registry_url: registry_url.clone(),
+            group: group(name),
+            state_dir: state.path().to_path_buf(),
+            definitions: root().join("examples"),
+            partitions: 4,
+        },
+        registry_url,
+        effects: work.path().join("effects.jsonl"),
+        _work: work,
+        _state: state,
+        broker,
+    }
+}
+
 #[test]
 fn kill_9_with_sagas_in_flight_then_restart_loses_and_repeats_nothing() {
-    let broker = Broker::start();
-    let bootstrap = broker.bootstrap();
-    let (_registry, registry_url) = spawn_registry(&bootstrap);
-    let codec = BlockingCodec::new(&registry_url).expect("codec");
-    let state = TempDir::new("kill9");
-    let work = TempDir::new("kill9-effects");
-    let effects = work.path().join("effects.jsonl");
-    let opts = EngineOpts {
-        bootstrap: bootstrap.clone(),
-        registry_url: registry_url.clone(),
-        group: group("kill9"),
-        state_dir: state.path().to_path_buf(),
-        definitions: root().join("examples"),
-        partitions: 4,
-    };
-    let (mut engine, mut metrics) = spawn_engine("engine-1", &opts);
-    let _participants = participants(&bootstrap, &registry_url, &effects);
+    let r = rig("kill9");
+    let (bootstrap, registry_url, codec, effects, opts) = (
+        r.broker.bootstrap(),
+        r.registry_url.clone(),
+        &r.codec,
+        &r.effects,
+        &r.opts,
+    );
+    let (mut engine, mut metrics) = spawn_engine("engine-1", opts);
+    let _participants = participants(&bootstrap, &registry_url, effects);
     let ids: Vec<String> = (0..600).map(|i| format!("k9-{i:04}")).collect();
     let feeder = stream_trips(
         bootstrap.clone(),
@@ -236,39 +297,14 @@ fn kill_9_with_sagas_in_flight_then_restart_loses_and_repeats_nothing() {
         engine.kill9();
         kills.push(now_ms());
         eprintln!("round {round}: killed the engine");
-        let (e, m) = spawn_engine(&format!("engine-{}", round + 1), &opts);
+        let (e, m) = spawn_engine(&format!("engine-{}", round + 1), opts);
         engine = e;
         metrics = m;
     }
     feeder.join().expect("feeder");
 
-    let mut log = EventLog::default();
-    let started = Instant::now();
-    let done = eventually(WAIT, || {
-        log = EventLog::read(&bootstrap, &codec, &opts.group);
-        log.finished() == ids.len()
-    });
-    assert!(
-        done,
-        "only {}/{} sagas finished after {:?}; unfinished:\n{}",
-        log.finished(),
-        ids.len(),
-        started.elapsed(),
-        log.unfinished(&ids)
-            .into_iter()
-            .take(10)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    // Give a late duplicate (a redelivered output) the chance to show up before judging.
-    std::thread::sleep(Duration::from_secs(2));
-    let log = EventLog::read(&bootstrap, &codec, &opts.group);
-    eprintln!(
-        "event log: {} sagas, {} redelivered copies",
-        log.sagas.len(),
-        log.redelivered
-    );
-    check_invariants(&log, &ids, &effects);
+    let log = wait_finished(&bootstrap, codec, &opts.group, &ids);
+    check_invariants(&log, &ids, effects);
     assert_in_flight_at(&log, &kills);
 }
 
@@ -319,29 +355,55 @@ fn the_survivor_of_two_engines_finishes_every_saga() {
     let killed_at = now_ms();
     feeder.join().expect("feeder");
 
-    let mut log = EventLog::default();
-    let done = eventually(WAIT, || {
-        log = EventLog::read(&bootstrap, &codec, &group);
-        log.finished() == ids.len()
-    });
-    assert!(
-        done,
-        "survivor finished only {}/{}; unfinished:\n{}",
-        log.finished(),
-        ids.len(),
-        log.unfinished(&ids)
-            .into_iter()
-            .take(10)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    let log = wait_finished(&bootstrap, &codec, &group, &ids);
     assert_eq!(
         owned(&metrics_b),
         4.0,
         "the survivor should own every partition"
     );
-    std::thread::sleep(Duration::from_secs(2));
-    let log = EventLog::read(&bootstrap, &codec, &group);
     check_invariants(&log, &ids, &effects);
+    assert_in_flight_at(&log, &[killed_at]);
+}
+
+#[test]
+fn broker_kill_9_with_sagas_in_flight_loses_and_repeats_nothing() {
+    let r = rig("broker-kill");
+    if !r.broker.is_local() {
+        eprintln!("skipped: SAGAFLOW_BOOTSTRAP names a broker this test cannot kill");
+        return;
+    }
+    let (bootstrap, registry_url, codec, effects, opts) = (
+        r.broker.bootstrap(),
+        r.registry_url.clone(),
+        &r.codec,
+        &r.effects,
+        &r.opts,
+    );
+    let (_engine, metrics) = spawn_engine("engine", opts);
+    let _participants = participants(&bootstrap, &registry_url, effects);
+    let ids: Vec<String> = (0..300).map(|i| format!("bk-{i:04}")).collect();
+    let feeder = stream_trips(
+        bootstrap.clone(),
+        registry_url.clone(),
+        opts.group.clone(),
+        ids.clone(),
+        20,
+    );
+    assert!(
+        eventually(WAIT, || owns_all(&metrics, opts.partitions)),
+        "the engine never owned every partition"
+    );
+    assert!(
+        eventually(WAIT, || in_flight(&metrics) >= 5.0),
+        "the engine never had sagas in flight"
+    );
+    let killed_at = now_ms();
+    r.broker.kill9_and_restart();
+    eprintln!("killed and restarted the broker");
+    // The feeder's producer retries through the outage.
+    feeder.join().expect("feeder");
+
+    let log = wait_finished(&bootstrap, codec, &opts.group, &ids);
+    check_invariants(&log, &ids, effects);
     assert_in_flight_at(&log, &[killed_at]);
 }
