@@ -53,6 +53,7 @@ macro_rules! counters {
 
 counters! {
     inputs_total => "Input records consumed (replays of already applied inputs excluded).",
+    input_offsets_skipped_total => "Input offsets never delivered between two consumed records of a partition (lost by the broker, deleted by retention, or transaction markers).",
     broker_writes_total => "Records the engine wrote and the broker acknowledged (journal, relay, changelog).",
     decisions_total => "Inputs applied to a saga.",
     sagas_started_total => "Sagas started.",

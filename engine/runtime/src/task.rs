@@ -199,6 +199,23 @@ impl Task {
             // Already applied (or dead-lettered) before a restart: G1.
             return Ok(());
         }
+        if let Some(last) = self.positions.get(topic).filter(|last| offset > *last + 1) {
+            // Offsets of an input topic are contiguous unless records were lost. tansu 0.6's
+            // memory storage does this to a consumer resuming inside a batch; saying so here
+            // turns a saga that waits forever into a log line.
+            let skipped = offset - last - 1;
+            warn!(
+                topic,
+                partition = self.partition,
+                from = last + 1,
+                to = offset - 1,
+                skipped,
+                "input offsets were never delivered"
+            );
+            env.metrics
+                .input_offsets_skipped_total
+                .fetch_add(skipped as u64, Ordering::Relaxed);
+        }
         let _ = self.positions.insert(topic.to_string(), offset);
         self.batch.inputs += 1;
         env.metrics.inputs_total.fetch_add(1, Ordering::Relaxed);

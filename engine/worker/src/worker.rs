@@ -1,9 +1,10 @@
 //! The worker loop.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::join_all;
@@ -13,6 +14,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, Stre
 use rdkafka::message::{BorrowedMessage, Header as KafkaHeader, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
+use rdkafka::Offset;
 use sagaflow_avro::{AsyncCodec, Command, Reply, ReplyError, ReplyStatus, Subject};
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -67,18 +69,33 @@ pub struct WorkerStats {
     pub duplicates: AtomicU64,
     /// Records that were not decodable commands.
     pub undecodable: AtomicU64,
+    /// Offsets the broker never delivered: the group's committed offset or the previous record
+    /// said they came next, and a later one arrived instead.
+    pub skipped_offsets: AtomicU64,
 }
 
 /// Logs which command partitions an instance holds, so a stuck command can be traced to the
-/// instance that owned its partition.
+/// instance that owned its partition, and knows which offset must come next in each.
 struct InstanceContext {
     instance: String,
+    /// Next offset expected per (topic, partition): the committed offset on assignment, then
+    /// the record after the last one received.
+    expected: std::sync::Mutex<HashMap<(String, i32), i64>>,
+}
+
+impl InstanceContext {
+    /// Records `offset` as received and returns how many offsets before it never arrived.
+    fn skipped_before(&self, topic: &str, partition: i32, offset: i64) -> i64 {
+        let mut expected = self.expected.lock().unwrap_or_else(PoisonError::into_inner);
+        let previous = expected.insert((topic.to_string(), partition), offset + 1);
+        previous.map_or(0, |next| (offset - next).max(0))
+    }
 }
 
 impl ClientContext for InstanceContext {}
 
 impl ConsumerContext for InstanceContext {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let (change, tpl) = match rebalance {
             Rebalance::Assign(tpl) => ("assigned", tpl),
             Rebalance::Revoke(tpl) => ("revoked", tpl),
@@ -89,6 +106,28 @@ impl ConsumerContext for InstanceContext {
         };
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         info!(instance = %self.instance, change, ?partitions, "command partitions changed");
+        let mut expected = self.expected.lock().unwrap_or_else(PoisonError::into_inner);
+        for e in tpl.elements() {
+            let _ = expected.remove(&(e.topic().to_string(), e.partition()));
+        }
+        if matches!(rebalance, Rebalance::Assign(_)) {
+            // Where the group resumes each partition; a partition with no committed offset
+            // starts wherever the reset policy says, so nothing is expected of it yet.
+            match consumer
+                .committed_offsets((*tpl).clone(), Timeout::After(Duration::from_secs(10)))
+            {
+                Ok(committed) => {
+                    for e in committed.elements() {
+                        if let Offset::Offset(o) = e.offset() {
+                            let _ = expected.insert((e.topic().to_string(), e.partition()), o);
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(instance = %self.instance, error = %e, "cannot read the committed offsets")
+                }
+            }
+        }
     }
 }
 
@@ -156,6 +195,7 @@ impl Worker {
             .set("topic.metadata.refresh.interval.ms", "5000");
         let context = InstanceContext {
             instance: config.instance.clone(),
+            expected: std::sync::Mutex::default(),
         };
         let consumer: StreamConsumer<InstanceContext> = consumer_config
             .create_with_context(context)
@@ -209,7 +249,10 @@ impl Worker {
             let mut messages = Vec::with_capacity(batch.len());
             for m in batch {
                 match m {
-                    Ok(m) => messages.push(m),
+                    Ok(m) => {
+                        self.check_contiguous(&m);
+                        messages.push(m);
+                    }
                     Err(e) => warn!(error = %e, instance = %self.config.instance, "consumer error"),
                 }
             }
@@ -232,6 +275,23 @@ impl Worker {
                     }
                 }
             }
+        }
+    }
+
+    /// Warns when offsets before `message` never arrived. The offsets of a command topic are
+    /// contiguous, so a gap means commands were lost before the worker saw them: tansu 0.6's
+    /// memory storage skips the rest of a batch for a consumer resuming inside it.
+    fn check_contiguous(&self, message: &BorrowedMessage<'_>) {
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        let skipped = self
+            .consumer
+            .context()
+            .skipped_before(topic, partition, offset);
+        if skipped > 0 {
+            self.stats
+                .skipped_offsets
+                .fetch_add(skipped as u64, Ordering::Relaxed);
+            warn!(instance = %self.config.instance, topic, partition, from = offset - skipped, to = offset - 1, "command offsets were never delivered by the broker");
         }
     }
 
