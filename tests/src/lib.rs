@@ -443,8 +443,9 @@ pub struct Record {
 
 /// Every record currently in `topic` (all partitions).
 ///
-/// Reads past the high watermarks until the topic stays quiet for a moment: tansu 0.6 reports a
-/// high watermark that leaves out all but the first record of a partition's last batch.
+/// Reads past the high watermarks until the topic stays quiet for a moment, or for two seconds
+/// at most: tansu 0.6's memory storage reports a high watermark that leaves out all but the first
+/// record of a partition's last batch.
 pub fn read_all(bootstrap: &str, topic: &str) -> Vec<Record> {
     let consumer: BaseConsumer = client_config(bootstrap)
         .set("group.id", "sagaflow-test-reader")
@@ -475,10 +476,17 @@ pub fn read_all(bootstrap: &str, topic: &str) -> Vec<Record> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut reached: BTreeMap<i32, bool> = ends.iter().map(|(p, high)| (*p, *high == 0)).collect();
     let mut last_message = Instant::now();
+    let mut all_reached_at = None;
     while Instant::now() < deadline {
-        let all_reached = reached.values().all(|r| *r);
-        if all_reached && last_message.elapsed() > Duration::from_millis(500) {
-            break;
+        if reached.values().all(|r| *r) {
+            // Past the watermarks, read until quiet, but not for long: a topic still being
+            // written to never goes quiet, and this is a snapshot.
+            let since = *all_reached_at.get_or_insert_with(Instant::now);
+            if last_message.elapsed() > Duration::from_millis(500)
+                || since.elapsed() > Duration::from_secs(2)
+            {
+                break;
+            }
         }
         let Some(m) = consumer.poll(Duration::from_millis(100)) else {
             continue;

@@ -14,7 +14,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, Stre
 use rdkafka::message::{BorrowedMessage, Header as KafkaHeader, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use rdkafka::Offset;
+use rdkafka::{Offset, TopicPartitionList};
 use sagaflow_avro::{AsyncCodec, Command, Reply, ReplyError, ReplyStatus, Subject};
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -106,26 +106,23 @@ impl ConsumerContext for InstanceContext {
         };
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         info!(instance = %self.instance, change, ?partitions, "command partitions changed");
+        // Where the group resumes each partition; a partition with no committed offset starts
+        // wherever the reset policy says, so nothing is expected of it yet. Read before taking
+        // the lock: it is a broker round trip.
+        let committed = match rebalance {
+            Rebalance::Assign(_) => consumer
+                .committed_offsets((*tpl).clone(), Timeout::After(Duration::from_secs(10)))
+                .map_err(|e| warn!(instance = %self.instance, error = %e, "cannot read the committed offsets"))
+                .ok(),
+            _ => None,
+        };
         let mut expected = self.expected.lock().unwrap_or_else(PoisonError::into_inner);
         for e in tpl.elements() {
             let _ = expected.remove(&(e.topic().to_string(), e.partition()));
         }
-        if matches!(rebalance, Rebalance::Assign(_)) {
-            // Where the group resumes each partition; a partition with no committed offset
-            // starts wherever the reset policy says, so nothing is expected of it yet.
-            match consumer
-                .committed_offsets((*tpl).clone(), Timeout::After(Duration::from_secs(10)))
-            {
-                Ok(committed) => {
-                    for e in committed.elements() {
-                        if let Offset::Offset(o) = e.offset() {
-                            let _ = expected.insert((e.topic().to_string(), e.partition()), o);
-                        }
-                    }
-                }
-                Err(e) => {
-                    warn!(instance = %self.instance, error = %e, "cannot read the committed offsets")
-                }
+        for e in committed.iter().flat_map(TopicPartitionList::elements) {
+            if let Offset::Offset(o) = e.offset() {
+                let _ = expected.insert((e.topic().to_string(), e.partition()), o);
             }
         }
     }
