@@ -447,6 +447,24 @@ pub struct Record {
 /// at most: tansu 0.6's memory storage reports a high watermark that leaves out all but the first
 /// record of a partition's last batch.
 pub fn read_all(bootstrap: &str, topic: &str) -> Vec<Record> {
+    read_records(
+        bootstrap,
+        topic,
+        Duration::from_millis(500),
+        Duration::from_secs(2),
+    )
+}
+
+/// The records of `topic` up to the high watermarks read when it starts, and no further: a quick
+/// snapshot of a topic being written to (on tansu's memory storage it may miss the rest of each
+/// partition's last batch).
+pub fn read_to_watermarks(bootstrap: &str, topic: &str) -> Vec<Record> {
+    read_records(bootstrap, topic, Duration::ZERO, Duration::ZERO)
+}
+
+/// Reads `topic` up to its high watermarks, then on until it has been quiet for `quiet` or
+/// `longest` has passed.
+fn read_records(bootstrap: &str, topic: &str, quiet: Duration, longest: Duration) -> Vec<Record> {
     let consumer: BaseConsumer = client_config(bootstrap)
         .set("group.id", "sagaflow-test-reader")
         .set("enable.auto.commit", "false")
@@ -482,9 +500,7 @@ pub fn read_all(bootstrap: &str, topic: &str) -> Vec<Record> {
             // Past the watermarks, read until quiet, but not for long: a topic still being
             // written to never goes quiet, and this is a snapshot.
             let since = *all_reached_at.get_or_insert_with(Instant::now);
-            if last_message.elapsed() > Duration::from_millis(500)
-                || since.elapsed() > Duration::from_secs(2)
-            {
+            if last_message.elapsed() >= quiet || since.elapsed() >= longest {
                 break;
             }
         }
@@ -539,8 +555,21 @@ pub struct EventLog {
 impl EventLog {
     /// Reads `<group>.events` now.
     pub fn read(bootstrap: &str, codec: &BlockingCodec, group: &str) -> Self {
+        Self::from_records(codec, read_all(bootstrap, &format!("{group}.events")))
+    }
+
+    /// Reads `<group>.events` up to its current high watermarks: quick, and possibly short of
+    /// the newest events.
+    pub fn snapshot(bootstrap: &str, codec: &BlockingCodec, group: &str) -> Self {
+        Self::from_records(
+            codec,
+            read_to_watermarks(bootstrap, &format!("{group}.events")),
+        )
+    }
+
+    fn from_records(codec: &BlockingCodec, records: Vec<Record>) -> Self {
         let mut log = Self::default();
-        for r in read_all(bootstrap, &format!("{group}.events")) {
+        for r in records {
             let event: SagaEvent = codec
                 .decode(r.value.as_deref().expect("event value"))
                 .expect("decode event");
