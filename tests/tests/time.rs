@@ -792,9 +792,22 @@ fn kill_9_with_ten_thousand_pending_timers_fires_each_once() {
     s.metrics_url = metrics_url;
 
     let log = s.wait_finished(&sleepers);
-    let mut pending_at_kill = 0;
-    for id in &sleepers {
-        let events = events_of(&log, id);
+    let pending_at_kill = fired_once_each(&log, &sleepers, killed_at);
+    eprintln!(
+        "{pending_at_kill} of {n} timers were pending at the kill and fired after the restart"
+    );
+    assert!(
+        pending_at_kill > n / 2,
+        "the kill should hit pending timers: only {pending_at_kill} fired after it"
+    );
+}
+
+/// Checks that every sleeper's wait ended exactly once, never before its due time, and that the
+/// saga then completed; returns how many waits ended after `since`.
+fn fired_once_each(log: &EventLog, sleepers: &[String], since: i64) -> usize {
+    let mut after = 0;
+    for id in sleepers {
+        let events = events_of(log, id);
         let ended: Vec<&&SagaEvent> = events
             .iter()
             .filter(|e| e.event_type == E::WaitEnded)
@@ -808,18 +821,12 @@ fn kill_9_with_ten_thousand_pending_timers_fires_each_once() {
             ended[0].at >= started.due.expect("due"),
             "{id}: fired before its due time"
         );
-        if ended[0].at > killed_at {
-            pending_at_kill += 1;
+        if ended[0].at > since {
+            after += 1;
         }
         assert_eq!(events.last().map(|e| e.event_type), Some(E::SagaCompleted));
     }
-    eprintln!(
-        "{pending_at_kill} of {n} timers were pending at the kill and fired after the restart"
-    );
-    assert!(
-        pending_at_kill > n / 2,
-        "the kill should hit pending timers: only {pending_at_kill} fired after it"
-    );
+    after
 }
 
 fn now_ms() -> i64 {
@@ -872,27 +879,7 @@ fn timers_move_with_their_partitions_in_a_rebalance() {
     eprintln!("first engine stopped: it scheduled {scheduled_by_a} timers and fired {fired_by_a}");
 
     let log = s.wait_finished(&sleepers);
-    let mut after_stop = 0;
-    for id in &sleepers {
-        let events = events_of(&log, id);
-        let ended: Vec<&&SagaEvent> = events
-            .iter()
-            .filter(|e| e.event_type == E::WaitEnded)
-            .collect();
-        assert_eq!(ended.len(), 1, "{id}: the wait ended {} times", ended.len());
-        let started = events
-            .iter()
-            .find(|e| e.event_type == E::WaitStarted)
-            .expect("wait started");
-        assert!(
-            ended[0].at >= started.due.expect("due"),
-            "{id}: fired before its due time"
-        );
-        if ended[0].at > stopped_at {
-            after_stop += 1;
-        }
-        assert_eq!(events.last().map(|e| e.event_type), Some(E::SagaCompleted));
-    }
+    let after_stop = fired_once_each(&log, &sleepers, stopped_at);
     let fired_by_b = metric(&metrics_b, "sagaflow_timers_fired_total");
     eprintln!(
         "{after_stop} of {n} timers fired after the stop; the second engine fired {fired_by_b}"
