@@ -78,16 +78,16 @@ pub struct WorkerStats {
 /// instance that owned its partition, and knows which offset must come next in each.
 struct InstanceContext {
     instance: String,
-    /// Next offset expected per (topic, partition): the committed offset on assignment, then
-    /// the record after the last one received.
-    expected: std::sync::Mutex<HashMap<(String, i32), i64>>,
+    /// Next offset expected per partition of the command topic (a worker reads one topic): the
+    /// committed offset on assignment, then the record after the last one received.
+    expected: std::sync::Mutex<HashMap<i32, i64>>,
 }
 
 impl InstanceContext {
     /// Records `offset` as received and returns how many offsets before it never arrived.
-    fn skipped_before(&self, topic: &str, partition: i32, offset: i64) -> i64 {
+    fn skipped_before(&self, partition: i32, offset: i64) -> i64 {
         let mut expected = self.expected.lock().unwrap_or_else(PoisonError::into_inner);
-        let previous = expected.insert((topic.to_string(), partition), offset + 1);
+        let previous = expected.insert(partition, offset + 1);
         previous.map_or(0, |next| (offset - next).max(0))
     }
 }
@@ -118,11 +118,11 @@ impl ConsumerContext for InstanceContext {
         };
         let mut expected = self.expected.lock().unwrap_or_else(PoisonError::into_inner);
         for e in tpl.elements() {
-            let _ = expected.remove(&(e.topic().to_string(), e.partition()));
+            let _ = expected.remove(&e.partition());
         }
         for e in committed.iter().flat_map(TopicPartitionList::elements) {
             if let Offset::Offset(o) = e.offset() {
-                let _ = expected.insert((e.topic().to_string(), e.partition()), o);
+                let _ = expected.insert(e.partition(), o);
             }
         }
     }
@@ -280,10 +280,7 @@ impl Worker {
     /// memory storage skips the rest of a batch for a consumer resuming inside it.
     fn check_contiguous(&self, message: &BorrowedMessage<'_>) {
         let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
-        let skipped = self
-            .consumer
-            .context()
-            .skipped_before(topic, partition, offset);
+        let skipped = self.consumer.context().skipped_before(partition, offset);
         if skipped > 0 {
             self.stats
                 .skipped_offsets
