@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
-# Local Kafka-protocol broker (tansu) for the demo, the tests and CI: one path for all three.
+# Local Kafka-protocol broker for the demo, the tests and CI: one path for all three. Either tansu
+# (sqlite or memory storage) or Apache Kafka 4.4 (one node in KRaft mode, broker and controller).
 #
-#   scripts/broker.sh install                    install tansu unless it is already there
-#   scripts/broker.sh start DIR [sqlite|memory]  start on a free loopback port; prints host:port
-#   scripts/broker.sh stop DIR                   stop the broker started in DIR
+#   scripts/broker.sh install [tansu|kafka|all]        install unless already there (default tansu)
+#   scripts/broker.sh start DIR [sqlite|memory|kafka]  start on a free loopback port; prints host:port
+#   scripts/broker.sh stop DIR                         stop the broker started in DIR
 #
-# DIR holds broker.pid, broker.log, bootstrap and (sqlite) tansu.db. Starting again in a DIR that
-# has a bootstrap file reuses its port, so clients reconnect after a broker restart.
+# DIR holds broker.pid, broker.log, kind, bootstrap, and tansu.db (sqlite) or server.properties,
+# controller-port and data/ (kafka). Starting again in a DIR that has a bootstrap file reuses its
+# port (and kafka's controller port and data), so clients reconnect after a broker restart.
 # sqlite is the default: tansu 0.6's memory storage loses the rest of a batch for a consumer that
 # resumes inside it (docs/operations.md), so it is only for benchmarks.
 # Set TANSU to use a specific binary.
+#
+# kafka: the jars of scripts/kafka/pom.xml are fetched from Maven Central with mvn, once, into
+# ${SAGAFLOW_CACHE:-${XDG_CACHE_HOME:-~/.cache}/sagaflow}/kafka-4.4.0/libs; java 17+ and mvn are
+# installed with apt-get when missing (set JAVA to use a specific java). The broker logs warnings
+# and errors to DIR/broker.log (scripts/kafka/log4j2.properties). KAFKA_BROKER_PROPERTIES holds
+# extra server.properties lines (key=value, one a line), appended so that they override.
 set -euo pipefail
 
 TANSU_VERSION=0.6.0
+KAFKA_VERSION=4.4.0
+SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 tansu_bin() {
   if [ -n "${TANSU:-}" ]; then echo "$TANSU"; return; fi
@@ -20,7 +30,7 @@ tansu_bin() {
   echo "${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
 }
 
-install() {
+install_tansu() {
   local bin; bin=$(tansu_bin)
   if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
     return 0
@@ -29,12 +39,117 @@ install() {
   cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql >&2
 }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+kafka_home() {
+  echo "${SAGAFLOW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sagaflow}/kafka-$KAFKA_VERSION"
+}
+
+apt_install() {
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "broker.sh: the kafka broker needs $* (java 17+, maven); install it (there is no apt-get here)" >&2
+    exit 1
+  fi
+  local sudo=
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || {
+      echo "broker.sh: the kafka broker needs $*; install it (apt-get needs root or sudo)" >&2
+      exit 1
+    }
+    sudo=sudo
+  fi
+  $sudo apt-get update -qq >&2
+  local pkgs=() pkg
+  for pkg in "$@"; do
+    if [ "$pkg" = java ]; then
+      # Debian 12 has openjdk-17; later releases only newer ones, as default-jre-headless.
+      if apt-cache show openjdk-17-jre-headless >/dev/null 2>&1; then
+        pkg=openjdk-17-jre-headless
+      else
+        pkg=default-jre-headless
+      fi
+    fi
+    pkgs+=("$pkg")
+  done
+  echo "broker.sh: installing ${pkgs[*]} with apt-get" >&2
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >&2
+}
+
+java_major() {
+  "$1" -version 2>&1 | sed -n 's/.* version "\([0-9]*\).*/\1/p' | head -1
+}
+
+# Sets JAVA_CMD to a java 17 or newer: $JAVA, the one on PATH, or one under /usr/lib/jvm.
+find_java() {
+  if [ -n "${JAVA:-}" ]; then JAVA_CMD=$JAVA; return 0; fi
+  local c major
+  for c in "$(command -v java 2>/dev/null || true)" /usr/lib/jvm/*/bin/java; do
+    if [ -z "$c" ] || [ ! -x "$c" ]; then continue; fi
+    major=$(java_major "$c")
+    if [ -n "$major" ] && [ "$major" -ge 17 ]; then JAVA_CMD=$c; return 0; fi
+  done
+  return 1
+}
+
+install_kafka() {
+  local home libs jar
+  home=$(kafka_home)
+  libs=$home/libs
+  jar=kafka_2.13-$KAFKA_VERSION.jar
+  local missing=()
+  find_java || missing+=(java)
+  [ -f "$libs/$jar" ] || command -v mvn >/dev/null 2>&1 || missing+=(maven)
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt_install "${missing[@]}"
+    find_java || { echo "broker.sh: the kafka broker needs java 17 or newer (set JAVA)" >&2; exit 1; }
+  fi
+  [ ! -f "$libs/$jar" ] || return 0
+  echo "broker.sh: fetching Apache Kafka $KAFKA_VERSION from Maven Central into $libs (about 45 MB, once)..." >&2
+  mkdir -p "$home"
+  # Leftovers of interrupted downloads (not of one still running in parallel).
+  find "$home" -maxdepth 1 -name 'libs.tmp.*' -mmin +60 -exec rm -rf {} + 2>/dev/null || true
+  # A complete download only ever appears under its final name, by a rename.
+  local tmp; tmp=$(mktemp -d "$home/libs.tmp.XXXXXX")
+  if ! mvn -q -B -f "$SCRIPTS/kafka/pom.xml" dependency:copy-dependencies \
+      -DoutputDirectory="$tmp" -DincludeScope=runtime >&2 || [ ! -f "$tmp/$jar" ]; then
+    rm -rf "$tmp"
+    echo "broker.sh: mvn could not fetch the Kafka jars (scripts/kafka/pom.xml)" >&2
+    exit 1
+  fi
+  if ! mv -T "$tmp" "$libs" 2>/dev/null; then
+    rm -rf "$tmp"  # another install finished first
+    [ -f "$libs/$jar" ] || { echo "broker.sh: cannot move the Kafka jars to $libs" >&2; exit 1; }
+  fi
+}
+
+install() {
+  case "${1:-tansu}" in
+    tansu) install_tansu ;;
+    kafka) install_kafka ;;
+    all) install_tansu; install_kafka ;;
+    *) echo "broker.sh: install tansu, kafka or all, not '$1'" >&2; exit 2 ;;
+  esac
+}
+
+# N distinct free loopback ports, one a line (all held at once while picking, so none repeats).
+free_ports() {
+  python3 - "$1" <<'PY'
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print("\n".join(str(s.getsockname()[1]) for s in socks))
+PY
 }
 
 port_open() {
   python3 -c 'import socket,sys; s=socket.socket(); s.settimeout(0.5); sys.exit(0 if s.connect_ex(("127.0.0.1",int(sys.argv[1])))==0 else 1)' "$1"
+}
+
+# Whether process $1 runs (a zombie nobody has reaped yet does not).
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  local state
+  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 0
+  [ "$state" != Z ]
 }
 
 # tansu 0.6's sqlite schema has no index on record headers, so fetching each record scans every
@@ -58,30 +173,40 @@ PY
 
 start() {
   local dir=$1 storage=${2:-sqlite}
+  case "$storage" in
+    memory|sqlite|kafka) ;;
+    *) echo "broker.sh: storage must be sqlite, memory or kafka, got '$storage'" >&2; exit 2 ;;
+  esac
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
-  install
-  if [ -f "$dir/broker.pid" ] && kill -0 "$(cat "$dir/broker.pid")" 2>/dev/null; then
+  if [ -f "$dir/broker.pid" ] && alive "$(cat "$dir/broker.pid")"; then
     echo "broker.sh: a broker is already running from $dir (pid $(cat "$dir/broker.pid"))" >&2
     exit 1
   fi
+  if [ "$storage" = kafka ]; then start_kafka "$dir"; else start_tansu "$dir" "$storage"; fi
+}
+
+start_tansu() {
+  local dir=$1 storage=$2
+  install_tansu
   local port
-  if [ -f "$dir/bootstrap" ]; then port=$(cut -d: -f2 < "$dir/bootstrap"); else port=$(free_port); fi
+  if [ -f "$dir/bootstrap" ]; then port=$(cut -d: -f2 < "$dir/bootstrap"); else port=$(free_ports 1); fi
   local url
   case "$storage" in
     memory) url="memory://tansu/" ;;
     sqlite) url="sqlite://tansu.db" ;;
-    *) echo "broker.sh: storage must be memory or sqlite, got '$storage'" >&2; exit 2 ;;
   esac
   (
     cd "$dir"
-    # setsid: the broker outlives this script but not an explicit stop.
-    setsid "$(tansu_bin)" broker \
+    # setsid: the broker outlives this script but not an explicit stop. RUST_LOG is the caller's
+    # log level, not tansu's: at info tansu writes gigabytes of log within minutes.
+    RUST_LOG=warn setsid "$(tansu_bin)" broker \
       --listener-url "tcp://127.0.0.1:$port" \
       --advertised-listener-url "tcp://127.0.0.1:$port" \
       --storage-engine "$url" >>"$dir/broker.log" 2>&1 < /dev/null &
     echo $! > "$dir/broker.pid"
   )
+  echo tansu > "$dir/kind"
   echo "127.0.0.1:$port" > "$dir/bootstrap"
   for _ in $(seq 1 200); do
     if port_open "$port"; then
@@ -89,7 +214,7 @@ start() {
       echo "127.0.0.1:$port"
       return 0
     fi
-    if ! kill -0 "$(cat "$dir/broker.pid")" 2>/dev/null; then
+    if ! alive "$(cat "$dir/broker.pid")"; then
       echo "broker.sh: tansu exited during start-up; last lines of $dir/broker.log:" >&2
       tail -20 "$dir/broker.log" >&2
       exit 1
@@ -100,21 +225,120 @@ start() {
   exit 1
 }
 
+# A cluster id as Kafka's Uuid.randomUuid makes them (what `StorageTool random-uuid` prints),
+# without a second JVM start.
+cluster_id() {
+  python3 -c '
+import base64, uuid
+while True:
+    s = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if not s.startswith("-"):
+        print(s)
+        break'
+}
+
+start_kafka() {
+  local dir=$1
+  install_kafka
+  local libs; libs=$(kafka_home)/libs
+  local port="" cport=""
+  [ ! -f "$dir/bootstrap" ] || port=$(cut -d: -f2 < "$dir/bootstrap")
+  [ ! -f "$dir/controller-port" ] || cport=$(cat "$dir/controller-port")
+  if [ -z "$port" ] || [ -z "$cport" ]; then
+    local p
+    for p in $(free_ports 3); do
+      if [ -z "$port" ]; then port=$p
+      elif [ -z "$cport" ] && [ "$p" != "$port" ]; then cport=$p
+      fi
+    done
+  fi
+  # After a kill -9 the controller keeps the dead broker's registration until its session times
+  # out, and only then lets the restarted broker register: the default 9 s session made such a
+  # restart take 14 s; 3 s makes it about 7 s. The log cleaner and group minimum are for quick tests.
+  cat > "$dir/server.properties" <<PROPS
+# Written by scripts/broker.sh at each start: set KAFKA_BROKER_PROPERTIES to add or override lines.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$dir/data
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+min.insync.replicas=1
+default.replication.factor=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+num.partitions=1
+log.cleaner.backoff.ms=1000
+group.min.session.timeout.ms=1000
+broker.heartbeat.interval.ms=500
+broker.session.timeout.ms=3000
+PROPS
+  [ -z "${KAFKA_BROKER_PROPERTIES:-}" ] || printf '%s\n' "$KAFKA_BROKER_PROPERTIES" >> "$dir/server.properties"
+  echo "$cport" > "$dir/controller-port"
+  echo kafka > "$dir/kind"
+  echo "127.0.0.1:$port" > "$dir/bootstrap"
+  local jvm=(-XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:-UsePerfData -Djava.awt.headless=true
+    "-Dlog4j2.configurationFile=$SCRIPTS/kafka/log4j2.properties" -cp "$libs/*")
+  if [ ! -f "$dir/data/meta.properties" ]; then
+    if ! "$JAVA_CMD" -Xmx256m "${jvm[@]}" kafka.tools.StorageTool format -t "$(cluster_id)" \
+        -c "$dir/server.properties" >>"$dir/broker.log" 2>&1 < /dev/null; then
+      echo "broker.sh: formatting $dir/data failed; last lines of $dir/broker.log:" >&2
+      tail -30 "$dir/broker.log" >&2
+      exit 1
+    fi
+  fi
+  (
+    # setsid: the broker outlives this script but not an explicit stop.
+    setsid "$JAVA_CMD" -Xmx512m -Xms128m "${jvm[@]}" kafka.Kafka "$dir/server.properties" \
+      >>"$dir/broker.log" 2>&1 < /dev/null &
+    echo $! > "$dir/broker.pid"
+  )
+  local rc=0
+  python3 "$SCRIPTS/kafka/ready.py" "$port" "$(cat "$dir/broker.pid")" 60 || rc=$?
+  if [ "$rc" -eq 0 ]; then
+    echo "127.0.0.1:$port"
+    return 0
+  fi
+  if [ "$rc" -eq 3 ]; then
+    echo "broker.sh: kafka exited during start-up; last lines of $dir/broker.log:" >&2
+  else
+    echo "broker.sh: kafka did not answer a metadata request on port $port within 60 s; stopping it; last lines of $dir/broker.log:" >&2
+    stop "$dir"
+  fi
+  tail -30 "$dir/broker.log" >&2
+  exit 1
+}
+
 stop() {
   local dir=$1
   [ -f "$dir/broker.pid" ] || return 0
   local pid; pid=$(cat "$dir/broker.pid")
-  if kill -0 "$pid" 2>/dev/null; then
+  # Kafka shuts down cleanly on TERM (about a second here; more under load): let it finish.
+  local waits=50
+  [ "$(cat "$dir/kind" 2>/dev/null || true)" != kafka ] || waits=300
+  if alive "$pid"; then
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
+    for _ in $(seq 1 "$waits"); do alive "$pid" || break; sleep 0.1; done
+    if alive "$pid"; then
+      kill -KILL "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do alive "$pid" || break; sleep 0.1; done
+    fi
   fi
   rm -f "$dir/broker.pid"
 }
 
+usage="usage: $0 install [tansu|kafka|all] | start DIR [sqlite|memory|kafka] | stop DIR"
 case "${1:-}" in
-  install) install ;;
-  start) [ $# -ge 2 ] || { echo "usage: $0 start DIR [sqlite|memory]" >&2; exit 2; }; start "$2" "${3:-sqlite}" ;;
+  install) install "${2:-tansu}" ;;
+  start) [ $# -ge 2 ] || { echo "usage: $0 start DIR [sqlite|memory|kafka]" >&2; exit 2; }; start "$2" "${3:-sqlite}" ;;
   stop) [ $# -ge 2 ] || { echo "usage: $0 stop DIR" >&2; exit 2; }; stop "$2" ;;
-  *) echo "usage: $0 install | start DIR [sqlite|memory] | stop DIR" >&2; exit 2 ;;
+  *) echo "$usage" >&2; exit 2 ;;
 esac

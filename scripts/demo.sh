@@ -15,6 +15,8 @@ if [ -z "${SAGAFLOW_BOOTSTRAP:-}" ]; then
   trap 'scripts/broker.sh stop "$dir"; rm -rf "$dir"' EXIT
   SAGAFLOW_BOOTSTRAP=$(scripts/broker.sh start "$dir" sqlite)
   echo "demo: tansu broker on $SAGAFLOW_BOOTSTRAP" >&2
+  # One local broker: created topics get one replica (the default, 3, suits a real cluster).
+  export SAGAFLOW_REPLICATION_FACTOR=1 SAGAFLOW_MIN_INSYNC_REPLICAS=1
 fi
 export SAGAFLOW_BOOTSTRAP
 target/debug/sagaflow demo --definitions examples "$@"

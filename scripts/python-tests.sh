@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Interop tests with clients we did not write (confluent-kafka from PyPI) against a local
 # broker, the sagaflow registry and engine. Expects target/debug/sagaflow (scripts/test.sh builds
-# it). Uses SAGAFLOW_BOOTSTRAP when set, else starts tansu on a free port.
+# it). Uses SAGAFLOW_BOOTSTRAP when set, else starts a broker on a free port: tansu (sqlite), or
+# Apache Kafka when SAGAFLOW_TEST_BROKER=kafka.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,10 +24,13 @@ cleanup() {
 trap cleanup EXIT
 
 if [ -z "${SAGAFLOW_BOOTSTRAP:-}" ]; then
-  SAGAFLOW_BOOTSTRAP=$(scripts/broker.sh start "$work/broker" sqlite)
+  mode=sqlite
+  [ "${SAGAFLOW_TEST_BROKER:-tansu}" != kafka ] || mode=kafka
+  SAGAFLOW_BOOTSTRAP=$(scripts/broker.sh start "$work/broker" "$mode")
   started_broker=1
 fi
-export SAGAFLOW_BOOTSTRAP
+# One local broker: the topics the engine and the registry create get one replica.
+export SAGAFLOW_BOOTSTRAP SAGAFLOW_REPLICATION_FACTOR=1 SAGAFLOW_MIN_INSYNC_REPLICAS=1
 
 target/debug/sagaflow registry --bootstrap "$SAGAFLOW_BOOTSTRAP" --listen 127.0.0.1:0 --topic "_schemas-py-$$" \
   > "$work/registry.out" 2> "$work/registry.err" &

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Every test: formatting, lints, Rust unit and integration tests (each integration test starts
-# its own tansu broker on a free port, or uses SAGAFLOW_BOOTSTRAP), then the Python interop
-# tests with confluent-kafka. Installs what is missing first.
+# Every test: formatting, lints, Rust unit and integration tests, and the Python interop tests
+# with confluent-kafka, on tansu (sqlite storage) and then again on Apache Kafka 4.4 (KRaft).
+# Each integration test starts its own broker on a free port (or uses SAGAFLOW_BOOTSTRAP).
+# Installs what is missing first. Set SAGAFLOW_TEST_BROKERS="tansu" or "kafka" to run one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
+case " ${SAGAFLOW_TEST_BROKERS:-tansu kafka} " in *" kafka "*) scripts/broker.sh install kafka ;; esac
 
 echo "== cargo fmt" >&2
 cargo fmt --all -- --check
@@ -24,8 +26,17 @@ else
   cargo clippy --locked --workspace --all-targets -- -D warnings
 fi
 
-echo "== Rust tests" >&2
-cargo test --locked --workspace -- --test-threads 2
-
-echo "== Python interop tests" >&2
-scripts/python-tests.sh
+brokers=${SAGAFLOW_TEST_BROKERS:-tansu kafka}
+for broker in $brokers; do
+  started=$(date +%s)
+  if [ "$broker" = tansu ]; then
+    echo "== Rust unit tests, and integration tests on tansu" >&2
+    SAGAFLOW_TEST_BROKER=tansu cargo test --locked --workspace -- --test-threads 2
+  else
+    echo "== Rust integration tests on $broker" >&2
+    SAGAFLOW_TEST_BROKER=$broker cargo test --locked -p sagaflow-tests -- --test-threads 2
+  fi
+  echo "== Python interop tests on $broker" >&2
+  SAGAFLOW_TEST_BROKER=$broker scripts/python-tests.sh
+  echo "== $broker: $(( $(date +%s) - started )) s" >&2
+done

@@ -14,6 +14,7 @@ use schema_registry_converter::{async_impl, blocking};
 
 use crate::contracts::Contract;
 use crate::error::{Error, Result};
+use crate::registry::RegistrySettings;
 use crate::schemas;
 
 /// How a record's registry subject is named.
@@ -60,6 +61,12 @@ fn registry_error(subject: Subject<'_>, record: &str, e: SRCError) -> Error {
         Some(cause) => format!("{}: {cause}", e.error),
         None => e.error,
     };
+    if e.retriable {
+        return Error::RegistryUnavailable {
+            what: format!("registering subject {subject}"),
+            message,
+        };
+    }
     Error::Registry { subject, message }
 }
 
@@ -76,11 +83,20 @@ fn from_writer_value<T: Contract>(value: Value) -> Result<T> {
     })
 }
 
-fn decode_error(expected: &'static str, e: SRCError) -> Error {
+fn decode_error(expected: &'static str, bytes: &[u8], e: SRCError) -> Error {
     let message = match e.cause {
         Some(cause) => format!("{}: {cause}", e.error),
         None => e.error,
     };
+    if e.retriable {
+        let id = bytes
+            .get(1..5)
+            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        return Error::RegistryUnavailable {
+            what: format!("looking up schema id {id} for {expected}"),
+            message,
+        };
+    }
     Error::Decode { expected, message }
 }
 
@@ -106,12 +122,12 @@ pub struct BlockingCodec {
 }
 
 impl BlockingCodec {
-    /// A codec talking to the registry at `url`.
-    pub fn new(url: &str) -> Result<Self> {
-        let settings = || blocking::schema_registry::SrSettings::new(url.to_string());
+    /// A codec talking to the registry `registry` describes.
+    pub fn new(registry: &RegistrySettings) -> Result<Self> {
+        let settings = || registry.blocking_settings();
         Ok(Self {
-            encoder: blocking::avro::AvroEncoder::new(settings()),
-            decoder: blocking::avro::AvroDecoder::new(settings()),
+            encoder: blocking::avro::AvroEncoder::new(settings()?),
+            decoder: blocking::avro::AvroDecoder::new(settings()?),
             supplied: Supplied::new()?,
         })
     }
@@ -130,7 +146,7 @@ impl BlockingCodec {
         let decoded = self
             .decoder
             .decode(Some(bytes))
-            .map_err(|e| decode_error(T::SCHEMA.full_name, e))?;
+            .map_err(|e| decode_error(T::SCHEMA.full_name, bytes, e))?;
         from_writer_value(decoded.value)
     }
 }
@@ -144,12 +160,12 @@ pub struct AsyncCodec {
 }
 
 impl AsyncCodec {
-    /// A codec talking to the registry at `url`.
-    pub fn new(url: &str) -> Result<Self> {
-        let settings = || async_impl::schema_registry::SrSettings::new(url.to_string());
+    /// A codec talking to the registry `registry` describes.
+    pub fn new(registry: &RegistrySettings) -> Result<Self> {
+        let settings = || registry.async_settings();
         Ok(Self {
-            encoder: async_impl::avro::AvroEncoder::new(settings()),
-            decoder: async_impl::avro::AvroDecoder::new(settings()),
+            encoder: async_impl::avro::AvroEncoder::new(settings()?),
+            decoder: async_impl::avro::AvroDecoder::new(settings()?),
             supplied: Supplied::new()?,
         })
     }
@@ -170,7 +186,7 @@ impl AsyncCodec {
             .decoder
             .decode(Some(bytes))
             .await
-            .map_err(|e| decode_error(T::SCHEMA.full_name, e))?;
+            .map_err(|e| decode_error(T::SCHEMA.full_name, bytes, e))?;
         from_writer_value(decoded.value)
     }
 }

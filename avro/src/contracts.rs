@@ -282,6 +282,10 @@ pub struct StepState {
     /// Await steps: the signal that completed the step.
     #[serde(default)]
     pub signal_id: Option<String>,
+    /// An attempt of the current phase timed out with no definite reply since: its effect may
+    /// stand.
+    #[serde(default)]
+    pub uncertain: bool,
 }
 
 /// The engine's state of one saga.

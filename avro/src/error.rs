@@ -12,11 +12,26 @@ pub enum Error {
         #[source]
         source: apache_avro::Error,
     },
+    /// The registry settings are unusable.
+    #[error("invalid schema registry settings: {reason}")]
+    RegistrySettings {
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
     /// The registry could not be reached or refused the schema.
     #[error("schema registry error for subject {subject}: {message}")]
     Registry {
         /// Subject being registered or looked up.
         subject: String,
+        /// What the registry client reported.
+        message: String,
+    },
+    /// The registry could not be reached, or answered with a transient error: the same call may
+    /// succeed later, so the record must be retried, never skipped or dead-lettered.
+    #[error("schema registry unavailable ({what}): {message}; check that the registry is up and reachable, the call is retried")]
+    RegistryUnavailable {
+        /// The subject or schema id being looked up.
+        what: String,
         /// What the registry client reported.
         message: String,
     },
@@ -36,6 +51,14 @@ pub enum Error {
         /// Why encoding failed.
         message: String,
     },
+}
+
+impl Error {
+    /// Whether this is an outage (retry later) rather than a record or schema that can never
+    /// succeed (dead-letter it).
+    pub fn is_outage(&self) -> bool {
+        matches!(self, Error::RegistryUnavailable { .. })
+    }
 }
 
 /// Result with this crate's [`Error`].

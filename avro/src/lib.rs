@@ -7,8 +7,10 @@
 mod codec;
 mod contracts;
 mod error;
+mod registry;
 pub mod schemas;
 
 pub use codec::{AsyncCodec, BlockingCodec, Subject};
 pub use contracts::*;
 pub use error::{Error, Result};
+pub use registry::RegistrySettings;

@@ -92,6 +92,7 @@ fn every_contract_roundtrips_through_its_schema() {
             finished_at: None,
             correlation: Some("o-1".into()),
             signal_id: Some("sig".into()),
+            uncertain: true,
         }],
         completion_order: vec!["pay".into()],
         next_seq: 4,

@@ -16,6 +16,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use sagaflow_avro::{BlockingCodec, SagaEvent};
+use sagaflow_kafka::{KafkaSettings, TopicPolicy, TopicSpec};
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -53,7 +54,41 @@ impl Drop for TempDir {
     }
 }
 
-/// Storage of a local broker.
+/// Which broker the tests run against: `SAGAFLOW_TEST_BROKER=kafka` for Apache Kafka (KRaft),
+/// anything else or unset for tansu.
+pub fn broker_kind() -> BrokerKind {
+    match std::env::var("SAGAFLOW_TEST_BROKER").as_deref() {
+        Ok("kafka") => BrokerKind::Kafka,
+        _ => BrokerKind::Tansu,
+    }
+}
+
+/// A Kafka-protocol broker implementation the suite runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    /// tansu 0.6, with the storage a test asks for.
+    Tansu,
+    /// Apache Kafka 4.4 in KRaft mode, one node.
+    Kafka,
+}
+
+/// Skips the calling test (returns early) unless the suite runs on `kind`, saying why.
+#[macro_export]
+macro_rules! only_on {
+    ($kind:expr, $why:expr) => {
+        if $crate::broker_kind() != $kind {
+            eprintln!(
+                "SKIPPED on {:?}: {} ({})",
+                $crate::broker_kind(),
+                module_path!(),
+                $why
+            );
+            return;
+        }
+    };
+}
+
+/// Storage of a local tansu broker (Apache Kafka always keeps its log on disk).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Storage {
     /// Fast and lost on restart, and not a correct broker: tansu 0.6 serves a fetch from the
@@ -64,7 +99,8 @@ pub enum Storage {
     Sqlite,
 }
 
-/// A broker for one test: local tansu (stopped on drop) or `SAGAFLOW_BOOTSTRAP`.
+/// A broker for one test: a local tansu or Apache Kafka (see [`broker_kind`]; stopped on
+/// drop), or `SAGAFLOW_BOOTSTRAP`.
 #[derive(Debug)]
 pub struct Broker {
     bootstrap: String,
@@ -92,7 +128,7 @@ impl Broker {
         let bootstrap = broker_script(&[
             "start",
             &dir.path().display().to_string(),
-            storage_name(storage),
+            start_mode(storage),
         ]);
         Self {
             bootstrap,
@@ -116,7 +152,7 @@ impl Broker {
         let dir = self.dir.as_ref().expect("restart needs a local broker");
         let d = dir.path().display().to_string();
         let _ = broker_script(&["stop", &d]);
-        let again = broker_script(&["start", &d, storage_name(self.storage)]);
+        let again = broker_script(&["start", &d, start_mode(self.storage)]);
         assert_eq!(again, self.bootstrap, "broker restarted on another address");
     }
 
@@ -141,10 +177,12 @@ impl Drop for Broker {
     }
 }
 
-fn storage_name(s: Storage) -> &'static str {
-    match s {
-        Storage::Memory => "memory",
-        Storage::Sqlite => "sqlite",
+/// The `scripts/broker.sh start` mode: the broker kind, and for tansu its storage.
+fn start_mode(s: Storage) -> &'static str {
+    match (broker_kind(), s) {
+        (BrokerKind::Kafka, _) => "kafka",
+        (BrokerKind::Tansu, Storage::Memory) => "memory",
+        (BrokerKind::Tansu, Storage::Sqlite) => "sqlite",
     }
 }
 
@@ -188,6 +226,9 @@ impl Proc {
                 "SAGAFLOW_LOG",
                 std::env::var("SAGAFLOW_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            // One local broker: topics the processes create get one replica.
+            .env("SAGAFLOW_REPLICATION_FACTOR", "1")
+            .env("SAGAFLOW_MIN_INSYNC_REPLICAS", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -262,6 +303,11 @@ impl Drop for Proc {
 
 /// A registry process.
 pub fn spawn_registry(bootstrap: &str) -> (Proc, String) {
+    spawn_registry_on(bootstrap, "127.0.0.1:0")
+}
+
+/// A registry process listening on `listen` (port 0 picks one).
+pub fn spawn_registry_on(bootstrap: &str, listen: &str) -> (Proc, String) {
     let p = Proc::spawn(
         "registry",
         &[
@@ -269,11 +315,19 @@ pub fn spawn_registry(bootstrap: &str) -> (Proc, String) {
             "--bootstrap".into(),
             bootstrap.into(),
             "--listen".into(),
-            "127.0.0.1:0".into(),
+            listen.into(),
         ],
     );
     let url = p.wait_line("registry:", Duration::from_secs(60));
     (p, url)
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// Settings of an engine process.
@@ -295,28 +349,30 @@ pub struct EngineOpts {
 
 /// An engine process; returns it with its metrics URL.
 pub fn spawn_engine(name: &str, o: &EngineOpts) -> (Proc, String) {
-    let p = Proc::spawn(
-        name,
-        &[
-            "engine".into(),
-            "--bootstrap".into(),
-            o.bootstrap.clone(),
-            "--registry-url".into(),
-            o.registry_url.clone(),
-            "--group".into(),
-            o.group.clone(),
-            "--state-dir".into(),
-            o.state_dir.display().to_string(),
-            "--definitions".into(),
-            o.definitions.display().to_string(),
-            "--partitions".into(),
-            o.partitions.to_string(),
-            "--http-listen".into(),
-            "127.0.0.1:0".into(),
-        ],
-    );
+    let p = Proc::spawn(name, &engine_args(o));
     let url = p.wait_line("metrics:", Duration::from_secs(60));
     (p, url)
+}
+
+/// The `sagaflow` arguments that run an engine with `o`.
+pub fn engine_args(o: &EngineOpts) -> Vec<String> {
+    vec![
+        "engine".into(),
+        "--bootstrap".into(),
+        o.bootstrap.clone(),
+        "--registry-url".into(),
+        o.registry_url.clone(),
+        "--group".into(),
+        o.group.clone(),
+        "--state-dir".into(),
+        o.state_dir.display().to_string(),
+        "--definitions".into(),
+        o.definitions.display().to_string(),
+        "--partitions".into(),
+        o.partitions.to_string(),
+        "--http-listen".into(),
+        "127.0.0.1:0".into(),
+    ]
 }
 
 /// A participant process.
@@ -366,48 +422,36 @@ pub fn http_get(url: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Client settings (IPv4: the local broker listens on 127.0.0.1).
+/// The settings every test client uses: the engine's builder, with `SAGAFLOW_KAFKA_*` applied.
+pub fn kafka_settings(bootstrap: &str) -> KafkaSettings {
+    KafkaSettings::from_env_and(bootstrap, &[]).expect("SAGAFLOW_KAFKA_* settings")
+}
+
+/// A client config from [`kafka_settings`].
 pub fn client_config(bootstrap: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    let _ = c
-        .set("bootstrap.servers", bootstrap)
-        .set("broker.address.family", "v4")
-        .set("log_level", "3");
-    c
+    kafka_settings(bootstrap).config(&[])
 }
 
 /// A producer partitioning by key like the engine.
 pub fn producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
-    client_config(bootstrap)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "2")
-        .set("partitioner", "murmur2_random")
+    kafka_settings(bootstrap)
+        .producer_config(2)
         .create()
         .expect("create producer")
 }
 
 /// Creates `topic` with `partitions` partitions (an existing one is left alone).
 pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
-        client_config(bootstrap).create().expect("admin client");
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let results = runtime
-        .block_on(admin.create_topics([&new], &AdminOptions::new()))
-        .expect("create topic");
-    for r in results {
-        if let Err((name, code)) = r {
-            assert_eq!(
-                code,
-                rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists,
-                "cannot create {name}"
-            );
-        }
-    }
+    runtime
+        .block_on(kafka_settings(bootstrap).ensure_topics(
+            &[TopicSpec::partitioned(topic, partitions)],
+            TopicPolicy::LOCAL,
+        ))
+        .unwrap_or_else(|e| panic!("cannot create {topic}: {e}"));
 }
 
 /// Sends one record and waits for it.

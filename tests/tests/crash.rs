@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use sagaflow_avro::RegistrySettings;
 use sagaflow_avro::{BlockingCodec, EventType as E, StartSaga, Subject};
 use sagaflow_tests::{
     eventually, group, producer, root, spawn_engine, spawn_participant, spawn_registry, Broker,
@@ -69,7 +70,8 @@ fn stream_trips(
     per_second: u64,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let codec = BlockingCodec::new(&registry_url).expect("codec");
+        let codec =
+            BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
         let topic = format!("{group}.starts");
         let p = producer(&bootstrap);
         let pause = Duration::from_millis(1000 / per_second.max(1));
@@ -247,7 +249,7 @@ fn rig(name: &str) -> Rig {
     let work = TempDir::new(&format!("{name}-effects"));
     Rig {
         _registry: registry,
-        codec: BlockingCodec::new(&registry_url).expect("codec"),
+        codec: BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec"),
         opts: EngineOpts {
             bootstrap: broker.bootstrap(),
             registry_url: registry_url.clone(),
@@ -320,7 +322,7 @@ fn the_survivor_of_two_engines_finishes_every_saga() {
     let broker = Broker::start();
     let bootstrap = broker.bootstrap();
     let (_registry, registry_url) = spawn_registry(&bootstrap);
-    let codec = BlockingCodec::new(&registry_url).expect("codec");
+    let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
     let state_a = TempDir::new("survivor-a");
     let state_b = TempDir::new("survivor-b");
     let work = TempDir::new("survivor-effects");

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use sagaflow_avro::RegistrySettings;
 use sagaflow_avro::{
     BlockingCodec, Command, EventType as E, Phase, Reply, ReplyStatus, StartSaga, Subject,
 };
@@ -42,7 +43,7 @@ fn stack(name: &str) -> Stack {
             partitions: 2,
         },
     );
-    let codec = BlockingCodec::new(&registry_url).expect("codec");
+    let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
     Stack {
         broker,
         _registry: registry,
@@ -57,6 +58,11 @@ fn stack(name: &str) -> Stack {
 
 impl Stack {
     fn start_trip(&self, saga_id: &str) {
+        self.start_trip_with_notes(saga_id, "");
+    }
+
+    /// A trip start whose input carries `notes` (to make it large).
+    fn start_trip_with_notes(&self, saga_id: &str, notes: &str) {
         let start = StartSaga {
             request_id: format!("req-{saga_id}"),
             saga_id: saga_id.into(),
@@ -66,7 +72,8 @@ impl Stack {
                 "customer": {"id": "c-1", "email": "c1@example.com"},
                 "amount": 120, "currency": "EUR",
                 "flight": {"number": "SF1", "date": "2026-07-01"},
-                "hotel": {"id": "h-1", "check_in": "2026-07-01", "nights": 2}
+                "hotel": {"id": "h-1", "check_in": "2026-07-01", "nights": 2},
+                "notes": notes
             })
             .to_string(),
             requested_at: 0,
@@ -161,6 +168,28 @@ fn happy_path_completes_every_step_in_order() {
     assert_eq!(
         metric(&s.metrics_url, "sagaflow_sagas_completed_total"),
         10.0
+    );
+    events_into_a_pipe_closed_early(&s);
+}
+
+/// `sagaflow events | head`: the reader closes the pipe early, and the command ends quietly
+/// instead of panicking with a backtrace. The pipe is closed before anything is written (the
+/// command reads the log until it has been quiet for a second first), so every write fails.
+fn events_into_a_pipe_closed_early(s: &Stack) {
+    let mut child = std::process::Command::new(sagaflow_tests::sagaflow_bin())
+        .args(["events", "--bootstrap", &s.broker.bootstrap()])
+        .args(["--registry-url", &s.registry_url, "--group", &s.group])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn sagaflow events");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("wait for sagaflow events");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && !stderr.contains("panicked"),
+        "sagaflow events with its reader gone: {:?}\n{stderr}",
+        output.status
     );
 }
 
@@ -374,5 +403,95 @@ fn bad_input_goes_to_the_dead_letter_topic_and_the_engine_continues() {
             "sagaflow_dead_letters_total{reason=\"unknown-saga\"}"
         ),
         1.0
+    );
+}
+
+/// Editing the YAML of a deployed version (here: removing the flight step of trip v1) used to
+/// leave running sagas pointing at the wrong steps. The engine records each version's
+/// fingerprint when first deployed and now refuses to start on a different body, saying what
+/// to do; the restored body starts again.
+#[test]
+fn an_edited_definition_version_is_refused_at_start() {
+    let broker = Broker::start();
+    let (_registry, registry_url) = spawn_registry(&broker.bootstrap());
+    let definitions = TempDir::new("defs");
+    let trip = std::fs::read_to_string(root().join("examples/trip.yaml")).expect("trip.yaml");
+    let file = definitions.path().join("trip.yaml");
+    std::fs::write(&file, &trip).expect("write trip.yaml");
+    let state = TempDir::new("drift");
+    let opts = EngineOpts {
+        bootstrap: broker.bootstrap(),
+        registry_url,
+        group: group("drift"),
+        state_dir: state.path().to_path_buf(),
+        definitions: definitions.path().to_path_buf(),
+        partitions: 1,
+    };
+    let (mut engine, _) = spawn_engine("engine", &opts);
+    assert!(engine.terminate().success(), "clean stop");
+
+    let flight = trip.find("  - name: flight").expect("flight step");
+    let hotel = trip.find("  - name: hotel").expect("hotel step");
+    std::fs::write(&file, format!("{}{}", &trip[..flight], &trip[hotel..])).expect("edit");
+    let refused = std::process::Command::new(sagaflow_tests::sagaflow_bin())
+        .args(sagaflow_tests::engine_args(&opts))
+        .env("SAGAFLOW_REPLICATION_FACTOR", "1")
+        .env("SAGAFLOW_MIN_INSYNC_REPLICAS", "1")
+        .output()
+        .expect("run the engine");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "the engine started on an edited trip@1:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("trip@1") && stderr.contains("immutable") && stderr.contains("new version"),
+        "the error says what, where and how to fix it:\n{stderr}"
+    );
+
+    std::fs::write(&file, &trip).expect("restore");
+    let (mut engine, _) = spawn_engine("engine", &opts);
+    assert!(engine.terminate().success(), "the restored body starts");
+}
+
+/// A 700 KB start: the saga's state and its SAGA_STARTED event each hold the input, so its
+/// journal record is larger than the broker's message.max.bytes. The partition used to retry
+/// that record forever. Now the input is dead-lettered as too large, and the partition goes on
+/// with the next start.
+#[test]
+fn an_input_too_large_to_journal_is_dead_lettered_and_its_partition_goes_on() {
+    let s = stack("too-large");
+    let _participants = s.participants(0.0);
+    let big = "big-1";
+    let next = (0..100)
+        .map(|i| format!("after-big-{i}"))
+        .find(|id| {
+            sagaflow_runtime::partition_for(id.as_bytes(), 2)
+                == sagaflow_runtime::partition_for(big.as_bytes(), 2)
+        })
+        .expect("an id on the same partition");
+    s.start_trip_with_notes(big, &"x".repeat(700_000));
+    s.start_trip(&next);
+    let log = s.wait_finished(std::slice::from_ref(&next));
+    assert_eq!(log.types(&next).last(), Some(&E::SagaCompleted));
+    assert!(!log.sagas.contains_key(big), "the big saga never started");
+    let dlq = format!("{}.dlq", s.group);
+    let mut letters = Vec::new();
+    assert!(
+        eventually(WAIT, || {
+            letters = read_all(&s.broker.bootstrap(), &dlq)
+                .into_iter()
+                .filter(|r| r.key.as_deref() == Some(big.as_bytes()))
+                .collect();
+            !letters.is_empty()
+        }),
+        "the big start was not dead-lettered"
+    );
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].headers["sagaflow-dlq-reason"], "too-large");
+    assert!(letters[0].headers["sagaflow-dlq-detail"].contains("message.max.bytes"));
+    assert!(
+        metric(&s.metrics_url, "sagaflow_sagas_started_total") <= 1.0,
+        "the big start was decided again and again"
     );
 }

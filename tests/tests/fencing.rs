@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use sagaflow_avro::RegistrySettings;
 use sagaflow_avro::{
     BlockingCodec, EventType as E, InputPosition, JournalKind, JournalRecord, Outbound, SagaState,
     SagaStatus, StartSaga, StateEntry, Subject,
@@ -52,7 +53,7 @@ fn a_stale_owner_writing_after_losing_its_partition_changes_nothing() {
     let broker = Broker::start();
     let bootstrap = broker.bootstrap();
     let (_registry, registry_url) = spawn_registry(&bootstrap);
-    let codec = BlockingCodec::new(&registry_url).expect("codec");
+    let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
     let group = group("fence");
     let state_1 = TempDir::new("fence-1");
     let state_2 = TempDir::new("fence-2");

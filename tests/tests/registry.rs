@@ -43,7 +43,11 @@ fn unique_topic() -> String {
 }
 
 async fn start_registry(bootstrap: &str, topic: &str) -> RunningRegistry {
-    let mut config = RegistryConfig::new(bootstrap, "127.0.0.1:0".parse().unwrap());
+    let mut config = RegistryConfig::new(
+        sagaflow_tests::kafka_settings(bootstrap),
+        sagaflow_kafka::TopicPolicy::LOCAL,
+        "127.0.0.1:0".parse().unwrap(),
+    );
     config.topic = topic.to_owned();
     sagaflow_registry::start(config)
         .await

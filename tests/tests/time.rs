@@ -12,6 +12,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
+use sagaflow_avro::RegistrySettings;
 use sagaflow_avro::{
     BlockingCodec, Command, EventType as E, Phase, Reply, ReplyError, ReplyStatus, SagaEvent,
     Signal, StartSaga, Subject,
@@ -113,7 +114,7 @@ fn stack(name: &str, partitions: i32) -> Stack {
         metrics_url,
         opts,
         _registry: registry,
-        codec: BlockingCodec::new(&registry_url).expect("codec"),
+        codec: BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec"),
         _defs: defs,
         _state: state,
         broker,
@@ -151,7 +152,8 @@ impl Stack {
         let registry = self.opts.registry_url.clone();
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
-            let codec = BlockingCodec::new(&registry).expect("codec");
+            let codec =
+                BlockingCodec::new(&RegistrySettings::new(registry.as_str())).expect("codec");
             let consumer: BaseConsumer = client_config(&bootstrap)
                 .set("group.id", "time-test-participant")
                 .set("auto.offset.reset", "earliest")
@@ -628,6 +630,28 @@ fn external_events_before_after_and_never() {
         last.event_type,
         E::SagaCompleted,
         "the returned signal was lost"
+    );
+
+    // A copy of a signal that was already delivered (a producer's retry, or a forward that the
+    // relay sends again after a crash) is recognised by its id after the delivery too, not only
+    // while it is buffered: the next saga that awaits the value gets the new signal, not the
+    // copy.
+    signal(&s, "order-after", "sig-after", "late", None);
+    assert!(
+        eventually(WAIT, || s.ignored("duplicate_signal") >= 1.0),
+        "the copy of a delivered signal was not recognised"
+    );
+    signal(&s, "order-after", "sig-again", "fresh", None);
+    s.start("confirm", "c-again", json!({"order": "order-after"}));
+    let log = s.wait_finished(&["c-again".to_string()]);
+    let last = log.sagas["c-again"].values().last().unwrap();
+    assert_eq!(last.event_type, E::SagaCompleted);
+    let context: serde_json::Value =
+        serde_json::from_str(last.detail_json.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        context["answer"],
+        json!("fresh"),
+        "the copy of an applied signal was delivered again"
     );
 }
 

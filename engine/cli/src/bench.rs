@@ -15,7 +15,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use sagaflow_avro::{AsyncCodec, StartSaga, Subject};
-use sagaflow_runtime::topics;
+use sagaflow_kafka::{KafkaSettings, TopicPolicy, TopicSpec};
 use sagaflow_worker::examples::{Injection, Role};
 use serde::Serialize;
 
@@ -26,12 +26,15 @@ use crate::start::now_ms;
 /// Benchmark options.
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "SAGAFLOW_BOOTSTRAP", default_value = "127.0.0.1:9092")]
-    bootstrap: String,
+    #[command(flatten)]
+    kafka: crate::KafkaArgs,
+    #[command(flatten)]
+    topics: crate::TopicArgs,
     /// Use this schema registry instead of starting one in-process.
     #[arg(long, env = "SAGAFLOW_REGISTRY_URL")]
     registry_url: Option<String>,
+    #[command(flatten)]
+    registry_auth: crate::RegistryAuthArgs,
     /// Sagas started as fast as possible (peak throughput).
     #[arg(long, default_value_t = 3000)]
     sagas: usize,
@@ -97,9 +100,16 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let steps_per_saga = steps.len();
     let run_id = format!("{:x}", now_ms());
 
+    let kafka = args.kafka.settings()?;
+    let policy = args.topics.policy()?;
+    let registry = match &args.registry_url {
+        Some(url) => Some(args.registry_auth.settings(url)?),
+        None => None,
+    };
     progress(&args, "measuring the raw broker baseline");
     let broker = baseline(
-        &args.bootstrap,
+        &kafka,
+        policy,
         args.partitions,
         args.baseline_messages,
         &run_id,
@@ -118,8 +128,9 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let stack = LocalStack::start(StackOptions {
-        bootstrap: args.bootstrap.clone(),
-        registry_url: args.registry_url.clone(),
+        kafka: kafka.clone(),
+        registry,
+        policy,
         group: group.clone(),
         partitions: args.partitions,
         state_dir: state_dir.clone(),
@@ -127,9 +138,9 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         participants,
     })
     .await?;
-    let log = eventlog::follow(&args.bootstrap, &stack.registry_url, &stack.topics.events).await?;
-    let producer = crate::kafka::producer(&args.bootstrap)?;
-    let codec = AsyncCodec::new(&stack.registry_url)?;
+    let log = eventlog::follow(&kafka, &stack.registry, &stack.topics.events).await?;
+    let producer = crate::kafka::producer(&kafka)?;
+    let codec = AsyncCodec::new(&stack.registry)?;
     // Every broker message of a saga is either an input the engine consumed (a start, a reply)
     // or a record it wrote (journal, commands, events, changelog); the engine counts both.
     let messages = || {
@@ -247,17 +258,17 @@ fn print_table(r: &BenchReport) {
 
 /// Produces then consumes `n` 200-byte records on a fresh topic.
 pub(crate) async fn baseline(
-    bootstrap: &str,
+    kafka: &KafkaSettings,
+    policy: TopicPolicy,
     partitions: i32,
     n: usize,
     run_id: &str,
 ) -> anyhow::Result<BrokerBaseline> {
     let topic = format!("bench-baseline-{run_id}");
-    topics::ensure(bootstrap, &[(&topic, partitions, false)]).await?;
-    let producer: FutureProducer = crate::kafka::client_config(bootstrap)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create()?;
+    kafka
+        .ensure_topics(&[TopicSpec::partitioned(&topic, partitions)], policy)
+        .await?;
+    let producer: FutureProducer = kafka.producer_config(5).create()?;
     let payload = vec![b'x'; 200];
     let started = Instant::now();
     let mut inflight = FuturesUnordered::new();
@@ -278,7 +289,8 @@ pub(crate) async fn baseline(
     }
     let produce = n as f64 / started.elapsed().as_secs_f64();
 
-    let consumer: StreamConsumer = crate::kafka::client_config(bootstrap)
+    let consumer: StreamConsumer = kafka
+        .config(&[])
         .set("group.id", "sagaflow-bench-baseline")
         .set("enable.auto.commit", "false")
         .create()?;

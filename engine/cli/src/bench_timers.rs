@@ -16,6 +16,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use sagaflow_kafka::{TopicPolicy, TopicSpec};
 use sagaflow_registry::RegistryConfig;
 use sagaflow_runtime::parked::{DELAY_TOPIC_HEADER, DELAY_UNTIL_HEADER};
 use sagaflow_runtime::topics::{self, Topics};
@@ -28,9 +29,10 @@ use crate::start::now_ms;
 /// Timer benchmark options.
 #[derive(Debug, Args)]
 pub(crate) struct BenchTimersArgs {
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "SAGAFLOW_BOOTSTRAP", default_value = "127.0.0.1:9092")]
-    bootstrap: String,
+    #[command(flatten)]
+    kafka: crate::KafkaArgs,
+    #[command(flatten)]
+    topics: crate::TopicArgs,
     /// Timers to schedule.
     #[arg(long, default_value_t = 1_000_000)]
     timers: usize,
@@ -139,7 +141,8 @@ async fn http_get(url: &str) -> anyhow::Result<String> {
 }
 
 fn spawn_engine(
-    bootstrap: &str,
+    kafka: &crate::KafkaArgs,
+    policy: TopicPolicy,
     registry_url: &str,
     group: &str,
     partitions: i32,
@@ -151,10 +154,24 @@ fn spawn_engine(
         .args([
             "engine",
             "--bootstrap",
-            bootstrap,
+            &kafka.bootstrap,
             "--registry-url",
             registry_url,
         ])
+        .args(
+            kafka
+                .properties
+                .iter()
+                .flat_map(|p| ["--kafka", p.as_str()]),
+        )
+        .env(
+            "SAGAFLOW_REPLICATION_FACTOR",
+            policy.replication_factor.to_string(),
+        )
+        .env(
+            "SAGAFLOW_MIN_INSYNC_REPLICAS",
+            policy.min_insync_replicas.to_string(),
+        )
         .args(["--group", group, "--partitions", &partitions.to_string()])
         .arg("--state-dir")
         .arg(state_dir)
@@ -191,9 +208,12 @@ fn progress(args: &BenchTimersArgs, message: &str) {
 pub(crate) async fn run(args: BenchTimersArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.timers > 0, "--timers must be at least 1");
     let run_id = format!("{:x}", now_ms());
+    let kafka = args.kafka.settings()?;
+    let policy = args.topics.policy()?;
     progress(&args, "measuring the raw broker baseline");
     let broker = baseline(
-        &args.bootstrap,
+        &kafka,
+        policy,
         args.partitions,
         args.baseline_messages,
         &run_id,
@@ -203,16 +223,19 @@ pub(crate) async fn run(args: BenchTimersArgs) -> anyhow::Result<ExitCode> {
     let group = format!("timers-{run_id}");
     let names = Topics::new(&group);
     let target = format!("{group}.fired");
-    topics::ensure_engine_topics(&args.bootstrap, &group, args.partitions).await?;
-    topics::ensure(&args.bootstrap, &[(&target, args.partitions, false)]).await?;
+    topics::ensure_engine_topics(&kafka, &group, args.partitions, policy).await?;
+    kafka
+        .ensure_topics(&[TopicSpec::partitioned(&target, args.partitions)], policy)
+        .await?;
     let listen = "127.0.0.1:0".parse().expect("valid address");
-    let registry = sagaflow_registry::start(RegistryConfig::new(args.bootstrap.clone(), listen))
+    let registry = sagaflow_registry::start(RegistryConfig::new(kafka.clone(), policy, listen))
         .await
         .context("starting the local schema registry")?;
     let state_dir = std::env::temp_dir().join(format!("sagaflow-{group}"));
     let definitions = &args.definitions;
     let engine = spawn_engine(
-        &args.bootstrap,
+        &args.kafka,
+        policy,
         &registry.url(),
         &group,
         args.partitions,
@@ -230,11 +253,11 @@ pub(crate) async fn run(args: BenchTimersArgs) -> anyhow::Result<ExitCode> {
     }
 
     // The consumer of fired timers runs from the start, so no delivery waits on it.
-    let consumer: StreamConsumer = crate::kafka::client_config(&args.bootstrap)
+    let consumer: StreamConsumer = kafka
+        .config(&[("fetch.wait.max.ms", "5")])
         .set("group.id", format!("{group}-bench"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "5")
         .create()?;
     consumer.subscribe(&[&target])?;
 
@@ -248,10 +271,7 @@ pub(crate) async fn run(args: BenchTimersArgs) -> anyhow::Result<ExitCode> {
             args.timers, args.spread_secs, args.lead_secs
         ),
     );
-    let producer: FutureProducer = crate::kafka::client_config(&args.bootstrap)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create()?;
+    let producer: FutureProducer = kafka.producer_config(5).create()?;
     let scheduling = tokio::spawn(schedule(
         producer,
         names.delay.clone(),

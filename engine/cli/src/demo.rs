@@ -19,12 +19,15 @@ use crate::start::{now_ms, send_start};
 /// Demo options.
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "SAGAFLOW_BOOTSTRAP", default_value = "127.0.0.1:9092")]
-    bootstrap: String,
+    #[command(flatten)]
+    kafka: crate::KafkaArgs,
+    #[command(flatten)]
+    topics: crate::TopicArgs,
     /// Use this schema registry instead of starting one in-process.
     #[arg(long, env = "SAGAFLOW_REGISTRY_URL")]
     registry_url: Option<String>,
+    #[command(flatten)]
+    registry_auth: crate::RegistryAuthArgs,
     /// Sagas to run.
     #[arg(long, default_value_t = 1000)]
     sagas: usize,
@@ -92,15 +95,21 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         ),
         spec(Role::Notify, 2, plain),
     ];
+    let kafka = args.kafka.settings()?;
+    let registry = match &args.registry_url {
+        Some(url) => Some(args.registry_auth.settings(url)?),
+        None => None,
+    };
     eprintln!(
         "demo: broker {}, group {group}, {} sagas, {:.0}% hotel failures",
-        args.bootstrap,
+        kafka.bootstrap(),
         args.sagas,
         args.hotel_failure_rate * 100.0
     );
     let stack = LocalStack::start(StackOptions {
-        bootstrap: args.bootstrap.clone(),
-        registry_url: args.registry_url.clone(),
+        kafka: kafka.clone(),
+        registry,
+        policy: args.topics.policy()?,
         group: group.clone(),
         partitions: args.partitions,
         state_dir: state_dir.clone(),
@@ -110,12 +119,12 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     .await?;
     eprintln!(
         "demo: registry {}, engine and 8 participant instances running",
-        stack.registry_url
+        stack.registry.url
     );
-    let log = eventlog::follow(&args.bootstrap, &stack.registry_url, &stack.topics.events).await?;
+    let log = eventlog::follow(&kafka, &stack.registry, &stack.topics.events).await?;
 
-    let producer = crate::kafka::producer(&args.bootstrap)?;
-    let codec = AsyncCodec::new(&stack.registry_url)?;
+    let producer = crate::kafka::producer(&kafka)?;
+    let codec = AsyncCodec::new(&stack.registry)?;
     let began = Instant::now();
     let mut ids = Vec::with_capacity(args.sagas);
     for i in 0..args.sagas {

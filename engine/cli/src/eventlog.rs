@@ -8,7 +8,8 @@ use anyhow::Context as _;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use sagaflow_avro::{AsyncCodec, EventType, SagaEvent};
+use sagaflow_avro::{AsyncCodec, EventType, RegistrySettings, SagaEvent};
+use sagaflow_kafka::KafkaSettings;
 
 /// Events of one saga, deduplicated by seq.
 #[derive(Debug, Default)]
@@ -79,14 +80,14 @@ pub(crate) struct EventLog {
 
 /// Starts reading every partition of `topic` from the beginning into a shared [`EventLog`].
 pub(crate) async fn follow(
-    bootstrap: &str,
-    registry_url: &str,
+    kafka: &KafkaSettings,
+    registry: &RegistrySettings,
     topic: &str,
 ) -> anyhow::Result<Arc<Mutex<EventLog>>> {
-    let consumer: StreamConsumer = crate::kafka::client_config(bootstrap)
+    let consumer: StreamConsumer = kafka
+        .config(&[("fetch.wait.max.ms", "2")])
         .set("group.id", "sagaflow-eventlog-reader")
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "2")
         .create()
         .context("creating the event log reader")?;
     let metadata = consumer
@@ -100,7 +101,7 @@ pub(crate) async fn follow(
     }
     anyhow::ensure!(tpl.count() > 0, "topic {topic} has no partitions");
     consumer.assign(&tpl)?;
-    let codec = AsyncCodec::new(registry_url)?;
+    let codec = AsyncCodec::new(registry)?;
     let log = Arc::new(Mutex::new(EventLog::default()));
     let shared = log.clone();
     drop(tokio::spawn(async move {

@@ -1,5 +1,6 @@
 //! `sagaflow events`: prints a group's saga event log as JSON lines.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -30,8 +31,8 @@ pub(crate) struct EventsArgs {
 pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
     let topic = format!("{}.events", args.group);
     let log = eventlog::follow(
-        &args.connection.bootstrap,
-        &args.connection.registry_url,
+        &args.connection.kafka()?,
+        &args.connection.registry()?,
         &topic,
     )
     .await?;
@@ -53,6 +54,7 @@ pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
     let log = log.lock().expect("event log lock");
     let mut ids: Vec<&String> = log.sagas.keys().collect();
     ids.sort();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for id in ids {
         if args.saga.as_ref().is_some_and(|s| s != id) {
             continue;
@@ -62,15 +64,28 @@ pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         for e in saga.events.values() {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "saga_id": e.saga_id, "seq": e.seq, "type": e.event_type, "step": e.step,
-                    "attempt": e.attempt, "at": e.at,
-                    "detail": e.detail_json.as_deref().and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok()),
-                })
-            );
+            let line = serde_json::json!({
+                "saga_id": e.saga_id, "seq": e.seq, "type": e.event_type, "step": e.step,
+                "attempt": e.attempt, "at": e.at,
+                "detail": e.detail_json.as_deref().and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok()),
+            });
+            if let Err(e) = writeln!(out, "{line}") {
+                return stdout_closed(e);
+            }
         }
     }
+    if let Err(e) = out.flush() {
+        return stdout_closed(e);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A reader that stops early (`sagaflow events | head`) closes the pipe: that ends the output, it
+/// is not an error.
+fn stdout_closed(e: std::io::Error) -> anyhow::Result<ExitCode> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(anyhow::Error::new(e).context("writing the events to stdout"))
+    }
 }

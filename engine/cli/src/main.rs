@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use sagaflow_avro::RegistrySettings;
+use sagaflow_kafka::{KafkaSettings, TopicPolicy};
 
 mod bench;
 mod bench_timers;
@@ -27,12 +29,86 @@ struct Cli {
     command: Command,
 }
 
-/// Where the broker and the registry are.
+/// Where the broker is, and the client properties to reach it with.
 #[derive(Debug, Clone, Args)]
-struct Connection {
+struct KafkaArgs {
     /// Kafka bootstrap servers.
     #[arg(long, env = "SAGAFLOW_BOOTSTRAP", default_value = "127.0.0.1:9092")]
     bootstrap: String,
+    /// A librdkafka property for every Kafka client, KEY=VALUE; repeat it for more. The
+    /// environment variables SAGAFLOW_KAFKA_<NAME> set them too (`_` for `.`, `__` for `_`).
+    #[arg(long = "kafka", value_name = "KEY=VALUE")]
+    properties: Vec<String>,
+}
+
+impl KafkaArgs {
+    fn settings(&self) -> anyhow::Result<KafkaSettings> {
+        Ok(KafkaSettings::from_env_and(
+            &self.bootstrap,
+            &self.properties,
+        )?)
+    }
+}
+
+/// How to authenticate to a Schema Registry.
+#[derive(Debug, Clone, Args)]
+struct RegistryAuthArgs {
+    /// Registry basic auth, user:password.
+    #[arg(long, env = "SAGAFLOW_REGISTRY_BASIC_AUTH", hide_env_values = true)]
+    registry_basic_auth: Option<String>,
+    /// Registry bearer token.
+    #[arg(long, env = "SAGAFLOW_REGISTRY_BEARER_TOKEN", hide_env_values = true)]
+    registry_bearer_token: Option<String>,
+    /// PEM file of CA certificates to trust for the registry's TLS certificate.
+    #[arg(long, env = "SAGAFLOW_REGISTRY_CA_FILE")]
+    registry_ca_file: Option<PathBuf>,
+}
+
+impl RegistryAuthArgs {
+    fn settings(&self, url: &str) -> anyhow::Result<RegistrySettings> {
+        let settings = RegistrySettings {
+            url: url.to_string(),
+            basic_auth: self.registry_basic_auth.clone(),
+            bearer_token: self.registry_bearer_token.clone(),
+            ca_file: self.registry_ca_file.clone(),
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+}
+
+/// Replication of the topics a command creates.
+#[derive(Debug, Clone, Args)]
+struct TopicArgs {
+    /// Replication factor of created topics (1 for a single local broker).
+    #[arg(long, env = "SAGAFLOW_REPLICATION_FACTOR", default_value_t = 3)]
+    replication_factor: i32,
+    /// min.insync.replicas of created topics.
+    #[arg(long, env = "SAGAFLOW_MIN_INSYNC_REPLICAS", default_value_t = 2)]
+    min_insync_replicas: i32,
+}
+
+impl TopicArgs {
+    fn policy(&self) -> anyhow::Result<TopicPolicy> {
+        anyhow::ensure!(
+            self.replication_factor >= 1
+                && (1..=self.replication_factor).contains(&self.min_insync_replicas),
+            "--replication-factor must be at least 1 and --min-insync-replicas between 1 and it, got {} and {}",
+            self.replication_factor,
+            self.min_insync_replicas
+        );
+        Ok(TopicPolicy {
+            replication_factor: self.replication_factor,
+            min_insync_replicas: self.min_insync_replicas,
+        })
+    }
+}
+
+/// Where the broker and the registry are.
+#[derive(Debug, Clone, Args)]
+struct Connection {
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// Schema Registry URL.
     #[arg(
         long,
@@ -40,6 +116,18 @@ struct Connection {
         default_value = "http://127.0.0.1:8081"
     )]
     registry_url: String,
+    #[command(flatten)]
+    registry_auth: RegistryAuthArgs,
+}
+
+impl Connection {
+    fn kafka(&self) -> anyhow::Result<KafkaSettings> {
+        self.kafka.settings()
+    }
+
+    fn registry(&self) -> anyhow::Result<RegistrySettings> {
+        self.registry_auth.settings(&self.registry_url)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,7 +168,10 @@ enum DefCommand {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
+            // SAGAFLOW_LOG first, so that a RUST_LOG meant for another program (a broker, say)
+            // does not flood this one's log; RUST_LOG is the fallback.
             tracing_subscriber::EnvFilter::try_from_env("SAGAFLOW_LOG")
+                .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
@@ -114,4 +205,43 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// The defaults `sagaflow engine --help` states are the ones the engine applies.
+    #[test]
+    fn engine_help_states_the_real_defaults() {
+        let mut cli = super::Cli::command();
+        let help = cli
+            .find_subcommand_mut("engine")
+            .expect("engine subcommand")
+            .render_long_help()
+            .to_string();
+        let defaults: toml::Table = include_str!("../../runtime/src/default.toml")
+            .parse()
+            .expect("defaults parse");
+        for key in [
+            "bootstrap",
+            "registry-url",
+            "group",
+            "partitions",
+            "state-dir",
+            "definitions-dir",
+            "http-listen",
+        ] {
+            let value = match &defaults[key] {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            assert!(
+                help.contains(&format!("[default: {value}]")),
+                "engine --help does not state {key}'s default {value}:\n{help}"
+            );
+            let var = format!("SAGAFLOW_{}", key.to_uppercase().replace('-', "_"));
+            assert!(help.contains(&var), "engine --help does not name {var}");
+        }
+    }
 }

@@ -8,40 +8,52 @@ use clap::Args;
 use sagaflow_runtime::{topics, Engine, EngineConfig};
 use tracing::info;
 
-/// Engine options; each overrides the config file and `SAGAFLOW_*` environment variables.
+/// Engine options. Precedence, lowest first: built-in defaults, the --config file,
+/// `SAGAFLOW_<KEY>` environment variables, then these flags. `sagaflow engine --help` lists every
+/// key with its default.
 #[derive(Debug, Args)]
+#[command(after_long_help = concat!(
+    "Every configuration key, with its default (engine/runtime/src/default.toml). Each one is\n",
+    "also the environment variable SAGAFLOW_<KEY>, upper case with '_' for '-':\n\n",
+    include_str!("../../runtime/src/default.toml")
+))]
 pub(crate) struct EngineArgs {
-    /// TOML config file (keys as in engine/runtime/src/default.toml).
-    #[arg(long)]
+    /// TOML config file: any key listed below, and a [kafka] table of client properties.
+    #[arg(long, env = "SAGAFLOW_CONFIG")]
     config: Option<PathBuf>,
-    /// Kafka bootstrap servers.
-    #[arg(long)]
+    /// Kafka bootstrap servers [default: 127.0.0.1:9092].
+    #[arg(long, env = "SAGAFLOW_BOOTSTRAP")]
     bootstrap: Option<String>,
-    /// Schema Registry URL.
-    #[arg(long)]
+    /// A librdkafka property for every Kafka client, KEY=VALUE; repeat it for more. Overrides
+    /// the config file's [kafka] table and SAGAFLOW_KAFKA_<NAME> variables.
+    #[arg(long = "kafka", value_name = "KEY=VALUE")]
+    kafka: Vec<String>,
+    /// Schema Registry URL [default: http://127.0.0.1:8081].
+    #[arg(long, env = "SAGAFLOW_REGISTRY_URL")]
     registry_url: Option<String>,
-    /// Engine group (consumer group and topic prefix).
-    #[arg(long)]
+    /// Engine group: consumer group and topic prefix [default: sagaflow].
+    #[arg(long, env = "SAGAFLOW_GROUP")]
     group: Option<String>,
-    /// Partitions of the engine topics when they are created.
-    #[arg(long)]
+    /// Partitions of the engine topics when they are created [default: 4].
+    #[arg(long, env = "SAGAFLOW_PARTITIONS")]
     partitions: Option<i32>,
-    /// RocksDB directory.
-    #[arg(long)]
+    /// RocksDB directory [default: .sagaflow/state].
+    #[arg(long, env = "SAGAFLOW_STATE_DIR")]
     state_dir: Option<PathBuf>,
-    /// Directory of saga definitions.
-    #[arg(long)]
+    /// Directory of saga definitions [default: examples].
+    #[arg(long, env = "SAGAFLOW_DEFINITIONS_DIR")]
     definitions: Option<PathBuf>,
-    /// HTTP address for /metrics and /health (empty disables).
-    #[arg(long)]
+    /// HTTP address for /metrics and /health, empty to disable [default: 127.0.0.1:0].
+    #[arg(long, env = "SAGAFLOW_HTTP_LISTEN")]
     http_listen: Option<String>,
 }
 
 pub(crate) fn run(args: EngineArgs) -> anyhow::Result<ExitCode> {
     let mut config = EngineConfig::load(args.config.as_deref())?;
     if let Some(v) = args.bootstrap {
-        config.bootstrap = v;
+        config.kafka.set_bootstrap(v);
     }
+    config.kafka.apply_overrides(&args.kafka)?;
     if let Some(v) = args.registry_url {
         config.registry_url = v;
     }
@@ -76,14 +88,16 @@ pub(crate) fn run(args: EngineArgs) -> anyhow::Result<ExitCode> {
     );
     let rt = crate::runtime()?;
     rt.block_on(topics::ensure_engine_topics(
-        &config.bootstrap,
+        &config.kafka,
         &config.group,
         config.partitions,
+        config.topic_policy(),
     ))?;
     rt.block_on(topics::ensure_definition_topics(
-        &config.bootstrap,
+        &config.kafka,
         &definitions,
         config.partitions,
+        config.topic_policy(),
     ))?;
     let engine = Engine::start(config.clone(), definitions)?;
     if !config.http_listen.is_empty() {

@@ -91,6 +91,8 @@ pub(crate) async fn run(args: ParticipantArgs) -> anyhow::Result<ExitCode> {
         .group
         .clone()
         .unwrap_or_else(|| format!("sagaflow-{topic}"));
+    let kafka = args.connection.kafka()?;
+    let registry = args.connection.registry()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     // One dedupe memory for the instances of this process: a command that moves between them
@@ -101,8 +103,8 @@ pub(crate) async fn run(args: ParticipantArgs) -> anyhow::Result<ExitCode> {
     for i in 0..args.instances.max(1) {
         let worker = Worker::with_dedupe(
             WorkerConfig {
-                bootstrap: args.connection.bootstrap.clone(),
-                registry_url: args.connection.registry_url.clone(),
+                kafka: kafka.clone(),
+                registry: registry.clone(),
                 topic: topic.clone(),
                 group: group.clone(),
                 instance: format!("{topic}#{i}"),

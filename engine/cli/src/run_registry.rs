@@ -9,9 +9,10 @@ use sagaflow_registry::RegistryConfig;
 /// Registry options.
 #[derive(Debug, Args)]
 pub(crate) struct RegistryArgs {
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "SAGAFLOW_BOOTSTRAP", default_value = "127.0.0.1:9092")]
-    bootstrap: String,
+    #[command(flatten)]
+    kafka: crate::KafkaArgs,
+    #[command(flatten)]
+    topics: crate::TopicArgs,
     /// HTTP listen address.
     #[arg(long, default_value = "127.0.0.1:8081")]
     listen: SocketAddr,
@@ -21,7 +22,8 @@ pub(crate) struct RegistryArgs {
 }
 
 pub(crate) async fn run(args: RegistryArgs) -> anyhow::Result<ExitCode> {
-    let mut config = RegistryConfig::new(args.bootstrap, args.listen);
+    let mut config =
+        RegistryConfig::new(args.kafka.settings()?, args.topics.policy()?, args.listen);
     config.topic = args.topic;
     let registry = sagaflow_registry::start(config).await?;
     // Printed on stdout so scripts and tests can find the port.

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use sagaflow_avro::RegistrySettings;
 use sagaflow_definition::Registry;
+use sagaflow_kafka::{KafkaSettings, TopicPolicy, TopicSpec};
 use sagaflow_registry::{RegistryConfig, RunningRegistry};
 use sagaflow_runtime::topics::{self, Topics};
 use sagaflow_runtime::{EngineConfig, EngineHandle, Metrics};
@@ -27,8 +29,10 @@ pub(crate) struct ParticipantSpec {
 /// What to start.
 #[derive(Debug)]
 pub(crate) struct StackOptions {
-    pub(crate) bootstrap: String,
-    pub(crate) registry_url: Option<String>,
+    pub(crate) kafka: KafkaSettings,
+    /// An external registry; `None` starts one in this process.
+    pub(crate) registry: Option<RegistrySettings>,
+    pub(crate) policy: TopicPolicy,
     pub(crate) group: String,
     pub(crate) partitions: i32,
     pub(crate) state_dir: PathBuf,
@@ -38,10 +42,10 @@ pub(crate) struct StackOptions {
 
 /// The running stack.
 pub(crate) struct LocalStack {
-    pub(crate) registry_url: String,
+    pub(crate) registry: RegistrySettings,
     pub(crate) topics: Topics,
     pub(crate) metrics: Arc<Metrics>,
-    registry: Option<RunningRegistry>,
+    local_registry: Option<RunningRegistry>,
     engine: Option<EngineHandle>,
     stop: watch::Sender<bool>,
     workers: Vec<JoinHandle<sagaflow_worker::Result<()>>>,
@@ -50,33 +54,51 @@ pub(crate) struct LocalStack {
 impl LocalStack {
     pub(crate) async fn start(options: StackOptions) -> anyhow::Result<Self> {
         let topics = Topics::new(&options.group);
-        topics::ensure_engine_topics(&options.bootstrap, &options.group, options.partitions)
-            .await?;
-        let participant_topics: Vec<(&str, i32, bool)> = options
+        topics::ensure_engine_topics(
+            &options.kafka,
+            &options.group,
+            options.partitions,
+            options.policy,
+        )
+        .await?;
+        let participant_topics: Vec<TopicSpec> = options
             .participants
             .iter()
-            .map(|p| (p.topic.as_str(), options.partitions, false))
+            .map(|p| TopicSpec::partitioned(&p.topic, options.partitions).any_partitions())
             .collect();
-        topics::ensure(&options.bootstrap, &participant_topics).await?;
+        options
+            .kafka
+            .ensure_topics(&participant_topics, options.policy)
+            .await?;
 
-        let (registry, registry_url) = match &options.registry_url {
-            Some(url) => (None, url.clone()),
+        let (registry, registry_settings) = match &options.registry {
+            Some(settings) => (None, settings.clone()),
             None => {
                 let listen: SocketAddr = "127.0.0.1:0".parse().expect("valid address");
                 let registry = sagaflow_registry::start(RegistryConfig::new(
-                    options.bootstrap.clone(),
+                    options.kafka.clone(),
+                    options.policy,
                     listen,
                 ))
                 .await
                 .context("starting the local schema registry")?;
-                let url = registry.url();
-                (Some(registry), url)
+                let settings = RegistrySettings::new(registry.url());
+                (Some(registry), settings)
             }
         };
 
         let mut config = EngineConfig::load(None)?;
-        config.bootstrap = options.bootstrap.clone();
-        config.registry_url = registry_url.clone();
+        config.kafka = options.kafka.clone();
+        config.registry_url = registry_settings.url.clone();
+        config.registry_basic_auth = registry_settings.basic_auth.clone().unwrap_or_default();
+        config.registry_bearer_token = registry_settings.bearer_token.clone().unwrap_or_default();
+        config.registry_ca_file = registry_settings
+            .ca_file
+            .as_ref()
+            .map(|f| f.display().to_string())
+            .unwrap_or_default();
+        config.replication_factor = options.policy.replication_factor;
+        config.min_insync_replicas = options.policy.min_insync_replicas;
         config.group = options.group.clone();
         config.partitions = options.partitions;
         config.state_dir = options.state_dir.clone();
@@ -94,8 +116,8 @@ impl LocalStack {
             for i in 0..spec.instances {
                 let worker = Worker::new(
                     WorkerConfig {
-                        bootstrap: options.bootstrap.clone(),
-                        registry_url: registry_url.clone(),
+                        kafka: options.kafka.clone(),
+                        registry: registry_settings.clone(),
                         topic: spec.topic.clone(),
                         group: format!("{}-{}", options.group, spec.topic),
                         instance: format!("{}#{i}", spec.topic),
@@ -116,10 +138,10 @@ impl LocalStack {
             }
         }
         Ok(Self {
-            registry_url,
+            registry: registry_settings,
             topics,
             metrics,
-            registry,
+            local_registry: registry,
             engine: Some(engine),
             stop,
             workers,
@@ -134,7 +156,7 @@ impl LocalStack {
         if let Some(engine) = self.engine.take() {
             tokio::task::spawn_blocking(move || engine.stop()).await??;
         }
-        if let Some(registry) = self.registry.take() {
+        if let Some(registry) = self.local_registry.take() {
             registry.shutdown().await;
         }
         Ok(())

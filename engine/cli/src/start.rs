@@ -67,8 +67,8 @@ pub(crate) async fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
     let saga_id = args
         .saga_id
         .unwrap_or_else(|| format!("{}-{:016x}", args.definition, rand::random::<u64>()));
-    let producer = crate::kafka::producer(&args.connection.bootstrap)?;
-    let codec = AsyncCodec::new(&args.connection.registry_url)?;
+    let producer = crate::kafka::producer(&args.connection.kafka()?)?;
+    let codec = AsyncCodec::new(&args.connection.registry()?)?;
     let start = StartSaga {
         request_id: format!("cli-{}", now_ms()),
         saga_id: saga_id.clone(),

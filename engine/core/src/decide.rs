@@ -73,7 +73,7 @@ fn running<'d>(
             Decision::unchanged(Outcome::Ignored(finished))
         }));
     }
-    definitions
+    let def = definitions
         .find(&state.definition, Some(state.version as u32))
         .ok_or_else(|| {
             Box::new(Decision::unchanged(Outcome::Rejected(
@@ -82,7 +82,25 @@ fn running<'d>(
                     version: Some(state.version),
                 },
             )))
-        })
+        })?;
+    match drift(def, state) {
+        None => Ok(def),
+        Some(detail) => Err(Box::new(Decision::unchanged(Outcome::Rejected(
+            Rejection::DefinitionDrift {
+                definition: def.key(),
+                detail,
+            },
+        )))),
+    }
+}
+
+/// How the saga's steps differ from its definition's, if they do. The decision indexes both by
+/// step position, so any difference would apply an input to the wrong step.
+fn drift(def: &Definition, state: &SagaState) -> Option<String> {
+    let defined: Vec<&str> = def.steps.iter().map(|s| s.name.as_str()).collect();
+    let recorded: Vec<&str> = state.steps.iter().map(|s| s.name.as_str()).collect();
+    (defined != recorded)
+        .then(|| format!("the saga has steps {recorded:?}, the definition now has {defined:?}"))
 }
 
 fn decide_start(
@@ -140,6 +158,7 @@ fn decide_start(
                 finished_at: None,
                 correlation: None,
                 signal_id: None,
+                uncertain: false,
             })
             .collect(),
         completion_order: Vec::new(),
@@ -244,6 +263,11 @@ fn decide_reply(
     }
 
     let mut draft = Draft::new(state.clone(), def, now, topics);
+    if reply.phase == Phase::Forward {
+        // A definite answer covers the attempts before it too: participants answer a repeated
+        // idempotency key with the outcome they recorded.
+        draft.step_mut(index).uncertain = false;
+    }
     match (reply.phase, reply.status) {
         (Phase::Forward, ReplyStatus::Success) => apply_output(&mut draft, index, reply),
         (Phase::Compensate, ReplyStatus::Success) => {
@@ -322,6 +346,11 @@ fn decide_timer(
                 Phase::Compensate
             };
             let name = def.steps[i].name.clone();
+            if phase == Phase::Forward {
+                // Its effect is unknown until a later attempt gets a definite reply; whatever
+                // ends the step before that must compensate it.
+                draft.step_mut(i).uncertain = true;
+            }
             let error = json!({"code": "TIMEOUT", "message": format!("no reply within the attempt's timeout (due {})", timer.due), "retryable": true});
             draft.emit(
                 EventType::StepTimedOut,

@@ -152,7 +152,21 @@ impl<'a> Draft<'a> {
         let spec: &CommandSpec = match (phase, &step_def.action, &step_def.compensation) {
             (Phase::Forward, Action::Command(spec), _) => spec,
             (Phase::Compensate, _, Some(spec)) => spec,
-            _ => unreachable!("dispatch of a command the step does not define"),
+            _ => {
+                // Only a definition edited under a deployed version gets here (the drift check
+                // compares step names, not kinds). Never panic on a running saga: fail the
+                // phase, which an operator sees.
+                let error = json!({
+                    "code": "DEFINITION_DRIFT",
+                    "message": format!("step {} of {} no longer defines a {} command", step_def.name, self.def.key(), phase.as_str()),
+                    "retryable": false,
+                });
+                match phase {
+                    Phase::Forward => self.fail_step(index, attempt, Failure::known(error)),
+                    Phase::Compensate => self.compensation_failed(index, attempt, error),
+                }
+                return;
+            }
         };
         let (timeout, deadline) = (step_def.timeout, step_def.deadline);
         let name = step_def.name.clone();
@@ -260,7 +274,10 @@ impl<'a> Draft<'a> {
             ],
         );
         let now = self.now;
-        let uncertain = failure.uncertain && self.def.steps[index].compensation.is_some();
+        // An attempt in flight, or an earlier one that timed out with no definite reply since,
+        // may have taken effect.
+        let uncertain = (failure.uncertain || self.state.steps[index].uncertain)
+            && self.def.steps[index].compensation.is_some();
         let step = self.step_mut(index);
         step.status = if uncertain {
             StepStatus::TimedOut

@@ -127,6 +127,14 @@ pub enum Rejection {
     },
     /// The input is well-formed Avro but semantically invalid.
     InvalidInput(String),
+    /// The saga's state no longer matches the deployed body of its definition version (the
+    /// YAML was edited under the same version): deciding on it could apply the wrong step.
+    DefinitionDrift {
+        /// `name@version`.
+        definition: String,
+        /// What differs.
+        detail: String,
+    },
 }
 
 impl Rejection {
@@ -136,6 +144,7 @@ impl Rejection {
             Self::UnknownSaga => "unknown-saga",
             Self::UnknownDefinition { .. } => "unknown-definition",
             Self::InvalidInput(_) => "invalid-input",
+            Self::DefinitionDrift { .. } => "definition-drift",
         }
     }
 }
@@ -157,6 +166,10 @@ impl std::fmt::Display for Rejection {
                 write!(f, "no version of definition {name} is deployed")
             }
             Self::InvalidInput(message) => f.write_str(message),
+            Self::DefinitionDrift { definition, detail } => write!(
+                f,
+                "the saga's state does not match the deployed {definition}: {detail}; a deployed version is immutable, so restore its body and deploy the change as a new version"
+            ),
         }
     }
 }

@@ -233,3 +233,45 @@ fn a_missing_context_field_fails_the_step_instead_of_sending_a_broken_command() 
         .contains("OUTPUT_MAPPING"));
     assert_eq!(run.status(), SagaStatus::Compensated);
 }
+
+/// The YAML of a deployed version was edited (the flight step removed) while a saga ran on it:
+/// the saga's next input is rejected with the reason, never decided against the wrong step, and
+/// nothing panics.
+#[test]
+fn a_definition_edited_under_its_version_is_rejected_as_drift_not_a_panic() {
+    let mut run = Run::new();
+    run.feed(start("s1"));
+    run.feed(reply(
+        "s1",
+        "payment",
+        Phase::Forward,
+        1,
+        Ok(json!({"payment_id": "p-9"})),
+    ));
+    let trip = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/trip.yaml"
+    ))
+    .unwrap();
+    let start_of_flight = trip.find("  - name: flight").expect("flight step");
+    let start_of_hotel = trip.find("  - name: hotel").expect("hotel step");
+    let edited = format!("{}{}", &trip[..start_of_flight], &trip[start_of_hotel..]);
+    let edited = sagaflow_definition::Definition::parse("trip.yaml", &edited).expect("valid");
+    run.defs = Defs(vec![edited]);
+    let d = run.feed(reply(
+        "s1",
+        "flight",
+        Phase::Forward,
+        1,
+        Ok(json!({"booking_id": "f-9"})),
+    ));
+    match &d.outcome {
+        Outcome::Rejected(r @ Rejection::DefinitionDrift { .. }) => {
+            assert_eq!(r.code(), "definition-drift");
+            let text = r.to_string();
+            assert!(text.contains("trip@1") && text.contains("flight"), "{text}");
+        }
+        other => panic!("expected a drift rejection, got {other:?}"),
+    }
+    assert!(d.state.is_none(), "the state is left as it was");
+}

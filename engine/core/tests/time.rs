@@ -177,6 +177,88 @@ fn exhausted_timeouts_compensate_the_uncertain_step_too() {
     assert_eq!(r.status(), SagaStatus::Compensated);
 }
 
+/// Fires the timer of `kind` now (whatever its due time), as the wheel would once it is due.
+fn fire(r: &mut Run, kind: sagaflow_avro::TimerKind) -> sagaflow_core::Decision {
+    let timer = r
+        .state
+        .as_ref()
+        .unwrap()
+        .timers
+        .iter()
+        .find(|t| t.kind == kind)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {kind:?} timer"));
+    r.feed_at(
+        Input::Timer {
+            saga_id: "o1".into(),
+            timer_id: timer.id,
+        },
+        timer.due,
+    )
+    .clone()
+}
+
+/// Attempt 1 timed out (its effect is unknown) and the step waits in backoff when a deadline
+/// ends it: the attempt that may have charged the card must be refunded, exactly as when the
+/// last attempt times out.
+#[test]
+fn a_deadline_during_backoff_after_a_timeout_compensates_the_uncertain_attempt() {
+    for deadline in [
+        sagaflow_avro::TimerKind::StepDeadline,
+        sagaflow_avro::TimerKind::SagaDeadline,
+    ] {
+        let yaml = ORDER.replace("    timeout: 2s\n", "    timeout: 2s\n    deadline: 30s\n");
+        let mut r = run(&yaml);
+        r.feed(start_of("order", "o1", json!({})));
+        let timed_out = fire(&mut r, sagaflow_avro::TimerKind::AttemptTimeout);
+        assert!(timed_out
+            .events
+            .iter()
+            .any(|e| e.event_type == E::StepRetryScheduled));
+        assert_eq!(
+            r.state.as_ref().unwrap().steps[0].status,
+            StepStatus::Backoff
+        );
+        let d = fire(&mut r, deadline);
+        let refund = d
+            .commands
+            .iter()
+            .find(|(_, c)| c.phase == Phase::Compensate && c.step == "pay");
+        assert!(
+            refund.is_some(),
+            "{deadline:?}: the timed-out attempt was never compensated; events {:?}",
+            d.events.iter().map(|e| e.event_type).collect::<Vec<_>>()
+        );
+        r.feed(reply("o1", "pay", Phase::Compensate, 1, Ok(json!({}))));
+        assert_eq!(r.status(), SagaStatus::Compensated);
+    }
+}
+
+/// A definite answer after a timeout settles the doubt: a declined retry means the charge never
+/// happened (participants answer a repeated idempotency key with the recorded outcome), so
+/// nothing is refunded.
+#[test]
+fn a_definite_failure_after_a_timeout_is_not_compensated() {
+    let mut r = order();
+    let _ = fire(&mut r, sagaflow_avro::TimerKind::AttemptTimeout);
+    let _ = fire(&mut r, sagaflow_avro::TimerKind::Retry);
+    let d = r
+        .feed(reply(
+            "o1",
+            "pay",
+            Phase::Forward,
+            2,
+            Err(("DECLINED", false)),
+        ))
+        .clone();
+    assert!(
+        d.commands.is_empty(),
+        "nothing to compensate: {:?}",
+        d.commands
+    );
+    assert_eq!(r.status(), SagaStatus::Compensated);
+}
+
 #[test]
 fn compensation_retries_with_backoff_then_becomes_an_incident() {
     let mut r = order();

@@ -30,6 +30,10 @@ pub struct Definition {
     pub deadline: Option<Duration>,
     /// Steps in execution order; never empty, names unique.
     pub steps: Vec<Step>,
+    /// A hash of the document's content (FNV-1a, 64 bits, hex): the same for the same keys and
+    /// values, whatever the comments, quoting or layout. A deployed version is immutable, and
+    /// the engine compares this to tell an edited body from the deployed one.
+    pub fingerprint: String,
 }
 
 /// The saga-level `defaults:` for command steps that do not set their own.

@@ -229,6 +229,7 @@ impl Decoder<'_> {
             defaults: optional(defaults)?.unwrap_or_default(),
             deadline: optional(deadline)?,
             steps: steps?,
+            fingerprint: format!("{:016x}", root.fingerprint()),
         };
         Some(Located {
             definition,

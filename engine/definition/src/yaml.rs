@@ -25,6 +25,18 @@ fn syntax_hint(info: &str) -> &'static str {
     }
 }
 
+/// A 64-bit FNV-1a hash: stable across builds and platforms, unlike std's hasher.
+struct Fnv(u64);
+
+impl Fnv {
+    fn bytes(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
 /// A 1-based line and column in the source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub(crate) struct Pos {
@@ -104,6 +116,44 @@ impl Node {
                 ..
             })
         )
+    }
+
+    /// FNV-1a over the tree's content: kinds, scalar texts and their core-schema types, in
+    /// document order. Comments, quoting styles and layout do not count.
+    pub(crate) fn fingerprint(&self) -> u64 {
+        let mut hash = Fnv(0xcbf2_9ce4_8422_2325);
+        self.feed(&mut hash);
+        hash.0
+    }
+
+    fn feed(&self, hash: &mut Fnv) {
+        match &self.kind {
+            Kind::Scalar(scalar) => {
+                let tag = match scalar.value {
+                    ScalarValue::Null => b'n',
+                    ScalarValue::Bool(_) => b'b',
+                    ScalarValue::Int(_) => b'i',
+                    ScalarValue::Float(_) => b'f',
+                    ScalarValue::Str => b's',
+                };
+                hash.bytes(&[b'S', tag]);
+                hash.bytes(&(scalar.text.len() as u64).to_le_bytes());
+                hash.bytes(scalar.text.as_bytes());
+            }
+            Kind::Seq(items) => {
+                hash.bytes(b"Q");
+                hash.bytes(&(items.len() as u64).to_le_bytes());
+                items.iter().for_each(|item| item.feed(hash));
+            }
+            Kind::Map(entries) => {
+                hash.bytes(b"M");
+                hash.bytes(&(entries.len() as u64).to_le_bytes());
+                for (key, value) in entries {
+                    key.feed(hash);
+                    value.feed(hash);
+                }
+            }
+        }
     }
 
     /// A short description for "expected X, found Y" messages.

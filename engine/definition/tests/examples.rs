@@ -391,3 +391,30 @@ fn load_dir_and_load_file_report_io_problems() {
     let empty = TempDir::new("empty");
     assert!(load_dir(&empty.0).unwrap().is_empty());
 }
+
+/// The fingerprint that makes a deployed version immutable ignores comments, quoting and layout,
+/// and changes with any key or value.
+#[test]
+fn the_fingerprint_follows_content_not_formatting() {
+    let yaml = std::fs::read_to_string(examples().join("trip.yaml")).expect("trip.yaml");
+    let original = trip().fingerprint;
+    assert_eq!(original.len(), 16, "{original}");
+    let reformatted = format!(
+        "# a comment\n{}",
+        yaml.replace("name: trip", "name: \"trip\"   # quoted")
+    );
+    assert_eq!(
+        Definition::parse("trip.yaml", &reformatted)
+            .expect("valid")
+            .fingerprint,
+        original
+    );
+    let edited = yaml.replacen("type: book", "type: reserve", 1);
+    assert_ne!(edited, yaml, "the example changed: pick another edit");
+    assert_ne!(
+        Definition::parse("trip.yaml", &edited)
+            .expect("valid")
+            .fingerprint,
+        original
+    );
+}

@@ -200,6 +200,10 @@ pub enum Error {
         source: KafkaError,
     },
 
+    /// 50001: the schemas topic cannot be created, or exists with settings it cannot use.
+    #[error("Error in the backend store: {0}")]
+    Topic(#[from] sagaflow_kafka::Error),
+
     /// 50001: the schemas topic is not usable as it is.
     #[error("Error in the backend store: topic '{topic}': {reason}")]
     Store {
@@ -261,6 +265,7 @@ impl Error {
             Error::BadRequest { .. } => 400,
             Error::Kafka { .. }
             | Error::Store { .. }
+            | Error::Topic(_)
             | Error::CorruptRecord { .. }
             | Error::UnreadableVersion { .. }
             | Error::IdsExhausted

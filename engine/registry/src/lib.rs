@@ -9,7 +9,11 @@
 //!
 //! ```no_run
 //! # async fn example() -> sagaflow_registry::Result<()> {
-//! let config = sagaflow_registry::RegistryConfig::new("127.0.0.1:9092", "127.0.0.1:8081".parse().unwrap());
+//! let config = sagaflow_registry::RegistryConfig::new(
+//!     sagaflow_kafka::KafkaSettings::new("127.0.0.1:9092"),
+//!     sagaflow_kafka::TopicPolicy::LOCAL,
+//!     "127.0.0.1:8081".parse().unwrap(),
+//! );
 //! let registry = sagaflow_registry::start(config).await?;
 //! println!("schema registry at {}", registry.url());
 //! registry.shutdown().await;
@@ -36,12 +40,15 @@ use tracing::{info, warn};
 
 pub use error::{Error, Result};
 pub use model::{CompatibilityLevel, SchemaReference};
+use sagaflow_kafka::{KafkaSettings, TopicPolicy};
 
 /// Where the registry keeps its data and where it listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryConfig {
-    /// Kafka bootstrap servers, e.g. `127.0.0.1:9092`.
-    pub bootstrap: String,
+    /// Kafka bootstrap servers and client properties.
+    pub kafka: KafkaSettings,
+    /// Replication of the schemas topic when the registry creates it.
+    pub policy: TopicPolicy,
     /// The compacted topic holding the registry's records (default `_schemas`).
     pub topic: String,
     /// The HTTP address to listen on; port 0 picks a free port.
@@ -53,9 +60,10 @@ impl RegistryConfig {
     pub const DEFAULT_TOPIC: &'static str = "_schemas";
 
     /// A configuration using the default topic.
-    pub fn new(bootstrap: impl Into<String>, listen: SocketAddr) -> Self {
+    pub fn new(kafka: KafkaSettings, policy: TopicPolicy, listen: SocketAddr) -> Self {
         RegistryConfig {
-            bootstrap: bootstrap.into(),
+            kafka,
+            policy,
             topic: Self::DEFAULT_TOPIC.to_owned(),
             listen,
         }
@@ -63,7 +71,7 @@ impl RegistryConfig {
 
     /// Checks the settings before anything connects.
     fn validate(&self) -> Result<()> {
-        if self.bootstrap.trim().is_empty() {
+        if self.kafka.bootstrap().trim().is_empty() {
             return Err(Error::InvalidConfig {
                 reason: "the Kafka bootstrap address is empty; set it to host:port of a broker"
                     .to_owned(),
@@ -125,7 +133,7 @@ impl RunningRegistry {
 /// Restores the registry from its topic, binds the listener and serves in a spawned task.
 pub async fn start(config: RegistryConfig) -> Result<RunningRegistry> {
     config.validate()?;
-    let store = Arc::new(store::Store::open(&config.bootstrap, &config.topic).await?);
+    let store = Arc::new(store::Store::open(&config.kafka, config.policy, &config.topic).await?);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| Error::Bind {
@@ -146,6 +154,6 @@ pub async fn start(config: RegistryConfig) -> Result<RunningRegistry> {
             })
             .await
     });
-    info!(%addr, topic = %config.topic, bootstrap = %config.bootstrap, "schema registry listening");
+    info!(%addr, topic = %config.topic, bootstrap = %config.kafka.bootstrap(), "schema registry listening");
     Ok(RunningRegistry { addr, stop, server })
 }

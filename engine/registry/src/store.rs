@@ -3,15 +3,13 @@
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset, TopicPartitionList};
+use sagaflow_kafka::{KafkaSettings, TopicPolicy, TopicSpec};
 use tokio::sync::Mutex;
 use tracing::{debug, info, instrument, warn};
 
@@ -57,7 +55,11 @@ struct Writer {
 
 impl Store {
     /// Creates the topic if needed and restores the state from it.
-    pub(crate) async fn open(bootstrap: &str, topic: &str) -> Result<Store> {
+    pub(crate) async fn open(
+        kafka_settings: &KafkaSettings,
+        policy: TopicPolicy,
+        topic: &str,
+    ) -> Result<Store> {
         let started = Instant::now();
         let kafka = |operation| {
             let topic = topic.to_owned();
@@ -67,8 +69,12 @@ impl Store {
                 source,
             }
         };
-        ensure_topic(bootstrap, topic).await?;
-        let consumer: BaseConsumer = client_config(bootstrap)
+        // One partition, compacted: the registry's log is read whole, in order, at start.
+        kafka_settings
+            .ensure_topics(&[TopicSpec::partitioned(topic, 1).compacted()], policy)
+            .await?;
+        let consumer: BaseConsumer = kafka_settings
+            .config(&[])
             // librdkafka refuses a manual assign() without a group.id ("Local: Unknown
             // group"), although assign() never joins the group. With auto commit off and no
             // subscribe(), the group is never contacted: no membership, no offsets.
@@ -81,10 +87,8 @@ impl Store {
             .map_err(kafka("creating the consumer"))?;
         let consumer = Arc::new(consumer);
         check_partitions(consumer.clone(), topic).await?;
-        let producer: FutureProducer = client_config(bootstrap)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "0")
+        let producer: FutureProducer = kafka_settings
+            .producer_config(0)
             .set("message.timeout.ms", KAFKA_TIMEOUT.as_millis().to_string())
             .create()
             .map_err(kafka("creating the producer"))?;
@@ -325,56 +329,6 @@ impl Store {
             reason,
         }
     }
-}
-
-fn client_config(bootstrap: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", bootstrap)
-        .set("broker.address.family", "v4");
-    config
-}
-
-/// Creates the compacted single-partition topic unless it exists.
-async fn ensure_topic(bootstrap: &str, topic: &str) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> =
-        client_config(bootstrap)
-            .create()
-            .map_err(|source| Error::Kafka {
-                operation: "creating the admin client",
-                topic: topic.to_owned(),
-                source,
-            })?;
-    // Replication factor 1: this registry serves local mode, where there is one broker.
-    let new_topic =
-        NewTopic::new(topic, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
-    let options = AdminOptions::new().request_timeout(Some(KAFKA_TIMEOUT));
-    let results = admin
-        .create_topics([&new_topic], &options)
-        .await
-        .map_err(|source| Error::Kafka {
-            operation: "creating the topic",
-            topic: topic.to_owned(),
-            source,
-        })?;
-    for result in results {
-        match result {
-            Ok(_) => info!(topic, "created the schemas topic"),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {
-                debug!(topic, "the schemas topic exists")
-            }
-            Err((_, code)) => {
-                return Err(Error::Store {
-                    topic: topic.to_owned(),
-                    reason: format!(
-                        "cannot create it ({code}); create it yourself with 1 partition and \
-                         cleanup.policy=compact"
-                    ),
-                })
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Waits for the topic's metadata and checks it has exactly one partition.

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use sagaflow_avro::RegistrySettings;
+use sagaflow_kafka::{KafkaSettings, TopicPolicy};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -13,10 +15,17 @@ const DEFAULTS: &str = include_str!("default.toml");
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct EngineConfig {
-    /// Kafka bootstrap servers.
-    pub bootstrap: String,
+    /// Kafka bootstrap servers (the `bootstrap` key) and the `[kafka]` client properties.
+    #[serde(skip)]
+    pub kafka: KafkaSettings,
     /// Schema Registry URL.
     pub registry_url: String,
+    /// Schema Registry basic auth, `user:password`; empty for none.
+    pub registry_basic_auth: String,
+    /// Schema Registry bearer token; empty for none.
+    pub registry_bearer_token: String,
+    /// PEM file of CA certificates for the Schema Registry; empty for the system's only.
+    pub registry_ca_file: String,
     /// Engine group id and topic prefix.
     pub group: String,
     /// Partitions of engine topics.
@@ -51,11 +60,17 @@ pub struct EngineConfig {
     pub timer_lookahead_ms: i64,
     /// Default time to live of buffered signals.
     pub signal_ttl_ms: i64,
+    /// Replication factor of the topics the engine creates.
+    pub replication_factor: i32,
+    /// `min.insync.replicas` of the topics the engine creates.
+    pub min_insync_replicas: i32,
 }
 
 impl EngineConfig {
-    /// Defaults, overlaid by `file` (if any) and the environment.
+    /// Defaults, overlaid by `file` (if any) and the environment (`SAGAFLOW_<KEY>` for keys,
+    /// `SAGAFLOW_KAFKA_*` for client properties).
     pub fn load(file: Option<&Path>) -> Result<Self> {
+        let mut kafka_table = toml::Table::new();
         let mut table: toml::Table = DEFAULTS
             .parse()
             .map_err(|e| Error::Config(format!("built-in defaults: {e}")))?;
@@ -68,6 +83,19 @@ impl EngineConfig {
                 .parse()
                 .map_err(|e| Error::Config(format!("{}: {e}", file.display())))?;
             for (key, value) in overlay {
+                if key == "kafka" {
+                    kafka_table = match value {
+                        toml::Value::Table(t) => t,
+                        other => {
+                            return Err(Error::Config(format!(
+                                "{}: `kafka` must be a table of librdkafka properties, like [kafka] \"security.protocol\" = \"SASL_SSL\", got a {}",
+                                file.display(),
+                                other.type_str()
+                            )))
+                        }
+                    };
+                    continue;
+                }
                 if !table.contains_key(&key) {
                     return Err(Error::Config(format!(
                         "{}: unknown key `{key}`; see the keys of engine/runtime/src/default.toml",
@@ -77,7 +105,12 @@ impl EngineConfig {
                 let _ = table.insert(key, value);
             }
         }
-        let keys: Vec<String> = table.keys().cloned().collect();
+        // Tables (none yet besides [kafka], handled above) have no single environment variable.
+        let keys: Vec<String> = table
+            .iter()
+            .filter(|(_, v)| !v.is_table())
+            .map(|(k, _)| k.clone())
+            .collect();
         for key in keys {
             let var = format!("SAGAFLOW_{}", key.to_uppercase().replace('-', "_"));
             if let Ok(raw) = std::env::var(&var) {
@@ -86,14 +119,60 @@ impl EngineConfig {
                 let _ = table.insert(key, value);
             }
         }
-        let config: EngineConfig = toml::Value::Table(table)
+        let bootstrap = match table.remove("bootstrap") {
+            Some(toml::Value::String(b)) => b,
+            other => {
+                return Err(Error::Config(format!(
+                    "bootstrap must be a string, got {other:?}"
+                )))
+            }
+        };
+        let mut config: EngineConfig = toml::Value::Table(table)
             .try_into()
             .map_err(|e| Error::Config(e.to_string()))?;
+        config.kafka = KafkaSettings::new(bootstrap);
+        if let Some(file) = file {
+            config.kafka.apply_table(&kafka_table, file)?;
+        }
+        config.kafka.apply_env()?;
         Ok(config)
+    }
+
+    /// How to reach the Schema Registry.
+    pub fn registry(&self) -> RegistrySettings {
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        RegistrySettings {
+            url: self.registry_url.clone(),
+            basic_auth: non_empty(&self.registry_basic_auth),
+            bearer_token: non_empty(&self.registry_bearer_token),
+            ca_file: non_empty(&self.registry_ca_file).map(PathBuf::from),
+        }
+    }
+
+    /// Replication of the topics the engine creates.
+    pub fn topic_policy(&self) -> TopicPolicy {
+        TopicPolicy {
+            replication_factor: self.replication_factor,
+            min_insync_replicas: self.min_insync_replicas,
+        }
     }
 
     /// Checks invariants the engine relies on.
     pub fn validate(&self) -> Result<()> {
+        self.registry().validate()?;
+        if self.kafka.bootstrap().trim().is_empty() {
+            return Err(Error::Config(
+                "bootstrap is empty; set it to host:port of one or more brokers (--bootstrap, SAGAFLOW_BOOTSTRAP)".into(),
+            ));
+        }
+        if self.replication_factor < 1
+            || !(1..=self.replication_factor).contains(&self.min_insync_replicas)
+        {
+            return Err(Error::Config(format!(
+                "replication-factor must be at least 1 and min-insync-replicas between 1 and it, got {} and {}",
+                self.replication_factor, self.min_insync_replicas
+            )));
+        }
         if self.partitions < 1 {
             return Err(Error::Config(format!(
                 "partitions must be at least 1, got {}",
@@ -161,5 +240,32 @@ mod tests {
         std::fs::write(&file, "partitons = 3\n").unwrap();
         let err = EngineConfig::load(Some(&file)).unwrap_err().to_string();
         assert!(err.contains("unknown key `partitons`"), "{err}");
+    }
+
+    #[test]
+    fn kafka_table_reaches_the_client_settings() {
+        let dir = std::env::temp_dir().join(format!("sagaflow-cfg-k-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("engine.toml");
+        std::fs::write(
+            &file,
+            "bootstrap = \"kafka-1:9093\"\n[kafka]\n\"security.protocol\" = \"SASL_SSL\"\nsasl.mechanism = \"PLAIN\"\n",
+        )
+        .unwrap();
+        let err = EngineConfig::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("quote dotted names"), "{err}");
+        std::fs::write(
+            &file,
+            "bootstrap = \"kafka-1:9093\"\n[kafka]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"PLAIN\"\n",
+        )
+        .unwrap();
+        let config = EngineConfig::load(Some(&file)).unwrap();
+        let client = config.kafka.producer_config(1);
+        assert_eq!(client.get("bootstrap.servers"), Some("kafka-1:9093"));
+        assert_eq!(client.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(client.get("sasl.mechanism"), Some("PLAIN"));
+        std::fs::write(&file, "[kafka]\nacks = \"1\"\n").unwrap();
+        let err = EngineConfig::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("engine.toml") && err.contains("acks"), "{err}");
     }
 }

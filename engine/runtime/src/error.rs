@@ -24,6 +24,9 @@ pub enum Error {
     /// Encoding or decoding through the registry failed.
     #[error(transparent)]
     Avro(#[from] sagaflow_avro::Error),
+    /// Client settings or topics are unusable.
+    #[error(transparent)]
+    Client(#[from] sagaflow_kafka::Error),
     /// Invalid configuration.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -1,31 +1,7 @@
-//! Kafka client settings shared by every engine client.
+//! Kafka reads and writes of the restore path. Client settings come from one place,
+//! [`sagaflow_kafka::KafkaSettings`].
 
-use rdkafka::config::ClientConfig;
-
-/// Settings every client needs. IPv4 is forced because local brokers (tansu) listen on
-/// 127.0.0.1 only and librdkafka would otherwise also try `localhost`'s IPv6 address.
-pub(crate) fn base_config(bootstrap: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    let _ = config
-        .set("bootstrap.servers", bootstrap)
-        .set("broker.address.family", "v4")
-        .set("log_level", "4");
-    config
-}
-
-/// An idempotent producer config: retries keep per-partition order and never duplicate
-/// within one producer session, which the journal's offset check relies on.
-pub(crate) fn producer_config(bootstrap: &str, linger_ms: u32) -> ClientConfig {
-    let mut config = base_config(bootstrap);
-    let _ = config
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", linger_ms.to_string())
-        .set("message.max.bytes", "1000000")
-        .set("compression.type", "none");
-    config
-}
-
+use sagaflow_kafka::KafkaSettings;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -46,14 +22,13 @@ pub(crate) fn watermarks(
 }
 
 /// A consumer for reading partitions by manual assignment (restores, tools).
-pub(crate) fn reader(bootstrap: &str) -> Result<BaseConsumer> {
-    let mut config = base_config(bootstrap);
+pub(crate) fn reader(kafka: &KafkaSettings) -> Result<BaseConsumer> {
+    let mut config = kafka.config(&[("fetch.wait.max.ms", "50")]);
     let _ = config
         .set("group.id", "sagaflow-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "50");
+        .set("auto.offset.reset", "earliest");
     config
         .create()
         .map_err(|e| Error::kafka("creating a reader consumer", e))
@@ -112,8 +87,9 @@ pub(crate) fn read_range(
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// A producer for the few synchronous writes of a restore (claims, end markers).
-pub(crate) fn sync_producer(bootstrap: &str) -> Result<FutureProducer> {
-    producer_config(bootstrap, 0)
+pub(crate) fn sync_producer(kafka: &KafkaSettings) -> Result<FutureProducer> {
+    kafka
+        .producer_config(0)
         .create()
         .map_err(|e| Error::kafka("creating the restore producer", e))
 }

@@ -6,11 +6,13 @@
 //! relay delivers. See `docs/architecture.md` for why each piece exists.
 
 pub mod config;
+mod deployed;
 mod error;
 mod http;
 mod kafka;
 mod membership;
 mod metrics;
+mod oversize;
 pub mod parked;
 pub mod partitioner;
 mod processor;

@@ -2,7 +2,8 @@
 //! saga states (so the journal, the changelog and restores treat both alike).
 //!
 //! - `__delay/<topic>/<partition>/<offset>`: a record waiting for delayed delivery;
-//! - `__signal/<event>/<correlation>␟<signal id>`: a signal no saga awaits yet;
+//! - `__signal/<event>/<correlation>␟<signal id>`: a signal no saga awaits yet, or (without a
+//!   value) one already delivered, remembered for the signal time to live to recognise copies;
 //! - `__await/<event>/<correlation>`: the sagas awaiting an event with that correlation value.
 
 use sagaflow_avro::{Awaiter, Header, Outbound, Parked, ParkedHeader, ParkedKind, Signal};
@@ -153,6 +154,28 @@ pub(crate) fn buffered(signal: &Signal, value: Vec<u8>, expires: i64, now: i64) 
         sagas: Vec::new(),
         received_at: now,
     }
+}
+
+/// A signal that was delivered: its id stays remembered until `until`, so a copy of it (a
+/// producer's retry, or a forward sent again after a crash) is recognised as a duplicate. Kept
+/// under the signal's own key, with no value.
+pub(crate) fn delivered_signal(signal: &Signal, until: i64, now: i64) -> Parked {
+    Parked {
+        kind: ParkedKind::Signal,
+        id: signal.signal_id.clone(),
+        due: until,
+        topic: None,
+        key: Some(signal.correlation.clone().into_bytes()),
+        value: None,
+        headers: Vec::new(),
+        sagas: Vec::new(),
+        received_at: now,
+    }
+}
+
+/// Whether a parked signal is only the memory of a delivered one.
+pub(crate) fn is_delivered_signal(parked: &Parked) -> bool {
+    parked.kind == ParkedKind::Signal && parked.value.is_none()
 }
 
 /// The dead letter of a signal that no saga claimed before it expired.

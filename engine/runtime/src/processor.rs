@@ -29,6 +29,7 @@ use crate::config::EngineConfig;
 use crate::error::{Error, Result};
 use crate::membership::{self, OrphanWatch, Rejoin};
 use crate::metrics::Metrics;
+use crate::oversize::JournalFailure;
 use crate::relay::Relay;
 use crate::restore::{self, RestoreClients, Restored};
 use crate::store::Store;
@@ -144,7 +145,7 @@ struct JournalTicket {
     seq: u64,
 }
 
-type JournalAck = (JournalTicket, std::result::Result<i64, String>);
+type JournalAck = (JournalTicket, std::result::Result<i64, JournalFailure>);
 
 struct JournalContext {
     acks: Sender<JournalAck>,
@@ -158,7 +159,7 @@ impl ProducerContext for JournalContext {
     fn delivery(&self, result: &DeliveryResult<'_>, ticket: Self::DeliveryOpaque) {
         let outcome = match result {
             Ok(m) => Ok(m.offset()),
-            Err((e, _)) => Err(e.to_string()),
+            Err((e, _)) => Err(JournalFailure::from_kafka(e)),
         };
         let _ = self.acks.send((*ticket, outcome));
     }
@@ -209,6 +210,12 @@ impl Engine {
     /// outside async code, or from `spawn_blocking`: start-up blocks until the clients exist.
     pub fn start(config: EngineConfig, definitions: Registry) -> Result<EngineHandle> {
         config.validate()?;
+        crate::deployed::check_immutable(
+            &config.kafka,
+            &Topics::new(&config.group).definitions,
+            &definitions,
+            &config.definitions_dir.display().to_string(),
+        )?;
         let metrics = Arc::new(Metrics::default());
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = channel();
@@ -313,8 +320,8 @@ impl Processor {
     ) -> Result<Self> {
         let topics = Topics::new(&config.group);
         let store = Arc::new(Store::open(&config.state_dir)?);
-        let codec = Arc::new(BlockingCodec::new(&config.registry_url)?);
-        let reader = crate::kafka::reader(&config.bootstrap)?;
+        let codec = Arc::new(BlockingCodec::new(&config.registry())?);
+        let reader = crate::kafka::reader(&config.kafka)?;
         let writer = format!(
             "{}-{}-{:08x}",
             std::env::var("HOSTNAME").unwrap_or_else(|_| "engine".into()),
@@ -325,27 +332,28 @@ impl Processor {
             store,
             codec,
             reader,
-            producer: crate::kafka::sync_producer(&config.bootstrap)?,
+            producer: crate::kafka::sync_producer(&config.kafka)?,
             topics: topics.clone(),
             writer: writer.clone(),
         });
         let instance = membership::instance_id(&config.instance_id);
-        let mut consumer_config = crate::kafka::base_config(&config.bootstrap);
+        let session_timeout = config.session_timeout_ms.to_string();
+        let heartbeat = (config.session_timeout_ms / 4).max(500).to_string();
+        let fetch_wait = config.fetch_wait_max_ms.to_string();
+        let mut consumer_config = config.kafka.config(&[
+            ("partition.assignment.strategy", "range"),
+            ("session.timeout.ms", &session_timeout),
+            ("heartbeat.interval.ms", &heartbeat),
+            ("fetch.wait.max.ms", &fetch_wait),
+        ]);
         if let Some(id) = &instance {
             let _ = consumer_config.set("group.instance.id", id);
         }
         let _ = consumer_config
             .set("group.id", &config.group)
-            .set("partition.assignment.strategy", "range")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", config.session_timeout_ms.to_string())
-            .set(
-                "heartbeat.interval.ms",
-                (config.session_timeout_ms / 4).max(500).to_string(),
-            )
-            .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
             .set("enable.partition.eof", "false");
         let consumer: BaseConsumer<GroupContext> = consumer_config
             .create_with_context(GroupContext {
@@ -357,11 +365,12 @@ impl Processor {
             .subscribe(&topics.inputs())
             .map_err(|e| Error::kafka("subscribing to the input topics", e))?;
         let (tx, rx) = channel();
-        let journal: ThreadedProducer<JournalContext> =
-            crate::kafka::producer_config(&config.bootstrap, 1)
-                .create_with_context(JournalContext { acks: tx })
-                .map_err(|e| Error::kafka("creating the journal producer", e))?;
-        let relay = Relay::new(&config.bootstrap, &topics.changelog, metrics.clone())?;
+        let journal: ThreadedProducer<JournalContext> = config
+            .kafka
+            .producer_config(1)
+            .create_with_context(JournalContext { acks: tx })
+            .map_err(|e| Error::kafka("creating the journal producer", e))?;
+        let relay = Relay::new(&config.kafka, &topics.changelog, metrics.clone())?;
         info!(writer = %writer, group = %config.group, instance = ?instance, "engine started");
         let rejoin = Rejoin::new(
             Duration::from_millis(config.rejoin_when_unassigned_ms),
@@ -370,7 +379,7 @@ impl Processor {
         );
         Ok(Self {
             ctx: Context {
-                targets: crate::targets::Targets::new(crate::kafka::reader(&config.bootstrap)?),
+                targets: crate::targets::Targets::new(crate::kafka::reader(&config.kafka)?),
                 core_topics: sagaflow_core::Topics {
                     replies: topics.replies.clone(),
                 },
@@ -452,6 +461,13 @@ impl Processor {
             polled += 1;
             let message = match message {
                 Ok(m) => m,
+                Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::FencedInstanceId) => {
+                    // Fatal for this consumer: carrying on would only spin.
+                    return Err(Error::Config(format!(
+                        "the broker fenced this engine's static member id (instance-id {:?}): another engine in group {} uses the same one. Give every engine its own instance-id (in Kubernetes, the pod name) and restart this one",
+                        self.ctx.config.instance_id, self.ctx.config.group
+                    )));
+                }
                 Err(e) => {
                     warn!(error = %e, "consumer error");
                     break;
@@ -623,7 +639,10 @@ impl Processor {
                     // Report it as a failed write: the task resyncs.
                     let t = record.delivery_opaque;
                     warn!(error = %e, partition, "journal record not enqueued");
-                    let _ = producer.context().acks.send((*t, Err(e.to_string())));
+                    let _ = producer
+                        .context()
+                        .acks
+                        .send((*t, Err(JournalFailure::from_kafka(&e))));
                     return;
                 }
             }
@@ -781,7 +800,14 @@ impl Processor {
                 };
             let _ = self.failed.remove(&partition);
             self.relay.close(partition);
+            let oversize = self
+                .tasks
+                .get_mut(&partition)
+                .map(|t| std::mem::take(&mut t.oversize));
             self.install(partition, restored)?;
+            if let (Some(oversize), Some(task)) = (oversize, self.tasks.get_mut(&partition)) {
+                task.oversize = oversize;
+            }
             let positions = self.tasks[&partition].seek_positions();
             if let Some(tpl) = self.input_tpl(partition, Some(&positions)) {
                 for element in tpl.elements() {

@@ -120,12 +120,15 @@ impl std::fmt::Debug for Relay {
 }
 
 impl Relay {
-    pub(crate) fn new(bootstrap: &str, changelog: &str, metrics: Arc<Metrics>) -> Result<Self> {
+    pub(crate) fn new(
+        kafka: &sagaflow_kafka::KafkaSettings,
+        changelog: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self> {
         let (tx, rx) = channel();
-        let mut config = crate::kafka::producer_config(bootstrap, 2);
-        // Kafka's Java default, so keys land where Java clients would put them.
-        let _ = config.set("partitioner", "murmur2_random");
-        let producer = config
+        // The shared producer config partitions by key as Java clients do (murmur2).
+        let producer = kafka
+            .producer_config(2)
             .create_with_context(RelayContext { acks: tx })
             .map_err(|e| Error::kafka("creating the relay producer", e))?;
         Ok(Self {

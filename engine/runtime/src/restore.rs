@@ -158,6 +158,17 @@ pub(crate) fn restore(
             warn!(partition, "the journal is empty but local state is not (were the topics recreated?); rebuilding from the changelog");
             from_changelog(c, partition)?
         }
+        // Local state this old is past the journal's retention (an engine that was down long, or
+        // a RocksDB directory restored from a backup): the changelog is newer.
+        Some(meta) if meta.relayed.chain.last_valid + 1 < journal_low => {
+            warn!(
+                partition,
+                local_watermark = meta.relayed.chain.last_valid,
+                journal_start = journal_low,
+                "the journal no longer holds what local state was built from; rebuilding from the changelog"
+            );
+            from_changelog(c, partition)?
+        }
         Some(meta) => meta,
         None => from_changelog(c, partition)?,
     };

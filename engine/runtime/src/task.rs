@@ -23,6 +23,7 @@ use tracing::{debug, info, info_span, warn};
 
 use crate::error::Result;
 use crate::metrics::Metrics;
+use crate::oversize::{JournalFailure, Oversize};
 use crate::parked;
 use crate::partitioner::partition_for;
 use crate::relay::Relay;
@@ -78,6 +79,11 @@ struct Batch {
     bytes: usize,
     /// Timer index entries that came due while this batch was open.
     fired: Vec<(i64, String)>,
+    /// The input records decided in this batch (topic, offset).
+    sources: Vec<(String, i64)>,
+    /// The events decided, counted in the metrics once the record is written: a batch decided
+    /// again after a resync is not counted twice.
+    events: Vec<sagaflow_avro::EventType>,
 }
 
 #[derive(Debug)]
@@ -89,7 +95,12 @@ struct InFlight {
     /// Timer index entries of each state (parallel to `record.states`).
     timers: Vec<Vec<(i64, String)>>,
     fired: Vec<(i64, String)>,
+    sources: Vec<(String, i64)>,
+    events: Vec<sagaflow_avro::EventType>,
 }
+
+const TOO_LARGE: &str = "deciding this input makes a journal record larger than the broker's message.max.bytes, so it can never be applied; make the input smaller (large documents belong in a store, referenced by id), or raise message.max.bytes on the broker and the engine's producer (--kafka message.max.bytes=...)";
+const TOO_LARGE_DROPPED: &str = "deciding this input makes a journal record larger than the broker's message.max.bytes, and so did this dead letter with the input's value, which is left out; the input is still at the topic, partition and offset in these headers";
 
 /// One input record as consumed.
 #[derive(Debug)]
@@ -124,6 +135,8 @@ pub(crate) struct Task {
     wheel: Wheel,
     batch: Batch,
     inflight: VecDeque<InFlight>,
+    /// Inputs whose journal records were refused as too large (kept across resyncs).
+    pub(crate) oversize: Oversize,
     next_offset: i64,
     next_base: i64,
     next_seq: u64,
@@ -158,6 +171,7 @@ impl Task {
             wheel: Wheel::new(env.timer_horizon_ms),
             batch: Batch::default(),
             inflight: VecDeque::new(),
+            oversize: Oversize::default(),
             next_offset: restored.journal_end,
             next_seq: 1,
         };
@@ -218,7 +232,24 @@ impl Task {
         }
         let _ = self.positions.insert(topic.to_string(), offset);
         self.batch.inputs += 1;
+        self.batch.sources.push((topic.to_string(), offset));
         env.metrics.inputs_total.fetch_add(1, Ordering::Relaxed);
+        match self.oversize.refusals(topic, offset) {
+            0 => {}
+            1 => {
+                self.dead_letter(env, record, "too-large", TOO_LARGE);
+                return Ok(());
+            }
+            _ => {
+                // Even the dead letter with the payload was refused: send it without.
+                let record = InputRecord {
+                    payload: None,
+                    ..record
+                };
+                self.dead_letter(env, record, "too-large", TOO_LARGE_DROPPED);
+                return Ok(());
+            }
+        }
         match env.topics.kind(topic) {
             Some(InputKind::Start | InputKind::Reply) => self.handle_saga_input(env, now, record),
             Some(InputKind::Delay) => {
@@ -436,7 +467,7 @@ impl Task {
             let value = env
                 .codec
                 .encode(Subject::Topic(&env.topics.events), event)?;
-            count_event(env.metrics, event.event_type);
+            self.batch.events.push(event.event_type);
             self.push_output(Outbound {
                 id: event.event_id.clone(),
                 topic: env.topics.events.clone(),
@@ -734,6 +765,14 @@ impl Task {
             )?;
         }
         for (awaiter, signal) in matched.deliver {
+            // Remembered past its delivery: a copy that arrives later is a duplicate, not a new
+            // signal for the next saga that awaits the value.
+            let until = now.saturating_add(signal.ttl_ms.unwrap_or(env.signal_ttl_ms).max(0));
+            self.stage_parked(
+                env,
+                &parked::signal_key(event, correlation, &signal.signal_id),
+                Some(parked::delivered_signal(&signal, until, now)),
+            )?;
             if partition_for(awaiter.saga_id.as_bytes(), env.partitions) == self.partition {
                 self.deliver_here(env, now, awaiter, signal)?;
             } else {
@@ -892,6 +931,7 @@ impl Task {
                     .fetch_add(1, Ordering::Relaxed);
                 self.push_output(parked::delivery(&record));
             }
+            sagaflow_avro::ParkedKind::Signal if parked::is_delivered_signal(&record) => {}
             sagaflow_avro::ParkedKind::Signal => {
                 env.metrics
                     .signals_expired_total
@@ -995,8 +1035,10 @@ impl Task {
     }
 
     /// Whether the batch should be written now.
-    pub(crate) fn batch_full(&self, max_inputs: usize, max_bytes: usize) -> bool {
-        self.batch.inputs >= max_inputs || self.batch.bytes >= max_bytes
+    pub(crate) fn batch_full(&mut self, max_inputs: usize, max_bytes: usize) -> bool {
+        self.batch.inputs >= max_inputs
+            || self.batch.bytes >= max_bytes
+            || (self.batch.inputs > 0 && self.oversize.splitting(&self.positions))
     }
 
     /// Turns the current batch into a journal record, if it has anything.
@@ -1038,8 +1080,18 @@ impl Task {
             states: batch.states,
             outputs: batch.outputs,
         };
-        self.produce(env, record, running, timers, batch.fired)
-            .map(Some)
+        let flight = InFlight {
+            // Set by `produce`.
+            seq: 0,
+            expected: 0,
+            record,
+            running,
+            timers,
+            fired: batch.fired,
+            sources: batch.sources,
+            events: batch.events,
+        };
+        self.produce(env, flight).map(Some)
     }
 
     /// Timer index entries of the speculative state under `key`.
@@ -1062,30 +1114,17 @@ impl Task {
         })
     }
 
-    fn produce(
-        &mut self,
-        env: &TaskEnv<'_>,
-        record: JournalRecord,
-        running: Vec<bool>,
-        timers: Vec<Vec<(i64, String)>>,
-        fired: Vec<(i64, String)>,
-    ) -> Result<Produce> {
+    fn produce(&mut self, env: &TaskEnv<'_>, mut flight: InFlight) -> Result<Produce> {
         let bytes = env
             .codec
-            .encode(Subject::Topic(&env.topics.journal), &record)?;
-        let seq = self.next_seq;
+            .encode(Subject::Topic(&env.topics.journal), &flight.record)?;
+        flight.seq = self.next_seq;
         self.next_seq += 1;
-        let expected = self.next_offset;
+        flight.expected = self.next_offset;
         self.next_offset += 1;
-        self.next_base = expected;
-        self.inflight.push_back(InFlight {
-            seq,
-            expected,
-            record,
-            running,
-            timers,
-            fired,
-        });
+        self.next_base = flight.expected;
+        let seq = flight.seq;
+        self.inflight.push_back(flight);
         Ok(Produce {
             seq,
             generation: self.generation,
@@ -1099,7 +1138,7 @@ impl Task {
         env: &TaskEnv<'_>,
         relay: &mut Relay,
         seq: u64,
-        result: std::result::Result<i64, String>,
+        result: std::result::Result<i64, JournalFailure>,
     ) -> Result<()> {
         let Some(front) = self.inflight.front() else {
             return Ok(());
@@ -1130,8 +1169,14 @@ impl Task {
                 self.status = TaskStatus::NeedsResync;
                 return Ok(());
             }
+            Err(e) if e.too_large => {
+                warn!(partition = self.partition, error = %e.message, inputs = flight.sources.len(), "journal record refused as too large; deciding its inputs one record each, and dead-lettering any whose own record is too large");
+                self.oversize.refused(&flight.sources);
+                self.status = TaskStatus::NeedsResync;
+                return Ok(());
+            }
             Err(e) => {
-                warn!(partition = self.partition, error = %e, "journal write failed; resyncing");
+                warn!(partition = self.partition, error = %e.message, "journal write failed; resyncing");
                 self.status = TaskStatus::NeedsResync;
                 return Ok(());
             }
@@ -1159,6 +1204,10 @@ impl Task {
         self.meta.chain = ChainMeta::from(&self.chain);
         for p in &record.positions {
             let _ = self.meta.positions.insert(p.topic.clone(), p.offset);
+        }
+        self.oversize.settle(&self.meta.positions);
+        for event in &flight.events {
+            count_event(env.metrics, *event);
         }
         let writes: Vec<StateWrite<'_>> = record
             .states

@@ -1,13 +1,8 @@
 //! Engine topic names and their creation.
 
-use std::time::Duration;
+use sagaflow_kafka::{KafkaSettings, TopicPolicy, TopicSpec};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::types::RDKafkaErrorCode;
-
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Names of the engine's topics for one group.
 #[derive(Debug, Clone)]
@@ -30,6 +25,8 @@ pub struct Topics {
     pub signals: String,
     /// Engine-internal messages between partitions (await subscriptions and deliveries).
     pub correlations: String,
+    /// The fingerprint of every deployed definition version (compacted, one partition).
+    pub definitions: String,
 }
 
 /// What an input topic carries.
@@ -60,6 +57,7 @@ impl Topics {
             delay: format!("{group}.delay"),
             signals: format!("{group}.signals"),
             correlations: format!("{group}.correlations"),
+            definitions: format!("{group}.definitions"),
         }
     }
 
@@ -89,66 +87,39 @@ impl Topics {
     }
 }
 
-/// Creates `names` with `partitions` partitions where missing (existing topics are left alone).
-pub async fn ensure(bootstrap: &str, names: &[(&str, i32, bool)]) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = crate::kafka::base_config(bootstrap)
-        .create()
-        .map_err(|e| Error::kafka("creating the admin client", e))?;
-    let new: Vec<NewTopic<'_>> = names
-        .iter()
-        .map(|(name, partitions, compact)| {
-            let topic = NewTopic::new(name, *partitions, TopicReplication::Fixed(1));
-            if *compact {
-                topic.set("cleanup.policy", "compact")
-            } else {
-                topic
-            }
-        })
-        .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin
-        .create_topics(new.iter(), &options)
-        .await
-        .map_err(|e| Error::kafka("creating topics", e))?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => {
-                return Err(Error::Config(format!(
-                    "cannot create topic {topic}: {code}"
-                )))
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Creates every engine topic for `group`.
-pub async fn ensure_engine_topics(bootstrap: &str, group: &str, partitions: i32) -> Result<()> {
+/// Creates every engine topic for `group` that is missing, and checks the ones created
+/// beforehand (partition counts, compaction); see [`KafkaSettings::ensure_topics`].
+pub async fn ensure_engine_topics(
+    kafka: &KafkaSettings,
+    group: &str,
+    partitions: i32,
+    policy: TopicPolicy,
+) -> Result<()> {
     let t = Topics::new(group);
-    ensure(
-        bootstrap,
-        &[
-            (&t.starts, partitions, false),
-            (&t.replies, partitions, false),
-            (&t.journal, partitions, false),
-            (&t.changelog, partitions, true),
-            (&t.events, partitions, false),
-            (&t.dlq, 1, false),
-            (&t.delay, partitions, false),
-            (&t.signals, partitions, false),
-            (&t.correlations, partitions, false),
-        ],
-    )
-    .await
+    let specs = [
+        TopicSpec::partitioned(&t.starts, partitions),
+        TopicSpec::partitioned(&t.replies, partitions),
+        TopicSpec::partitioned(&t.journal, partitions),
+        TopicSpec::partitioned(&t.changelog, partitions).compacted(),
+        TopicSpec::partitioned(&t.events, partitions),
+        TopicSpec::partitioned(&t.dlq, 1).any_partitions(),
+        TopicSpec::partitioned(&t.delay, partitions),
+        TopicSpec::partitioned(&t.signals, partitions),
+        TopicSpec::partitioned(&t.correlations, partitions),
+        TopicSpec::partitioned(&t.definitions, 1).compacted(),
+    ];
+    Ok(kafka.ensure_topics(&specs, policy).await?)
 }
 
 /// Creates every participant command topic that a deployed definition names, so participants
-/// can subscribe before the first command is sent.
+/// can subscribe before the first command is sent. They take `partitions` partitions when
+/// created; an existing one keeps its own count, which only sets how many participant
+/// instances can share it.
 pub async fn ensure_definition_topics(
-    bootstrap: &str,
+    kafka: &KafkaSettings,
     definitions: &sagaflow_definition::Registry,
     partitions: i32,
+    policy: TopicPolicy,
 ) -> Result<()> {
     let mut names: Vec<String> = definitions
         .iter()
@@ -163,17 +134,12 @@ pub async fn ensure_definition_topics(
         .collect();
     names.sort();
     names.dedup();
-    let specs: Vec<(&str, i32, bool)> = names
-        .iter()
-        .map(|n| (n.as_str(), partitions, false))
+    let specs: Vec<TopicSpec> = names
+        .into_iter()
+        .map(|n| TopicSpec::partitioned(n, partitions).any_partitions())
         .collect();
     if specs.is_empty() {
         return Ok(());
     }
-    ensure(bootstrap, &specs).await
-}
-
-/// A base client config; kept in one place because every client needs the same settings.
-pub fn client_config(bootstrap: &str) -> ClientConfig {
-    crate::kafka::base_config(bootstrap)
+    Ok(kafka.ensure_topics(&specs, policy).await?)
 }

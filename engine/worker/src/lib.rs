@@ -13,4 +13,6 @@ mod worker;
 
 pub use dedupe::{Claim, Dedupe};
 pub use error::{Error, Result};
+pub use sagaflow_avro::RegistrySettings;
+pub use sagaflow_kafka::KafkaSettings;
 pub use worker::{Failure, Handler, Worker, WorkerConfig, WorkerStats};

@@ -9,13 +9,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::join_all;
 use rdkafka::client::ClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header as KafkaHeader, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
-use sagaflow_avro::{AsyncCodec, Command, Reply, ReplyError, ReplyStatus, Subject};
+use sagaflow_avro::{
+    AsyncCodec, Command, RegistrySettings, Reply, ReplyError, ReplyStatus, Subject,
+};
+use sagaflow_kafka::KafkaSettings;
 use serde_json::Value;
 use tokio::sync::Mutex;
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -42,10 +44,10 @@ pub type Handler = Arc<
 /// Worker settings.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// Kafka bootstrap servers.
-    pub bootstrap: String,
-    /// Schema Registry URL.
-    pub registry_url: String,
+    /// Kafka bootstrap servers and client properties (SASL, TLS, ...).
+    pub kafka: KafkaSettings,
+    /// Schema Registry URL and credentials.
+    pub registry: RegistrySettings,
     /// Command topic to consume.
     pub topic: String,
     /// Consumer group: instances of one participant share it.
@@ -81,6 +83,10 @@ struct InstanceContext {
     /// Next offset expected per partition of the command topic (a worker reads one topic): the
     /// committed offset on assignment, then the record after the last one received.
     expected: std::sync::Mutex<HashMap<i32, i64>>,
+    /// Partitions assigned whose committed offsets are not read yet. The rebalance callback runs
+    /// inside the consumer's poll, on the async runtime, where a broker round trip must not
+    /// block; the run loop reads them off the runtime instead.
+    assigned: std::sync::Mutex<Vec<i32>>,
 }
 
 impl InstanceContext {
@@ -95,7 +101,7 @@ impl InstanceContext {
 impl ClientContext for InstanceContext {}
 
 impl ConsumerContext for InstanceContext {
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let (change, tpl) = match rebalance {
             Rebalance::Assign(tpl) => ("assigned", tpl),
             Rebalance::Revoke(tpl) => ("revoked", tpl),
@@ -106,24 +112,14 @@ impl ConsumerContext for InstanceContext {
         };
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         info!(instance = %self.instance, change, ?partitions, "command partitions changed");
-        // Where the group resumes each partition; a partition with no committed offset starts
-        // wherever the reset policy says, so nothing is expected of it yet. Read before taking
-        // the lock: it is a broker round trip.
-        let committed = match rebalance {
-            Rebalance::Assign(_) => consumer
-                .committed_offsets((*tpl).clone(), Timeout::After(Duration::from_secs(10)))
-                .map_err(|e| warn!(instance = %self.instance, error = %e, "cannot read the committed offsets"))
-                .ok(),
-            _ => None,
-        };
         let mut expected = self.expected.lock().unwrap_or_else(PoisonError::into_inner);
-        for e in tpl.elements() {
-            let _ = expected.remove(&e.partition());
+        let mut assigned = self.assigned.lock().unwrap_or_else(PoisonError::into_inner);
+        for p in &partitions {
+            let _ = expected.remove(p);
+            assigned.retain(|a| a != p);
         }
-        for e in committed.iter().flat_map(TopicPartitionList::elements) {
-            if let Offset::Offset(o) = e.offset() {
-                let _ = expected.insert(e.partition(), o);
-            }
+        if matches!(rebalance, Rebalance::Assign(_)) {
+            assigned.extend(partitions);
         }
     }
 }
@@ -131,7 +127,7 @@ impl ConsumerContext for InstanceContext {
 /// A participant worker.
 pub struct Worker {
     config: WorkerConfig,
-    consumer: StreamConsumer<InstanceContext>,
+    consumer: Arc<StreamConsumer<InstanceContext>>,
     producer: FutureProducer,
     codec: AsyncCodec,
     handler: Handler,
@@ -146,15 +142,6 @@ impl std::fmt::Debug for Worker {
             .field("config", &self.config)
             .finish()
     }
-}
-
-fn client_config(bootstrap: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    let _ = c
-        .set("bootstrap.servers", bootstrap)
-        .set("broker.address.family", "v4")
-        .set("log_level", "4");
-    c
 }
 
 fn now_ms() -> i64 {
@@ -177,22 +164,25 @@ impl Worker {
         handler: Handler,
         dedupe: Arc<Mutex<Dedupe>>,
     ) -> Result<Self> {
-        let mut consumer_config = client_config(&config.bootstrap);
+        let fetch_wait = config.fetch_wait_max_ms.to_string();
+        let mut consumer_config = config.kafka.config(&[
+            ("session.timeout.ms", "10000"),
+            ("heartbeat.interval.ms", "2000"),
+            ("fetch.wait.max.ms", &fetch_wait),
+            // Notice a command topic created after the worker started within seconds, not the
+            // default five minutes.
+            ("topic.metadata.refresh.interval.ms", "5000"),
+        ]);
         let _ = consumer_config
             .set("group.id", &config.group)
             .set("enable.auto.commit", "true")
             // Offsets are stored only after the reply is acknowledged: at least once.
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "2000")
-            .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
-            // Notice a command topic created after the worker started within seconds, not the
-            // default five minutes.
-            .set("topic.metadata.refresh.interval.ms", "5000");
+            .set("auto.offset.reset", "earliest");
         let context = InstanceContext {
             instance: config.instance.clone(),
             expected: std::sync::Mutex::default(),
+            assigned: std::sync::Mutex::default(),
         };
         let consumer: StreamConsumer<InstanceContext> = consumer_config
             .create_with_context(context)
@@ -206,21 +196,22 @@ impl Worker {
                 action: format!("subscribing to {}", config.topic),
                 source,
             })?;
-        let mut producer_config = client_config(&config.bootstrap);
-        let _ = producer_config
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "1")
-            // Replies must land on the partition the engine computes for the saga id.
-            .set("partitioner", "murmur2_random");
-        let producer: FutureProducer = producer_config.create().map_err(|source| Error::Kafka {
-            action: "creating the reply producer".into(),
-            source,
-        })?;
+        // Replies land on the partition the engine computes for the saga id: the shared
+        // producer config partitions by murmur2, as the engine does.
+        let producer: FutureProducer =
+            config
+                .kafka
+                .producer_config(1)
+                .create()
+                .map_err(|source| Error::Kafka {
+                    action: "creating the reply producer".into(),
+                    source,
+                })?;
         Ok(Self {
-            codec: AsyncCodec::new(&config.registry_url)?,
+            codec: AsyncCodec::new(&config.registry)?,
             dedupe,
             config,
-            consumer,
+            consumer: Arc::new(consumer),
             producer,
             handler,
             stats: Arc::new(WorkerStats::default()),
@@ -228,9 +219,20 @@ impl Worker {
     }
 
     /// Runs until `shutdown` resolves.
+    ///
+    /// A command that cannot be answered now (the registry or the broker is down, or a copy of
+    /// it is still running) is fetched again: its partition is rewound to it and no offset past
+    /// it is stored, so a commit never skips it. The worker backs off while that lasts.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
         tokio::pin!(shutdown);
+        let mut backoff = Duration::ZERO;
         loop {
+            if !backoff.is_zero() {
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+            }
             let first = tokio::select! {
                 _ = &mut shutdown => return Ok(()),
                 m = self.consumer.recv() => m,
@@ -243,6 +245,7 @@ impl Worker {
                     Err(_) => break,
                 }
             }
+            self.read_committed_offsets().await;
             let mut messages = Vec::with_capacity(batch.len());
             for m in batch {
                 match m {
@@ -255,22 +258,99 @@ impl Worker {
             }
             let results = join_all(messages.iter().map(|m| self.process(m))).await;
             // A stored offset commits everything before it in its partition, so nothing is
-            // stored past an unanswered command: it is consumed again after a restart.
-            let mut blocked: Vec<(String, i32)> = Vec::new();
+            // stored past an unanswered command, and the partition is rewound to it.
+            let mut blocked: Vec<i32> = Vec::new();
             for (m, result) in messages.iter().zip(results) {
-                let partition = (m.topic().to_string(), m.partition());
                 match result {
-                    Ok(()) if !blocked.contains(&partition) => {
+                    Ok(()) if !blocked.contains(&m.partition()) => {
                         if let Err(e) = self.consumer.store_offset_from_message(m) {
                             warn!(error = %e, "cannot store the consumer offset");
                         }
                     }
                     Ok(()) => {}
                     Err(e) => {
-                        warn!(error = %e, offset = m.offset(), "command not answered");
-                        blocked.push(partition);
+                        warn!(error = %e, instance = %self.config.instance, partition = m.partition(), offset = m.offset(), "command not answered; it will be fetched again after a backoff");
+                        blocked.push(m.partition());
+                        self.rewind(m);
                     }
                 }
+            }
+            backoff = if blocked.is_empty() {
+                Duration::ZERO
+            } else {
+                (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(5))
+            };
+        }
+    }
+
+    /// Fetches `message`'s partition again from `message` on.
+    fn rewind(&self, message: &BorrowedMessage<'_>) {
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        if let Err(e) = self.consumer.seek(
+            topic,
+            partition,
+            Offset::Offset(offset),
+            Timeout::After(Duration::from_secs(10)),
+        ) {
+            // The partition moved to another instance in the meantime: it resumes from the
+            // committed offset, which is not past this command.
+            warn!(error = %e, topic, partition, offset, "cannot rewind to an unanswered command");
+        }
+        // The offsets fetched again are expected, not gaps.
+        let mut expected = self
+            .consumer
+            .context()
+            .expected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let _ = expected.insert(partition, offset);
+    }
+
+    /// Reads where the group resumes each newly assigned partition, off the async runtime (a
+    /// broker round trip). A partition with no committed offset starts wherever the reset policy
+    /// says, so nothing is expected of it yet.
+    async fn read_committed_offsets(&self) {
+        let partitions: Vec<i32> = std::mem::take(
+            &mut *self
+                .consumer
+                .context()
+                .assigned
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        if partitions.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in &partitions {
+            let _ = tpl.add_partition(&self.config.topic, *p);
+        }
+        let consumer = self.consumer.clone();
+        let committed = tokio::task::spawn_blocking(move || {
+            consumer.committed_offsets(tpl, Timeout::After(Duration::from_secs(10)))
+        })
+        .await;
+        let committed = match committed {
+            Ok(Ok(committed)) => committed,
+            Ok(Err(e)) => {
+                warn!(instance = %self.config.instance, error = %e, "cannot read the committed offsets; offset gaps are not checked until the next assignment");
+                return;
+            }
+            Err(e) => {
+                warn!(instance = %self.config.instance, error = %e, "reading the committed offsets failed");
+                return;
+            }
+        };
+        let mut expected = self
+            .consumer
+            .context()
+            .expected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for e in committed.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                // A record already received since the assignment says more than the commit.
+                let _ = expected.entry(e.partition()).or_insert(o);
             }
         }
     }
@@ -296,6 +376,8 @@ impl Worker {
         };
         let command: Command = match self.codec.decode(payload).await {
             Ok(c) => c,
+            // The registry is down: the command is fine, and must wait for it.
+            Err(e) if e.is_outage() => return Err(e.into()),
             Err(e) => {
                 // Without a decodable command there is no saga to answer; skip it loudly.
                 self.stats.undecodable.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,20 @@
+//! Kafka client settings shared by every Sagaflow client.
+//!
+//! One builder for the engine, the schema registry, the worker library, the command-line tools
+//! and the tests, so that a property an operator sets (SASL, TLS, `client.rack`, ...) reaches
+//! every client, and no client quietly differs from the others.
+//!
+//! Properties come from, in order (later wins):
+//! 1. a `[kafka]` table in a TOML file (`kafka."security.protocol" = "SASL_SSL"`);
+//! 2. `SAGAFLOW_KAFKA_*` environment variables: `SAGAFLOW_KAFKA_SASL_MECHANISM=PLAIN` sets
+//!    `sasl.mechanism`. As in Confluent's container images, `_` becomes `.`, `__` becomes `_`
+//!    and `___` becomes `-`;
+//! 3. `--kafka KEY=VALUE` command-line options.
+
+mod error;
+mod settings;
+mod topics;
+
+pub use error::{Error, Result};
+pub use settings::{KafkaSettings, ENV_PREFIX, RESERVED};
+pub use topics::{TopicPolicy, TopicSpec};

@@ -1,0 +1,310 @@
+//! Where Kafka is and which librdkafka properties every client gets.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rdkafka::config::ClientConfig;
+
+use crate::error::{Error, Result};
+
+/// Prefix of the environment variables that set client properties.
+pub const ENV_PREFIX: &str = "SAGAFLOW_KAFKA_";
+
+/// Properties Sagaflow sets itself, with the reason a user may not override them.
+///
+/// Each guarantee of the engine depends on one of these: the journal's offset check needs an
+/// idempotent producer with `acks=all`; offsets are stored only after a decision is journaled;
+/// group ids and static member ids are derived from the engine group and the instance.
+pub const RESERVED: &[(&str, &str)] = &[
+    ("bootstrap.servers", "use --bootstrap or SAGAFLOW_BOOTSTRAP"),
+    (
+        "metadata.broker.list",
+        "use --bootstrap or SAGAFLOW_BOOTSTRAP",
+    ),
+    (
+        "group.id",
+        "derived from the engine group or the participant's topic",
+    ),
+    ("group.instance.id", "set the engine's instance-id instead"),
+    (
+        "enable.idempotence",
+        "the journal's chain check relies on idempotent producers",
+    ),
+    ("acks", "the journal and the relay need acks=all"),
+    (
+        "enable.auto.commit",
+        "offsets are committed only after a decision is journaled",
+    ),
+    (
+        "enable.auto.offset.store",
+        "offsets are stored only after a decision is journaled",
+    ),
+    ("transactional.id", "Sagaflow does not use transactions"),
+    (
+        "partitioner",
+        "saga ids are partitioned with murmur2, as Java clients do",
+    ),
+];
+
+/// Kafka bootstrap servers plus the user's librdkafka properties.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KafkaSettings {
+    bootstrap: String,
+    properties: BTreeMap<String, String>,
+}
+
+impl KafkaSettings {
+    /// Settings for `bootstrap` with no extra properties.
+    pub fn new(bootstrap: impl Into<String>) -> Self {
+        Self {
+            bootstrap: bootstrap.into(),
+            properties: BTreeMap::new(),
+        }
+    }
+
+    /// Settings for `bootstrap`, with the properties of the `SAGAFLOW_KAFKA_*` environment
+    /// variables and then the `KEY=VALUE` overrides (command-line options) applied.
+    pub fn from_env_and(bootstrap: impl Into<String>, overrides: &[String]) -> Result<Self> {
+        let mut settings = Self::new(bootstrap);
+        settings.apply_env()?;
+        settings.apply_overrides(overrides)?;
+        Ok(settings)
+    }
+
+    /// The bootstrap servers.
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// Replaces the bootstrap servers.
+    pub fn set_bootstrap(&mut self, bootstrap: impl Into<String>) {
+        self.bootstrap = bootstrap.into();
+    }
+
+    /// The user's properties, by name.
+    pub fn properties(&self) -> &BTreeMap<String, String> {
+        &self.properties
+    }
+
+    /// Sets one property, refusing the ones Sagaflow owns ([`RESERVED`]).
+    pub fn set(&mut self, key: &str, value: &str, source_name: &str) -> Result<()> {
+        let key = key.trim();
+        let refuse = |reason: String| Error::Property {
+            key: key.to_string(),
+            source_name: source_name.to_string(),
+            reason,
+        };
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return Err(refuse(
+                "not a librdkafka property name (letters, digits, '.', '_' and '-')".into(),
+            ));
+        }
+        if let Some((_, why)) = RESERVED.iter().find(|(k, _)| *k == key) {
+            return Err(refuse(format!("Sagaflow sets this itself: {why}")));
+        }
+        // Checked here, once, so that a typo fails at start with its source named, rather than
+        // at the first client a running engine creates.
+        let mut probe = ClientConfig::new();
+        let _ = probe.set(key, value);
+        if let Err(e) = probe.create_native_config() {
+            return Err(refuse(format!("librdkafka rejects it: {e}")));
+        }
+        let _ = self.properties.insert(key.to_string(), value.to_string());
+        Ok(())
+    }
+
+    /// Applies a `[kafka]` table read from `file` (strings, numbers and booleans).
+    pub fn apply_table(&mut self, table: &toml::Table, file: &Path) -> Result<()> {
+        for (key, value) in table {
+            let source_name = format!("the [kafka] table of {}", file.display());
+            let text = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(Error::Property {
+                        key: key.clone(),
+                        source_name,
+                        reason: format!(
+                            "expected a string, number or boolean, got a {}; quote dotted names: \
+                             \"sasl.mechanism\" = \"PLAIN\"",
+                            other.type_str()
+                        ),
+                    })
+                }
+            };
+            self.set(key, &text, &source_name)?;
+        }
+        Ok(())
+    }
+
+    /// Applies every `SAGAFLOW_KAFKA_*` environment variable.
+    pub fn apply_env(&mut self) -> Result<()> {
+        let mut vars: Vec<(String, String)> = std::env::vars()
+            .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+            .collect();
+        vars.sort();
+        for (name, value) in vars {
+            let key = env_to_property(&name[ENV_PREFIX.len()..]);
+            self.set(&key, &value, &format!("environment variable {name}"))?;
+        }
+        Ok(())
+    }
+
+    /// Applies `KEY=VALUE` pairs given on the command line.
+    pub fn apply_overrides(&mut self, pairs: &[String]) -> Result<()> {
+        for pair in pairs {
+            let Some((key, value)) = pair.split_once('=') else {
+                return Err(Error::Property {
+                    key: pair.clone(),
+                    source_name: "--kafka".into(),
+                    reason: "expected KEY=VALUE, e.g. --kafka security.protocol=SASL_SSL".into(),
+                });
+            };
+            self.set(key, value, &format!("--kafka {key}=..."))?;
+        }
+        Ok(())
+    }
+
+    /// A client config: the bootstrap servers, then `role`'s settings, then the user's
+    /// properties, which override a role's tuning but can never touch a [`RESERVED`] property.
+    pub fn config(&self, role: &[(&str, &str)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        // Errors only (3): librdkafka logs a warning for every reconnect to a restarting broker,
+        // and every failure that matters reaches the caller as an error anyway.
+        let _ = config
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("log_level", "3");
+        for (key, value) in role {
+            let _ = config.set(*key, *value);
+        }
+        for (key, value) in &self.properties {
+            let _ = config.set(key, value);
+        }
+        config
+    }
+
+    /// An idempotent producer (`acks=all`): retries keep per-partition order and never
+    /// duplicate within one producer session.
+    pub fn producer_config(&self, linger_ms: u32) -> ClientConfig {
+        let linger = linger_ms.to_string();
+        let mut config = self.config(&[("linger.ms", &linger), ("compression.type", "none")]);
+        let _ = config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("partitioner", "murmur2_random");
+        config
+    }
+}
+
+/// `SASL_MECHANISM` → `sasl.mechanism`; `__` → `_`; `___` → `-`.
+fn env_to_property(rest: &str) -> String {
+    let mut out = String::with_capacity(rest.len());
+    let mut chars = rest.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '_' {
+            out.extend(c.to_lowercase());
+            continue;
+        }
+        let mut run = 1;
+        while chars.peek() == Some(&'_') {
+            let _ = chars.next();
+            run += 1;
+        }
+        out.push_str(match run {
+            1 => ".",
+            2 => "_",
+            _ => "-",
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names_map_like_confluent_images() {
+        assert_eq!(env_to_property("SASL_MECHANISM"), "sasl.mechanism");
+        assert_eq!(env_to_property("LOG__LEVEL"), "log_level");
+        assert_eq!(
+            env_to_property("SSL_ENDPOINT_IDENTIFICATION_ALGORITHM"),
+            "ssl.endpoint.identification.algorithm"
+        );
+        assert_eq!(env_to_property("CLIENT___ID"), "client-id");
+    }
+
+    #[test]
+    fn reserved_properties_are_refused_with_the_reason() {
+        let mut s = KafkaSettings::new("b:9092");
+        let err = s.set("acks", "1", "test").unwrap_err().to_string();
+        assert!(err.contains("acks=all"), "{err}");
+        let err = s.set("group.id", "x", "test").unwrap_err().to_string();
+        assert!(err.contains("derived"), "{err}");
+    }
+
+    #[test]
+    fn unknown_properties_fail_with_their_source() {
+        let mut s = KafkaSettings::new("b:9092");
+        let err = s
+            .set("sasl.mechansim", "PLAIN", "the [kafka] table of x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sasl.mechansim"), "{err}");
+        assert!(err.contains("x.toml"), "{err}");
+    }
+
+    #[test]
+    fn user_properties_override_role_tuning_but_not_reserved_ones() {
+        let mut s = KafkaSettings::new("b:9092");
+        s.set("linger.ms", "20", "test").unwrap();
+        s.set("security.protocol", "SASL_PLAINTEXT", "test")
+            .unwrap();
+        let c = s.producer_config(2);
+        assert_eq!(c.get("linger.ms"), Some("20"));
+        assert_eq!(c.get("security.protocol"), Some("SASL_PLAINTEXT"));
+        assert_eq!(c.get("acks"), Some("all"));
+        assert_eq!(c.get("bootstrap.servers"), Some("b:9092"));
+        assert_eq!(c.get("broker.address.family"), None, "nothing forces IPv4");
+    }
+
+    #[test]
+    fn overrides_need_key_equals_value() {
+        let mut s = KafkaSettings::new("b:9092");
+        let err = s
+            .apply_overrides(&["client.id".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("KEY=VALUE"), "{err}");
+        s.apply_overrides(&["client.id=a=b".into()]).unwrap();
+        assert_eq!(s.properties()["client.id"], "a=b");
+    }
+
+    #[test]
+    fn tables_take_scalars_and_refuse_nested_tables() {
+        let table: toml::Table =
+            "\"socket.keepalive.enable\" = true\n\"message.max.bytes\" = 2000000\n"
+                .parse()
+                .unwrap();
+        let mut s = KafkaSettings::new("b:9092");
+        s.apply_table(&table, Path::new("engine.toml")).unwrap();
+        assert_eq!(s.properties()["message.max.bytes"], "2000000");
+        assert_eq!(s.properties()["socket.keepalive.enable"], "true");
+        // `sasl.mechanism = ...` unquoted is a nested table in TOML.
+        let nested: toml::Table = "sasl.mechanism = \"PLAIN\"\n".parse().unwrap();
+        let err = s
+            .apply_table(&nested, Path::new("engine.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("quote dotted names") && err.contains("engine.toml"),
+            "{err}"
+        );
+    }
+}

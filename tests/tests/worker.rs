@@ -1,0 +1,110 @@
+//! The worker library against a real broker and registry: nothing is lost when a command
+//! cannot be answered yet.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sagaflow_avro::{BlockingCodec, Command, Phase, RegistrySettings, Subject};
+use sagaflow_tests::{
+    create_topic, free_port, group, kafka_settings, producer, read_all, send, spawn_registry_on,
+    Broker,
+};
+use sagaflow_worker::{Handler, Worker, WorkerConfig};
+
+fn command(saga: &str, reply_to: &str) -> Command {
+    Command {
+        message_id: format!("{saga}/pay/forward/1"),
+        saga_id: saga.into(),
+        definition: "order".into(),
+        version: 1,
+        step: "pay".into(),
+        phase: Phase::Forward,
+        attempt: 1,
+        idempotency_key: format!("{saga}/pay/forward"),
+        command_type: "charge".into(),
+        payload_json: "{}".into(),
+        reply_to: reply_to.into(),
+        deadline: None,
+        issued_at: 0,
+    }
+}
+
+/// While the registry is down a worker cannot decode its commands. It used to skip them as
+/// undecodable and commit past them, so they were never answered. Now it rewinds, backs off,
+/// and answers every one once the registry is back.
+#[test]
+fn commands_fetched_during_a_registry_outage_are_answered_after_it() {
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (registry, url) = spawn_registry_on(&bootstrap, &listen);
+    let name = group("outage");
+    let (topic, replies) = (name.clone(), format!("{name}.replies"));
+    create_topic(&bootstrap, &topic, 1);
+    create_topic(&bootstrap, &replies, 1);
+    let codec = BlockingCodec::new(&RegistrySettings::new(url.as_str())).expect("codec");
+    let sagas: Vec<String> = (0..20).map(|i| format!("o-{i:02}")).collect();
+    let p = producer(&bootstrap);
+    for saga in &sagas {
+        let value = codec
+            .encode(Subject::Topic(&topic), &command(saga, &replies))
+            .expect("encode");
+        send(&p, &topic, saga, &value);
+    }
+    drop(registry);
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let _inside = runtime.enter();
+    let handler: Handler = Arc::new(|_| Box::pin(async { Ok(serde_json::json!({"ok": true})) }));
+    let worker = Worker::new(
+        WorkerConfig {
+            kafka: kafka_settings(&bootstrap),
+            registry: RegistrySettings::new(url.as_str()),
+            topic: topic.clone(),
+            group: name.clone(),
+            instance: "outage".into(),
+            dedupe_capacity: 100,
+            concurrency: 8,
+            fetch_wait_max_ms: 10,
+        },
+        handler,
+    )
+    .expect("worker");
+    let stats = worker.stats.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = runtime.spawn(async move {
+        worker
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        stats.undecodable.load(Ordering::Relaxed),
+        0,
+        "commands were skipped as undecodable while the registry was down"
+    );
+    assert!(read_all(&bootstrap, &replies).is_empty(), "no reply yet");
+
+    let (_registry, _) = spawn_registry_on(&bootstrap, &listen);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut answered = BTreeSet::new();
+    while answered.len() < sagas.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        answered = read_all(&bootstrap, &replies)
+            .into_iter()
+            .filter_map(|r| r.key.map(|k| String::from_utf8_lossy(&k).into_owned()))
+            .collect();
+    }
+    let _ = stop.send(());
+    runtime
+        .block_on(running)
+        .expect("join")
+        .expect("worker run");
+    let missing: Vec<&String> = sagas.iter().filter(|s| !answered.contains(*s)).collect();
+    assert!(missing.is_empty(), "never answered: {missing:?}");
+}
