@@ -6,6 +6,34 @@ use schema_registry_converter::{async_impl, blocking};
 
 use crate::error::{Error, Result};
 
+/// The converter's blocking and async settings are two types with the same builder API: one
+/// body serves both.
+macro_rules! sr_settings {
+    ($settings:expr, $module:path, $client:ty) => {{
+        use $module as sr;
+        let settings: &RegistrySettings = $settings;
+        settings.validate()?;
+        let mut builder = sr::SrSettings::new_builder(settings.url.clone());
+        if let Some((user, password)) = settings.user_password() {
+            let _ = builder.set_basic_authorization(user, Some(password));
+        }
+        if let Some(token) = &settings.bearer_token {
+            let _ = builder.set_token_authorization(token);
+        }
+        let mut client = <$client>::builder();
+        if let Some(file) = &settings.ca_file {
+            for certificate in settings.ca_certificates(file)? {
+                client = client.add_root_certificate(certificate);
+            }
+        }
+        builder
+            .build_with(client)
+            .map_err(|e| Error::RegistrySettings {
+                reason: format!("cannot build the registry client: {}", e.error),
+            })
+    }};
+}
+
 /// Where the Schema Registry is and how to authenticate to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RegistrySettings {
@@ -87,46 +115,10 @@ impl RegistrySettings {
     }
 
     pub(crate) fn blocking_settings(&self) -> Result<blocking::schema_registry::SrSettings> {
-        self.validate()?;
-        let mut builder = blocking::schema_registry::SrSettings::new_builder(self.url.clone());
-        if let Some((user, password)) = self.user_password() {
-            let _ = builder.set_basic_authorization(user, Some(password));
-        }
-        if let Some(token) = &self.bearer_token {
-            let _ = builder.set_token_authorization(token);
-        }
-        let mut client = reqwest::blocking::Client::builder();
-        if let Some(file) = &self.ca_file {
-            for certificate in self.ca_certificates(file)? {
-                client = client.add_root_certificate(certificate);
-            }
-        }
-        builder
-            .build_with(client)
-            .map_err(|e| Error::RegistrySettings {
-                reason: format!("cannot build the registry client: {}", e.error),
-            })
+        sr_settings!(self, blocking::schema_registry, reqwest::blocking::Client)
     }
 
     pub(crate) fn async_settings(&self) -> Result<async_impl::schema_registry::SrSettings> {
-        self.validate()?;
-        let mut builder = async_impl::schema_registry::SrSettings::new_builder(self.url.clone());
-        if let Some((user, password)) = self.user_password() {
-            let _ = builder.set_basic_authorization(user, Some(password));
-        }
-        if let Some(token) = &self.bearer_token {
-            let _ = builder.set_token_authorization(token);
-        }
-        let mut client = reqwest::Client::builder();
-        if let Some(file) = &self.ca_file {
-            for certificate in self.ca_certificates(file)? {
-                client = client.add_root_certificate(certificate);
-            }
-        }
-        builder
-            .build_with(client)
-            .map_err(|e| Error::RegistrySettings {
-                reason: format!("cannot build the registry client: {}", e.error),
-            })
+        sr_settings!(self, async_impl::schema_registry, reqwest::Client)
     }
 }

@@ -454,6 +454,25 @@ pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
         .unwrap_or_else(|e| panic!("cannot create {topic}: {e}"));
 }
 
+/// Starts a trip saga `id` in `group` (a small valid input).
+pub fn start_trip(codec: &BlockingCodec, bootstrap: &str, group: &str, id: &str) {
+    let topic = format!("{group}.starts");
+    let start = sagaflow_avro::StartSaga {
+        request_id: id.into(),
+        saga_id: id.into(),
+        definition: "trip".into(),
+        version: None,
+        input_json: serde_json::json!({"customer": {"id": "c", "email": "e"}, "amount": 1, "currency": "EUR",
+            "flight": {"number": "F", "date": "d"}, "hotel": {"id": "h", "check_in": "d", "nights": 1}})
+        .to_string(),
+        requested_at: 0,
+    };
+    let value = codec
+        .encode(sagaflow_avro::Subject::Topic(&topic), &start)
+        .expect("encode");
+    send(&producer(bootstrap), &topic, id, &value);
+}
+
 /// Sends one record and waits for it.
 pub fn send(
     producer: &ThreadedProducer<DefaultProducerContext>,

@@ -6,33 +6,14 @@ use std::time::Duration;
 use sagaflow_avro::RegistrySettings;
 use sagaflow_avro::{
     BlockingCodec, EventType as E, InputPosition, JournalKind, JournalRecord, Outbound, SagaState,
-    SagaStatus, StartSaga, StateEntry, Subject,
+    SagaStatus, StateEntry, Subject,
 };
 use sagaflow_tests::{
     eventually, group, metric, producer, read_all, root, send, spawn_engine, spawn_participant,
-    spawn_registry, Broker, EngineOpts, EventLog, TempDir,
+    spawn_registry, start_trip, Broker, EngineOpts, EventLog, TempDir,
 };
-use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(300);
-
-fn start(codec: &BlockingCodec, bootstrap: &str, group: &str, id: &str) {
-    let topic = format!("{group}.starts");
-    let start = StartSaga {
-        request_id: id.into(),
-        saga_id: id.into(),
-        definition: "trip".into(),
-        version: None,
-        input_json: json!({"customer": {"id": "c", "email": "e"}, "amount": 1, "currency": "EUR",
-            "flight": {"number": "F", "date": "d"}, "hotel": {"id": "h", "check_in": "d", "nights": 1}})
-        .to_string(),
-        requested_at: 0,
-    };
-    let value = codec
-        .encode(Subject::Topic(&topic), &start)
-        .expect("encode");
-    send(&producer(bootstrap), &topic, id, &value);
-}
 
 fn journal(bootstrap: &str, codec: &BlockingCodec, group: &str) -> Vec<(i64, JournalRecord)> {
     read_all(bootstrap, &format!("{group}.journal"))
@@ -72,7 +53,7 @@ fn a_stale_owner_writing_after_losing_its_partition_changes_nothing() {
 
     // The first owner runs one saga to the end, then stops.
     let (mut first, _) = spawn_engine("engine-1", &opts(&state_1));
-    start(&codec, &bootstrap, &group, "before");
+    start_trip(&codec, &bootstrap, &group, "before");
     assert!(eventually(WAIT, || EventLog::read(
         &bootstrap, &codec, &group
     )
@@ -149,7 +130,7 @@ fn a_stale_owner_writing_after_losing_its_partition_changes_nothing() {
 
     // The new owner keeps working: its next write finds the zombie records, it resyncs, and the
     // zombie's input positions (which would skip every start) are not applied.
-    start(&codec, &bootstrap, &group, "after");
+    start_trip(&codec, &bootstrap, &group, "after");
     let mut log = EventLog::default();
     assert!(
         eventually(WAIT, || {

@@ -6,32 +6,13 @@ use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
-use sagaflow_avro::{BlockingCodec, RegistrySettings, StartSaga, Subject};
+use sagaflow_avro::{BlockingCodec, RegistrySettings};
 use sagaflow_tests::{
-    client_config, eventually, group, producer, root, send, spawn_engine, spawn_participant,
-    spawn_registry, Broker, EngineOpts, EventLog, TempDir,
+    client_config, eventually, group, root, spawn_engine, spawn_participant, spawn_registry,
+    start_trip, Broker, EngineOpts, EventLog, TempDir,
 };
-use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(300);
-
-fn start(codec: &BlockingCodec, bootstrap: &str, group: &str, id: &str) {
-    let topic = format!("{group}.starts");
-    let start = StartSaga {
-        request_id: id.into(),
-        saga_id: id.into(),
-        definition: "trip".into(),
-        version: None,
-        input_json: json!({"customer": {"id": "c", "email": "e"}, "amount": 1, "currency": "EUR",
-            "flight": {"number": "F", "date": "d"}, "hotel": {"id": "h", "check_in": "d", "nights": 1}})
-        .to_string(),
-        requested_at: 0,
-    };
-    let value = codec
-        .encode(Subject::Topic(&topic), &start)
-        .expect("encode");
-    send(&producer(bootstrap), &topic, id, &value);
-}
 
 /// Deletes every record of `topic[0]` below its high watermark, as retention would; false if
 /// the broker does not implement DeleteRecords.
@@ -100,13 +81,13 @@ fn local_state_older_than_the_journal_retention_rebuilds_from_the_changelog() {
     };
 
     let (mut first, _) = spawn_engine("engine-1", &opts(&state_1));
-    start(&codec, &bootstrap, &group, "one-1");
+    start_trip(&codec, &bootstrap, &group, "one-1");
     assert!(finished(1), "engine 1 finished its saga");
     assert!(first.terminate().success());
 
     let (mut second, _) = spawn_engine("engine-2", &opts(&state_2));
     for i in 0..5 {
-        start(&codec, &bootstrap, &group, &format!("two-{i}"));
+        start_trip(&codec, &bootstrap, &group, &format!("two-{i}"));
     }
     assert!(finished(6), "engine 2 finished its sagas");
     assert!(second.terminate().success());
@@ -117,7 +98,7 @@ fn local_state_older_than_the_journal_retention_rebuilds_from_the_changelog() {
     }
 
     let (_first_again, _) = spawn_engine("engine-1-again", &opts(&state_1));
-    start(&codec, &bootstrap, &group, "three-1");
+    start_trip(&codec, &bootstrap, &group, "three-1");
     assert!(
         finished(7),
         "the engine with stale local state never processed the partition again"

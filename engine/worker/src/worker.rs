@@ -270,8 +270,12 @@ impl Worker {
                     Ok(()) => {}
                     Err(e) => {
                         warn!(error = %e, instance = %self.config.instance, partition = m.partition(), offset = m.offset(), "command not answered; it will be fetched again after a backoff");
-                        blocked.push(m.partition());
-                        self.rewind(m);
+                        // To the first unanswered command of the partition: later ones come
+                        // again after it.
+                        if !blocked.contains(&m.partition()) {
+                            blocked.push(m.partition());
+                            self.rewind(m);
+                        }
                     }
                 }
             }
@@ -297,13 +301,16 @@ impl Worker {
             warn!(error = %e, topic, partition, offset, "cannot rewind to an unanswered command");
         }
         // The offsets fetched again are expected, not gaps.
-        let mut expected = self
-            .consumer
+        let _ = self.expected().insert(partition, offset);
+    }
+
+    /// The next offset expected per partition.
+    fn expected(&self) -> std::sync::MutexGuard<'_, HashMap<i32, i64>> {
+        self.consumer
             .context()
             .expected
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let _ = expected.insert(partition, offset);
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Reads where the group resumes each newly assigned partition, off the async runtime (a
@@ -341,12 +348,7 @@ impl Worker {
                 return;
             }
         };
-        let mut expected = self
-            .consumer
-            .context()
-            .expected
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut expected = self.expected();
         for e in committed.elements() {
             if let Offset::Offset(o) = e.offset() {
                 // A record already received since the assignment says more than the commit.
