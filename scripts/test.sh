@@ -29,6 +29,7 @@ fi
 brokers=${SAGAFLOW_TEST_BROKERS:-tansu kafka}
 for broker in $brokers; do
   started=$(date +%s)
+  rm -f target/test-skips.log
   if [ "$broker" = tansu ]; then
     echo "== Rust unit tests, and integration tests on tansu" >&2
     SAGAFLOW_TEST_BROKER=tansu cargo test --locked --workspace -- --test-threads 2
@@ -38,5 +39,9 @@ for broker in $brokers; do
   fi
   echo "== Python interop tests on $broker" >&2
   SAGAFLOW_TEST_BROKER=$broker scripts/python-tests.sh
+  if [ -s target/test-skips.log ]; then
+    echo "== tests skipped on $broker, and why:" >&2
+    cat target/test-skips.log >&2
+  fi
   echo "== $broker: $(( $(date +%s) - started )) s" >&2
 done
