@@ -52,16 +52,29 @@ impl Supplied {
     }
 }
 
+/// Whether the registry may answer differently later: the converter flags network errors and
+/// HTTP 502/503 as retriable, but a registry whose own store is down (a Confluent registry
+/// without Kafka, or ours) answers 500 with error code 50001-50003, which it flags as final.
+fn is_outage(e: &SRCError) -> bool {
+    e.retriable
+        || e.cause
+            .as_deref()
+            .into_iter()
+            .chain([e.error.as_str()])
+            .any(|text| text.contains("failed with status 5"))
+}
+
 fn registry_error(subject: Subject<'_>, record: &str, e: SRCError) -> Error {
     let subject = match subject {
         Subject::Topic(t) => format!("{t}-value"),
         Subject::TopicRecord(t) => format!("{t}-{record}"),
     };
+    let outage = is_outage(&e);
     let message = match e.cause {
         Some(cause) => format!("{}: {cause}", e.error),
         None => e.error,
     };
-    if e.retriable {
+    if outage {
         return Error::RegistryUnavailable {
             what: format!("registering subject {subject}"),
             message,
@@ -84,11 +97,12 @@ fn from_writer_value<T: Contract>(value: Value) -> Result<T> {
 }
 
 fn decode_error(expected: &'static str, bytes: &[u8], e: SRCError) -> Error {
+    let outage = is_outage(&e);
     let message = match e.cause {
         Some(cause) => format!("{}: {cause}", e.error),
         None => e.error,
     };
-    if e.retriable {
+    if outage {
         let id = bytes
             .get(1..5)
             .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
@@ -135,18 +149,20 @@ impl BlockingCodec {
     /// Encodes `value` in the Confluent wire format, registering its schema if needed.
     pub fn encode<T: Contract>(&self, subject: Subject<'_>, value: &T) -> Result<Vec<u8>> {
         let strategy = self.supplied.strategy::<T>(subject);
-        self.encoder
-            .encode_struct(value, &strategy)
-            .map_err(|e| registry_error(subject, T::SCHEMA.full_name, e))
+        self.encoder.encode_struct(value, &strategy).map_err(|e| {
+            // The converter keeps failures it deems final; the next call must ask again.
+            self.encoder.remove_errors_from_cache();
+            registry_error(subject, T::SCHEMA.full_name, e)
+        })
     }
 
     /// Decodes a wire-format record into `T`.
     pub fn decode<T: Contract>(&self, bytes: &[u8]) -> Result<T> {
         check_not_empty(T::SCHEMA.full_name, bytes)?;
-        let decoded = self
-            .decoder
-            .decode(Some(bytes))
-            .map_err(|e| decode_error(T::SCHEMA.full_name, bytes, e))?;
+        let decoded = self.decoder.decode(Some(bytes)).map_err(|e| {
+            self.decoder.remove_errors_from_cache();
+            decode_error(T::SCHEMA.full_name, bytes, e)
+        })?;
         from_writer_value(decoded.value)
     }
 }
@@ -176,17 +192,20 @@ impl AsyncCodec {
         self.encoder
             .encode_struct(value, &strategy)
             .await
-            .map_err(|e| registry_error(subject, T::SCHEMA.full_name, e))
+            .map_err(|e| {
+                // The converter keeps failures it deems final; the next call must ask again.
+                self.encoder.remove_errors_from_cache();
+                registry_error(subject, T::SCHEMA.full_name, e)
+            })
     }
 
     /// Decodes a wire-format record into `T`.
     pub async fn decode<T: Contract>(&self, bytes: &[u8]) -> Result<T> {
         check_not_empty(T::SCHEMA.full_name, bytes)?;
-        let decoded = self
-            .decoder
-            .decode(Some(bytes))
-            .await
-            .map_err(|e| decode_error(T::SCHEMA.full_name, bytes, e))?;
+        let decoded = self.decoder.decode(Some(bytes)).await.map_err(|e| {
+            self.decoder.remove_errors_from_cache();
+            decode_error(T::SCHEMA.full_name, bytes, e)
+        })?;
         from_writer_value(decoded.value)
     }
 }

@@ -87,6 +87,10 @@ struct InstanceContext {
     /// inside the consumer's poll, on the async runtime, where a broker round trip must not
     /// block; the run loop reads them off the runtime instead.
     assigned: std::sync::Mutex<Vec<i32>>,
+    /// Partitions rewound to an unanswered command, and its offset: until that command comes
+    /// again, nothing after it is handled or stored (a seek can fail while the broker is down,
+    /// and the consumer would go on past it).
+    rewound: std::sync::Mutex<HashMap<i32, i64>>,
 }
 
 impl InstanceContext {
@@ -114,9 +118,12 @@ impl ConsumerContext for InstanceContext {
         info!(instance = %self.instance, change, ?partitions, "command partitions changed");
         let mut expected = self.expected.lock().unwrap_or_else(PoisonError::into_inner);
         let mut assigned = self.assigned.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut rewound = self.rewound.lock().unwrap_or_else(PoisonError::into_inner);
         for p in &partitions {
             let _ = expected.remove(p);
             assigned.retain(|a| a != p);
+            // A new owner resumes from the committed offset, which is not past the command.
+            let _ = rewound.remove(p);
         }
         if matches!(rebalance, Rebalance::Assign(_)) {
             assigned.extend(partitions);
@@ -183,6 +190,7 @@ impl Worker {
             instance: config.instance.clone(),
             expected: std::sync::Mutex::default(),
             assigned: std::sync::Mutex::default(),
+            rewound: std::sync::Mutex::default(),
         };
         let consumer: StreamConsumer<InstanceContext> = consumer_config
             .create_with_context(context)
@@ -246,12 +254,20 @@ impl Worker {
                 }
             }
             self.read_committed_offsets().await;
+            let mut blocked_before: Vec<i32> = Vec::new();
             let mut messages = Vec::with_capacity(batch.len());
             for m in batch {
                 match m {
-                    Ok(m) => {
+                    Ok(m) if self.fetched_again(&m) => {
                         self.check_contiguous(&m);
                         messages.push(m);
+                    }
+                    Ok(m) => {
+                        // Past a command whose rewind has not taken effect: it comes again.
+                        if !blocked_before.contains(&m.partition()) {
+                            blocked_before.push(m.partition());
+                            self.rewind(m.topic(), m.partition(), None);
+                        }
                     }
                     Err(e) => warn!(error = %e, instance = %self.config.instance, "consumer error"),
                 }
@@ -259,7 +275,7 @@ impl Worker {
             let results = join_all(messages.iter().map(|m| self.process(m))).await;
             // A stored offset commits everything before it in its partition, so nothing is
             // stored past an unanswered command, and the partition is rewound to it.
-            let mut blocked: Vec<i32> = Vec::new();
+            let mut blocked = blocked_before;
             for (m, result) in messages.iter().zip(results) {
                 match result {
                     Ok(()) if !blocked.contains(&m.partition()) => {
@@ -274,7 +290,7 @@ impl Worker {
                         // again after it.
                         if !blocked.contains(&m.partition()) {
                             blocked.push(m.partition());
-                            self.rewind(m);
+                            self.rewind(m.topic(), m.partition(), Some(m.offset()));
                         }
                     }
                 }
@@ -287,21 +303,52 @@ impl Worker {
         }
     }
 
-    /// Fetches `message`'s partition again from `message` on.
-    fn rewind(&self, message: &BorrowedMessage<'_>) {
-        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+    /// Fetches `partition` again from the unanswered command at `offset` (or from the one it
+    /// was rewound to before, for `None`).
+    fn rewind(&self, topic: &str, partition: i32, offset: Option<i64>) {
+        let offset = {
+            let mut rewound = self
+                .consumer
+                .context()
+                .rewound
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match offset.or_else(|| rewound.get(&partition).copied()) {
+                Some(o) => *rewound.entry(partition).or_insert(o),
+                None => return,
+            }
+        };
         if let Err(e) = self.consumer.seek(
             topic,
             partition,
             Offset::Offset(offset),
             Timeout::After(Duration::from_secs(10)),
         ) {
-            // The partition moved to another instance in the meantime: it resumes from the
-            // committed offset, which is not past this command.
-            warn!(error = %e, topic, partition, offset, "cannot rewind to an unanswered command");
+            // Tried again with the next record of the partition; meanwhile nothing past the
+            // command is handled or stored.
+            warn!(error = %e, topic, partition, offset, "cannot rewind to an unanswered command yet");
         }
         // The offsets fetched again are expected, not gaps.
         let _ = self.expected().insert(partition, offset);
+    }
+
+    /// Whether `message` may be handled: its partition is not waiting for a rewind to an earlier
+    /// command to take effect. The rewind is done once that command arrives again.
+    fn fetched_again(&self, message: &BorrowedMessage<'_>) -> bool {
+        let mut rewound = self
+            .consumer
+            .context()
+            .rewound
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match rewound.get(&message.partition()) {
+            Some(&at) if message.offset() > at => false,
+            Some(&at) if message.offset() == at => {
+                let _ = rewound.remove(&message.partition());
+                true
+            }
+            _ => true,
+        }
     }
 
     /// The next offset expected per partition.
