@@ -433,15 +433,24 @@ fn an_edited_definition_version_is_refused_at_start() {
     let flight = trip.find("  - name: flight").expect("flight step");
     let hotel = trip.find("  - name: hotel").expect("hotel step");
     std::fs::write(&file, format!("{}{}", &trip[..flight], &trip[hotel..])).expect("edit");
-    let refused = std::process::Command::new(sagaflow_tests::sagaflow_bin())
+    let mut child = std::process::Command::new(sagaflow_tests::sagaflow_bin())
         .args(sagaflow_tests::engine_args(&opts))
         .env("SAGAFLOW_REPLICATION_FACTOR", "1")
         .env("SAGAFLOW_MIN_INSYNC_REPLICAS", "1")
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run the engine");
+    let exited = eventually(Duration::from_secs(60), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let refused = child.wait_with_output().expect("engine output");
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        !refused.status.success(),
+        exited && !refused.status.success(),
         "the engine started on an edited trip@1:\n{stderr}"
     );
     assert!(
