@@ -307,16 +307,14 @@ impl Worker {
     /// was rewound to before, for `None`).
     fn rewind(&self, topic: &str, partition: i32, offset: Option<i64>) {
         let offset = {
-            let mut rewound = self
-                .consumer
-                .context()
-                .rewound
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            match offset.or_else(|| rewound.get(&partition).copied()) {
-                Some(o) => *rewound.entry(partition).or_insert(o),
-                None => return,
-            }
+            let mut rewound = self.rewound();
+            let Some(o) = offset.or_else(|| rewound.get(&partition).copied()) else {
+                return;
+            };
+            // The earliest unanswered command of the partition.
+            let at = rewound.entry(partition).or_insert(o);
+            *at = (*at).min(o);
+            *at
         };
         if let Err(e) = self.consumer.seek(
             topic,
@@ -335,12 +333,7 @@ impl Worker {
     /// Whether `message` may be handled: its partition is not waiting for a rewind to an earlier
     /// command to take effect. The rewind is done once that command arrives again.
     fn fetched_again(&self, message: &BorrowedMessage<'_>) -> bool {
-        let mut rewound = self
-            .consumer
-            .context()
-            .rewound
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut rewound = self.rewound();
         match rewound.get(&message.partition()) {
             Some(&at) if message.offset() > at => false,
             Some(&at) if message.offset() == at => {
@@ -349,6 +342,15 @@ impl Worker {
             }
             _ => true,
         }
+    }
+
+    /// The partitions waiting for a rewind, and its offset.
+    fn rewound(&self) -> std::sync::MutexGuard<'_, HashMap<i32, i64>> {
+        self.consumer
+            .context()
+            .rewound
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The next offset expected per partition.
