@@ -393,6 +393,14 @@ pub fn spawn_participant(bootstrap: &str, registry_url: &str, role: &str, extra:
     p
 }
 
+/// One instance of each participant of the trip saga, with no injected failures.
+pub fn trip_participants(bootstrap: &str, registry_url: &str) -> Vec<Proc> {
+    ["payment", "flight", "hotel", "notify"]
+        .iter()
+        .map(|role| spawn_participant(bootstrap, registry_url, role, &[]))
+        .collect()
+}
+
 /// Reads a counter from a Prometheus text page (`name` with its labels, e.g.
 /// `sagaflow_dead_letters_total{reason="unknown-saga"}`); 0 if absent.
 pub fn metric(metrics_url: &str, name: &str) -> f64 {

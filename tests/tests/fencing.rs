@@ -9,8 +9,8 @@ use sagaflow_avro::{
     SagaStatus, StateEntry, Subject,
 };
 use sagaflow_tests::{
-    eventually, group, metric, producer, read_all, root, send, spawn_engine, spawn_participant,
-    spawn_registry, start_trip, Broker, EngineOpts, EventLog, TempDir,
+    eventually, group, metric, producer, read_all, root, send, spawn_engine, spawn_registry,
+    start_trip, trip_participants, Broker, EngineOpts, EventLog, TempDir,
 };
 
 const WAIT: Duration = Duration::from_secs(300);
@@ -46,10 +46,7 @@ fn a_stale_owner_writing_after_losing_its_partition_changes_nothing() {
         definitions: root().join("examples"),
         partitions: 1,
     };
-    let _participants: Vec<_> = ["payment", "flight", "hotel", "notify"]
-        .iter()
-        .map(|r| spawn_participant(&bootstrap, &registry_url, r, &[]))
-        .collect();
+    let _participants = trip_participants(&bootstrap, &registry_url);
 
     // The first owner runs one saga to the end, then stops.
     let (mut first, _) = spawn_engine("engine-1", &opts(&state_1));

@@ -8,8 +8,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use sagaflow_avro::{BlockingCodec, RegistrySettings};
 use sagaflow_tests::{
-    client_config, eventually, group, root, spawn_engine, spawn_participant, spawn_registry,
-    start_trip, Broker, EngineOpts, EventLog, TempDir,
+    client_config, eventually, group, root, spawn_engine, spawn_registry, start_trip,
+    trip_participants, Broker, EngineOpts, EventLog, TempDir,
 };
 
 const WAIT: Duration = Duration::from_secs(300);
@@ -70,10 +70,7 @@ fn local_state_older_than_the_journal_retention_rebuilds_from_the_changelog() {
         definitions: root().join("examples"),
         partitions: 1,
     };
-    let _participants: Vec<_> = ["payment", "flight", "hotel", "notify"]
-        .iter()
-        .map(|r| spawn_participant(&bootstrap, &registry_url, r, &[]))
-        .collect();
+    let _participants = trip_participants(&bootstrap, &registry_url);
     let finished = |n: usize| {
         eventually(WAIT, || {
             EventLog::read(&bootstrap, &codec, &group).finished() == n

@@ -20,16 +20,6 @@ pub struct TopicPolicy {
     pub min_insync_replicas: i32,
 }
 
-impl Default for TopicPolicy {
-    /// Suits a cluster of three brokers: a write survives the loss of one.
-    fn default() -> Self {
-        Self {
-            replication_factor: 3,
-            min_insync_replicas: 2,
-        }
-    }
-}
-
 impl TopicPolicy {
     /// One replica: a single local broker.
     pub const LOCAL: TopicPolicy = TopicPolicy {
