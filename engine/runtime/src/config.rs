@@ -105,12 +105,7 @@ impl EngineConfig {
                 let _ = table.insert(key, value);
             }
         }
-        // Tables (none yet besides [kafka], handled above) have no single environment variable.
-        let keys: Vec<String> = table
-            .iter()
-            .filter(|(_, v)| !v.is_table())
-            .map(|(k, _)| k.clone())
-            .collect();
+        let keys: Vec<String> = table.keys().cloned().collect();
         for key in keys {
             let var = format!("SAGAFLOW_{}", key.to_uppercase().replace('-', "_"));
             if let Ok(raw) = std::env::var(&var) {
