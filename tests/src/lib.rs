@@ -18,6 +18,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use sagaflow_avro::{BlockingCodec, SagaEvent};
 use sagaflow_kafka::{KafkaSettings, TopicPolicy, TopicSpec};
 
+pub mod trips;
+
 /// The repository root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -221,8 +223,14 @@ pub struct Proc {
 impl Proc {
     /// Runs `sagaflow args...`, with stderr going to the test output.
     pub fn spawn(name: &str, args: &[String]) -> Self {
+        Self::spawn_env(name, args, &[])
+    }
+
+    /// Runs `sagaflow args...` with `env` added to its environment.
+    pub fn spawn_env(name: &str, args: &[String], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(sagaflow_bin())
             .args(args)
+            .envs(env.iter().copied())
             .env(
                 "SAGAFLOW_LOG",
                 std::env::var("SAGAFLOW_LOG").unwrap_or_else(|_| "warn".into()),
@@ -289,6 +297,11 @@ impl Proc {
         self.child.id()
     }
 
+    /// How it ended, if it has.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Whether it is still running.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -350,7 +363,12 @@ pub struct EngineOpts {
 
 /// An engine process; returns it with its metrics URL.
 pub fn spawn_engine(name: &str, o: &EngineOpts) -> (Proc, String) {
-    let p = Proc::spawn(name, &engine_args(o));
+    spawn_engine_env(name, o, &[])
+}
+
+/// An engine process with `env` added to its environment; returns it with its metrics URL.
+pub fn spawn_engine_env(name: &str, o: &EngineOpts, env: &[(&str, &str)]) -> (Proc, String) {
+    let p = Proc::spawn_env(name, &engine_args(o), env);
     let url = p.wait_line("metrics:", Duration::from_secs(60));
     (p, url)
 }
@@ -378,6 +396,17 @@ pub fn engine_args(o: &EngineOpts) -> Vec<String> {
 
 /// A participant process.
 pub fn spawn_participant(bootstrap: &str, registry_url: &str, role: &str, extra: &[&str]) -> Proc {
+    spawn_participant_env(bootstrap, registry_url, role, extra, &[])
+}
+
+/// A participant process with `env` added to its environment.
+pub fn spawn_participant_env(
+    bootstrap: &str,
+    registry_url: &str,
+    role: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Proc {
     let mut args: Vec<String> = vec![
         "participant".into(),
         "--bootstrap".into(),
@@ -388,7 +417,7 @@ pub fn spawn_participant(bootstrap: &str, registry_url: &str, role: &str, extra:
         role.into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    let p = Proc::spawn(role, &args);
+    let p = Proc::spawn_env(role, &args, env);
     let _ = p.wait_line("participant", Duration::from_secs(60));
     p
 }
@@ -465,21 +494,38 @@ pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
 
 /// Starts a trip saga `id` in `group` (a small valid input).
 pub fn start_trip(codec: &BlockingCodec, bootstrap: &str, group: &str, id: &str) {
+    let input = serde_json::json!({"customer": {"id": "c", "email": "e"}, "amount": 1, "currency": "EUR",
+        "flight": {"number": "F", "date": "d"}, "hotel": {"id": "h", "check_in": "d", "nights": 1}});
+    let p = producer(bootstrap);
+    start_saga(codec, &p, group, "trip", id, &input);
+    p.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// Enqueues a start of `definition` with saga id `id` on `producer` (flush it to wait).
+pub fn start_saga(
+    codec: &BlockingCodec,
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    group: &str,
+    definition: &str,
+    id: &str,
+    input: &serde_json::Value,
+) {
     let topic = format!("{group}.starts");
     let start = sagaflow_avro::StartSaga {
         request_id: id.into(),
         saga_id: id.into(),
-        definition: "trip".into(),
+        definition: definition.into(),
         version: None,
-        input_json: serde_json::json!({"customer": {"id": "c", "email": "e"}, "amount": 1, "currency": "EUR",
-            "flight": {"number": "F", "date": "d"}, "hotel": {"id": "h", "check_in": "d", "nights": 1}})
-        .to_string(),
+        input_json: input.to_string(),
         requested_at: 0,
     };
     let value = codec
         .encode(sagaflow_avro::Subject::Topic(&topic), &start)
         .expect("encode");
-    send(&producer(bootstrap), &topic, id, &value);
+    producer
+        .send(BaseRecord::to(&topic).key(id).payload(&value))
+        .map_err(|(e, _)| e)
+        .expect("enqueue start");
 }
 
 /// Sends one record and waits for it.

@@ -161,3 +161,126 @@ fn a_stale_owner_writing_after_losing_its_partition_changes_nothing() {
     assert!(metric(&metrics, "sagaflow_journal_conflicts_total") >= 1.0);
     assert!(metric(&metrics, "sagaflow_fenced_records_total") >= 1.0);
 }
+
+/// A fenced owner that wakes up can still flush its changelog: older states, written after the
+/// new owner's. A restore on another node must keep the newest state per saga by the journal
+/// offset it came from, not the last one written; otherwise the older state comes back and a
+/// redelivered reply is applied to it a second time.
+#[test]
+fn a_fenced_owners_late_changelog_flush_never_comes_back_in_a_restore() {
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    let (_registry, registry_url) = spawn_registry(&bootstrap);
+    let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
+    let group = group("late-flush");
+    let dirs = [
+        TempDir::new("late-flush-1"),
+        TempDir::new("late-flush-2"),
+        TempDir::new("late-flush-3"),
+    ];
+    let opts = |state: &TempDir| EngineOpts {
+        bootstrap: bootstrap.clone(),
+        registry_url: registry_url.clone(),
+        group: group.clone(),
+        state_dir: state.path().to_path_buf(),
+        definitions: root().join("examples"),
+        partitions: 1,
+    };
+    let _participants = trip_participants(&bootstrap, &registry_url);
+    let finished = |n: usize| {
+        eventually(WAIT, || {
+            EventLog::read(&bootstrap, &codec, &group).finished() == n
+        })
+    };
+
+    // The first owner runs saga `x` to the end, then stops.
+    let (mut first, _) = spawn_engine("engine-1", &opts(&dirs[0]));
+    start_trip(&codec, &bootstrap, &group, "x");
+    assert!(finished(1), "saga x did not finish");
+    assert!(first.terminate().success());
+    // The state `x` had while it waited for its payment: what the old owner's late flush holds.
+    let (source, waiting) = journal(&bootstrap, &codec, &group)
+        .into_iter()
+        .find_map(|(offset, r)| {
+            let entry = r.states.into_iter().find(|e| e.saga_id == "x")?;
+            Some((offset, entry.state?))
+        })
+        .expect("a journal record with the first state of x");
+
+    // A new owner takes over and finishes another saga.
+    let (mut second, _) = spawn_engine("engine-2", &opts(&dirs[1]));
+    start_trip(&codec, &bootstrap, &group, "y");
+    assert!(finished(2), "saga y did not finish");
+
+    // The old owner wakes up and flushes what it still held, as its relay would.
+    let changelog = format!("{group}.changelog");
+    let p = producer(&bootstrap);
+    p.send(
+        rdkafka::producer::BaseRecord::to(&changelog)
+            .partition(0)
+            .key("x")
+            .payload(&waiting)
+            .headers(
+                rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+                    key: "sagaflow-source-offset",
+                    value: Some(source.to_string().as_bytes()),
+                }),
+            ),
+    )
+    .map_err(|(e, _)| e)
+    .expect("enqueue the late flush");
+    rdkafka::producer::Producer::flush(&p, Duration::from_secs(30)).expect("flush");
+
+    // The new owner goes on (its checkpoints now follow the late flush), then stops.
+    start_trip(&codec, &bootstrap, &group, "z");
+    assert!(finished(3), "saga z did not finish");
+    assert!(second.terminate().success());
+
+    // A third node restores from the changelog; the payment reply of `x` is delivered again.
+    let (_third, metrics) = spawn_engine("engine-3", &opts(&dirs[2]));
+    let replies = format!("{group}.replies");
+    let reply = read_all(&bootstrap, &replies)
+        .into_iter()
+        .find(|r| {
+            r.key.as_deref() == Some(b"x")
+                && codec
+                    .decode::<sagaflow_avro::Reply>(r.value.as_deref().unwrap_or_default())
+                    .is_ok_and(|reply| reply.step == "payment")
+        })
+        .expect("the payment reply of x");
+    send(
+        &producer(&bootstrap),
+        &replies,
+        "x",
+        reply.value.as_deref().expect("reply value"),
+    );
+    start_trip(&codec, &bootstrap, &group, "after");
+    assert!(
+        finished(4),
+        "the saga started after the restore did not finish"
+    );
+    assert!(
+        eventually(Duration::from_secs(60), || metric(
+            &metrics,
+            "sagaflow_inputs_total"
+        ) >= 2.0),
+        "engine-3 did not read the redelivered reply"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let log = EventLog::read(&bootstrap, &codec, &group);
+    assert!(
+        log.conflicts.is_empty(),
+        "the old state came back and the reply was applied again: {:?}",
+        log.conflicts
+    );
+    assert_eq!(log.types("x").last(), Some(&E::SagaCompleted));
+    assert_eq!(
+        log.types("x")
+            .iter()
+            .filter(|t| **t == E::StepSucceeded)
+            .count(),
+        4,
+        "x: {:?}",
+        log.steps("x")
+    );
+}

@@ -177,6 +177,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // Fault injection for the fault-matrix test; inert unless SAGAFLOW_FAILPOINTS is set.
+    match sagaflow_failpoints::arm_from_env() {
+        Ok(armed) if !armed.is_empty() => tracing::warn!(?armed, "failpoints armed"),
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let result = match cli.command {
         Command::Def {
             command: DefCommand::Check { paths },

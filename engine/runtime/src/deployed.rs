@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use rdkafka::message::Message as _;
 use sagaflow_definition::Registry;
 use sagaflow_kafka::KafkaSettings;
 use serde::{Deserialize, Serialize};
@@ -36,8 +37,9 @@ pub(crate) fn check_immutable(
     // The first record of a key is the deployed body; a later different one can only come from
     // an engine that raced this check, and loses.
     let mut recorded: BTreeMap<String, Deployed> = BTreeMap::new();
-    crate::kafka::read_range(&reader, topic, 0, 0, high, |offset, key, value| {
-        let (Some(key), Some(value)) = (key, value) else {
+    crate::kafka::read_range(&reader, topic, 0, 0, high, |m| {
+        let offset = m.offset();
+        let (Some(key), Some(value)) = (m.key(), m.payload()) else {
             return Ok(());
         };
         let key = String::from_utf8_lossy(key).into_owned();

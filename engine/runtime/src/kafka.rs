@@ -5,7 +5,7 @@ use sagaflow_kafka::KafkaSettings;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::error::{Error, Result};
@@ -41,7 +41,7 @@ pub(crate) fn read_range(
     partition: i32,
     from: i64,
     until: i64,
-    mut f: impl FnMut(i64, Option<&[u8]>, Option<&[u8]>) -> Result<()>,
+    mut f: impl FnMut(&BorrowedMessage<'_>) -> Result<()>,
 ) -> Result<()> {
     if from >= until {
         return Ok(());
@@ -74,7 +74,7 @@ pub(crate) fn read_range(
                     continue;
                 }
                 next = m.offset() + 1;
-                f(m.offset(), m.key(), m.payload())?;
+                f(&m)?;
             }
         }
     }
@@ -82,6 +82,20 @@ pub(crate) fn read_range(
         .unassign()
         .map_err(|e| Error::kafka("unassigning a reader", e))?;
     Ok(())
+}
+
+/// Header of changelog records: the journal offset of the record whose state they hold.
+pub(crate) const SOURCE_HEADER: &str = "sagaflow-source-offset";
+
+/// The journal offset a changelog record's state came from; -1 for records without one
+/// (checkpoints, markers, and states written before the header existed).
+pub(crate) fn source_offset(m: &BorrowedMessage<'_>) -> i64 {
+    m.headers()
+        .and_then(|h| h.iter().find(|h| h.key == SOURCE_HEADER))
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1)
 }
 
 use rdkafka::producer::{FutureProducer, FutureRecord};

@@ -695,6 +695,7 @@ impl Processor {
                 &self.ctx.deps.topics,
                 &advance.mark,
             )?;
+            sagaflow_failpoints::hit(sagaflow_failpoints::RELAY_DELIVERED);
             task.relayed(&self.ctx.env(), advance.mark)?;
             self.relay
                 .checkpoint(advance.partition, checkpoint, through);

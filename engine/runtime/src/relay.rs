@@ -78,8 +78,8 @@ struct PartitionRelay {
     outputs_through: i64,
     /// Chain and positions at each committed offset not yet covered by the watermark.
     marks: BTreeMap<i64, RelayMark>,
-    /// Latest state per saga since the last flush.
-    dirty: HashMap<String, Option<Vec<u8>>>,
+    /// Latest state per saga since the last flush, with the journal offset it came from.
+    dirty: HashMap<String, (i64, Option<Vec<u8>>)>,
     /// Flush in flight: (number, covers through offset, outstanding).
     flush: Option<(u64, i64, usize)>,
     changelog_through: i64,
@@ -171,13 +171,14 @@ impl Relay {
         let _ = self.partitions.remove(&partition);
     }
 
-    /// Hands over a committed (valid) journal record.
+    /// Hands over a committed (valid) journal record: its outputs, and saga states with the
+    /// journal offset each came from.
     pub(crate) fn committed(
         &mut self,
         partition: i32,
         offset: i64,
         outputs: Vec<Outbound>,
-        states: impl IntoIterator<Item = (String, Option<Vec<u8>>)>,
+        states: impl IntoIterator<Item = (String, (i64, Option<Vec<u8>>))>,
         mark: Option<RelayMark>,
         redelivery: bool,
     ) {
@@ -392,7 +393,7 @@ impl Relay {
             let dirty = std::mem::take(&mut part.dirty);
             part.flush = Some((number, through, dirty.len()));
             let generation = part.generation;
-            for (saga_id, state) in dirty {
+            for (saga_id, (source, state)) in dirty {
                 self.send(Box::new(Ticket {
                     partition,
                     generation,
@@ -402,11 +403,16 @@ impl Relay {
                         topic: self.changelog.clone(),
                         key: Some(saga_id.into_bytes()),
                         value: state,
-                        headers: Vec::new(),
+                        // Restores keep the state with the newest source, not the last written.
+                        headers: vec![sagaflow_avro::Header {
+                            name: crate::kafka::SOURCE_HEADER.into(),
+                            value: source.to_string().into_bytes(),
+                        }],
                         not_before: None,
                     },
                     explicit_partition: Some(partition),
                 }));
+                sagaflow_failpoints::hit(sagaflow_failpoints::CHANGELOG_FLUSH);
             }
         }
         advances

@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use rdkafka::consumer::BaseConsumer;
+use rdkafka::message::Message as _;
 use rdkafka::producer::FutureProducer;
 use sagaflow_avro::{
     BlockingCodec, Checkpoint, InputPosition, JournalKind, JournalRecord, Outbound, Parked,
@@ -32,6 +33,9 @@ pub(crate) const CHECKPOINT_KEY: &str = "__checkpoint";
 /// Prefix of changelog keys that are not saga ids.
 const RESERVED_PREFIX: &str = "__";
 
+/// States per RocksDB write while restoring from the changelog.
+const RESTORE_CHUNK: usize = 128;
+
 /// Most claims one restore tries before giving up (each lost claim means another writer raced).
 const CLAIM_ATTEMPTS: u32 = 20;
 
@@ -41,8 +45,9 @@ pub(crate) struct Restored {
     pub(crate) meta: Meta,
     /// Outputs of valid records after the relay watermark, in journal order.
     pub(crate) unrelayed: Vec<(i64, Vec<Outbound>)>,
-    /// Latest state bytes of sagas changed after the watermark (for the changelog).
-    pub(crate) dirty: HashMap<String, Option<Vec<u8>>>,
+    /// Latest state of sagas changed after the watermark, with the journal offset it came from
+    /// (for the changelog).
+    pub(crate) dirty: HashMap<String, (i64, Option<Vec<u8>>)>,
     /// Offset the next journal record of this owner must land at.
     pub(crate) journal_end: i64,
     /// Records skipped by the chain rule.
@@ -69,7 +74,7 @@ struct Replay<'a> {
     meta: Meta,
     applied_through: i64,
     unrelayed: Vec<(i64, Vec<Outbound>)>,
-    dirty: HashMap<String, Option<Vec<u8>>>,
+    dirty: HashMap<String, (i64, Option<Vec<u8>>)>,
     fenced_records: u64,
 }
 
@@ -129,7 +134,7 @@ impl Replay<'_> {
             for entry in &record.states {
                 let _ = self
                     .dirty
-                    .insert(entry.saga_id.clone(), entry.state.clone());
+                    .insert(entry.saga_id.clone(), (offset, entry.state.clone()));
             }
             if !record.outputs.is_empty() {
                 self.unrelayed.push((offset, record.outputs));
@@ -201,9 +206,9 @@ pub(crate) fn restore(
         partition,
         next,
         journal_reported_end,
-        |o, _, v| {
-            next = o + 1;
-            replay.record(o, v)
+        |m| {
+            next = m.offset() + 1;
+            replay.record(m.offset(), m.payload())
         },
     )?;
     next = next.max(journal_reported_end);
@@ -250,17 +255,11 @@ pub(crate) fn restore(
             c.writer.as_bytes(),
             Some(&bytes),
         )?;
-        kafka::read_range(
-            c.reader,
-            &c.topics.journal,
-            partition,
-            next,
-            at + 1,
-            |o, _, v| {
-                next = o + 1;
-                replay.record(o, v)
-            },
-        )?;
+        sagaflow_failpoints::hit(sagaflow_failpoints::CLAIM_WRITTEN);
+        kafka::read_range(c.reader, &c.topics.journal, partition, next, at + 1, |m| {
+            next = m.offset() + 1;
+            replay.record(m.offset(), m.payload())
+        })?;
         end = at + 1;
         if replay.chain.owned_by(epoch, c.writer) && replay.chain.last_valid == at {
             break;
@@ -346,34 +345,60 @@ fn from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<Meta> {
         marker.as_bytes(),
         None,
     )?;
-    // The broker may not compact: keep the last record per key ourselves.
-    let mut latest: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
+    // The newest state per key by the journal offset it came from, and the checkpoint that
+    // covers the most of the journal, whatever order they were written in: a fenced owner that
+    // wakes up (G3) can still flush older states and checkpoints after the new owner's. Among
+    // records of equal source offset (older records without one), the last one written wins,
+    // so a broker that does not compact is fine too.
+    let mut latest: BTreeMap<String, (i64, Option<Vec<u8>>)> = BTreeMap::new();
     let mut checkpoint: Option<Checkpoint> = None;
+    let mut stale = 0u64;
     kafka::read_range(
         c.reader,
         &c.topics.changelog,
         partition,
         low,
         end + 1,
-        |offset, key, value| {
-            let Some(key) = key.map(|k| String::from_utf8_lossy(k).into_owned()) else {
+        |m| {
+            let Some(key) = m.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
                 return Ok(());
             };
             if key == CHECKPOINT_KEY {
-                if let Some(bytes) = value {
-                    checkpoint = Some(c.codec.decode(bytes).map_err(|e| Error::Journal {
+                if let Some(bytes) = m.payload() {
+                    let cp: Checkpoint = c.codec.decode(bytes).map_err(|e| Error::Journal {
                         topic: c.topics.changelog.clone(),
                         partition,
-                        offset,
+                        offset: m.offset(),
                         message: e.to_string(),
-                    })?);
+                    })?;
+                    if checkpoint
+                        .as_ref()
+                        .is_some_and(|best| best.journal_offset > cp.journal_offset)
+                    {
+                        stale += 1;
+                    } else {
+                        checkpoint = Some(cp);
+                    }
                 }
             } else if !key.starts_with(RESERVED_PREFIX) || parked::is_parked_key(&key) {
-                let _ = latest.insert(key, value.map(<[u8]>::to_vec));
+                let source = kafka::source_offset(m);
+                match latest.get(&key) {
+                    Some((newest, _)) if *newest > source => stale += 1,
+                    _ => {
+                        let _ = latest.insert(key, (source, m.payload().map(<[u8]>::to_vec)));
+                    }
+                }
             }
             Ok(())
         },
     )?;
+    if stale > 0 {
+        warn!(
+            partition,
+            stale,
+            "the changelog holds records older than ones written before them (a fenced owner's late flush); they were skipped"
+        );
+    }
     let mut meta = Meta::empty();
     if let Some(cp) = &checkpoint {
         let chain = ChainMeta {
@@ -394,25 +419,28 @@ fn from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<Meta> {
         };
     }
     let mut decoded = Vec::with_capacity(latest.len());
-    for (key, state) in &latest {
+    for (key, (_, state)) in &latest {
         decoded.push(decode_state(c.codec, key, state.as_deref())?);
     }
     let writes: Vec<StateWrite<'_>> = latest
         .iter()
         .zip(&decoded)
-        .map(|((key, state), (running, timers))| StateWrite {
+        .map(|((key, (_, state)), (running, timers))| StateWrite {
             saga_id: key,
             state: state.as_deref(),
             running: *running,
             timers,
         })
         .collect();
-    for chunk in writes.chunks(1000) {
-        c.store.apply(partition, -1, chunk, &[], &meta)?;
+    let mut chunks = writes.chunks(RESTORE_CHUNK).peekable();
+    while let Some(chunk) = chunks.next() {
+        c.store.load_states(partition, chunk)?;
+        if chunks.peek().is_some() {
+            sagaflow_failpoints::hit(sagaflow_failpoints::RESTORE_CHUNK);
+        }
     }
-    if writes.is_empty() {
-        c.store.apply(partition, -1, &[], &[], &meta)?;
-    }
+    // The metadata last: it says the partition is whole.
+    c.store.apply(partition, -1, &[], &[], &meta)?;
     info!(partition, sagas = latest.len(), checkpoint = ?checkpoint.as_ref().map(|c| c.journal_offset), "restored from the changelog");
     Ok(meta)
 }

@@ -255,19 +255,16 @@ impl Store {
         self.db.write(batch).map_err(|e| self.err(e))
     }
 
-    /// Applies one valid journal record atomically, with the timer index entries it fired.
-    pub(crate) fn apply(
-        &self,
-        partition: i32,
-        offset: i64,
-        writes: &[StateWrite<'_>],
-        fired: &[(i64, String)],
-        meta: &Meta,
-    ) -> Result<()> {
+    /// Writes states without touching the metadata (a restore from the changelog, in chunks):
+    /// until [`Store::apply`] writes the metadata last, a restart sees no metadata and restores
+    /// the partition again instead of trusting a part of it.
+    pub(crate) fn load_states(&self, partition: i32, writes: &[StateWrite<'_>]) -> Result<()> {
         let mut batch = WriteBatch::default();
-        for (due, target) in fired {
-            batch.delete(index_key(partition, *due, target));
-        }
+        Self::put_states(&mut batch, partition, writes);
+        self.db.write(batch).map_err(|e| self.err(e))
+    }
+
+    fn put_states(batch: &mut WriteBatch, partition: i32, writes: &[StateWrite<'_>]) {
         for w in writes {
             for (due, target) in w.timers {
                 batch.put(index_key(partition, *due, target), b"");
@@ -282,6 +279,22 @@ impl Store {
                 batch.delete(key('r', partition, w.saga_id));
             }
         }
+    }
+
+    /// Applies one valid journal record atomically, with the timer index entries it fired.
+    pub(crate) fn apply(
+        &self,
+        partition: i32,
+        offset: i64,
+        writes: &[StateWrite<'_>],
+        fired: &[(i64, String)],
+        meta: &Meta,
+    ) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for (due, target) in fired {
+            batch.delete(index_key(partition, *due, target));
+        }
+        Self::put_states(&mut batch, partition, writes);
         if offset >= 0 {
             batch.put(key('v', partition, &format!("{offset:020}")), b"");
         }

@@ -1221,6 +1221,7 @@ impl Task {
                 timers,
             })
             .collect();
+        sagaflow_failpoints::hit(sagaflow_failpoints::JOURNAL_ACKED);
         env.store
             .apply(self.partition, offset, &writes, &flight.fired, &self.meta)?;
         for (due, target) in flight.timers.into_iter().flatten() {
@@ -1247,7 +1248,10 @@ impl Task {
             chain: self.meta.chain.clone(),
             positions: self.meta.positions.clone(),
         };
-        let states = record.states.into_iter().map(|e| (e.saga_id, e.state));
+        let states = record
+            .states
+            .into_iter()
+            .map(|e| (e.saga_id, (offset, e.state)));
         relay.committed(
             self.partition,
             offset,

@@ -1,6 +1,7 @@
 //! Example participants for the trip saga (payment, flight, hotel, notify) and the benchmark
 //! (echo), with failure injection for demos and tests.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
@@ -73,16 +74,35 @@ pub struct Injection {
     pub latency_ms: (u64, u64),
 }
 
-/// Appends one JSON line per command applied for the first time (tests count side effects).
+/// Appends one JSON line per operation applied for the first time (tests count side effects).
+///
+/// It is the example participants' database: like a real participant's, it applies an
+/// operation once per idempotency key, also after a crash and restart of the participant
+/// (the keys already in the file are read at open). An operation the engine sent twice under
+/// two keys shows as two lines.
 #[derive(Debug)]
-pub struct EffectsLog(Mutex<File>);
+pub struct EffectsLog(Mutex<(File, HashSet<String>)>);
 
 impl EffectsLog {
     /// Opens (appends to) `path`.
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        Ok(Self(Mutex::new(
-            OpenOptions::new().create(true).append(true).open(path)?,
-        )))
+        let mut applied = HashSet::new();
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                for line in text.lines() {
+                    let key = serde_json::from_str::<Value>(line)
+                        .ok()
+                        .and_then(|v| v["key"].as_str().map(str::to_string));
+                    if let Some(key) = key {
+                        let _ = applied.insert(key);
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Self(Mutex::new((file, applied))))
     }
 
     fn record(&self, command: &Command) {
@@ -96,8 +116,11 @@ impl EffectsLog {
         // One write call per line: processes share the file, and O_APPEND keeps a single write
         // whole, where `writeln!` may split a line into several writes that interleave.
         let line = format!("{line}\n");
-        if let Ok(mut f) = self.0.lock() {
-            let _ = f.write_all(line.as_bytes());
+        if let Ok(mut guard) = self.0.lock() {
+            let (file, applied) = &mut *guard;
+            if applied.insert(command.idempotency_key.clone()) {
+                let _ = file.write_all(line.as_bytes());
+            }
         }
     }
 }

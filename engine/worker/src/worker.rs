@@ -279,6 +279,7 @@ impl Worker {
             for (m, result) in messages.iter().zip(results) {
                 match result {
                     Ok(()) if !blocked.contains(&m.partition()) => {
+                        sagaflow_failpoints::hit(sagaflow_failpoints::WORKER_REPLIED);
                         if let Err(e) = self.consumer.store_offset_from_message(m) {
                             warn!(error = %e, "cannot store the consumer offset");
                         }
@@ -478,6 +479,7 @@ impl Worker {
                     reply
                 }
             };
+            sagaflow_failpoints::hit(sagaflow_failpoints::WORKER_HANDLED);
             self.send(&command.reply_to, &reply).await
         }
         .instrument(span)
