@@ -445,6 +445,11 @@ pub fn metric(metrics_url: &str, name: &str) -> f64 {
 
 /// A plain HTTP GET over a TCP socket (no client library needed for localhost pages).
 pub fn http_get(url: &str) -> String {
+    http_get_status(url).1
+}
+
+/// Like [`http_get`], with the status code (0 if the response had none).
+pub fn http_get_status(url: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").expect("http url");
     let (host, path) = rest
@@ -454,10 +459,16 @@ pub fn http_get(url: &str) -> String {
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").expect("write request");
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
-    response
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// The settings every test client uses: the engine's builder, with `SAGAFLOW_KAFKA_*` applied.
@@ -490,6 +501,26 @@ pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
             TopicPolicy::LOCAL,
         ))
         .unwrap_or_else(|e| panic!("cannot create {topic}: {e}"));
+}
+
+/// Deletes `topic` and waits until the broker says it is gone.
+pub fn delete_topic(bootstrap: &str, topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(bootstrap).create().expect("admin client");
+    let results = runtime
+        .block_on(admin.delete_topics(&[topic], &AdminOptions::new()))
+        .unwrap_or_else(|e| panic!("cannot delete {topic}: {e}"));
+    for result in results {
+        if let Err((name, code)) = result {
+            panic!("cannot delete {name}: {code}");
+        }
+    }
 }
 
 /// Starts a trip saga `id` in `group` (a small valid input).

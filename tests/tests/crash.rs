@@ -1,5 +1,7 @@
 //! Crash tests (G1, G2): kill -9 of engines, and of the broker, with sagas in flight.
 
+use std::time::Duration;
+
 use sagaflow_avro::{BlockingCodec, RegistrySettings};
 use sagaflow_tests::trips::{
     assert_in_flight_at, check_invariants, in_flight, now_ms, owns_all, participants, stream_trips,
@@ -298,4 +300,68 @@ fn a_paused_engine_that_resumes_after_losing_its_partitions_changes_nothing() {
     let all: Vec<String> = ids.iter().chain(&more).cloned().collect();
     let log = wait_finished(&bootstrap, codec, &opts.group, &all);
     check_invariants(&log, &all, effects);
+}
+
+/// A clean hand-over re-sends nothing. One engine runs alone, a second joins and takes some of
+/// its partitions, then stops cleanly (SIGTERM): the first takes them back, with local state
+/// older than what the second did there, and must not deliver any output a second time.
+#[test]
+fn a_clean_hand_over_re_sends_nothing() {
+    let r = rig("handover");
+    let (bootstrap, registry_url, codec, effects, opts) = (
+        r.broker.bootstrap(),
+        r.registry_url.clone(),
+        &r.codec,
+        &r.effects,
+        &r.opts,
+    );
+    let later = TempDir::new("handover-b");
+    let opts_b = EngineOpts {
+        state_dir: later.path().to_path_buf(),
+        ..opts.clone()
+    };
+    let (_a, metrics_a) = spawn_engine("engine-a", opts);
+    assert!(
+        eventually(WAIT, || owns_all(&metrics_a, opts.partitions)),
+        "engine-a never owned every partition"
+    );
+    let _participants = participants(&bootstrap, &registry_url, effects);
+    let run = |prefix: &str, n: usize| {
+        let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i:04}")).collect();
+        stream_trips(
+            bootstrap.clone(),
+            registry_url.clone(),
+            opts.group.clone(),
+            ids.clone(),
+            40,
+        )
+        .join()
+        .expect("feeder");
+        ids
+    };
+    let mut ids = run("alone", 40);
+    let _ = wait_finished(&bootstrap, codec, &opts.group, &ids);
+    let (mut b, metrics_b) = spawn_engine("engine-b", &opts_b);
+    let owned = |url: &str| sagaflow_tests::metric(url, "sagaflow_partitions_owned");
+    assert!(
+        eventually(WAIT, || owned(&metrics_b) >= 1.0),
+        "engine-b never got a partition"
+    );
+    ids.extend(run("shared", 120));
+    let _ = wait_finished(&bootstrap, codec, &opts.group, &ids);
+    let redeliveries = || sagaflow_tests::metric(&metrics_a, "sagaflow_relay_redeliveries_total");
+    let before = redeliveries();
+    assert!(b.terminate().success(), "engine-b did not stop cleanly");
+    assert!(
+        eventually(WAIT, || owns_all(&metrics_a, opts.partitions)),
+        "engine-a never took its partitions back"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        redeliveries() - before,
+        0.0,
+        "engine-a delivered outputs again after a clean hand-over"
+    );
+    let log = wait_finished(&bootstrap, codec, &opts.group, &ids);
+    check_invariants(&log, &ids, effects);
 }

@@ -28,11 +28,16 @@ struct Stack {
 }
 
 fn stack(name: &str) -> Stack {
+    stack_env(name, &[])
+}
+
+/// A stack whose engine has `env` added to its environment.
+fn stack_env(name: &str, env: &[(&str, &str)]) -> Stack {
     let broker = Broker::start();
     let (registry, registry_url) = spawn_registry(&broker.bootstrap());
     let state = TempDir::new(name);
     let group = group(name);
-    let (engine, metrics_url) = spawn_engine(
+    let (engine, metrics_url) = sagaflow_tests::spawn_engine_env(
         "engine",
         &EngineOpts {
             bootstrap: broker.bootstrap(),
@@ -42,6 +47,7 @@ fn stack(name: &str) -> Stack {
             definitions: root().join("examples"),
             partitions: 2,
         },
+        env,
     );
     let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
     Stack {
@@ -502,5 +508,186 @@ fn an_input_too_large_to_journal_is_dead_lettered_and_its_partition_goes_on() {
     assert!(
         metric(&s.metrics_url, "sagaflow_sagas_started_total") <= 1.0,
         "the big start was decided again and again"
+    );
+}
+
+/// A registry outage is waited out, not dead-lettered: an engine restarted while the registry
+/// is down cannot read its own state, so its partitions stop and restore again after a backoff,
+/// `/health` says so, and once the registry is back every saga started meanwhile finishes.
+#[test]
+fn a_registry_outage_stops_partitions_until_it_ends_and_loses_nothing() {
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    let listen = format!("127.0.0.1:{}", sagaflow_tests::free_port());
+    let (mut registry, registry_url) = sagaflow_tests::spawn_registry_on(&bootstrap, &listen);
+    let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
+    let state = TempDir::new("outage");
+    let opts = EngineOpts {
+        bootstrap: bootstrap.clone(),
+        registry_url: registry_url.clone(),
+        group: group("outage"),
+        state_dir: state.path().to_path_buf(),
+        definitions: root().join("examples"),
+        partitions: 2,
+    };
+    let _participants = sagaflow_tests::trip_participants(&bootstrap, &registry_url);
+    let (mut engine, _) = spawn_engine("engine-1", &opts);
+    let before: Vec<String> = (0..5).map(|i| format!("before-{i}")).collect();
+    for id in &before {
+        sagaflow_tests::start_trip(&codec, &bootstrap, &opts.group, id);
+    }
+    let finished = |n: usize| {
+        eventually(WAIT, || {
+            EventLog::read(&bootstrap, &codec, &opts.group).finished() == n
+        })
+    };
+    assert!(finished(5), "the first sagas did not finish");
+    assert!(engine.terminate().success());
+
+    // Starts encoded now (the registry assigns their schema id) and sent during the outage.
+    let starts_topic = format!("{}.starts", opts.group);
+    let during: Vec<(String, Vec<u8>)> = (0..10)
+        .map(|i| {
+            let id = format!("during-{i}");
+            let start = StartSaga {
+                request_id: id.clone(),
+                saga_id: id.clone(),
+                definition: "trip".into(),
+                version: None,
+                input_json: json!({"customer": {"id": "c", "email": "e"}, "amount": 1, "currency": "EUR",
+                    "flight": {"number": "F", "date": "d"}, "hotel": {"id": "h", "check_in": "d", "nights": 1}})
+                .to_string(),
+                requested_at: 0,
+            };
+            let value = codec
+                .encode(Subject::Topic(&starts_topic), &start)
+                .expect("encode");
+            (id, value)
+        })
+        .collect();
+    registry.kill9();
+    let (_engine, metrics_url) = spawn_engine("engine-2", &opts);
+    let p = producer(&bootstrap);
+    for (id, value) in &during {
+        send(&p, &starts_topic, id, value);
+    }
+    let health = metrics_url.replace("/metrics", "/health");
+    let mut seen = (0, String::new());
+    assert!(
+        eventually(Duration::from_secs(120), || {
+            seen = sagaflow_tests::http_get_status(&health);
+            seen.0 == 503 && seen.1.contains("partition")
+        }),
+        "/health did not report the stopped partitions: {seen:?}"
+    );
+    assert!(metric(&metrics_url, "sagaflow_partitions_failing") >= 1.0);
+    eprintln!("during the outage, /health said: {}", seen.1.trim());
+
+    let (_registry, _) = sagaflow_tests::spawn_registry_on(&bootstrap, &listen);
+    assert!(
+        finished(15),
+        "sagas started during the outage did not finish after it"
+    );
+    assert!(
+        eventually(Duration::from_secs(60), || sagaflow_tests::http_get_status(
+            &health
+        )
+        .0 == 200),
+        "/health did not recover"
+    );
+    assert_eq!(
+        metric(&metrics_url, "sagaflow_partitions_failing"),
+        0.0,
+        "partitions still failing"
+    );
+    let log = EventLog::read(&bootstrap, &codec, &opts.group);
+    assert!(log.conflicts.is_empty(), "{:?}", log.conflicts);
+    let dead = read_all(&bootstrap, &format!("{}.dlq", opts.group));
+    assert!(
+        dead.is_empty(),
+        "{} inputs were dead-lettered during the outage",
+        dead.len()
+    );
+}
+
+/// An output the relay's producer refuses outright (its topic was deleted after the engine
+/// accepted the record) waits and is retried on its own: the engine thread, and every other
+/// saga, go on.
+#[test]
+fn an_output_whose_topic_was_deleted_never_stops_the_engine() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::BaseRecord;
+    if sagaflow_tests::broker_kind() == sagaflow_tests::BrokerKind::Tansu {
+        sagaflow_tests::skip(
+            "an_output_whose_topic_was_deleted_never_stops_the_engine",
+            "after a DeleteTopics, tansu 0.6 fails every produce (Unknown broker error) and resets connections",
+        );
+        return;
+    }
+    // Records for a missing topic fail within seconds instead of librdkafka's default 30 s
+    // (waiting for the topic to appear) and 5 minutes (the message timeout).
+    let s = stack_env(
+        "deleted-topic",
+        &[
+            ("SAGAFLOW_KAFKA_MESSAGE_TIMEOUT_MS", "5000"),
+            ("SAGAFLOW_KAFKA_TOPIC_METADATA_PROPAGATION_MAX_MS", "2000"),
+        ],
+    );
+    let bootstrap = s.broker.bootstrap();
+    let _participants = s.participants(0.0);
+    s.start_trip("warm-up");
+    let _ = s.wait_finished(&["warm-up".to_string()]);
+    let target = format!("{}.gone", s.group);
+    sagaflow_tests::create_topic(&bootstrap, &target, 2);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    let due = now + 4_000;
+    let p = producer(&bootstrap);
+    let delay = format!("{}.delay", s.group);
+    for i in 0..4 {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "sagaflow-delay-topic",
+                value: Some(target.as_bytes()),
+            })
+            .insert(Header {
+                key: "sagaflow-delay-until",
+                value: Some(due.to_string().as_bytes()),
+            });
+        p.send(
+            BaseRecord::to(&delay)
+                .key(&format!("k{i}"))
+                .payload("v")
+                .headers(headers),
+        )
+        .map_err(|(e, _)| e)
+        .expect("send");
+    }
+    rdkafka::producer::Producer::flush(&p, Duration::from_secs(30)).expect("flush");
+    assert!(
+        eventually(WAIT, || metric(
+            &s.metrics_url,
+            "sagaflow_delayed_scheduled_total"
+        ) >= 4.0),
+        "the delayed records were not accepted"
+    );
+    sagaflow_tests::delete_topic(&bootstrap, &target);
+    // Past the due time, the relay tries, the delivery fails within the message timeout, and
+    // the producer knows that the topic is gone: it refuses at once when the relay offers the
+    // records again.
+    std::thread::sleep(Duration::from_secs(15));
+    let ids: Vec<String> = (0..3).map(|i| format!("after-{i}")).collect();
+    for id in &ids {
+        s.start_trip(id);
+    }
+    let _ = s.wait_finished(&ids);
+    assert!(
+        eventually(Duration::from_secs(60), || metric(
+            &s.metrics_url,
+            "sagaflow_relay_retries_total"
+        ) >= 1.0),
+        "the relay never met a refused message: the test proved nothing"
     );
 }

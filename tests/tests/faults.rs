@@ -58,6 +58,8 @@ fn rig(name: &str, definitions: &Path, partitions: i32) -> Rig {
     }
 }
 
+const SMALL_CACHE: (&str, &str) = ("SAGAFLOW_STATE_CACHE_SAGAS", "3");
+
 fn armed(point: &str, passes: u32) -> String {
     format!("{point}={passes}*off->return")
 }
@@ -89,7 +91,13 @@ fn engine_crash_under_load(point: &str, passes: u32) {
     let r = rig(point, &root().join("examples"), 4);
     let (bootstrap, opts) = (r.broker.bootstrap(), &r.opts);
     let env = armed(point, passes);
-    let (mut engine, metrics) = spawn_engine_env("engine-armed", opts, &[(fp::ENV, &env)]);
+    // A cache of three states per partition: most decisions read their saga from RocksDB, so
+    // the matrix also proves that evicted states come back right.
+    let (mut engine, metrics) = spawn_engine_env(
+        "engine-armed",
+        opts,
+        &[(fp::ENV, &env), (SMALL_CACHE.0, SMALL_CACHE.1)],
+    );
     let _participants = participants(&bootstrap, &r.registry_url, &r.effects);
     assert!(
         eventually(WAIT, || owns_all(&metrics, opts.partitions)),
@@ -104,7 +112,7 @@ fn engine_crash_under_load(point: &str, passes: u32) {
         40,
     );
     let crash = crashed_at(&mut engine, point);
-    let (_engine, _) = spawn_engine("engine-restarted", opts);
+    let (_engine, _) = spawn_engine_env("engine-restarted", opts, &[SMALL_CACHE]);
     feeder.join().expect("feeder");
     let log = wait_finished(&bootstrap, &r.codec, &opts.group, &ids);
     check_invariants(&log, &ids, &r.effects);

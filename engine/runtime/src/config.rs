@@ -56,6 +56,8 @@ pub struct EngineConfig {
     pub session_timeout_ms: u64,
     /// How far ahead timers are kept in memory.
     pub timer_horizon_ms: i64,
+    /// Most committed saga states each partition keeps decoded in memory.
+    pub state_cache_sagas: usize,
     /// How early delayed deliveries are decided (and held by the relay until due).
     pub timer_lookahead_ms: i64,
     /// Default time to live of buffered signals.
@@ -191,6 +193,12 @@ impl EngineConfig {
         {
             return Err(Error::Config(
                 "timer-horizon-ms must be at least 100, signal-ttl-ms at least 0, and timer-lookahead-ms between 0 and timer-horizon-ms".into(),
+            ));
+        }
+        if self.state_cache_sagas == 0 {
+            return Err(Error::Config(
+                "state-cache-sagas must be at least 1 (it is per partition; 10000 by default)"
+                    .into(),
             ));
         }
         if self.max_batch_decisions == 0 || self.max_batch_bytes < 10_000 {

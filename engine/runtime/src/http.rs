@@ -1,4 +1,7 @@
 //! The engine's HTTP endpoint: `/metrics` (Prometheus) and `/health`.
+//!
+//! `/health` answers 200 `ok`, or 503 with each partition stopped by an error and the error:
+//! the engine is up but not making progress there (a registry outage, say).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +23,7 @@ pub async fn serve_http(listen: &str, metrics: Arc<Metrics>) -> Result<SocketAdd
         action: "reading the HTTP address".into(),
         source,
     })?;
+    let health_metrics = metrics.clone();
     let app = axum::Router::new()
         .route(
             "/metrics",
@@ -28,11 +32,29 @@ pub async fn serve_http(listen: &str, metrics: Arc<Metrics>) -> Result<SocketAdd
                 async move { metrics.render() }
             }),
         )
-        .route("/health", axum::routing::get(|| async { "ok" }));
+        .route(
+            "/health",
+            axum::routing::get(move || async move { health(&health_metrics) }),
+        );
     drop(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             error!(error = %e, "HTTP endpoint stopped");
         }
     }));
     Ok(addr)
+}
+
+fn health(metrics: &Metrics) -> (axum::http::StatusCode, String) {
+    let failing = metrics.failing();
+    if failing.is_empty() {
+        return (axum::http::StatusCode::OK, "ok".into());
+    }
+    let mut body = format!(
+        "degraded: {} partition(s) stopped, each restores again after a backoff\n",
+        failing.len()
+    );
+    for (partition, error) in failing {
+        body.push_str(&format!("partition {partition}: {error}\n"));
+    }
+    (axum::http::StatusCode::SERVICE_UNAVAILABLE, body)
 }

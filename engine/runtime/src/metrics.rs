@@ -18,6 +18,8 @@ macro_rules! counters {
             ignored: Mutex<Vec<(&'static str, u64)>>,
             /// Dead letters by reason.
             dead_letters: Mutex<Vec<(&'static str, u64)>>,
+            /// Partitions stopped by an error, with the error, until they restore again.
+            failing: Mutex<std::collections::BTreeMap<i32, String>>,
         }
 
         impl Metrics {
@@ -35,6 +37,10 @@ macro_rules! counters {
                 let _ = writeln!(out, "# HELP sagaflow_timers_in_memory Near-term timers held in memory by the timer wheels.");
                 let _ = writeln!(out, "# TYPE sagaflow_timers_in_memory gauge");
                 let _ = writeln!(out, "sagaflow_timers_in_memory {}", self.timers_in_memory.load(Ordering::Relaxed));
+                let failing = self.failing.lock().expect("metrics lock").len();
+                let _ = writeln!(out, "# HELP sagaflow_partitions_failing Owned partitions stopped by an error (a registry or broker outage, say), waiting to restore again.");
+                let _ = writeln!(out, "# TYPE sagaflow_partitions_failing gauge");
+                let _ = writeln!(out, "sagaflow_partitions_failing {failing}");
                 let _ = writeln!(out, "# HELP sagaflow_inputs_ignored_total Duplicate or stale inputs recognised and not applied.");
                 let _ = writeln!(out, "# TYPE sagaflow_inputs_ignored_total counter");
                 for (reason, n) in self.ignored.lock().expect("metrics lock").iter() {
@@ -75,6 +81,8 @@ counters! {
     signals_received_total => "External events consumed.",
     signals_buffered_total => "External events buffered until a saga awaits them.",
     signals_expired_total => "Buffered external events that no saga claimed in time (dead-lettered).",
+    relay_retries_total => "Messages the relay's producer refused (other than a full queue) or failed to deliver, offered again a second later.",
+    partition_failures_total => "Times a partition stopped on an error and was scheduled to restore after a backoff.",
 }
 
 impl Metrics {
@@ -94,6 +102,36 @@ impl Metrics {
     /// Counts a dead letter.
     pub fn dead_letter(&self, reason: &'static str) {
         Self::bump(&self.dead_letters, reason);
+    }
+
+    /// Records that `partition` stopped on `error`.
+    pub fn partition_failed(&self, partition: i32, error: String) {
+        self.partition_failures_total
+            .fetch_add(1, Ordering::Relaxed);
+        let _ = self
+            .failing
+            .lock()
+            .expect("metrics lock")
+            .insert(partition, error);
+    }
+
+    /// Records that `partition` is healthy again (restored) or no longer owned.
+    pub fn partition_recovered(&self, partition: i32) {
+        let _ = self
+            .failing
+            .lock()
+            .expect("metrics lock")
+            .remove(&partition);
+    }
+
+    /// The failing partitions with their errors (empty when healthy).
+    pub fn failing(&self) -> Vec<(i32, String)> {
+        self.failing
+            .lock()
+            .expect("metrics lock")
+            .iter()
+            .map(|(p, e)| (*p, e.clone()))
+            .collect()
     }
 
     /// Total ignored inputs.

@@ -282,11 +282,16 @@ impl Context {
             writer: &self.writer,
             signal_ttl_ms: self.config.signal_ttl_ms,
             timer_horizon_ms: self.config.timer_horizon_ms,
+            cache_sagas: self.config.state_cache_sagas,
             timer_lookahead_ms: self.config.timer_lookahead_ms,
             targets: &self.targets,
         }
     }
 }
+
+/// First wait before a stopped partition restores again; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 struct Processor {
     ctx: Context,
@@ -296,7 +301,10 @@ struct Processor {
     journal_acks: Receiver<JournalAck>,
     relay: Relay,
     tasks: BTreeMap<i32, Task>,
+    /// Owned partitions stopped by an error, with when to restore them again.
     failed: BTreeMap<i32, Instant>,
+    /// Per partition, the last failure and the backoff it got.
+    backoffs: BTreeMap<i32, (Instant, Duration)>,
     next_generation: u64,
     rejoin: Rejoin,
     orphans: OrphanWatch,
@@ -396,6 +404,7 @@ impl Processor {
             relay,
             tasks: BTreeMap::new(),
             failed: BTreeMap::new(),
+            backoffs: BTreeMap::new(),
             next_generation: 1,
             rejoin,
             orphans: OrphanWatch::default(),
@@ -490,24 +499,30 @@ impl Processor {
             let Some(task) = self.tasks.get_mut(&partition) else {
                 continue;
             };
-            task.handle(
-                &env,
-                now,
-                InputRecord {
-                    topic: message.topic(),
-                    offset: message.offset(),
-                    key: message.key(),
-                    payload: message.payload(),
-                    headers,
-                },
-            )?;
-            if task.batch_full(
+            let input = InputRecord {
+                topic: message.topic(),
+                offset: message.offset(),
+                key: message.key(),
+                payload: message.payload(),
+                headers,
+            };
+            let (max_inputs, max_bytes) = (
                 self.ctx.config.max_batch_decisions,
                 self.ctx.config.max_batch_bytes,
-            ) {
-                if let Some(p) = task.flush(&env)? {
+            );
+            let result = task.handle(&env, now, input).and_then(|()| {
+                if task.batch_full(max_inputs, max_bytes) {
+                    task.flush(&env)
+                } else {
+                    Ok(None)
+                }
+            });
+            match result {
+                Ok(Some(p)) => {
                     Self::send_journal(&self.journal, &self.ctx.deps.topics.journal, partition, p);
                 }
+                Ok(None) => {}
+                Err(e) => self.fail_partition(partition, e.to_string()),
             }
         }
         Ok(())
@@ -522,12 +537,21 @@ impl Processor {
         for partition in partitions {
             let env = self.ctx.env();
             let task = self.tasks.get_mut(&partition).expect("listed");
-            task.fire_timers(&env, now, max)?;
-            in_memory += task.timers_in_memory();
-            if task.batch_full(max, self.ctx.config.max_batch_bytes) {
-                if let Some(p) = task.flush(&env)? {
+            let max_bytes = self.ctx.config.max_batch_bytes;
+            let result = task.fire_timers(&env, now, max).and_then(|_| {
+                in_memory += task.timers_in_memory();
+                if task.batch_full(max, max_bytes) {
+                    task.flush(&env)
+                } else {
+                    Ok(None)
+                }
+            });
+            match result {
+                Ok(Some(p)) => {
                     Self::send_journal(&self.journal, &self.ctx.deps.topics.journal, partition, p);
                 }
+                Ok(None) => {}
+                Err(e) => self.fail_partition(partition, e.to_string()),
             }
         }
         self.ctx.metrics.timers_in_memory.store(
@@ -553,20 +577,21 @@ impl Processor {
                 }
                 GroupEvent::Assigned(partition, restored) => {
                     let _ = self.failed.remove(&partition);
-                    self.install(partition, *restored)?;
+                    self.ctx.metrics.partition_recovered(partition);
+                    if let Err(e) = self.install(partition, *restored) {
+                        self.fail_partition(partition, format!("starting the partition: {e}"));
+                    }
                 }
                 GroupEvent::AssignFailed(partition, reason) => {
-                    error!(partition, %reason, "restore failed; will retry");
-                    let _ = self.failed.insert(partition, Instant::now());
-                    if let Some(tpl) = self.input_tpl(partition, None) {
-                        let _ = self.consumer.pause(&tpl);
-                    }
+                    self.fail_partition(partition, format!("restore failed: {reason}"));
                 }
                 GroupEvent::Revoked(partitions) => {
                     self.rejoin.revoked(&partitions.iter().copied().collect());
                     for partition in partitions {
                         let _ = self.tasks.remove(&partition);
                         let _ = self.failed.remove(&partition);
+                        let _ = self.backoffs.remove(&partition);
+                        self.ctx.metrics.partition_recovered(partition);
                         self.relay.close(partition);
                     }
                 }
@@ -655,10 +680,14 @@ impl Processor {
             let produce = {
                 let env = self.ctx.env();
                 let task = self.tasks.get_mut(&partition).expect("listed");
-                task.flush(&env)?
+                task.flush(&env)
             };
-            if let Some(p) = produce {
-                Self::send_journal(&self.journal, &self.ctx.deps.topics.journal, partition, p);
+            match produce {
+                Ok(Some(p)) => {
+                    Self::send_journal(&self.journal, &self.ctx.deps.topics.journal, partition, p);
+                }
+                Ok(None) => {}
+                Err(e) => self.fail_partition(partition, e.to_string()),
             }
         }
         Ok(())
@@ -679,7 +708,9 @@ impl Processor {
             if task.generation != ticket.generation || task.status != TaskStatus::Active {
                 continue;
             }
-            task.acked(&env, &mut self.relay, ticket.seq, result)?;
+            if let Err(e) = task.acked(&env, &mut self.relay, ticket.seq, result) {
+                self.fail_partition(ticket.partition, e.to_string());
+            }
         }
         Ok(())
     }
@@ -690,17 +721,52 @@ impl Processor {
                 continue;
             };
             let through = advance.mark.chain.last_valid;
-            let checkpoint = restore::encode_checkpoint(
+            let persisted = restore::encode_checkpoint(
                 &self.ctx.deps.codec,
                 &self.ctx.deps.topics,
                 &advance.mark,
-            )?;
-            sagaflow_failpoints::hit(sagaflow_failpoints::RELAY_DELIVERED);
-            task.relayed(&self.ctx.env(), advance.mark)?;
-            self.relay
-                .checkpoint(advance.partition, checkpoint, through);
+            )
+            .and_then(|checkpoint| {
+                sagaflow_failpoints::hit(sagaflow_failpoints::RELAY_DELIVERED);
+                task.relayed(&self.ctx.env(), advance.mark)?;
+                Ok(checkpoint)
+            });
+            match persisted {
+                Ok(checkpoint) => self
+                    .relay
+                    .checkpoint(advance.partition, checkpoint, through),
+                Err(e) => self.fail_partition(advance.partition, e.to_string()),
+            }
         }
         Ok(())
+    }
+
+    /// Stops `partition` after an error that is not its inputs' fault (a registry or broker
+    /// outage, a store error): it drops its speculative state and restores from the journal
+    /// after a backoff, while the other partitions go on. `/health` and
+    /// `sagaflow_partitions_failing` show it until then.
+    fn fail_partition(&mut self, partition: i32, reason: String) {
+        let now = Instant::now();
+        // Failures in a row double the wait; a partition that ran for a minute starts over.
+        let backoff = match self.backoffs.get(&partition) {
+            Some((at, last)) if now.duration_since(*at) < Duration::from_secs(60) => {
+                (*last * 2).min(MAX_BACKOFF)
+            }
+            _ => FIRST_BACKOFF,
+        };
+        let _ = self.backoffs.insert(partition, (now, backoff));
+        error!(partition, error = %reason, retry_in = ?backoff, "partition stopped; it restores again after the backoff");
+        let _ = self.tasks.remove(&partition);
+        self.relay.close(partition);
+        if let Some(tpl) = self.input_tpl(partition, None) {
+            let _ = self.consumer.pause(&tpl);
+        }
+        let _ = self.failed.insert(partition, now + backoff);
+        self.ctx.metrics.partition_failed(partition, reason);
+        self.ctx
+            .metrics
+            .partitions_owned
+            .store(self.tasks.len() as i64, Ordering::Relaxed);
     }
 
     /// Leaves and rejoins the group when the membership rules say so (see `membership`).
@@ -783,7 +849,7 @@ impl Processor {
         let retry: Vec<i32> = self
             .failed
             .iter()
-            .filter(|(_, at)| at.elapsed() > Duration::from_secs(5))
+            .filter(|(_, at)| **at <= Instant::now())
             .map(|(p, _)| *p)
             .collect();
         for partition in stale.into_iter().chain(retry.iter().copied()) {
@@ -793,19 +859,21 @@ impl Processor {
                 match restore::restore(&self.ctx.deps.clients(), partition, takeover, own_epoch) {
                     Ok(r) => r,
                     Err(e) => {
-                        error!(partition, error = %e, "restore failed; will retry");
-                        let _ = self.tasks.remove(&partition);
-                        let _ = self.failed.insert(partition, Instant::now());
+                        self.fail_partition(partition, format!("restore failed: {e}"));
                         continue;
                     }
                 };
             let _ = self.failed.remove(&partition);
+            self.ctx.metrics.partition_recovered(partition);
             self.relay.close(partition);
             let oversize = self
                 .tasks
                 .get_mut(&partition)
                 .map(|t| std::mem::take(&mut t.oversize));
-            self.install(partition, restored)?;
+            if let Err(e) = self.install(partition, restored) {
+                self.fail_partition(partition, format!("starting the partition: {e}"));
+                continue;
+            }
             if let (Some(oversize), Some(task)) = (oversize, self.tasks.get_mut(&partition)) {
                 task.oversize = oversize;
             }
@@ -827,6 +895,33 @@ impl Processor {
         Ok(())
     }
 
+    /// Writes each caught-up partition's hand-over record and waits briefly for it: the next
+    /// owner then knows that nothing before it needs sending again.
+    fn hand_over(&mut self) {
+        let partitions: Vec<i32> = self.tasks.keys().copied().collect();
+        for partition in partitions {
+            let env = self.ctx.env();
+            let task = self.tasks.get_mut(&partition).expect("listed");
+            match task.handover(&env) {
+                Ok(Some(p)) => {
+                    Self::send_journal(&self.journal, &self.ctx.deps.topics.journal, partition, p);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(partition, error = %e, "no hand-over record; the next owner re-sends the last outputs")
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && !self.tasks.values().all(Task::idle) {
+            if let Err(e) = self.drain_journal_acks() {
+                warn!(error = %e, "hand-over records not confirmed");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn shutdown(&mut self) -> Result<()> {
         info!("engine stopping: writing the last batches");
         self.flush_batches()?;
@@ -844,6 +939,7 @@ impl Processor {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.hand_over();
         self.relay.flush(Duration::from_secs(5));
         self.consumer.unsubscribe();
         info!("engine stopped");

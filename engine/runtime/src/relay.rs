@@ -27,6 +27,10 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::store::RelayMark;
 
+/// How long a message the producer refused, or failed to deliver, waits before it is offered
+/// again.
+const ENQUEUE_RETRY_MS: i64 = 1_000;
+
 /// Header carrying the stable message id.
 pub(crate) const ID_HEADER: &str = "sagaflow-id";
 
@@ -210,16 +214,19 @@ impl Relay {
                 explicit_partition: None,
             });
             match not_before {
-                Some(at) if at > now => {
-                    let id = self.next_hold;
-                    self.next_hold += 1;
-                    self.held.push(Reverse((at, id)));
-                    let _ = self.held_tickets.insert(id, ticket);
-                }
+                Some(at) if at > now => self.hold(at, ticket),
                 _ => self.send(ticket),
             }
         }
         self.advance_outputs(partition);
+    }
+
+    /// Keeps `ticket` until `at` (epoch ms); [`Relay::release`] sends it then.
+    fn hold(&mut self, at: i64, ticket: Box<Ticket>) {
+        let id = self.next_hold;
+        self.next_hold += 1;
+        self.held.push(Reverse((at, id)));
+        let _ = self.held_tickets.insert(id, ticket);
     }
 
     /// Sends held outputs whose time has come; those of partitions closed since are dropped
@@ -248,7 +255,10 @@ impl Relay {
         self.held.peek().map(|Reverse((at, _))| *at)
     }
 
-    fn send(&self, mut ticket: Box<Ticket>) {
+    /// Hands a message to the producer. A full queue is waited out here (back-pressure); any
+    /// other refusal (a topic deleted since, say) is retried later from the hold, so one
+    /// message that cannot be sent never stops the engine thread and the other partitions.
+    fn send(&mut self, mut ticket: Box<Ticket>) {
         loop {
             let mut headers = OwnedHeaders::new().insert(KafkaHeader {
                 key: ID_HEADER,
@@ -281,9 +291,13 @@ impl Relay {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Err((e, record)) => {
-                    warn!(error = %e, topic = %record.topic, "relay could not enqueue a message; retrying");
-                    ticket = record.delivery_opaque;
-                    std::thread::sleep(Duration::from_millis(100));
+                    warn!(error = %e, topic = %record.topic, retry_in_ms = ENQUEUE_RETRY_MS, "relay could not enqueue a message; it stays undelivered (the watermark waits) and is retried");
+                    self.metrics
+                        .relay_retries_total
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let ticket = record.delivery_opaque;
+                    self.hold(crate::processor::now_ms() + ENQUEUE_RETRY_MS, ticket);
+                    return;
                 }
             }
         }
@@ -295,8 +309,13 @@ impl Relay {
         while let Ok((ticket, outcome)) = self.acks.try_recv() {
             if let Err(e) = outcome {
                 // At least once: the same message (same id) again until the broker takes it.
-                warn!(error = %e, topic = %ticket.message.topic, id = %ticket.message.id, "relay delivery failed; resending");
-                self.send(ticket);
+                // The producer already retried it for up to message.timeout.ms, so a pause
+                // before the next try costs nothing and keeps a lasting failure from spinning.
+                warn!(error = %e, topic = %ticket.message.topic, id = %ticket.message.id, retry_in_ms = ENQUEUE_RETRY_MS, "relay delivery failed; it is sent again");
+                self.metrics
+                    .relay_retries_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.hold(crate::processor::now_ms() + ENQUEUE_RETRY_MS, ticket);
                 continue;
             }
             self.metrics

@@ -76,9 +76,21 @@ struct Replay<'a> {
     unrelayed: Vec<(i64, Vec<Outbound>)>,
     dirty: HashMap<String, (i64, Option<Vec<u8>>)>,
     fenced_records: u64,
+    /// The furthest relay watermark a counted record reports (`relayed_through`): the owner
+    /// that wrote it had delivered every output and flushed every state up to there. Outputs
+    /// and states at or below it are not handed to the relay again, so a clean hand-over
+    /// re-sends nothing and a crash re-sends only what was in flight.
+    relayed_hint: i64,
 }
 
 impl Replay<'_> {
+    /// Forgets what an earlier owner reported as delivered and flushed.
+    fn drop_relayed(&mut self) {
+        let hint = self.relayed_hint;
+        self.unrelayed.retain(|(offset, _)| *offset > hint);
+        self.dirty.retain(|_, (source, _)| *source > hint);
+    }
+
     fn record(&mut self, offset: i64, value: Option<&[u8]>) -> Result<()> {
         let topic = &self.c.topics.journal;
         let journal_error = |message: String| Error::Journal {
@@ -131,6 +143,7 @@ impl Replay<'_> {
             verdict == ChainVerdict::Valid
         };
         if valid {
+            self.relayed_hint = self.relayed_hint.max(record.relayed_through.min(offset));
             for entry in &record.states {
                 let _ = self
                     .dirty
@@ -197,6 +210,7 @@ pub(crate) fn restore(
         unrelayed: Vec::new(),
         dirty: HashMap::new(),
         fenced_records: 0,
+        relayed_hint: -1,
     };
     // Bulk of the journal up to the reported end; the claim below finds the exact end.
     let mut next = start;
@@ -269,9 +283,12 @@ pub(crate) fn restore(
             attempt, at, "claim lost a race with another writer; claiming again"
         );
     }
+    let before = replay.unrelayed.len();
+    replay.drop_relayed();
     info!(
         partition,
         journal_end = end,
+        relayed_by_the_last_owner = before - replay.unrelayed.len(),
         replayed = end - start,
         unrelayed = replay.unrelayed.len(),
         fenced_records = replay.fenced_records,

@@ -5,7 +5,7 @@
 //! of the valid journal. Key layout (partition zero-padded so prefixes sort):
 //! - `s/<p>/<saga id>`: wire-format `SagaState`; reserved keys (`__delay/…`, `__signal/…`,
 //!   `__await/…`) hold wire-format `Parked` records instead;
-//! - `r/<p>/<saga id>`: present while the saga is not terminal (what a restore loads into memory);
+//! - `r/<p>/<saga id>`: present while the saga is not terminal (counted when a partition starts);
 //! - `w/<p>/<due>/<target>`: the timer index, every pending timer by due time (see `wheel`);
 //!   entries of fired or cancelled timers may linger and are ignored when they come due;
 //! - `v/<p>/<journal offset>`: valid journal records not yet covered by the relay watermark;
@@ -155,35 +155,21 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    fn scan(&self, kind: char, partition: i32) -> Result<Vec<(String, Vec<u8>)>> {
-        let prefix = key(kind, partition, "");
-        let mut out = Vec::new();
+    /// How many of the partition's sagas are not terminal (a scan of keys, no state is read).
+    pub(crate) fn running_count(&self, partition: i32) -> Result<usize> {
+        let prefix = key('r', partition, "");
+        let mut count = 0;
         for item in self
             .db
             .iterator(IteratorMode::From(&prefix, Direction::Forward))
         {
-            let (k, v) = item.map_err(|e| self.err(e))?;
+            let (k, _) = item.map_err(|e| self.err(e))?;
             if !k.starts_with(&prefix) {
                 break;
             }
-            out.push((
-                String::from_utf8_lossy(&k[prefix.len()..]).into_owned(),
-                v.to_vec(),
-            ));
+            count += 1;
         }
-        Ok(out)
-    }
-
-    /// States of the partition's non-terminal sagas.
-    pub(crate) fn running(&self, partition: i32) -> Result<Vec<(String, Vec<u8>)>> {
-        let ids = self.scan('r', partition)?;
-        let mut out = Vec::with_capacity(ids.len());
-        for (saga_id, _) in ids {
-            if let Some(state) = self.state(partition, &saga_id)? {
-                out.push((saga_id, state));
-            }
-        }
-        Ok(out)
+        Ok(count)
     }
 
     /// Whether the valid journal record at `offset` was applied (and not yet relay-covered).
@@ -371,10 +357,7 @@ mod tests {
         ];
         store.apply(3, 7, &writes, &[], &meta).unwrap();
         assert_eq!(store.meta(3).unwrap().unwrap(), meta);
-        assert_eq!(
-            store.running(3).unwrap(),
-            vec![("a".to_string(), b"A".to_vec())]
-        );
+        assert_eq!(store.running_count(3).unwrap(), 1);
         assert_eq!(store.state(3, "b").unwrap().as_deref(), Some(&b"B"[..]));
         assert!(store.was_valid(3, 7).unwrap());
         assert!(store.meta(4).unwrap().is_none());

@@ -46,6 +46,8 @@ pub(crate) struct TaskEnv<'a> {
     pub(crate) signal_ttl_ms: i64,
     /// How far ahead the timer wheel keeps timers in memory.
     pub(crate) timer_horizon_ms: i64,
+    /// Most committed saga states a partition keeps decoded in memory.
+    pub(crate) cache_sagas: usize,
     /// How early a delayed delivery is decided and journaled (the relay holds it until due).
     pub(crate) timer_lookahead_ms: i64,
     /// Which topics exist (delayed records must name one).
@@ -175,13 +177,12 @@ impl Task {
             next_offset: restored.journal_end,
             next_seq: 1,
         };
-        for (saga_id, bytes) in env.store.running(partition)? {
-            let state: SagaState = env.codec.decode(&bytes)?;
-            let _ = task.cache.insert(saga_id, Cached { state, seq: 0 });
-        }
+        // Saga states are read from RocksDB as inputs need them, not all decoded up front:
+        // memory stays bounded by `state-cache-sagas`, however many sagas are running.
+        let running = env.store.running_count(partition)?;
         task.wheel
             .load(env.store, partition, crate::processor::now_ms())?;
-        info!(partition, epoch = task.epoch, sagas_in_flight = task.cache.len(), status = ?task.status, "partition task ready");
+        info!(partition, epoch = task.epoch, sagas_running = running, status = ?task.status, "partition task ready");
         Ok(task)
     }
 
@@ -324,7 +325,7 @@ impl Task {
         now: i64,
         record: InputRecord<'_>,
     ) -> Result<()> {
-        let input = match self.decode(env, record.topic, record.payload) {
+        let input = match self.decode(env, record.topic, record.payload)? {
             Ok(input) => input,
             Err(reason) => {
                 self.dead_letter(env, record, "undecodable", &reason);
@@ -452,37 +453,29 @@ impl Task {
         }
         let _span =
             info_span!("commit_decision", saga_id = %saga_id, partition = self.partition).entered();
-        for (topic, command) in &decision.commands {
-            let value = env.codec.encode(Subject::Topic(topic), command)?;
-            self.push_output(Outbound {
-                id: command.message_id.clone(),
-                topic: topic.clone(),
-                key: Some(saga_id.clone().into_bytes()),
-                value: Some(value),
-                headers: Vec::new(),
-                not_before: None,
-            });
+        // Everything is encoded before anything is staged: a decision is staged whole or not
+        // at all.
+        let encoded = match encode_decision(env, &saga_id, &decision) {
+            Ok(encoded) => encoded,
+            Err(e) if e.is_outage() => return Err(e.into()),
+            Err(e) => {
+                let reason = format!("the decision on this input cannot be encoded: {e}; make the schema in the registry compatible with the engine's, then send the input again");
+                let Some(record) = record else {
+                    return Err(e.into());
+                };
+                self.dead_letter(env, record, "unencodable", &reason);
+                return Ok(Outcome::Rejected(sagaflow_core::Rejection::InvalidInput(
+                    reason,
+                )));
+            }
+        };
+        for output in encoded.outputs {
+            self.push_output(output);
         }
-        for event in &decision.events {
-            let value = env
-                .codec
-                .encode(Subject::Topic(&env.topics.events), event)?;
-            self.batch.events.push(event.event_type);
-            self.push_output(Outbound {
-                id: event.event_id.clone(),
-                topic: env.topics.events.clone(),
-                key: Some(saga_id.clone().into_bytes()),
-                value: Some(value),
-                headers: Vec::new(),
-                not_before: None,
-            });
-        }
-        let Some(state) = decision.state else {
+        self.batch.events.extend(encoded.events);
+        let (Some(state), Some(bytes)) = (decision.state, encoded.state) else {
             return Ok(decision.outcome);
         };
-        let bytes = env
-            .codec
-            .encode(Subject::TopicRecord(&env.topics.changelog), &state)?;
         let before: Vec<&str> = self
             .cache
             .get(&saga_id)
@@ -794,7 +787,7 @@ impl Task {
         record: InputRecord<'_>,
     ) -> Result<()> {
         let Some((signal, record)) =
-            self.decode_or_dead_letter::<sagaflow_avro::Signal>(env, record)
+            self.decode_or_dead_letter::<sagaflow_avro::Signal>(env, record)?
         else {
             return Ok(());
         };
@@ -832,21 +825,25 @@ impl Task {
         self.rematch(env, now, signal)
     }
 
-    /// Decodes an input record's value, or dead-letters the record (`None`).
+    /// Decodes an input record's value, or dead-letters the record (`None`); `Err` if the
+    /// registry is out.
     fn decode_or_dead_letter<'r, T: sagaflow_avro::Contract>(
         &mut self,
         env: &TaskEnv<'_>,
         record: InputRecord<'r>,
-    ) -> Option<(T, InputRecord<'r>)> {
+    ) -> Result<Option<(T, InputRecord<'r>)>> {
         let decoded = match record.payload {
             None => Err("record has no value".to_string()),
-            Some(bytes) => env.codec.decode::<T>(bytes).map_err(|e| e.to_string()),
+            Some(bytes) => match env.codec.decode::<T>(bytes) {
+                Ok(value) => Ok(value),
+                Err(e) => Err(input_error(e)?),
+            },
         };
         match decoded {
-            Ok(value) => Some((value, record)),
+            Ok(value) => Ok(Some((value, record))),
             Err(reason) => {
                 self.dead_letter(env, record, "undecodable", &reason);
-                None
+                Ok(None)
             }
         }
     }
@@ -858,7 +855,7 @@ impl Task {
         record: InputRecord<'_>,
     ) -> Result<()> {
         let Some((message, record)) =
-            self.decode_or_dead_letter::<sagaflow_avro::Correlation>(env, record)
+            self.decode_or_dead_letter::<sagaflow_avro::Correlation>(env, record)?
         else {
             return Ok(());
         };
@@ -949,25 +946,25 @@ impl Task {
         Ok(true)
     }
 
+    /// Decodes a start or a reply: `Err` if the registry is out (the partition waits for it),
+    /// `Ok(Err(reason))` if the record itself can never be decoded (it is dead-lettered).
     fn decode(
         &self,
         env: &TaskEnv<'_>,
         topic: &str,
         payload: Option<&[u8]>,
-    ) -> Result<Input, String> {
+    ) -> Result<Result<Input, String>> {
         let Some(bytes) = payload else {
-            return Err("record has no value".into());
+            return Ok(Err("record has no value".into()));
         };
-        if topic == env.topics.starts {
-            env.codec
-                .decode::<StartSaga>(bytes)
-                .map(Input::Start)
-                .map_err(|e| e.to_string())
+        let decoded = if topic == env.topics.starts {
+            env.codec.decode::<StartSaga>(bytes).map(Input::Start)
         } else {
-            env.codec
-                .decode::<Reply>(bytes)
-                .map(Input::Reply)
-                .map_err(|e| e.to_string())
+            env.codec.decode::<Reply>(bytes).map(Input::Reply)
+        };
+        match decoded {
+            Ok(input) => Ok(Ok(input)),
+            Err(e) => input_error(e).map(Err),
         }
     }
 
@@ -1090,6 +1087,41 @@ impl Task {
             fired: batch.fired,
             sources: batch.sources,
             events: batch.events,
+        };
+        self.produce(env, flight).map(Some)
+    }
+
+    /// On a clean stop, once the relay has caught up: an empty record that tells the next
+    /// owner that everything before it is delivered and in the changelog, so that it re-sends
+    /// nothing (see `restore::Replay::relayed_hint`).
+    pub(crate) fn handover(&mut self, env: &TaskEnv<'_>) -> Result<Option<Produce>> {
+        let caught_up = self.meta.relayed.chain.last_valid == self.chain.last_valid;
+        if self.status != TaskStatus::Active
+            || self.batch.inputs > 0
+            || !self.inflight.is_empty()
+            || !caught_up
+        {
+            return Ok(None);
+        }
+        let record = JournalRecord {
+            kind: JournalKind::Decisions,
+            epoch: self.epoch,
+            writer: env.writer.to_string(),
+            base: self.next_base,
+            positions: positions_vec(&self.positions),
+            relayed_through: self.meta.relayed.chain.last_valid,
+            states: Vec::new(),
+            outputs: Vec::new(),
+        };
+        let flight = InFlight {
+            seq: 0,
+            expected: 0,
+            record,
+            running: Vec::new(),
+            timers: Vec::new(),
+            fired: Vec::new(),
+            sources: Vec::new(),
+            events: Vec::new(),
         };
         self.produce(env, flight).map(Some)
     }
@@ -1244,6 +1276,7 @@ impl Task {
                 }
             }
         }
+        self.bound_cache(env.cache_sagas);
         let mark = RelayMark {
             chain: self.meta.chain.clone(),
             positions: self.meta.positions.clone(),
@@ -1261,6 +1294,23 @@ impl Task {
             false,
         );
         Ok(())
+    }
+
+    /// Evicts committed states once the cache holds more than `capacity`, a tenth below it at
+    /// once so that the scan is rare. Speculative states (not yet journaled) always stay.
+    fn bound_cache(&mut self, capacity: usize) {
+        if self.cache.len() <= capacity {
+            return;
+        }
+        let mut excess = self.cache.len() - capacity * 9 / 10;
+        self.cache.retain(|_, c| {
+            if excess > 0 && c.seq == 0 {
+                excess -= 1;
+                false
+            } else {
+                true
+            }
+        });
     }
 
     /// The earliest timer in memory.
@@ -1341,4 +1391,68 @@ fn count_event(metrics: &Metrics, event: sagaflow_avro::EventType) {
         _ => return,
     };
     let _ = counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Sorts a codec error met on an input: a registry outage stops the partition until the
+/// registry answers again (`Err`); any other error is the input's own (`Ok(reason)`), and the
+/// input is dead-lettered with it.
+fn input_error(e: sagaflow_avro::Error) -> Result<String> {
+    if e.is_outage() {
+        Err(e.into())
+    } else {
+        Ok(e.to_string())
+    }
+}
+
+/// A decision's outputs and state, encoded.
+struct Encoded {
+    outputs: Vec<Outbound>,
+    events: Vec<sagaflow_avro::EventType>,
+    state: Option<Vec<u8>>,
+}
+
+fn encode_decision(
+    env: &TaskEnv<'_>,
+    saga_id: &str,
+    decision: &sagaflow_core::Decision,
+) -> std::result::Result<Encoded, sagaflow_avro::Error> {
+    let mut outputs = Vec::with_capacity(decision.commands.len() + decision.events.len());
+    for (topic, command) in &decision.commands {
+        outputs.push(Outbound {
+            id: command.message_id.clone(),
+            topic: topic.clone(),
+            key: Some(saga_id.as_bytes().to_vec()),
+            value: Some(env.codec.encode(Subject::Topic(topic), command)?),
+            headers: Vec::new(),
+            not_before: None,
+        });
+    }
+    let mut events = Vec::with_capacity(decision.events.len());
+    for event in &decision.events {
+        events.push(event.event_type);
+        outputs.push(Outbound {
+            id: event.event_id.clone(),
+            topic: env.topics.events.clone(),
+            key: Some(saga_id.as_bytes().to_vec()),
+            value: Some(
+                env.codec
+                    .encode(Subject::Topic(&env.topics.events), event)?,
+            ),
+            headers: Vec::new(),
+            not_before: None,
+        });
+    }
+    let state = decision
+        .state
+        .as_ref()
+        .map(|state| {
+            env.codec
+                .encode(Subject::TopicRecord(&env.topics.changelog), state)
+        })
+        .transpose()?;
+    Ok(Encoded {
+        outputs,
+        events,
+        state,
+    })
 }
