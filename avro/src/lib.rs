@@ -14,3 +14,11 @@ pub use codec::{AsyncCodec, BlockingCodec, Subject};
 pub use contracts::*;
 pub use error::{Error, Result};
 pub use registry::RegistrySettings;
+
+/// The wall clock in epoch milliseconds, the unit of every timestamp in the contracts. The one
+/// clock every Sagaflow component reads, so that tests and benchmarks compare like with like.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

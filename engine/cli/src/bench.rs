@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::eventlog::{self, percentile, EventLog};
 use crate::stack::{LocalStack, ParticipantSpec, StackOptions};
-use crate::start::now_ms;
+use sagaflow_avro::now_ms;
 
 /// Benchmark options.
 #[derive(Debug, Args)]

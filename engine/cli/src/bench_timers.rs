@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::bench::{baseline, BrokerBaseline};
 use crate::eventlog::percentile;
-use crate::start::now_ms;
+use sagaflow_avro::now_ms;
 
 /// Timer benchmark options.
 #[derive(Debug, Args)]

@@ -14,7 +14,8 @@ use serde_json::json;
 use crate::eventlog::{self, percentile, SagaLog};
 use crate::run_participant::{check_rate, parse_latency};
 use crate::stack::{LocalStack, ParticipantSpec, StackOptions};
-use crate::start::{now_ms, send_start};
+use crate::start::send_start;
+use sagaflow_avro::now_ms;
 
 /// Demo options.
 #[derive(Debug, Args)]

@@ -1,7 +1,9 @@
 //! `sagaflow start`.
 
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use sagaflow_avro::now_ms;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -30,12 +32,6 @@ pub(crate) struct StartArgs {
     /// Saga id (default: random).
     #[arg(long)]
     saga_id: Option<String>,
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Sends one start request.

@@ -83,7 +83,7 @@ pub(crate) fn check_immutable(
     for def in new {
         let record = Deployed {
             fingerprint: def.fingerprint.clone(),
-            deployed_at: crate::processor::now_ms(),
+            deployed_at: sagaflow_avro::now_ms(),
             writer: format!("{writer}/{}", std::process::id()),
         };
         let value = serde_json::to_vec(&record).expect("a record of strings and numbers");

@@ -203,7 +203,7 @@ impl Relay {
                 .relay_redeliveries_total
                 .fetch_add(outputs.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }
-        let now = crate::processor::now_ms();
+        let now = sagaflow_avro::now_ms();
         for message in outputs {
             let not_before = message.not_before;
             let ticket = Box::new(Ticket {
@@ -296,7 +296,7 @@ impl Relay {
                         .relay_retries_total
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let ticket = record.delivery_opaque;
-                    self.hold(crate::processor::now_ms() + ENQUEUE_RETRY_MS, ticket);
+                    self.hold(sagaflow_avro::now_ms() + ENQUEUE_RETRY_MS, ticket);
                     return;
                 }
             }
@@ -315,7 +315,7 @@ impl Relay {
                 self.metrics
                     .relay_retries_total
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.hold(crate::processor::now_ms() + ENQUEUE_RETRY_MS, ticket);
+                self.hold(sagaflow_avro::now_ms() + ENQUEUE_RETRY_MS, ticket);
                 continue;
             }
             self.metrics
