@@ -361,6 +361,16 @@ pub struct EngineOpts {
     pub partitions: i32,
 }
 
+impl EngineOpts {
+    /// The same engine settings on another state directory (another node).
+    pub fn on_state_dir(&self, dir: &TempDir) -> Self {
+        Self {
+            state_dir: dir.path().to_path_buf(),
+            ..self.clone()
+        }
+    }
+}
+
 /// An engine process; returns it with its metrics URL.
 pub fn spawn_engine(name: &str, o: &EngineOpts) -> (Proc, String) {
     spawn_engine_env(name, o, &[])

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use sagaflow_avro::{BlockingCodec, EventType as E, RegistrySettings, StartSaga, Subject};
 use serde_json::json;
 
-use crate::{eventually, producer, spawn_participant_env, EventLog, Proc};
+use crate::{
+    eventually, group, producer, spawn_participant_env, spawn_registry, Broker, EngineOpts,
+    EventLog, Proc, TempDir,
+};
 
 /// How long a test waits for sagas to finish.
 pub const WAIT: Duration = Duration::from_secs(600);
@@ -29,11 +32,7 @@ pub fn trip_start(id: &str) -> StartSaga {
     }
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use sagaflow_avro::now_ms;
 
 /// Proves each kill hit running sagas: some saga started before it and ended after it.
 pub fn assert_in_flight_at(log: &EventLog, kills: &[i64]) {
@@ -256,4 +255,48 @@ pub fn wait_finished(
         log.redelivered
     );
     log
+}
+
+/// One scenario's surroundings: broker, registry, state and effects directories, engine options.
+/// Fields drop in order, so the broker stops last.
+#[derive(Debug)]
+pub struct Rig {
+    _registry: Proc,
+    /// Registry URL.
+    pub registry_url: String,
+    /// A codec on that registry.
+    pub codec: BlockingCodec,
+    /// Options of the scenario's first engine.
+    pub opts: EngineOpts,
+    /// The participants' effects log.
+    pub effects: std::path::PathBuf,
+    _work: TempDir,
+    _state: TempDir,
+    /// The broker.
+    pub broker: Broker,
+}
+
+/// A [`Rig`] named `name`, for engines on `definitions` with `partitions` partitions.
+pub fn rig(name: &str, definitions: &Path, partitions: i32) -> Rig {
+    let broker = Broker::start();
+    let (registry, registry_url) = spawn_registry(&broker.bootstrap());
+    let state = TempDir::new(name);
+    let work = TempDir::new(&format!("{name}-effects"));
+    Rig {
+        _registry: registry,
+        codec: BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec"),
+        opts: EngineOpts {
+            bootstrap: broker.bootstrap(),
+            registry_url: registry_url.clone(),
+            group: group(name),
+            state_dir: state.path().to_path_buf(),
+            definitions: definitions.to_path_buf(),
+            partitions,
+        },
+        registry_url,
+        effects: work.path().join("effects.jsonl"),
+        _work: work,
+        _state: state,
+        broker,
+    }
 }

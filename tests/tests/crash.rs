@@ -5,47 +5,15 @@ use std::time::Duration;
 use sagaflow_avro::{BlockingCodec, RegistrySettings};
 use sagaflow_tests::trips::{
     assert_in_flight_at, check_invariants, in_flight, now_ms, owns_all, participants, stream_trips,
-    wait_finished, WAIT,
+    wait_finished, Rig, WAIT,
 };
 use sagaflow_tests::{
     eventually, group, root, spawn_engine, spawn_registry, Broker, EngineOpts, Proc, TempDir,
 };
 
-/// One engine's surroundings: broker, registry, state and effects directories, engine options.
-/// Fields drop in order, so the broker stops last.
-struct Rig {
-    _registry: Proc,
-    registry_url: String,
-    codec: BlockingCodec,
-    opts: EngineOpts,
-    effects: std::path::PathBuf,
-    _work: TempDir,
-    _state: TempDir,
-    broker: Broker,
-}
-
+/// A rig for the trip saga on four partitions.
 fn rig(name: &str) -> Rig {
-    let broker = Broker::start();
-    let (registry, registry_url) = spawn_registry(&broker.bootstrap());
-    let state = TempDir::new(name);
-    let work = TempDir::new(&format!("{name}-effects"));
-    Rig {
-        _registry: registry,
-        codec: BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec"),
-        opts: EngineOpts {
-            bootstrap: broker.bootstrap(),
-            registry_url: registry_url.clone(),
-            group: group(name),
-            state_dir: state.path().to_path_buf(),
-            definitions: root().join("examples"),
-            partitions: 4,
-        },
-        registry_url,
-        effects: work.path().join("effects.jsonl"),
-        _work: work,
-        _state: state,
-        broker,
-    }
+    sagaflow_tests::trips::rig(name, &root().join("examples"), 4)
 }
 
 #[test]
@@ -222,10 +190,7 @@ fn a_paused_engine_that_resumes_after_losing_its_partitions_changes_nothing() {
         &r.opts,
     );
     let other = TempDir::new("zombie-b");
-    let opts_b = EngineOpts {
-        state_dir: other.path().to_path_buf(),
-        ..opts.clone()
-    };
+    let opts_b = opts.on_state_dir(&other);
     let (mut a, metrics_a) = spawn_engine("engine-a", opts);
     let (mut b, metrics_b) = spawn_engine("engine-b", &opts_b);
     let owned = |url: &str| sagaflow_tests::metric(url, "sagaflow_partitions_owned");
@@ -278,10 +243,7 @@ fn a_paused_engine_that_resumes_after_losing_its_partitions_changes_nothing() {
     assert!(a.terminate().success(), "engine-a did not stop cleanly");
     assert!(b.terminate().success(), "engine-b did not stop cleanly");
     let fresh = TempDir::new("zombie-c");
-    let opts_c = EngineOpts {
-        state_dir: fresh.path().to_path_buf(),
-        ..opts.clone()
-    };
+    let opts_c = opts.on_state_dir(&fresh);
     let (_c, metrics_c) = spawn_engine("engine-c", &opts_c);
     assert!(
         eventually(WAIT, || owns_all(&metrics_c, opts.partitions)),
@@ -316,10 +278,7 @@ fn a_clean_hand_over_re_sends_nothing() {
         &r.opts,
     );
     let later = TempDir::new("handover-b");
-    let opts_b = EngineOpts {
-        state_dir: later.path().to_path_buf(),
-        ..opts.clone()
-    };
+    let opts_b = opts.on_state_dir(&later);
     let (_a, metrics_a) = spawn_engine("engine-a", opts);
     assert!(
         eventually(WAIT, || owns_all(&metrics_a, opts.partitions)),

@@ -639,11 +639,7 @@ fn an_output_whose_topic_was_deleted_never_stops_the_engine() {
     let _ = s.wait_finished(&["warm-up".to_string()]);
     let target = format!("{}.gone", s.group);
     sagaflow_tests::create_topic(&bootstrap, &target, 2);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64;
-    let due = now + 4_000;
+    let due = sagaflow_avro::now_ms() + 4_000;
     let p = producer(&bootstrap);
     let delay = format!("{}.delay", s.group);
     for i in 0..4 {

@@ -8,55 +8,14 @@
 //! lets a point pass N times, then crashes the process there as kill -9 would.
 
 use std::os::unix::process::ExitStatusExt as _;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sagaflow_avro::{BlockingCodec, RegistrySettings};
 use sagaflow_failpoints as fp;
 use sagaflow_tests::trips::{
     assert_in_flight_at, check_events, check_invariants, in_flight, now_ms, owns_all, participant,
-    participants, stream_trips, wait_finished, WAIT,
+    participants, rig, stream_trips, wait_finished, WAIT,
 };
-use sagaflow_tests::{
-    eventually, group, root, spawn_engine, spawn_engine_env, spawn_registry, Broker, EngineOpts,
-    EventLog, Proc, TempDir,
-};
-
-/// Broker, registry, state and effects directories of one scenario; the broker stops last.
-struct Rig {
-    _registry: Proc,
-    registry_url: String,
-    codec: BlockingCodec,
-    opts: EngineOpts,
-    effects: std::path::PathBuf,
-    _work: TempDir,
-    _state: TempDir,
-    broker: Broker,
-}
-
-fn rig(name: &str, definitions: &Path, partitions: i32) -> Rig {
-    let broker = Broker::start();
-    let (registry, registry_url) = spawn_registry(&broker.bootstrap());
-    let state = TempDir::new(name);
-    let work = TempDir::new(&format!("{name}-effects"));
-    Rig {
-        _registry: registry,
-        codec: BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec"),
-        opts: EngineOpts {
-            bootstrap: broker.bootstrap(),
-            registry_url: registry_url.clone(),
-            group: group(name),
-            state_dir: state.path().to_path_buf(),
-            definitions: definitions.to_path_buf(),
-            partitions,
-        },
-        registry_url,
-        effects: work.path().join("effects.jsonl"),
-        _work: work,
-        _state: state,
-        broker,
-    }
-}
+use sagaflow_tests::{eventually, root, spawn_engine, spawn_engine_env, EventLog, Proc, TempDir};
 
 const SMALL_CACHE: (&str, &str) = ("SAGAFLOW_STATE_CACHE_SAGAS", "3");
 
@@ -230,10 +189,7 @@ fn a_crash_between_changelog_restore_chunks() {
     // A clean stop writes every state and a checkpoint to the changelog.
     assert!(first.terminate().success(), "engine-1 did not stop cleanly");
     let fresh = TempDir::new("restore-chunk-new-node");
-    let new_node = EngineOpts {
-        state_dir: fresh.path().to_path_buf(),
-        ..opts.clone()
-    };
+    let new_node = opts.on_state_dir(&fresh);
     let env = armed(point, 0);
     let mut second = Proc::spawn_env(
         "engine-2-armed",
