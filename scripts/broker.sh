@@ -18,6 +18,7 @@
 # installed with apt-get when missing (set JAVA to use a specific java). The broker logs warnings
 # and errors to DIR/broker.log (scripts/kafka/log4j2.properties). KAFKA_BROKER_PROPERTIES holds
 # extra server.properties lines (key=value, one a line), appended so that they override.
+# SAGAFLOW_BROKER_OWNER=PID makes start stop the broker, and remove DIR, when process PID exits.
 set -euo pipefail
 
 TANSU_VERSION=0.6.0
@@ -184,6 +185,18 @@ start() {
     exit 1
   fi
   if [ "$storage" = kafka ]; then start_kafka "$dir"; else start_tansu "$dir" "$storage"; fi
+  if [ -n "${SAGAFLOW_BROKER_OWNER:-}" ]; then watch_owner "$dir" "$SAGAFLOW_BROKER_OWNER"; fi
+}
+
+# Stops the broker started in $1, and removes $1, once process $2 is gone: a test binary never
+# drops the broker its tests share, and one killed mid-test drops nothing. A stop or restart by
+# the owner removes broker.pid, which ends this watch (a restart starts a new one).
+watch_owner() {
+  local dir=$1 owner=$2
+  # shellcheck disable=SC2016 # the inner script expands its own arguments
+  setsid bash -c 'while kill -0 "$1" 2>/dev/null && [ -f "$2/broker.pid" ]; do sleep 1; done
+    if ! kill -0 "$1" 2>/dev/null; then "$3" stop "$2"; rm -rf "$2"; fi' \
+    _ "$owner" "$dir" "$SCRIPTS/broker.sh" </dev/null >/dev/null 2>&1 &
 }
 
 start_tansu() {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test: formatting, lints, Rust unit and integration tests, and the Python interop tests
 # with confluent-kafka, on tansu (sqlite storage) and then again on Apache Kafka 4.4 (KRaft).
-# Each integration test starts its own broker on a free port (or uses SAGAFLOW_BOOTSTRAP).
+# On tansu each integration test starts its own broker on a free port; on Kafka the tests of one
+# test binary share one (tests/src/lib.rs, Broker::for_test). SAGAFLOW_BOOTSTRAP overrides both.
 # Installs what is missing first. Set SAGAFLOW_TEST_BROKERS="tansu" or "kafka" to run one.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 
+use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
+use apache_avro::Schema;
 use schema_registry_converter::avro_common::get_supplied_schema;
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{SubjectNameStrategy, SuppliedSchema};
@@ -20,10 +22,9 @@ use crate::schemas;
 /// How a record's registry subject is named.
 #[derive(Debug, Clone, Copy)]
 pub enum Subject<'a> {
-    /// `<topic>-value`: one record type per topic (commands, replies, events, journal).
+    /// `<topic>-value`: one record type per topic (starts, commands, replies, events, signals).
+    /// The engine's own records need no subject: see [`crate::internal`].
     Topic(&'a str),
-    /// `<topic>-<record full name>`: several record types share the topic (the changelog).
-    TopicRecord(&'a str),
 }
 
 /// Precomputed supplied schemas, so encoding does not recompute canonical forms.
@@ -45,9 +46,6 @@ impl Supplied {
             Subject::Topic(topic) => {
                 SubjectNameStrategy::TopicNameStrategyWithSchema(topic.to_string(), false, supplied)
             }
-            Subject::TopicRecord(topic) => {
-                SubjectNameStrategy::TopicRecordNameStrategyWithSchema(topic.to_string(), supplied)
-            }
         }
     }
 }
@@ -64,11 +62,9 @@ fn is_outage(e: &SRCError) -> bool {
             .any(|text| text.contains("failed with status 5"))
 }
 
-fn registry_error(subject: Subject<'_>, record: &str, e: SRCError) -> Error {
-    let subject = match subject {
-        Subject::Topic(t) => format!("{t}-value"),
-        Subject::TopicRecord(t) => format!("{t}-{record}"),
-    };
+fn registry_error(subject: Subject<'_>, e: SRCError) -> Error {
+    let Subject::Topic(topic) = subject;
+    let subject = format!("{topic}-value");
     let outage = is_outage(&e);
     let message = match e.cause {
         Some(cause) => format!("{}: {cause}", e.error),
@@ -94,6 +90,24 @@ fn from_writer_value<T: Contract>(value: Value) -> Result<T> {
         expected,
         message: e.to_string(),
     })
+}
+
+/// Decodes the Avro body of a record written with `writer` (the bytes after the wire-format
+/// header) into `T`: what a codec does once the registry has named the writer's schema.
+///
+/// The codecs leave reading the body to the registry client, which keeps each writer's resolved
+/// schema across records; it reads it exactly as here, and both end in the same resolution to
+/// `T`'s schema. This one needs no registry, so tests and the fuzz targets can call it.
+pub fn decode_body<T: Contract>(writer: &Schema, body: &[u8]) -> Result<T> {
+    let mut reader = body;
+    let value = GenericDatumReader::builder(writer)
+        .build()
+        .and_then(|datum| datum.read_value(&mut reader))
+        .map_err(|e| Error::Decode {
+            expected: T::SCHEMA.full_name,
+            message: format!("Could not transform bytes using schema: {e}"),
+        })?;
+    from_writer_value(value)
 }
 
 fn decode_error(expected: &'static str, bytes: &[u8], e: SRCError) -> Error {
@@ -152,13 +166,18 @@ impl BlockingCodec {
         self.encoder.encode_struct(value, &strategy).map_err(|e| {
             // The converter keeps failures it deems final; the next call must ask again.
             self.encoder.remove_errors_from_cache();
-            registry_error(subject, T::SCHEMA.full_name, e)
+            registry_error(subject, e)
         })
     }
 
-    /// Decodes a wire-format record into `T`.
+    /// Decodes a record into `T`: an internal record in single-object encoding with the
+    /// compiled-in schemas (see [`crate::internal`]), anything else in the Confluent wire format
+    /// through the registry.
     pub fn decode<T: Contract>(&self, bytes: &[u8]) -> Result<T> {
         check_not_empty(T::SCHEMA.full_name, bytes)?;
+        if let Some(decoded) = crate::internal::decode(bytes) {
+            return decoded;
+        }
         let decoded = self.decoder.decode(Some(bytes)).map_err(|e| {
             self.decoder.remove_errors_from_cache();
             decode_error(T::SCHEMA.full_name, bytes, e)
@@ -195,17 +214,51 @@ impl AsyncCodec {
             .map_err(|e| {
                 // The converter keeps failures it deems final; the next call must ask again.
                 self.encoder.remove_errors_from_cache();
-                registry_error(subject, T::SCHEMA.full_name, e)
+                registry_error(subject, e)
             })
     }
 
-    /// Decodes a wire-format record into `T`.
+    /// Decodes a record into `T`, as [`BlockingCodec::decode`] does.
     pub async fn decode<T: Contract>(&self, bytes: &[u8]) -> Result<T> {
         check_not_empty(T::SCHEMA.full_name, bytes)?;
+        if let Some(decoded) = crate::internal::decode(bytes) {
+            return decoded;
+        }
         let decoded = self.decoder.decode(Some(bytes)).await.map_err(|e| {
             self.decoder.remove_errors_from_cache();
             decode_error(T::SCHEMA.full_name, bytes, e)
         })?;
         from_writer_value(decoded.value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Signal;
+
+    #[test]
+    fn a_body_decodes_without_a_registry() {
+        let schema = Signal::SCHEMA.schema().unwrap();
+        // signal_id "s", event "e", correlation "c", payload_json null, sent_at 5, ttl_ms 7.
+        let body = [2, b's', 2, b'e', 2, b'c', 0, 10, 2, 14];
+        assert_eq!(
+            decode_body::<Signal>(schema, &body).unwrap(),
+            Signal {
+                signal_id: "s".into(),
+                event: "e".into(),
+                correlation: "c".into(),
+                payload_json: None,
+                sent_at: 5,
+                ttl_ms: Some(7),
+            }
+        );
+        let error = decode_body::<Signal>(schema, &body[..3]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("cannot decode io.sagaflow.Signal: "),
+            "{error}"
+        );
     }
 }

@@ -318,6 +318,9 @@ pub struct SagaState {
     /// Pending timers.
     #[serde(default)]
     pub timers: Vec<Timer>,
+    /// Finished and past its retention: only a marker that recognises duplicates is left.
+    #[serde(default)]
+    pub compacted: bool,
 }
 contract!(SagaState, SAGA_STATE);
 
@@ -339,6 +342,8 @@ pub enum TimerKind {
     AwaitTimeout,
     /// Send the next attempt of a compensation.
     CompensationRetry,
+    /// A finished saga's retention ends: its state shrinks to a marker, or the marker goes.
+    Expire,
 }
 
 /// A pending saga timer.

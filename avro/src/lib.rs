@@ -7,10 +7,11 @@
 mod codec;
 mod contracts;
 mod error;
+pub mod internal;
 mod registry;
 pub mod schemas;
 
-pub use codec::{AsyncCodec, BlockingCodec, Subject};
+pub use codec::{decode_body, AsyncCodec, BlockingCodec, Subject};
 pub use contracts::*;
 pub use error::{Error, Result};
 pub use registry::RegistrySettings;

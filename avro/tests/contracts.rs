@@ -107,6 +107,7 @@ fn every_contract_roundtrips_through_its_schema() {
             step: Some("pay".into()),
             attempt: Some(2),
         }],
+        compacted: false,
     });
     roundtrip(Signal {
         signal_id: "sig".into(),
@@ -252,4 +253,68 @@ fn the_compatibility_check_rejects_a_breaking_change() {
     assert!(backward_problem(old, added_required).is_some());
     assert!(backward_problem(old, retyped).is_some());
     assert!(backward_problem(old, added_optional).is_none());
+}
+
+/// Records in single-object encoding name their writer's schema by fingerprint, so every version
+/// of an internal schema committed since that encoding came in must stay known to the engine:
+/// the current one, or one in `schemas::HISTORY`.
+#[test]
+fn every_internal_schema_version_written_since_single_object_encoding_stays_known() {
+    use sagaflow_avro::internal::fingerprint;
+    use sagaflow_avro::{Checkpoint, Contract, Correlation, JournalRecord, Parked, SagaState};
+    assert!(
+        git(&["rev-parse", "--git-dir"]).is_some(),
+        "this test reads the schemas' history with git; run it inside a clone of the repository"
+    );
+    // The commit that brought single-object encoding in; none yet means nothing was written.
+    let Some(since) = git(&[
+        "log",
+        "--diff-filter=A",
+        "--format=%H",
+        "--",
+        "avro/src/internal.rs",
+    ])
+    .and_then(|log| log.lines().last().map(str::to_string)) else {
+        return;
+    };
+    let internal = [
+        SagaState::SCHEMA,
+        JournalRecord::SCHEMA,
+        Checkpoint::SCHEMA,
+        Parked::SCHEMA,
+        Correlation::SCHEMA,
+    ];
+    let mut problems = Vec::new();
+    for file in internal {
+        let known: Vec<[u8; 8]> = std::iter::once(file.text)
+            .chain(
+                sagaflow_avro::schemas::HISTORY
+                    .iter()
+                    .filter(|(f, _)| f.file == file.file)
+                    .map(|(_, text)| *text),
+            )
+            .map(|text| fingerprint(&Schema::parse_str(text).expect("schema parses")))
+            .collect();
+        let path = format!("avro/schemas/{}", file.file);
+        let range = format!("{since}~1..HEAD");
+        let commits = git(&["log", "--format=%H", &range, "--", &path]).unwrap_or_default();
+        for commit in commits.lines() {
+            let Some(text) = git(&["show", &format!("{commit}:{path}")]) else {
+                continue;
+            };
+            let Ok(schema) = Schema::parse_str(&text) else {
+                continue;
+            };
+            let print = fingerprint(&schema);
+            if !known.contains(&print) {
+                let hex: String = print.iter().map(|b| format!("{b:02x}")).collect();
+                problems.push(format!(
+                    "{path} as of commit {}: records written with it would no longer decode; save it as avro/schemas/history/{}.{hex}.avsc and list it in schemas::HISTORY",
+                    &commit[..10],
+                    file.file.trim_end_matches(".avsc")
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

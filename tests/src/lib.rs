@@ -140,6 +140,22 @@ impl Broker {
         }
     }
 
+    /// The broker every test of this test binary shares, for tests that never restart, kill or
+    /// break it. Each such test keeps to its own topics: the engine's are named after its group
+    /// ([`group`]), the participants' carry the test's [`Space`] prefix. Apache Kafka starts in
+    /// seconds and warms up slowly, so sharing it saves most of a test's set-up; tansu starts in
+    /// a fraction of a second, and each test keeps its own, which also keeps one test's trouble
+    /// with tansu out of the others.
+    pub fn for_test() -> TestBroker {
+        static SHARED: std::sync::OnceLock<Broker> = std::sync::OnceLock::new();
+        match broker_kind() {
+            // A static is never dropped: the broker.sh watch stops this one, and removes its
+            // directory, when the test binary exits.
+            BrokerKind::Kafka => TestBroker::Shared(SHARED.get_or_init(Self::start)),
+            BrokerKind::Tansu => TestBroker::Own(Self::start()),
+        }
+    }
+
     /// host:port.
     pub fn bootstrap(&self) -> String {
         self.bootstrap.clone()
@@ -172,6 +188,119 @@ impl Broker {
     }
 }
 
+/// A test's broker: its own, or the one its test binary shares (see [`Broker::for_test`]).
+#[derive(Debug)]
+pub enum TestBroker {
+    /// Started for this test, stopped when it ends.
+    Own(Broker),
+    /// Shared by the tests of this binary.
+    Shared(&'static Broker),
+}
+
+impl std::ops::Deref for TestBroker {
+    type Target = Broker;
+
+    fn deref(&self) -> &Broker {
+        match self {
+            Self::Own(b) => b,
+            Self::Shared(b) => b,
+        }
+    }
+}
+
+/// What one test owns on a broker it may share with others: its group, which names the engine's
+/// topics, and a prefix for the participants' command topics, which the definitions name.
+#[derive(Debug)]
+pub struct Space {
+    /// The engine group (unique per test run).
+    pub group: String,
+    definitions: TempDir,
+}
+
+impl Space {
+    /// A space named after the test, with the example definitions (`examples/*.yaml`) copied
+    /// into it under prefixed command topics.
+    pub fn new(name: &str) -> Self {
+        let space = Self::bare(name);
+        for entry in std::fs::read_dir(root().join("examples")).expect("examples/") {
+            let path = entry.expect("examples/ entry").path();
+            if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("read a definition");
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .expect("file name");
+            space.define(name, &text);
+        }
+        space
+    }
+
+    /// A space named after the test, with no definitions yet (see [`Space::define`]).
+    pub fn bare(name: &str) -> Self {
+        Self {
+            group: group(name),
+            definitions: TempDir::new(&format!("{name}-defs")),
+        }
+    }
+
+    /// Adds definition file `file` with `yaml`, its command topics prefixed for this space.
+    pub fn define(&self, file: &str, yaml: &str) {
+        let prefixed = prefix_topics(yaml, &format!("{}.", self.group));
+        std::fs::write(self.definitions.path().join(file), prefixed).expect("write a definition");
+    }
+
+    /// The directory of this space's definitions.
+    pub fn definitions(&self) -> &Path {
+        self.definitions.path()
+    }
+
+    /// Keeps only the definition files `names` (e.g. `["trip.yaml"]`).
+    pub fn only(self, names: &[&str]) -> Self {
+        for entry in std::fs::read_dir(self.definitions.path()).expect("definitions") {
+            let path = entry.expect("entry").path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if !names.contains(&name) {
+                std::fs::remove_file(&path).expect("remove a definition");
+            }
+        }
+        self
+    }
+
+    /// The name of `topic` (as the examples name it) in this space.
+    pub fn topic(&self, topic: &str) -> String {
+        format!("{}.{topic}", self.group)
+    }
+
+    /// The command topic of example participant `role` in this space (`--topic` for it).
+    pub fn role_topic(&self, role: &str) -> String {
+        let topic = match role {
+            "echo" => "bench.s1.commands".to_string(),
+            role => format!("trip.{role}.commands"),
+        };
+        self.topic(&topic)
+    }
+}
+
+/// Prefixes every `topic:` value of a definition's YAML (block and flow style alike).
+fn prefix_topics(text: &str, prefix: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 256);
+    let mut rest = text;
+    while let Some(at) = rest.find("topic:") {
+        let (head, tail) = rest.split_at(at + "topic:".len());
+        out.push_str(head);
+        let value = tail.trim_start_matches([' ', '\t']);
+        out.push_str(&tail[..tail.len() - value.len()]);
+        if !value.is_empty() && !value.starts_with(['\n', '\r', '#']) {
+            out.push_str(prefix);
+        }
+        rest = value;
+    }
+    out.push_str(rest);
+    out
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
         if let Some(dir) = &self.dir {
@@ -192,6 +321,9 @@ fn start_mode(s: Storage) -> &'static str {
 fn broker_script(args: &[&str]) -> String {
     let output = Command::new(root().join("scripts/broker.sh"))
         .args(args)
+        // The broker stops when this test binary exits, even if it never drops it (the shared
+        // one) or is killed.
+        .env("SAGAFLOW_BROKER_OWNER", std::process::id().to_string())
         .stderr(Stdio::inherit())
         .output()
         .expect("run scripts/broker.sh");
@@ -330,6 +462,13 @@ pub fn spawn_registry_on(bootstrap: &str, listen: &str) -> (Proc, String) {
             bootstrap.into(),
             "--listen".into(),
             listen.into(),
+            // Its own store: registries of tests that share a broker never see each other. A
+            // registry restarted on the same address finds its schemas again.
+            "--topic".into(),
+            match listen.rsplit_once(':') {
+                Some((_, port)) if port != "0" => format!("_schemas-{port}"),
+                _ => format!("_schemas-{:08x}", rand::random::<u32>()),
+            },
         ],
     );
     let url = p.wait_line("registry:", Duration::from_secs(60));
@@ -432,11 +571,14 @@ pub fn spawn_participant_env(
     p
 }
 
-/// One instance of each participant of the trip saga, with no injected failures.
-pub fn trip_participants(bootstrap: &str, registry_url: &str) -> Vec<Proc> {
+/// One instance of each participant of the trip saga in `space`, with no injected failures.
+pub fn trip_participants(space: &Space, bootstrap: &str, registry_url: &str) -> Vec<Proc> {
     ["payment", "flight", "hotel", "notify"]
         .iter()
-        .map(|role| spawn_participant(bootstrap, registry_url, role, &[]))
+        .map(|role| {
+            let topic = space.role_topic(role);
+            spawn_participant(bootstrap, registry_url, role, &["--topic", &topic])
+        })
         .collect()
 }
 

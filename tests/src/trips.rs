@@ -9,8 +9,8 @@ use sagaflow_avro::{BlockingCodec, EventType as E, RegistrySettings, StartSaga, 
 use serde_json::json;
 
 use crate::{
-    eventually, group, producer, spawn_participant_env, spawn_registry, Broker, EngineOpts,
-    EventLog, Proc, TempDir,
+    eventually, producer, spawn_participant_env, spawn_registry, Broker, EngineOpts, EventLog,
+    Proc, Space, TempDir, TestBroker,
 };
 
 /// How long a test waits for sagas to finish.
@@ -101,11 +101,11 @@ pub fn in_flight(metrics_url: &str, bootstrap: &str, codec: &BlockingCodec, grou
     }
 }
 
-/// The four participants of the trip saga (see [`participant`]).
-pub fn participants(bootstrap: &str, registry: &str, effects: &Path) -> Vec<Proc> {
+/// The four participants of the trip saga in `space` (see [`participant`]).
+pub fn participants(space: &Space, bootstrap: &str, registry: &str, effects: &Path) -> Vec<Proc> {
     ["payment", "flight", "hotel", "notify"]
         .iter()
-        .map(|role| participant(bootstrap, registry, role, effects, &[]))
+        .map(|role| participant(space, bootstrap, registry, role, effects, &[]))
         .collect()
 }
 
@@ -113,6 +113,7 @@ pub fn participants(bootstrap: &str, registry: &str, effects: &Path) -> Vec<Proc
 /// hotel bookings refused (so that sagas compensate), side effects logged to `effects`; `env`
 /// is added to its environment (to arm failpoints).
 pub fn participant(
+    space: &Space,
     bootstrap: &str,
     registry: &str,
     role: &str,
@@ -120,7 +121,10 @@ pub fn participant(
     env: &[(&str, &str)],
 ) -> Proc {
     let log = effects.display().to_string();
+    let topic = space.role_topic(role);
     let mut extra = vec![
+        "--topic",
+        &topic,
         "--instances",
         "2",
         "--latency-ms",
@@ -266,37 +270,50 @@ pub struct Rig {
     pub registry_url: String,
     /// A codec on that registry.
     pub codec: BlockingCodec,
-    /// Options of the scenario's first engine.
+    /// Options of the scenario's first engine (the space's group and definitions).
     pub opts: EngineOpts,
     /// The participants' effects log.
     pub effects: std::path::PathBuf,
     _work: TempDir,
     _state: TempDir,
+    /// The scenario's topics.
+    pub space: Space,
     /// The broker.
-    pub broker: Broker,
+    pub broker: TestBroker,
 }
 
-/// A [`Rig`] named `name`, for engines on `definitions` with `partitions` partitions.
-pub fn rig(name: &str, definitions: &Path, partitions: i32) -> Rig {
-    let broker = Broker::start();
+/// A [`Rig`] named `name`, for engines on the example definitions with `partitions`
+/// partitions, on the broker the test binary shares (see [`Broker::for_test`]).
+pub fn rig(name: &str, partitions: i32) -> Rig {
+    rig_on(Broker::for_test(), name, partitions)
+}
+
+/// A [`Rig`] with a broker of its own, for a scenario that restarts or kills it.
+pub fn rig_with_own_broker(name: &str, partitions: i32) -> Rig {
+    rig_on(TestBroker::Own(Broker::start()), name, partitions)
+}
+
+fn rig_on(broker: TestBroker, name: &str, partitions: i32) -> Rig {
     let (registry, registry_url) = spawn_registry(&broker.bootstrap());
     let state = TempDir::new(name);
     let work = TempDir::new(&format!("{name}-effects"));
+    let space = Space::new(name);
     Rig {
         _registry: registry,
         codec: BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec"),
         opts: EngineOpts {
             bootstrap: broker.bootstrap(),
             registry_url: registry_url.clone(),
-            group: group(name),
+            group: space.group.clone(),
             state_dir: state.path().to_path_buf(),
-            definitions: definitions.to_path_buf(),
+            definitions: space.definitions().to_path_buf(),
             partitions,
         },
         registry_url,
         effects: work.path().join("effects.jsonl"),
         _work: work,
         _state: state,
+        space,
         broker,
     }
 }

@@ -69,7 +69,7 @@ fn produce_batches(bootstrap: &str, topic: &str) {
 /// memory storage does not (docs/operations.md), which lost participant commands.
 #[test]
 fn a_fetch_that_starts_inside_a_batch_gets_the_rest_of_it() {
-    let broker = Broker::start();
+    let broker = Broker::for_test();
     let bootstrap = broker.bootstrap();
     let topic = &group("mid-batch");
     produce_batches(&bootstrap, topic);
@@ -155,7 +155,7 @@ fn worker_resuming_inside_a_batch(broker: &Broker) -> (u64, u64) {
 /// docs/operations.md must say so.)
 #[test]
 fn a_worker_reports_command_offsets_the_broker_never_delivered() {
-    let broker = Broker::start();
+    let broker = Broker::for_test();
     assert_eq!(
         worker_resuming_inside_a_batch(&broker),
         (0, 7),

@@ -8,12 +8,12 @@ use sagaflow_tests::trips::{
     wait_finished, Rig, WAIT,
 };
 use sagaflow_tests::{
-    eventually, group, root, spawn_engine, spawn_registry, Broker, EngineOpts, Proc, TempDir,
+    eventually, spawn_engine, spawn_registry, Broker, EngineOpts, Proc, Space, TempDir,
 };
 
 /// A rig for the trip saga on four partitions.
 fn rig(name: &str) -> Rig {
-    sagaflow_tests::trips::rig(name, &root().join("examples"), 4)
+    sagaflow_tests::trips::rig(name, 4)
 }
 
 #[test]
@@ -27,7 +27,7 @@ fn kill_9_with_sagas_in_flight_then_restart_loses_and_repeats_nothing() {
         &r.opts,
     );
     let (mut engine, mut metrics) = spawn_engine("engine-1", opts);
-    let _participants = participants(&bootstrap, &registry_url, effects);
+    let _participants = participants(&r.space, &bootstrap, &registry_url, effects);
     let ids: Vec<String> = (0..600).map(|i| format!("k9-{i:04}")).collect();
     let mut kills = Vec::new();
     let mut feeders = Vec::new();
@@ -69,7 +69,7 @@ fn kill_9_with_sagas_in_flight_then_restart_loses_and_repeats_nothing() {
 
 #[test]
 fn the_survivor_of_two_engines_finishes_every_saga() {
-    let broker = Broker::start();
+    let broker = Broker::for_test();
     let bootstrap = broker.bootstrap();
     let (_registry, registry_url) = spawn_registry(&bootstrap);
     let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
@@ -77,13 +77,14 @@ fn the_survivor_of_two_engines_finishes_every_saga() {
     let state_b = TempDir::new("survivor-b");
     let work = TempDir::new("survivor-effects");
     let effects = work.path().join("effects.jsonl");
-    let group = group("survivor");
+    let space = Space::new("survivor");
+    let group = space.group.clone();
     let opts = |state: &TempDir| EngineOpts {
         bootstrap: bootstrap.clone(),
         registry_url: registry_url.clone(),
         group: group.clone(),
         state_dir: state.path().to_path_buf(),
-        definitions: root().join("examples"),
+        definitions: space.definitions().to_path_buf(),
         partitions: 4,
     };
     let (mut a, metrics_a) = spawn_engine("engine-a", &opts(&state_a));
@@ -97,7 +98,7 @@ fn the_survivor_of_two_engines_finishes_every_saga() {
         owned(&metrics_a),
         owned(&metrics_b)
     );
-    let _participants = participants(&bootstrap, &registry_url, &effects);
+    let _participants = participants(&space, &bootstrap, &registry_url, &effects);
     let ids: Vec<String> = (0..400).map(|i| format!("sv-{i:04}")).collect();
     let feeder = stream_trips(
         bootstrap.clone(),
@@ -126,7 +127,7 @@ fn the_survivor_of_two_engines_finishes_every_saga() {
 
 #[test]
 fn broker_kill_9_with_sagas_in_flight_loses_and_repeats_nothing() {
-    let r = rig("broker-kill");
+    let r = sagaflow_tests::trips::rig_with_own_broker("broker-kill", 4);
     if !r.broker.is_local() {
         eprintln!("skipped: SAGAFLOW_BOOTSTRAP names a broker this test cannot kill");
         return;
@@ -139,7 +140,7 @@ fn broker_kill_9_with_sagas_in_flight_loses_and_repeats_nothing() {
         &r.opts,
     );
     let (_engine, metrics) = spawn_engine("engine", opts);
-    let _participants = participants(&bootstrap, &registry_url, effects);
+    let _participants = participants(&r.space, &bootstrap, &registry_url, effects);
     let ids: Vec<String> = (0..300).map(|i| format!("bk-{i:04}")).collect();
     let feeder = stream_trips(
         bootstrap.clone(),
@@ -199,7 +200,7 @@ fn a_paused_engine_that_resumes_after_losing_its_partitions_changes_nothing() {
             && owned(&metrics_b) >= 1.0),
         "partitions were not shared"
     );
-    let _participants = participants(&bootstrap, &registry_url, effects);
+    let _participants = participants(&r.space, &bootstrap, &registry_url, effects);
     let ids: Vec<String> = (0..600).map(|i| format!("zb-{i:04}")).collect();
     let feeder = stream_trips(
         bootstrap.clone(),
@@ -284,7 +285,7 @@ fn a_clean_hand_over_re_sends_nothing() {
         eventually(WAIT, || owns_all(&metrics_a, opts.partitions)),
         "engine-a never owned every partition"
     );
-    let _participants = participants(&bootstrap, &registry_url, effects);
+    let _participants = participants(&r.space, &bootstrap, &registry_url, effects);
     let run = |prefix: &str, n: usize| {
         let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i:04}")).collect();
         stream_trips(

@@ -9,7 +9,7 @@ use sagaflow_avro::{
 };
 use sagaflow_tests::{
     eventually, group, metric, producer, read_all, root, send, spawn_engine, spawn_participant,
-    spawn_registry, Broker, EngineOpts, EventLog, Proc, TempDir,
+    spawn_registry, Broker, EngineOpts, EventLog, Proc, Space, TempDir, TestBroker,
 };
 use serde_json::json;
 
@@ -24,7 +24,8 @@ struct Stack {
     group: String,
     _state: TempDir,
     codec: BlockingCodec,
-    broker: Broker,
+    space: Space,
+    broker: TestBroker,
 }
 
 fn stack(name: &str) -> Stack {
@@ -33,10 +34,15 @@ fn stack(name: &str) -> Stack {
 
 /// A stack whose engine has `env` added to its environment.
 fn stack_env(name: &str, env: &[(&str, &str)]) -> Stack {
-    let broker = Broker::start();
+    stack_with(Space::new(name), env)
+}
+
+/// A stack in `space` (its group and definitions), whose engine has `env` added.
+fn stack_with(space: Space, env: &[(&str, &str)]) -> Stack {
+    let broker = Broker::for_test();
     let (registry, registry_url) = spawn_registry(&broker.bootstrap());
-    let state = TempDir::new(name);
-    let group = group(name);
+    let state = TempDir::new(&space.group);
+    let group = space.group.clone();
     let (engine, metrics_url) = sagaflow_tests::spawn_engine_env(
         "engine",
         &EngineOpts {
@@ -44,7 +50,7 @@ fn stack_env(name: &str, env: &[(&str, &str)]) -> Stack {
             registry_url: registry_url.clone(),
             group: group.clone(),
             state_dir: state.path().to_path_buf(),
-            definitions: root().join("examples"),
+            definitions: space.definitions().to_path_buf(),
             partitions: 2,
         },
         env,
@@ -59,6 +65,7 @@ fn stack_env(name: &str, env: &[(&str, &str)]) -> Stack {
         group,
         _state: state,
         codec,
+        space,
     }
 }
 
@@ -97,11 +104,11 @@ impl Stack {
         ["payment", "flight", "hotel", "notify"]
             .iter()
             .map(|role| {
-                let extra: Vec<&str> = if *role == "hotel" {
-                    vec!["--failure-rate", &rate]
-                } else {
-                    vec![]
-                };
+                let topic = self.space.role_topic(role);
+                let mut extra = vec!["--topic", topic.as_str()];
+                if *role == "hotel" {
+                    extra.extend(["--failure-rate", &rate]);
+                }
                 spawn_participant(&self.broker.bootstrap(), &self.registry_url, role, &extra)
             })
             .collect()
@@ -279,7 +286,7 @@ fn rand_suffix() -> u32 {
 fn duplicate_and_stale_replies_are_ignored_and_counted() {
     let s = stack("dupes");
     s.start_trip("dup-1");
-    let payment = read_commands(&s, "trip.payment.commands", 1).remove(0);
+    let payment = read_commands(&s, &s.space.topic("trip.payment.commands"), 1).remove(0);
     assert_eq!(
         (payment.step.as_str(), payment.phase, payment.attempt),
         ("payment", Phase::Forward, 1)
@@ -290,7 +297,7 @@ fn duplicate_and_stale_replies_are_ignored_and_counted() {
     let output = json!({"payment_id": "p-1"});
     reply_to(&s, &payment, 1, output.clone());
     // The flight command proves the first reply was applied.
-    let _ = read_commands(&s, "trip.flight.commands", 1);
+    let _ = read_commands(&s, &s.space.topic("trip.flight.commands"), 1);
     reply_to(&s, &payment, 1, output.clone()); // duplicate
     reply_to(&s, &payment, 7, output); // an attempt that was never sent: stale
     let ignored = |reason: &str| {
@@ -314,7 +321,7 @@ fn duplicate_and_stale_replies_are_ignored_and_counted() {
         .count();
     assert_eq!(payment_successes, 1);
     assert_eq!(
-        read_commands(&s, "trip.flight.commands", 1).len(),
+        read_commands(&s, &s.space.topic("trip.flight.commands"), 1).len(),
         1,
         "flight dispatched twice"
     );
@@ -418,7 +425,7 @@ fn bad_input_goes_to_the_dead_letter_topic_and_the_engine_continues() {
 /// to do; the restored body starts again.
 #[test]
 fn an_edited_definition_version_is_refused_at_start() {
-    let broker = Broker::start();
+    let broker = Broker::for_test();
     let (_registry, registry_url) = spawn_registry(&broker.bootstrap());
     let definitions = TempDir::new("defs");
     let trip = std::fs::read_to_string(root().join("examples/trip.yaml")).expect("trip.yaml");
@@ -516,7 +523,8 @@ fn an_input_too_large_to_journal_is_dead_lettered_and_its_partition_goes_on() {
 /// `/health` says so, and once the registry is back every saga started meanwhile finishes.
 #[test]
 fn a_registry_outage_stops_partitions_until_it_ends_and_loses_nothing() {
-    let broker = Broker::start();
+    let broker = Broker::for_test();
+    let space = Space::new("outage");
     let bootstrap = broker.bootstrap();
     let listen = format!("127.0.0.1:{}", sagaflow_tests::free_port());
     let (mut registry, registry_url) = sagaflow_tests::spawn_registry_on(&bootstrap, &listen);
@@ -525,12 +533,12 @@ fn a_registry_outage_stops_partitions_until_it_ends_and_loses_nothing() {
     let opts = EngineOpts {
         bootstrap: bootstrap.clone(),
         registry_url: registry_url.clone(),
-        group: group("outage"),
+        group: space.group.clone(),
         state_dir: state.path().to_path_buf(),
-        definitions: root().join("examples"),
+        definitions: space.definitions().to_path_buf(),
         partitions: 2,
     };
-    let _participants = sagaflow_tests::trip_participants(&bootstrap, &registry_url);
+    let _participants = sagaflow_tests::trip_participants(&space, &bootstrap, &registry_url);
     let (mut engine, _) = spawn_engine("engine-1", &opts);
     let before: Vec<String> = (0..5).map(|i| format!("before-{i}")).collect();
     for id in &before {
@@ -567,11 +575,27 @@ fn a_registry_outage_stops_partitions_until_it_ends_and_loses_nothing() {
         .collect();
     registry.kill9();
     let (_engine, metrics_url) = spawn_engine("engine-2", &opts);
+    let health = metrics_url.replace("/metrics", "/health");
+    // The engine's own journal and changelog decode without the registry: it restores both
+    // partitions and is healthy until inputs it cannot decode arrive.
+    assert!(
+        eventually(Duration::from_secs(120), || metric(
+            &metrics_url,
+            "sagaflow_partitions_owned"
+        ) == 2.0
+            && sagaflow_tests::http_get_status(&health).0 == 200),
+        "the engine did not restore without the registry: {:?}",
+        sagaflow_tests::http_get_status(&health)
+    );
+    assert_eq!(
+        metric(&metrics_url, "sagaflow_partition_failures_total"),
+        0.0,
+        "a restore failed without the registry"
+    );
     let p = producer(&bootstrap);
     for (id, value) in &during {
         send(&p, &starts_topic, id, value);
     }
-    let health = metrics_url.replace("/metrics", "/health");
     let mut seen = (0, String::new());
     assert!(
         eventually(Duration::from_secs(120), || {
@@ -686,4 +710,84 @@ fn an_output_whose_topic_was_deleted_never_stops_the_engine() {
         ) >= 1.0),
         "the relay never met a refused message: the test proved nothing"
     );
+}
+
+#[test]
+fn a_finished_saga_shrinks_to_a_marker_then_leaves_and_its_id_can_start_again() {
+    // Only the trip: its steps have no attempt timeout, so a short dedupe window is allowed. The
+    // window is long enough for the checks below to land inside it on a slow machine.
+    let s = stack_with(
+        Space::new("retention").only(&["trip.yaml"]),
+        &[
+            ("SAGAFLOW_FINISHED_RETENTION_MS", "1500"),
+            ("SAGAFLOW_DEDUPE_WINDOW_MS", "15000"),
+        ],
+    );
+    let _participants = s.participants(0.0);
+    let counter = |name: &str| metric(&s.metrics_url, name);
+    let ignored = |reason: &str| {
+        counter(&format!(
+            "sagaflow_inputs_ignored_total{{reason=\"{reason}\"}}"
+        ))
+    };
+    let id = "again-1".to_string();
+    s.start_trip(&id);
+    let _ = s.wait_finished(std::slice::from_ref(&id));
+
+    // The whole state, then the marker: a start within the window is a duplicate each time.
+    s.start_trip(&id);
+    assert!(eventually(WAIT, || ignored("duplicate_start") == 1.0));
+    assert!(
+        eventually(WAIT, || counter("sagaflow_finished_sagas_compacted_total")
+            == 1.0),
+        "the state never shrank to a marker"
+    );
+    s.start_trip(&id);
+    assert!(eventually(WAIT, || ignored("duplicate_start") == 2.0));
+    // A late reply meets the marker: ignored, not dead-lettered as unknown.
+    let payment = read_commands(&s, &s.space.topic("trip.payment.commands"), 1).remove(0);
+    reply_to(&s, &payment, 1, json!({"payment_id": "late"}));
+    assert!(eventually(WAIT, || ignored("saga_finished") == 1.0));
+    assert_eq!(
+        metric(
+            &s.metrics_url,
+            "sagaflow_dead_letters_total{reason=\"unknown-saga\"}"
+        ),
+        0.0
+    );
+
+    // After the window the marker leaves RocksDB and the changelog (a tombstone)...
+    assert!(
+        eventually(WAIT, || counter("sagaflow_finished_sagas_deleted_total")
+            == 1.0),
+        "the marker was never deleted"
+    );
+    let changelog = format!("{}.changelog", s.group);
+    assert!(
+        eventually(WAIT, || read_all(&s.broker.bootstrap(), &changelog)
+            .iter()
+            .rev()
+            .find(|r| r.key.as_deref() == Some(id.as_bytes()))
+            .is_some_and(|r| r.value.is_none())),
+        "no tombstone for {id} in {changelog}"
+    );
+    // ... and under the default policy the id starts a new saga, which runs to its end.
+    s.start_trip(&id);
+    let started = || {
+        read_all(&s.broker.bootstrap(), &format!("{}.events", s.group))
+            .iter()
+            .filter_map(|r| {
+                s.codec
+                    .decode::<sagaflow_avro::SagaEvent>(r.value.as_deref()?)
+                    .ok()
+            })
+            .filter(|e| e.saga_id == id && e.event_type == E::SagaCompleted)
+            .count()
+    };
+    assert!(
+        eventually(WAIT, || started() == 2),
+        "the id did not run a second saga: {} completions",
+        started()
+    );
+    assert_eq!(ignored("duplicate_start"), 2.0);
 }

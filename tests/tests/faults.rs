@@ -15,7 +15,7 @@ use sagaflow_tests::trips::{
     assert_in_flight_at, check_events, check_invariants, in_flight, now_ms, owns_all, participant,
     participants, rig, stream_trips, wait_finished, WAIT,
 };
-use sagaflow_tests::{eventually, root, spawn_engine, spawn_engine_env, EventLog, Proc, TempDir};
+use sagaflow_tests::{eventually, spawn_engine, spawn_engine_env, EventLog, Proc, TempDir};
 
 const SMALL_CACHE: (&str, &str) = ("SAGAFLOW_STATE_CACHE_SAGAS", "3");
 
@@ -47,7 +47,7 @@ fn crashed_at(proc: &mut Proc, point: &str) -> i64 {
 /// An engine crashes at `point` after it passed `passes` times under load; a restart in the
 /// same state directory finishes every saga.
 fn engine_crash_under_load(point: &str, passes: u32) {
-    let r = rig(point, &root().join("examples"), 4);
+    let r = rig(point, 4);
     let (bootstrap, opts) = (r.broker.bootstrap(), &r.opts);
     let env = armed(point, passes);
     // A cache of three states per partition: most decisions read their saga from RocksDB, so
@@ -57,7 +57,7 @@ fn engine_crash_under_load(point: &str, passes: u32) {
         opts,
         &[(fp::ENV, &env), (SMALL_CACHE.0, SMALL_CACHE.1)],
     );
-    let _participants = participants(&bootstrap, &r.registry_url, &r.effects);
+    let _participants = participants(&r.space, &bootstrap, &r.registry_url, &r.effects);
     assert!(
         eventually(WAIT, || owns_all(&metrics, opts.partitions)),
         "the engine never owned every partition"
@@ -98,10 +98,10 @@ fn a_crash_in_the_middle_of_a_changelog_flush() {
 #[test]
 fn a_crash_after_a_claim_before_the_inputs_are_assigned() {
     let point = fp::CLAIM_WRITTEN;
-    let r = rig(point, &root().join("examples"), 4);
+    let r = rig(point, 4);
     let (bootstrap, opts) = (r.broker.bootstrap(), &r.opts);
     let (mut first, metrics) = spawn_engine("engine-1", opts);
-    let _participants = participants(&bootstrap, &r.registry_url, &r.effects);
+    let _participants = participants(&r.space, &bootstrap, &r.registry_url, &r.effects);
     assert!(
         eventually(WAIT, || owns_all(&metrics, opts.partitions)),
         "engine-1 never owned every partition"
@@ -155,7 +155,8 @@ fn a_crash_between_changelog_restore_chunks() {
     let definitions = TempDir::new("restore-chunk-definitions");
     std::fs::write(definitions.path().join("sleeper.yaml"), SLEEPER).expect("write definition");
     // One partition, so that its several hundred sagas span several restore chunks.
-    let r = rig(point, definitions.path(), 1);
+    let mut r = rig(point, 1);
+    r.opts.definitions = definitions.path().to_path_buf();
     let (bootstrap, opts) = (r.broker.bootstrap(), &r.opts);
     let (mut first, metrics) = spawn_engine("engine-1", opts);
     assert!(
@@ -219,11 +220,12 @@ fn a_crash_between_changelog_restore_chunks() {
 /// A participant crashes at `point` under load; once restarted, every saga finishes and no
 /// side effect is applied twice.
 fn worker_crash_under_load(point: &str, passes: u32) {
-    let r = rig(point, &root().join("examples"), 4);
+    let r = rig(point, 4);
     let (bootstrap, opts) = (r.broker.bootstrap(), &r.opts);
     let (_engine, metrics) = spawn_engine("engine", opts);
     let env = armed(point, passes);
     let mut payment = participant(
+        &r.space,
         &bootstrap,
         &r.registry_url,
         "payment",
@@ -232,7 +234,7 @@ fn worker_crash_under_load(point: &str, passes: u32) {
     );
     let _others: Vec<Proc> = ["flight", "hotel", "notify"]
         .iter()
-        .map(|role| participant(&bootstrap, &r.registry_url, role, &r.effects, &[]))
+        .map(|role| participant(&r.space, &bootstrap, &r.registry_url, role, &r.effects, &[]))
         .collect();
     assert!(
         eventually(WAIT, || owns_all(&metrics, opts.partitions)),
@@ -250,7 +252,14 @@ fn worker_crash_under_load(point: &str, passes: u32) {
     // After the dead instances' session (10 s) ran out: tansu 0.6 can hand a member that joins
     // right after a death an empty assignment for good (docs/operations.md).
     std::thread::sleep(Duration::from_secs(12));
-    let _payment = participant(&bootstrap, &r.registry_url, "payment", &r.effects, &[]);
+    let _payment = participant(
+        &r.space,
+        &bootstrap,
+        &r.registry_url,
+        "payment",
+        &r.effects,
+        &[],
+    );
     feeder.join().expect("feeder");
     let log = wait_finished(&bootstrap, &r.codec, &opts.group, &ids);
     check_invariants(&log, &ids, &r.effects);

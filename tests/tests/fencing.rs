@@ -6,11 +6,11 @@ use std::time::Duration;
 use sagaflow_avro::RegistrySettings;
 use sagaflow_avro::{
     BlockingCodec, EventType as E, InputPosition, JournalKind, JournalRecord, Outbound, SagaState,
-    SagaStatus, StateEntry, Subject,
+    SagaStatus, StateEntry,
 };
 use sagaflow_tests::{
-    eventually, group, metric, producer, read_all, root, send, spawn_engine, spawn_registry,
-    start_trip, trip_participants, Broker, EngineOpts, EventLog, TempDir,
+    eventually, metric, producer, read_all, send, spawn_engine, spawn_registry, start_trip,
+    trip_participants, Broker, EngineOpts, EventLog, Space, TempDir,
 };
 
 const WAIT: Duration = Duration::from_secs(300);
@@ -31,11 +31,12 @@ fn journal(bootstrap: &str, codec: &BlockingCodec, group: &str) -> Vec<(i64, Jou
 
 #[test]
 fn a_stale_owner_writing_after_losing_its_partition_changes_nothing() {
-    let broker = Broker::start();
+    let broker = Broker::for_test();
     let bootstrap = broker.bootstrap();
     let (_registry, registry_url) = spawn_registry(&bootstrap);
     let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
-    let group = group("fence");
+    let space = Space::new("fence");
+    let group = space.group.clone();
     let state_1 = TempDir::new("fence-1");
     let state_2 = TempDir::new("fence-2");
     let opts = |state: &TempDir| EngineOpts {
@@ -43,10 +44,10 @@ fn a_stale_owner_writing_after_losing_its_partition_changes_nothing() {
         registry_url: registry_url.clone(),
         group: group.clone(),
         state_dir: state.path().to_path_buf(),
-        definitions: root().join("examples"),
+        definitions: space.definitions().to_path_buf(),
         partitions: 1,
     };
-    let _participants = trip_participants(&bootstrap, &registry_url);
+    let _participants = trip_participants(&space, &bootstrap, &registry_url);
 
     // The first owner runs one saga to the end, then stops.
     let (mut first, _) = spawn_engine("engine-1", &opts(&state_1));
@@ -85,11 +86,10 @@ fn a_stale_owner_writing_after_losing_its_partition_changes_nothing() {
         ignored_replies: 0,
         failure_json: None,
         timers: vec![],
+        compacted: false,
     };
     let changelog = format!("{group}.changelog");
-    let state_bytes = codec
-        .encode(Subject::TopicRecord(&changelog), &bogus_state)
-        .expect("encode state");
+    let state_bytes = sagaflow_avro::internal::encode(&bogus_state).expect("encode state");
     let end = journal(&bootstrap, &codec, &group)
         .last()
         .map(|(o, _)| *o)
@@ -119,9 +119,7 @@ fn a_stale_owner_writing_after_losing_its_partition_changes_nothing() {
                 not_before: None,
             }],
         };
-        let value = codec
-            .encode(Subject::Topic(&journal_topic), &zombie)
-            .expect("encode");
+        let value = sagaflow_avro::internal::encode(&zombie).expect("encode");
         send(&producer(&bootstrap), &journal_topic, "zombie", &value);
     }
 
@@ -168,11 +166,12 @@ fn a_stale_owner_writing_after_losing_its_partition_changes_nothing() {
 /// redelivered reply is applied to it a second time.
 #[test]
 fn a_fenced_owners_late_changelog_flush_never_comes_back_in_a_restore() {
-    let broker = Broker::start();
+    let broker = Broker::for_test();
     let bootstrap = broker.bootstrap();
     let (_registry, registry_url) = spawn_registry(&bootstrap);
     let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
-    let group = group("late-flush");
+    let space = Space::new("late-flush");
+    let group = space.group.clone();
     let dirs = [
         TempDir::new("late-flush-1"),
         TempDir::new("late-flush-2"),
@@ -183,10 +182,10 @@ fn a_fenced_owners_late_changelog_flush_never_comes_back_in_a_restore() {
         registry_url: registry_url.clone(),
         group: group.clone(),
         state_dir: state.path().to_path_buf(),
-        definitions: root().join("examples"),
+        definitions: space.definitions().to_path_buf(),
         partitions: 1,
     };
-    let _participants = trip_participants(&bootstrap, &registry_url);
+    let _participants = trip_participants(&space, &bootstrap, &registry_url);
     let finished = |n: usize| {
         eventually(WAIT, || {
             EventLog::read(&bootstrap, &codec, &group).finished() == n

@@ -122,7 +122,7 @@ impl Http {
 
 #[tokio::test]
 async fn avro_round_trip_through_schema_registry_converter() {
-    let broker = Broker::start();
+    let broker = Broker::for_test();
     let registry = start_registry(&broker.bootstrap(), &unique_topic()).await;
     let settings = SrSettings::new(registry.url());
 
@@ -221,7 +221,7 @@ async fn avro_round_trip_through_schema_registry_converter() {
 
 #[tokio::test]
 async fn errors_carry_confluent_codes() {
-    let broker = Broker::start();
+    let broker = Broker::for_test();
     let registry = start_registry(&broker.bootstrap(), &unique_topic()).await;
     let http = Http::new(&registry);
 
@@ -303,7 +303,7 @@ async fn errors_carry_confluent_codes() {
 
 #[tokio::test]
 async fn compatibility_config_and_deletion() {
-    let broker = Broker::start();
+    let broker = Broker::for_test();
     let registry = start_registry(&broker.bootstrap(), &unique_topic()).await;
     let http = Http::new(&registry);
 
@@ -427,7 +427,7 @@ async fn compatibility_config_and_deletion() {
 
 #[tokio::test]
 async fn state_survives_a_restart() {
-    let broker = Broker::start();
+    let broker = Broker::for_test();
     let topic = unique_topic();
     let registry = start_registry(&broker.bootstrap(), &topic).await;
     let http = Http::new(&registry);

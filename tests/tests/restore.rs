@@ -8,8 +8,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use sagaflow_avro::{BlockingCodec, RegistrySettings};
 use sagaflow_tests::{
-    client_config, eventually, group, root, spawn_engine, spawn_registry, start_trip,
-    trip_participants, Broker, EngineOpts, EventLog, TempDir,
+    client_config, eventually, spawn_engine, spawn_registry, start_trip, trip_participants, Broker,
+    EngineOpts, EventLog, Space, TempDir,
 };
 
 const WAIT: Duration = Duration::from_secs(300);
@@ -56,21 +56,22 @@ fn delete_all_records(bootstrap: &str, topic: &str) -> bool {
 /// the changelog, which engine 2 kept current, and goes on.
 #[test]
 fn local_state_older_than_the_journal_retention_rebuilds_from_the_changelog() {
-    let broker = Broker::start();
+    let broker = Broker::for_test();
     let bootstrap = broker.bootstrap();
     let (_registry, registry_url) = spawn_registry(&bootstrap);
     let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
-    let group = group("retention");
+    let space = Space::new("retention");
+    let group = space.group.clone();
     let (state_1, state_2) = (TempDir::new("retention-1"), TempDir::new("retention-2"));
     let opts = |state: &TempDir| EngineOpts {
         bootstrap: bootstrap.clone(),
         registry_url: registry_url.clone(),
         group: group.clone(),
         state_dir: state.path().to_path_buf(),
-        definitions: root().join("examples"),
+        definitions: space.definitions().to_path_buf(),
         partitions: 1,
     };
-    let _participants = trip_participants(&bootstrap, &registry_url);
+    let _participants = trip_participants(&space, &bootstrap, &registry_url);
     let finished = |n: usize| {
         eventually(WAIT, || {
             EventLog::read(&bootstrap, &codec, &group).finished() == n
@@ -105,4 +106,153 @@ fn local_state_older_than_the_journal_retention_rebuilds_from_the_changelog() {
     );
     let log = EventLog::read(&bootstrap, &codec, &group);
     assert!(log.conflicts.is_empty(), "{:?}", log.conflicts);
+}
+
+/// Creates `topic` compacted as eagerly as Apache Kafka allows: segments roll every 100 ms (the
+/// cleaner never touches the active one), and any dirty share is worth cleaning. Tombstones stay
+/// a minute, so that a test sees them before they go.
+fn create_eagerly_compacted(bootstrap: &str, topic: &str, partitions: i32) {
+    use rdkafka::admin::{NewTopic, TopicReplication};
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(bootstrap).create().expect("admin client");
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1))
+        .set("cleanup.policy", "compact")
+        .set("segment.ms", "100")
+        .set("min.cleanable.dirty.ratio", "0.001")
+        .set("delete.retention.ms", "60000")
+        .set("min.compaction.lag.ms", "0");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let results = runtime
+        .block_on(admin.create_topics(&[new], &AdminOptions::new()))
+        .expect("create topics");
+    for result in results {
+        result.unwrap_or_else(|(name, code)| panic!("cannot create {name}: {code}"));
+    }
+}
+
+/// On Apache Kafka the broker compacts the changelog. Sagas that ended and expired leave only
+/// tombstones (or nothing) there; sagas still running leave their latest state. A new node that
+/// restores from that changelog finishes every running saga exactly once, and no deleted saga
+/// comes back.
+#[test]
+fn a_restore_from_a_changelog_the_broker_compacted_loses_nothing() {
+    if sagaflow_tests::broker_kind() == sagaflow_tests::BrokerKind::Tansu {
+        sagaflow_tests::skip(
+            "a_restore_from_a_changelog_the_broker_compacted_loses_nothing",
+            "tansu 0.6 never compacts a topic",
+        );
+        return;
+    }
+    let broker = Broker::for_test();
+    let bootstrap = broker.bootstrap();
+    let (_registry, registry_url) = spawn_registry(&bootstrap);
+    let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
+    // Only the trip (no attempt timeouts), so that finished sagas may expire within seconds.
+    let space = Space::new("compacted").only(&["trip.yaml"]);
+    let group = space.group.clone();
+    let changelog = format!("{group}.changelog");
+    create_eagerly_compacted(&bootstrap, &changelog, 2);
+    let (state_1, state_2) = (TempDir::new("compacted-1"), TempDir::new("compacted-2"));
+    let opts = |state: &TempDir| EngineOpts {
+        bootstrap: bootstrap.clone(),
+        registry_url: registry_url.clone(),
+        group: group.clone(),
+        state_dir: state.path().to_path_buf(),
+        definitions: space.definitions().to_path_buf(),
+        partitions: 2,
+    };
+    let retention = [
+        ("SAGAFLOW_FINISHED_RETENTION_MS", "500"),
+        ("SAGAFLOW_DEDUPE_WINDOW_MS", "1000"),
+    ];
+    let (mut first, metrics) =
+        sagaflow_tests::spawn_engine_env("engine-1", &opts(&state_1), &retention);
+    let done: Vec<String> = (0..30).map(|i| format!("done-{i}")).collect();
+    let participants = trip_participants(&space, &bootstrap, &registry_url);
+    for id in &done {
+        start_trip(&codec, &bootstrap, &group, id);
+    }
+    assert!(
+        eventually(WAIT, || sagaflow_tests::metric(
+            &metrics,
+            "sagaflow_finished_sagas_deleted_total"
+        ) == 30.0),
+        "the finished sagas did not expire"
+    );
+    // Without participants these wait for their payment, and their states stay.
+    drop(participants);
+    let open: Vec<String> = (0..20).map(|i| format!("open-{i}")).collect();
+    for id in &open {
+        start_trip(&codec, &bootstrap, &group, id);
+    }
+    assert!(eventually(WAIT, || sagaflow_tests::metric(
+        &metrics,
+        "sagaflow_sagas_started_total"
+    ) == 50.0));
+
+    // The broker's cleaner has run once the expired sagas have fewer records in the changelog
+    // than they were written with, none of them a state.
+    let expired = || {
+        let records = sagaflow_tests::read_to_watermarks(&bootstrap, &changelog);
+        let done: Vec<bool> = records
+            .iter()
+            .filter(|r| r.key.as_deref().is_some_and(|k| k.starts_with(b"done-")))
+            .map(|r| r.value.is_some())
+            .collect();
+        (done.len(), done.iter().any(|state| *state))
+    };
+    let tombstoned = || {
+        let mut last = std::collections::HashMap::new();
+        for r in sagaflow_tests::read_to_watermarks(&bootstrap, &changelog) {
+            if let Some(key) = r.key.filter(|k| k.starts_with(b"done-")) {
+                let _ = last.insert(key, r.value.is_none());
+            }
+        }
+        last.values().filter(|gone| **gone).count() == 30
+    };
+    assert!(
+        eventually(WAIT, tombstoned),
+        "the expired sagas have no tombstones in {changelog}"
+    );
+    let (written, _) = expired();
+    let compacted = eventually(Duration::from_secs(180), || {
+        let (left, states) = expired();
+        (left < written || left == 0) && !states
+    });
+    assert!(
+        compacted,
+        "the broker never compacted {changelog}: {:?} of {written} left (records, any a state)",
+        expired()
+    );
+    assert!(first.terminate().success());
+
+    let (_second, metrics) = spawn_engine("engine-2", &opts(&state_2));
+    let _participants = trip_participants(&space, &bootstrap, &registry_url);
+    let finished = || {
+        let log = EventLog::read(&bootstrap, &codec, &group);
+        log.unfinished(&open).is_empty()
+    };
+    assert!(
+        eventually(WAIT, finished),
+        "sagas running at the hand-over did not finish after a restore from the compacted changelog"
+    );
+    let log = EventLog::read(&bootstrap, &codec, &group);
+    sagaflow_tests::trips::check_events(&log, &open);
+    sagaflow_tests::trips::check_events(&log, &done);
+    // A deleted saga stays deleted: a start for its id is a new saga, not a duplicate.
+    start_trip(&codec, &bootstrap, &group, "done-0");
+    assert!(eventually(WAIT, || sagaflow_tests::metric(
+        &metrics,
+        "sagaflow_sagas_started_total"
+    ) == 1.0));
+    assert_eq!(
+        sagaflow_tests::metric(
+            &metrics,
+            "sagaflow_inputs_ignored_total{reason=\"duplicate_start\"}"
+        ),
+        0.0
+    );
 }

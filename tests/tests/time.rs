@@ -18,8 +18,8 @@ use sagaflow_avro::{
     Signal, StartSaga, Subject,
 };
 use sagaflow_tests::{
-    client_config, eventually, group, metric, producer, read_all, send, spawn_engine,
-    spawn_registry, Broker, EngineOpts, EventLog, Proc, TempDir,
+    client_config, eventually, metric, producer, read_all, send, spawn_engine, spawn_registry,
+    Broker, EngineOpts, EventLog, Proc, Space, TempDir, TestBroker,
 };
 use serde_json::json;
 
@@ -81,30 +81,30 @@ struct Stack {
     opts: EngineOpts,
     _registry: Proc,
     codec: BlockingCodec,
-    _defs: TempDir,
+    space: Space,
     _state: TempDir,
-    broker: Broker,
+    broker: TestBroker,
 }
 
 fn stack(name: &str, partitions: i32) -> Stack {
-    let broker = Broker::start();
+    let broker = Broker::for_test();
     let (registry, registry_url) = spawn_registry(&broker.bootstrap());
-    let defs = TempDir::new(&format!("{name}-defs"));
+    let space = Space::bare(name);
     for (file, yaml) in [
         ("work.yaml", WORK),
         ("hurry.yaml", HURRY),
         ("confirm.yaml", CONFIRM),
         ("sleeper.yaml", SLEEPER),
     ] {
-        std::fs::write(defs.path().join(file), yaml).expect("write definition");
+        space.define(file, yaml);
     }
     let state = TempDir::new(name);
     let opts = EngineOpts {
         bootstrap: broker.bootstrap(),
         registry_url: registry_url.clone(),
-        group: group(name),
+        group: space.group.clone(),
         state_dir: state.path().to_path_buf(),
-        definitions: defs.path().to_path_buf(),
+        definitions: space.definitions().to_path_buf(),
         partitions,
     };
     let (engine, metrics_url) = spawn_engine("engine", &opts);
@@ -115,7 +115,7 @@ fn stack(name: &str, partitions: i32) -> Stack {
         opts,
         _registry: registry,
         codec: BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec"),
-        _defs: defs,
+        space,
         _state: state,
         broker,
     }
@@ -150,17 +150,18 @@ impl Stack {
         let stop = Arc::new(AtomicBool::new(false));
         let bootstrap = self.broker.bootstrap();
         let registry = self.opts.registry_url.clone();
+        let work = self.space.topic("t.work.commands");
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             let codec =
                 BlockingCodec::new(&RegistrySettings::new(registry.as_str())).expect("codec");
             let consumer: BaseConsumer = client_config(&bootstrap)
-                .set("group.id", "time-test-participant")
+                .set("group.id", format!("{work}-participant"))
                 .set("auto.offset.reset", "earliest")
                 .set("topic.metadata.refresh.interval.ms", "1000")
                 .create()
                 .expect("consumer");
-            consumer.subscribe(&["t.work.commands"]).expect("subscribe");
+            consumer.subscribe(&[&work]).expect("subscribe");
             let p = producer(&bootstrap);
             while !flag.load(Ordering::SeqCst) {
                 let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else {

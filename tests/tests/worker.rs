@@ -36,7 +36,7 @@ fn command(saga: &str, reply_to: &str) -> Command {
 /// and answers every one once the registry is back.
 #[test]
 fn commands_fetched_during_a_registry_outage_are_answered_after_it() {
-    let broker = Broker::start();
+    let broker = Broker::for_test();
     let bootstrap = broker.bootstrap();
     let listen = format!("127.0.0.1:{}", free_port());
     let (registry, url) = spawn_registry_on(&bootstrap, &listen);

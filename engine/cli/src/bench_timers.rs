@@ -6,8 +6,7 @@
 //! matters, at a consumer of the target topic: receive time minus due time.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -16,13 +15,14 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use sagaflow_kafka::{TopicPolicy, TopicSpec};
+use sagaflow_kafka::TopicSpec;
 use sagaflow_registry::RegistryConfig;
 use sagaflow_runtime::parked::{DELAY_TOPIC_HEADER, DELAY_UNTIL_HEADER};
 use sagaflow_runtime::topics::{self, Topics};
 use serde::Serialize;
 
 use crate::bench::{baseline, BrokerBaseline};
+use crate::bench_engine::spawn_engine;
 use crate::eventlog::percentile;
 use sagaflow_avro::now_ms;
 
@@ -85,120 +85,6 @@ struct TimerReport {
     max_timers_in_memory: f64,
 }
 
-/// The engine child process; killed on drop.
-struct EngineProcess {
-    child: Child,
-    metrics_url: String,
-}
-
-impl Drop for EngineProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl EngineProcess {
-    fn rss_kib(&self, field: &str) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    }
-
-    async fn metric(&self, name: &str) -> f64 {
-        let Ok(body) = http_get(&self.metrics_url).await else {
-            return 0.0;
-        };
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .find_map(|l| {
-                let (n, v) = l.rsplit_once(' ')?;
-                (n == name).then(|| v.parse().ok()).flatten()
-            })
-            .unwrap_or(0.0)
-    }
-}
-
-async fn http_get(url: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").context("http url")?;
-    let (host, path) = rest.split_once('/').context("url path")?;
-    let mut stream = tokio::net::TcpStream::connect(host).await?;
-    stream
-        .write_all(format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
-        .await?;
-    let mut body = String::new();
-    let _ = stream.read_to_string(&mut body).await?;
-    Ok(body
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default())
-}
-
-fn spawn_engine(
-    kafka: &crate::KafkaArgs,
-    policy: TopicPolicy,
-    registry_url: &str,
-    group: &str,
-    partitions: i32,
-    state_dir: &std::path::Path,
-    definitions: &std::path::Path,
-) -> anyhow::Result<EngineProcess> {
-    let exe = std::env::current_exe().context("locating the sagaflow binary")?;
-    let mut child = std::process::Command::new(exe)
-        .args([
-            "engine",
-            "--bootstrap",
-            &kafka.bootstrap,
-            "--registry-url",
-            registry_url,
-        ])
-        .args(
-            kafka
-                .properties
-                .iter()
-                .flat_map(|p| ["--kafka", p.as_str()]),
-        )
-        .env(
-            "SAGAFLOW_REPLICATION_FACTOR",
-            policy.replication_factor.to_string(),
-        )
-        .env(
-            "SAGAFLOW_MIN_INSYNC_REPLICAS",
-            policy.min_insync_replicas.to_string(),
-        )
-        .args(["--group", group, "--partitions", &partitions.to_string()])
-        .arg("--state-dir")
-        .arg(state_dir)
-        .arg("--definitions")
-        .arg(definitions)
-        .args(["--http-listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting the engine process")?;
-    let stdout = child.stdout.take().context("engine stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let metrics_url = loop {
-        match lines.next() {
-            Some(Ok(line)) => {
-                if let Some(url) = line.strip_prefix("metrics:") {
-                    break url.trim().to_string();
-                }
-            }
-            _ => anyhow::bail!("the engine exited before serving its metrics"),
-        }
-    };
-    // Keep draining stdout so the engine never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Ok(EngineProcess { child, metrics_url })
-}
-
 fn progress(args: &BenchTimersArgs, message: &str) {
     if !args.json {
         eprintln!("bench-timers: {message}");
@@ -241,16 +127,10 @@ pub(crate) async fn run(args: BenchTimersArgs) -> anyhow::Result<ExitCode> {
         args.partitions,
         &state_dir,
         definitions,
+        &[],
     )?;
-    // Wait for the engine to own its partitions before the clock starts.
-    let joined = Instant::now();
-    while engine.metric("sagaflow_partitions_owned").await < f64::from(args.partitions) {
-        anyhow::ensure!(
-            joined.elapsed() < Duration::from_secs(120),
-            "the engine did not own its partitions within 2 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The clock starts once the engine owns its partitions.
+    engine.wait_owned(args.partitions).await?;
 
     // The consumer of fired timers runs from the start, so no delivery waits on it.
     let consumer: StreamConsumer = kafka

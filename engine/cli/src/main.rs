@@ -9,6 +9,8 @@ use sagaflow_avro::RegistrySettings;
 use sagaflow_kafka::{KafkaSettings, TopicPolicy};
 
 mod bench;
+mod bench_engine;
+mod bench_sleepers;
 mod bench_timers;
 mod def_check;
 mod demo;
@@ -153,6 +155,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Schedule many timers (delayed deliveries) and measure firing lateness, memory and rates.
     BenchTimers(bench_timers::BenchTimersArgs),
+    /// Hold many sagas asleep in a wait step: engine memory, restore time on a new node, and
+    /// how late they wake.
+    BenchSleepers(bench_sleepers::BenchSleepersArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -200,6 +205,9 @@ fn main() -> ExitCode {
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
         Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::run(args))),
         Command::BenchTimers(args) => runtime().and_then(|rt| rt.block_on(bench_timers::run(args))),
+        Command::BenchSleepers(args) => {
+            runtime().and_then(|rt| rt.block_on(bench_sleepers::run(args)))
+        }
     };
     match result {
         Ok(code) => code,

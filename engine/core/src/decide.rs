@@ -9,21 +9,21 @@ use serde_json::{json, Value};
 use tracing::debug_span;
 
 use crate::flow::{Draft, Failure};
-use crate::input::{Decision, Definitions, IgnoreReason, Input, Outcome, Rejection, Topics};
+use crate::input::{Decision, Definitions, IgnoreReason, Input, Outcome, Rejection, Settings};
 
 /// Decides what `input` does to the saga whose current state is `state` (`None` if the saga does
 /// not exist yet). Pure: the same arguments always give the same decision.
 pub fn decide(
     definitions: &dyn Definitions,
-    topics: &Topics,
+    settings: &Settings,
     state: Option<&SagaState>,
     input: &Input,
     now: i64,
 ) -> Decision {
-    match input {
+    let mut decision = match input {
         Input::Start(start) => {
             let _span = debug_span!("decide", saga_id = %start.saga_id, input = "start").entered();
-            decide_start(definitions, topics, state, start, now)
+            decide_start(definitions, settings, state, start, now)
         }
         Input::Reply(reply) => {
             let _span = debug_span!(
@@ -35,13 +35,13 @@ pub fn decide(
                 attempt = reply.attempt
             )
             .entered();
-            decide_reply(definitions, topics, state, reply, now)
+            decide_reply(definitions, settings, state, reply, now)
         }
         Input::Timer { saga_id, timer_id } => {
             let _span =
                 debug_span!("decide", saga_id = %saga_id, input = "timer", timer = %timer_id)
                     .entered();
-            decide_timer(definitions, topics, state, timer_id, now)
+            decide_timer(definitions, settings, state, timer_id, now)
         }
         Input::Signal {
             saga_id,
@@ -49,9 +49,11 @@ pub fn decide(
             signal,
         } => {
             let _span = debug_span!("decide", saga_id = %saga_id, input = "signal", step = %step, event = %signal.event).entered();
-            decide_signal(definitions, topics, state, step, signal, now)
+            decide_signal(definitions, settings, state, step, signal, now)
         }
-    }
+    };
+    crate::retention::schedule(&mut decision, &settings.retention, now);
+    decision
 }
 
 /// The running saga's definition, or the decision that says why there is none.
@@ -105,7 +107,7 @@ fn drift(def: &Definition, state: &SagaState) -> Option<String> {
 
 fn decide_start(
     definitions: &dyn Definitions,
-    topics: &Topics,
+    settings: &Settings,
     state: Option<&SagaState>,
     start: &StartSaga,
     now: i64,
@@ -168,8 +170,9 @@ fn decide_start(
         ignored_replies: 0,
         failure_json: None,
         timers: Vec::new(),
+        compacted: false,
     };
-    let mut draft = Draft::new(state, def, now, topics);
+    let mut draft = Draft::new(state, def, now, settings);
     let deadline = def
         .deadline
         .map(|d| now + i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -196,6 +199,7 @@ fn finish(draft: Draft<'_>) -> Decision {
         commands: draft.commands,
         events: draft.events,
         effects: draft.effects,
+        forget: false,
     }
 }
 
@@ -210,12 +214,13 @@ fn ignore(state: &SagaState, reason: IgnoreReason, now: i64) -> Decision {
         commands: Vec::new(),
         events: Vec::new(),
         effects: Vec::new(),
+        forget: false,
     }
 }
 
 fn decide_reply(
     definitions: &dyn Definitions,
-    topics: &Topics,
+    settings: &Settings,
     state: Option<&SagaState>,
     reply: &Reply,
     now: i64,
@@ -262,7 +267,7 @@ fn decide_reply(
         return ignore(state, reason, now);
     }
 
-    let mut draft = Draft::new(state.clone(), def, now, topics);
+    let mut draft = Draft::new(state.clone(), def, now, settings);
     if reply.phase == Phase::Forward {
         // A definite answer covers the attempts before it too: participants answer a repeated
         // idempotency key with the outcome they recorded.
@@ -309,11 +314,19 @@ fn timed_out(step: &StepState, reply: &Reply) -> bool {
 
 fn decide_timer(
     definitions: &dyn Definitions,
-    topics: &Topics,
+    settings: &Settings,
     state: Option<&SagaState>,
     timer_id: &str,
     now: i64,
 ) -> Decision {
+    if let Some(state) = state.filter(|s| s.status.is_terminal()) {
+        return match state.timers.iter().find(|t| t.id == timer_id) {
+            Some(timer) if timer.kind == TimerKind::Expire => {
+                crate::retention::expire(state, timer, &settings.retention, now)
+            }
+            _ => Decision::unchanged(Outcome::Ignored(IgnoreReason::StaleTimer)),
+        };
+    }
     let def = match running(definitions, state, now, IgnoreReason::StaleTimer) {
         Ok(def) => def,
         Err(decision) => return *decision,
@@ -322,7 +335,7 @@ fn decide_timer(
     let Some(position) = state.timers.iter().position(|t| t.id == timer_id) else {
         return Decision::unchanged(Outcome::Ignored(IgnoreReason::StaleTimer));
     };
-    let mut draft = Draft::new(state.clone(), def, now, topics);
+    let mut draft = Draft::new(state.clone(), def, now, settings);
     let timer = draft.state.timers.remove(position);
     let index = timer.step.as_deref().and_then(|s| def.step_index(s));
     let step_status = index.map(|i| draft.state.steps[i].status);
@@ -483,7 +496,7 @@ fn saga_deadline(draft: &mut Draft<'_>, late_by: i64) {
 
 fn decide_signal(
     definitions: &dyn Definitions,
-    topics: &Topics,
+    settings: &Settings,
     state: Option<&SagaState>,
     step: &str,
     signal: &Signal,
@@ -522,7 +535,7 @@ fn decide_signal(
             ))))
         }
     };
-    let mut draft = Draft::new(state.clone(), def, now, topics);
+    let mut draft = Draft::new(state.clone(), def, now, settings);
     draft.step_mut(index).signal_id = Some(signal.signal_id.clone());
     draft.emit(
         EventType::EventReceived,

@@ -15,14 +15,14 @@ use sagaflow_definition::{Action, CommandSpec, Correlation, Definition, RetryPol
 use serde_json::{json, Value};
 
 use crate::ids::{command_id, event_id, idempotency_key};
-use crate::input::{Effect, Topics};
+use crate::input::{Effect, Settings};
 use crate::jitter::unit;
 
 pub(crate) struct Draft<'a> {
     pub(crate) state: SagaState,
     pub(crate) def: &'a Definition,
     pub(crate) now: i64,
-    pub(crate) topics: &'a Topics,
+    pub(crate) settings: &'a Settings,
     pub(crate) commands: Vec<(String, Command)>,
     pub(crate) events: Vec<SagaEvent>,
     pub(crate) effects: Vec<Effect>,
@@ -60,12 +60,17 @@ fn ms(d: Duration) -> i64 {
 }
 
 impl<'a> Draft<'a> {
-    pub(crate) fn new(state: SagaState, def: &'a Definition, now: i64, topics: &'a Topics) -> Self {
+    pub(crate) fn new(
+        state: SagaState,
+        def: &'a Definition,
+        now: i64,
+        settings: &'a Settings,
+    ) -> Self {
         Self {
             state,
             def,
             now,
-            topics,
+            settings,
             commands: Vec::new(),
             events: Vec::new(),
             effects: Vec::new(),
@@ -192,7 +197,7 @@ impl<'a> Draft<'a> {
             idempotency_key: idempotency_key(&self.state.saga_id, &name, phase),
             command_type: spec.command_type.clone(),
             payload_json: payload.to_string(),
-            reply_to: self.topics.replies.clone(),
+            reply_to: self.settings.replies.clone(),
             deadline: deadline_at,
             issued_at: self.now,
         };

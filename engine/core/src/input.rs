@@ -69,11 +69,13 @@ pub trait Definitions {
     fn find(&self, name: &str, version: Option<u32>) -> Option<&Definition>;
 }
 
-/// Topics a decision addresses.
+/// Engine settings a decision depends on.
 #[derive(Debug, Clone)]
-pub struct Topics {
+pub struct Settings {
     /// Where participants reply (set as `reply_to` on commands).
     pub replies: String,
+    /// What becomes of finished sagas.
+    pub retention: crate::Retention,
 }
 
 /// Why an input was ignored (counted, never applied).
@@ -198,6 +200,8 @@ pub struct Decision {
     pub events: Vec<SagaEvent>,
     /// Subscriptions to open or close.
     pub effects: Vec<Effect>,
+    /// The saga's state is deleted (a tombstone in the changelog): its retention is over.
+    pub forget: bool,
 }
 
 impl Decision {
@@ -208,6 +212,7 @@ impl Decision {
             commands: Vec::new(),
             events: Vec::new(),
             effects: Vec::new(),
+            forget: false,
         }
     }
 }

@@ -7,12 +7,16 @@
 mod chain;
 pub mod correlate;
 mod decide;
+pub mod delay;
 mod flow;
 mod ids;
 mod input;
 mod jitter;
+mod retention;
+pub mod signal_input;
 
 pub use chain::{Chain, ChainVerdict, JournalHeader};
 pub use decide::decide;
 pub use ids::{command_id, event_id, idempotency_key};
-pub use input::{Decision, Definitions, Effect, IgnoreReason, Input, Outcome, Rejection, Topics};
+pub use input::{Decision, Definitions, Effect, IgnoreReason, Input, Outcome, Rejection, Settings};
+pub use retention::{IdReuse, Retention};

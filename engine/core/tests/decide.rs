@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{reply, start, topics, trip, Defs, Run};
+use common::{reply, settings, start, trip, Defs, Run};
 use sagaflow_avro::{EventType as E, Phase, SagaStatus};
 use sagaflow_core::{decide, IgnoreReason, Input, Outcome, Rejection};
 use serde_json::json;
@@ -161,7 +161,7 @@ fn bad_inputs_are_rejected_with_a_reason() {
     let defs = Defs(vec![trip()]);
     let d = decide(
         &defs,
-        &topics(),
+        &settings(),
         None,
         &reply("ghost", "payment", Phase::Forward, 1, Ok(json!({}))),
         0,
@@ -171,14 +171,14 @@ fn bad_inputs_are_rejected_with_a_reason() {
         unreachable!()
     };
     s.definition = "nope".into();
-    let d = decide(&defs, &topics(), None, &Input::Start(s.clone()), 0);
+    let d = decide(&defs, &settings(), None, &Input::Start(s.clone()), 0);
     assert!(matches!(
         d.outcome,
         Outcome::Rejected(Rejection::UnknownDefinition { .. })
     ));
     s.definition = "trip".into();
     s.input_json = "[1]".into();
-    let d = decide(&defs, &topics(), None, &Input::Start(s), 0);
+    let d = decide(&defs, &settings(), None, &Input::Start(s), 0);
     assert!(matches!(
         d.outcome,
         Outcome::Rejected(Rejection::InvalidInput(_))

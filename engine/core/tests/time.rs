@@ -72,7 +72,7 @@ fn retries_are_scheduled_within_the_policy_bounds_with_their_due_time() {
     // is done yet, so it ends right away).
     r.feed(reply("o1", "pay", Phase::Forward, 3, Err(("BUSY", true))));
     assert_eq!(r.status(), SagaStatus::Compensated);
-    assert!(r.state.as_ref().unwrap().timers.is_empty());
+    assert!(r.only_retention_left());
 }
 
 #[test]
@@ -517,7 +517,7 @@ fn timers_of_a_finished_saga_never_fire() {
     ));
     r.feed(reply("o1", "ship", Phase::Forward, 1, Ok(json!({}))));
     assert_eq!(r.status(), SagaStatus::Completed);
-    assert!(r.state.as_ref().unwrap().timers.is_empty());
+    assert!(r.only_retention_left());
     let d = r.feed(Input::Timer {
         saga_id: "o1".into(),
         timer_id: "SagaDeadline/1".into(),

@@ -317,14 +317,14 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
 /// The body of registration, lookup and compatibility requests.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct SchemaBody {
+pub(crate) struct SchemaBody {
     schema: Option<Value>,
     schema_type: Option<String>,
     references: Option<Vec<SchemaReference>>,
 }
 
 impl SchemaBody {
-    fn into_new_schema(self) -> Result<NewSchema> {
+    pub(crate) fn into_new_schema(self) -> Result<NewSchema> {
         let schema = match self.schema {
             Some(Value::String(schema)) => schema,
             None | Some(Value::Null) => {
@@ -355,13 +355,13 @@ impl SchemaBody {
 /// The body of `PUT /config`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ConfigBody {
+pub(crate) struct ConfigBody {
     compatibility: Option<String>,
     compatibility_level: Option<String>,
 }
 
 impl ConfigBody {
-    fn level(self) -> Result<CompatibilityLevel> {
+    pub(crate) fn level(self) -> Result<CompatibilityLevel> {
         match self.compatibility.or(self.compatibility_level) {
             Some(level) => level.parse(),
             None => Err(Error::InvalidCompatibilityLevel {
@@ -462,19 +462,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             .map_err(|e| Error::BadRequest {
                 reason: e.body_text(),
             })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(Error::BadRequest {
-                reason: "the request has no body; send a JSON object such as \
-                         {\"schema\": \"...\"}"
-                    .to_owned(),
-            });
-        }
-        serde_json::from_slice(&bytes)
-            .map(Body)
-            .map_err(|e| Error::BadRequest {
-                reason: format!("the body is not the JSON object this endpoint expects: {e}"),
-            })
+        json_body(&bytes).map(Body)
     }
+}
+
+/// Reads a request body as the JSON object `T`.
+pub(crate) fn json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::BadRequest {
+            reason: "the request has no body; send a JSON object such as \
+                     {\"schema\": \"...\"}"
+                .to_owned(),
+        });
+    }
+    serde_json::from_slice(bytes).map_err(|e| Error::BadRequest {
+        reason: format!("the body is not the JSON object this endpoint expects: {e}"),
+    })
 }
 
 // ---- responses ----

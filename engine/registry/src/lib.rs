@@ -30,6 +30,10 @@ mod schema;
 mod state;
 mod store;
 
+// Public only for the fuzz targets in `fuzz/`, which cannot reach the crate-private handlers.
+#[doc(hidden)]
+pub mod fuzzing;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -52,6 +52,12 @@ pub struct EngineConfig {
     pub rejoin_when_same_ms: u64,
     /// Rejoin after input waits this long on a partition nobody journals, 0 to disable.
     pub rejoin_when_orphaned_ms: u64,
+    /// How long a finished saga keeps its whole state.
+    pub finished_retention_ms: i64,
+    /// How long after its end a saga id is still recognised.
+    pub dedupe_window_ms: i64,
+    /// Whether a finished saga's id may start a new saga after the window.
+    pub id_reuse: String,
     /// Consumer session timeout.
     pub session_timeout_ms: u64,
     /// How far ahead timers are kept in memory.
@@ -154,6 +160,27 @@ impl EngineConfig {
         }
     }
 
+    /// Retention of finished sagas and the id-reuse policy.
+    pub fn retention(&self) -> Result<sagaflow_core::Retention> {
+        let reuse = sagaflow_core::IdReuse::parse(&self.id_reuse).ok_or_else(|| {
+            Error::Config(format!(
+                "id-reuse {:?} is not a policy; use \"after-window\", \"compensated-only\" or \"never\"",
+                self.id_reuse
+            ))
+        })?;
+        if self.finished_retention_ms < 0 || self.dedupe_window_ms < self.finished_retention_ms {
+            return Err(Error::Config(format!(
+                "finished-retention-ms must be at least 0 and dedupe-window-ms at least finished-retention-ms, got {} and {}",
+                self.finished_retention_ms, self.dedupe_window_ms
+            )));
+        }
+        Ok(sagaflow_core::Retention {
+            finished_ms: self.finished_retention_ms,
+            dedupe_ms: self.dedupe_window_ms,
+            reuse,
+        })
+    }
+
     /// Checks invariants the engine relies on.
     pub fn validate(&self) -> Result<()> {
         self.registry().validate()?;
@@ -195,6 +222,7 @@ impl EngineConfig {
                 "timer-horizon-ms must be at least 100, signal-ttl-ms at least 0, and timer-lookahead-ms between 0 and timer-horizon-ms".into(),
             ));
         }
+        self.retention()?;
         if self.state_cache_sagas == 0 {
             return Err(Error::Config(
                 "state-cache-sagas must be at least 1 (it is per partition; 10000 by default)"
@@ -242,7 +270,27 @@ mod tests {
         let file = dir.join("engine.toml");
         std::fs::write(&file, "partitons = 3\n").unwrap();
         let err = EngineConfig::load(Some(&file)).unwrap_err().to_string();
+        let _ = std::fs::remove_dir_all(&dir);
         assert!(err.contains("unknown key `partitons`"), "{err}");
+    }
+
+    #[test]
+    fn retention_settings_are_checked_and_say_what_to_use() {
+        let mut config = EngineConfig::load(None).unwrap();
+        assert_eq!(
+            config.retention().unwrap(),
+            sagaflow_core::Retention::default()
+        );
+        config.id_reuse = "sometimes".into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("\"after-window\""), "{err}");
+        config.id_reuse = "never".into();
+        config.dedupe_window_ms = config.finished_retention_ms - 1;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("dedupe-window-ms at least finished-retention-ms"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -269,6 +317,7 @@ mod tests {
         assert_eq!(client.get("sasl.mechanism"), Some("PLAIN"));
         std::fs::write(&file, "[kafka]\nacks = \"1\"\n").unwrap();
         let err = EngineConfig::load(Some(&file)).unwrap_err().to_string();
+        let _ = std::fs::remove_dir_all(&dir);
         assert!(err.contains("engine.toml") && err.contains("acks"), "{err}");
     }
 }

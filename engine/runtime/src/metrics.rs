@@ -83,6 +83,8 @@ counters! {
     signals_expired_total => "Buffered external events that no saga claimed in time (dead-lettered).",
     relay_retries_total => "Messages the relay's producer refused (other than a full queue) or failed to deliver, offered again a second later.",
     partition_failures_total => "Times a partition stopped on an error and was scheduled to restore after a backoff.",
+    finished_sagas_compacted_total => "Finished sagas past finished-retention-ms whose state shrank to a dedupe marker.",
+    finished_sagas_deleted_total => "Dedupe markers deleted after dedupe-window-ms (a tombstone in the changelog); the id may start a new saga.",
 }
 
 impl Metrics {

@@ -6,14 +6,13 @@
 //!   value) one already delivered, remembered for the signal time to live to recognise copies;
 //! - `__await/<event>/<correlation>`: the sagas awaiting an event with that correlation value.
 
-use sagaflow_avro::{Awaiter, Header, Outbound, Parked, ParkedHeader, ParkedKind, Signal};
+use sagaflow_avro::{Awaiter, Header, Outbound, Parked, ParkedKind, Signal};
+use sagaflow_core::delay::DelayRecord;
+use sagaflow_core::signal_input::KEY_SEPARATOR;
 
 use crate::task::InputRecord;
 
-/// Header naming the topic a delayed record goes to.
-pub const DELAY_TOPIC_HEADER: &str = "sagaflow-delay-topic";
-/// Header with the delivery time: epoch milliseconds or an RFC 3339 time.
-pub const DELAY_UNTIL_HEADER: &str = "sagaflow-delay-until";
+pub use sagaflow_core::delay::{DELAY_TOPIC_HEADER, DELAY_UNTIL_HEADER};
 
 /// Prefix of every parked key; saga ids may not start with it.
 pub(crate) const RESERVED: &str = "__";
@@ -27,7 +26,7 @@ pub(crate) fn await_key(event: &str, correlation: &str) -> String {
 }
 
 pub(crate) fn signal_prefix(event: &str, correlation: &str) -> String {
-    format!("__signal/{event}/{correlation}\u{1f}")
+    format!("__signal/{event}/{correlation}{KEY_SEPARATOR}")
 }
 
 pub(crate) fn signal_key(event: &str, correlation: &str, signal_id: &str) -> String {
@@ -49,56 +48,21 @@ pub(crate) fn due(parked: &Parked) -> Option<i64> {
     }
 }
 
-/// Reads a delayed-delivery request from the delay topic.
+/// Reads a delayed-delivery request from the delay topic (see [`sagaflow_core::delay`]); the
+/// error is the dead letter's reason.
 pub(crate) fn delayed(
     topic: &str,
     partition: i32,
     record: &InputRecord<'_>,
     now: i64,
 ) -> Result<Parked, String> {
-    let header = |name: &str| {
-        record
-            .headers
-            .iter()
-            .rev()
-            .find(|h| h.name == name)
-            .map(|h| String::from_utf8_lossy(&h.value).into_owned())
+    let request = DelayRecord {
+        offset: record.offset,
+        key: record.key,
+        payload: record.payload,
+        headers: &record.headers,
     };
-    let target = header(DELAY_TOPIC_HEADER)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            format!("the record has no {DELAY_TOPIC_HEADER} header naming the target topic")
-        })?;
-    if target == topic {
-        return Err(format!("{DELAY_TOPIC_HEADER} names the delay topic itself"));
-    }
-    let until = header(DELAY_UNTIL_HEADER).ok_or_else(|| {
-        format!("the record has no {DELAY_UNTIL_HEADER} header (epoch ms or RFC 3339)")
-    })?;
-    let due = match until.trim().parse::<i64>() {
-        Ok(ms) => ms,
-        Err(_) => sagaflow_definition::parse_instant(until.trim()).map_err(|e| {
-            format!("{DELAY_UNTIL_HEADER} = {until:?} is neither epoch ms nor RFC 3339: {e}")
-        })?,
-    };
-    Ok(Parked {
-        kind: ParkedKind::Delayed,
-        id: format!("{topic}/{partition}/{}", record.offset),
-        due,
-        topic: Some(target),
-        key: record.key.map(<[u8]>::to_vec),
-        value: record.payload.map(<[u8]>::to_vec),
-        headers: record
-            .headers
-            .iter()
-            .map(|h| ParkedHeader {
-                name: h.name.clone(),
-                value: h.value.clone(),
-            })
-            .collect(),
-        sagas: Vec::new(),
-        received_at: now,
-    })
+    sagaflow_core::delay::delayed(topic, partition, request, now).map_err(|e| e.to_string())
 }
 
 /// The delivery of a delayed record: key, value and headers as they came; the relay adds the

@@ -207,11 +207,34 @@ impl EngineHandle {
     }
 }
 
+/// A late reply must still meet the saga's marker: the dedupe window has to outlast every
+/// attempt timeout, or a reply that is slow but in time would be dead-lettered as unknown.
+fn check_dedupe_window(config: &EngineConfig, definitions: &Registry) -> Result<()> {
+    let longest = definitions
+        .iter()
+        .flat_map(|d| d.steps.iter().map(move |s| (d, s)))
+        .filter_map(|(d, s)| s.timeout.map(|t| (d.key(), s.name.as_str(), t)))
+        .max_by_key(|(_, _, t)| *t);
+    match longest {
+        Some((definition, step, timeout))
+            if timeout.as_millis() >= u128::try_from(config.dedupe_window_ms).unwrap_or(0) =>
+        {
+            Err(Error::Config(format!(
+                "dedupe-window-ms ({} ms) must be longer than the longest attempt timeout, {} ms of step {step:?} in {definition}; raise dedupe-window-ms (SAGAFLOW_DEDUPE_WINDOW_MS) or shorten the timeout",
+                config.dedupe_window_ms,
+                timeout.as_millis()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Engine {
     /// Starts an engine with `config` and deployed `definitions` on its own thread. Call it
     /// outside async code, or from `spawn_blocking`: start-up blocks until the clients exist.
     pub fn start(config: EngineConfig, definitions: Registry) -> Result<EngineHandle> {
         config.validate()?;
+        check_dedupe_window(&config, &definitions)?;
         crate::deployed::check_immutable(
             &config.kafka,
             &Topics::new(&config.group).definitions,
@@ -267,7 +290,7 @@ struct Context {
     definitions: RegistryDefinitions,
     metrics: Arc<Metrics>,
     deps: Arc<RestoreDeps>,
-    core_topics: sagaflow_core::Topics,
+    settings: sagaflow_core::Settings,
     writer: String,
 }
 
@@ -277,7 +300,7 @@ impl Context {
             store: &self.deps.store,
             codec: &self.deps.codec,
             topics: &self.deps.topics,
-            core_topics: &self.core_topics,
+            settings: &self.settings,
             definitions: &self.definitions,
             metrics: &self.metrics,
             partitions: self.config.partitions,
@@ -384,8 +407,9 @@ impl Processor {
         Ok(Self {
             ctx: Context {
                 targets: crate::targets::Targets::new(crate::kafka::reader(&config.kafka)?),
-                core_topics: sagaflow_core::Topics {
+                settings: sagaflow_core::Settings {
                     replies: topics.replies.clone(),
+                    retention: config.retention()?,
                 },
                 config,
                 definitions: RegistryDefinitions(definitions),
@@ -717,12 +741,7 @@ impl Processor {
                 continue;
             };
             let through = advance.mark.chain.last_valid;
-            let persisted = restore::encode_checkpoint(
-                &self.ctx.deps.codec,
-                &self.ctx.deps.topics,
-                &advance.mark,
-            )
-            .and_then(|checkpoint| {
+            let persisted = restore::encode_checkpoint(&advance.mark).and_then(|checkpoint| {
                 sagaflow_failpoints::hit(sagaflow_failpoints::RELAY_DELIVERED);
                 task.relayed(&self.ctx.env(), advance.mark)?;
                 Ok(checkpoint)

@@ -15,7 +15,7 @@ use rdkafka::message::Message as _;
 use rdkafka::producer::FutureProducer;
 use sagaflow_avro::{
     BlockingCodec, Checkpoint, InputPosition, JournalKind, JournalRecord, Outbound, Parked,
-    SagaState, Subject,
+    SagaState,
 };
 use sagaflow_core::{Chain, ChainVerdict, JournalHeader};
 use tracing::{info, warn};
@@ -261,7 +261,7 @@ pub(crate) fn restore(
             states: Vec::new(),
             outputs: Vec::new(),
         };
-        let bytes = c.codec.encode(Subject::Topic(&c.topics.journal), &claim)?;
+        let bytes = sagaflow_avro::internal::encode(&claim)?;
         let at = kafka::write_and_locate(
             c.producer,
             &c.topics.journal,
@@ -463,11 +463,7 @@ fn from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<Meta> {
 }
 
 /// Encodes a checkpoint for the changelog.
-pub(crate) fn encode_checkpoint(
-    codec: &BlockingCodec,
-    topics: &Topics,
-    mark: &RelayMark,
-) -> Result<Vec<u8>> {
+pub(crate) fn encode_checkpoint(mark: &RelayMark) -> Result<Vec<u8>> {
     let cp = Checkpoint {
         journal_offset: mark.chain.last_valid,
         epoch: mark.chain.epoch,
@@ -482,5 +478,5 @@ pub(crate) fn encode_checkpoint(
             .collect(),
         relayed_through: mark.chain.last_valid,
     };
-    Ok(codec.encode(Subject::TopicRecord(&topics.changelog), &cp)?)
+    Ok(sagaflow_avro::internal::encode(&cp)?)
 }

@@ -6,7 +6,7 @@ use sagaflow_avro::{
     EventType as E, Phase, Reply, ReplyError, ReplyStatus, SagaEvent, SagaState, SagaStatus,
     StartSaga,
 };
-use sagaflow_core::{decide, Decision, Definitions, Input, Topics};
+use sagaflow_core::{decide, Decision, Definitions, Input, Settings};
 use sagaflow_definition::Definition;
 use serde_json::json;
 
@@ -30,9 +30,10 @@ pub(crate) fn trip() -> Definition {
     Definition::parse("trip.yaml", &trip).expect("valid trip")
 }
 
-pub(crate) fn topics() -> Topics {
-    Topics {
+pub(crate) fn settings() -> Settings {
+    Settings {
         replies: "g.replies".into(),
+        retention: sagaflow_core::Retention::default(),
     }
 }
 
@@ -99,6 +100,7 @@ pub(crate) struct Run {
     pub(crate) state: Option<SagaState>,
     pub(crate) decisions: Vec<Decision>,
     pub(crate) now: i64,
+    pub(crate) settings: Settings,
 }
 
 impl Run {
@@ -112,6 +114,7 @@ impl Run {
             state: None,
             decisions: Vec::new(),
             now: 1_000,
+            settings: settings(),
         }
     }
 
@@ -122,9 +125,12 @@ impl Run {
 
     pub(crate) fn feed_at(&mut self, input: Input, now: i64) -> &Decision {
         self.now = now;
-        let d = decide(&self.defs, &topics(), self.state.as_ref(), &input, now);
+        let d = decide(&self.defs, &self.settings, self.state.as_ref(), &input, now);
         if let Some(s) = &d.state {
             self.state = Some(s.clone());
+        }
+        if d.forget {
+            self.state = None;
         }
         self.decisions.push(d);
         self.decisions.last().expect("pushed")
@@ -158,6 +164,17 @@ impl Run {
             .iter()
             .flat_map(|d| d.events.iter().cloned())
             .collect()
+    }
+
+    /// Whether the saga's only pending timer is its retention (see `retention.rs`): nothing of
+    /// the saga itself may fire any more.
+    pub(crate) fn only_retention_left(&self) -> bool {
+        self.state
+            .as_ref()
+            .expect("state")
+            .timers
+            .iter()
+            .all(|t| t.kind == sagaflow_avro::TimerKind::Expire)
     }
 
     pub(crate) fn status(&self) -> SagaStatus {

@@ -130,34 +130,8 @@ impl Task {
         message: sagaflow_avro::Correlation,
         signal_id: &str,
     ) -> Result<()> {
-        use sagaflow_avro::CorrelationKind as K;
-        let (id, key) = match message.kind {
-            K::Subscribe => (
-                format!("subscribe/{}/{}", message.saga_id, message.step),
-                message.correlation.clone(),
-            ),
-            K::Unsubscribe => (
-                format!("unsubscribe/{}/{}", message.saga_id, message.step),
-                message.correlation.clone(),
-            ),
-            K::Deliver => (
-                format!(
-                    "deliver/{}/{}/{}/{}",
-                    message.event, message.correlation, message.saga_id, signal_id
-                ),
-                message.saga_id.clone(),
-            ),
-            K::Return => (
-                format!(
-                    "return/{}/{}/{}/{}",
-                    message.event, message.correlation, message.saga_id, signal_id
-                ),
-                message.correlation.clone(),
-            ),
-        };
-        let value = env
-            .codec
-            .encode(Subject::Topic(&env.topics.correlations), &message)?;
+        let (id, key) = sagaflow_core::signal_input::route(&message, signal_id);
+        let value = sagaflow_avro::internal::encode(&message)?;
         self.push_output(Outbound {
             id,
             topic: env.topics.correlations.clone(),
@@ -236,10 +210,10 @@ impl Task {
         if before != matched.awaiters {
             let value = (!matched.awaiters.is_empty())
                 .then(|| parked::awaiters(event, correlation, matched.awaiters.clone(), now));
-            self.stage_parked(env, &await_key, value)?;
+            self.stage_parked(&await_key, value)?;
         }
         for id in &matched.consumed {
-            self.stage_parked(env, &parked::signal_key(event, correlation, id), None)?;
+            self.stage_parked(&parked::signal_key(event, correlation, id), None)?;
         }
         if let Some((signal, expires)) = matched.buffer {
             env.metrics
@@ -249,18 +223,13 @@ impl Task {
             let value = env
                 .codec
                 .encode(Subject::Topic(&env.topics.signals), &signal)?;
-            self.stage_parked(
-                env,
-                &key,
-                Some(parked::buffered(&signal, value, expires, now)),
-            )?;
+            self.stage_parked(&key, Some(parked::buffered(&signal, value, expires, now)))?;
         }
         for (awaiter, signal) in matched.deliver {
             // Remembered past its delivery: a copy that arrives later is a duplicate, not a new
             // signal for the next saga that awaits the value.
             let until = now.saturating_add(signal.ttl_ms.unwrap_or(env.signal_ttl_ms).max(0));
             self.stage_parked(
-                env,
                 &parked::signal_key(event, correlation, &signal.signal_id),
                 Some(parked::delivered_signal(&signal, until, now)),
             )?;
@@ -289,22 +258,8 @@ impl Task {
         else {
             return Ok(());
         };
-        // Checked here, where the signal can still be dead-lettered as it came: a bad payload
-        // found at delivery would leave the saga waiting and the signal gone.
-        let payload_ok = signal.payload_json.as_deref().is_none_or(|p| {
-            serde_json::from_str::<serde_json::Value>(p).is_ok_and(|v| v.is_object())
-        });
-        if signal.event.is_empty()
-            || signal.signal_id.is_empty()
-            || signal.correlation.contains('\u{1f}')
-            || !payload_ok
-        {
-            self.dead_letter(
-                env,
-                record,
-                "invalid-input",
-                "a signal needs an event, a signal_id, a correlation without U+001F, and a payload_json that is a JSON object (or null)",
-            );
+        if let Err(invalid) = sagaflow_core::signal_input::check_signal(&signal) {
+            self.dead_letter(env, record, "invalid-input", &invalid.to_string());
             return Ok(());
         }
         env.metrics
@@ -357,11 +312,7 @@ impl Task {
         else {
             return Ok(());
         };
-        let owner = if message.kind == sagaflow_avro::CorrelationKind::Deliver {
-            message.saga_id.clone()
-        } else {
-            message.correlation.clone()
-        };
+        let owner = sagaflow_core::signal_input::owner(&message).to_owned();
         let mut record = Some(record);
         if self.forward_if_foreign(env, &owner, &mut record) {
             return Ok(());

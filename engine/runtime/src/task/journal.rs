@@ -69,7 +69,8 @@ impl Task {
             .map(|e| {
                 self.cache
                     .get(&e.saga_id)
-                    .is_some_and(|c| !c.state.status.is_terminal())
+                    .and_then(|c| c.state.as_ref())
+                    .is_some_and(|s| !s.status.is_terminal())
             })
             .collect();
         let timers = batch
@@ -98,7 +99,7 @@ impl Task {
             sources: batch.sources,
             events: batch.events,
         };
-        self.produce(env, flight).map(Some)
+        self.produce(flight).map(Some)
     }
 
     /// On a clean stop, once the relay has caught up: an empty record that tells the next
@@ -133,7 +134,7 @@ impl Task {
             sources: Vec::new(),
             events: Vec::new(),
         };
-        self.produce(env, flight).map(Some)
+        self.produce(flight).map(Some)
     }
 
     /// Timer index entries of the speculative state under `key`.
@@ -147,19 +148,19 @@ impl Task {
                 .into_iter()
                 .collect();
         }
-        self.cache.get(key).map_or_else(Vec::new, |c| {
-            c.state
-                .timers
-                .iter()
-                .map(|t| (t.due, Target::Saga(key.to_string(), t.id.clone()).encode()))
-                .collect()
-        })
+        self.cache
+            .get(key)
+            .and_then(|c| c.state.as_ref())
+            .map_or_else(Vec::new, |s| {
+                s.timers
+                    .iter()
+                    .map(|t| (t.due, Target::Saga(key.to_string(), t.id.clone()).encode()))
+                    .collect()
+            })
     }
 
-    pub(super) fn produce(&mut self, env: &TaskEnv<'_>, mut flight: InFlight) -> Result<Produce> {
-        let bytes = env
-            .codec
-            .encode(Subject::Topic(&env.topics.journal), &flight.record)?;
+    pub(super) fn produce(&mut self, mut flight: InFlight) -> Result<Produce> {
+        let bytes = sagaflow_avro::internal::encode(&flight.record)?;
         flight.seq = self.next_seq;
         self.next_seq += 1;
         flight.expected = self.next_offset;
@@ -274,10 +275,9 @@ impl Task {
             .journal_records_total
             .fetch_add(1, Ordering::Relaxed);
         for entry in &record.states {
-            let evict = self
-                .cache
-                .get(&entry.saga_id)
-                .is_some_and(|c| c.seq == flight.seq && c.state.status.is_terminal());
+            let evict = self.cache.get(&entry.saga_id).is_some_and(|c| {
+                c.seq == flight.seq && c.state.as_ref().is_none_or(|s| s.status.is_terminal())
+            });
             if evict {
                 let _ = self.cache.remove(&entry.saga_id);
             } else if let Some(c) = self.cache.get_mut(&entry.saga_id) {

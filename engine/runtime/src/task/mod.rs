@@ -44,7 +44,7 @@ pub(crate) struct TaskEnv<'a> {
     pub(crate) store: &'a Store,
     pub(crate) codec: &'a BlockingCodec,
     pub(crate) topics: &'a Topics,
-    pub(crate) core_topics: &'a sagaflow_core::Topics,
+    pub(crate) settings: &'a sagaflow_core::Settings,
     pub(crate) definitions: &'a dyn Definitions,
     pub(crate) metrics: &'a Metrics,
     pub(crate) partitions: i32,
@@ -101,7 +101,8 @@ pub(crate) struct Task {
     chain: Chain,
     meta: Meta,
     positions: BTreeMap<String, i64>,
-    cache: HashMap<String, Cached<SagaState>>,
+    /// Saga states; `None`: deleted by a record still in flight (its retention is over).
+    cache: HashMap<String, Cached<Option<SagaState>>>,
     /// Speculative parked records (`None`: deleted), ordered for prefix scans.
     parked: BTreeMap<String, Cached<Option<Parked>>>,
     wheel: Wheel,
@@ -240,7 +241,7 @@ impl Task {
                             .delayed_scheduled_total
                             .fetch_add(1, Ordering::Relaxed);
                         let key = parked::delay_key(&delayed.id);
-                        self.stage_parked(env, &key, Some(delayed))?;
+                        self.stage_parked(&key, Some(delayed))?;
                     }
                     Err(reason) => self.dead_letter(env, record, "invalid-delay", &reason),
                 }
@@ -326,7 +327,7 @@ impl Task {
     ) -> Result<Outcome> {
         let saga_id = input.saga_id().to_string();
         let current = self.state(env, &saga_id)?;
-        let decision = decide(env.definitions, env.core_topics, current, input, now);
+        let decision = decide(env.definitions, env.settings, current, input, now);
         match &decision.outcome {
             Outcome::Applied => {
                 env.metrics.decisions_total.fetch_add(1, Ordering::Relaxed);
@@ -369,13 +370,33 @@ impl Task {
             self.push_output(output);
         }
         self.batch.events.extend(encoded.events);
+        if decision.forget {
+            self.stage_entry(saga_id.clone(), None);
+            let _ = self.cache.insert(
+                saga_id,
+                Cached {
+                    state: None,
+                    seq: self.next_seq,
+                },
+            );
+            env.metrics
+                .finished_sagas_deleted_total
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(decision.outcome);
+        }
         let (Some(state), Some(bytes)) = (decision.state, encoded.state) else {
             return Ok(decision.outcome);
         };
+        if state.compacted && !self.state(env, &saga_id)?.is_some_and(|s| s.compacted) {
+            env.metrics
+                .finished_sagas_compacted_total
+                .fetch_add(1, Ordering::Relaxed);
+        }
         let before: Vec<&str> = self
             .cache
             .get(&saga_id)
-            .map(|c| c.state.timers.iter().map(|t| t.id.as_str()).collect())
+            .and_then(|c| c.state.as_ref())
+            .map(|s| s.timers.iter().map(|t| t.id.as_str()).collect())
             .unwrap_or_default();
         let new_timers = state
             .timers
@@ -395,7 +416,7 @@ impl Task {
         let _ = self.cache.insert(
             saga_id.clone(),
             Cached {
-                state,
+                state: Some(state),
                 seq: self.next_seq,
             },
         );
@@ -484,11 +505,15 @@ impl Task {
                 return Ok(None);
             };
             let state: SagaState = env.codec.decode(&bytes)?;
-            let _ = self
-                .cache
-                .insert(saga_id.to_string(), Cached { state, seq: 0 });
+            let _ = self.cache.insert(
+                saga_id.to_string(),
+                Cached {
+                    state: Some(state),
+                    seq: 0,
+                },
+            );
         }
-        Ok(self.cache.get(saga_id).map(|c| &c.state))
+        Ok(self.cache.get(saga_id).and_then(|c| c.state.as_ref()))
     }
 
     fn push_output(&mut self, message: Outbound) {
@@ -621,10 +646,7 @@ fn encode_decision(
     let state = decision
         .state
         .as_ref()
-        .map(|state| {
-            env.codec
-                .encode(Subject::TopicRecord(&env.topics.changelog), state)
-        })
+        .map(sagaflow_avro::internal::encode)
         .transpose()?;
     Ok(Encoded {
         outputs,

@@ -5,17 +5,9 @@ use super::*;
 
 impl Task {
     /// Stages a parked record (`None` deletes it).
-    pub(super) fn stage_parked(
-        &mut self,
-        env: &TaskEnv<'_>,
-        key: &str,
-        value: Option<Parked>,
-    ) -> Result<()> {
+    pub(super) fn stage_parked(&mut self, key: &str, value: Option<Parked>) -> Result<()> {
         let bytes = match &value {
-            Some(p) => Some(
-                env.codec
-                    .encode(Subject::TopicRecord(&env.topics.changelog), p)?,
-            ),
+            Some(p) => Some(sagaflow_avro::internal::encode(p)?),
             None => None,
         };
         if let Some(due) = value.as_ref().and_then(parked::due) {
@@ -106,7 +98,7 @@ impl Task {
             }
             sagaflow_avro::ParkedKind::Await => return Ok(false),
         }
-        self.stage_parked(env, key, None)?;
+        self.stage_parked(key, None)?;
         Ok(true)
     }
 }

@@ -1,0 +1,442 @@
+//! `sagaflow bench-sleepers`: holds many sagas asleep in a wait step (`examples/sleepers.yaml`)
+//! and reports what that costs and how it recovers:
+//! - the engine's RSS with all of them asleep;
+//! - the time a new node needs to take the partitions over after a clean stop (restore from the
+//!   changelog into an empty state directory, until it decides again);
+//! - how late they wake, measured from each saga's due time to the decision that ended its
+//!   wait (the `at` of its `SAGA_COMPLETED` event);
+//!
+//! beside the raw broker baseline measured in the same run.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+use futures::stream::{FuturesUnordered, StreamExt};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Message;
+use sagaflow_avro::{
+    now_ms, AsyncCodec, EventType, RegistrySettings, SagaEvent, StartSaga, Subject,
+};
+use sagaflow_registry::RegistryConfig;
+use sagaflow_runtime::topics::{self, Topics};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::bench::{baseline, BrokerBaseline};
+use crate::bench_engine::{spawn_engine, EngineProcess};
+use crate::eventlog::percentile;
+
+/// Sleeper benchmark options.
+#[derive(Debug, Args)]
+pub(crate) struct BenchSleepersArgs {
+    #[command(flatten)]
+    kafka: crate::KafkaArgs,
+    #[command(flatten)]
+    topics: crate::TopicArgs,
+    /// Sagas to put to sleep.
+    #[arg(long, default_value_t = 1_000_000)]
+    sagas: usize,
+    /// Seconds from the first start to the first wake-up. Starting every saga and the hand-over
+    /// to a new node must fit in it; the benchmark says so if they did not.
+    #[arg(long, default_value_t = 900)]
+    lead_secs: u64,
+    /// Seconds over which the wake-up times are spread (uniformly at random).
+    #[arg(long, default_value_t = 120)]
+    spread_secs: u64,
+    /// Partitions of every topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// Messages for the raw broker baseline.
+    #[arg(long, default_value_t = 50_000)]
+    baseline_messages: usize,
+    /// Directory of saga definitions (must hold `sleepers`).
+    #[arg(long, default_value = "examples")]
+    definitions: std::path::PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct SleepersReport {
+    broker: BrokerBaseline,
+    sagas: usize,
+    partitions: i32,
+    /// Starts decided per second while every saga was being started.
+    started_per_s: f64,
+    /// The first node's RSS with every saga asleep, and its peak.
+    asleep_rss_mib: f64,
+    asleep_peak_rss_mib: f64,
+    /// A clean stop of the first node (SIGTERM until it exited).
+    stop_secs: f64,
+    /// From the second node's start, on an empty state directory, until it decided again.
+    restore_secs: f64,
+    /// The second node's RSS once it had restored, and its peak over the whole run.
+    restored_rss_mib: f64,
+    restored_peak_rss_mib: f64,
+    woken: usize,
+    woken_early: usize,
+    lateness_p50_ms: f64,
+    lateness_p99_ms: f64,
+    lateness_max_ms: f64,
+    /// Wake-ups decided per second between the first and the last one.
+    woken_per_s: f64,
+}
+
+fn progress(args: &BenchSleepersArgs, message: &str) {
+    if !args.json {
+        eprintln!("bench-sleepers: {message}");
+    }
+}
+
+pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.sagas > 0, "--sagas must be at least 1");
+    anyhow::ensure!(
+        args.definitions.join("sleepers.yaml").exists(),
+        "{} has no sleepers.yaml; pass --definitions with the directory of examples/sleepers.yaml",
+        args.definitions.display()
+    );
+    let run_id = format!("{:x}", now_ms());
+    let kafka = args.kafka.settings()?;
+    let policy = args.topics.policy()?;
+    progress(&args, "measuring the raw broker baseline");
+    let broker = baseline(
+        &kafka,
+        policy,
+        args.partitions,
+        args.baseline_messages,
+        &run_id,
+    )
+    .await?;
+
+    let group = format!("sleepers-{run_id}");
+    let names = Topics::new(&group);
+    topics::ensure_engine_topics(&kafka, &group, args.partitions, policy).await?;
+    let listen = "127.0.0.1:0".parse().expect("valid address");
+    let registry = sagaflow_registry::start(RegistryConfig::new(kafka.clone(), policy, listen))
+        .await
+        .context("starting the local schema registry")?;
+    let first_dir = std::env::temp_dir().join(format!("sagaflow-{group}-first"));
+    let second_dir = std::env::temp_dir().join(format!("sagaflow-{group}-second"));
+    let spawn = |dir: &std::path::Path| {
+        spawn_engine(
+            &args.kafka,
+            policy,
+            &registry.url(),
+            &group,
+            args.partitions,
+            dir,
+            &args.definitions,
+            &[],
+        )
+    };
+    let mut first = spawn(&first_dir)?;
+    first.wait_owned(args.partitions).await?;
+
+    let codec = std::sync::Arc::new(AsyncCodec::new(&RegistrySettings::new(
+        registry.url().as_str(),
+    ))?);
+    let started = now_ms();
+    let first_due = started + i64::try_from(args.lead_secs * 1000)?;
+    let spread = i64::try_from(args.spread_secs * 1000)?.max(1);
+    let due: Vec<i64> = (0..args.sagas)
+        .map(|_| first_due + rand::random_range(0..spread))
+        .collect();
+    progress(
+        &args,
+        &format!(
+            "starting {} sagas that wake over {} s, from {} s on",
+            args.sagas, args.spread_secs, args.lead_secs
+        ),
+    );
+    let producer: FutureProducer = kafka.producer_config(5).create()?;
+    let starting = tokio::spawn(start_all(
+        producer.clone(),
+        codec.clone(),
+        names.starts.clone(),
+        run_id.clone(),
+        due.clone(),
+    ));
+    let mut peak = 0f64;
+    let all = args.sagas as f64;
+    let mut last_report = Instant::now();
+    loop {
+        let decided = first.metric("sagaflow_sagas_started_total").await;
+        if decided >= all {
+            break;
+        }
+        anyhow::ensure!(
+            now_ms() < first_due,
+            "only {decided} of {} sagas had started when the first was due to wake; raise --lead-secs",
+            args.sagas
+        );
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            last_report = Instant::now();
+            peak = peak.max(first.rss_kib("VmRSS:"));
+            progress(
+                &args,
+                &format!(
+                    "{:>5.0} s: {decided:.0} started, engine RSS {:.0} MiB",
+                    (now_ms() - started) as f64 / 1000.0,
+                    first.rss_kib("VmRSS:") / 1024.0
+                ),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    starting.await??;
+    let started_per_s = all / ((now_ms() - started) as f64 / 1000.0).max(1e-3);
+    // Let the relay and the changelog settle, then read the memory of a sleeping engine.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let asleep_rss = first.rss_kib("VmRSS:");
+    let asleep_peak = first.rss_kib("VmHWM:").max(peak);
+    progress(
+        &args,
+        &format!(
+            "all asleep: engine RSS {:.0} MiB; stopping it and restoring on a new node",
+            asleep_rss / 1024.0
+        ),
+    );
+
+    let stopping = Instant::now();
+    first.terminate()?;
+    let stop_secs = stopping.elapsed().as_secs_f64();
+    drop(first);
+    let restoring = Instant::now();
+    let second = spawn(&second_dir)?;
+    // A probe saga that wakes at once: the new node has restored when it decides again.
+    let probe = format!("probe-{run_id}");
+    crate::start::send_start(&producer, &codec, &names.starts, &sleeper(&probe, now_ms())).await?;
+    let restore_deadline = Instant::now() + Duration::from_secs(1800);
+    while second.metric("sagaflow_sagas_started_total").await < 1.0 {
+        anyhow::ensure!(
+            Instant::now() < restore_deadline,
+            "the new node did not decide within 30 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let restore_secs = restoring.elapsed().as_secs_f64();
+    let restored_rss = second.rss_kib("VmRSS:");
+    progress(
+        &args,
+        &format!(
+            "restored on the new node in {restore_secs:.1} s (RSS {:.0} MiB)",
+            restored_rss / 1024.0
+        ),
+    );
+    anyhow::ensure!(
+        now_ms() < first_due,
+        "the hand-over ended after the first saga was due to wake, so lateness would measure it; raise --lead-secs"
+    );
+
+    let report = wake(&args, &kafka, &codec, &names.events, &run_id, &due, &second).await?;
+    let (woken, woken_early, mut lateness, woken_per_s) = report;
+    let restored_peak = second.rss_kib("VmHWM:");
+    drop(second);
+    registry.shutdown().await;
+    let _ = std::fs::remove_dir_all(&first_dir);
+    let _ = std::fs::remove_dir_all(&second_dir);
+    anyhow::ensure!(
+        woken == args.sagas,
+        "only {woken} of {} sagas woke before the deadline",
+        args.sagas
+    );
+    lateness.sort_by(f64::total_cmp);
+    let report = SleepersReport {
+        broker,
+        sagas: args.sagas,
+        partitions: args.partitions,
+        started_per_s,
+        asleep_rss_mib: asleep_rss / 1024.0,
+        asleep_peak_rss_mib: asleep_peak / 1024.0,
+        stop_secs,
+        restore_secs,
+        restored_rss_mib: restored_rss / 1024.0,
+        restored_peak_rss_mib: restored_peak / 1024.0,
+        woken,
+        woken_early,
+        lateness_p50_ms: percentile(&lateness, 50.0),
+        lateness_p99_ms: percentile(&lateness, 99.0),
+        lateness_max_ms: lateness.last().copied().unwrap_or(0.0),
+        woken_per_s,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(if report.woken_early == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn sleeper(saga_id: &str, wake_at: i64) -> StartSaga {
+    StartSaga {
+        request_id: saga_id.to_string(),
+        saga_id: saga_id.to_string(),
+        definition: "sleepers".into(),
+        version: None,
+        input_json: json!({ "wake_at": wake_at }).to_string(),
+        requested_at: now_ms(),
+    }
+}
+
+fn saga_id(run_id: &str, index: usize) -> String {
+    format!("sl-{run_id}-{index}")
+}
+
+/// Starts one sleeper per due time, as fast as the producer takes them.
+async fn start_all(
+    producer: FutureProducer,
+    codec: std::sync::Arc<AsyncCodec>,
+    topic: String,
+    run_id: String,
+    due: Vec<i64>,
+) -> anyhow::Result<()> {
+    let mut inflight = FuturesUnordered::new();
+    for (i, due) in due.iter().enumerate() {
+        let start = sleeper(&saga_id(&run_id, i), *due);
+        let value = codec.encode(Subject::Topic(&topic), &start).await?;
+        let future = producer
+            .send_result(FutureRecord::to(&topic).key(&start.saga_id).payload(&value))
+            .map_err(|(e, _)| e)
+            .with_context(|| format!("enqueueing a start on {topic}"))?;
+        inflight.push(future);
+        while inflight.len() >= 20_000 {
+            if let Some(r) = inflight.next().await {
+                let _ = r?.map_err(|(e, _)| e)?;
+            }
+        }
+    }
+    while let Some(r) = inflight.next().await {
+        let _ = r?.map_err(|(e, _)| e)?;
+    }
+    Ok(())
+}
+
+/// Reads the event log until every sleeper has completed; returns (woken, woken early,
+/// lateness in ms per saga, wake-ups per second).
+async fn wake(
+    args: &BenchSleepersArgs,
+    kafka: &sagaflow_kafka::KafkaSettings,
+    codec: &AsyncCodec,
+    events: &str,
+    run_id: &str,
+    due: &[i64],
+    engine: &EngineProcess,
+) -> anyhow::Result<(usize, usize, Vec<f64>, f64)> {
+    let consumer: StreamConsumer = kafka
+        .config(&[("fetch.wait.max.ms", "5")])
+        .set("group.id", format!("sleepers-{run_id}-bench"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[events])?;
+    let prefix = format!("sl-{run_id}-");
+    let mut woken = vec![false; due.len()];
+    let mut count = 0usize;
+    let mut early = 0usize;
+    let mut lateness = Vec::with_capacity(due.len());
+    let (mut first_at, mut last_at) = (i64::MAX, i64::MIN);
+    let last_due = due.iter().copied().max().unwrap_or(0);
+    let deadline = Instant::now()
+        + Duration::from_millis(u64::try_from(last_due - now_ms()).unwrap_or(0))
+        + Duration::from_secs(600);
+    let mut last_report = Instant::now();
+    while count < due.len() && Instant::now() < deadline {
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            last_report = Instant::now();
+            progress(
+                args,
+                &format!(
+                    "{count} of {} woken, engine RSS {:.0} MiB, timers in memory {:.0}",
+                    due.len(),
+                    engine.rss_kib("VmRSS:") / 1024.0,
+                    engine.metric("sagaflow_timers_in_memory").await
+                ),
+            );
+        }
+        let message = match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await
+        {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => continue,
+        };
+        let Some(bytes) = message.payload() else {
+            continue;
+        };
+        let event: SagaEvent = codec.decode(bytes).await?;
+        if event.event_type != EventType::SagaCompleted {
+            continue;
+        }
+        let Some(index) = event
+            .saga_id
+            .strip_prefix(&prefix)
+            .and_then(|i| i.parse::<usize>().ok())
+            .filter(|i| *i < due.len())
+        else {
+            continue;
+        };
+        if std::mem::replace(&mut woken[index], true) {
+            continue; // a redelivered copy
+        }
+        count += 1;
+        if event.at < due[index] {
+            early += 1;
+        }
+        lateness.push((event.at - due[index]) as f64);
+        first_at = first_at.min(event.at);
+        last_at = last_at.max(event.at);
+    }
+    let secs = ((last_at - first_at) as f64 / 1000.0).max(1e-3);
+    Ok((count, early, lateness, count as f64 / secs))
+}
+
+fn print_table(r: &SleepersReport) {
+    let row = |label: &str, value: String| println!("  {label:<50} {value:>18}");
+    println!(
+        "Sagaflow sleeper benchmark ({} sagas asleep in a wait step, {} partitions)",
+        r.sagas, r.partitions
+    );
+    println!();
+    row(
+        "raw broker produce (200 B records)",
+        format!("{:.0} msg/s", r.broker.produce_msgs_per_s),
+    );
+    row(
+        "raw broker consume",
+        format!("{:.0} msg/s", r.broker.consume_msgs_per_s),
+    );
+    row("sagas started", format!("{:.0} /s", r.started_per_s));
+    row(
+        "engine RSS, all asleep (peak)",
+        format!("{:.0} MiB ({:.0})", r.asleep_rss_mib, r.asleep_peak_rss_mib),
+    );
+    row(
+        "clean stop of the first node",
+        format!("{:.1} s", r.stop_secs),
+    );
+    row(
+        "restore on a new node, until it decides again",
+        format!("{:.1} s", r.restore_secs),
+    );
+    row(
+        "new node RSS after restore (peak)",
+        format!(
+            "{:.0} MiB ({:.0})",
+            r.restored_rss_mib, r.restored_peak_rss_mib
+        ),
+    );
+    row("wake-ups", format!("{:.0} /s", r.woken_per_s));
+    row(
+        "wake lateness p50 / p99",
+        format!("{:.0} / {:.0} ms", r.lateness_p50_ms, r.lateness_p99_ms),
+    );
+    row("wake lateness max", format!("{:.0} ms", r.lateness_max_ms));
+    row("woken, early", format!("{}, {}", r.woken, r.woken_early));
+}
