@@ -301,7 +301,7 @@ fn broken_timed_reports_each_mistake() {
 fn load_dir_reads_the_examples_but_not_subdirectories() {
     let registry = load_dir(&examples()).unwrap_or_else(|e| panic!("{e}"));
     let keys: Vec<String> = registry.iter().map(|d| d.key()).collect();
-    assert_eq!(keys, ["bench@1", "order@1", "trip@1"]);
+    assert_eq!(keys, ["bench@1", "order@1", "sleepers@1", "trip@1"]);
     assert_eq!(*registry.latest("trip").unwrap().as_ref(), trip());
 }
 
