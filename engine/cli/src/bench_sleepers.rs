@@ -111,6 +111,13 @@ pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
         &run_id,
     )
     .await?;
+    progress(
+        &args,
+        &format!(
+            "raw broker: produce {:.0} msg/s, consume {:.0} msg/s",
+            broker.produce_msgs_per_s, broker.consume_msgs_per_s
+        ),
+    );
 
     let group = format!("sleepers-{run_id}");
     let names = Topics::new(&group);
@@ -239,11 +246,13 @@ pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
     registry.shutdown().await;
     let _ = std::fs::remove_dir_all(&first_dir);
     let _ = std::fs::remove_dir_all(&second_dir);
-    anyhow::ensure!(
-        woken == args.sagas,
-        "only {woken} of {} sagas woke before the deadline",
-        args.sagas
-    );
+    if woken < args.sagas {
+        eprintln!(
+            "bench-sleepers: only {woken} of {} sagas woke; nothing woke for {} s after the last was due, so the figures below cover those that did",
+            args.sagas,
+            STALLED.as_secs()
+        );
+    }
     lateness.sort_by(f64::total_cmp);
     let report = SleepersReport {
         broker,
@@ -268,7 +277,7 @@ pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
     } else {
         print_table(&report);
     }
-    Ok(if report.woken_early == 0 {
+    Ok(if report.woken_early == 0 && report.woken == args.sagas {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -285,6 +294,9 @@ fn sleeper(saga_id: &str, wake_at: i64) -> StartSaga {
         requested_at: now_ms(),
     }
 }
+
+/// How long the wake-ups may stall, after the last one was due, before the benchmark gives up.
+const STALLED: Duration = Duration::from_secs(120);
 
 fn saga_id(run_id: &str, index: usize) -> String {
     format!("sl-{run_id}-{index}")
@@ -344,11 +356,12 @@ async fn wake(
     let mut lateness = Vec::with_capacity(due.len());
     let (mut first_at, mut last_at) = (i64::MAX, i64::MIN);
     let last_due = due.iter().copied().max().unwrap_or(0);
-    let deadline = Instant::now()
-        + Duration::from_millis(u64::try_from(last_due - now_ms()).unwrap_or(0))
-        + Duration::from_secs(600);
+    // However slowly they wake, wait while they do: give up only once nothing has woken for a
+    // while after the last one was due.
+    let mut last_progress = Instant::now();
+    let stalled = |last_progress: Instant| now_ms() > last_due && last_progress.elapsed() > STALLED;
     let mut last_report = Instant::now();
-    while count < due.len() && Instant::now() < deadline {
+    while count < due.len() && !stalled(last_progress) {
         if last_report.elapsed() >= Duration::from_secs(5) {
             last_report = Instant::now();
             progress(
@@ -386,6 +399,7 @@ async fn wake(
             continue; // a redelivered copy
         }
         count += 1;
+        last_progress = Instant::now();
         if event.at < due[index] {
             early += 1;
         }
