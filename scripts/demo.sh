@@ -17,6 +17,8 @@ if [ -z "${SAGAFLOW_BOOTSTRAP:-}" ]; then
   echo "demo: tansu broker on $SAGAFLOW_BOOTSTRAP" >&2
   # One local broker: created topics get one replica (the default, 3, suits a real cluster).
   export SAGAFLOW_REPLICATION_FACTOR=1 SAGAFLOW_MIN_INSYNC_REPLICAS=1
+  # tansu's group coordinator needs the engine's rejoin rules (docs/operations.md).
+  export SAGAFLOW_TANSU_WORKAROUNDS=true
 fi
 export SAGAFLOW_BOOTSTRAP
 target/debug/sagaflow demo --definitions examples "$@"

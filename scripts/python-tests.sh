@@ -29,6 +29,8 @@ if [ -z "${SAGAFLOW_BOOTSTRAP:-}" ]; then
   SAGAFLOW_BOOTSTRAP=$(scripts/broker.sh start "$work/broker" "$mode")
   started_broker=1
 fi
+# tansu's group coordinator needs the engine's rejoin rules (docs/operations.md).
+[ "${SAGAFLOW_TEST_BROKER:-tansu}" = kafka ] || export SAGAFLOW_TANSU_WORKAROUNDS=true
 # One local broker: the topics the engine and the registry create get one replica.
 export SAGAFLOW_BOOTSTRAP SAGAFLOW_REPLICATION_FACTOR=1 SAGAFLOW_MIN_INSYNC_REPLICAS=1
 

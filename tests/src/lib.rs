@@ -3,11 +3,12 @@
 //! `sagaflow` binary run as separate processes (so tests can kill -9 them), and readers of
 //! Sagaflow's topics.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -349,11 +350,14 @@ pub fn sagaflow_bin() -> PathBuf {
 pub struct Proc {
     child: Child,
     lines: Receiver<String>,
+    /// The last lines it wrote to stderr (they go to the test output too).
+    stderr: Arc<Mutex<VecDeque<String>>>,
     name: String,
 }
 
 impl Proc {
-    /// Runs `sagaflow args...`, with stderr going to the test output.
+    /// Runs `sagaflow args...`, with stderr going to the test output (and kept, see
+    /// [`Proc::stderr_text`]).
     pub fn spawn(name: &str, args: &[String]) -> Self {
         Self::spawn_env(name, args, &[])
     }
@@ -370,11 +374,29 @@ impl Proc {
             // One local broker: topics the processes create get one replica.
             .env("SAGAFLOW_REPLICATION_FACTOR", "1")
             .env("SAGAFLOW_MIN_INSYNC_REPLICAS", "1")
+            // tansu's group coordinator needs the engine's rejoin rules; Kafka runs without.
+            .env(
+                "SAGAFLOW_TANSU_WORKAROUNDS",
+                (broker_kind() == BrokerKind::Tansu).to_string(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn sagaflow {name}: {e}"));
+        let stderr = Arc::new(Mutex::new(VecDeque::new()));
+        let tail = stderr.clone();
+        let pipe = child.stderr.take().expect("piped stderr");
+        let _ = std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                let mut tail = tail.lock().expect("stderr tail");
+                if tail.len() == 200 {
+                    let _ = tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+        });
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = channel();
         let _ = std::thread::spawn(move || {
@@ -387,6 +409,7 @@ impl Proc {
         Self {
             child,
             lines: rx,
+            stderr,
             name: name.to_string(),
         }
     }
@@ -432,6 +455,18 @@ impl Proc {
     /// How it ended, if it has.
     pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
+    }
+
+    /// The last 200 lines it wrote to stderr, once it has exited (all of them are read then).
+    pub fn stderr_text(&mut self) -> String {
+        let _ = self.child.wait();
+        // The reader thread may still be copying the last lines.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&self.stderr) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let tail = self.stderr.lock().expect("stderr tail");
+        tail.iter().map(|l| format!("{l}\n")).collect()
     }
 }
 

@@ -16,6 +16,7 @@ mod def_check;
 mod demo;
 mod eventlog;
 mod events;
+mod group;
 mod kafka;
 mod run_engine;
 mod run_participant;
@@ -147,6 +148,11 @@ enum Command {
     },
     /// Start sagas.
     Start(start::StartArgs),
+    /// The engine group's membership.
+    Group {
+        #[command(subcommand)]
+        command: group::GroupCommand,
+    },
     /// Print a group's saga event log as JSON lines.
     Events(events::EventsArgs),
     /// Run the trip demo end to end on a broker: registry, engine, participants, 1,000 sagas.
@@ -196,6 +202,7 @@ fn main() -> ExitCode {
             command: DefCommand::Check { paths },
         } => def_check::run(&paths),
         Command::Engine(args) => run_engine::run(args),
+        Command::Group { command } => group::run(command),
         Command::Registry(args) => runtime().and_then(|rt| rt.block_on(run_registry::run(args))),
         Command::Participant(args) => {
             runtime().and_then(|rt| rt.block_on(run_participant::run(args)))

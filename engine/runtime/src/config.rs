@@ -44,9 +44,11 @@ pub struct EngineConfig {
     pub http_listen: String,
     /// Longest broker-side wait of a fetch.
     pub fetch_wait_max_ms: u64,
+    /// Whether the rejoin-when-* rules (tansu 0.6 workarounds) apply.
+    pub tansu_workarounds: bool,
     /// Rejoin delay after an empty assignment, 0 to disable.
     pub rejoin_when_unassigned_ms: u64,
-    /// Static group member id; empty for one kept in the state directory.
+    /// Static group member id; empty for dynamic membership.
     pub instance_id: String,
     /// Least time between rejoins after a same-set reassignment, 0 to disable.
     pub rejoin_when_same_ms: u64,
@@ -181,6 +183,20 @@ impl EngineConfig {
         })
     }
 
+    /// The rejoin-when-* delays in force, in milliseconds (unassigned, same, orphaned): the
+    /// configured ones with `tansu-workarounds` on, all zero (off) without.
+    pub(crate) fn rejoin_rules_ms(&self) -> [u64; 3] {
+        if self.tansu_workarounds {
+            [
+                self.rejoin_when_unassigned_ms,
+                self.rejoin_when_same_ms,
+                self.rejoin_when_orphaned_ms,
+            ]
+        } else {
+            [0; 3]
+        }
+    }
+
     /// Checks invariants the engine relies on.
     pub fn validate(&self) -> Result<()> {
         self.registry().validate()?;
@@ -261,6 +277,16 @@ mod tests {
         let config = EngineConfig::load(None).unwrap();
         config.validate().unwrap();
         assert_eq!(config.group, "sagaflow");
+    }
+
+    #[test]
+    fn the_rejoin_rules_apply_only_with_the_tansu_workarounds() {
+        let mut config = EngineConfig::load(None).unwrap();
+        // The built-in default suits a broker with a complete group coordinator.
+        assert!(!config.tansu_workarounds);
+        assert_eq!(config.rejoin_rules_ms(), [0, 0, 0]);
+        config.tansu_workarounds = true;
+        assert_eq!(config.rejoin_rules_ms(), [10_000, 30_000, 20_000]);
     }
 
     #[test]

@@ -6,7 +6,18 @@
 //! cost one extra rebalance.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, TopicPartitionList};
+use sagaflow_kafka::KafkaSettings;
+use tracing::info;
+
+use crate::error::{Error, Result};
+use crate::topics::Topics;
 
 /// The `group.instance.id` to use, if static membership is configured.
 ///
@@ -16,6 +27,121 @@ use std::time::{Duration, Instant};
 pub(crate) fn instance_id(configured: &str) -> Option<String> {
     let id = configured.trim();
     (!id.is_empty()).then(|| id.to_string())
+}
+
+/// Removes a static member from an engine group (KIP-345), so that its partitions move to the
+/// other engines at once instead of after the session timeout: the scale-down half of static
+/// membership. Run it for an engine that has stopped for good; a running engine with this id is
+/// fenced and stops.
+///
+/// librdkafka has no RemoveMembersFromConsumerGroup call, and its consumer never sends a
+/// LeaveGroup when a static member closes. It does send one when a member unsubscribes while it
+/// stays open, and a member that joins under a static id takes that member's place (the old one
+/// is fenced). So the member is removed by joining under its id, then unsubscribing. With every client
+/// setting of `kafka`, this works on a secured cluster as the engine does.
+pub fn remove_static_member(
+    kafka: &KafkaSettings,
+    group: &str,
+    instance: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let id = instance_id(instance).ok_or_else(|| {
+        Error::Config("the instance id to remove is empty; pass the engine's instance-id".into())
+    })?;
+    remove_one(kafka, group, &id, timeout)?;
+    info!(group, instance = %id, "static member removed from the group");
+    Ok(())
+}
+
+fn remove_one(kafka: &KafkaSettings, group: &str, id: &str, timeout: Duration) -> Result<()> {
+    let mut config = kafka.config(&[("partition.assignment.strategy", "range")]);
+    let _ = config
+        .set("group.id", group)
+        .set("group.instance.id", id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    let consumer: BaseConsumer<Departing> = config
+        .create_with_context(Departing::default())
+        .map_err(|e| Error::kafka("creating the consumer that removes a static member", e))?;
+    let topics = Topics::new(group);
+    // The engine's subscription and assignor: the member's place is taken without a rebalance.
+    consumer
+        .subscribe(&topics.inputs())
+        .map_err(|e| Error::kafka(format!("joining group {group} as instance {id}"), e))?;
+    let step = |phase: Phase, doing: &str| -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while consumer.context().phase() < phase {
+            if Instant::now() >= deadline {
+                return Err(Error::Config(format!(
+                    "{doing} (group {group}, instance {id}) took longer than {timeout:?}; check that the broker is reachable with these client settings and try again"
+                )));
+            }
+            if let Some(Err(e)) = consumer.poll(Duration::from_millis(100)) {
+                return Err(fatal(e, group, id));
+            }
+        }
+        Ok(())
+    };
+    step(Phase::Joined, "joining the group in the member's place")?;
+    consumer.unsubscribe();
+    step(Phase::Left, "leaving the group")?;
+    // Closing (on drop) waits for the LeaveGroup the unsubscribe sent to be answered.
+    Ok(())
+}
+
+fn fatal(e: KafkaError, group: &str, id: &str) -> Error {
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::FencedInstanceId) => Error::Config(format!(
+            "another client joined group {group} as instance {id} while it was being removed: an engine with that instance-id is running. Stop it first"
+        )),
+        _ => Error::kafka(format!("removing instance {id} from group {group}"), e),
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    #[default]
+    Joining,
+    Joined,
+    Left,
+}
+
+/// The removal consumer's progress, from its rebalance callbacks.
+#[derive(Debug, Default)]
+struct Departing(Mutex<Phase>);
+
+impl Departing {
+    fn phase(&self) -> Phase {
+        *self.0.lock().expect("phase lock")
+    }
+}
+
+impl ClientContext for Departing {}
+
+impl ConsumerContext for Departing {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        _tpl: &mut TopicPartitionList,
+    ) {
+        let mut phase = self.0.lock().expect("phase lock");
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                // Hold the member's partitions without fetching them: nothing is read or
+                // committed.
+                let _ = consumer.assign(&TopicPartitionList::new());
+                *phase = Phase::Joined;
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let _ = consumer.unassign();
+                if *phase == Phase::Joined {
+                    *phase = Phase::Left;
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Decides when to leave and rejoin the group.

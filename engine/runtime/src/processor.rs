@@ -365,12 +365,17 @@ impl Processor {
         });
         let instance = membership::instance_id(&config.instance_id);
         let session_timeout = config.session_timeout_ms.to_string();
-        let heartbeat = (config.session_timeout_ms / 4).max(500).to_string();
+        // Members learn of a rebalance from their heartbeats, so a long session (static members
+        // often get minutes) must not slow every rebalance down: at most 3 s, Kafka's default.
+        let heartbeat = (config.session_timeout_ms / 4).clamp(500, 3000).to_string();
         let fetch_wait = config.fetch_wait_max_ms.to_string();
+        // librdkafka refuses a poll interval below the session (its default is 5 minutes).
+        let max_poll = config.session_timeout_ms.max(300_000).to_string();
         let mut consumer_config = config.kafka.config(&[
             ("partition.assignment.strategy", "range"),
             ("session.timeout.ms", &session_timeout),
             ("heartbeat.interval.ms", &heartbeat),
+            ("max.poll.interval.ms", &max_poll),
             ("fetch.wait.max.ms", &fetch_wait),
         ]);
         if let Some(id) = &instance {
@@ -399,9 +404,10 @@ impl Processor {
             .map_err(|e| Error::kafka("creating the journal producer", e))?;
         let relay = Relay::new(&config.kafka, &topics.changelog, metrics.clone())?;
         info!(writer = %writer, group = %config.group, instance = ?instance, "engine started");
+        let [when_unassigned, when_same, _] = config.rejoin_rules_ms();
         let rejoin = Rejoin::new(
-            Duration::from_millis(config.rejoin_when_unassigned_ms),
-            Duration::from_millis(config.rejoin_when_same_ms),
+            Duration::from_millis(when_unassigned),
+            Duration::from_millis(when_same),
             usize::try_from(config.partitions).unwrap_or(0),
         );
         Ok(Self {
@@ -804,7 +810,8 @@ impl Processor {
     /// has had no heartbeat for `rejoin-when-orphaned-ms`: its owner died and the coordinator
     /// did not hand it on.
     fn rejoin_if_orphaned(&mut self) -> Result<()> {
-        let patience = Duration::from_millis(self.ctx.config.rejoin_when_orphaned_ms);
+        let [_, _, when_orphaned] = self.ctx.config.rejoin_rules_ms();
+        let patience = Duration::from_millis(when_orphaned);
         if patience.is_zero() || self.orphan_checked.elapsed() < Duration::from_secs(5) {
             return Ok(());
         }
@@ -966,8 +973,17 @@ impl Processor {
         }
         self.hand_over();
         self.relay.flush(Duration::from_secs(5));
-        self.consumer.unsubscribe();
-        info!("engine stopped");
+        if membership::instance_id(&self.ctx.config.instance_id).is_some() {
+            // A static member keeps its place (KIP-345): closing the consumer sends no
+            // LeaveGroup, so a restart within the session takes the same partitions back without
+            // a rebalance. Unsubscribing would leave the group. A scale-down removes the member
+            // with `sagaflow group remove-members`.
+            info!("engine stopped; its static member keeps its partitions for the session timeout");
+        } else {
+            // Leave the group, so that the partitions move at once.
+            self.consumer.unsubscribe();
+            info!("engine stopped");
+        }
         Ok(())
     }
 }

@@ -1,0 +1,198 @@
+//! Static group membership (KIP-345) on Apache Kafka: an engine restarted in place takes its
+//! partitions back without a rebalance, a scale-down removes the member so its partitions move
+//! at once, and two engines under one instance id end with a clear error, not a spin.
+//!
+//! tansu 0.6 keeps a stopped static member's partitions from every other engine, which is why
+//! static membership is documented as Kafka-only; these tests skip there.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use sagaflow_tests::trips::{
+    check_invariants, owns_all, participants, stream_trips, wait_finished, Rig, WAIT,
+};
+use sagaflow_tests::{
+    broker_kind, eventually, metric, sagaflow_bin, skip, spawn_engine_env, BrokerKind, Proc,
+    TempDir,
+};
+
+/// A rig for the trip saga on four partitions, or `None` (with a skip message) on tansu.
+fn rig(name: &str, test: &str) -> Option<Rig> {
+    if broker_kind() != BrokerKind::Kafka {
+        skip(
+            test,
+            "tansu 0.6 keeps a stopped static member's partitions from the other engines, so static membership is Kafka-only (docs/operations.md)",
+        );
+        return None;
+    }
+    Some(sagaflow_tests::trips::rig(name, 4))
+}
+
+fn owned(metrics: &str) -> f64 {
+    metric(metrics, "sagaflow_partitions_owned")
+}
+
+/// Engine `name` as static member `instance` with the given session timeout.
+fn static_engine(
+    r: &Rig,
+    state: &TempDir,
+    name: &str,
+    instance: &str,
+    session_ms: u64,
+) -> (Proc, String) {
+    let session = session_ms.to_string();
+    spawn_engine_env(
+        name,
+        &r.opts.on_state_dir(state),
+        &[
+            ("SAGAFLOW_INSTANCE_ID", instance),
+            ("SAGAFLOW_SESSION_TIMEOUT_MS", &session),
+        ],
+    )
+}
+
+/// Two static members that share the four partitions.
+fn two_members(r: &Rig, session_ms: u64) -> [(Proc, String, TempDir); 2] {
+    let [a, b] = ["a", "b"].map(|instance| {
+        let state = TempDir::new(&format!("static-{instance}"));
+        let (p, m) = static_engine(
+            r,
+            &state,
+            &format!("engine-{instance}"),
+            instance,
+            session_ms,
+        );
+        (p, m, state)
+    });
+    assert!(
+        eventually(WAIT, || owned(&a.1) == 2.0 && owned(&b.1) == 2.0),
+        "the members did not share the partitions: a={} b={}",
+        owned(&a.1),
+        owned(&b.1)
+    );
+    [a, b]
+}
+
+#[test]
+fn a_static_member_restarted_in_place_takes_its_partitions_back_without_a_rebalance() {
+    let test = "a_static_member_restarted_in_place_takes_its_partitions_back_without_a_rebalance";
+    let Some(r) = rig("static-restart", test) else {
+        return;
+    };
+    let bootstrap = r.broker.bootstrap();
+    // A session far longer than the test: nothing here may wait it out.
+    let [(mut a, _, state_a), (_b, metrics_b, _state_b)] = two_members(&r, 600_000);
+    let _participants = participants(&r.space, &bootstrap, &r.registry_url, &r.effects);
+    let ids: Vec<String> = (0..200).map(|i| format!("sr-{i:04}")).collect();
+    let feeder = stream_trips(
+        bootstrap.clone(),
+        r.registry_url.clone(),
+        r.opts.group.clone(),
+        ids.clone(),
+        40,
+    );
+    let restores_b = metric(&metrics_b, "sagaflow_restores_total");
+
+    assert!(a.terminate().success(), "engine-a did not stop cleanly");
+    // A static member that stops sends no LeaveGroup: its partitions wait for it. A dynamic
+    // member's would have moved to engine-b within a second or two.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        owned(&metrics_b),
+        2.0,
+        "engine-b took partitions of a static member that only restarts"
+    );
+    let (_a, metrics_a) = static_engine(&r, &state_a, "engine-a-again", "a", 600_000);
+    assert!(
+        eventually(WAIT, || owned(&metrics_a) == 2.0),
+        "the restarted engine-a did not get its partitions back"
+    );
+    feeder.join().expect("feeder");
+    let log = wait_finished(&bootstrap, &r.codec, &r.opts.group, &ids);
+    check_invariants(&log, &ids, &r.effects);
+    // A rebalance would have revoked and restored engine-b's partitions too.
+    assert_eq!(
+        metric(&metrics_b, "sagaflow_restores_total"),
+        restores_b,
+        "engine-b went through a rebalance while engine-a restarted in place"
+    );
+    assert_eq!(owned(&metrics_b), 2.0);
+}
+
+#[test]
+fn a_scale_down_removes_the_static_member_and_its_partitions_move_at_once() {
+    let test = "a_scale_down_removes_the_static_member_and_its_partitions_move_at_once";
+    let Some(r) = rig("static-scale-down", test) else {
+        return;
+    };
+    let bootstrap = r.broker.bootstrap();
+    // Ten minutes of session: the partitions can only move within the five minutes this test
+    // waits if the member is removed.
+    let [(mut a, _, _state_a), (_b, metrics_b, _state_b)] = two_members(&r, 600_000);
+    let _participants = participants(&r.space, &bootstrap, &r.registry_url, &r.effects);
+    let ids: Vec<String> = (0..200).map(|i| format!("sd-{i:04}")).collect();
+    let feeder = stream_trips(
+        bootstrap.clone(),
+        r.registry_url.clone(),
+        r.opts.group.clone(),
+        ids.clone(),
+        40,
+    );
+    assert!(a.terminate().success(), "engine-a did not stop cleanly");
+    let out = Command::new(sagaflow_bin())
+        .args([
+            "group",
+            "remove-members",
+            "--bootstrap",
+            &bootstrap,
+            "--group",
+            &r.opts.group,
+            "--instance-id",
+            "a",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run sagaflow group remove-members");
+    assert!(out.status.success(), "remove-members failed");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "removed: a");
+    assert!(
+        eventually(Duration::from_secs(300), || owns_all(&metrics_b, 4)),
+        "engine-b did not take engine-a's partitions after the member was removed"
+    );
+    feeder.join().expect("feeder");
+    let log = wait_finished(&bootstrap, &r.codec, &r.opts.group, &ids);
+    check_invariants(&log, &ids, &r.effects);
+}
+
+#[test]
+fn an_engine_whose_instance_id_another_one_takes_stops_with_a_clear_error() {
+    let test = "an_engine_whose_instance_id_another_one_takes_stops_with_a_clear_error";
+    let Some(r) = rig("static-fenced", test) else {
+        return;
+    };
+    let state_1 = TempDir::new("fenced-1");
+    let (mut first, metrics_1) = static_engine(&r, &state_1, "engine-1", "same", 30_000);
+    assert!(
+        eventually(WAIT, || owns_all(&metrics_1, 4)),
+        "engine-1 never owned its partitions"
+    );
+    // A second engine under the same id takes the member's place; the broker fences the first.
+    let state_2 = TempDir::new("fenced-2");
+    let (_second, metrics_2) = static_engine(&r, &state_2, "engine-2", "same", 30_000);
+    assert!(
+        eventually(WAIT, || first.exit_status().is_some()),
+        "engine-1 kept running after engine-2 took its instance id"
+    );
+    let status = first.exit_status().expect("exited");
+    assert!(!status.success(), "engine-1 exited 0 after being fenced");
+    let log = first.stderr_text();
+    assert!(
+        log.contains("the broker fenced this engine's static member id")
+            && log.contains("Give every engine its own instance-id"),
+        "engine-1 did not say what happened and what to do:\n{log}"
+    );
+    assert!(
+        eventually(WAIT, || owns_all(&metrics_2, 4)),
+        "engine-2 did not own the partitions after fencing engine-1"
+    );
+}
