@@ -164,3 +164,38 @@ mod tests {
         );
     }
 }
+#[cfg(test)]
+mod probe_tmp {
+    #[test]
+    #[ignore]
+    fn probe() {
+        use crate::{Checkpoint, CheckpointPosition};
+        let cp = Checkpoint {
+            journal_offset: 41,
+            epoch: 3,
+            writer: "node-a".into(),
+            positions: vec![
+                CheckpointPosition {
+                    topic: "g.starts".into(),
+                    offset: 7
+                };
+                5
+            ],
+            relayed_through: 40,
+        };
+        let t = std::time::Instant::now();
+        let mut n = 0;
+        for _ in 0..20000 {
+            let b = super::encode(&cp).unwrap();
+            let d: Checkpoint = super::decode(&b).unwrap().unwrap();
+            n += d.epoch;
+        }
+        eprintln!("PROBE 20k encode+decode: {:?} ({n})", t.elapsed());
+        let s = crate::schemas::CHECKPOINT.schema().unwrap();
+        let t = std::time::Instant::now();
+        for _ in 0..20000 {
+            let _ = super::fingerprint(s);
+        }
+        eprintln!("PROBE 20k fingerprints: {:?}", t.elapsed());
+    }
+}

@@ -14,7 +14,9 @@
 mod error;
 mod settings;
 mod topics;
+mod transient;
 
 pub use error::{Error, Result};
 pub use settings::{KafkaSettings, ENV_PREFIX, RESERVED};
 pub use topics::{TopicPolicy, TopicSpec};
+pub use transient::is_transient;

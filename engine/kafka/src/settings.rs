@@ -177,9 +177,13 @@ impl KafkaSettings {
         let mut config = ClientConfig::new();
         // Errors only (3): librdkafka logs a warning for every reconnect to a restarting broker,
         // and every failure that matters reaches the caller as an error anyway.
+        // Reconnect within a second of a broker's return (librdkafka backs off up to 10 s by
+        // default, which kept restores failing long after a broker restart). An engine has a
+        // handful of clients, so the retries stay cheap for the brokers.
         let _ = config
             .set("bootstrap.servers", &self.bootstrap)
-            .set("log_level", "3");
+            .set("log_level", "3")
+            .set("reconnect.backoff.max.ms", "1000");
         for (key, value) in role {
             let _ = config.set(*key, *value);
         }

@@ -2,11 +2,13 @@
 //! [`sagaflow_kafka::KafkaSettings`].
 
 use sagaflow_kafka::KafkaSettings;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
+
+use tracing::debug;
 
 use crate::error::{Error, Result};
 
@@ -53,12 +55,14 @@ pub(crate) fn read_range(
         .assign(&tpl)
         .map_err(|e| Error::kafka(format!("assigning {topic}[{partition}]"), e))?;
     let mut next = from;
-    let mut idle = 0u32;
+    // A read that makes no progress for this long gives up (a broker that stays down, records
+    // that never come).
+    let patience = Duration::from_secs(60);
+    let mut progressed = Instant::now();
     while next < until {
         match consumer.poll(Duration::from_millis(200)) {
             None => {
-                idle += 1;
-                if idle > 300 {
+                if progressed.elapsed() > patience {
                     return Err(Error::Journal {
                         topic: topic.to_string(),
                         partition,
@@ -67,9 +71,15 @@ pub(crate) fn read_range(
                     });
                 }
             }
+            // The client reconnects by itself.
+            Some(Err(e))
+                if sagaflow_kafka::is_transient(&e) && progressed.elapsed() <= patience =>
+            {
+                debug!(topic, partition, error = %e, "broker unavailable while reading; waiting");
+            }
             Some(Err(e)) => return Err(Error::kafka(format!("reading {topic}[{partition}]"), e)),
             Some(Ok(m)) => {
-                idle = 0;
+                progressed = Instant::now();
                 if m.offset() < next {
                     continue;
                 }
