@@ -44,28 +44,25 @@ pub fn fingerprint(schema: &Schema) -> [u8; 8] {
 
 /// Encodes an internal record with its compiled-in schema.
 pub fn encode<T: Internal>(value: &T) -> Result<Vec<u8>> {
-    let schema = T::SCHEMA.schema()?;
     let encode_error = |e: apache_avro::Error| Error::Encode {
         record: T::SCHEMA.full_name,
         message: e.to_string(),
     };
-    let value = apache_avro::to_value(value)
-        .and_then(|v| v.resolve(schema))
-        .map_err(encode_error)?;
-    let body = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
-        .build()
-        .and_then(|writer| writer.write_value_to_vec(value))
-        .map_err(encode_error)?;
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    let mut out = Vec::with_capacity(256);
     out.extend_from_slice(&MARKER);
-    out.extend_from_slice(&fingerprint(schema));
-    out.extend_from_slice(&body);
+    out.extend_from_slice(&T::SCHEMA.fingerprint()?);
+    // Serde straight into the writer: no intermediate `Value` to build and resolve (the
+    // contracts test checks that the bytes are those of the generic path).
+    let _ = T::SCHEMA
+        .writer()?
+        .write_ser(&mut out, value)
+        .map_err(encode_error)?;
     Ok(out)
 }
 
 /// Decodes `bytes` if they are in single-object encoding; `None` if they are not (a record
 /// with the Confluent header, for the registry to decode).
-pub(crate) fn decode<T: Contract>(bytes: &[u8]) -> Option<Result<T>> {
+pub fn decode<T: Contract>(bytes: &[u8]) -> Option<Result<T>> {
     if !bytes.starts_with(&MARKER) {
         return None;
     }
@@ -76,18 +73,26 @@ pub(crate) fn decode<T: Contract>(bytes: &[u8]) -> Option<Result<T>> {
             message: "a single-object record shorter than its header".into(),
         }));
     };
-    Some(
-        writer_schema(T::SCHEMA, print)
-            .and_then(|writer| decode_body(writer, &bytes[HEADER_LEN..])),
-    )
+    Some(decode_with(T::SCHEMA, print, &bytes[HEADER_LEN..]))
 }
 
-/// The schema `print` names: the compiled-in one, or an older version of it from the history.
-fn writer_schema(file: &'static SchemaFile, print: &[u8]) -> Result<&'static Schema> {
-    let current = file.schema()?;
-    if fingerprint(current) == print {
-        return Ok(current);
+fn decode_with<T: Contract>(file: &'static SchemaFile, print: &[u8], body: &[u8]) -> Result<T> {
+    if file.fingerprint()? == print {
+        // Written with this very schema: straight into `T`, nothing to resolve.
+        let mut body = body;
+        return file
+            .reader()?
+            .read_deser(&mut body)
+            .map_err(|e| Error::Decode {
+                expected: file.full_name,
+                message: e.to_string(),
+            });
     }
+    decode_body(older_schema(file, print)?, body)
+}
+
+/// The older version of `file`'s schema that `print` names, from the history.
+fn older_schema(file: &'static SchemaFile, print: &[u8]) -> Result<&'static Schema> {
     history()?
         .get(&(file.full_name, print.to_vec()))
         .ok_or_else(|| Error::Decode {
@@ -162,40 +167,5 @@ mod tests {
             error.to_string().contains("shorter than its header"),
             "{error}"
         );
-    }
-}
-#[cfg(test)]
-mod probe_tmp {
-    #[test]
-    #[ignore]
-    fn probe() {
-        use crate::{Checkpoint, CheckpointPosition};
-        let cp = Checkpoint {
-            journal_offset: 41,
-            epoch: 3,
-            writer: "node-a".into(),
-            positions: vec![
-                CheckpointPosition {
-                    topic: "g.starts".into(),
-                    offset: 7
-                };
-                5
-            ],
-            relayed_through: 40,
-        };
-        let t = std::time::Instant::now();
-        let mut n = 0;
-        for _ in 0..20000 {
-            let b = super::encode(&cp).unwrap();
-            let d: Checkpoint = super::decode(&b).unwrap().unwrap();
-            n += d.epoch;
-        }
-        eprintln!("PROBE 20k encode+decode: {:?} ({n})", t.elapsed());
-        let s = crate::schemas::CHECKPOINT.schema().unwrap();
-        let t = std::time::Instant::now();
-        for _ in 0..20000 {
-            let _ = super::fingerprint(s);
-        }
-        eprintln!("PROBE 20k fingerprints: {:?}", t.elapsed());
     }
 }

@@ -2,12 +2,13 @@
 
 use std::sync::OnceLock;
 
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 
 use crate::error::{Error, Result};
 
 /// One embedded schema file.
-#[derive(Debug)]
 pub struct SchemaFile {
     /// File name under `avro/schemas/`.
     pub file: &'static str,
@@ -16,6 +17,21 @@ pub struct SchemaFile {
     /// The JSON text.
     pub text: &'static str,
     parsed: OnceLock<Schema>,
+    /// Its CRC-64-AVRO fingerprint, computed once: every internal record carries it.
+    fingerprint: OnceLock<[u8; 8]>,
+    /// A writer and a reader for it, built once: building one resolves the whole schema, which
+    /// cost more than encoding a record.
+    writer: OnceLock<GenericDatumWriter<'static>>,
+    reader: OnceLock<GenericDatumReader<'static>>,
+}
+
+impl std::fmt::Debug for SchemaFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchemaFile")
+            .field("file", &self.file)
+            .field("full_name", &self.full_name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SchemaFile {
@@ -25,6 +41,9 @@ impl SchemaFile {
             full_name,
             text,
             parsed: OnceLock::new(),
+            fingerprint: OnceLock::new(),
+            writer: OnceLock::new(),
+            reader: OnceLock::new(),
         }
     }
 
@@ -33,11 +52,46 @@ impl SchemaFile {
         if let Some(schema) = self.parsed.get() {
             return Ok(schema);
         }
-        let schema = Schema::parse_str(self.text).map_err(|source| Error::Schema {
+        let schema = Schema::parse_str(self.text).map_err(|e| self.invalid(e))?;
+        Ok(self.parsed.get_or_init(|| schema))
+    }
+
+    /// The fingerprint of the parsed schema, as single-object encoding writes it.
+    pub fn fingerprint(&self) -> Result<[u8; 8]> {
+        if let Some(print) = self.fingerprint.get() {
+            return Ok(*print);
+        }
+        let print = crate::internal::fingerprint(self.schema()?);
+        Ok(*self.fingerprint.get_or_init(|| print))
+    }
+
+    /// A datum writer for this schema.
+    pub(crate) fn writer(&'static self) -> Result<&'static GenericDatumWriter<'static>> {
+        if let Some(writer) = self.writer.get() {
+            return Ok(writer);
+        }
+        let writer = GenericDatumWriter::builder(self.schema()?)
+            .build()
+            .map_err(|e| self.invalid(e))?;
+        Ok(self.writer.get_or_init(|| writer))
+    }
+
+    /// A datum reader for records written with this very schema (no resolution).
+    pub(crate) fn reader(&'static self) -> Result<&'static GenericDatumReader<'static>> {
+        if let Some(reader) = self.reader.get() {
+            return Ok(reader);
+        }
+        let reader = GenericDatumReader::builder(self.schema()?)
+            .build()
+            .map_err(|e| self.invalid(e))?;
+        Ok(self.reader.get_or_init(|| reader))
+    }
+
+    fn invalid(&self, source: apache_avro::Error) -> Error {
+        Error::Schema {
             name: self.file,
             source,
-        })?;
-        Ok(self.parsed.get_or_init(|| schema))
+        }
     }
 }
 
