@@ -97,15 +97,28 @@ pub(crate) fn read_range(
 /// Header of changelog records: the journal offset of the record whose state they hold.
 pub(crate) const SOURCE_HEADER: &str = "sagaflow-source-offset";
 
+/// Header of changelog states: the epoch of the owner that wrote them (see
+/// `restore::from_changelog` for why).
+pub(crate) const EPOCH_HEADER: &str = "sagaflow-epoch";
+
 /// The journal offset a changelog record's state came from; -1 for records without one
 /// (checkpoints, markers, and states written before the header existed).
 pub(crate) fn source_offset(m: &BorrowedMessage<'_>) -> i64 {
+    header_i64(m, SOURCE_HEADER).unwrap_or(-1)
+}
+
+/// The epoch of the owner that wrote a changelog state; `None` for records written before the
+/// header existed.
+pub(crate) fn writer_epoch(m: &BorrowedMessage<'_>) -> Option<i64> {
+    header_i64(m, EPOCH_HEADER)
+}
+
+fn header_i64(m: &BorrowedMessage<'_>, name: &str) -> Option<i64> {
     m.headers()
-        .and_then(|h| h.iter().find(|h| h.key == SOURCE_HEADER))
+        .and_then(|h| h.iter().find(|h| h.key == name))
         .and_then(|h| h.value)
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.parse().ok())
-        .unwrap_or(-1)
 }
 
 use rdkafka::producer::{FutureProducer, FutureRecord};

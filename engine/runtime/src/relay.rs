@@ -76,6 +76,8 @@ impl ProducerContext for RelayContext {
 #[derive(Debug, Default)]
 struct PartitionRelay {
     generation: u64,
+    /// The epoch this engine claimed the partition with; its changelog states carry it.
+    epoch: i64,
     /// Committed journal offsets with their outstanding output count.
     outstanding: BTreeMap<i64, usize>,
     /// Everything at or below is delivered.
@@ -150,7 +152,7 @@ impl Relay {
     }
 
     /// Starts relaying for a newly owned partition whose watermark is `mark`.
-    pub(crate) fn open(&mut self, partition: i32, mark: RelayMark) {
+    pub(crate) fn open(&mut self, partition: i32, mark: RelayMark, epoch: i64) {
         let generation = self.next_generation;
         self.next_generation += 1;
         let through = mark.chain.last_valid;
@@ -160,6 +162,7 @@ impl Relay {
             partition,
             PartitionRelay {
                 generation,
+                epoch,
                 outputs_through: through,
                 changelog_through: through,
                 last_committed: through,
@@ -412,6 +415,7 @@ impl Relay {
             let dirty = std::mem::take(&mut part.dirty);
             part.flush = Some((number, through, dirty.len()));
             let generation = part.generation;
+            let epoch = part.epoch.to_string();
             for (saga_id, (source, state)) in dirty {
                 self.send(Box::new(Ticket {
                     partition,
@@ -422,11 +426,18 @@ impl Relay {
                         topic: self.changelog.clone(),
                         key: Some(saga_id.into_bytes()),
                         value: state,
-                        // Restores keep the state with the newest source, not the last written.
-                        headers: vec![sagaflow_avro::Header {
-                            name: crate::kafka::SOURCE_HEADER.into(),
-                            value: source.to_string().into_bytes(),
-                        }],
+                        // Restores keep the state with the newest source, not the last
+                        // written, and recognise states an owner wrote after it was fenced.
+                        headers: vec![
+                            sagaflow_avro::Header {
+                                name: crate::kafka::SOURCE_HEADER.into(),
+                                value: source.to_string().into_bytes(),
+                            },
+                            sagaflow_avro::Header {
+                                name: crate::kafka::EPOCH_HEADER.into(),
+                                value: epoch.clone().into_bytes(),
+                            },
+                        ],
                         not_before: None,
                     },
                     explicit_partition: Some(partition),

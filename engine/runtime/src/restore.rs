@@ -18,7 +18,7 @@ use sagaflow_avro::{
     SagaState,
 };
 use sagaflow_core::{Chain, ChainVerdict, JournalHeader};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::error::{Error, Result};
 use crate::kafka;
@@ -32,6 +32,10 @@ pub(crate) const CHECKPOINT_KEY: &str = "__checkpoint";
 
 /// Prefix of changelog keys that are not saga ids.
 const RESERVED_PREFIX: &str = "__";
+
+/// Key prefix of the changelog record an owner writes when it claims a partition, followed by
+/// its epoch.
+const OWNER_PREFIX: &str = "__owner/";
 
 /// States per RocksDB write while restoring from the changelog.
 const RESTORE_CHUNK: usize = 128;
@@ -283,6 +287,19 @@ pub(crate) fn restore(
             attempt, at, "claim lost a race with another writer; claiming again"
         );
     }
+    if !fenced {
+        // Marks where this owner's changelog writes begin: a state an older epoch writes after
+        // this marker was written by a fenced owner (see `from_changelog`). A value, not a
+        // tombstone, and a key of its own, so compaction never removes it.
+        let epoch = replay.chain.epoch;
+        let _ = kafka::write_and_locate(
+            c.producer,
+            &c.topics.changelog,
+            partition,
+            format!("{OWNER_PREFIX}{epoch}").as_bytes(),
+            Some(c.writer.as_bytes()),
+        )?;
+    }
     let before = replay.unrelayed.len();
     replay.drop_relayed();
     info!(
@@ -367,9 +384,11 @@ fn from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<Meta> {
     // wakes up (G3) can still flush older states and checkpoints after the new owner's. Among
     // records of equal source offset (older records without one), the last one written wins,
     // so a broker that does not compact is fine too.
-    let mut latest: BTreeMap<String, (i64, Option<Vec<u8>>)> = BTreeMap::new();
+    let mut latest: BTreeMap<String, Kept> = BTreeMap::new();
     let mut checkpoint: Option<Checkpoint> = None;
     let mut stale = 0u64;
+    // The newest owner epoch whose claim marker has been read so far.
+    let mut newest_owner = 0i64;
     kafka::read_range(
         c.reader,
         &c.topics.changelog,
@@ -397,12 +416,24 @@ fn from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<Meta> {
                         checkpoint = Some(cp);
                     }
                 }
+            } else if let Some(epoch) = key.strip_prefix(OWNER_PREFIX) {
+                newest_owner = newest_owner.max(epoch.parse().unwrap_or(0));
             } else if !key.starts_with(RESERVED_PREFIX) || parked::is_parked_key(&key) {
                 let source = kafka::source_offset(m);
                 match latest.get(&key) {
-                    Some((newest, _)) if *newest > source => stale += 1,
+                    Some(kept) if kept.source > source => stale += 1,
                     _ => {
-                        let _ = latest.insert(key, (source, m.payload().map(<[u8]>::to_vec)));
+                        // Written by an owner after a newer one had claimed the partition.
+                        let late = kafka::writer_epoch(m).is_some_and(|e| e < newest_owner);
+                        let state = m.payload().map(<[u8]>::to_vec);
+                        let _ = latest.insert(
+                            key,
+                            Kept {
+                                source,
+                                state,
+                                late,
+                            },
+                        );
                     }
                 }
             }
@@ -415,6 +446,9 @@ fn from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<Meta> {
             stale,
             "the changelog holds records older than ones written before them (a fenced owner's late flush); they were skipped"
         );
+    }
+    if let Some(cp) = &checkpoint {
+        recheck_late_states(c, partition, cp.journal_offset, &mut latest)?;
     }
     let mut meta = Meta::empty();
     if let Some(cp) = &checkpoint {
@@ -436,15 +470,15 @@ fn from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<Meta> {
         };
     }
     let mut decoded = Vec::with_capacity(latest.len());
-    for (key, (_, state)) in &latest {
-        decoded.push(decode_state(c.codec, key, state.as_deref())?);
+    for (key, kept) in &latest {
+        decoded.push(decode_state(c.codec, key, kept.state.as_deref())?);
     }
     let writes: Vec<StateWrite<'_>> = latest
         .iter()
         .zip(&decoded)
-        .map(|((key, (_, state)), (running, timers))| StateWrite {
+        .map(|((key, kept), (running, timers))| StateWrite {
             saga_id: key,
-            state: state.as_deref(),
+            state: kept.state.as_deref(),
             running: *running,
             timers,
         })
@@ -460,6 +494,121 @@ fn from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<Meta> {
     c.store.apply(partition, -1, &[], &[], &meta)?;
     info!(partition, sagas = latest.len(), checkpoint = ?checkpoint.as_ref().map(|c| c.journal_offset), "restored from the changelog");
     Ok(meta)
+}
+
+/// The state a changelog restore keeps for a key.
+#[derive(Debug)]
+struct Kept {
+    /// Journal offset the state came from.
+    source: i64,
+    state: Option<Vec<u8>>,
+    /// Written by a fenced owner: a newer state may have been compacted away.
+    late: bool,
+}
+
+/// Checks the states a fenced owner wrote late against the journal.
+///
+/// A zombie owner can flush an old state after the new owner flushed a newer one for the same
+/// saga. A restore that sees both keeps the newer source; but the broker's compaction keeps only
+/// the record written last, the zombie's, and the newer state is gone from the changelog. The
+/// checkpoint may cover it, so replaying the journal from the checkpoint would not bring it
+/// back either. Such a kept state is replaced by the newest one the journal holds between its
+/// source and the checkpoint.
+fn recheck_late_states(
+    c: &RestoreClients<'_>,
+    partition: i32,
+    through: i64,
+    latest: &mut BTreeMap<String, Kept>,
+) -> Result<()> {
+    let late: Vec<(String, i64)> = latest
+        .iter()
+        .filter(|(_, kept)| kept.late && kept.source >= 0 && kept.source < through)
+        .map(|(key, kept)| (key.clone(), kept.source))
+        .collect();
+    let Some(from) = late.iter().map(|(_, source)| *source).min() else {
+        return Ok(());
+    };
+    let (journal_low, _) = kafka::watermarks(c.reader, &c.topics.journal, partition)?;
+    if from < journal_low {
+        error!(
+            partition,
+            sagas = ?late.iter().map(|(k, _)| k).take(10).collect::<Vec<_>>(),
+            journal_start = journal_low,
+            from,
+            "states a fenced owner wrote late may be older than the journal says, and the journal no longer holds what would tell; these sagas may repeat steps. Raise the journal's retention"
+        );
+        return Ok(());
+    }
+    let keys: std::collections::HashSet<&str> = late.iter().map(|(k, _)| k.as_str()).collect();
+    // The record at `from` counted (its state was flushed, and owners flush only records that
+    // counted), so the chain resumes there with that record's owner.
+    let mut chain: Option<Chain> = None;
+    kafka::read_range(
+        c.reader,
+        &c.topics.journal,
+        partition,
+        from,
+        through + 1,
+        |m| {
+            let offset = m.offset();
+            let bytes = m.payload().ok_or_else(|| Error::Journal {
+                topic: c.topics.journal.clone(),
+                partition,
+                offset,
+                message: "empty journal record".into(),
+            })?;
+            let record: JournalRecord = c.codec.decode(bytes).map_err(|e| Error::Journal {
+                topic: c.topics.journal.clone(),
+                partition,
+                offset,
+                message: e.to_string(),
+            })?;
+            let header = JournalHeader {
+                kind: record.kind,
+                epoch: record.epoch,
+                writer: &record.writer,
+                base: record.base,
+            };
+            let counts = match chain.as_mut() {
+                Some(chain) => chain.apply(offset, header) == ChainVerdict::Valid,
+                None => {
+                    chain = Some(Chain {
+                        last_valid: offset,
+                        epoch: record.epoch,
+                        writer: record.writer.clone(),
+                        max_epoch: record.epoch,
+                    });
+                    true
+                }
+            };
+            if counts {
+                for entry in &record.states {
+                    if let Some(kept) = keys
+                        .contains(entry.saga_id.as_str())
+                        .then(|| latest.get_mut(&entry.saga_id))
+                        .flatten()
+                    {
+                        if offset > kept.source {
+                            kept.source = offset;
+                            kept.state = entry.state.clone();
+                        }
+                    }
+                }
+            }
+            Ok(())
+        },
+    )?;
+    let replaced = late
+        .iter()
+        .filter(|(key, source)| latest.get(key).is_some_and(|kept| kept.source != *source))
+        .count();
+    warn!(
+        partition,
+        late = late.len(),
+        replaced,
+        "the changelog held states a fenced owner wrote late; checked them against the journal"
+    );
+    Ok(())
 }
 
 /// Encodes a checkpoint for the changelog.

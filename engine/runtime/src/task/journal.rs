@@ -321,7 +321,7 @@ impl Task {
 /// Hands a restore's undelivered outputs and changed states to the relay.
 pub(crate) fn resume_relay(relay: &mut Relay, partition: i32, restored: Restored) {
     let meta = restored.meta;
-    relay.open(partition, meta.relayed.clone());
+    relay.open(partition, meta.relayed.clone(), meta.chain.epoch);
     let last = meta.chain.last_valid;
     let mark = RelayMark {
         chain: meta.chain.clone(),
