@@ -269,6 +269,24 @@ impl Space {
         self
     }
 
+    /// Options of an engine of this space (its group and definitions) on `state`.
+    pub fn engine_opts(
+        &self,
+        bootstrap: &str,
+        registry_url: &str,
+        state: &TempDir,
+        partitions: i32,
+    ) -> EngineOpts {
+        EngineOpts {
+            bootstrap: bootstrap.to_string(),
+            registry_url: registry_url.to_string(),
+            group: self.group.clone(),
+            state_dir: state.path().to_path_buf(),
+            definitions: self.definitions().to_path_buf(),
+            partitions,
+        }
+    }
+
     /// The name of `topic` (as the examples name it) in this space.
     pub fn topic(&self, topic: &str) -> String {
         format!("{}.{topic}", self.group)

@@ -301,14 +301,7 @@ fn rig_on(broker: TestBroker, name: &str, partitions: i32) -> Rig {
     Rig {
         _registry: registry,
         codec: BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec"),
-        opts: EngineOpts {
-            bootstrap: broker.bootstrap(),
-            registry_url: registry_url.clone(),
-            group: space.group.clone(),
-            state_dir: state.path().to_path_buf(),
-            definitions: space.definitions().to_path_buf(),
-            partitions,
-        },
+        opts: space.engine_opts(&broker.bootstrap(), &registry_url, &state, partitions),
         registry_url,
         effects: work.path().join("effects.jsonl"),
         _work: work,

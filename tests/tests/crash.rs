@@ -7,9 +7,7 @@ use sagaflow_tests::trips::{
     assert_in_flight_at, check_invariants, in_flight, now_ms, owns_all, participants, stream_trips,
     wait_finished, Rig, WAIT,
 };
-use sagaflow_tests::{
-    eventually, spawn_engine, spawn_registry, Broker, EngineOpts, Proc, Space, TempDir,
-};
+use sagaflow_tests::{eventually, spawn_engine, spawn_registry, Broker, Proc, Space, TempDir};
 
 /// A rig for the trip saga on four partitions.
 fn rig(name: &str) -> Rig {
@@ -79,14 +77,7 @@ fn the_survivor_of_two_engines_finishes_every_saga() {
     let effects = work.path().join("effects.jsonl");
     let space = Space::new("survivor");
     let group = space.group.clone();
-    let opts = |state: &TempDir| EngineOpts {
-        bootstrap: bootstrap.clone(),
-        registry_url: registry_url.clone(),
-        group: group.clone(),
-        state_dir: state.path().to_path_buf(),
-        definitions: space.definitions().to_path_buf(),
-        partitions: 4,
-    };
+    let opts = |state: &TempDir| space.engine_opts(&bootstrap, &registry_url, state, 4);
     let (mut a, metrics_a) = spawn_engine("engine-a", &opts(&state_a));
     let (_b, metrics_b) = spawn_engine("engine-b", &opts(&state_b));
     // Both must own partitions before the kill, or the test proves nothing.

@@ -10,7 +10,7 @@ use sagaflow_avro::{
 };
 use sagaflow_tests::{
     eventually, metric, producer, read_all, send, spawn_engine, spawn_registry, start_trip,
-    trip_participants, Broker, EngineOpts, EventLog, Space, TempDir,
+    trip_participants, Broker, EventLog, Space, TempDir,
 };
 
 const WAIT: Duration = Duration::from_secs(300);
@@ -39,14 +39,7 @@ fn a_stale_owner_writing_after_losing_its_partition_changes_nothing() {
     let group = space.group.clone();
     let state_1 = TempDir::new("fence-1");
     let state_2 = TempDir::new("fence-2");
-    let opts = |state: &TempDir| EngineOpts {
-        bootstrap: bootstrap.clone(),
-        registry_url: registry_url.clone(),
-        group: group.clone(),
-        state_dir: state.path().to_path_buf(),
-        definitions: space.definitions().to_path_buf(),
-        partitions: 1,
-    };
+    let opts = |state: &TempDir| space.engine_opts(&bootstrap, &registry_url, state, 1);
     let _participants = trip_participants(&space, &bootstrap, &registry_url);
 
     // The first owner runs one saga to the end, then stops.
@@ -177,14 +170,7 @@ fn a_fenced_owners_late_changelog_flush_never_comes_back_in_a_restore() {
         TempDir::new("late-flush-2"),
         TempDir::new("late-flush-3"),
     ];
-    let opts = |state: &TempDir| EngineOpts {
-        bootstrap: bootstrap.clone(),
-        registry_url: registry_url.clone(),
-        group: group.clone(),
-        state_dir: state.path().to_path_buf(),
-        definitions: space.definitions().to_path_buf(),
-        partitions: 1,
-    };
+    let opts = |state: &TempDir| space.engine_opts(&bootstrap, &registry_url, state, 1);
     let _participants = trip_participants(&space, &bootstrap, &registry_url);
     let finished = |n: usize| {
         eventually(WAIT, || {

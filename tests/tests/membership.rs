@@ -6,6 +6,7 @@
 //! static membership is documented as Kafka-only; these tests skip there.
 
 use std::process::{Command, Stdio};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use sagaflow_tests::trips::{
@@ -73,6 +74,21 @@ fn two_members(r: &Rig, session_ms: u64) -> [(Proc, String, TempDir); 2] {
     [a, b]
 }
 
+/// The trip's participants, and 200 sagas streamed in the background (ids `<prefix>-NNNN`).
+fn load(r: &Rig, prefix: &str) -> (Vec<Proc>, Vec<String>, JoinHandle<()>) {
+    let bootstrap = r.broker.bootstrap();
+    let participants = participants(&r.space, &bootstrap, &r.registry_url, &r.effects);
+    let ids: Vec<String> = (0..200).map(|i| format!("{prefix}-{i:04}")).collect();
+    let feeder = stream_trips(
+        bootstrap,
+        r.registry_url.clone(),
+        r.opts.group.clone(),
+        ids.clone(),
+        40,
+    );
+    (participants, ids, feeder)
+}
+
 #[test]
 fn a_static_member_restarted_in_place_takes_its_partitions_back_without_a_rebalance() {
     let test = "a_static_member_restarted_in_place_takes_its_partitions_back_without_a_rebalance";
@@ -82,15 +98,7 @@ fn a_static_member_restarted_in_place_takes_its_partitions_back_without_a_rebala
     let bootstrap = r.broker.bootstrap();
     // A session far longer than the test: nothing here may wait it out.
     let [(mut a, _, state_a), (_b, metrics_b, _state_b)] = two_members(&r, 600_000);
-    let _participants = participants(&r.space, &bootstrap, &r.registry_url, &r.effects);
-    let ids: Vec<String> = (0..200).map(|i| format!("sr-{i:04}")).collect();
-    let feeder = stream_trips(
-        bootstrap.clone(),
-        r.registry_url.clone(),
-        r.opts.group.clone(),
-        ids.clone(),
-        40,
-    );
+    let (_participants, ids, feeder) = load(&r, "sr");
     let restores_b = metric(&metrics_b, "sagaflow_restores_total");
 
     assert!(a.terminate().success(), "engine-a did not stop cleanly");
@@ -129,15 +137,7 @@ fn a_scale_down_removes_the_static_member_and_its_partitions_move_at_once() {
     // Ten minutes of session: the partitions can only move within the five minutes this test
     // waits if the member is removed.
     let [(mut a, _, _state_a), (_b, metrics_b, _state_b)] = two_members(&r, 600_000);
-    let _participants = participants(&r.space, &bootstrap, &r.registry_url, &r.effects);
-    let ids: Vec<String> = (0..200).map(|i| format!("sd-{i:04}")).collect();
-    let feeder = stream_trips(
-        bootstrap.clone(),
-        r.registry_url.clone(),
-        r.opts.group.clone(),
-        ids.clone(),
-        40,
-    );
+    let (_participants, ids, feeder) = load(&r, "sd");
     assert!(a.terminate().success(), "engine-a did not stop cleanly");
     let out = Command::new(sagaflow_bin())
         .args([

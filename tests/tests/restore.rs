@@ -9,7 +9,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use sagaflow_avro::{BlockingCodec, RegistrySettings};
 use sagaflow_tests::{
     client_config, eventually, spawn_engine, spawn_registry, start_trip, trip_participants, Broker,
-    EngineOpts, EventLog, Space, TempDir,
+    EventLog, Space, TempDir,
 };
 
 const WAIT: Duration = Duration::from_secs(300);
@@ -63,14 +63,7 @@ fn local_state_older_than_the_journal_retention_rebuilds_from_the_changelog() {
     let space = Space::new("retention");
     let group = space.group.clone();
     let (state_1, state_2) = (TempDir::new("retention-1"), TempDir::new("retention-2"));
-    let opts = |state: &TempDir| EngineOpts {
-        bootstrap: bootstrap.clone(),
-        registry_url: registry_url.clone(),
-        group: group.clone(),
-        state_dir: state.path().to_path_buf(),
-        definitions: space.definitions().to_path_buf(),
-        partitions: 1,
-    };
+    let opts = |state: &TempDir| space.engine_opts(&bootstrap, &registry_url, state, 1);
     let _participants = trip_participants(&space, &bootstrap, &registry_url);
     let finished = |n: usize| {
         eventually(WAIT, || {
@@ -156,14 +149,7 @@ fn a_restore_from_a_changelog_the_broker_compacted_loses_nothing() {
     let changelog = format!("{group}.changelog");
     create_eagerly_compacted(&bootstrap, &changelog, 2);
     let (state_1, state_2) = (TempDir::new("compacted-1"), TempDir::new("compacted-2"));
-    let opts = |state: &TempDir| EngineOpts {
-        bootstrap: bootstrap.clone(),
-        registry_url: registry_url.clone(),
-        group: group.clone(),
-        state_dir: state.path().to_path_buf(),
-        definitions: space.definitions().to_path_buf(),
-        partitions: 2,
-    };
+    let opts = |state: &TempDir| space.engine_opts(&bootstrap, &registry_url, state, 2);
     let retention = [
         ("SAGAFLOW_FINISHED_RETENTION_MS", "500"),
         ("SAGAFLOW_DEDUPE_WINDOW_MS", "1000"),
@@ -296,14 +282,7 @@ fn a_fenced_owners_late_flush_that_compaction_keeps_does_not_bring_an_old_state_
         TempDir::new("late-2"),
         TempDir::new("late-3"),
     ];
-    let opts = |state: &TempDir| EngineOpts {
-        bootstrap: bootstrap.clone(),
-        registry_url: registry_url.clone(),
-        group: group.clone(),
-        state_dir: state.path().to_path_buf(),
-        definitions: space.definitions().to_path_buf(),
-        partitions: 1,
-    };
+    let opts = |state: &TempDir| space.engine_opts(&bootstrap, &registry_url, state, 1);
     let records_of = |key: &str| -> Vec<sagaflow_tests::Record> {
         sagaflow_tests::read_to_watermarks(&bootstrap, &changelog)
             .into_iter()

@@ -225,6 +225,32 @@ fn main() -> ExitCode {
     }
 }
 
+/// SIGTERM and Ctrl-C (SIGINT). A process listens for them before it announces itself (its
+/// `metrics:`, `registry:` or `participant` line): a signal sent right after the announcement then
+/// stops it cleanly, instead of killing it by the default action. Needs a tokio runtime context.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn listen() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for either.
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {},
+            _ = self.interrupt.recv() => {},
+        }
+    }
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()

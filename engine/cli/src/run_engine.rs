@@ -87,6 +87,11 @@ pub(crate) fn run(args: EngineArgs) -> anyhow::Result<ExitCode> {
         config.definitions_dir.display()
     );
     let rt = crate::runtime()?;
+    // Before anything announces this engine (see `StopSignals`).
+    let mut signals = {
+        let _runtime = rt.enter();
+        crate::StopSignals::listen()?
+    };
     rt.block_on(topics::ensure_engine_topics(
         &config.kafka,
         &config.group,
@@ -110,14 +115,11 @@ pub(crate) fn run(args: EngineArgs) -> anyhow::Result<ExitCode> {
     }
     info!(group = %config.group, "engine running; Ctrl-C or SIGTERM stops it");
     rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = term.recv() => {},
-            _ = wait_finished(&engine) => {},
+            () = signals.recv() => {},
+            () = wait_finished(&engine) => {},
         }
-        anyhow::Ok(())
-    })?;
+    });
     engine.stop()?;
     Ok(ExitCode::SUCCESS)
 }

@@ -70,6 +70,7 @@ pub(crate) fn check_rate(name: &str, v: f64) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn run(args: ParticipantArgs) -> anyhow::Result<ExitCode> {
+    let mut signals = crate::StopSignals::listen()?;
     check_rate("failure-rate", args.failure_rate)?;
     check_rate("transient-rate", args.transient_rate)?;
     let injection = Injection {
@@ -129,11 +130,7 @@ pub(crate) async fn run(args: ParticipantArgs) -> anyhow::Result<ExitCode> {
         args.role,
         tasks.len()
     );
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
-    }
+    signals.recv().await;
     let _ = stop_tx.send(true);
     for t in tasks {
         t.await??;

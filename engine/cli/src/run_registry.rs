@@ -22,17 +22,14 @@ pub(crate) struct RegistryArgs {
 }
 
 pub(crate) async fn run(args: RegistryArgs) -> anyhow::Result<ExitCode> {
+    let mut signals = crate::StopSignals::listen()?;
     let mut config =
         RegistryConfig::new(args.kafka.settings()?, args.topics.policy()?, args.listen);
     config.topic = args.topic;
     let registry = sagaflow_registry::start(config).await?;
     // Printed on stdout so scripts and tests can find the port.
     println!("registry: {}", registry.url());
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
-    }
+    signals.recv().await;
     registry.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
