@@ -3,7 +3,9 @@
 //!
 //! The engine decodes Confluent wire format through a registry; past the 5-byte header and the
 //! registry lookup, that is `sagaflow_avro::decode_body` with the writer's schema, which this
-//! target calls with the embedded schemas.
+//! target calls with the embedded schemas. The engine's own records are in single-object
+//! encoding and decode without the registry: with the record's own schema, the body also goes
+//! through `sagaflow_avro::internal::decode`.
 //!
 //! Input: byte 0 picks the record type (its index in `sagaflow_avro::schemas::ALL`, modulo its
 //! length). Byte 1 picks the writer's schema: below 0xF0, the record's own (the common case,
@@ -20,6 +22,16 @@ use sagaflow_avro::{
 };
 
 fn decode<T: Contract>(writer: Option<&SchemaFile>, body: &[u8]) {
+    if writer.is_none() {
+        // The engine's own records in single-object encoding with the current schema take the
+        // direct path (serde from the bytes, no resolution): `internal::decode`.
+        if let Ok(print) = T::SCHEMA.fingerprint() {
+            let mut framed = vec![0xC3, 0x01];
+            framed.extend_from_slice(&print);
+            framed.extend_from_slice(body);
+            let _ = sagaflow_avro::internal::decode::<T>(&framed);
+        }
+    }
     let writer = writer.unwrap_or(T::SCHEMA);
     if let Ok(schema) = writer.schema() {
         let _ = decode_body::<T>(schema, body);
