@@ -93,6 +93,15 @@ pub fn skip(what: &str, why: &str) {
     }
 }
 
+/// Whether `test` can run here: true on Apache Kafka; on tansu it records the skip with `why`.
+pub fn on_kafka_only(test: &str, why: &str) -> bool {
+    let kafka = broker_kind() == BrokerKind::Kafka;
+    if !kafka {
+        skip(test, why);
+    }
+    kafka
+}
+
 /// Storage of a local tansu broker (Apache Kafka always keeps its log on disk).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Storage {

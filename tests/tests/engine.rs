@@ -45,14 +45,7 @@ fn stack_with(space: Space, env: &[(&str, &str)]) -> Stack {
     let group = space.group.clone();
     let (engine, metrics_url) = sagaflow_tests::spawn_engine_env(
         "engine",
-        &EngineOpts {
-            bootstrap: broker.bootstrap(),
-            registry_url: registry_url.clone(),
-            group: group.clone(),
-            state_dir: state.path().to_path_buf(),
-            definitions: space.definitions().to_path_buf(),
-            partitions: 2,
-        },
+        &space.engine_opts(&broker.bootstrap(), &registry_url, &state, 2),
         env,
     );
     let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
@@ -530,14 +523,7 @@ fn a_registry_outage_stops_partitions_until_it_ends_and_loses_nothing() {
     let (mut registry, registry_url) = sagaflow_tests::spawn_registry_on(&bootstrap, &listen);
     let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
     let state = TempDir::new("outage");
-    let opts = EngineOpts {
-        bootstrap: bootstrap.clone(),
-        registry_url: registry_url.clone(),
-        group: space.group.clone(),
-        state_dir: state.path().to_path_buf(),
-        definitions: space.definitions().to_path_buf(),
-        partitions: 2,
-    };
+    let opts = space.engine_opts(&bootstrap, &registry_url, &state, 2);
     let _participants = sagaflow_tests::trip_participants(&space, &bootstrap, &registry_url);
     let (mut engine, _) = spawn_engine("engine-1", &opts);
     let before: Vec<String> = (0..5).map(|i| format!("before-{i}")).collect();

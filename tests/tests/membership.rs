@@ -12,21 +12,15 @@ use std::time::Duration;
 use sagaflow_tests::trips::{
     check_invariants, owns_all, participants, stream_trips, wait_finished, Rig, WAIT,
 };
-use sagaflow_tests::{
-    broker_kind, eventually, metric, sagaflow_bin, skip, spawn_engine_env, BrokerKind, Proc,
-    TempDir,
-};
+use sagaflow_tests::{eventually, metric, sagaflow_bin, spawn_engine_env, Proc, TempDir};
 
 /// A rig for the trip saga on four partitions, or `None` (with a skip message) on tansu.
 fn rig(name: &str, test: &str) -> Option<Rig> {
-    if broker_kind() != BrokerKind::Kafka {
-        skip(
-            test,
-            "tansu 0.6 keeps a stopped static member's partitions from the other engines, so static membership is Kafka-only (docs/operations.md)",
-        );
-        return None;
-    }
-    Some(sagaflow_tests::trips::rig(name, 4))
+    sagaflow_tests::on_kafka_only(
+        test,
+        "tansu 0.6 keeps a stopped static member's partitions from the other engines, so static membership is Kafka-only (docs/operations.md)",
+    )
+    .then(|| sagaflow_tests::trips::rig(name, 4))
 }
 
 fn owned(metrics: &str) -> f64 {

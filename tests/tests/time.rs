@@ -99,14 +99,7 @@ fn stack(name: &str, partitions: i32) -> Stack {
         space.define(file, yaml);
     }
     let state = TempDir::new(name);
-    let opts = EngineOpts {
-        bootstrap: broker.bootstrap(),
-        registry_url: registry_url.clone(),
-        group: space.group.clone(),
-        state_dir: state.path().to_path_buf(),
-        definitions: space.definitions().to_path_buf(),
-        partitions,
-    };
+    let opts = space.engine_opts(&broker.bootstrap(), &registry_url, &state, partitions);
     let (engine, metrics_url) = spawn_engine("engine", &opts);
     Stack {
         participant: None,
@@ -868,10 +861,7 @@ fn now_ms() -> i64 {
 fn timers_move_with_their_partitions_in_a_rebalance() {
     let mut s = stack("moving", 4);
     let state_b = TempDir::new("moving-b");
-    let opts_b = EngineOpts {
-        state_dir: state_b.path().to_path_buf(),
-        ..s.opts.clone()
-    };
+    let opts_b = s.opts.on_state_dir(&state_b);
     let (mut b, metrics_b) = spawn_engine("engine-b", &opts_b);
     let owned = |url: &str| metric(url, "sagaflow_partitions_owned");
     // Both engines own partitions before any timer exists, or nothing moves.

@@ -415,7 +415,7 @@ impl Relay {
             let dirty = std::mem::take(&mut part.dirty);
             part.flush = Some((number, through, dirty.len()));
             let generation = part.generation;
-            let epoch = part.epoch.to_string();
+            let epoch = part.epoch.to_string().into_bytes();
             for (saga_id, (source, state)) in dirty {
                 self.send(Box::new(Ticket {
                     partition,
@@ -435,7 +435,7 @@ impl Relay {
                             },
                             sagaflow_avro::Header {
                                 name: crate::kafka::EPOCH_HEADER.into(),
-                                value: epoch.clone().into_bytes(),
+                                value: epoch.clone(),
                             },
                         ],
                         not_before: None,
