@@ -179,6 +179,19 @@ pub enum EventType {
     EventReceived,
     /// The awaited external event did not arrive in time.
     AwaitTimedOut,
+    /// A parallel, choice or for_each step started its branches (detail: which).
+    StepStarted,
+    /// A step did not run: its `when` was false, or no choice branch matched.
+    StepSkipped,
+    /// A branch of a parallel or choice step, or an iteration of a for_each, started.
+    BranchStarted,
+    /// A branch finished its steps.
+    BranchSucceeded,
+    /// A branch failed; what it completed is compensated.
+    BranchFailed,
+    /// A branch was stopped (its join was met or can no longer be); what it completed is
+    /// compensated, and an attempt in flight is compensated once it is resolved.
+    BranchCancelled,
 }
 
 /// One state transition on the event log.
@@ -208,6 +221,9 @@ pub struct SagaEvent {
     /// When what this event scheduled is due, epoch ms.
     #[serde(default)]
     pub due: Option<i64>,
+    /// On the first event of a decision: the input that caused it, as JSON.
+    #[serde(default)]
+    pub input_json: Option<String>,
 }
 contract!(SagaEvent, SAGA_EVENT);
 
@@ -261,6 +277,9 @@ pub enum StepStatus {
     /// The step ran out of time with its outcome unknown: it is compensated if it has a
     /// compensation.
     TimedOut,
+    /// Its branch was cancelled while an attempt was in flight: the attempt's reply, or its
+    /// timeout, resolves it, and a success is then compensated.
+    Cancelled,
 }
 
 /// State of one step.
@@ -286,6 +305,9 @@ pub struct StepState {
     /// stand.
     #[serde(default)]
     pub uncertain: bool,
+    /// for_each steps: the list the iterations run over, read when the step started.
+    #[serde(default)]
+    pub items_json: Option<String>,
 }
 
 /// The engine's state of one saga.

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 
-use apache_avro::schema_compatibility::SchemaCompatibility;
+use apache_avro::schema_compatibility::{Compatibility, SchemaCompatibility};
 use apache_avro::Schema;
 use sagaflow_avro::schemas::ALL;
 use sagaflow_avro::*;
@@ -105,6 +105,7 @@ fn every_contract_roundtrips_through_its_schema() {
         at: 7,
         detail_json: Some("{}".into()),
         due: Some(9),
+        input_json: Some(r#"{"timer":{"kind":"WAIT"}}"#.into()),
     });
     internal_roundtrip(SagaState {
         saga_id: "s".into(),
@@ -121,6 +122,7 @@ fn every_contract_roundtrips_through_its_schema() {
             correlation: Some("o-1".into()),
             signal_id: Some("sig".into()),
             uncertain: true,
+            items_json: Some("[1,2]".into()),
         }],
         completion_order: vec!["pay".into()],
         next_seq: 4,
@@ -247,9 +249,15 @@ fn backward_problem(old: &str, new: &str) -> Option<String> {
         Err(e) => return Some(format!("the committed version does not parse: {e}")),
     };
     let new = Schema::parse_str(new).expect("current schema parses");
-    SchemaCompatibility::can_read(&old, &new)
-        .err()
-        .map(|e| e.to_string())
+    match SchemaCompatibility::can_read(&old, &new) {
+        Ok(Compatibility::Full) => None,
+        // Some values resolve and some do not (an enum symbol the reader lacks, with no
+        // default to fall back on): a record would fail to decode on the day it carries one.
+        Ok(Compatibility::Partial) => {
+            Some("only partially compatible: some values it can hold do not resolve (an enum symbol without a default to fall back on?)".into())
+        }
+        Err(e) => Some(e.to_string()),
+    }
 }
 
 #[test]
@@ -272,6 +280,26 @@ fn schemas_stay_backward_compatible_with_every_committed_version() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
+/// The saga state is FULL_TRANSITIVE: this engine reads the state of every earlier one, and every
+/// earlier engine reads this one's, so engines of two versions can share partitions during a
+/// rolling restart (a partition may move back to an engine not yet upgraded).
+#[test]
+fn the_saga_state_stays_full_transitive_with_every_committed_version() {
+    assert!(
+        git(&["rev-parse", "--git-dir"]).is_some(),
+        "this test reads the schemas' history with git; run it inside a clone of the repository"
+    );
+    let mut problems = Vec::new();
+    for (commit, text) in committed_versions(SagaState::SCHEMA.file) {
+        if let Some(p) = backward_problem(SagaState::SCHEMA.text, &text) {
+            problems.push(format!(
+                "avro/schemas/SagaState.avsc: the engine of commit {commit} cannot read states written now: {p}\n  fix: never remove a field or an enum symbol; new enum symbols need the enum's default"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 #[test]
 fn the_compatibility_check_rejects_a_breaking_change() {
     let old = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"string"}]}"#;
@@ -281,6 +309,12 @@ fn the_compatibility_check_rejects_a_breaking_change() {
     assert!(backward_problem(old, added_required).is_some());
     assert!(backward_problem(old, retyped).is_some());
     assert!(backward_problem(old, added_optional).is_none());
+    // Forward: an old reader meets a symbol it does not know, which only its default covers.
+    let old_enum = r#"{"type":"enum","name":"E","symbols":["A"]}"#;
+    let new_enum = r#"{"type":"enum","name":"E","symbols":["A","B"]}"#;
+    let old_enum_default = r#"{"type":"enum","name":"E","symbols":["A"],"default":"A"}"#;
+    assert!(backward_problem(new_enum, old_enum).is_some());
+    assert!(backward_problem(new_enum, old_enum_default).is_none());
 }
 
 /// Records in single-object encoding name their writer's schema by fingerprint, so every version
@@ -345,4 +379,74 @@ fn every_internal_schema_version_written_since_single_object_encoding_stays_know
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// A state written by the engine before graph definitions (the schema saved in history) decodes
+/// in this one, with the fields it lacked at their defaults.
+#[test]
+fn a_saga_state_written_before_graph_nodes_decodes_now() {
+    use apache_avro::types::Value as Avro;
+    let old_text = sagaflow_avro::schemas::HISTORY
+        .iter()
+        .find(|(f, _)| f.file == SagaState::SCHEMA.file)
+        .map(|(_, text)| *text)
+        .expect("the pre-graph SagaState is in the history");
+    let old = Schema::parse_str(old_text).unwrap();
+    let state = SagaState {
+        saga_id: "s".into(),
+        definition: "trip".into(),
+        version: 1,
+        status: SagaStatus::Running,
+        context_json: "{}".into(),
+        steps: vec![StepState {
+            name: "pay".into(),
+            status: StepStatus::Running,
+            attempt: 1,
+            dispatched_at: Some(1),
+            finished_at: None,
+            correlation: None,
+            signal_id: None,
+            uncertain: false,
+            items_json: None,
+        }],
+        completion_order: vec![],
+        next_seq: 3,
+        started_at: 1,
+        updated_at: 2,
+        ignored_replies: 0,
+        failure_json: None,
+        timers: vec![],
+        compacted: false,
+    };
+    // The old engine's record: the same values without the field it did not have.
+    fn drop_field(value: Avro, name: &str) -> Avro {
+        match value {
+            Avro::Record(fields) => Avro::Record(
+                fields
+                    .into_iter()
+                    .filter(|(k, _)| k != name)
+                    .map(|(k, v)| (k, drop_field(v, name)))
+                    .collect(),
+            ),
+            Avro::Array(items) => {
+                Avro::Array(items.into_iter().map(|v| drop_field(v, name)).collect())
+            }
+            other => other,
+        }
+    }
+    let value = drop_field(apache_avro::to_value(&state).unwrap(), "items_json")
+        .resolve(&old)
+        .expect("fits the old schema");
+    let body = apache_avro::writer::datum::GenericDatumWriter::builder(&old)
+        .build()
+        .unwrap()
+        .write_value_to_vec(value)
+        .unwrap();
+    let mut bytes = vec![0xC3, 0x01];
+    bytes.extend_from_slice(&sagaflow_avro::internal::fingerprint(&old));
+    bytes.extend_from_slice(&body);
+    let decoded: SagaState = sagaflow_avro::internal::decode(&bytes)
+        .expect("single-object encoding")
+        .expect("an old state decodes");
+    assert_eq!(decoded, state);
 }

@@ -733,12 +733,14 @@ pub fn delete_topic(bootstrap: &str, topic: &str) {
     }
 }
 
-/// Starts a trip saga `id` in `group` (a small valid input).
+/// Starts a saga `id` of the linear trip (`examples/trip.yaml`, trip@1) in `group`, with a
+/// small valid input: the tests that check exact event sequences use it. The parallel trip
+/// (trip@2, the latest) is what [`trips::trip_start`] starts.
 pub fn start_trip(codec: &BlockingCodec, bootstrap: &str, group: &str, id: &str) {
     let input = serde_json::json!({"customer": {"id": "c", "email": "e"}, "amount": 1, "currency": "EUR",
         "flight": {"number": "F", "date": "d"}, "hotel": {"id": "h", "check_in": "d", "nights": 1}});
     let p = producer(bootstrap);
-    start_saga(codec, &p, group, "trip", id, &input);
+    start_saga_version(codec, &p, group, "trip", Some(1), id, &input);
     p.flush(Duration::from_secs(30)).expect("flush");
 }
 
@@ -751,12 +753,25 @@ pub fn start_saga(
     id: &str,
     input: &serde_json::Value,
 ) {
+    start_saga_version(codec, producer, group, definition, None, id, input);
+}
+
+/// Enqueues a start of `definition` at `version` (`None`: the latest).
+pub fn start_saga_version(
+    codec: &BlockingCodec,
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    group: &str,
+    definition: &str,
+    version: Option<i32>,
+    id: &str,
+    input: &serde_json::Value,
+) {
     let topic = format!("{group}.starts");
     let start = sagaflow_avro::StartSaga {
         request_id: id.into(),
         saga_id: id.into(),
         definition: definition.into(),
-        version: None,
+        version,
         input_json: input.to_string(),
         requested_at: 0,
     };

@@ -16,6 +16,18 @@ use crate::{
 /// How long a test waits for sagas to finish.
 pub const WAIT: Duration = Duration::from_secs(600);
 
+/// A version of the trip: 1 is `examples/trip.yaml` (step after step), 2 is
+/// `examples/parallel-trip.yaml` (flight and hotel at once).
+pub fn trip_definition(version: i32) -> sagaflow_definition::Definition {
+    let file = if version == 1 {
+        "examples/trip.yaml"
+    } else {
+        "examples/parallel-trip.yaml"
+    };
+    sagaflow_definition::load_file(&crate::root().join(file)).expect("a trip example")
+}
+
+/// A start of the latest trip, the parallel one.
 pub fn trip_start(id: &str) -> StartSaga {
     StartSaga {
         request_id: id.to_string(),
@@ -181,10 +193,19 @@ pub fn check_events(log: &EventLog, ids: &[String]) -> usize {
             Some(terminals[0]),
             "{id}: events after the terminal one"
         );
+        let events: Vec<sagaflow_avro::SagaEvent> = events.values().cloned().collect();
+        let problems = sagaflow_core::audit::compensation_problems(
+            &trip_definition(events[0].version),
+            &events,
+        );
+        assert!(problems.is_empty(), "{id}: {problems:?}");
         if terminals[0] == E::SagaCompensated {
             compensated += 1;
+            // The flight never fails, so a failed hotel leaves it to undo, however the two
+            // branches interleaved: a flight still in flight when the hotel failed is
+            // compensated once its reply lands.
             let comps: Vec<String> = events
-                .values()
+                .iter()
                 .filter(|e| e.event_type == E::CompensationSucceeded)
                 .filter_map(|e| e.step.clone())
                 .collect();

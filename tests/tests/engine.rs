@@ -67,13 +67,14 @@ impl Stack {
         self.start_trip_with_notes(saga_id, "");
     }
 
-    /// A trip start whose input carries `notes` (to make it large).
+    /// A start of the linear trip (trip@1, whose exact event sequences these tests check)
+    /// whose input carries `notes` (to make it large).
     fn start_trip_with_notes(&self, saga_id: &str, notes: &str) {
         let start = StartSaga {
             request_id: format!("req-{saga_id}"),
             saga_id: saga_id.into(),
             definition: "trip".into(),
-            version: None,
+            version: Some(1),
             input_json: json!({
                 "customer": {"id": "c-1", "email": "c1@example.com"},
                 "amount": 120, "currency": "EUR",

@@ -20,9 +20,14 @@ pub(crate) fn run(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
 
 fn check(path: &Path) -> usize {
     let loaded = if path.is_dir() {
-        load_dir(path).map(|registry| registry.iter().map(|d| (d.key(), d.steps.len())).collect())
+        load_dir(path).map(|registry| {
+            registry
+                .iter()
+                .map(|d| (d.key(), d.all_steps().count()))
+                .collect()
+        })
     } else {
-        load_file(path).map(|d| vec![(d.key(), d.steps.len())])
+        load_file(path).map(|d| vec![(d.key(), d.all_steps().count())])
     };
     match loaded {
         Ok(definitions) => {

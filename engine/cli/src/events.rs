@@ -2,7 +2,7 @@
 
 use std::io::Write as _;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Args;
 
@@ -30,27 +30,13 @@ pub(crate) struct EventsArgs {
 
 pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
     let topic = format!("{}.events", args.group);
-    let log = eventlog::follow(
+    let log = eventlog::read_all(
         &args.connection.kafka()?,
         &args.connection.registry()?,
         &topic,
+        Duration::from_millis(args.quiet_ms),
     )
     .await?;
-    // Read until nothing new arrives for a while (high watermarks are not reliable on every
-    // broker, see docs/architecture.md).
-    let quiet = Duration::from_millis(args.quiet_ms);
-    let mut seen = u64::MAX;
-    let mut since = Instant::now();
-    loop {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let records = log.lock().expect("event log lock").records;
-        if records != seen {
-            seen = records;
-            since = Instant::now();
-        } else if since.elapsed() >= quiet {
-            break;
-        }
-    }
     let log = log.lock().expect("event log lock");
     let mut ids: Vec<&String> = log.sagas.keys().collect();
     ids.sort();
@@ -64,11 +50,7 @@ pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         for e in saga.events.values() {
-            let line = serde_json::json!({
-                "saga_id": e.saga_id, "seq": e.seq, "type": e.event_type, "step": e.step,
-                "attempt": e.attempt, "at": e.at,
-                "detail": e.detail_json.as_deref().and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok()),
-            });
+            let line = eventlog::to_json(e);
             if let Err(e) = writeln!(out, "{line}") {
                 return stdout_closed(e);
             }

@@ -13,6 +13,7 @@ mod bench_engine;
 mod bench_sleepers;
 mod bench_timers;
 mod def_check;
+mod def_replay;
 mod demo;
 mod eventlog;
 mod events;
@@ -174,6 +175,9 @@ enum DefCommand {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Replay recorded sagas through a new version and report where it would diverge (a
+    /// different command, order or ending); exit code 0 means no divergence.
+    Replay(def_replay::ReplayArgs),
 }
 
 fn main() -> ExitCode {
@@ -201,6 +205,9 @@ fn main() -> ExitCode {
         Command::Def {
             command: DefCommand::Check { paths },
         } => def_check::run(&paths),
+        Command::Def {
+            command: DefCommand::Replay(args),
+        } => runtime().and_then(|rt| rt.block_on(def_replay::run(args))),
         Command::Engine(args) => run_engine::run(args),
         Command::Group { command } => group::run(command),
         Command::Registry(args) => runtime().and_then(|rt| rt.block_on(run_registry::run(args))),

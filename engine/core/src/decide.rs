@@ -1,15 +1,15 @@
-//! The decision function.
+//! The decision function: routes an input to the node it concerns, then lets the graph move.
 
-use sagaflow_avro::{
-    EventType, Phase, Reply, ReplyStatus, SagaState, SagaStatus, Signal, StartSaga, StepState,
-    StepStatus, TimerKind,
-};
-use sagaflow_definition::{Action, Definition, OnTimeout};
+use sagaflow_avro::{EventType, Reply, SagaState, SagaStatus, Signal, StartSaga, TimerKind};
+use sagaflow_definition::{Action, Definition};
 use serde_json::{json, Value};
 use tracing::debug_span;
 
-use crate::flow::{Draft, Failure};
+use crate::draft::Draft;
+use crate::graph::{parse_instance, Layout, Scope};
 use crate::input::{Decision, Definitions, IgnoreReason, Input, Outcome, Rejection, Settings};
+use crate::nodes::{self, Handled};
+use crate::replay::{describe, describe_timer};
 
 /// Decides what `input` does to the saga whose current state is `state` (`None` if the saga does
 /// not exist yet). Pure: the same arguments always give the same decision.
@@ -38,9 +38,16 @@ pub fn decide(
             decide_reply(definitions, settings, state, reply, now)
         }
         Input::Timer { saga_id, timer_id } => {
-            let _span =
-                debug_span!("decide", saga_id = %saga_id, input = "timer", timer = %timer_id)
-                    .entered();
+            let timer = state.and_then(|s| s.timers.iter().find(|t| &t.id == timer_id));
+            let _span = debug_span!(
+                "decide",
+                saga_id = %saga_id,
+                input = "timer",
+                timer = %timer_id,
+                step = timer.and_then(|t| t.step.as_deref()).unwrap_or(""),
+                attempt = timer.and_then(|t| t.attempt).unwrap_or(0)
+            )
+            .entered();
             decide_timer(definitions, settings, state, timer_id, now)
         }
         Input::Signal {
@@ -52,6 +59,18 @@ pub fn decide(
             decide_signal(definitions, settings, state, step, signal, now)
         }
     };
+    if decision.outcome == Outcome::Applied {
+        if let Some(first) = decision.events.first_mut() {
+            // The log carries every input in full, so a new version can be replayed on it.
+            let cause = match input {
+                Input::Timer { timer_id, .. } => state
+                    .and_then(|s| s.timers.iter().find(|t| &t.id == timer_id))
+                    .map(|t| describe_timer(t.kind, t.step.as_deref(), t.attempt)),
+                other => Some(describe(other)),
+            };
+            first.input_json = cause.map(|c| c.to_string());
+        }
+    }
     crate::retention::schedule(&mut decision, &settings.retention, now);
     decision
 }
@@ -96,13 +115,27 @@ fn running<'d>(
     }
 }
 
-/// How the saga's steps differ from its definition's, if they do. The decision indexes both by
-/// step position, so any difference would apply an input to the wrong step.
+/// How the saga's nodes differ from its definition's, if they do. Every node the state records
+/// must still be a step of the definition, and every top-level step must be recorded (they all
+/// are from the start), or an input would be applied to the wrong step.
 fn drift(def: &Definition, state: &SagaState) -> Option<String> {
-    let defined: Vec<&str> = def.steps.iter().map(|s| s.name.as_str()).collect();
+    let layout = Layout::of(def);
+    let known = |id: &str| {
+        let base = id.split('/').next().unwrap_or(id);
+        parse_instance(base).is_some_and(|(name, _)| layout.place(name).is_some())
+    };
+    let top_level_recorded = def
+        .steps
+        .iter()
+        .all(|s| state.steps.iter().any(|n| n.name == s.name));
+    if top_level_recorded && state.steps.iter().all(|n| known(&n.name)) {
+        return None;
+    }
+    let defined: Vec<&str> = def.all_steps().map(|s| s.name.as_str()).collect();
     let recorded: Vec<&str> = state.steps.iter().map(|s| s.name.as_str()).collect();
-    (defined != recorded)
-        .then(|| format!("the saga has steps {recorded:?}, the definition now has {defined:?}"))
+    Some(format!(
+        "the saga has steps {recorded:?}, the definition now has {defined:?}"
+    ))
 }
 
 fn decide_start(
@@ -143,26 +176,16 @@ fn decide_start(
             ))))
         }
     };
+    if let Some(problem) = check_input(def, settings, &context, start.input_json.len()) {
+        return Decision::unchanged(Outcome::Rejected(Rejection::InvalidInput(problem)));
+    }
     let state = SagaState {
         saga_id: start.saga_id.clone(),
         definition: def.name.clone(),
         version: def.version as i32,
         status: SagaStatus::Running,
         context_json: context.to_string(),
-        steps: def
-            .steps
-            .iter()
-            .map(|s| StepState {
-                name: s.name.clone(),
-                status: StepStatus::Pending,
-                attempt: 0,
-                dispatched_at: None,
-                finished_at: None,
-                correlation: None,
-                signal_id: None,
-                uncertain: false,
-            })
-            .collect(),
+        steps: Vec::new(),
         completion_order: Vec::new(),
         next_seq: 1,
         started_at: now,
@@ -173,6 +196,7 @@ fn decide_start(
         compacted: false,
     };
     let mut draft = Draft::new(state, def, now, settings);
+    draft.open(&def.steps, &Scope::default());
     let deadline = def
         .deadline
         .map(|d| now + i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -186,8 +210,38 @@ fn decide_start(
     if let Some(due) = deadline {
         draft.schedule(TimerKind::SagaDeadline, due, None, None);
     }
-    draft.advance();
+    nodes::advance(&mut draft);
     finish(draft)
+}
+
+/// Why an input cannot start a saga of `def`: too large, or a list a for_each of the
+/// definition would run over (read from the input as it is) longer than the definition allows.
+fn check_input(
+    def: &Definition,
+    settings: &Settings,
+    input: &Value,
+    bytes: usize,
+) -> Option<String> {
+    if bytes > settings.max_state_bytes {
+        return Some(format!(
+            "the input is {bytes} bytes, over the engine's state limit of {} (max-state-bytes); keep large documents in a store and pass their ids",
+            settings.max_state_bytes
+        ));
+    }
+    let limit = def.limits.for_each_items as usize;
+    def.all_steps().find_map(|step| match &step.action {
+        Action::ForEach(f) => match f.items.get(input) {
+            Some(Value::Array(items)) if items.len() > limit => Some(format!(
+                "{} has {} elements, but step {} of {} runs over at most {limit} (limits.for_each_items)",
+                f.items,
+                items.len(),
+                step.name,
+                def.key()
+            )),
+            _ => None,
+        },
+        _ => None,
+    })
 }
 
 fn finish(draft: Draft<'_>) -> Decision {
@@ -232,7 +286,7 @@ fn decide_reply(
             .steps
             .iter()
             .find(|s| s.name == reply.step)
-            .is_some_and(|step| timed_out(step, reply));
+            .is_some_and(|step| nodes::timed_out(step.status, step.attempt, reply));
         let reason = if late {
             IgnoreReason::LateReply
         } else {
@@ -245,71 +299,15 @@ fn decide_reply(
         Err(decision) => return *decision,
     };
     let state = state.expect("running() checked it");
-    let Some(index) = def.step_index(&reply.step) else {
-        return Decision::unchanged(Outcome::Rejected(Rejection::InvalidInput(format!(
-            "definition {}@{} has no step named {:?}",
-            def.name, def.version, reply.step
-        ))));
-    };
-    let step = &state.steps[index];
-    let awaiting = match reply.phase {
-        Phase::Forward => step.status == StepStatus::Running,
-        Phase::Compensate => step.status == StepStatus::Compensating,
-    };
-    if !awaiting || reply.attempt != step.attempt {
-        let reason = if timed_out(step, reply) {
-            IgnoreReason::LateReply
-        } else if reply.attempt == step.attempt && phase_done(step.status, reply.phase) {
-            IgnoreReason::DuplicateReply
-        } else {
-            IgnoreReason::StaleReply
-        };
-        return ignore(state, reason, now);
-    }
-
     let mut draft = Draft::new(state.clone(), def, now, settings);
-    if reply.phase == Phase::Forward {
-        // A definite answer covers the attempts before it too: participants answer a repeated
-        // idempotency key with the outcome they recorded.
-        draft.step_mut(index).uncertain = false;
-    }
-    match (reply.phase, reply.status) {
-        (Phase::Forward, ReplyStatus::Success) => apply_output(&mut draft, index, reply),
-        (Phase::Compensate, ReplyStatus::Success) => {
-            let step = draft.step_mut(index);
-            step.status = StepStatus::Compensated;
-            step.finished_at = Some(now);
-            draft.state.timers.clear();
-            draft.emit(
-                EventType::CompensationSucceeded,
-                Some(&reply.step),
-                Some(reply.attempt),
-                None,
-            );
-            draft.advance();
+    match nodes::on_reply(&mut draft, reply) {
+        Handled::Applied => {
+            nodes::advance(&mut draft);
+            finish(draft)
         }
-        (phase, ReplyStatus::Failure) => {
-            let error = match &reply.error {
-                Some(e) => json!({"code": e.code, "message": e.message, "retryable": e.retryable}),
-                None => {
-                    json!({"code": "UNSPECIFIED", "message": "failure reply without an error", "retryable": false})
-                }
-            };
-            draft.fail_attempt(index, phase, reply.attempt, Failure::known(error));
-        }
+        Handled::Ignored(reason) => ignore(state, reason, now),
+        Handled::Rejected(rejection) => Decision::unchanged(Outcome::Rejected(rejection)),
     }
-    finish(draft)
-}
-
-/// Whether `reply` answers an attempt the saga gave up on because it timed out.
-fn timed_out(step: &StepState, reply: &Reply) -> bool {
-    // The state keeps no per-attempt history. An attempt below the current one, or the current
-    // one while backing off or after the step timed out for good, was no longer awaited; a
-    // failure reply is what ends an attempt otherwise, and its duplicates are rare.
-    reply.phase == Phase::Forward
-        && (reply.attempt < step.attempt
-            || (reply.attempt == step.attempt
-                && matches!(step.status, StepStatus::Backoff | StepStatus::TimedOut)))
 }
 
 fn decide_timer(
@@ -333,165 +331,23 @@ fn decide_timer(
     };
     let state = state.expect("running() checked it");
     let Some(position) = state.timers.iter().position(|t| t.id == timer_id) else {
+        // Timers of a branch that was cancelled, or of a step that moved on, were dropped.
         return Decision::unchanged(Outcome::Ignored(IgnoreReason::StaleTimer));
     };
     let mut draft = Draft::new(state.clone(), def, now, settings);
+    // Firing removes the timer whatever it does, so it never fires again.
     let timer = draft.state.timers.remove(position);
-    let index = timer.step.as_deref().and_then(|s| def.step_index(s));
-    let step_status = index.map(|i| draft.state.steps[i].status);
-    let compensating = draft.state.status == SagaStatus::Compensating;
-    let attempt = timer.attempt.unwrap_or(1);
     let late_by = now - timer.due;
-    match (timer.kind, index, step_status) {
-        (TimerKind::Retry, Some(i), Some(StepStatus::Backoff)) if !compensating => {
-            draft.dispatch(i, Phase::Forward, attempt);
-        }
-        (TimerKind::CompensationRetry, Some(i), Some(StepStatus::Backoff)) if compensating => {
-            draft.dispatch(i, Phase::Compensate, attempt);
-        }
-        (TimerKind::AttemptTimeout, Some(i), Some(status))
-            if draft.state.steps[i].attempt == attempt
-                && matches!(status, StepStatus::Running | StepStatus::Compensating) =>
-        {
-            let phase = if status == StepStatus::Running {
-                Phase::Forward
-            } else {
-                Phase::Compensate
-            };
-            let name = def.steps[i].name.clone();
-            if phase == Phase::Forward {
-                // Its effect is unknown until a later attempt gets a definite reply; whatever
-                // ends the step before that must compensate it.
-                draft.step_mut(i).uncertain = true;
-            }
-            let error = json!({"code": "TIMEOUT", "message": format!("no reply within the attempt's timeout (due {})", timer.due), "retryable": true});
-            draft.emit(
-                EventType::StepTimedOut,
-                Some(&name),
-                Some(attempt),
-                Some(json!({"phase": phase.as_str(), "late_by_ms": late_by})),
-            );
-            draft.fail_attempt(
-                i,
-                phase,
-                attempt,
-                Failure {
-                    error,
-                    uncertain: true,
-                },
-            );
-        }
-        (TimerKind::StepDeadline, Some(i), Some(status))
-            if !compensating
-                && matches!(
-                    status,
-                    StepStatus::Running | StepStatus::Backoff | StepStatus::Waiting
-                ) =>
-        {
-            let name = def.steps[i].name.clone();
-            let attempt = draft.state.steps[i].attempt;
-            draft.emit(
-                EventType::StepDeadlineExceeded,
-                Some(&name),
-                Some(attempt),
-                Some(json!({"late_by_ms": late_by})),
-            );
-            if status == StepStatus::Waiting {
-                draft.unsubscribe(i);
-            }
-            let error = json!({"code": "STEP_DEADLINE", "message": "the step did not finish before its deadline", "retryable": false});
-            draft.fail_step(
-                i,
-                attempt,
-                Failure {
-                    error,
-                    // Only an attempt still in flight may have had an effect we never heard of.
-                    uncertain: status == StepStatus::Running,
-                },
-            );
-        }
-        (TimerKind::SagaDeadline, _, _) if !compensating => saga_deadline(&mut draft, late_by),
-        (TimerKind::Wait, Some(i), Some(StepStatus::Waiting)) => {
-            let name = def.steps[i].name.clone();
-            draft.emit(
-                EventType::WaitEnded,
-                Some(&name),
-                None,
-                Some(json!({"late_by_ms": late_by})),
-            );
-            draft.succeed(i, None, json!({}));
-        }
-        (TimerKind::AwaitTimeout, Some(i), Some(StepStatus::Waiting)) => {
-            let name = def.steps[i].name.clone();
-            let Action::Await(awaited) = &def.steps[i].action else {
-                return Decision::unchanged(Outcome::Ignored(IgnoreReason::StaleTimer));
-            };
-            draft.emit(
-                EventType::AwaitTimedOut,
-                Some(&name),
-                None,
-                Some(json!({"event": awaited.event, "late_by_ms": late_by})),
-            );
-            draft.unsubscribe(i);
-            let error = json!({"code": "AWAIT_TIMEOUT", "message": format!("event {} did not arrive in time", awaited.event), "retryable": false});
-            match &awaited.on_timeout {
-                OnTimeout::Continue(output) => draft.succeed(i, None, output.clone()),
-                OnTimeout::Compensate => draft.fail_step(i, 1, Failure::known(error)),
-                OnTimeout::Fail => {
-                    let now = draft.now;
-                    let step = draft.step_mut(i);
-                    step.status = StepStatus::Failed;
-                    step.finished_at = Some(now);
-                    draft.state.failure_json =
-                        Some(json!({"step": name, "error": error, "incident": "await timed out with on_timeout: fail; nothing was compensated"}).to_string());
-                    draft.end(SagaStatus::Failed, EventType::SagaFailed, Some(error));
-                }
-            }
-        }
-        // The timer belongs to a phase the saga has left: firing it changes nothing but the
-        // removal (so it never fires again).
-        _ => {}
-    }
-    finish(draft)
-}
-
-/// The saga ran out of time: whatever runs is abandoned (a command in flight counts as
-/// possibly applied) and completed steps are compensated.
-fn saga_deadline(draft: &mut Draft<'_>, late_by: i64) {
-    draft.emit(
-        EventType::SagaDeadlineExceeded,
-        None,
-        None,
-        Some(json!({"late_by_ms": late_by})),
+    let step = timer.step.as_deref().unwrap_or("");
+    nodes::on_timer(
+        &mut draft,
+        timer.kind,
+        step,
+        timer.attempt.unwrap_or(1),
+        late_by,
     );
-    let error = json!({"code": "SAGA_DEADLINE", "message": "the saga did not finish before its deadline", "retryable": false});
-    let active = draft.state.steps.iter().position(|s| {
-        matches!(
-            s.status,
-            StepStatus::Running | StepStatus::Backoff | StepStatus::Waiting
-        )
-    });
-    match active {
-        Some(i) => {
-            let status = draft.state.steps[i].status;
-            let attempt = draft.state.steps[i].attempt;
-            if status == StepStatus::Waiting {
-                draft.unsubscribe(i);
-            }
-            draft.fail_step(
-                i,
-                attempt,
-                Failure {
-                    error,
-                    uncertain: status == StepStatus::Running,
-                },
-            );
-        }
-        None => {
-            draft.state.failure_json = Some(json!({"error": error}).to_string());
-            draft.start_compensation();
-        }
-    }
+    nodes::advance(&mut draft);
+    finish(draft)
 }
 
 fn decide_signal(
@@ -507,66 +363,13 @@ fn decide_signal(
         Err(decision) => return *decision,
     };
     let state = state.expect("running() checked it");
-    let Some(index) = def.step_index(step) else {
-        return Decision::unchanged(Outcome::Ignored(IgnoreReason::StaleSignal));
-    };
-    let waiting = match &def.steps[index].action {
-        Action::Await(awaited) => {
-            awaited.event == signal.event
-                && state.steps[index].status == StepStatus::Waiting
-                && state.steps[index].correlation.as_deref() == Some(&signal.correlation)
-        }
-        _ => false,
-    };
-    if !waiting {
-        let reason = if state.steps[index].signal_id.as_deref() == Some(&signal.signal_id) {
-            IgnoreReason::DuplicateSignal
-        } else {
-            IgnoreReason::StaleSignal
-        };
-        return Decision::unchanged(Outcome::Ignored(reason));
-    }
-    let payload: Value = match signal.payload_json.as_deref().map(serde_json::from_str) {
-        None => json!({}),
-        Some(Ok(v)) => v,
-        Some(Err(e)) => {
-            return Decision::unchanged(Outcome::Rejected(Rejection::InvalidInput(format!(
-                "payload_json is not valid JSON: {e}"
-            ))))
-        }
-    };
     let mut draft = Draft::new(state.clone(), def, now, settings);
-    draft.step_mut(index).signal_id = Some(signal.signal_id.clone());
-    draft.emit(
-        EventType::EventReceived,
-        Some(step),
-        None,
-        Some(json!({"event": signal.event, "signal_id": signal.signal_id, "payload": payload})),
-    );
-    draft.succeed(index, None, payload);
-    finish(draft)
-}
-
-/// Whether a step in `status` has already finished `phase` (so a matching reply is a duplicate).
-fn phase_done(status: StepStatus, phase: Phase) -> bool {
-    match phase {
-        Phase::Forward => !matches!(status, StepStatus::Pending | StepStatus::Running),
-        Phase::Compensate => matches!(
-            status,
-            StepStatus::Compensated | StepStatus::CompensationFailed
-        ),
-    }
-}
-
-fn apply_output(draft: &mut Draft<'_>, index: usize, reply: &Reply) {
-    let output: Value = match reply.output_json.as_deref().map(serde_json::from_str) {
-        None => Value::Null,
-        Some(Ok(v)) => v,
-        Some(Err(e)) => {
-            let error = json!({"code": "INVALID_OUTPUT", "message": format!("output_json is not valid JSON: {e}"), "retryable": false});
-            draft.fail_attempt(index, Phase::Forward, reply.attempt, Failure::known(error));
-            return;
+    match nodes::on_signal(&mut draft, step, signal) {
+        Handled::Applied => {
+            nodes::advance(&mut draft);
+            finish(draft)
         }
-    };
-    draft.succeed(index, Some(reply.attempt), output);
+        Handled::Ignored(reason) => Decision::unchanged(Outcome::Ignored(reason)),
+        Handled::Rejected(rejection) => Decision::unchanged(Outcome::Rejected(rejection)),
+    }
 }

@@ -76,6 +76,16 @@ pub struct Settings {
     pub replies: String,
     /// What becomes of finished sagas.
     pub retention: crate::Retention,
+    /// Most bytes a saga's state may take (its context, nodes and timers): a decision that
+    /// would grow it past this fails the step with `STATE_TOO_LARGE`, and a larger input is
+    /// rejected at the start. It keeps every journal record below the broker's message size.
+    pub max_state_bytes: usize,
+}
+
+impl Settings {
+    /// The default `max_state_bytes`: a quarter of Kafka's default message size, leaving room
+    /// for a decision's commands and events in the same journal record.
+    pub const DEFAULT_MAX_STATE_BYTES: usize = 256 * 1024;
 }
 
 /// Why an input was ignored (counted, never applied).

@@ -4,14 +4,18 @@
 //! [`Chain`] decides which journal records count. The runtime crate feeds both from Kafka; tests
 //! and replays can call them directly.
 
+pub mod audit;
 mod chain;
 pub mod correlate;
 mod decide;
 pub mod delay;
-mod flow;
+mod draft;
+mod graph;
 mod ids;
 mod input;
 mod jitter;
+mod nodes;
+pub mod replay;
 mod retention;
 pub mod signal_input;
 

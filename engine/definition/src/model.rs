@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::calendar::Calendar;
 use crate::diagnostics::Diagnostics;
+use crate::expr::Condition;
 use crate::parse;
 use crate::retry::RetryPolicy;
 use crate::template::{lookup, Path, RenderError, Template};
@@ -28,12 +29,32 @@ pub struct Definition {
     pub defaults: StepDefaults,
     /// The whole saga must end within this long after its start, else it compensates.
     pub deadline: Option<Duration>,
-    /// Steps in execution order; never empty, names unique.
+    /// Steps in execution order; never empty. Step names are unique across the whole
+    /// definition, branches included, so a name alone finds a step wherever it is nested.
     pub steps: Vec<Step>,
+    /// Bounds that keep one saga's state small (YAML `limits:`).
+    pub limits: Limits,
     /// A hash of the document's content (FNV-1a, 64 bits, hex): the same for the same keys and
     /// values, whatever the comments, quoting or layout. A deployed version is immutable, and
     /// the engine compares this to tell an edited body from the deployed one.
     pub fingerprint: String,
+}
+
+/// The saga-level `limits:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Most elements a `for_each` may run over (YAML `limits.for_each_items`, default 1000);
+    /// more fails the step with `FOR_EACH_LIMIT`, or rejects a start whose input already has
+    /// more.
+    pub for_each_items: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            for_each_items: 1000,
+        }
+    }
 }
 
 /// The saga-level `defaults:` for command steps that do not set their own.
@@ -57,8 +78,11 @@ pub struct StepDefaults {
 pub struct Step {
     /// Unique within the saga, `[a-z0-9_-]+`.
     pub name: String,
-    /// What the step does: send a command, wait, or await an external event.
+    /// What the step does: send a command, wait, await an external event, or run branches.
     pub action: Action,
+    /// The step runs only when this holds on the saga context when its turn comes; otherwise
+    /// it is skipped (YAML `when:`).
+    pub when: Option<Condition>,
     /// The command sent to undo a completed step when a later one fails.
     ///
     /// Only allowed on command steps.
@@ -87,6 +111,87 @@ pub enum Action {
     Wait(Wait),
     /// Wait for an external event (YAML `await:`).
     Await(Await),
+    /// Run named branches at the same time and join them (YAML `parallel:`).
+    Parallel(Parallel),
+    /// Run the first branch whose condition holds (YAML `choice:` and `otherwise:`).
+    Choice(Choice),
+    /// Run a branch once per element of a context list (YAML `for_each:`).
+    ForEach(ForEach),
+}
+
+/// `parallel:` branches and their join.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parallel {
+    /// At least two, names unique within the step, keys unique among them.
+    pub branches: Vec<Branch>,
+    /// When the step is done (YAML `join:`, default `all`).
+    pub join: Join,
+}
+
+/// One branch of a `parallel` step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Branch {
+    /// `[a-z0-9_-]+`, unique within its parallel step.
+    pub name: String,
+    /// Context key under which the branch's step outputs land (YAML `key:`, default the name).
+    pub key: String,
+    /// The branch's steps in order; never empty.
+    pub steps: Vec<Step>,
+}
+
+/// When a `parallel` or `for_each` step is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Join {
+    /// Every branch succeeded (`join: all`, the default).
+    All,
+    /// One branch succeeded; the others are cancelled (`join: any`).
+    Any,
+    /// N branches succeeded; the others are cancelled (`join: {at_least: N}`).
+    AtLeast(u32),
+}
+
+impl Join {
+    /// How many of `total` branches must succeed.
+    pub fn needed(self, total: usize) -> usize {
+        match self {
+            Join::All => total,
+            Join::Any => total.min(1),
+            Join::AtLeast(n) => total.min(n as usize),
+        }
+    }
+}
+
+/// `choice:` and `otherwise:`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
+    /// Tried in order; the first whose condition holds runs. At least one.
+    pub branches: Vec<ChoiceBranch>,
+    /// Runs when no condition holds; without it the step is skipped.
+    pub otherwise: Option<Vec<Step>>,
+}
+
+/// One `choice` branch: `- when: <condition>` with `steps:`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChoiceBranch {
+    /// When this branch is the one to run.
+    pub condition: Condition,
+    /// Never empty.
+    pub steps: Vec<Step>,
+}
+
+/// `for_each:` a list in the context.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForEach {
+    /// The list, read when the step starts (YAML `for_each: $.items`).
+    pub items: Path,
+    /// Context key of the list of per-element results (YAML `key:`, default the step name).
+    pub key: String,
+    /// Most elements in flight at once (YAML `max_concurrency:`, default 10).
+    pub max_concurrency: u32,
+    /// When the step is done (YAML `join:`, default `all`).
+    pub join: Join,
+    /// The steps run for each element (YAML `steps:`); they see `$.item` and `$.index`.
+    pub steps: Vec<Step>,
 }
 
 /// When a wait step ends.
@@ -163,14 +268,34 @@ impl Definition {
         format!("{}@{}", self.name, self.version)
     }
 
-    /// The step with this name.
+    /// The step with this name, wherever it is nested.
     pub fn step(&self, name: &str) -> Option<&Step> {
-        self.steps.iter().find(|step| step.name == name)
+        self.all_steps().find(|step| step.name == name)
     }
 
-    /// The position of the step with this name in execution order.
+    /// The position of the top-level step with this name in execution order.
     pub fn step_index(&self, name: &str) -> Option<usize> {
         self.steps.iter().position(|step| step.name == name)
+    }
+
+    /// Every step, nested ones included, depth first in source order.
+    pub fn all_steps(&self) -> impl Iterator<Item = &Step> + '_ {
+        let mut stack: Vec<&Step> = self.steps.iter().rev().collect();
+        std::iter::from_fn(move || {
+            let step = stack.pop()?;
+            for sequence in step.children().into_iter().rev() {
+                stack.extend(sequence.iter().rev());
+            }
+            Some(step)
+        })
+    }
+
+    /// Whether every step is a top-level command, wait or await step without a condition:
+    /// the shape engines before graph definitions run too.
+    pub fn is_linear(&self) -> bool {
+        self.steps
+            .iter()
+            .all(|s| s.children().is_empty() && s.when.is_none())
     }
 }
 
@@ -196,6 +321,22 @@ impl Step {
         match &self.action {
             Action::Await(awaited) => Some(awaited),
             _ => None,
+        }
+    }
+
+    /// The step sequences this step holds, in source order: a parallel's branches, a choice's
+    /// branches then `otherwise`, a for_each's body; none for command, wait and await steps.
+    pub fn children(&self) -> Vec<&[Step]> {
+        match &self.action {
+            Action::Parallel(p) => p.branches.iter().map(|b| b.steps.as_slice()).collect(),
+            Action::Choice(c) => c
+                .branches
+                .iter()
+                .map(|b| b.steps.as_slice())
+                .chain(c.otherwise.as_deref())
+                .collect(),
+            Action::ForEach(f) => vec![f.steps.as_slice()],
+            _ => Vec::new(),
         }
     }
 

@@ -11,13 +11,16 @@ use serde_json::{Map, Number, Value};
 use crate::calendar::Calendar;
 use crate::diagnostics::{did_you_mean, Collector, Diagnostics};
 use crate::duration::{format_duration, parse_duration};
+use crate::expr::Condition;
 use crate::instant::parse_instant;
 use crate::model::{
-    Action, Await, CommandSpec, Correlation, Definition, OnTimeout, Step, StepDefaults, Wait,
+    Action, Await, Branch, Choice, ChoiceBranch, CommandSpec, Correlation, Definition, ForEach,
+    Join, Limits, OnTimeout, Parallel, Step, StepDefaults, Wait,
 };
 use crate::retry::{Backoff, Jitter, RetryPolicy};
+use crate::scope::{self, BranchOutline, Outline, Read, Shape};
 use crate::template::{classify, Path, StringTemplate, Template};
-use crate::yaml::{self, shorten, Kind, Node, Pos, Scalar, ScalarValue};
+use crate::yaml::{self, shorten, Kind, Node, Pos, Scalar, ScalarValue, Style};
 
 const DEFINITION_FIELDS: &[&str] = &[
     "name",
@@ -26,22 +29,47 @@ const DEFINITION_FIELDS: &[&str] = &[
     "deadline",
     "defaults",
     "steps",
+    "limits",
 ];
 const STEP_FIELDS: &[&str] = &[
     "name",
+    "when",
     "command",
     "wait",
     "until",
     "await",
+    "parallel",
+    "choice",
+    "for_each",
     "compensation",
     "retry",
     "compensation_retry",
     "timeout",
     "deadline",
     "output",
+    "join",
+    "otherwise",
+    "key",
+    "max_concurrency",
+    "steps",
 ];
 /// The step fields that say what a step does; a step has exactly one.
-const ACTION_FIELDS: &[&str] = &["command", "wait", "until", "await"];
+const ACTION_FIELDS: &[&str] = &[
+    "command", "wait", "until", "await", "parallel", "choice", "for_each",
+];
+/// The step fields that only container steps take, and which kinds take them.
+const CONTAINER_FIELDS: &[(&str, &[&str])] = &[
+    ("join", &["parallel", "for_each"]),
+    ("otherwise", &["choice"]),
+    ("key", &["for_each"]),
+    ("max_concurrency", &["for_each"]),
+    ("steps", &["for_each"]),
+];
+const BRANCH_FIELDS: &[&str] = &["name", "key", "steps"];
+const CHOICE_BRANCH_FIELDS: &[&str] = &["when", "steps"];
+const LIMITS_FIELDS: &[&str] = &["for_each_items"];
+/// `for_each` elements in flight at once when `max_concurrency` is not set.
+const DEFAULT_MAX_CONCURRENCY: u32 = 10;
 const COMMAND_FIELDS: &[&str] = &["topic", "type", "payload"];
 const DEFAULTS_FIELDS: &[&str] = &["timeout", "retry", "compensation_retry"];
 const RETRY_FIELDS: &[&str] = &["max_attempts", "backoff", "jitter", "non_retryable"];
@@ -57,6 +85,17 @@ const FIELD_HOMES: &[(&str, &str)] = &[
     ("wait", "an item of `steps:`"),
     ("until", "an item of `steps:`"),
     ("await", "an item of `steps:`"),
+    ("parallel", "an item of `steps:`"),
+    ("choice", "an item of `steps:`"),
+    ("for_each", "an item of `steps:`"),
+    ("when", "an item of `steps:` or a branch of `choice:`"),
+    ("join", "a `parallel` or `for_each` step"),
+    ("otherwise", "a `choice` step"),
+    ("key", "a branch of `parallel:` or a `for_each` step"),
+    ("max_concurrency", "a `for_each` step"),
+    ("at_least", "`join:`"),
+    ("for_each_items", "`limits:`"),
+    ("limits", "the top level of the file"),
     ("compensation", "an item of `steps:`"),
     ("output", "an item of `steps:`"),
     ("retry", "an item of `steps:` or `defaults:`"),
@@ -80,7 +119,10 @@ const FIELD_HOMES: &[(&str, &str)] = &[
     ("version", "the top level of the file"),
     ("description", "the top level of the file"),
     ("defaults", "the top level of the file"),
-    ("steps", "the top level of the file"),
+    (
+        "steps",
+        "the top level of the file, a branch of `parallel:` or `choice:`, or a `for_each` step",
+    ),
 ];
 
 /// Words authors reach for instead of a field's name, and that field.
@@ -95,6 +137,15 @@ const SYNONYMS: &[(&str, &str)] = &[
     ("wait_until", "until"),
     ("await_event", "await"),
     ("signal", "await"),
+    ("if", "when"),
+    ("condition", "when"),
+    ("else", "otherwise"),
+    ("default", "otherwise"),
+    ("switch", "choice"),
+    ("each", "for_each"),
+    ("concurrency", "max_concurrency"),
+    ("parallelism", "max_concurrency"),
+    ("max_items", "for_each_items"),
 ];
 
 const TOPIC_HINT: &str =
@@ -104,9 +155,18 @@ const REF_HINT: &str =
     "references look like `$.customer.id` (`$` alone is the whole context); to send text starting with `$.`, write `$$.` instead";
 const PATH_HINT: &str =
     "reply paths look like `$.payment_id` or `$.booking.id` (`$` is the whole reply output)";
-const STEP_HINT: &str =
-    "a step is a mapping with a `name` and one of `command`, `wait`, `until` or `await`";
-const ACTION_HINT: &str = "add `command: {topic: ..., type: ...}` to call a participant, `wait: 10s` to pause, `until: <instant or calendar>` to wait for a time, or `await: {event: ...}` to wait for an external event";
+const STEP_HINT: &str = "a step is a mapping with a `name` and one of `command`, `wait`, `until`, `await`, `parallel`, `choice` or `for_each`";
+/// The action fields as listed in messages.
+const ACTIONS: &str = "`command`, `wait`, `until`, `await`, `parallel`, `choice` or `for_each`";
+const ACTION_HINT: &str = "add `command: {topic: ..., type: ...}` to call a participant, `wait: 10s` to pause, `until: <instant or calendar>` to wait for a time, `await: {event: ...}` to wait for an external event, `parallel: [<branches>]` to run branches at once, `choice: [<branches>]` to run the first branch whose `when` holds, or `for_each: $.items` with `steps:` to run steps once per element";
+const PARALLEL_HINT: &str = "write each branch as a list item with a `name` and `steps`, e.g. `parallel: [{name: flight, steps: [...]}, {name: hotel, steps: [...]}]`";
+const CHOICE_HINT: &str = "write each branch as a list item with a `when` and `steps`, e.g. `choice: [{when: \"$.country == 'FR'\", steps: [...]}]`";
+const JOIN_HINT: &str = "use `all` (every branch must succeed, the default), `any` (one success is enough) or `{at_least: N}`";
+const FOR_EACH_HINT: &str =
+    "name the context list to run over, e.g. `for_each: $.items`; its steps read `$.item` and `$.index`";
+const CONDITION_HINT: &str = "write a condition such as `$.amount > 100 and $.country in ['FR', 'DE']`; quote it if it starts with `[` or `{`, or contains `: ` or ` #`";
+const KEY_HINT: &str =
+    "context keys are top-level field names made of letters, digits, `_` and `-`";
 const DURATION_HINT: &str = "durations are whole numbers with a unit (`ms`, `s`, `m`, `h`, `d`), largest unit first: `500ms`, `10s`, `1m30s`, `24h`, `2d`";
 const RETRY_HINT: &str = "a retry policy is a mapping with `max_attempts` and optionally `backoff`, `jitter` and `non_retryable`, e.g. `{max_attempts: 5, backoff: {type: exponential, initial: 200ms, max: 10s}, jitter: full}`";
 const BACKOFF_HINT: &str = "use `{type: fixed, interval: 1s}` or `{type: exponential, initial: 200ms, multiplier: 2, max: 10s}`";
@@ -132,13 +192,54 @@ pub(crate) struct Located {
 /// Parses and validates one source.
 pub(crate) fn parse(source: &str, yaml: &str) -> Result<Located, Diagnostics> {
     let mut out = Collector::new(source);
-    let located =
-        yaml::load(yaml, &mut out).and_then(|root| Decoder { out: &mut out }.definition(&root));
+    let located = yaml::load(yaml, &mut out).and_then(|root| {
+        Decoder {
+            out: &mut out,
+            lines: yaml.split('\n').collect(),
+            names: HashMap::new(),
+            reads: Vec::new(),
+        }
+        .definition(&root)
+    });
     out.finish(located)
 }
 
 struct Decoder<'c> {
     out: &'c mut Collector,
+    /// The source's lines, to place problems inside a scalar (a condition's text).
+    lines: Vec<&'c str>,
+    /// Every step name seen so far, wherever nested, and where.
+    names: HashMap<String, Pos>,
+    /// Paths read by the steps being decoded; each step takes its own when it is done.
+    reads: Vec<Read>,
+}
+
+/// A list of steps being decoded: the saga's, a branch's, a for_each's or an `otherwise`.
+struct Sequence<'a> {
+    /// Names the list in "must be a list" messages, e.g. "the `steps` of branch `a` of step `b`".
+    subject: &'a str,
+    /// What needs at least one step, e.g. "branch `a` of step `b`"; `None` for the saga.
+    owner: Option<&'a str>,
+    /// How to fill an empty list.
+    empty_hint: &'a str,
+}
+
+/// A step's fields besides its action, for the decoders of container steps.
+struct Container<'f, 'n> {
+    fields: &'f Fields<'n>,
+    /// The step's name as written, if it is a string (the default `key` of a for_each).
+    name: Option<&'n str>,
+    /// Where the name is written (or the step, without one).
+    name_pos: Pos,
+    defaults: &'f StepDefaults,
+}
+
+impl Sequence<'_> {
+    const SAGA: Sequence<'static> = Sequence {
+        subject: "`steps`",
+        owner: None,
+        empty_hint: "add a step under `steps:` with a `name` and a `command`",
+    };
 }
 
 /// The known fields of a mapping, after unknown and duplicate keys were reported.
@@ -213,6 +314,7 @@ impl Decoder<'_> {
             .optional("deadline")
             .map(|node| self.duration(node, "the saga's `deadline`"));
         let defaults = fields.optional("defaults").map(|node| self.defaults(node));
+        let limits = fields.optional("limits").map(|node| self.limits(node));
         // Steps are decoded even when the defaults are broken, to report their problems too.
         let step_defaults = defaults.clone().flatten().unwrap_or_default();
         let steps = fields
@@ -221,7 +323,11 @@ impl Decoder<'_> {
                 "steps",
                 "add a `steps:` list; each step has a `name` and a `command`",
             )
-            .and_then(|node| self.steps(node, &step_defaults));
+            .map(|node| self.steps(node, &step_defaults, &Sequence::SAGA));
+        let steps = steps.and_then(|(steps, outlines)| {
+            scope::check(&outlines, self.out);
+            steps
+        });
         let definition = Definition {
             name: name?,
             version: version?,
@@ -229,6 +335,7 @@ impl Decoder<'_> {
             defaults: optional(defaults)?.unwrap_or_default(),
             deadline: optional(deadline)?,
             steps: steps?,
+            limits: optional(limits)?.unwrap_or_default(),
             fingerprint: format!("{:016x}", root.fingerprint()),
         };
         Some(Located {
@@ -260,58 +367,93 @@ impl Decoder<'_> {
         })
     }
 
-    fn steps(&mut self, node: &Node, defaults: &StepDefaults) -> Option<Vec<Step>> {
+    /// A list of steps, with the outline of each for the graph checks.
+    fn steps(
+        &mut self,
+        node: &Node,
+        defaults: &StepDefaults,
+        sequence: &Sequence<'_>,
+    ) -> (Option<Vec<Step>>, Vec<Outline>) {
         let Kind::Seq(items) = &node.kind else {
             self.error(
                 node.pos,
-                format!("`steps` must be a list of steps, found {}", node.describe()),
+                format!(
+                    "{} must be a list of steps, found {}",
+                    sequence.subject,
+                    node.describe()
+                ),
                 "write each step as a list item starting with `- name: <step>`",
             );
-            return None;
+            return (None, Vec::new());
         };
         if items.is_empty() {
-            self.error(
-                node.pos,
-                "a saga needs at least one step",
-                "add a step under `steps:` with a `name` and a `command`",
-            );
-            return None;
+            let message = match sequence.owner {
+                None => "a saga needs at least one step".to_owned(),
+                Some(owner) => format!("{owner} needs at least one step"),
+            };
+            self.error(node.pos, message, sequence.empty_hint);
+            return (None, Vec::new());
         }
-        let mut first_seen: HashMap<&str, Pos> = HashMap::new();
         let mut steps = Vec::with_capacity(items.len());
+        let mut outlines = Vec::with_capacity(items.len());
         for (index, item) in items.iter().enumerate() {
             // Duplicates are checked on the raw name, so they are reported even
             // when the step has other problems.
             let name = step_name_node(item).and_then(|n| n.as_str().map(|s| (s, n.pos)));
-            let label = match name {
-                Some((name, _)) => format!("step `{name}`"),
-                None => format!("step #{}", index + 1),
+            let label = match (name, sequence.owner) {
+                (Some((name, _)), _) => format!("step `{name}`"),
+                (None, None) => format!("step #{}", index + 1),
+                (None, Some(owner)) => format!("step #{} of {owner}", index + 1),
             };
             if let Some((name, pos)) = name {
-                match first_seen.get(name) {
+                match self.names.get(name) {
                     Some(first) => self.error(
                         pos,
                         format!(
                             "duplicate step name `{name}` (first defined at line {})",
                             first.line
                         ),
-                        "step names must be unique within a saga; rename one of the steps",
+                        "step names must be unique within a saga, nested steps included; rename one of the steps",
                     ),
                     None => {
-                        let _ = first_seen.insert(name, pos);
+                        let _ = self.names.insert(name.to_owned(), pos);
                     }
                 }
             }
-            steps.push(self.step(item, &label, defaults));
+            let (step, outline) = self.step(item, &label, defaults);
+            steps.push(step);
+            outlines.push(outline);
         }
-        steps.into_iter().collect()
+        (steps.into_iter().collect(), outlines)
     }
 
-    fn step(&mut self, node: &Node, label: &str, defaults: &StepDefaults) -> Option<Step> {
+    /// One step, and its outline for the graph checks (filled in even when the step is broken).
+    fn step(
+        &mut self,
+        node: &Node,
+        label: &str,
+        defaults: &StepDefaults,
+    ) -> (Option<Step>, Outline) {
+        let mark = self.reads.len();
+        let mut outline = Outline {
+            label: label.to_owned(),
+            ..Outline::default()
+        };
+        let step = self.step_fields(node, label, defaults, &mut outline);
+        outline.reads = self.reads.split_off(mark.min(self.reads.len()));
+        (step, outline)
+    }
+
+    fn step_fields(
+        &mut self,
+        node: &Node,
+        label: &str,
+        defaults: &StepDefaults,
+        outline: &mut Outline,
+    ) -> Option<Step> {
         let fields = self.fields(node, label, STEP_FIELDS, STEP_HINT)?;
-        let name = fields
-            .require(self, "name", "give the step a name, e.g. `name: payment`")
-            .and_then(|node| self.name(node, label, false));
+        let name_node = fields.require(self, "name", "give the step a name, e.g. `name: payment`");
+        let name = name_node.and_then(|node| self.name(node, label, false));
 
         // What the step does: exactly one of the action fields.
         let actions: Vec<(&str, Pos, &Node)> = fields
@@ -330,9 +472,7 @@ impl Decoder<'_> {
         {
             self.error(
                 fields.pos,
-                format!(
-                    "{label} does nothing: it needs one of `command`, `wait`, `until` or `await`"
-                ),
+                format!("{label} does nothing: it needs one of {ACTIONS}"),
                 ACTION_HINT,
             );
         }
@@ -340,21 +480,45 @@ impl Decoder<'_> {
             for (key, pos, _) in actions.iter().skip(1) {
                 self.error(
                     *pos,
-                    format!("{label} has both `{first}` and `{key}`; a step does exactly one of `command`, `wait`, `until` or `await`"),
+                    format!("{label} has both `{first}` and `{key}`; a step does exactly one of {ACTIONS}"),
                     "split it into two steps, one for each",
                 );
             }
         }
+        let when = fields
+            .optional("when")
+            .map(|node| self.condition(node, &format!("the `when` of {label}")));
+        if let Some(Kind::Map(entries)) = fields.optional("output").map(|node| &node.kind) {
+            outline.outputs = entries
+                .iter()
+                .filter_map(|(key, _)| Some((key.scalar_text()?.to_owned(), key.pos)))
+                .collect();
+        }
+        let container = Container {
+            fields: &fields,
+            name: name_node.and_then(Node::as_str),
+            name_pos: name_node.map_or(fields.pos, |node| node.pos),
+            defaults,
+        };
         let decoded: Vec<Option<(Action, Option<Pos>)>> = actions
             .iter()
-            .map(|(key, _, node)| self.action(key, node, label))
+            .enumerate()
+            .map(|(index, (key, _, node))| {
+                // Only the step's (first) action takes the step's container fields.
+                let own = index == 0;
+                self.action(key, node, label, &container, own, outline)
+            })
             .collect();
 
         let is_command = kind == Some("command");
+        let is_container = matches!(kind, Some("parallel" | "choice" | "for_each"));
         let kind_name = match kind {
             Some("command") => "a command step",
             Some("wait") => "a `wait` step",
             Some("until") => "an `until` step",
+            Some("parallel") => "a `parallel` step",
+            Some("choice") => "a `choice` step",
+            Some("for_each") => "a `for_each` step",
             _ => "an `await` step",
         };
         // Fields that only some kinds of step take; without a (single) kind there is nothing to check.
@@ -383,7 +547,19 @@ impl Decoder<'_> {
             } else {
                 "command steps"
             };
+            let inside = if kind == Some("for_each") {
+                "`steps:`"
+            } else {
+                "the branches"
+            };
             let hint = match (field, kind) {
+                ("output", Some("parallel")) => {
+                    "put `output` on the steps inside the branches; their outputs land under each branch's key".to_owned()
+                }
+                ("output", Some("for_each")) => {
+                    "put `output` on the steps inside `steps:`; their outputs land in the list under the step's `key`".to_owned()
+                }
+                (_, _) if is_container => format!("put `{field}` on the steps inside {inside}"),
                 ("compensation" | "compensation_retry", _) => {
                     "only a command's effect can be undone; remove it, or compensate in the command step before".to_owned()
                 }
@@ -399,6 +575,50 @@ impl Decoder<'_> {
             self.error(
                 pos,
                 format!("`{field}` is only allowed on {only}, but {label} is {kind_name}"),
+                hint,
+            );
+            well_formed = false;
+        }
+        for (field, kinds) in CONTAINER_FIELDS {
+            let Some(pos) = fields.key_pos(field) else {
+                continue;
+            };
+            let Some(kind) = kind.filter(|kind| !kinds.contains(kind)) else {
+                continue;
+            };
+            let hint = match (*field, kind) {
+                ("steps", "parallel") => {
+                    "put the steps inside each branch: `parallel: [{name: a, steps: [...]}, {name: b, steps: [...]}]`"
+                }
+                ("steps", "choice") => {
+                    "put the steps inside each branch: `choice: [{when: ..., steps: [...]}]`"
+                }
+                ("steps", _) => "only `for_each` steps hold `steps:` directly; remove it",
+                ("key", "parallel") => {
+                    "give each branch its own `key:`, inside its item of `parallel:`"
+                }
+                ("key", "command" | "await") => {
+                    "use `output:` to choose the context keys of the step's result"
+                }
+                ("key", _) => "`key` names where a `for_each` puts its results; remove it",
+                ("max_concurrency", "parallel") => {
+                    "all branches of a `parallel` run at once; remove it"
+                }
+                ("max_concurrency", _) => {
+                    "`max_concurrency` bounds the elements a `for_each` runs at once; remove it"
+                }
+                ("join", _) => {
+                    "`join` says how many branches of a `parallel` or elements of a `for_each` must succeed; remove it"
+                }
+                _ => "`otherwise` lists the steps a `choice` runs when no branch matches; remove it",
+            };
+            let kinds: Vec<String> = kinds.iter().map(|kind| format!("`{kind}`")).collect();
+            self.error(
+                pos,
+                format!(
+                    "`{field}` is only allowed on {} steps, but {label} is {kind_name}",
+                    kinds.join(" and ")
+                ),
                 hint,
             );
             well_formed = false;
@@ -433,6 +653,7 @@ impl Decoder<'_> {
             .optional("output")
             .map(|node| self.output(node, label));
 
+        let when = optional(when);
         let (action, continue_pos) = decoded.into_iter().next()??;
         let output = output.unwrap_or(Some(Vec::new()))?;
         if let (Action::Await(awaited), Some(pos)) = (&action, continue_pos) {
@@ -458,6 +679,7 @@ impl Decoder<'_> {
         Some(Step {
             name: name?,
             action,
+            when: when?,
             compensation,
             output,
             retry,
@@ -468,7 +690,17 @@ impl Decoder<'_> {
     }
 
     /// Decodes one action field; for an await, also the position of its `continue` result.
-    fn action(&mut self, key: &str, node: &Node, label: &str) -> Option<(Action, Option<Pos>)> {
+    /// `own`: whether this is the step's action (the first), which takes the step's container
+    /// fields (`join`, `steps`, ...) and gives the outline its shape.
+    fn action(
+        &mut self,
+        key: &str,
+        node: &Node,
+        label: &str,
+        container: &Container<'_, '_>,
+        own: bool,
+        outline: &mut Outline,
+    ) -> Option<(Action, Option<Pos>)> {
         match key {
             "command" => self
                 .command(node, &format!("the command of {label}"))
@@ -479,9 +711,676 @@ impl Decoder<'_> {
             "until" => self
                 .until(node, label)
                 .map(|wait| (Action::Wait(wait), None)),
+            "parallel" => self
+                .parallel(node, label, container, own.then_some(&mut *outline))
+                .map(|parallel| (Action::Parallel(parallel), None)),
+            "choice" => self
+                .choice(node, label, container, own.then_some(&mut *outline))
+                .map(|choice| (Action::Choice(choice), None)),
+            "for_each" => self
+                .for_each(node, label, container, own.then_some(&mut *outline))
+                .map(|for_each| (Action::ForEach(for_each), None)),
             _ => self
                 .await_spec(node, label)
                 .map(|(awaited, pos)| (Action::Await(awaited), pos)),
+        }
+    }
+
+    /// `parallel:`, its branches and the step's `join`.
+    fn parallel(
+        &mut self,
+        node: &Node,
+        label: &str,
+        container: &Container<'_, '_>,
+        outline: Option<&mut Outline>,
+    ) -> Option<Parallel> {
+        let Kind::Seq(items) = &node.kind else {
+            self.error(
+                node.pos,
+                format!(
+                    "`parallel` in {label} must be a list of branches, found {}",
+                    node.describe()
+                ),
+                PARALLEL_HINT,
+            );
+            return None;
+        };
+        let mut ok = true;
+        if items.len() < 2 {
+            let count = if items.is_empty() {
+                "no branches"
+            } else {
+                "one branch"
+            };
+            self.error(
+                node.pos,
+                format!("`parallel` in {label} has {count}; it needs at least two"),
+                "add another branch, or make the branch's steps plain steps of the saga",
+            );
+            ok = false;
+        }
+        let mut names: HashMap<&str, Pos> = HashMap::new();
+        // Context key -> the branch that writes it first.
+        let mut keys: HashMap<String, String> = HashMap::new();
+        let mut branches = Vec::with_capacity(items.len());
+        let mut outlines = Vec::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            let raw = step_name_node(item).and_then(|n| n.as_str().map(|s| (s, n.pos)));
+            let shown = raw.map_or_else(|| format!("#{}", index + 1), |(name, _)| name.to_owned());
+            let branch_label = match raw {
+                Some((name, _)) => format!("branch `{name}` of {label}"),
+                None => format!("branch #{} of {label}", index + 1),
+            };
+            if let Some((name, pos)) = raw {
+                if let Some(first) = names.get(name) {
+                    self.error(
+                        pos,
+                        format!(
+                            "duplicate branch name `{name}` in {label} (first at line {})",
+                            first.line
+                        ),
+                        "branch names must be unique within a `parallel`; rename one of them",
+                    );
+                    ok = false;
+                } else {
+                    let _ = names.insert(name, pos);
+                }
+            }
+            let (branch, branch_outline) = self.branch(item, &branch_label, container.defaults);
+            if let Some((key, pos)) = &branch_outline.key {
+                if let Some(first) = keys.get(key) {
+                    self.error(
+                        *pos,
+                        format!("branches `{first}` and `{shown}` of {label} both write context key `{key}`"),
+                        "each branch writes its steps' outputs under its own key; give one of them another `key:`",
+                    );
+                    ok = false;
+                } else {
+                    let _ = keys.insert(key.clone(), shown);
+                }
+            }
+            branches.push(branch);
+            outlines.push(branch_outline);
+        }
+        let outline = outline?;
+        outline.shape = Shape::Parallel(outlines);
+        let join = container
+            .fields
+            .optional("join")
+            .map(|node| self.join(node, label, Some(items.len())));
+        let branches: Option<Vec<Branch>> = branches.into_iter().collect();
+        let join = optional(join)?.unwrap_or(Join::All);
+        ok.then_some(Parallel {
+            branches: branches?,
+            join,
+        })
+    }
+
+    /// One branch of a `parallel`, and its outline.
+    fn branch(
+        &mut self,
+        node: &Node,
+        label: &str,
+        defaults: &StepDefaults,
+    ) -> (Option<Branch>, BranchOutline) {
+        let mut outline = BranchOutline {
+            label: label.to_owned(),
+            key: None,
+            steps: Vec::new(),
+        };
+        let Some(fields) = self.fields(node, label, BRANCH_FIELDS, PARALLEL_HINT) else {
+            return (None, outline);
+        };
+        let name_node = fields.require(self, "name", "give the branch a name, e.g. `name: flight`");
+        let name = name_node.and_then(|node| self.name(node, label, false));
+        let key = match fields.optional("key") {
+            Some(node) => self
+                .context_key(node, &format!("the `key` of {label}"))
+                .map(|key| (key, node.pos)),
+            None => name
+                .clone()
+                .zip(name_node)
+                .map(|(name, node)| (name, node.pos)),
+        };
+        outline.key.clone_from(&key);
+        let steps = fields
+            .require(
+                self,
+                "steps",
+                "add the branch's steps, e.g. `steps: [{name: flight, command: {topic: ..., type: ...}}]`",
+            )
+            .and_then(|node| {
+                let (steps, outlines) = self.steps(
+                    node,
+                    defaults,
+                    &Sequence {
+                        subject: &format!("the `steps` of {label}"),
+                        owner: Some(label),
+                        empty_hint: "add the steps the branch runs, or remove the branch",
+                    },
+                );
+                outline.steps = outlines;
+                steps
+            });
+        let branch = match (name, key, steps) {
+            (Some(name), Some((key, _)), Some(steps)) => Some(Branch { name, key, steps }),
+            _ => None,
+        };
+        (branch, outline)
+    }
+
+    /// `choice:`, its branches and the step's `otherwise`.
+    fn choice(
+        &mut self,
+        node: &Node,
+        label: &str,
+        container: &Container<'_, '_>,
+        outline: Option<&mut Outline>,
+    ) -> Option<Choice> {
+        let Kind::Seq(items) = &node.kind else {
+            self.error(
+                node.pos,
+                format!(
+                    "`choice` in {label} must be a list of branches, found {}",
+                    node.describe()
+                ),
+                CHOICE_HINT,
+            );
+            return None;
+        };
+        let mut ok = true;
+        if items.is_empty() {
+            self.error(
+                node.pos,
+                format!("`choice` in {label} has no branches; it needs at least one"),
+                CHOICE_HINT,
+            );
+            ok = false;
+        }
+        let mut branches = Vec::with_capacity(items.len());
+        let mut outlines = Vec::with_capacity(items.len() + 1);
+        for (index, item) in items.iter().enumerate() {
+            let branch_label = format!("branch #{} of {label}", index + 1);
+            let Some(fields) = self.fields(item, &branch_label, CHOICE_BRANCH_FIELDS, CHOICE_HINT)
+            else {
+                ok = false;
+                continue;
+            };
+            let condition = fields
+                .require(
+                    self,
+                    "when",
+                    "add the condition under which this branch runs, e.g. `when: $.country == 'FR'`",
+                )
+                .and_then(|node| self.condition(node, &format!("the `when` of {branch_label}")));
+            let steps = fields
+                .require(
+                    self,
+                    "steps",
+                    "add the branch's steps, e.g. `steps: [{name: ..., command: {topic: ..., type: ...}}]`",
+                )
+                .map(|node| {
+                    self.steps(
+                        node,
+                        container.defaults,
+                        &Sequence {
+                            subject: &format!("the `steps` of {branch_label}"),
+                            owner: Some(&branch_label),
+                            empty_hint: "add the steps the branch runs, or remove the branch",
+                        },
+                    )
+                });
+            let steps = steps.and_then(|(steps, branch_outlines)| {
+                outlines.push(branch_outlines);
+                steps
+            });
+            match (condition, steps) {
+                (Some(condition), Some(steps)) => branches.push(ChoiceBranch { condition, steps }),
+                _ => ok = false,
+            }
+        }
+        let outline = outline?;
+        let otherwise = container.fields.optional("otherwise").map(|node| {
+            let owner = format!("`otherwise` of {label}");
+            let (steps, otherwise_outlines) = self.steps(
+                node,
+                container.defaults,
+                &Sequence {
+                    subject: &format!("`otherwise` in {label}"),
+                    owner: Some(&owner),
+                    empty_hint:
+                        "add the steps to run when no branch matches, or remove `otherwise`",
+                },
+            );
+            outlines.push(otherwise_outlines);
+            steps
+        });
+        outline.shape = Shape::Choice(outlines);
+        let otherwise = optional(otherwise)?;
+        ok.then_some(Choice {
+            branches,
+            otherwise,
+        })
+    }
+
+    /// `for_each:` and the step's `key`, `max_concurrency`, `join` and `steps`.
+    fn for_each(
+        &mut self,
+        node: &Node,
+        label: &str,
+        container: &Container<'_, '_>,
+        outline: Option<&mut Outline>,
+    ) -> Option<ForEach> {
+        let items = self.for_each_items(node, label);
+        let outline = outline?;
+        let fields = container.fields;
+        let key = match fields.optional("key") {
+            Some(node) => self
+                .context_key(node, &format!("the `key` of {label}"))
+                .map(|key| (key, node.pos)),
+            None => container
+                .name
+                .map(|name| (name.to_owned(), container.name_pos)),
+        };
+        let max_concurrency = fields.optional("max_concurrency").map(|node| {
+            self.count(
+                node,
+                &format!("`max_concurrency` in {label}"),
+                "the most elements run at once, e.g. `max_concurrency: 5`",
+            )
+        });
+        let join = fields
+            .optional("join")
+            .map(|node| self.join(node, label, None));
+        let body = format!("the `steps` of {label}");
+        let steps = fields
+            .require(
+                self,
+                "steps",
+                "add the steps to run for each element under `steps:`; they read the element as `$.item` and its position as `$.index`",
+            )
+            .and_then(|node| {
+                let (steps, outlines) = self.steps(
+                    node,
+                    container.defaults,
+                    &Sequence {
+                        subject: &body,
+                        owner: Some(&body),
+                        empty_hint: "add the steps to run for each element; they read the element as `$.item` and its position as `$.index`",
+                    },
+                );
+                outline.shape = Shape::ForEach(key.clone(), outlines);
+                steps
+            });
+        if steps.is_none() && !matches!(outline.shape, Shape::ForEach(..)) {
+            outline.shape = Shape::ForEach(key.clone(), Vec::new());
+        }
+        let max_concurrency = optional(max_concurrency)?.unwrap_or(DEFAULT_MAX_CONCURRENCY);
+        let join = optional(join)?.unwrap_or(Join::All);
+        Some(ForEach {
+            items: items?,
+            key: key?.0,
+            max_concurrency,
+            join,
+            steps: steps?,
+        })
+    }
+
+    /// The value of `for_each:`: a path to a list in the context.
+    fn for_each_items(&mut self, node: &Node, label: &str) -> Option<Path> {
+        let subject = format!("`for_each` in {label}");
+        match node.as_str() {
+            Some(text) if text.starts_with('$') => match Path::parse(text) {
+                Ok(path) if path.is_root() => {
+                    self.error(
+                        node.pos,
+                        format!("{subject} cannot run over the whole context `$`"),
+                        "the context is an object, not a list; name the list, e.g. `for_each: $.items`",
+                    );
+                    None
+                }
+                Ok(path) => {
+                    let pos = self.locate(node, 0);
+                    self.reads.push(Read {
+                        path: path.clone(),
+                        pos,
+                    });
+                    Some(path)
+                }
+                Err(error) => {
+                    self.error(
+                        node.pos,
+                        format!("invalid context path in {subject}: {error}"),
+                        FOR_EACH_HINT,
+                    );
+                    None
+                }
+            },
+            Some(text) => {
+                let hint = match Path::parse(&format!("$.{text}")) {
+                    Ok(path) => format!("write `{path}` to run over that context list"),
+                    Err(_) => FOR_EACH_HINT.to_owned(),
+                };
+                self.error(
+                    node.pos,
+                    format!(
+                        "{subject} must be a context path to a list, found the string `{}`",
+                        shorten(text)
+                    ),
+                    hint,
+                );
+                None
+            }
+            None => {
+                let hint = if matches!(node.kind, Kind::Seq(_)) {
+                    "put the list in the saga's input and name it, e.g. `for_each: $.items`"
+                } else {
+                    FOR_EACH_HINT
+                };
+                self.error(
+                    node.pos,
+                    format!(
+                        "{subject} must be a context path to a list, found {}",
+                        node.describe()
+                    ),
+                    hint,
+                );
+                None
+            }
+        }
+    }
+
+    /// `join:` of a parallel (with its number of branches) or a for_each.
+    fn join(&mut self, node: &Node, label: &str, branches: Option<usize>) -> Option<Join> {
+        let subject = format!("`join` in {label}");
+        if let Some(text) = node.as_str() {
+            match text {
+                "all" => return Some(Join::All),
+                "any" => return Some(Join::Any),
+                _ => {}
+            }
+            let hint = match did_you_mean(text, &["all", "any"]) {
+                Some(join) => format!("did you mean `{join}`?"),
+                None if text.starts_with("at") => "write `join: {at_least: 2}`".to_owned(),
+                None => JOIN_HINT.to_owned(),
+            };
+            self.error(
+                node.pos,
+                format!("unknown join `{}` in {label}", shorten(text)),
+                hint,
+            );
+            return None;
+        }
+        match &node.kind {
+            Kind::Map(_) => {
+                let context = format!("the `join` of {label}");
+                let fields = self.fields(node, &context, &["at_least"], JOIN_HINT)?;
+                let count = fields.require(
+                    self,
+                    "at_least",
+                    "add how many must succeed, e.g. `join: {at_least: 2}`",
+                )?;
+                let subject = format!("`at_least` in {context}");
+                let at_least = self.count(
+                    count,
+                    &subject,
+                    "how many must succeed, e.g. `join: {at_least: 2}`",
+                )?;
+                match branches {
+                    Some(branches) if branches >= 2 && at_least as usize > branches => {
+                        self.error(
+                            count.pos,
+                            format!("{subject} is {at_least}, but the step has only {branches} branches"),
+                            format!("use at most {branches}; `join: all` waits for every branch"),
+                        );
+                        None
+                    }
+                    _ => Some(Join::AtLeast(at_least)),
+                }
+            }
+            Kind::Scalar(Scalar {
+                text,
+                value: ScalarValue::Int(_),
+                ..
+            }) => {
+                self.error(
+                    node.pos,
+                    format!("{subject} must be `all`, `any` or `{{at_least: N}}`, found the integer `{text}`"),
+                    format!("write `join: {{at_least: {text}}}`"),
+                );
+                None
+            }
+            _ => {
+                self.error(
+                    node.pos,
+                    format!(
+                        "{subject} must be `all`, `any` or `{{at_least: N}}`, found {}",
+                        node.describe()
+                    ),
+                    JOIN_HINT,
+                );
+                None
+            }
+        }
+    }
+
+    /// The top-level `limits:`.
+    fn limits(&mut self, node: &Node) -> Option<Limits> {
+        let fields = self.fields(
+            node,
+            "`limits`",
+            LIMITS_FIELDS,
+            "`limits` is a mapping with optional `for_each_items` (the most elements a `for_each` may run over, default 1000)",
+        )?;
+        let for_each_items = fields.optional("for_each_items").map(|node| {
+            self.count(
+                node,
+                "`for_each_items` in `limits`",
+                "the most elements a `for_each` may run over, e.g. `for_each_items: 500`",
+            )
+        });
+        Some(Limits {
+            for_each_items: optional(for_each_items)?.unwrap_or(Limits::default().for_each_items),
+        })
+    }
+
+    /// A whole number of at least 1.
+    fn count(&mut self, node: &Node, subject: &str, hint: &str) -> Option<u32> {
+        match &node.kind {
+            Kind::Scalar(Scalar {
+                value: ScalarValue::Int(i),
+                ..
+            }) => {
+                if *i < 1 {
+                    self.error(
+                        node.pos,
+                        format!("{subject} must be at least 1, found {i}"),
+                        hint,
+                    );
+                    return None;
+                }
+                match u32::try_from(*i) {
+                    Ok(count) => Some(count),
+                    Err(_) => {
+                        self.error(
+                            node.pos,
+                            format!("{subject} is too large, found {i}"),
+                            format!("use at most {}", u32::MAX),
+                        );
+                        None
+                    }
+                }
+            }
+            Kind::Scalar(Scalar {
+                text,
+                value: ScalarValue::Str,
+                ..
+            }) if text.trim().parse::<u32>().is_ok() => {
+                self.error(
+                    node.pos,
+                    format!("{subject} must be a number, found the string `{text}`"),
+                    format!("remove the quotes: `{}`", text.trim()),
+                );
+                None
+            }
+            _ => {
+                self.error(
+                    node.pos,
+                    format!(
+                        "{subject} must be a whole number, found {}",
+                        node.describe()
+                    ),
+                    hint,
+                );
+                None
+            }
+        }
+    }
+
+    /// The `key` of a branch or a for_each: a top-level context field name.
+    fn context_key(&mut self, node: &Node, subject: &str) -> Option<String> {
+        let key = self.string(node, subject, KEY_HINT)?;
+        if !key.is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+        {
+            return Some(key.to_owned());
+        }
+        self.error(
+            node.pos,
+            format!("invalid context key `{}` in {subject}", shorten(key)),
+            KEY_HINT,
+        );
+        None
+    }
+
+    /// A condition (`when:`); a YAML boolean is the literal. Records the paths it reads.
+    fn condition(&mut self, node: &Node, subject: &str) -> Option<Condition> {
+        let text = match &node.kind {
+            Kind::Scalar(Scalar {
+                value: ScalarValue::Bool(b),
+                ..
+            }) => {
+                if *b {
+                    "true"
+                } else {
+                    "false"
+                }
+            }
+            Kind::Scalar(_) if node.is_null() => {
+                self.error(node.pos, format!("{subject} is empty"), CONDITION_HINT);
+                return None;
+            }
+            Kind::Scalar(scalar) => scalar.text.as_str(),
+            _ => {
+                self.error(
+                    node.pos,
+                    format!(
+                        "{subject} must be a condition written as text, found {}",
+                        node.describe()
+                    ),
+                    CONDITION_HINT,
+                );
+                return None;
+            }
+        };
+        match Condition::parse(text) {
+            Ok(condition) => {
+                for (offset, path) in condition.located_paths() {
+                    let pos = self.locate(node, offset);
+                    self.reads.push(Read {
+                        path: path.clone(),
+                        pos,
+                    });
+                }
+                Some(condition)
+            }
+            Err(error) => {
+                let pos = self.locate(node, error.offset);
+                self.error(
+                    pos,
+                    format!("invalid condition in {subject}: {}", error.message),
+                    error.hint,
+                );
+                None
+            }
+        }
+    }
+
+    /// The source position of the character at `offset` in a scalar's text: exact for plain
+    /// and quoted scalars on one line, close for folded or block ones; the scalar's own
+    /// position when the text cannot be followed in the source (e.g. through an escape).
+    fn locate(&self, node: &Node, offset: usize) -> Pos {
+        let Kind::Scalar(scalar) = &node.kind else {
+            return node.pos;
+        };
+        let fallback = node.pos;
+        // 0-based line and character column of the source cursor.
+        let (mut line, mut column) = (
+            node.pos.line.saturating_sub(1),
+            node.pos.column.saturating_sub(1),
+        );
+        // The source character under the cursor; a line break at the end of a line.
+        let at = |line: usize, column: usize| -> Option<char> {
+            let text = self.lines.get(line)?;
+            match text.chars().nth(column) {
+                Some('\r') if column + 1 == text.chars().count() => Some('\n'),
+                Some(c) => Some(c),
+                None if line + 1 < self.lines.len() => Some('\n'),
+                None => None,
+            }
+        };
+        let skip_blanks = |line: &mut usize, column: &mut usize| {
+            while let Some(c) = at(*line, *column) {
+                match c {
+                    '\n' => (*line, *column) = (*line + 1, 0),
+                    c if c.is_whitespace() => *column += 1,
+                    _ => break,
+                }
+            }
+        };
+        match scalar.style {
+            Style::Plain => {}
+            Style::SingleQuoted | Style::DoubleQuoted => column += 1,
+            Style::Literal | Style::Folded => {
+                // The text starts on the line after the indicator (`|`, `>-`, ...).
+                if matches!(at(line, column), Some('|' | '>')) {
+                    (line, column) = (line + 1, 0);
+                }
+                skip_blanks(&mut line, &mut column);
+            }
+        }
+        let mut text = scalar.text.chars().take(offset).peekable();
+        while let Some(t) = text.next() {
+            let Some(c) = at(line, column) else {
+                return fallback;
+            };
+            if scalar.style == Style::DoubleQuoted && c == '\\' {
+                let length = match at(line, column + 1) {
+                    Some('x') => 4,
+                    Some('u') => 6,
+                    Some('U') => 10,
+                    _ => 2,
+                };
+                column += length;
+            } else if t == c && c != '\n' {
+                column += 1;
+                if t == '\'' && scalar.style == Style::SingleQuoted {
+                    // `''` writes one quote.
+                    column += 1;
+                }
+            } else if t.is_whitespace() && c.is_whitespace() {
+                // A folded line break or indentation: any run of blanks matches any other.
+                while text.next_if(|t| t.is_whitespace()).is_some() {}
+                skip_blanks(&mut line, &mut column);
+            } else {
+                return fallback;
+            }
+        }
+        Pos {
+            line: line + 1,
+            column: column + 1,
         }
     }
 
@@ -513,10 +1412,12 @@ impl Decoder<'_> {
             Kind::Scalar(Scalar {
                 text,
                 value: ScalarValue::Str,
+                ..
             }) => text,
             Kind::Scalar(Scalar {
                 text,
                 value: ScalarValue::Int(_) | ScalarValue::Float(_),
+                ..
             }) => {
                 self.error(
                     node.pos,
@@ -625,6 +1526,7 @@ impl Decoder<'_> {
             Kind::Scalar(Scalar {
                 text,
                 value: ScalarValue::Str,
+                ..
             }) if text.trim().parse::<u32>().is_ok() => {
                 self.error(
                     node.pos,
@@ -845,6 +1747,7 @@ impl Decoder<'_> {
                 Kind::Scalar(Scalar {
                     text,
                     value: ScalarValue::Str | ScalarValue::Int(_),
+                    ..
                 }) => text.trim(),
                 _ => {
                     self.error(
@@ -921,7 +1824,14 @@ impl Decoder<'_> {
                 );
                 None
             }
-            Ok(path) => Some(path),
+            Ok(path) => {
+                let pos = self.locate(node, 0);
+                self.reads.push(Read {
+                    path: path.clone(),
+                    pos,
+                });
+                Some(path)
+            }
             Err(error) => {
                 self.error(
                     node.pos,
@@ -1182,7 +2092,7 @@ impl Decoder<'_> {
     }
 
     fn version(&mut self, node: &Node) -> Option<u32> {
-        let Kind::Scalar(Scalar { text, value }) = &node.kind else {
+        let Kind::Scalar(Scalar { text, value, .. }) = &node.kind else {
             self.error(
                 node.pos,
                 format!(
@@ -1292,7 +2202,14 @@ impl Decoder<'_> {
         if scalar.value == ScalarValue::Str {
             return match classify(&scalar.text) {
                 StringTemplate::Literal(text) => Some(Template::Literal(Value::String(text))),
-                StringTemplate::Ref(Ok(path)) => Some(Template::Ref(path)),
+                StringTemplate::Ref(Ok(path)) => {
+                    let pos = self.locate(node, 0);
+                    self.reads.push(Read {
+                        path: path.clone(),
+                        pos,
+                    });
+                    Some(Template::Ref(path))
+                }
                 StringTemplate::Ref(Err(error)) => {
                     self.error(
                         node.pos,

@@ -75,6 +75,32 @@ pub(crate) enum Kind {
 pub(crate) struct Scalar {
     pub(crate) text: String,
     pub(crate) value: ScalarValue,
+    /// How the scalar was written; not part of the fingerprint.
+    pub(crate) style: Style,
+}
+
+/// How a scalar was written, to map offsets in its text back to the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Style {
+    Plain,
+    SingleQuoted,
+    DoubleQuoted,
+    /// `|` block.
+    Literal,
+    /// `>` block.
+    Folded,
+}
+
+impl From<ScalarStyle> for Style {
+    fn from(style: ScalarStyle) -> Self {
+        match style {
+            ScalarStyle::Plain => Style::Plain,
+            ScalarStyle::SingleQuoted => Style::SingleQuoted,
+            ScalarStyle::DoubleQuoted => Style::DoubleQuoted,
+            ScalarStyle::Literal => Style::Literal,
+            ScalarStyle::Folded => Style::Folded,
+        }
+    }
 }
 
 /// The core-schema type of a scalar.
@@ -95,6 +121,7 @@ impl Node {
             Kind::Scalar(Scalar {
                 text,
                 value: ScalarValue::Str,
+                ..
             }) => Some(text),
             _ => None,
         }
@@ -233,6 +260,7 @@ pub(crate) fn load(yaml: &str, out: &mut Collector) -> Option<Node> {
                     kind: Kind::Scalar(Scalar {
                         text: text.into_owned(),
                         value,
+                        style: style.into(),
                     }),
                 };
                 builder.finish(node, anchor);

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use sagaflow_definition::{
-    load_dir, load_file, Action, Backoff, Calendar, Correlation, Definition, Jitter, OnTimeout,
-    Path, Wait,
+    load_dir, load_file, Action, Backoff, Calendar, CommandSpec, Correlation, Definition, Jitter,
+    Join, OnTimeout, Path, Step, Template, Wait,
 };
 use serde_json::json;
 
@@ -103,6 +103,202 @@ fn trip_charge_payload_renders_from_the_start_request() {
     );
 }
 
+fn parallel_trip() -> Definition {
+    load_file(&examples().join("parallel-trip.yaml")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A command's topic, type and payload field names: what a participant sees.
+type Shape = (String, String, Vec<String>);
+
+fn shape(command: &CommandSpec) -> Shape {
+    let mut fields: Vec<String> = match &command.payload {
+        Template::Map(entries) => entries.iter().map(|(key, _)| key.clone()).collect(),
+        Template::Literal(serde_json::Value::Object(fields)) => fields.keys().cloned().collect(),
+        other => panic!("expected a mapping payload, got {other:?}"),
+    };
+    fields.sort();
+    (command.topic.clone(), command.command_type.clone(), fields)
+}
+
+/// The step's command and compensation, as participants see them.
+fn shapes(step: &Step) -> (Shape, Option<Shape>) {
+    (
+        shape(step.command().unwrap()),
+        step.compensation.as_ref().map(shape),
+    )
+}
+
+#[test]
+fn parallel_trip_books_flight_and_hotel_at_once_with_the_v1_commands() {
+    let v2 = parallel_trip();
+    assert_eq!(v2.key(), "trip@2");
+    assert_eq!(
+        v2.steps.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["payment", "book", "notify"]
+    );
+    let Action::Parallel(book) = &v2.steps[1].action else {
+        panic!("expected `book` to be a parallel step");
+    };
+    assert_eq!(book.join, Join::All);
+    let branches: Vec<(&str, &str, Vec<&str>)> = book
+        .branches
+        .iter()
+        .map(|b| {
+            (
+                b.name.as_str(),
+                b.key.as_str(),
+                b.steps.iter().map(|s| s.name.as_str()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        branches,
+        [
+            ("flight", "flight", vec!["flight"]),
+            ("hotel", "hotel", vec!["hotel"])
+        ]
+    );
+    // The same participants serve both versions: same topics, types and payload fields.
+    let v1 = trip();
+    for name in ["payment", "flight", "hotel", "notify"] {
+        assert_eq!(
+            shapes(v2.step(name).unwrap()),
+            shapes(v1.step(name).unwrap()),
+            "{name}"
+        );
+    }
+    // After `book`, each branch's outputs are under its key, next to the request's fields.
+    let context = json!({
+        "customer": {"id": "c-42", "email": "ada@example.com"},
+        "payment_id": "p-1",
+        "flight": {"number": "AF1234", "date": "2026-07-01", "flight_booking_id": "f-9"},
+        "hotel": {"id": "h-7", "check_in": "2026-07-01", "nights": 3, "hotel_booking_id": "h-3"},
+    });
+    assert_eq!(
+        v2.step("notify")
+            .unwrap()
+            .command()
+            .unwrap()
+            .payload
+            .render(&context)
+            .unwrap(),
+        json!({
+            "to": "ada@example.com",
+            "template": "trip-confirmed",
+            "payment_id": "p-1",
+            "flight_booking_id": "f-9",
+            "hotel_booking_id": "h-3",
+        })
+    );
+    let flight = v2.step("flight").unwrap();
+    assert_eq!(
+        flight
+            .map_output(&json!({"booking_id": "f-9"}))
+            .unwrap()
+            .get("flight_booking_id"),
+        Some(&json!("f-9"))
+    );
+    assert_eq!(
+        flight
+            .compensation
+            .as_ref()
+            .unwrap()
+            .payload
+            .render(&context)
+            .unwrap(),
+        json!({"booking_id": "f-9"})
+    );
+}
+
+#[test]
+fn choice_ships_with_the_carrier_of_the_destination() {
+    let shipping = load_file(&examples().join("choice.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(shipping.key(), "shipping@1");
+    let Action::Choice(route) = &shipping.step("route").unwrap().action else {
+        panic!("expected `route` to be a choice step");
+    };
+    // The first branch whose condition holds runs; `otherwise` when none does.
+    let branch = |order: serde_json::Value| {
+        let context = json!({ "order": order });
+        route
+            .branches
+            .iter()
+            .position(|b| b.condition.eval(&context).unwrap())
+            .map_or("otherwise".to_owned(), |i| {
+                route.branches[i].steps[0].name.clone()
+            })
+    };
+    assert_eq!(
+        branch(json!({"country": "FR", "weight_kg": 50})),
+        "ship_domestic"
+    );
+    assert_eq!(
+        branch(json!({"country": "DE", "weight_kg": 12})),
+        "ship_parcel"
+    );
+    assert_eq!(
+        branch(json!({"country": "DE", "weight_kg": 31})),
+        "otherwise"
+    );
+    assert_eq!(
+        branch(json!({"country": "US", "weight_kg": 1})),
+        "otherwise"
+    );
+    assert_eq!(route.otherwise.as_ref().unwrap()[0].name, "ship_freight");
+    let wrap = shipping.step("gift_wrap").unwrap().when.as_ref().unwrap();
+    assert!(wrap
+        .eval(&json!({"order": {"gift": {"wrap": true}}}))
+        .unwrap());
+    assert!(!wrap
+        .eval(&json!({"order": {"gift": {"wrap": false}}}))
+        .unwrap());
+    assert!(!wrap.eval(&json!({"order": {}})).unwrap());
+}
+
+#[test]
+fn for_each_adds_a_line_per_item_five_at_a_time() {
+    let restock = load_file(&examples().join("for-each.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(restock.key(), "restock@1");
+    assert_eq!(restock.limits.for_each_items, 200);
+    let Action::ForEach(lines) = &restock.step("lines").unwrap().action else {
+        panic!("expected `lines` to be a for_each step");
+    };
+    assert_eq!(
+        (
+            &lines.items,
+            lines.key.as_str(),
+            lines.max_concurrency,
+            lines.join
+        ),
+        (&Path::parse("$.items").unwrap(), "lines", 5, Join::All)
+    );
+    let add = &lines.steps[0];
+    assert_eq!(add.name, "add_line");
+    assert_eq!(
+        add.command()
+            .unwrap()
+            .payload
+            .render(&json!({
+                "order_id": "po-1", "item": {"sku": "A-1", "quantity": 12}, "index": 0
+            }))
+            .unwrap(),
+        json!({"order_id": "po-1", "sku": "A-1", "quantity": 12, "position": 0})
+    );
+}
+
+#[test]
+fn any_join_stops_at_the_first_delivery() {
+    let alert = load_file(&examples().join("any-join.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(alert.key(), "alert@1");
+    let Action::Parallel(tell) = &alert.step("tell").unwrap().action else {
+        panic!("expected `tell` to be a parallel step");
+    };
+    assert_eq!(tell.join, Join::Any);
+    assert_eq!(tell.join.needed(tell.branches.len()), 1);
+    let keys: Vec<&str> = tell.branches.iter().map(|b| b.key.as_str()).collect();
+    assert_eq!(keys, ["email", "sms", "push"]);
+}
+
 #[test]
 fn bench_has_four_do_undo_steps() {
     let bench = load_file(&examples().join("bench4.yaml")).unwrap_or_else(|e| panic!("{e}"));
@@ -194,6 +390,7 @@ fn timed_order_uses_every_time_feature() {
                 Action::Wait(Wait::Calendar(_)) => "calendar",
                 Action::Wait(_) => "until",
                 Action::Await(_) => "await",
+                Action::Parallel(_) | Action::Choice(_) | Action::ForEach(_) => "container",
             };
             (step.name.as_str(), kind)
         })
@@ -281,7 +478,7 @@ fn broken_timed_reports_each_mistake() {
             (28, 20, "invalid event name `customer confirmed` in the `await` of step `confirm`: it contains ' '"),
             (28, 40, "`on_timeout` in the `await` of step `confirm` has no effect without `timeout`"),
             (29, 5, "`compensation` is only allowed on command steps, but step `confirm` is an `await` step"),
-            (32, 5, "step `both` has both `wait` and `command`; a step does exactly one of `command`, `wait`, `until` or `await`"),
+            (32, 5, "step `both` has both `wait` and `command`; a step does exactly one of `command`, `wait`, `until`, `await`, `parallel`, `choice` or `for_each`"),
         ]
     );
     assert!(problems.iter().all(|p| p.hint.is_some()));
@@ -301,8 +498,21 @@ fn broken_timed_reports_each_mistake() {
 fn load_dir_reads_the_examples_but_not_subdirectories() {
     let registry = load_dir(&examples()).unwrap_or_else(|e| panic!("{e}"));
     let keys: Vec<String> = registry.iter().map(|d| d.key()).collect();
-    assert_eq!(keys, ["bench@1", "order@1", "sleepers@1", "trip@1"]);
-    assert_eq!(*registry.latest("trip").unwrap().as_ref(), trip());
+    assert_eq!(
+        keys,
+        [
+            "alert@1",
+            "bench@1",
+            "order@1",
+            "restock@1",
+            "shipping@1",
+            "sleepers@1",
+            "trip@1",
+            "trip@2"
+        ]
+    );
+    assert_eq!(*registry.get("trip", 1).unwrap().as_ref(), trip());
+    assert_eq!(*registry.latest("trip").unwrap().as_ref(), parallel_trip());
 }
 
 /// A fresh directory under the system temp dir, removed on drop.

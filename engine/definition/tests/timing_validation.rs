@@ -55,7 +55,7 @@ fn a_step_does_exactly_one_thing() {
         &step("    wait: 10s\n    await: paid\n"),
         6,
         5,
-        "step `s` has both `wait` and `await`; a step does exactly one of `command`, `wait`, `until` or `await`",
+        "step `s` has both `wait` and `await`; a step does exactly one of `command`, `wait`, `until`, `await`, `parallel`, `choice` or `for_each`",
         "split it into two steps",
     );
     let found = problems(&step(
@@ -68,15 +68,15 @@ fn a_step_does_exactly_one_thing() {
     assert_eq!(
         found,
         [
-            (6, 5, "step `s` has both `command` and `until`; a step does exactly one of `command`, `wait`, `until` or `await`"),
-            (7, 5, "step `s` has both `command` and `wait`; a step does exactly one of `command`, `wait`, `until` or `await`"),
+            (6, 5, "step `s` has both `command` and `until`; a step does exactly one of `command`, `wait`, `until`, `await`, `parallel`, `choice` or `for_each`"),
+            (7, 5, "step `s` has both `command` and `wait`; a step does exactly one of `command`, `wait`, `until`, `await`, `parallel`, `choice` or `for_each`"),
         ]
     );
     single(
         &step("    output: {a: $.a}\n"),
         4,
         5,
-        "step `s` does nothing: it needs one of `command`, `wait`, `until` or `await`",
+        "step `s` does nothing: it needs one of `command`, `wait`, `until`, `await`, `parallel`, `choice` or `for_each`",
         "`wait: 10s` to pause",
     );
     // A typo of an action is reported once, as the typo.

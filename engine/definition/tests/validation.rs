@@ -72,7 +72,7 @@ fn missing_required_fields_point_at_their_mapping() {
         "name: trip\nversion: 1\nsteps:\n  - name: payment\n",
         4,
         5,
-        "step `payment` does nothing: it needs one of `command`, `wait`, `until` or `await`",
+        "step `payment` does nothing: it needs one of `command`, `wait`, `until`, `await`, `parallel`, `choice` or `for_each`",
         "`command: {topic: ..., type: ...}` to call a participant",
     );
     single(
@@ -162,11 +162,11 @@ fn unknown_fields_suggest_the_closest_known_one() {
         "did you mean `retry`?",
     );
     single(
-        &with_step("    parallel: 3\n"),
+        &with_step("    bogus: 3\n"),
         8,
         5,
-        "unknown field `parallel` in step `payment`",
-        "known fields here are `name`, `command`, `wait`, `until`, `await`, `compensation`, `retry`, `compensation_retry`, `timeout`, `deadline`, `output`",
+        "unknown field `bogus` in step `payment`",
+        "known fields here are `name`, `when`, `command`, `wait`, `until`, `await`, `parallel`, `choice`, `for_each`, `compensation`, `retry`, `compensation_retry`, `timeout`, `deadline`, `output`, `join`, `otherwise`, `key`, `max_concurrency`, `steps`",
     );
     single(
         &with_step("    topic: x\n"),

@@ -58,6 +58,8 @@ pub struct EngineConfig {
     pub finished_retention_ms: i64,
     /// How long after its end a saga id is still recognised.
     pub dedupe_window_ms: i64,
+    /// Most bytes of one saga's state.
+    pub max_state_bytes: usize,
     /// Whether a finished saga's id may start a new saga after the window.
     pub id_reuse: String,
     /// Consumer session timeout.

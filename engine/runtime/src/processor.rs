@@ -212,7 +212,7 @@ impl EngineHandle {
 fn check_dedupe_window(config: &EngineConfig, definitions: &Registry) -> Result<()> {
     let longest = definitions
         .iter()
-        .flat_map(|d| d.steps.iter().map(move |s| (d, s)))
+        .flat_map(|d| d.all_steps().map(move |s| (d, s)))
         .filter_map(|(d, s)| s.timeout.map(|t| (d.key(), s.name.as_str(), t)))
         .max_by_key(|(_, _, t)| *t);
     match longest {
@@ -416,6 +416,7 @@ impl Processor {
                 settings: sagaflow_core::Settings {
                     replies: topics.replies.clone(),
                     retention: config.retention()?,
+                    max_state_bytes: config.max_state_bytes,
                 },
                 config,
                 definitions: RegistryDefinitions(definitions),

@@ -124,7 +124,7 @@ pub async fn ensure_definition_topics(
     let mut names: Vec<String> = definitions
         .iter()
         .flat_map(|d| {
-            d.steps.iter().flat_map(|s| {
+            d.all_steps().flat_map(|s| {
                 s.command()
                     .map(|c| c.topic.clone())
                     .into_iter()

@@ -34,6 +34,7 @@ pub(crate) fn settings() -> Settings {
     Settings {
         replies: "g.replies".into(),
         retention: sagaflow_core::Retention::default(),
+        max_state_bytes: Settings::DEFAULT_MAX_STATE_BYTES,
     }
 }
 
