@@ -985,6 +985,7 @@ impl Decoder<'_> {
         let max_concurrency = fields.optional("max_concurrency").map(|node| {
             self.count(
                 node,
+                "max_concurrency",
                 &format!("`max_concurrency` in {label}"),
                 "the most elements run at once, e.g. `max_concurrency: 5`",
             )
@@ -1123,6 +1124,7 @@ impl Decoder<'_> {
                 let subject = format!("`at_least` in {context}");
                 let at_least = self.count(
                     count,
+                    "at_least",
                     &subject,
                     "how many must succeed, e.g. `join: {at_least: 2}`",
                 )?;
@@ -1175,6 +1177,7 @@ impl Decoder<'_> {
         let for_each_items = fields.optional("for_each_items").map(|node| {
             self.count(
                 node,
+                "for_each_items",
                 "`for_each_items` in `limits`",
                 "the most elements a `for_each` may run over, e.g. `for_each_items: 500`",
             )
@@ -1184,8 +1187,8 @@ impl Decoder<'_> {
         })
     }
 
-    /// A whole number of at least 1.
-    fn count(&mut self, node: &Node, subject: &str, hint: &str) -> Option<u32> {
+    /// A whole number of at least 1, for the field `field` (`subject` names it in messages).
+    fn count(&mut self, node: &Node, field: &str, subject: &str, hint: &str) -> Option<u32> {
         match &node.kind {
             Kind::Scalar(Scalar {
                 value: ScalarValue::Int(i),
@@ -1219,7 +1222,7 @@ impl Decoder<'_> {
                 self.error(
                     node.pos,
                     format!("{subject} must be a number, found the string `{text}`"),
-                    format!("remove the quotes: `{}`", text.trim()),
+                    format!("remove the quotes: `{field}: {}`", text.trim()),
                 );
                 None
             }
@@ -1496,57 +1499,12 @@ impl Decoder<'_> {
     }
 
     fn max_attempts(&mut self, node: &Node, context: &str) -> Option<u32> {
-        let subject = format!("`max_attempts` in {context}");
-        let hint = "it counts the first attempt: `max_attempts: 1` never retries, `max_attempts: 5` retries up to 4 times";
-        match &node.kind {
-            Kind::Scalar(Scalar {
-                value: ScalarValue::Int(i),
-                ..
-            }) => {
-                if *i < 1 {
-                    self.error(
-                        node.pos,
-                        format!("{subject} must be at least 1, found {i}"),
-                        hint,
-                    );
-                    return None;
-                }
-                match u32::try_from(*i) {
-                    Ok(attempts) => Some(attempts),
-                    Err(_) => {
-                        self.error(
-                            node.pos,
-                            format!("{subject} is too large, found {i}"),
-                            format!("use at most {}", u32::MAX),
-                        );
-                        None
-                    }
-                }
-            }
-            Kind::Scalar(Scalar {
-                text,
-                value: ScalarValue::Str,
-                ..
-            }) if text.trim().parse::<u32>().is_ok() => {
-                self.error(
-                    node.pos,
-                    format!("{subject} must be a number, found the string `{text}`"),
-                    format!("remove the quotes: `max_attempts: {}`", text.trim()),
-                );
-                None
-            }
-            _ => {
-                self.error(
-                    node.pos,
-                    format!(
-                        "{subject} must be a whole number, found {}",
-                        node.describe()
-                    ),
-                    hint,
-                );
-                None
-            }
-        }
+        self.count(
+            node,
+            "max_attempts",
+            &format!("`max_attempts` in {context}"),
+            "it counts the first attempt: `max_attempts: 1` never retries, `max_attempts: 5` retries up to 4 times",
+        )
     }
 
     fn backoff(&mut self, node: &Node, retry_context: &str) -> Option<Backoff> {

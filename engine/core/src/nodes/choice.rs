@@ -7,7 +7,9 @@ use sagaflow_avro::{EventType, StepStatus};
 use sagaflow_definition::{Choice, Step};
 use serde_json::json;
 
-use super::{advance_seq, fail_node, unwind_seq, Progress, Unwound};
+use super::{
+    advance_seq, fail_node, finish_unwinding, start_unwinding, unwind_seq, Progress, Unwound,
+};
 use crate::draft::{Draft, Failure};
 use crate::graph::{child_id, Scope};
 
@@ -139,19 +141,16 @@ pub(super) fn unwind<'a>(
     scope: &Scope,
     id: &str,
 ) -> Unwound {
-    match d.status(id) {
-        StepStatus::Compensated | StepStatus::Skipped => return Unwound::Done,
-        StepStatus::Compensating => {}
-        _ => d.set_status(id, StepStatus::Compensating),
-    }
-    let Some((label, steps)) = chosen(d, choice, id) else {
-        d.set_status(id, StepStatus::Compensated);
+    if !start_unwinding(d, id) {
         return Unwound::Done;
-    };
-    let result = unwind_seq(d, steps, scope);
-    if result == Unwound::Done {
-        d.set_status(&child_id(id, &label), StepStatus::Compensated);
-        d.set_status(id, StepStatus::Compensated);
     }
-    result
+    let result = match chosen(d, choice, id) {
+        Some((label, steps)) => {
+            let branch_id = child_id(id, &label);
+            let result = unwind_seq(d, steps, scope);
+            finish_unwinding(d, &branch_id, result)
+        }
+        None => Unwound::Done,
+    };
+    finish_unwinding(d, id, result)
 }

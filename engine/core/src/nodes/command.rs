@@ -366,14 +366,10 @@ pub(super) fn unwind(d: &mut Draft<'_>, id: &str) -> Unwound {
         StepStatus::Backoff => {
             d.cancel_timers(id, &[TimerKind::Retry, TimerKind::StepDeadline]);
             if d.node(id).is_some_and(|n| n.uncertain) && compensable {
-                d.set_status(id, StepStatus::TimedOut);
-                d.state.completion_order.push(id.to_string());
-                let attempt = d.node(id).map_or(1, |n| n.attempt);
-                d.emit(
-                    EventType::StepFailed,
-                    Some(id),
-                    Some(attempt),
-                    Some(json!({"code": "CANCELLED", "message": "stopped while waiting to retry an attempt that timed out; it may have taken effect", "retryable": false, "cancelled": true, "uncertain": true})),
+                possibly_applied(
+                    d,
+                    id,
+                    "stopped while waiting to retry an attempt that timed out; it may have taken effect",
                 );
                 unwind(d, id)
             } else {
@@ -390,14 +386,10 @@ pub(super) fn unwind(d: &mut Draft<'_>, id: &str) -> Unwound {
             } else if compensable {
                 // Nothing bounds the wait for its reply: take it as possibly applied now.
                 d.node_mut(id).uncertain = true;
-                d.set_status(id, StepStatus::TimedOut);
-                d.state.completion_order.push(id.to_string());
-                let attempt = d.node(id).map_or(1, |n| n.attempt);
-                d.emit(
-                    EventType::StepFailed,
-                    Some(id),
-                    Some(attempt),
-                    Some(json!({"code": "CANCELLED", "message": "its branch stopped with this attempt in flight and no timeout to wait for; it may have taken effect", "retryable": false, "cancelled": true, "uncertain": true})),
+                possibly_applied(
+                    d,
+                    id,
+                    "its branch stopped with this attempt in flight and no timeout to wait for; it may have taken effect",
                 );
                 unwind(d, id)
             } else {
@@ -416,4 +408,14 @@ pub(super) fn unwind(d: &mut Draft<'_>, id: &str) -> Unwound {
         | StepStatus::Skipped
         | StepStatus::Waiting => Unwound::Done,
     }
+}
+
+/// A stopped step whose last attempt may have taken effect: it ends `TIMED_OUT`, to be
+/// compensated, and the log says why.
+fn possibly_applied(d: &mut Draft<'_>, id: &str, message: &str) {
+    d.set_status(id, StepStatus::TimedOut);
+    d.state.completion_order.push(id.to_string());
+    let attempt = d.node(id).map_or(1, |n| n.attempt);
+    let detail = json!({"code": "CANCELLED", "message": message, "retryable": false, "cancelled": true, "uncertain": true});
+    d.emit(EventType::StepFailed, Some(id), Some(attempt), Some(detail));
 }

@@ -9,8 +9,8 @@ use sagaflow_avro::{EventType, StepStatus};
 use sagaflow_definition::ForEach;
 use serde_json::{json, Value};
 
-use super::join::{self, Tally, Verdict};
-use super::{advance_seq, fail_node, unwind_seq, Progress, Unwound};
+use super::join::{self, Lane, Tally, Verdict};
+use super::{fail_node, finish_unwinding, start_unwinding, Progress, Unwound};
 use crate::draft::{Draft, Failure};
 use crate::graph::{child_id, Scope};
 
@@ -22,8 +22,16 @@ fn items(d: &Draft<'_>, id: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-fn iteration_ids(id: &str, count: usize) -> Vec<String> {
-    (0..count).map(|i| child_id(id, &i.to_string())).collect()
+fn lanes<'a>(for_each: &'a ForEach, scope: &Scope, id: &str, items: &[Value]) -> Vec<Lane<'a>> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(index, item)| Lane {
+            id: child_id(id, &index.to_string()),
+            steps: &for_each.steps,
+            scope: scope.iteration(&for_each.key, index as u32, item.clone()),
+        })
+        .collect()
 }
 
 pub(super) fn advance<'a>(
@@ -35,94 +43,46 @@ pub(super) fn advance<'a>(
     if d.status(id) == StepStatus::Pending && !start(d, for_each, scope, id) {
         return Progress::Failed;
     }
-    let items = items(d, id);
-    let ids = iteration_ids(id, items.len());
+    let lanes = lanes(for_each, scope, id, &items(d, id));
+    let ids: Vec<String> = lanes.iter().map(|l| l.id.clone()).collect();
     if d.status(id) == StepStatus::Running {
         let limit = for_each.max_concurrency.max(1) as usize;
         let mut tally = Tally::of(d, &ids);
         let mut verdict = tally.verdict(for_each.join);
-        // One pass in element order: advance the running iterations, start the next ones while
+        // One pass in element order: advance the running elements, start the next ones while
         // there is room, and stop as soon as the join is decided. The tally is kept up to date
         // here rather than recounted: a for_each may have thousands of elements.
-        for (index, iteration_id) in ids.iter().enumerate() {
+        for (index, lane) in lanes.iter().enumerate() {
             if verdict != Verdict::Open {
                 break;
             }
-            let inner = || scope.iteration(&for_each.key, index as u32, items[index].clone());
-            match d.node(iteration_id).map(|n| n.status) {
+            match d.node(&lane.id).map(|n| n.status) {
                 Some(StepStatus::Running) => {}
                 None if tally.running < limit => {
-                    d.set_status(iteration_id, StepStatus::Running);
+                    d.set_status(&lane.id, StepStatus::Running);
                     d.emit(
                         EventType::BranchStarted,
-                        Some(iteration_id),
+                        Some(&lane.id),
                         None,
                         Some(json!({"index": index})),
                     );
-                    d.open(&for_each.steps, &inner());
+                    d.open(lane.steps, &lane.scope);
                     tally.not_started -= 1;
                     tally.running += 1;
                 }
                 _ => continue,
             }
-            match advance_seq(d, &for_each.steps, &inner()) {
+            match join::advance_lane(d, lane) {
                 Progress::Busy => continue,
-                Progress::Done => {
-                    d.set_status(iteration_id, StepStatus::Succeeded);
-                    d.emit(EventType::BranchSucceeded, Some(iteration_id), None, None);
-                    tally.succeeded += 1;
-                }
-                Progress::Failed => {
-                    d.set_status(iteration_id, StepStatus::Compensating);
-                    d.emit(EventType::BranchFailed, Some(iteration_id), None, None);
-                }
+                Progress::Done => tally.succeeded += 1,
+                Progress::Failed => {}
             }
             tally.running -= 1;
             verdict = tally.verdict(for_each.join);
         }
-        match verdict {
-            Verdict::Open => {}
-            Verdict::Met => {
-                let cancelled = join::cancel_running(d, &ids, "join met");
-                let succeeded = Tally::of(d, &ids).succeeded;
-                d.set_status(id, StepStatus::Succeeded);
-                d.state.completion_order.push(id.to_string());
-                d.emit(
-                    EventType::StepSucceeded,
-                    Some(id),
-                    None,
-                    Some(json!({"join": join::describe(for_each.join), "items": ids.len(), "succeeded": succeeded, "cancelled": cancelled})),
-                );
-            }
-            Verdict::Unreachable => {
-                let cancelled = join::cancel_running(d, &ids, "join can no longer be met");
-                let failure = Failure::fatal(
-                    "JOIN_FAILED",
-                    format!(
-                        "too many elements failed for join {} over {} elements ({} cancelled)",
-                        join::describe(for_each.join),
-                        ids.len(),
-                        cancelled.len()
-                    ),
-                );
-                fail_node(d, id, None, failure);
-            }
-        }
+        join::conclude(d, id, for_each.join, &ids, verdict);
     }
-    let unwinding = unwind_iterations(d, for_each, scope, id, &items, false);
-    // Succeeded iterations keep walking: a container nested in them may still be unwinding.
-    let mut nested_stuck = false;
-    for (index, iteration_id) in ids.iter().enumerate() {
-        if d.status(iteration_id) == StepStatus::Succeeded {
-            let inner = scope.iteration(&for_each.key, index as u32, items[index].clone());
-            nested_stuck |= advance_seq(d, &for_each.steps, &inner) == Progress::Failed;
-        }
-    }
-    match d.status(id) {
-        StepStatus::Running => Progress::Busy,
-        StepStatus::Succeeded if unwinding != Unwound::Stuck && !nested_stuck => Progress::Done,
-        _ => Progress::Failed,
-    }
+    join::progress(d, id, &lanes)
 }
 
 /// Reads and checks the list; `false` if the step failed instead of starting.
@@ -180,55 +140,16 @@ fn start(d: &mut Draft<'_>, for_each: &ForEach, scope: &Scope, id: &str) -> bool
     true
 }
 
-fn unwind_iterations<'a>(
-    d: &mut Draft<'a>,
-    for_each: &'a ForEach,
-    scope: &Scope,
-    id: &str,
-    items: &[Value],
-    all: bool,
-) -> Unwound {
-    let mut results = Vec::new();
-    for (index, item) in items.iter().enumerate() {
-        let iteration_id = child_id(id, &index.to_string());
-        let status = d.status(&iteration_id);
-        if all && status == StepStatus::Running {
-            join::cancel_running(
-                d,
-                std::slice::from_ref(&iteration_id),
-                "the saga compensates",
-            );
-        } else if all && status == StepStatus::Succeeded {
-            d.set_status(&iteration_id, StepStatus::Compensating);
-        }
-        if d.status(&iteration_id) != StepStatus::Compensating {
-            continue;
-        }
-        let inner = scope.iteration(&for_each.key, index as u32, item.clone());
-        let result = unwind_seq(d, &for_each.steps, &inner);
-        if result == Unwound::Done {
-            d.set_status(&iteration_id, StepStatus::Compensated);
-        }
-        results.push(result);
-    }
-    Unwound::all(results)
-}
-
 pub(super) fn unwind<'a>(
     d: &mut Draft<'a>,
     for_each: &'a ForEach,
     scope: &Scope,
     id: &str,
 ) -> Unwound {
-    match d.status(id) {
-        StepStatus::Compensated | StepStatus::Skipped => return Unwound::Done,
-        StepStatus::Compensating => {}
-        _ => d.set_status(id, StepStatus::Compensating),
+    if !start_unwinding(d, id) {
+        return Unwound::Done;
     }
-    let items = items(d, id);
-    let result = unwind_iterations(d, for_each, scope, id, &items, true);
-    if result == Unwound::Done {
-        d.set_status(id, StepStatus::Compensated);
-    }
-    result
+    let lanes = lanes(for_each, scope, id, &items(d, id));
+    let result = join::unwind_lanes(d, &lanes, true);
+    finish_unwinding(d, id, result)
 }

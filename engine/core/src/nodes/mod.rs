@@ -187,6 +187,26 @@ fn unwind_node<'a>(d: &mut Draft<'a>, step: &'a Step, scope: &Scope) -> Unwound 
     }
 }
 
+/// Marks a container node as unwinding; `false` when it has nothing left to undo.
+pub(crate) fn start_unwinding(d: &mut Draft<'_>, id: &str) -> bool {
+    match d.status(id) {
+        StepStatus::Compensated | StepStatus::Skipped => false,
+        StepStatus::Compensating => true,
+        _ => {
+            d.set_status(id, StepStatus::Compensating);
+            true
+        }
+    }
+}
+
+/// Records a container node compensated once everything in it is.
+pub(crate) fn finish_unwinding(d: &mut Draft<'_>, id: &str, result: Unwound) -> Unwound {
+    if result == Unwound::Done {
+        d.set_status(id, StepStatus::Compensated);
+    }
+    result
+}
+
 /// A node failed for good, with nothing of it left to compensate.
 pub(crate) fn fail_node(d: &mut Draft<'_>, id: &str, attempt: Option<i32>, failure: Failure) {
     d.state.timers.retain(|t| t.step.as_deref() != Some(id));
