@@ -63,6 +63,9 @@ impl Failure {
     }
 }
 
+/// Most characters of an error message the saga's state keeps (see [`Draft::set_failure`]).
+pub(crate) const MAX_MESSAGE: usize = 2048;
+
 pub(crate) fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -318,6 +321,21 @@ impl<'a> Draft<'a> {
                 .sum::<usize>()
             + self.state.failure_json.as_ref().map_or(0, String::len)
             + self.state.timers.len() * 48
+    }
+
+    /// Records why the saga fails or compensates. A participant's error message is kept to
+    /// [`MAX_MESSAGE`] characters here: the state stays bounded whatever a participant sends,
+    /// and the event that reported the failure has the whole text.
+    pub(crate) fn set_failure(&mut self, mut failure: Value) {
+        if let Some(Value::String(message)) =
+            failure.get_mut("error").and_then(|e| e.get_mut("message"))
+        {
+            if message.chars().count() > MAX_MESSAGE {
+                let kept: String = message.chars().take(MAX_MESSAGE).collect();
+                *message = format!("{kept}… (cut; the whole message is in the event log)");
+            }
+        }
+        self.state.failure_json = Some(failure.to_string());
     }
 
     /// Whether anything of the saga is still in flight or scheduled.

@@ -288,6 +288,43 @@ fn an_at_least_join_tolerates_a_failed_branch_and_unwinds_it_in_reverse() {
 }
 
 #[test]
+fn an_at_least_join_that_can_no_longer_be_met_cancels_the_rest_and_compensates() {
+    let mut r = started(THREE, json!({}));
+    ok(&mut r, "qa", json!({"p": 1}));
+    // b fails at its first step: 2 of 3 can still succeed.
+    assert!(failed(&mut r, "qb1", "X").is_empty());
+    assert_eq!(r.status(), SagaStatus::Running);
+    // c fails too: only a can succeed, fewer than 2. a is undone; nothing else stands.
+    let sent = failed(&mut r, "qc", "Y");
+    assert_eq!(sent, vec![cmd("t.a", "qa", Phase::Compensate)]);
+    assert_eq!(r.status(), SagaStatus::Compensating);
+    undone(&mut r, "qa");
+    assert_eq!(r.status(), SagaStatus::Compensated);
+    let failure: Value =
+        serde_json::from_str(r.state.as_ref().unwrap().failure_json.as_deref().unwrap()).unwrap();
+    assert_eq!(failure["step"], "quote");
+    assert_eq!(failure["error"]["code"], "JOIN_FAILED");
+}
+
+#[test]
+fn a_huge_error_message_is_cut_in_the_state_and_whole_in_the_event() {
+    let mut r = started(&trip("all"), json!({}));
+    let Input::Reply(mut failure) = reply("s", "payment", Phase::Forward, 1, Err(("BAD", false)))
+    else {
+        unreachable!()
+    };
+    failure.error.as_mut().unwrap().message = "e".repeat(100_000);
+    let d = r.feed(Input::Reply(failure));
+    assert!(d
+        .events
+        .iter()
+        .any(|e| e.detail_json.as_deref().is_some_and(|d| d.len() > 100_000)));
+    let state = r.state.as_ref().unwrap();
+    assert!(state.failure_json.as_deref().unwrap().len() < 5_000);
+    assert!(state.failure_json.as_deref().unwrap().contains("cut"));
+}
+
+#[test]
 fn when_the_saga_compensates_branches_undo_in_parallel_each_in_reverse() {
     let mut r = started(THREE, json!({}));
     ok(&mut r, "qa", json!({"p": 1}));

@@ -393,7 +393,7 @@ fn scenario(yaml: &str, input: serde_json::Value, acts: &[Act]) {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 300,
+        cases: 1000,
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

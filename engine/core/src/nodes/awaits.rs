@@ -137,8 +137,7 @@ pub(super) fn on_timer(
                 OnTimeout::Compensate => leaf::fail_step(d, id, 1, Failure::known(error)),
                 OnTimeout::Fail => {
                     d.set_status(id, StepStatus::Failed);
-                    d.state.failure_json =
-                        Some(json!({"step": id, "error": error, "incident": "await timed out with on_timeout: fail; nothing was compensated"}).to_string());
+                    d.set_failure(json!({"step": id, "error": error, "incident": "await timed out with on_timeout: fail; nothing was compensated"}));
                     d.end(SagaStatus::Failed, EventType::SagaFailed, Some(error));
                 }
             }

@@ -262,10 +262,7 @@ fn compensation_failed(d: &mut Draft<'_>, id: &str, attempt: i32, error: Value) 
         Some(error.clone()),
     );
     d.set_status(id, StepStatus::CompensationFailed);
-    d.state.failure_json = Some(
-        json!({"step": id, "error": error, "incident": "compensation failed; an operator must repair this saga"})
-            .to_string(),
-    );
+    d.set_failure(json!({"step": id, "error": error, "incident": "compensation failed; an operator must repair this saga"}));
 }
 
 /// Whether a step in backoff is waiting to retry its compensation (not its forward command).

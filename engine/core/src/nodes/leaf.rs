@@ -97,5 +97,5 @@ pub(super) fn fail_step(d: &mut Draft<'_>, id: &str, attempt: i32, failure: Fail
         detail["uncertain"] = Value::Bool(true);
     }
     d.emit(EventType::StepFailed, Some(id), Some(attempt), Some(detail));
-    d.state.failure_json = Some(json!({"step": id, "error": failure.error}).to_string());
+    d.set_failure(json!({"step": id, "error": failure.error}));
 }

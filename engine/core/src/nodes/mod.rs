@@ -99,11 +99,54 @@ pub(crate) fn advance(d: &mut Draft<'_>) {
                 let failure = failure(d);
                 d.end(SagaStatus::Compensated, EventType::SagaCompensated, failure);
             }
+            // A compensation failed for good: nothing more is undone, waits stop, and the saga
+            // ends as an incident once every attempt still in flight elsewhere (a branch that
+            // was unwinding on its own) is resolved.
             Unwound::Stuck => {
-                let error = failure(d).and_then(|f| f.get("error").cloned());
-                d.end(SagaStatus::Failed, EventType::SagaFailed, error);
+                stop_waiting(d);
+                if !attempts_in_flight(d) {
+                    let error = failure(d).and_then(|f| f.get("error").cloned());
+                    d.end(SagaStatus::Failed, EventType::SagaFailed, error);
+                }
             }
         }
+    }
+}
+
+/// The ids of the command, wait and await steps whose entries have this status.
+fn leaves_in(d: &Draft<'_>, statuses: &[StepStatus]) -> Vec<String> {
+    d.state
+        .steps
+        .iter()
+        .filter(|n| statuses.contains(&n.status))
+        .filter(|n| {
+            d.locate(&n.name)
+                .is_some_and(|(step, _)| step.children().is_empty())
+        })
+        .map(|n| n.name.clone())
+        .collect()
+}
+
+fn attempts_in_flight(d: &Draft<'_>) -> bool {
+    !leaves_in(
+        d,
+        &[
+            StepStatus::Running,
+            StepStatus::Cancelled,
+            StepStatus::Compensating,
+            StepStatus::Backoff,
+        ],
+    )
+    .is_empty()
+}
+
+fn stop_waiting(d: &mut Draft<'_>) {
+    for id in leaves_in(d, &[StepStatus::Waiting]) {
+        d.unsubscribe(&id);
+        d.state
+            .timers
+            .retain(|t| t.step.as_deref() != Some(id.as_str()));
+        d.set_status(&id, StepStatus::Skipped);
     }
 }
 
@@ -217,7 +260,7 @@ pub(crate) fn fail_node(d: &mut Draft<'_>, id: &str, attempt: Option<i32>, failu
         attempt,
         Some(failure.error.clone()),
     );
-    d.state.failure_json = Some(json!({"step": id, "error": failure.error}).to_string());
+    d.set_failure(json!({"step": id, "error": failure.error}));
 }
 
 /// A fired timer of a node: the module of the node's kind applies it. `false` if it no longer
@@ -269,7 +312,7 @@ fn saga_deadline(d: &mut Draft<'_>, late_by: i64) {
         .map(|s| (s.name.clone(), s.status, s.attempt))
         .collect();
     if active.is_empty() {
-        d.state.failure_json = Some(json!({"error": error}).to_string());
+        d.set_failure(json!({"error": error}));
     }
     for (id, status, attempt) in active {
         if status == StepStatus::Waiting {
