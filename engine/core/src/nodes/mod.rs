@@ -263,8 +263,8 @@ pub(crate) fn fail_node(d: &mut Draft<'_>, id: &str, attempt: Option<i32>, failu
     d.set_failure(json!({"step": id, "error": failure.error}));
 }
 
-/// A fired timer of a node: the module of the node's kind applies it. `false` if it no longer
-/// applies to anything (the node moved on), which changes nothing but the timer's removal.
+/// A fired timer of a node: the module of the node's kind applies it. One that no longer
+/// applies to anything (the node moved on) changes nothing but the timer's removal.
 pub(crate) fn on_timer(d: &mut Draft<'_>, kind: TimerKind, id: &str, attempt: i32, late_by: i64) {
     if kind == TimerKind::SagaDeadline {
         if d.state.status == SagaStatus::Running {
