@@ -13,7 +13,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::BaseRecord;
 use sagaflow_avro::{
     BlockingCodec, Command, EventType as E, Phase, RegistrySettings, Reply, ReplyStatus, SagaEvent,
-    StartSaga, Subject,
+    Subject,
 };
 use sagaflow_definition::Definition;
 use sagaflow_tests::{
@@ -209,24 +209,9 @@ fn rig(name: &str, delay: fn(&Command) -> Duration) -> Rig {
 
 impl Rig {
     fn start_all(&self, definition: &str, ids: &[String], input: serde_json::Value) {
-        let topic = format!("{}.starts", self.opts.group);
         let p = producer(&self.broker.bootstrap());
         for id in ids {
-            let start = StartSaga {
-                request_id: id.clone(),
-                saga_id: id.clone(),
-                definition: definition.into(),
-                version: None,
-                input_json: input.to_string(),
-                requested_at: 0,
-            };
-            let value = self
-                .codec
-                .encode(Subject::Topic(&topic), &start)
-                .expect("encode");
-            p.send(BaseRecord::to(&topic).key(id).payload(&value))
-                .map_err(|(e, _)| e)
-                .expect("enqueue start");
+            sagaflow_tests::start_saga(&self.codec, &p, &self.opts.group, definition, id, &input);
         }
         rdkafka::producer::Producer::flush(&p, Duration::from_secs(60)).expect("flush");
     }

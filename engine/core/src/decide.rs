@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use tracing::debug_span;
 
 use crate::draft::Draft;
-use crate::graph::{parse_instance, Layout, Scope};
+use crate::graph::{parse_instance, Scope};
 use crate::input::{Decision, Definitions, IgnoreReason, Input, Outcome, Rejection, Settings};
 use crate::nodes::{self, Handled};
 use crate::replay::{describe, describe_timer};
@@ -75,13 +75,15 @@ pub fn decide(
     decision
 }
 
-/// The running saga's definition, or the decision that says why there is none.
-fn running<'d>(
-    definitions: &'d dyn Definitions,
+/// The decision about to be built for the running saga, or the one that says why there is
+/// none.
+fn running<'a>(
+    definitions: &'a dyn Definitions,
+    settings: &'a Settings,
     state: Option<&SagaState>,
     now: i64,
     finished: IgnoreReason,
-) -> Result<&'d Definition, Box<Decision>> {
+) -> Result<Draft<'a>, Box<Decision>> {
     let Some(state) = state else {
         return Err(Box::new(Decision::unchanged(Outcome::Rejected(
             Rejection::UnknownSaga,
@@ -104,8 +106,9 @@ fn running<'d>(
                 },
             )))
         })?;
-    match drift(def, state) {
-        None => Ok(def),
+    let draft = Draft::new(state.clone(), def, now, settings);
+    match drift(&draft) {
+        None => Ok(draft),
         Some(detail) => Err(Box::new(Decision::unchanged(Outcome::Rejected(
             Rejection::DefinitionDrift {
                 definition: def.key(),
@@ -118,21 +121,17 @@ fn running<'d>(
 /// How the saga's nodes differ from its definition's, if they do. Every node the state records
 /// must still be a step of the definition, and every top-level step must be recorded (they all
 /// are from the start), or an input would be applied to the wrong step.
-fn drift(def: &Definition, state: &SagaState) -> Option<String> {
-    let layout = Layout::of(def);
+fn drift(d: &Draft<'_>) -> Option<String> {
     let known = |id: &str| {
         let base = id.split('/').next().unwrap_or(id);
-        parse_instance(base).is_some_and(|(name, _)| layout.place(name).is_some())
+        parse_instance(base).is_some_and(|(name, _)| d.layout.place(name).is_some())
     };
-    let top_level_recorded = def
-        .steps
-        .iter()
-        .all(|s| state.steps.iter().any(|n| n.name == s.name));
-    if top_level_recorded && state.steps.iter().all(|n| known(&n.name)) {
+    let top_level_recorded = d.def.steps.iter().all(|s| d.node(&s.name).is_some());
+    if top_level_recorded && d.state.steps.iter().all(|n| known(&n.name)) {
         return None;
     }
-    let defined: Vec<&str> = def.all_steps().map(|s| s.name.as_str()).collect();
-    let recorded: Vec<&str> = state.steps.iter().map(|s| s.name.as_str()).collect();
+    let defined: Vec<&str> = d.def.all_steps().map(|s| s.name.as_str()).collect();
+    let recorded: Vec<&str> = d.state.steps.iter().map(|s| s.name.as_str()).collect();
     Some(format!(
         "the saga has steps {recorded:?}, the definition now has {defined:?}"
     ))
@@ -294,12 +293,17 @@ fn decide_reply(
         };
         return ignore(state, reason, now);
     }
-    let def = match running(definitions, state, now, IgnoreReason::SagaFinished) {
-        Ok(def) => def,
+    let mut draft = match running(
+        definitions,
+        settings,
+        state,
+        now,
+        IgnoreReason::SagaFinished,
+    ) {
+        Ok(draft) => draft,
         Err(decision) => return *decision,
     };
     let state = state.expect("running() checked it");
-    let mut draft = Draft::new(state.clone(), def, now, settings);
     match nodes::on_reply(&mut draft, reply) {
         Handled::Applied => {
             nodes::advance(&mut draft);
@@ -325,16 +329,14 @@ fn decide_timer(
             _ => Decision::unchanged(Outcome::Ignored(IgnoreReason::StaleTimer)),
         };
     }
-    let def = match running(definitions, state, now, IgnoreReason::StaleTimer) {
-        Ok(def) => def,
+    let mut draft = match running(definitions, settings, state, now, IgnoreReason::StaleTimer) {
+        Ok(draft) => draft,
         Err(decision) => return *decision,
     };
-    let state = state.expect("running() checked it");
-    let Some(position) = state.timers.iter().position(|t| t.id == timer_id) else {
+    let Some(position) = draft.state.timers.iter().position(|t| t.id == timer_id) else {
         // Timers of a branch that was cancelled, or of a step that moved on, were dropped.
         return Decision::unchanged(Outcome::Ignored(IgnoreReason::StaleTimer));
     };
-    let mut draft = Draft::new(state.clone(), def, now, settings);
     // Firing removes the timer whatever it does, so it never fires again.
     let timer = draft.state.timers.remove(position);
     let late_by = now - timer.due;
@@ -358,12 +360,10 @@ fn decide_signal(
     signal: &Signal,
     now: i64,
 ) -> Decision {
-    let def = match running(definitions, state, now, IgnoreReason::StaleSignal) {
-        Ok(def) => def,
+    let mut draft = match running(definitions, settings, state, now, IgnoreReason::StaleSignal) {
+        Ok(draft) => draft,
         Err(decision) => return *decision,
     };
-    let state = state.expect("running() checked it");
-    let mut draft = Draft::new(state.clone(), def, now, settings);
     match nodes::on_signal(&mut draft, step, signal) {
         Handled::Applied => {
             nodes::advance(&mut draft);

@@ -1031,32 +1031,16 @@ impl Decoder<'_> {
     fn for_each_items(&mut self, node: &Node, label: &str) -> Option<Path> {
         let subject = format!("`for_each` in {label}");
         match node.as_str() {
-            Some(text) if text.starts_with('$') => match Path::parse(text) {
-                Ok(path) if path.is_root() => {
-                    self.error(
-                        node.pos,
-                        format!("{subject} cannot run over the whole context `$`"),
-                        "the context is an object, not a list; name the list, e.g. `for_each: $.items`",
-                    );
-                    None
-                }
-                Ok(path) => {
-                    let pos = self.locate(node, 0);
-                    self.reads.push(Read {
-                        path: path.clone(),
-                        pos,
-                    });
-                    Some(path)
-                }
-                Err(error) => {
-                    self.error(
-                        node.pos,
-                        format!("invalid context path in {subject}: {error}"),
-                        FOR_EACH_HINT,
-                    );
-                    None
-                }
-            },
+            Some(text) if text.starts_with('$') => self.path_read(
+                node,
+                text,
+                &subject,
+                (
+                    "cannot run over the whole context `$`",
+                    "the context is an object, not a list; name the list, e.g. `for_each: $.items`",
+                ),
+                FOR_EACH_HINT,
+            ),
             Some(text) => {
                 let hint = match Path::parse(&format!("$.{text}")) {
                     Ok(path) => format!("write `{path}` to run over that context list"),
@@ -1773,13 +1757,28 @@ impl Decoder<'_> {
 
     /// A path into the saga context (not the root).
     fn context_path(&mut self, node: &Node, text: &str, subject: &str) -> Option<Path> {
+        self.path_read(
+            node,
+            text,
+            subject,
+            ("cannot use the whole context `$`", CONTEXT_PATH_HINT),
+            CONTEXT_PATH_HINT,
+        )
+    }
+
+    /// A path the step reads from the context, recorded for the graph checks; the root `$` is
+    /// refused with `root` (what is wrong with it, and a hint), a malformed path with `hint`.
+    fn path_read(
+        &mut self,
+        node: &Node,
+        text: &str,
+        subject: &str,
+        root: (&str, &str),
+        hint: &str,
+    ) -> Option<Path> {
         match Path::parse(text) {
             Ok(path) if path.is_root() => {
-                self.error(
-                    node.pos,
-                    format!("{subject} cannot use the whole context `$`"),
-                    CONTEXT_PATH_HINT,
-                );
+                self.error(node.pos, format!("{subject} {}", root.0), root.1);
                 None
             }
             Ok(path) => {
@@ -1794,7 +1793,7 @@ impl Decoder<'_> {
                 self.error(
                     node.pos,
                     format!("invalid context path in {subject}: {error}"),
-                    CONTEXT_PATH_HINT,
+                    hint,
                 );
                 None
             }

@@ -203,24 +203,10 @@ fn fail_attempt(d: &mut Draft<'_>, id: &str, phase: Phase, attempt: i32, failure
     if phase == Phase::Forward && d.status(id) == StepStatus::Cancelled {
         // Its branch is gone: the attempt is resolved, never retried. One that may have taken
         // effect is compensated by the branch's unwinding.
-        let uncertain = failure.uncertain && step.compensation.is_some();
-        d.set_status(
-            id,
-            if uncertain {
-                StepStatus::TimedOut
-            } else {
-                StepStatus::Failed
-            },
-        );
-        if uncertain {
-            d.state.completion_order.push(id.to_string());
-        }
         let mut detail = failure.error;
         detail["cancelled"] = Value::Bool(true);
-        if uncertain {
-            detail["uncertain"] = Value::Bool(true);
-        }
-        d.emit(EventType::StepFailed, Some(id), Some(attempt), Some(detail));
+        let uncertain = failure.uncertain && step.compensation.is_some();
+        leaf::give_up(d, id, attempt, detail, uncertain);
         return;
     }
     let policy: &RetryPolicy = match phase {
@@ -410,9 +396,8 @@ pub(super) fn unwind(d: &mut Draft<'_>, id: &str) -> Unwound {
 /// A stopped step whose last attempt may have taken effect: it ends `TIMED_OUT`, to be
 /// compensated, and the log says why.
 fn possibly_applied(d: &mut Draft<'_>, id: &str, message: &str) {
-    d.set_status(id, StepStatus::TimedOut);
-    d.state.completion_order.push(id.to_string());
     let attempt = d.node(id).map_or(1, |n| n.attempt);
-    let detail = json!({"code": "CANCELLED", "message": message, "retryable": false, "cancelled": true, "uncertain": true});
-    d.emit(EventType::StepFailed, Some(id), Some(attempt), Some(detail));
+    let detail =
+        json!({"code": "CANCELLED", "message": message, "retryable": false, "cancelled": true});
+    leaf::give_up(d, id, attempt, detail, true);
 }

@@ -79,23 +79,26 @@ pub(super) fn fail_step(d: &mut Draft<'_>, id: &str, attempt: i32, failure: Fail
     // An attempt in flight, or an earlier one that timed out with no definite reply since,
     // may have taken effect.
     let uncertain = (failure.uncertain || d.node(id).is_some_and(|n| n.uncertain)) && compensable;
-    d.set_status(
-        id,
-        if uncertain {
-            StepStatus::TimedOut
-        } else {
-            StepStatus::Failed
-        },
-    );
+    give_up(d, id, attempt, failure.error.clone(), uncertain);
+    d.set_failure(json!({"step": id, "error": failure.error}));
+}
+
+/// Ends the step's forward phase for good, with `detail` (the error) in its `STEP_FAILED`: a
+/// step whose effect may stand is marked timed out, to be compensated first (it is the latest
+/// effect that may stand); any other one failed.
+pub(super) fn give_up(
+    d: &mut Draft<'_>,
+    id: &str,
+    attempt: i32,
+    mut detail: Value,
+    uncertain: bool,
+) {
     if uncertain {
-        // Compensated first: it is the latest effect that may stand.
+        d.set_status(id, StepStatus::TimedOut);
         d.state.completion_order.push(id.to_string());
-    }
-    let mut detail = failure.error.clone();
-    if uncertain {
-        // Its effect may stand: the compensation that follows has a reason in the log.
         detail["uncertain"] = Value::Bool(true);
+    } else {
+        d.set_status(id, StepStatus::Failed);
     }
     d.emit(EventType::StepFailed, Some(id), Some(attempt), Some(detail));
-    d.set_failure(json!({"step": id, "error": failure.error}));
 }
