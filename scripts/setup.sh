@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and running Sagaflow needs on a fresh Debian machine, skipping what is
 # already there: system packages for the bundled C/C++ libraries (RocksDB needs libclang for its
-# bindings, librdkafka needs a C toolchain), then the tansu broker.
+# bindings, librdkafka needs a C toolchain), PostgreSQL for the read models, then the tansu broker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,4 +21,5 @@ command -v cargo >/dev/null 2>&1 || {
   exit 1
 }
 
+scripts/postgres.sh install
 scripts/broker.sh install

@@ -194,6 +194,40 @@ pub enum EventType {
     BranchCancelled,
 }
 
+impl EventType {
+    /// The Avro symbol, as the schema and the JSON forms spell it.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Self::SagaStarted => "SAGA_STARTED",
+            Self::StepDispatched => "STEP_DISPATCHED",
+            Self::StepSucceeded => "STEP_SUCCEEDED",
+            Self::StepFailed => "STEP_FAILED",
+            Self::CompensationDispatched => "COMPENSATION_DISPATCHED",
+            Self::CompensationSucceeded => "COMPENSATION_SUCCEEDED",
+            Self::CompensationFailed => "COMPENSATION_FAILED",
+            Self::SagaCompleted => "SAGA_COMPLETED",
+            Self::SagaCompensated => "SAGA_COMPENSATED",
+            Self::SagaFailed => "SAGA_FAILED",
+            Self::StepRetryScheduled => "STEP_RETRY_SCHEDULED",
+            Self::StepTimedOut => "STEP_TIMED_OUT",
+            Self::StepDeadlineExceeded => "STEP_DEADLINE_EXCEEDED",
+            Self::SagaDeadlineExceeded => "SAGA_DEADLINE_EXCEEDED",
+            Self::CompensationRetryScheduled => "COMPENSATION_RETRY_SCHEDULED",
+            Self::WaitStarted => "WAIT_STARTED",
+            Self::WaitEnded => "WAIT_ENDED",
+            Self::AwaitStarted => "AWAIT_STARTED",
+            Self::EventReceived => "EVENT_RECEIVED",
+            Self::AwaitTimedOut => "AWAIT_TIMED_OUT",
+            Self::StepStarted => "STEP_STARTED",
+            Self::StepSkipped => "STEP_SKIPPED",
+            Self::BranchStarted => "BRANCH_STARTED",
+            Self::BranchSucceeded => "BRANCH_SUCCEEDED",
+            Self::BranchFailed => "BRANCH_FAILED",
+            Self::BranchCancelled => "BRANCH_CANCELLED",
+        }
+    }
+}
+
 /// One state transition on the event log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SagaEvent {
@@ -224,6 +258,12 @@ pub struct SagaEvent {
     /// On the first event of a decision: the input that caused it, as JSON.
     #[serde(default)]
     pub input_json: Option<String>,
+    /// The saga's status once this event applied, as its Avro symbol (`RUNNING`, ...).
+    #[serde(default)]
+    pub status: Option<String>,
+    /// On the last event of a decision that changed a business key: all of them, as JSON.
+    #[serde(default)]
+    pub index_json: Option<String>,
 }
 contract!(SagaEvent, SAGA_EVENT);
 
@@ -244,6 +284,17 @@ pub enum SagaStatus {
 }
 
 impl SagaStatus {
+    /// The Avro symbol, as the event log's `status` carries it.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Self::Running => "RUNNING",
+            Self::Compensating => "COMPENSATING",
+            Self::Completed => "COMPLETED",
+            Self::Compensated => "COMPENSATED",
+            Self::Failed => "FAILED",
+        }
+    }
+
     /// Whether no further input changes the saga.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Completed | Self::Compensated | Self::Failed)

@@ -106,6 +106,8 @@ fn every_contract_roundtrips_through_its_schema() {
         detail_json: Some("{}".into()),
         due: Some(9),
         input_json: Some(r#"{"timer":{"kind":"WAIT"}}"#.into()),
+        status: Some("COMPENSATING".into()),
+        index_json: Some(r#"{"order":"o-1"}"#.into()),
     });
     internal_roundtrip(SagaState {
         saga_id: "s".into(),

@@ -65,10 +65,10 @@ pub(crate) struct BrokerBaseline {
 }
 
 #[derive(Debug, Serialize)]
-struct LoadFigures {
+pub(crate) struct LoadFigures {
     sagas: usize,
     finished: usize,
-    sagas_per_s: f64,
+    pub(crate) sagas_per_s: f64,
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
@@ -118,25 +118,16 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
     let group = format!("bench-{run_id}");
     let state_dir = std::env::temp_dir().join(format!("sagaflow-{group}"));
-    let participants = steps
-        .iter()
-        .map(|topic| ParticipantSpec {
-            role: Role::Echo,
-            topic: topic.clone(),
-            instances: 1,
-            injection: Injection::default(),
-        })
-        .collect();
-    let stack = LocalStack::start(StackOptions {
-        kafka: kafka.clone(),
+    let stack = bench_stack(
+        &kafka,
         registry,
         policy,
-        group: group.clone(),
-        partitions: args.partitions,
-        state_dir: state_dir.clone(),
+        &group,
+        args.partitions,
+        &state_dir,
+        &steps,
         definitions,
-        participants,
-    })
+    )
     .await?;
     let log = eventlog::follow(&kafka, &stack.registry, &stack.topics.events).await?;
     let producer = crate::kafka::producer(&kafka)?;
@@ -189,6 +180,40 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         print_table(&report);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The engine with one instant echo participant per step topic of the `bench` definition.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn bench_stack(
+    kafka: &KafkaSettings,
+    registry: Option<sagaflow_avro::RegistrySettings>,
+    policy: TopicPolicy,
+    group: &str,
+    partitions: i32,
+    state_dir: &std::path::Path,
+    steps: &[String],
+    definitions: sagaflow_definition::Registry,
+) -> anyhow::Result<LocalStack> {
+    let participants = steps
+        .iter()
+        .map(|topic| ParticipantSpec {
+            role: Role::Echo,
+            topic: topic.clone(),
+            instances: 1,
+            injection: Injection::default(),
+        })
+        .collect();
+    LocalStack::start(StackOptions {
+        kafka: kafka.clone(),
+        registry,
+        policy,
+        group: group.to_string(),
+        partitions,
+        state_dir: state_dir.to_path_buf(),
+        definitions,
+        participants,
+    })
+    .await
 }
 
 fn progress(args: &BenchArgs, message: &str) {
@@ -317,18 +342,18 @@ pub(crate) async fn baseline(
     })
 }
 
-struct Load {
+pub(crate) struct Load {
     label: &'static str,
     sagas: usize,
 }
 
 impl Load {
-    fn new(label: &'static str, sagas: usize) -> Self {
+    pub(crate) fn new(label: &'static str, sagas: usize) -> Self {
         Self { label, sagas }
     }
 
     /// Starts the sagas (paced at `rate`/s if given) and waits until they all end.
-    async fn run(
+    pub(crate) async fn run(
         &self,
         producer: &FutureProducer,
         codec: &AsyncCodec,

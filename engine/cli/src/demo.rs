@@ -51,6 +51,10 @@ pub(crate) struct DemoArgs {
     /// Give up waiting for sagas after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
+    /// PostgreSQL URL: also project the run's event log into read models there (schema
+    /// `demo_<run>`) and print BI queries read from them (`scripts/demo.sh` starts one).
+    #[arg(long, env = "SAGAFLOW_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
 }
 
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -114,6 +118,10 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         stack.registry.url
     );
     let log = eventlog::follow(&kafka, &stack.registry, &stack.topics.events).await?;
+    let projections = match &args.database_url {
+        Some(url) => Some(ReadModels::start(&kafka, &stack, url, &run_id, &group)?),
+        None => None,
+    };
 
     let producer = crate::kafka::producer(&kafka)?;
     let codec = AsyncCodec::new(&stack.registry)?;
@@ -181,6 +189,20 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let log = log.lock().expect("event log lock");
         judge(&ids, &log.sagas, log.records, &trip)
     };
+    let unique_events: usize = log
+        .lock()
+        .expect("event log lock")
+        .sagas
+        .values()
+        .map(|s| s.events.len())
+        .sum();
+    let read_models = match projections {
+        Some(p) => Some(
+            p.finish(unique_events, Duration::from_secs(args.timeout_secs))
+                .await?,
+        ),
+        None => None,
+    };
     let metrics = &stack.metrics;
     let engine_counts = (
         metrics.sagas_completed_total.load(Ordering::Relaxed),
@@ -222,6 +244,24 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 == (report.completed as u64, report.compensated as u64, report.failed as u64),
         ),
     ];
+    if let Some(rm) = &read_models {
+        println!("read models (PostgreSQL, schema {}):", rm.schema);
+        for (title, table) in &rm.tables {
+            println!("  {title}");
+            for line in table {
+                println!("    {line}");
+            }
+        }
+        checks.push((
+            format!(
+                "the read models agree with the event log ({} events, {} completed, {} compensated)",
+                rm.events, rm.completed, rm.compensated
+            ),
+            rm.events == unique_events as i64
+                && (rm.completed, rm.compensated)
+                    == (report.completed as i64, report.compensated as i64),
+        ));
+    }
     if args.hotel_failure_rate > 0.0 && ids.len() >= 100 {
         checks.push((
             "some sagas compensated (hotel failures were injected)".to_string(),
@@ -336,4 +376,117 @@ fn compensation_problems(id: &str, saga: &SagaLog, definition: &Definition) -> V
         ));
     }
     out
+}
+
+/// The demo's projector, and what it shows at the end.
+struct ReadModels {
+    handle: sagaflow_projections::ProjectorHandle,
+    url: String,
+    schema: String,
+}
+
+/// What the read models said at the end of the demo.
+struct ReadModelReport {
+    schema: String,
+    events: i64,
+    completed: i64,
+    compensated: i64,
+    /// Two BI queries of docs/bi.md, as printable tables.
+    tables: Vec<(String, Vec<String>)>,
+}
+
+impl ReadModels {
+    fn start(
+        kafka: &sagaflow_kafka::KafkaSettings,
+        stack: &LocalStack,
+        url: &str,
+        run_id: &str,
+        group: &str,
+    ) -> anyhow::Result<Self> {
+        let schema = format!("demo_{run_id}");
+        let config = sagaflow_projections::ProjectorConfig {
+            kafka: kafka.clone(),
+            registry: stack.registry.clone(),
+            database_url: url.to_string(),
+            schema: schema.clone(),
+            topic: stack.topics.events.clone(),
+            dlq_topic: format!("{group}.projections.dlq"),
+            consumer_group: format!("{group}.projections"),
+            batch_max: 5000,
+            batch_wait: Duration::from_millis(50),
+            retention_days: 30,
+            rejoin_when_unassigned: std::env::var("SAGAFLOW_TANSU_WORKAROUNDS")
+                .is_ok_and(|v| v == "true"),
+        };
+        let metrics = std::sync::Arc::new(sagaflow_projections::Metrics::default());
+        let handle = tokio::task::block_in_place(|| sagaflow_projections::start(config, metrics))
+            .context("starting the read model projector")?;
+        eprintln!("demo: projecting the event log into PostgreSQL, schema {schema}");
+        Ok(Self {
+            handle,
+            url: url.to_string(),
+            schema,
+        })
+    }
+
+    /// Waits until the read models hold `events` events, stops the projector and reads them.
+    async fn finish(self, events: usize, timeout: Duration) -> anyhow::Result<ReadModelReport> {
+        let Self {
+            handle,
+            url,
+            schema,
+        } = self;
+        tokio::task::spawn_blocking(move || {
+            let mut store = sagaflow_projections::Store::open(&url, &schema, 30)?;
+            let deadline = Instant::now() + timeout;
+            let projected = loop {
+                let (_, rows) = store.query_text("SELECT count(*) FROM events")?;
+                let n: i64 = rows[0][0].parse().unwrap_or(0);
+                if n >= events as i64 || Instant::now() > deadline {
+                    break n;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            handle.stop()?;
+            let count = |store: &mut sagaflow_projections::Store, status: &str| -> anyhow::Result<i64> {
+                let (_, rows) = store.query_text(&format!(
+                    "SELECT count(*) FROM sagas WHERE status = '{status}'"
+                ))?;
+                Ok(rows[0][0].parse().unwrap_or(0))
+            };
+            let completed = count(&mut store, "COMPLETED")?;
+            let compensated = count(&mut store, "COMPENSATED")?;
+            let mut tables = Vec::new();
+            for (title, sql) in [
+                (
+                    "completion rate by definition and day (docs/bi.md)",
+                    "SELECT definition, day, completed, compensated + failed + aborted AS not_completed,
+                            round(100.0 * completed / nullif(completed + compensated + failed + aborted, 0), 1) AS completion_rate_percent,
+                            p50_ms, p99_ms
+                     FROM daily_stats ORDER BY definition, day",
+                ),
+                (
+                    "slowest steps (docs/bi.md)",
+                    "SELECT definition, node, count(*) AS runs, round(avg(duration_ms)) AS avg_ms,
+                            percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) AS p95_ms,
+                            max(duration_ms) AS max_ms
+                     FROM steps WHERE phase = 'forward' AND duration_ms IS NOT NULL
+                     GROUP BY definition, node ORDER BY p95_ms DESC, definition, node LIMIT 5",
+                ),
+            ] {
+                let (columns, rows) = store.query_text(sql)?;
+                let mut lines = vec![columns.join(" | ")];
+                lines.extend(rows.iter().map(|r| r.join(" | ")));
+                tables.push((title.to_string(), lines));
+            }
+            Ok::<_, anyhow::Error>(ReadModelReport {
+                schema,
+                events: projected,
+                completed,
+                compensated,
+                tables,
+            })
+        })
+        .await?
+    }
 }

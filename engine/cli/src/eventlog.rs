@@ -171,6 +171,7 @@ pub(crate) fn to_json(e: &SagaEvent) -> serde_json::Value {
         "saga_id": e.saga_id, "seq": e.seq, "type": e.event_type, "definition": e.definition,
         "version": e.version, "step": e.step, "attempt": e.attempt, "at": e.at,
         "due": e.due, "detail": parsed(&e.detail_json), "input": parsed(&e.input_json),
+        "status": e.status, "index": parsed(&e.index_json),
     })
 }
 
@@ -203,6 +204,8 @@ pub(crate) fn from_json(line: &str) -> Result<SagaEvent, String> {
         detail_json: json("detail"),
         due: int("due"),
         input_json: json("input"),
+        status: v.get("status").and_then(|x| x.as_str()).map(str::to_string),
+        index_json: json("index"),
     })
 }
 

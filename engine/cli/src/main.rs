@@ -10,6 +10,7 @@ use sagaflow_kafka::{KafkaSettings, TopicPolicy};
 
 mod bench;
 mod bench_engine;
+mod bench_projections;
 mod bench_sleepers;
 mod bench_timers;
 mod def_check;
@@ -19,6 +20,7 @@ mod eventlog;
 mod events;
 mod group;
 mod kafka;
+mod projections;
 mod run_engine;
 mod run_participant;
 mod run_registry;
@@ -156,10 +158,14 @@ enum Command {
     },
     /// Print a group's saga event log as JSON lines.
     Events(events::EventsArgs),
+    /// Read models: project the event log into PostgreSQL, with a query API and metrics.
+    Projections(Box<projections::ProjectionsArgs>),
     /// Run the trip demo end to end on a broker: registry, engine, participants, 1,000 sagas.
     Demo(demo::DemoArgs),
     /// Measure sagas/s and latency beside the raw broker baseline.
     Bench(bench::BenchArgs),
+    /// Benchmark the read model projector on a log of a million events.
+    BenchProjections(bench_projections::BenchProjectionsArgs),
     /// Schedule many timers (delayed deliveries) and measure firing lateness, memory and rates.
     BenchTimers(bench_timers::BenchTimersArgs),
     /// Hold many sagas asleep in a wait step: engine memory, restore time on a new node, and
@@ -216,8 +222,12 @@ fn main() -> ExitCode {
         }
         Command::Start(args) => runtime().and_then(|rt| rt.block_on(start::run(args))),
         Command::Events(args) => runtime().and_then(|rt| rt.block_on(events::run(args))),
+        Command::Projections(args) => runtime().and_then(|rt| rt.block_on(projections::run(*args))),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
         Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::run(args))),
+        Command::BenchProjections(args) => {
+            runtime().and_then(|rt| rt.block_on(bench_projections::run(args)))
+        }
         Command::BenchTimers(args) => runtime().and_then(|rt| rt.block_on(bench_timers::run(args))),
         Command::BenchSleepers(args) => {
             runtime().and_then(|rt| rt.block_on(bench_sleepers::run(args)))

@@ -70,9 +70,44 @@ pub fn decide(
             };
             first.input_json = cause.map(|c| c.to_string());
         }
+        if let Some(keys) = business_keys_changed(definitions, state, &decision) {
+            if let Some(last) = decision.events.last_mut() {
+                last.index_json = Some(keys.to_string());
+            }
+        }
     }
     crate::retention::schedule(&mut decision, &settings.retention, now);
     decision
+}
+
+/// Every business key's value after `decision`, if the definition declares some (`index:`) and
+/// the decision set or changed one: read models find sagas by these without knowing the
+/// definition.
+fn business_keys_changed(
+    definitions: &dyn Definitions,
+    before: Option<&SagaState>,
+    decision: &Decision,
+) -> Option<Value> {
+    let after = decision.state.as_ref()?;
+    let def = definitions.find(&after.definition, Some(after.version as u32))?;
+    if def.index.is_empty() {
+        return None;
+    }
+    let keys = |state: Option<&SagaState>| -> serde_json::Map<String, Value> {
+        let context: Value = state
+            .and_then(|s| serde_json::from_str(&s.context_json).ok())
+            .unwrap_or(Value::Null);
+        def.index
+            .iter()
+            .filter_map(|(name, path)| {
+                path.get(&context)
+                    .filter(|v| !v.is_null())
+                    .map(|v| (name.clone(), v.clone()))
+            })
+            .collect()
+    };
+    let now = keys(Some(after));
+    (now != keys(before)).then_some(Value::Object(now))
 }
 
 /// The decision about to be built for the running saga, or the one that says why there is

@@ -141,6 +141,8 @@ impl<'a> Draft<'a> {
             detail_json: detail.map(|d| d.to_string()),
             due,
             input_json: None,
+            status: Some(self.state.status.symbol().to_string()),
+            index_json: None,
         });
     }
 

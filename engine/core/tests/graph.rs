@@ -594,3 +594,60 @@ steps:
     assert_eq!(d.outcome, Outcome::Ignored(IgnoreReason::StaleTimer));
     assert!(d.commands.is_empty());
 }
+
+/// Read models find sagas by business keys and show statuses without knowing the definition:
+/// the last event of a decision that set or changed a key carries them all, and every event
+/// carries the saga's status once it applied.
+#[test]
+fn events_carry_the_status_and_the_business_keys_when_they_change() {
+    let yaml = "
+name: shop
+version: 1
+index:
+  customer: $.customer
+  payment: $.payment_id
+steps:
+  - name: pay
+    command: {topic: t.pay, type: charge}
+    compensation: {topic: t.pay, type: refund}
+    output: {payment_id: $.id}
+  - name: ship
+    command: {topic: t.ship, type: send}
+";
+    let mut r = started(yaml, json!({"customer": "c-7"}));
+    let first = &r.decisions[0].events;
+    let keys: Vec<Option<&str>> = first.iter().map(|e| e.index_json.as_deref()).collect();
+    assert_eq!(
+        keys.last().copied().flatten(),
+        Some(r#"{"customer":"c-7"}"#)
+    );
+    assert!(
+        keys[..keys.len() - 1].iter().all(Option::is_none),
+        "{keys:?}"
+    );
+    assert!(first.iter().all(|e| e.status.as_deref() == Some("RUNNING")));
+
+    let _ = ok(&mut r, "pay", json!({"id": "p-1"}));
+    let last = r.decisions.last().unwrap().events.last().unwrap();
+    assert_eq!(
+        last.index_json.as_deref(),
+        Some(r#"{"customer":"c-7","payment":"p-1"}"#)
+    );
+
+    let _ = failed(&mut r, "ship", "NOPE");
+    let d = r.decisions.last().unwrap();
+    assert!(
+        d.events.iter().all(|e| e.index_json.is_none()),
+        "no key changed"
+    );
+    assert_eq!(
+        d.events.last().unwrap().status.as_deref(),
+        Some("COMPENSATING")
+    );
+    let _ = undone(&mut r, "pay");
+    let end = r.decisions.last().unwrap().events.last().unwrap();
+    assert_eq!(
+        (end.event_type, end.status.as_deref()),
+        (E::SagaCompensated, Some("COMPENSATED"))
+    );
+}

@@ -34,6 +34,10 @@ pub struct Definition {
     pub steps: Vec<Step>,
     /// Bounds that keep one saga's state small (YAML `limits:`).
     pub limits: Limits,
+    /// Business keys (YAML `index:`): a name for each context path whose value read models
+    /// index, so a saga can be found by, say, its order id. The engine records them on the
+    /// event log whenever a decision sets or changes one.
+    pub index: Vec<(String, Path)>,
     /// A hash of the document's content (FNV-1a, 64 bits, hex): the same for the same keys and
     /// values, whatever the comments, quoting or layout. A deployed version is immutable, and
     /// the engine compares this to tell an edited body from the deployed one.

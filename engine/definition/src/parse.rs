@@ -30,6 +30,7 @@ const DEFINITION_FIELDS: &[&str] = &[
     "defaults",
     "steps",
     "limits",
+    "index",
 ];
 const STEP_FIELDS: &[&str] = &[
     "name",
@@ -96,6 +97,7 @@ const FIELD_HOMES: &[(&str, &str)] = &[
     ("at_least", "`join:`"),
     ("for_each_items", "`limits:`"),
     ("limits", "the top level of the file"),
+    ("index", "the top level of the file"),
     ("compensation", "an item of `steps:`"),
     ("output", "an item of `steps:`"),
     ("retry", "an item of `steps:` or `defaults:`"),
@@ -315,6 +317,7 @@ impl Decoder<'_> {
             .map(|node| self.duration(node, "the saga's `deadline`"));
         let defaults = fields.optional("defaults").map(|node| self.defaults(node));
         let limits = fields.optional("limits").map(|node| self.limits(node));
+        let index = fields.optional("index").map(|node| self.index(node));
         // Steps are decoded even when the defaults are broken, to report their problems too.
         let step_defaults = defaults.clone().flatten().unwrap_or_default();
         let steps = fields
@@ -336,6 +339,7 @@ impl Decoder<'_> {
             deadline: optional(deadline)?,
             steps: steps?,
             limits: optional(limits)?.unwrap_or_default(),
+            index: optional(index)?.unwrap_or_default(),
             fingerprint: format!("{:016x}", root.fingerprint()),
         };
         Some(Located {
@@ -1148,6 +1152,61 @@ impl Decoder<'_> {
                 None
             }
         }
+    }
+
+    /// The top-level `index:`: business key names to context paths.
+    fn index(&mut self, node: &Node) -> Option<Vec<(String, Path)>> {
+        let context = "`index`";
+        let entries = self.entries(
+            node,
+            context,
+            "map business key names to context paths, e.g. `order: $.order.id`",
+        )?;
+        let mut ok = true;
+        let mut index = Vec::with_capacity(entries.len());
+        for (key, key_node, value) in entries {
+            if key.is_empty()
+                || !key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                self.error(
+                    key_node.pos,
+                    format!("invalid business key name `{}` in {context}", shorten(key)),
+                    "business key names are made of ASCII letters, digits, `_` and `-`, e.g. `order_id`",
+                );
+                ok = false;
+            }
+            let hint = format!("write a context path, e.g. `{key}: $.order.id`");
+            let path = match value.as_str() {
+                Some(text) => self.path_read(
+                    value,
+                    text,
+                    &format!("business key `{key}`"),
+                    (
+                        "reads the whole context",
+                        "name one field of the context, e.g. `$.order.id`",
+                    ),
+                    &hint,
+                ),
+                None => {
+                    self.error(
+                        value.pos,
+                        format!(
+                            "business key `{key}` in {context} must be a context path, found {}",
+                            value.describe()
+                        ),
+                        hint,
+                    );
+                    None
+                }
+            };
+            match path {
+                Some(path) => index.push((key.to_owned(), path)),
+                None => ok = false,
+            }
+        }
+        ok.then_some(index)
     }
 
     /// The top-level `limits:`.

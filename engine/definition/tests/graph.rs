@@ -964,3 +964,57 @@ fn the_documented_example_parses() {
     assert_eq!(definition.limits.for_each_items, 500);
     assert_eq!(definition.all_steps().count(), 11);
 }
+
+// -----------------------------------------------------------------------------------------
+// Business keys (`index:`)
+
+#[test]
+fn index_names_business_keys_by_context_path() {
+    let definition = parse(
+        "name: g\nversion: 1\nindex:\n  customer: $.customer.id\n  order: $.order_id\nsteps:\n  - {name: a, command: {topic: t, type: x}}\n",
+    );
+    assert_eq!(
+        definition.index,
+        vec![
+            ("customer".to_string(), path("$.customer.id")),
+            ("order".to_string(), path("$.order_id")),
+        ]
+    );
+    assert!(
+        parse(&saga("  - {name: a, command: {topic: t, type: x}}\n"))
+            .index
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_bad_index_is_reported_where_it_is() {
+    let text = problems(
+        "name: g\nversion: 1\nindex:\n  bad key: $.a\n  whole: $\n  broken: $..x\n  number: 3\nsteps:\n  - {name: a, command: {topic: t, type: x}}\n",
+    );
+    assert!(
+        text.contains("g.yaml:4:3") && text.contains("invalid business key name `bad key`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("g.yaml:5:10")
+            && text.contains("business key `whole` reads the whole context"),
+        "{text}"
+    );
+    assert!(
+        text.contains("g.yaml:6") && text.contains("invalid context path in business key `broken`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("g.yaml:7:11")
+            && text.contains("business key `number` in `index` must be a context path"),
+        "{text}"
+    );
+    let text = problems(
+        "name: g\nversion: 1\nindex: [a]\nsteps:\n  - {name: a, command: {topic: t, type: x}}\n",
+    );
+    assert!(
+        text.contains("g.yaml:3:8") && text.contains("`index`"),
+        "{text}"
+    );
+}

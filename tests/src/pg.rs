@@ -1,0 +1,52 @@
+//! A PostgreSQL server of a test's own, started by `scripts/postgres.sh` on a free port in a
+//! temporary data directory, and stopped (its files removed) on drop.
+
+use std::process::Command;
+
+use crate::{root, TempDir};
+
+/// A running PostgreSQL.
+#[derive(Debug)]
+pub struct Postgres {
+    /// `postgres://postgres@127.0.0.1:PORT/sagaflow`.
+    pub url: String,
+    dir: TempDir,
+}
+
+impl Postgres {
+    /// Starts one (installing PostgreSQL from Debian's packages if it is missing).
+    pub fn start(name: &str) -> Self {
+        let dir = TempDir::new(&format!("{name}-pg"));
+        let out = Command::new(root().join("scripts/postgres.sh"))
+            .arg("start")
+            .arg(dir.path())
+            .output()
+            .expect("run scripts/postgres.sh");
+        assert!(
+            out.status.success(),
+            "scripts/postgres.sh start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Self { url, dir }
+    }
+
+    /// A client on `schema`.
+    pub fn client(&self, schema: &str) -> postgres::Client {
+        let mut client =
+            postgres::Client::connect(&self.url, postgres::NoTls).expect("connect to PostgreSQL");
+        client
+            .batch_execute(&format!("SET search_path TO {schema}"))
+            .expect("set search_path");
+        client
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = Command::new(root().join("scripts/postgres.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
