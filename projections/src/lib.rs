@@ -6,6 +6,7 @@
 //! from the database on start as a Kafka Connect sink does. See `docs/bi.md`.
 
 pub mod api;
+pub mod docs;
 pub mod error;
 pub mod fold;
 pub mod metrics;
@@ -14,6 +15,7 @@ pub mod rebuild;
 pub mod store;
 
 pub use api::{serve, ApiConfig, OPENAPI};
+pub use docs::bi_query;
 pub use error::{Error, Result};
 pub use metrics::Metrics;
 pub use projector::{start, ProjectorConfig, ProjectorHandle};

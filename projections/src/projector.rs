@@ -7,7 +7,7 @@
 //! that swapped the tables in, can never commit a batch twice.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -167,18 +167,9 @@ impl ProjectorHandle {
         self.thread.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
-    /// Stops after the batch in progress and waits.
+    /// Stops after the batch in progress and waits; the loop's error, if it ended on one.
     pub fn stop(mut self) -> Result<()> {
         self.stop.store(true, Ordering::SeqCst);
-        self.join_inner()
-    }
-
-    /// Waits for the loop to end.
-    pub fn join(mut self) -> Result<()> {
-        self.join_inner()
-    }
-
-    fn join_inner(&mut self) -> Result<()> {
         match self.thread.take() {
             Some(thread) => thread
                 .join()
@@ -516,7 +507,6 @@ pub(crate) fn decode_batch(
 pub(crate) struct Dlq {
     producer: FutureProducer,
     topic: String,
-    sent: AtomicU64,
 }
 
 impl Dlq {
@@ -529,7 +519,6 @@ impl Dlq {
         Ok(Self {
             producer,
             topic: config.dlq_topic.clone(),
-            sent: AtomicU64::new(0),
         })
     }
 
@@ -578,7 +567,6 @@ impl Dlq {
             Ok(Err((e, _))) => return Err(e),
             Err(_) => return Err(KafkaError::Canceled),
         }
-        let _ = self.sent.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }

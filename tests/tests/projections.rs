@@ -65,6 +65,19 @@ fn projector(
     (p, url)
 }
 
+/// Starts trips `ids`, `per_second` of them a second, and returns once all are sent.
+fn start_trips(r: &Rig, ids: &[String], per_second: u64) {
+    stream_trips(
+        r.broker.bootstrap(),
+        r.registry_url.clone(),
+        r.space.group.clone(),
+        ids.to_vec(),
+        per_second,
+    )
+    .join()
+    .expect("starts");
+}
+
 /// The events the log holds, one per (saga, seq).
 fn log_events(log: &EventLog) -> Vec<&SagaEvent> {
     log.sagas.values().flat_map(|s| s.values()).collect()
@@ -135,22 +148,6 @@ fn assert_same(
     }
 }
 
-/// The SQL blocks of docs/bi.md, by their `<!-- query: NAME -->` marker.
-fn bi_queries() -> HashMap<String, String> {
-    let text = std::fs::read_to_string(root().join("docs/bi.md")).expect("docs/bi.md");
-    let mut out = HashMap::new();
-    let mut rest = text.as_str();
-    while let Some(at) = rest.find("<!-- query: ") {
-        rest = &rest[at + 12..];
-        let name = rest[..rest.find(" -->").expect("marker end")].to_string();
-        let start = rest.find("```sql\n").expect("sql block") + 7;
-        let end = start + rest[start..].find("```").expect("block end");
-        let _ = out.insert(name, rest[start..end].to_string());
-        rest = &rest[end..];
-    }
-    out
-}
-
 fn terminal(log: &[&SagaEvent], saga: &str) -> Option<EventType> {
     log.iter()
         .filter(|e| e.saga_id == saga)
@@ -170,15 +167,7 @@ fn the_projection_matches_the_log_survives_kill_9_equals_a_rebuild_and_answers_b
     let (_engine, _) = spawn_engine("engine", &r.opts);
     let _participants = participants(&r.space, &r.broker.bootstrap(), &r.registry_url, &r.effects);
     let ids: Vec<String> = (0..120).map(|i| format!("p{i:03}")).collect();
-    stream_trips(
-        r.broker.bootstrap(),
-        r.registry_url.clone(),
-        r.space.group.clone(),
-        ids.clone(),
-        60,
-    )
-    .join()
-    .expect("starts");
+    start_trips(&r, &ids, 60);
 
     // Projector A: small batches, killed -9 three times while it is committing batches.
     let (mut a, _) = projector(&r, &pg, "live", "proj-a", 7);
@@ -341,10 +330,10 @@ fn the_projection_matches_the_log_survives_kill_9_equals_a_rebuild_and_answers_b
     assert_same(&live, &dump(&pg, "live"), "incremental vs rebuilt");
 
     // docs/bi.md: each query's answer, checked against the event log.
-    let queries = bi_queries();
+    let query = |name: &str| sagaflow_projections::bi_query(name).expect("a docs/bi.md query");
     let mut client = pg.client("live");
     let rows = client
-        .query(&queries["completion_rate"], &[])
+        .query(query("completion_rate"), &[])
         .expect("completion_rate");
     let completed = ids
         .iter()
@@ -363,7 +352,7 @@ fn the_projection_matches_the_log_survives_kill_9_equals_a_rebuild_and_answers_b
     );
 
     let rows = client
-        .query(&queries["slowest_steps"], &[])
+        .query(query("slowest_steps"), &[])
         .expect("slowest_steps");
     let mut longest: HashMap<String, i64> = HashMap::new();
     for saga in log.sagas.values() {
@@ -399,7 +388,7 @@ fn the_projection_matches_the_log_survives_kill_9_equals_a_rebuild_and_answers_b
     }
 
     let rows = client
-        .query(&queries["top_failure_codes"], &[])
+        .query(query("top_failure_codes"), &[])
         .expect("top_failure_codes");
     let mut codes: BTreeMap<String, i64> = BTreeMap::new();
     for row in &rows {
@@ -429,12 +418,12 @@ fn the_projection_matches_the_log_survives_kill_9_equals_a_rebuild_and_answers_b
     );
 
     // Nothing is stuck an hour; every saga is "stuck" a second after a made-up clock jump.
-    let stuck = client.query(&queries["stuck"], &[]).expect("stuck");
+    let stuck = client.query(query("stuck"), &[]).expect("stuck");
     assert!(stuck.is_empty(), "no saga is stuck");
     client
         .execute("UPDATE sagas SET ended_at = NULL, updated_at = updated_at - interval '2 hours' WHERE saga_id = 'p000'", &[])
         .expect("age one saga");
-    let stuck = client.query(&queries["stuck"], &[]).expect("stuck");
+    let stuck = client.query(query("stuck"), &[]).expect("stuck");
     assert_eq!(stuck.len(), 1);
     assert_eq!(stuck[0].get::<_, String>(0), "p000");
 }
@@ -448,15 +437,7 @@ fn bad_records_go_to_the_dead_letter_topic_and_the_query_api_matches_its_openapi
     let (_p, url) = projector(&r, &pg, "sagaflow", "proj", 500);
 
     let ids: Vec<String> = (0..30).map(|i| format!("q{i:02}")).collect();
-    stream_trips(
-        r.broker.bootstrap(),
-        r.registry_url.clone(),
-        r.space.group.clone(),
-        ids.clone(),
-        30,
-    )
-    .join()
-    .expect("starts");
+    start_trips(&r, &ids, 30);
     let log =
         sagaflow_tests::trips::wait_finished(&r.broker.bootstrap(), &r.codec, &r.space.group, &ids);
     wait_projected(&pg, "sagaflow", log_events(&log).len());
@@ -472,15 +453,7 @@ fn bad_records_go_to_the_dead_letter_topic_and_the_query_api_matches_its_openapi
     .map_err(|(e, _)| e)
     .expect("send junk");
     p.flush(Duration::from_secs(30)).expect("flush");
-    stream_trips(
-        r.broker.bootstrap(),
-        r.registry_url.clone(),
-        r.space.group.clone(),
-        vec!["after-junk".to_string()],
-        1,
-    )
-    .join()
-    .expect("start");
+    start_trips(&r, &["after-junk".to_string()], 1);
     let mut client = pg.client("sagaflow");
     assert!(
         eventually(WAIT, || client

@@ -130,15 +130,18 @@ pub(crate) async fn run(args: BenchProjectionsArgs) -> anyhow::Result<ExitCode> 
         rejoin_when_unassigned: false,
     };
     eprintln!("bench-projections: projecting into PostgreSQL schema {schema}");
+    let url = args.database_url.clone();
     let report = tokio::task::spawn_blocking(move || {
-        sagaflow_projections::rebuild(&config, sagaflow_projections::print_progress())
+        let report =
+            sagaflow_projections::rebuild(&config, sagaflow_projections::print_progress())?;
+        // The blocking PostgreSQL client must not run on the async runtime's threads.
+        sagaflow_projections::store::drop_schema(&url, &schema)?;
+        Ok::<_, anyhow::Error>(report)
     })
     .await??;
     let projected_per_s = report.events as f64 / report.seconds.max(1e-3);
     stack.stop().await?;
     let _ = std::fs::remove_dir_all(&state_dir);
-    let mut store = sagaflow_projections::Store::open(&args.database_url, "public", 30)?;
-    let _ = store.query_text(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))?;
 
     println!(
         "Sagaflow projector benchmark ({} events, batches of {})",

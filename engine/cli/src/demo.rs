@@ -448,36 +448,26 @@ impl ReadModels {
                 std::thread::sleep(Duration::from_millis(100));
             };
             handle.stop()?;
-            let count = |store: &mut sagaflow_projections::Store, status: &str| -> anyhow::Result<i64> {
-                let (_, rows) = store.query_text(&format!(
-                    "SELECT count(*) FROM sagas WHERE status = '{status}'"
-                ))?;
-                Ok(rows[0][0].parse().unwrap_or(0))
-            };
+            let count =
+                |store: &mut sagaflow_projections::Store, status: &str| -> anyhow::Result<i64> {
+                    let (_, rows) = store.query_text(&format!(
+                        "SELECT count(*) FROM sagas WHERE status = '{status}'"
+                    ))?;
+                    Ok(rows[0][0].parse().unwrap_or(0))
+                };
             let completed = count(&mut store, "COMPLETED")?;
             let compensated = count(&mut store, "COMPENSATED")?;
             let mut tables = Vec::new();
-            for (title, sql) in [
-                (
-                    "completion rate by definition and day (docs/bi.md)",
-                    "SELECT definition, day, completed, compensated + failed + aborted AS not_completed,
-                            round(100.0 * completed / nullif(completed + compensated + failed + aborted, 0), 1) AS completion_rate_percent,
-                            p50_ms, p99_ms
-                     FROM daily_stats ORDER BY definition, day",
-                ),
-                (
-                    "slowest steps (docs/bi.md)",
-                    "SELECT definition, node, count(*) AS runs, round(avg(duration_ms)) AS avg_ms,
-                            percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) AS p95_ms,
-                            max(duration_ms) AS max_ms
-                     FROM steps WHERE phase = 'forward' AND duration_ms IS NOT NULL
-                     GROUP BY definition, node ORDER BY p95_ms DESC, definition, node LIMIT 5",
-                ),
+            for (title, name) in [
+                ("completion rate by definition and day", "completion_rate"),
+                ("slowest steps over the last 7 days", "slowest_steps"),
             ] {
+                let sql = sagaflow_projections::bi_query(name)
+                    .with_context(|| format!("docs/bi.md has no query `{name}`"))?;
                 let (columns, rows) = store.query_text(sql)?;
                 let mut lines = vec![columns.join(" | ")];
                 lines.extend(rows.iter().map(|r| r.join(" | ")));
-                tables.push((title.to_string(), lines));
+                tables.push((format!("{title} (docs/bi.md, {name})"), lines));
             }
             Ok::<_, anyhow::Error>(ReadModelReport {
                 schema,
