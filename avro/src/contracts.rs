@@ -157,7 +157,7 @@ pub enum EventType {
     SagaCompleted,
     /// Every completed step was compensated.
     SagaCompensated,
-    /// The saga needs an operator (a compensation failed for good).
+    /// The saga ended needing an operator: written only by versions before incidents existed.
     SagaFailed,
     /// A failed attempt will be retried at `due`.
     StepRetryScheduled,
@@ -192,6 +192,10 @@ pub enum EventType {
     /// A branch was stopped (its join was met or can no longer be); what it completed is
     /// compensated, and an attempt in flight is compensated once it is resolved.
     BranchCancelled,
+    /// The saga cannot go on without an operator (a compensation failed for good, or an await
+    /// timed out with `on_timeout: fail`): it enters INCIDENT, keeping its state and timers.
+    /// The detail says why: `cause`, `step` and `error`.
+    SagaIncident,
 }
 
 impl EventType {
@@ -224,6 +228,7 @@ impl EventType {
             Self::BranchSucceeded => "BRANCH_SUCCEEDED",
             Self::BranchFailed => "BRANCH_FAILED",
             Self::BranchCancelled => "BRANCH_CANCELLED",
+            Self::SagaIncident => "SAGA_INCIDENT",
         }
     }
 }
@@ -279,8 +284,10 @@ pub enum SagaStatus {
     Completed,
     /// Terminal: every completed step was compensated.
     Compensated,
-    /// Terminal: needs an operator.
+    /// Terminal: needed an operator. Only sagas that ended before incidents existed have it.
     Failed,
+    /// Waits for an operator (see `EventType::SagaIncident`); not terminal.
+    Incident,
 }
 
 impl SagaStatus {
@@ -292,6 +299,7 @@ impl SagaStatus {
             Self::Completed => "COMPLETED",
             Self::Compensated => "COMPENSATED",
             Self::Failed => "FAILED",
+            Self::Incident => "INCIDENT",
         }
     }
 

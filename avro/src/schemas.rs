@@ -135,10 +135,16 @@ pub static ALL: [&SchemaFile; 10] = [
 /// Older versions of the internal schemas (see `internal`), each with the file it is a version
 /// of: `avro/schemas/history/<Name>.<fingerprint>.avsc`. Add the committed version here whenever
 /// an internal schema changes; `tests/contracts.rs` names any that is missing.
-pub static HISTORY: [(&SchemaFile, &str); 1] = [(
-    &SAGA_STATE,
-    include_str!("../schemas/history/SagaState.3043bbe00852c042.avsc"),
-)];
+pub static HISTORY: [(&SchemaFile, &str); 2] = [
+    (
+        &SAGA_STATE,
+        include_str!("../schemas/history/SagaState.3043bbe00852c042.avsc"),
+    ),
+    (
+        &SAGA_STATE,
+        include_str!("../schemas/history/SagaState.b206f32ff77e24a4.avsc"),
+    ),
+];
 
 #[cfg(test)]
 mod tests {

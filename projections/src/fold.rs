@@ -168,6 +168,7 @@ fn status_of(event: &SagaEvent, previous: Option<&str>) -> String {
         EventType::SagaCompleted => "COMPLETED",
         EventType::SagaCompensated => "COMPENSATED",
         EventType::SagaFailed => "FAILED",
+        EventType::SagaIncident => "INCIDENT",
         EventType::CompensationDispatched if previous == Some("RUNNING") => "COMPENSATING",
         _ => previous.unwrap_or("RUNNING"),
     }
@@ -203,6 +204,7 @@ fn step_change(t: EventType) -> Option<(&'static str, &'static str, bool, bool)>
         | E::SagaCompleted
         | E::SagaCompensated
         | E::SagaFailed
+        | E::SagaIncident
         | E::SagaDeadlineExceeded => return None,
     })
 }
@@ -280,6 +282,7 @@ impl Fold {
                 | E::StepDeadlineExceeded
                 | E::SagaDeadlineExceeded
                 | E::SagaFailed
+                | E::SagaIncident
         );
         if failure {
             if let Some((code, message)) = error_of(detail.as_ref()) {

@@ -135,7 +135,7 @@ def test_python_participant_completes_sagas(engine):
                 continue
             e = decode_event(msg.value(), SerializationContext(msg.topic(), MessageField.VALUE))
             seqs.setdefault(e["saga_id"], set()).add(e["seq"])
-            if e["type"] in ("SAGA_COMPLETED", "SAGA_COMPENSATED", "SAGA_FAILED"):
+            if e["type"] in ("SAGA_COMPLETED", "SAGA_COMPENSATED", "SAGA_FAILED", "SAGA_INCIDENT"):
                 finished[e["saga_id"]] = e["type"]
         events.close()
     finally:

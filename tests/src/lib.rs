@@ -987,7 +987,7 @@ impl EventLog {
                 !self
                     .sagas
                     .get(*id)
-                    .is_some_and(|s| s.values().any(|e| is_terminal(e.event_type)))
+                    .is_some_and(|s| s.values().any(|e| is_settled(e.event_type)))
             })
             .map(|id| format!("{id}: {:?}", self.steps(id)))
             .collect()
@@ -997,15 +997,19 @@ impl EventLog {
     pub fn finished(&self) -> usize {
         self.sagas
             .values()
-            .filter(|s| s.values().filter(|e| is_terminal(e.event_type)).count() == 1)
+            .filter(|s| s.values().filter(|e| is_settled(e.event_type)).count() == 1)
             .count()
     }
 }
 
-/// Whether an event ends a saga.
-pub fn is_terminal(t: sagaflow_avro::EventType) -> bool {
+/// Whether an event ends a saga, or leaves it in INCIDENT: nothing more happens to it without
+/// an operator.
+pub fn is_settled(t: sagaflow_avro::EventType) -> bool {
     use sagaflow_avro::EventType as E;
-    matches!(t, E::SagaCompleted | E::SagaCompensated | E::SagaFailed)
+    matches!(
+        t,
+        E::SagaCompleted | E::SagaCompensated | E::SagaFailed | E::SagaIncident
+    )
 }
 
 /// Polls `f` until it returns true or `timeout` passes; returns the last result.

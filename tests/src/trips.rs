@@ -159,7 +159,7 @@ pub fn check_invariants(log: &EventLog, ids: &[String], effects: &Path) {
         "no saga compensated: the test did not exercise compensation"
     );
     // Every compensation the log records, in any saga: with flight and hotel in parallel, a
-    // saga that ends FAILED (a compensation failed for good) may still have undone the other
+    // saga in INCIDENT (a compensation failed for good) may still have undone the other
     // branch, and a step that timed out is undone too.
     let undone: usize = ids
         .iter()
@@ -197,7 +197,7 @@ pub fn check_events(log: &EventLog, ids: &[String]) -> usize {
         let terminals: Vec<E> = events
             .values()
             .map(|e| e.event_type)
-            .filter(|t| crate::is_terminal(*t))
+            .filter(|t| crate::is_settled(*t))
             .collect();
         assert_eq!(terminals.len(), 1, "{id}: terminal events {terminals:?}");
         assert_eq!(

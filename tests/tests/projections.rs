@@ -152,12 +152,7 @@ fn terminal(log: &[&SagaEvent], saga: &str) -> Option<EventType> {
     log.iter()
         .filter(|e| e.saga_id == saga)
         .map(|e| e.event_type)
-        .find(|t| {
-            matches!(
-                t,
-                EventType::SagaCompleted | EventType::SagaCompensated | EventType::SagaFailed
-            )
-        })
+        .find(|t| sagaflow_tests::is_settled(*t))
 }
 
 #[test]

@@ -207,7 +207,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let engine_counts = (
         metrics.sagas_completed_total.load(Ordering::Relaxed),
         metrics.sagas_compensated_total.load(Ordering::Relaxed),
-        metrics.sagas_failed_total.load(Ordering::Relaxed),
+        metrics.incidents_total.load(Ordering::Relaxed),
     );
     stack.stop().await?;
     let _ = std::fs::remove_dir_all(&state_dir);
@@ -215,7 +215,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("Sagaflow demo: {} trip sagas in {:.1?}", ids.len(), elapsed);
     println!("  completed    {:>6}", report.completed);
     println!("  compensated  {:>6}", report.compensated);
-    println!("  failed       {:>6}", report.failed);
+    println!("  incidents    {:>6}", report.incidents);
     println!("  unfinished   {:>6}", report.unfinished);
     println!(
         "  duration     p50 {:.0} ms, p99 {:.0} ms (SAGA_STARTED to terminal event)",
@@ -237,11 +237,11 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         ),
         (
             format!(
-                "engine counters agree with the event log (engine: {} completed, {} compensated, {} failed)",
+                "engine counters agree with the event log (engine: {} completed, {} compensated, {} incidents)",
                 engine_counts.0, engine_counts.1, engine_counts.2
             ),
             engine_counts
-                == (report.completed as u64, report.compensated as u64, report.failed as u64),
+                == (report.completed as u64, report.compensated as u64, report.incidents as u64),
         ),
     ];
     if let Some(rm) = &read_models {
@@ -303,7 +303,8 @@ fn spec(role: Role, instances: usize, injection: Injection) -> ParticipantSpec {
 pub(crate) struct Report {
     pub(crate) completed: usize,
     pub(crate) compensated: usize,
-    pub(crate) failed: usize,
+    /// Sagas waiting for an operator (and any that ended FAILED, before incidents existed).
+    pub(crate) incidents: usize,
     pub(crate) unfinished: usize,
     pub(crate) p50_ms: f64,
     pub(crate) p99_ms: f64,
@@ -341,7 +342,7 @@ pub(crate) fn judge(
                     .order_problems
                     .extend(compensation_problems(id, saga, definition));
             }
-            _ => report.failed += 1,
+            _ => report.incidents += 1,
         }
         if let Some(start) = saga.events.get(&1) {
             durations.push((terminal.at - start.at) as f64);

@@ -26,7 +26,7 @@ pub(crate) struct SagaLog {
 impl SagaLog {
     /// The terminal event, if the saga ended.
     pub(crate) fn terminal(&self) -> Option<&SagaEvent> {
-        self.events.values().find(|e| is_terminal(e.event_type))
+        self.events.values().find(|e| is_settled(e.event_type))
     }
 
     /// Problems with this saga's log: gaps, conflicts, terminal events not exactly once at the end.
@@ -48,7 +48,7 @@ impl SagaLog {
         let terminals: Vec<&SagaEvent> = self
             .events
             .values()
-            .filter(|e| is_terminal(e.event_type))
+            .filter(|e| is_settled(e.event_type))
             .collect();
         match terminals.as_slice() {
             [] => out.push(format!("{saga_id}: no terminal event")),
@@ -63,10 +63,15 @@ impl SagaLog {
     }
 }
 
-pub(crate) fn is_terminal(t: EventType) -> bool {
+/// Whether an event ends a saga, or leaves it in INCIDENT: nothing more happens to it without
+/// an operator.
+pub(crate) fn is_settled(t: EventType) -> bool {
     matches!(
         t,
-        EventType::SagaCompleted | EventType::SagaCompensated | EventType::SagaFailed
+        EventType::SagaCompleted
+            | EventType::SagaCompensated
+            | EventType::SagaFailed
+            | EventType::SagaIncident
     )
 }
 
@@ -127,7 +132,7 @@ pub(crate) async fn follow(
                     event.seq, existing.event_type, event.event_type
                 )),
                 None => {
-                    if is_terminal(event.event_type) {
+                    if is_settled(event.event_type) {
                         saga.ended_at = Some(Instant::now());
                     }
                     let _ = saga.events.insert(event.seq, event);

@@ -352,6 +352,24 @@ impl<'a> Draft<'a> {
         self.emit(event, None, None, detail);
     }
 
+    /// The saga cannot go on without an operator: it enters INCIDENT and stays there, state and
+    /// timers kept, until an operator acts. `failure_json` already says which step and why.
+    pub(crate) fn incident(&mut self, cause: &str) {
+        self.state.status = SagaStatus::Incident;
+        let failure: Value = self
+            .state
+            .failure_json
+            .as_deref()
+            .and_then(|f| serde_json::from_str(f).ok())
+            .unwrap_or(Value::Null);
+        let detail = json!({
+            "cause": cause,
+            "step": failure.get("step"),
+            "error": failure.get("error"),
+        });
+        self.emit(EventType::SagaIncident, None, None, Some(detail));
+    }
+
     /// Ends an await step's subscription.
     pub(crate) fn unsubscribe(&mut self, id: &str) {
         let Some((step, _)) = self.locate(id) else {

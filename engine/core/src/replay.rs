@@ -164,6 +164,7 @@ fn observable(events: &[SagaEvent]) -> Vec<String> {
                 EventType::SagaCompleted => Some("end COMPLETED".into()),
                 EventType::SagaCompensated => Some("end COMPENSATED".into()),
                 EventType::SagaFailed => Some("end FAILED".into()),
+                EventType::SagaIncident => Some("incident".into()),
                 _ => None,
             }
         })

@@ -5,8 +5,8 @@
 //! duplicate start or a late reply. The marker goes when the dedupe window (`dedupe_ms` after the
 //! end) is over, if the id-reuse policy lets the id start a new saga; its history stays in the
 //! event log. Both steps are `Expire` timers of the saga, so they are journaled decisions like
-//! any other and survive crashes and hand-overs. A saga that ended `Failed` needs an operator
-//! and never expires.
+//! any other and survive crashes and hand-overs. A saga in INCIDENT waits for an
+//! operator and never expires, nor does one that ended `Failed` before incidents existed.
 
 use sagaflow_avro::{SagaState, SagaStatus, Timer, TimerKind};
 

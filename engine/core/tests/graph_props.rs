@@ -7,7 +7,9 @@ mod common;
 
 use common::{reply, start_of, Run};
 use proptest::prelude::*;
-use sagaflow_avro::{Command, EventType as E, SagaEvent, Signal, StepStatus, TimerKind};
+use sagaflow_avro::{
+    Command, EventType as E, SagaEvent, SagaStatus, Signal, StepStatus, TimerKind,
+};
 use sagaflow_core::Input;
 use sagaflow_definition::Definition;
 use serde_json::json;
@@ -166,8 +168,10 @@ impl Driver {
         self.outstanding.extend(sent);
     }
 
+    /// Ended, or settled in INCIDENT: nothing more happens without an operator.
     fn ended(&self) -> bool {
-        self.run.status().is_terminal()
+        let status = self.run.status();
+        status.is_terminal() || status == SagaStatus::Incident
     }
 
     fn step(&mut self, act: &Act) {
@@ -310,14 +314,14 @@ fn check(driver: &Driver) {
     // A gapless log.
     let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=events.len() as i64).collect::<Vec<_>>());
-    // Exactly one end, and nothing after it.
+    // Exactly one end (or incident), and nothing after it.
     let ends: Vec<usize> = events
         .iter()
         .enumerate()
         .filter(|(_, e)| {
             matches!(
                 e.event_type,
-                E::SagaCompleted | E::SagaCompensated | E::SagaFailed
+                E::SagaCompleted | E::SagaCompensated | E::SagaIncident
             )
         })
         .map(|(i, _)| i)

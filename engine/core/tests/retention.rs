@@ -140,7 +140,7 @@ fn a_failed_saga_waits_for_an_operator_and_never_expires() {
         1,
         Err(("NO", false)),
     ));
-    assert_eq!(r.status(), SagaStatus::Failed);
+    assert_eq!(r.status(), SagaStatus::Incident);
     assert!(expire_timers(&r).is_empty());
 }
 

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{reply, start_of, Run};
-use sagaflow_avro::{EventType as E, Phase, SagaStatus, Signal, StepStatus};
+use sagaflow_avro::{EventType as E, Phase, SagaEvent, SagaStatus, Signal, StepStatus};
 use sagaflow_core::{Effect, IgnoreReason, Input, Outcome};
 use sagaflow_definition::Definition;
 use serde_json::json;
@@ -294,8 +294,20 @@ fn compensation_retries_with_backoff_then_becomes_an_incident() {
         2,
         Err(("BUSY", true)),
     ));
-    assert_eq!(r.status(), SagaStatus::Failed);
-    assert_eq!(r.events().last().map(|e| e.1), Some(E::SagaFailed));
+    // Not an end: the saga waits in INCIDENT for an operator, and says why.
+    assert_eq!(r.status(), SagaStatus::Incident);
+    let incident = d_last(&r);
+    assert_eq!(incident.event_type, E::SagaIncident);
+    assert_eq!(incident.status.as_deref(), Some("INCIDENT"));
+    let detail: serde_json::Value =
+        serde_json::from_str(incident.detail_json.as_deref().unwrap()).unwrap();
+    assert_eq!(detail["cause"], "compensation_failed");
+    assert_eq!(detail["step"], "pay");
+    assert_eq!(detail["error"]["code"], "BUSY");
+}
+
+fn d_last(r: &Run) -> SagaEvent {
+    r.all_events().last().cloned().expect("an event")
 }
 
 #[test]
@@ -502,7 +514,11 @@ fn an_await_timeout_continues_with_the_default_or_compensates_or_fails() {
     let mut r = run(&AWAIT.replace("on_timeout: {continue: {ok: false}}", "on_timeout: fail"));
     r.feed(start_of("a", "a3", json!({"order": "o-9"})));
     r.fire_next_timer();
-    assert_eq!(r.status(), SagaStatus::Failed);
+    assert_eq!(r.status(), SagaStatus::Incident);
+    let detail: serde_json::Value =
+        serde_json::from_str(d_last(&r).detail_json.as_deref().unwrap()).unwrap();
+    assert_eq!(detail["cause"], "await_timed_out");
+    assert_eq!(detail["error"]["code"], "AWAIT_TIMEOUT");
 }
 
 #[test]

@@ -65,7 +65,7 @@ counters! {
     sagas_started_total => "Sagas started.",
     sagas_completed_total => "Sagas that completed every step.",
     sagas_compensated_total => "Sagas fully compensated.",
-    sagas_failed_total => "Sagas that became incidents.",
+    incidents_total => "Sagas that entered INCIDENT (a compensation failed for good, or an await timed out with on_timeout: fail).",
     journal_records_total => "Journal records written and confirmed valid.",
     journal_conflicts_total => "Journal writes that found another writer and forced a resync.",
     fenced_records_total => "Journal records ignored by the chain rule during restores.",

@@ -1,6 +1,6 @@
 //! Await steps: waiting for an external event (a signal), with a timeout and a deadline.
 
-use sagaflow_avro::{EventType, SagaStatus, Signal, StepStatus, TimerKind};
+use sagaflow_avro::{EventType, Signal, StepStatus, TimerKind};
 use sagaflow_definition::{Action, Await, Correlation, OnTimeout};
 use serde_json::{json, Value};
 
@@ -135,10 +135,11 @@ pub(super) fn on_timer(
             match &awaited.on_timeout {
                 OnTimeout::Continue(output) => leaf::succeed(d, id, None, output.clone()),
                 OnTimeout::Compensate => leaf::fail_step(d, id, 1, Failure::known(error)),
+                // Nothing is compensated: the definition asked for a person to decide.
                 OnTimeout::Fail => {
                     d.set_status(id, StepStatus::Failed);
                     d.set_failure(json!({"step": id, "error": error, "incident": "await timed out with on_timeout: fail; nothing was compensated"}));
-                    d.end(SagaStatus::Failed, EventType::SagaFailed, Some(error));
+                    d.incident("await_timed_out");
                 }
             }
         }

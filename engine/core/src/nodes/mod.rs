@@ -100,13 +100,12 @@ pub(crate) fn advance(d: &mut Draft<'_>) {
                 d.end(SagaStatus::Compensated, EventType::SagaCompensated, failure);
             }
             // A compensation failed for good: nothing more is undone, waits stop, and the saga
-            // ends as an incident once every attempt still in flight elsewhere (a branch that
-            // was unwinding on its own) is resolved.
+            // becomes an incident once every attempt still in flight elsewhere (a branch that
+            // was unwinding on its own) is resolved, so that the operator sees a settled saga.
             Unwound::Stuck => {
                 stop_waiting(d);
                 if !attempts_in_flight(d) {
-                    let error = failure(d).and_then(|f| f.get("error").cloned());
-                    d.end(SagaStatus::Failed, EventType::SagaFailed, error);
+                    d.incident("compensation_failed");
                 }
             }
         }

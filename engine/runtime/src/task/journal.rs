@@ -370,7 +370,7 @@ fn count_event(metrics: &Metrics, event: sagaflow_avro::EventType) {
         E::SagaStarted => &metrics.sagas_started_total,
         E::SagaCompleted => &metrics.sagas_completed_total,
         E::SagaCompensated => &metrics.sagas_compensated_total,
-        E::SagaFailed => &metrics.sagas_failed_total,
+        E::SagaIncident => &metrics.incidents_total,
         _ => return,
     };
     let _ = counter.fetch_add(1, Ordering::Relaxed);
