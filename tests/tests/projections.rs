@@ -36,33 +36,43 @@ fn projector(
     consumer_group: &str,
     batch: usize,
 ) -> (Proc, String) {
-    let args: Vec<String> = [
-        "projections",
-        "--bootstrap",
-        &r.broker.bootstrap(),
-        "--registry-url",
-        &r.registry_url,
-        "--group",
-        &r.space.group,
-        "--database-url",
-        &pg.url,
-        "--schema",
-        schema,
-        "--consumer-group",
-        consumer_group,
-        "--http-listen",
-        "127.0.0.1:0",
-        "--batch-max",
-        &batch.to_string(),
-        "--batch-wait-ms",
-        "20",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args = connection_args("projections", r, pg, schema);
+    args.extend(
+        [
+            "--consumer-group",
+            consumer_group,
+            "--http-listen",
+            "127.0.0.1:0",
+            "--batch-max",
+            &batch.to_string(),
+            "--batch-wait-ms",
+            "20",
+        ]
+        .map(String::from),
+    );
     let p = Proc::spawn(&format!("projections-{schema}"), &args);
     let url = p.wait_line("projections:", Duration::from_secs(120));
     (p, url)
+}
+
+/// `sagaflow <command>` with the broker, registry, group, database and schema of the test.
+fn connection_args(command: &str, r: &Rig, pg: &Postgres, schema: &str) -> Vec<String> {
+    command
+        .split(' ')
+        .chain([
+            "--bootstrap",
+            &r.broker.bootstrap(),
+            "--registry-url",
+            &r.registry_url,
+            "--group",
+            &r.space.group,
+            "--database-url",
+            &pg.url,
+            "--schema",
+            schema,
+        ])
+        .map(String::from)
+        .collect()
 }
 
 /// Starts trips `ids`, `per_second` of them a second, and returns once all are sent.
@@ -295,20 +305,7 @@ fn the_projection_matches_the_log_survives_kill_9_equals_a_rebuild_and_answers_b
 
     // A rebuild from offset 0 swaps in the same tables.
     let out = std::process::Command::new(sagaflow_tests::sagaflow_bin())
-        .args([
-            "projections",
-            "rebuild",
-            "--bootstrap",
-            &r.broker.bootstrap(),
-            "--registry-url",
-            &r.registry_url,
-            "--group",
-            &r.space.group,
-            "--database-url",
-            &pg.url,
-            "--schema",
-            "live",
-        ])
+        .args(connection_args("projections rebuild", &r, &pg, "live"))
         .output()
         .expect("run rebuild");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -340,6 +340,14 @@ impl<'a> Draft<'a> {
         self.state.failure_json = Some(failure.to_string());
     }
 
+    /// What failed the saga (`failure_json`), if anything did.
+    pub(crate) fn failure(&self) -> Option<Value> {
+        self.state
+            .failure_json
+            .as_deref()
+            .and_then(|f| serde_json::from_str(f).ok())
+    }
+
     /// Whether anything of the saga is still in flight or scheduled.
     pub(crate) fn unresolved(&self) -> bool {
         self.state.steps.iter().any(|s| active(s.status))
@@ -356,12 +364,7 @@ impl<'a> Draft<'a> {
     /// timers kept, until an operator acts. `failure_json` already says which step and why.
     pub(crate) fn incident(&mut self, cause: &str) {
         self.state.status = SagaStatus::Incident;
-        let failure: Value = self
-            .state
-            .failure_json
-            .as_deref()
-            .and_then(|f| serde_json::from_str(f).ok())
-            .unwrap_or(Value::Null);
+        let failure = self.failure().unwrap_or(Value::Null);
         let detail = json!({
             "cause": cause,
             "step": failure.get("step"),

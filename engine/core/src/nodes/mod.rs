@@ -22,7 +22,7 @@ mod wait;
 
 use sagaflow_avro::{EventType, SagaStatus, StepStatus, TimerKind};
 use sagaflow_definition::{Action, Step};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::draft::{Draft, Failure};
 use crate::graph::Scope;
@@ -96,7 +96,7 @@ pub(crate) fn advance(d: &mut Draft<'_>) {
         match unwind_seq(d, steps, &Scope::default()) {
             Unwound::Busy => {}
             Unwound::Done => {
-                let failure = failure(d);
+                let failure = d.failure();
                 d.end(SagaStatus::Compensated, EventType::SagaCompensated, failure);
             }
             // A compensation failed for good: nothing more is undone, waits stop, and the saga
@@ -147,13 +147,6 @@ fn stop_waiting(d: &mut Draft<'_>) {
             .retain(|t| t.step.as_deref() != Some(id.as_str()));
         d.set_status(&id, StepStatus::Skipped);
     }
-}
-
-fn failure(d: &Draft<'_>) -> Option<Value> {
-    d.state
-        .failure_json
-        .as_deref()
-        .and_then(|f| serde_json::from_str(f).ok())
 }
 
 pub(crate) fn advance_seq<'a>(d: &mut Draft<'a>, steps: &'a [Step], scope: &Scope) -> Progress {
