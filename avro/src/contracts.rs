@@ -196,6 +196,19 @@ pub enum EventType {
     /// timed out with `on_timeout: fail`): it enters INCIDENT, keeping its state and timers.
     /// The detail says why: `cause`, `step` and `error`.
     SagaIncident,
+    /// An operator's admin command was applied (detail: request_id, action, actor, reason,
+    /// job_id, step).
+    AdminCommandApplied,
+    /// An operator's admin command did not apply to the saga's state (detail adds `rejection`).
+    AdminCommandRejected,
+    /// An operator ended the saga without compensating anything.
+    SagaAborted,
+    /// An operator paused the saga: timers are deferred and inputs held.
+    SagaPaused,
+    /// The saga resumed; what was held follows.
+    SagaResumed,
+    /// An input arrived, or a timer came due, while the saga was paused: held until resume.
+    InputHeld,
 }
 
 impl EventType {
@@ -229,6 +242,12 @@ impl EventType {
             Self::BranchFailed => "BRANCH_FAILED",
             Self::BranchCancelled => "BRANCH_CANCELLED",
             Self::SagaIncident => "SAGA_INCIDENT",
+            Self::AdminCommandApplied => "ADMIN_COMMAND_APPLIED",
+            Self::AdminCommandRejected => "ADMIN_COMMAND_REJECTED",
+            Self::SagaAborted => "SAGA_ABORTED",
+            Self::SagaPaused => "SAGA_PAUSED",
+            Self::SagaResumed => "SAGA_RESUMED",
+            Self::InputHeld => "INPUT_HELD",
         }
     }
 }
@@ -288,6 +307,8 @@ pub enum SagaStatus {
     Failed,
     /// Waits for an operator (see `EventType::SagaIncident`); not terminal.
     Incident,
+    /// Terminal: an operator ended it without compensating (see `EventType::SagaAborted`).
+    Aborted,
 }
 
 impl SagaStatus {
@@ -300,12 +321,31 @@ impl SagaStatus {
             Self::Compensated => "COMPENSATED",
             Self::Failed => "FAILED",
             Self::Incident => "INCIDENT",
+            Self::Aborted => "ABORTED",
         }
     }
 
     /// Whether no further input changes the saga.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Completed | Self::Compensated | Self::Failed)
+        matches!(
+            self,
+            Self::Completed | Self::Compensated | Self::Failed | Self::Aborted
+        )
+    }
+}
+
+impl EventType {
+    /// Whether the event leaves the saga settled: ended, or waiting for an operator in an
+    /// incident. What waits for a saga to finish waits for one of these.
+    pub fn settles(self) -> bool {
+        matches!(
+            self,
+            Self::SagaCompleted
+                | Self::SagaCompensated
+                | Self::SagaFailed
+                | Self::SagaIncident
+                | Self::SagaAborted
+        )
     }
 }
 
@@ -339,6 +379,26 @@ pub enum StepStatus {
     /// Its branch was cancelled while an attempt was in flight: the attempt's reply, or its
     /// timeout, resolves it, and a success is then compensated.
     Cancelled,
+}
+
+impl StepStatus {
+    /// The Avro symbol, as the state and the JSON forms spell it.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Running => "RUNNING",
+            Self::Succeeded => "SUCCEEDED",
+            Self::Failed => "FAILED",
+            Self::Compensating => "COMPENSATING",
+            Self::Compensated => "COMPENSATED",
+            Self::CompensationFailed => "COMPENSATION_FAILED",
+            Self::Skipped => "SKIPPED",
+            Self::Backoff => "BACKOFF",
+            Self::Waiting => "WAITING",
+            Self::TimedOut => "TIMED_OUT",
+            Self::Cancelled => "CANCELLED",
+        }
+    }
 }
 
 /// State of one step.
@@ -402,8 +462,129 @@ pub struct SagaState {
     /// Finished and past its retention: only a marker that recognises duplicates is left.
     #[serde(default)]
     pub compacted: bool,
+    /// Set while an operator has paused the saga.
+    #[serde(default)]
+    pub pause: Option<Pause>,
+    /// Request ids of the latest admin commands decided (a copy of one is ignored).
+    #[serde(default)]
+    pub admin_requests: Vec<String>,
 }
 contract!(SagaState, SAGA_STATE);
+
+/// An operator's pause of one saga.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pause {
+    /// Who paused it.
+    pub actor: String,
+    /// Why.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The admin request that paused it.
+    pub request_id: String,
+    /// When, epoch ms.
+    pub at: i64,
+    /// Inputs and due timers held while paused, in arrival order, as the event log records
+    /// inputs.
+    #[serde(default)]
+    pub held: Vec<String>,
+}
+
+/// What an admin command asks of a saga.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AdminAction {
+    /// Retry a step waiting in backoff now, or the incident's failed part.
+    Retry,
+    /// A step counts as succeeded with a given output.
+    Skip,
+    /// Compensate what is done.
+    Cancel,
+    /// End without compensating.
+    Abort,
+    /// Defer timers and hold inputs.
+    Pause,
+    /// Release what was held.
+    Resume,
+    /// Close an incident.
+    Resolve,
+}
+
+impl AdminAction {
+    /// Lower-case name, as the CLI and the API spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retry => "retry",
+            Self::Skip => "skip",
+            Self::Cancel => "cancel",
+            Self::Abort => "abort",
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+            Self::Resolve => "resolve",
+        }
+    }
+
+    /// Every action, in schema order.
+    pub const ALL: [AdminAction; 7] = [
+        Self::Retry,
+        Self::Skip,
+        Self::Cancel,
+        Self::Abort,
+        Self::Pause,
+        Self::Resume,
+        Self::Resolve,
+    ];
+}
+
+/// How a RESOLVE closes an incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Resolution {
+    /// Send the failed compensation again (or wait for the timed-out event again).
+    RetryCompensation,
+    /// It was done by hand: count it as done.
+    MarkDone,
+}
+
+impl Resolution {
+    /// Lower-case name, as the CLI and the API spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RetryCompensation => "retry_compensation",
+            Self::MarkDone => "mark_done",
+        }
+    }
+}
+
+/// An operator's command to one saga (`<group>.admin`, keyed by saga id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdminCommand {
+    /// Unique per request; the events it causes carry it.
+    pub request_id: String,
+    /// The saga (the Kafka key).
+    pub saga_id: String,
+    /// What to do.
+    pub action: AdminAction,
+    /// The step instance it concerns, if any.
+    #[serde(default)]
+    pub step: Option<String>,
+    /// SKIP (and RESOLVE MARK_DONE of an await): the step's output, a JSON object.
+    #[serde(default)]
+    pub output_json: Option<String>,
+    /// RESOLVE: how.
+    #[serde(default)]
+    pub resolution: Option<Resolution>,
+    /// Who asked.
+    pub actor: String,
+    /// Why.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The bulk job that produced it.
+    #[serde(default)]
+    pub job_id: Option<String>,
+    /// Client time, epoch ms.
+    pub requested_at: i64,
+}
+contract!(AdminCommand, ADMIN_COMMAND);
 
 /// What a saga timer does when it fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

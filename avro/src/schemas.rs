@@ -117,9 +117,14 @@ schema_file!(CHECKPOINT, "Checkpoint.avsc", "io.sagaflow.Checkpoint");
 schema_file!(SIGNAL, "Signal.avsc", "io.sagaflow.Signal");
 schema_file!(PARKED, "Parked.avsc", "io.sagaflow.Parked");
 schema_file!(CORRELATION, "Correlation.avsc", "io.sagaflow.Correlation");
+schema_file!(
+    ADMIN_COMMAND,
+    "AdminCommand.avsc",
+    "io.sagaflow.AdminCommand"
+);
 
 /// Every embedded schema.
-pub static ALL: [&SchemaFile; 10] = [
+pub static ALL: [&SchemaFile; 11] = [
     &START_SAGA,
     &COMMAND,
     &REPLY,
@@ -130,12 +135,13 @@ pub static ALL: [&SchemaFile; 10] = [
     &SIGNAL,
     &PARKED,
     &CORRELATION,
+    &ADMIN_COMMAND,
 ];
 
 /// Older versions of the internal schemas (see `internal`), each with the file it is a version
 /// of: `avro/schemas/history/<Name>.<fingerprint>.avsc`. Add the committed version here whenever
 /// an internal schema changes; `tests/contracts.rs` names any that is missing.
-pub static HISTORY: [(&SchemaFile, &str); 2] = [
+pub static HISTORY: [(&SchemaFile, &str); 3] = [
     (
         &SAGA_STATE,
         include_str!("../schemas/history/SagaState.3043bbe00852c042.avsc"),
@@ -143,6 +149,10 @@ pub static HISTORY: [(&SchemaFile, &str); 2] = [
     (
         &SAGA_STATE,
         include_str!("../schemas/history/SagaState.b206f32ff77e24a4.avsc"),
+    ),
+    (
+        &SAGA_STATE,
+        include_str!("../schemas/history/SagaState.9f37777138af0996.avsc"),
     ),
 ];
 

@@ -140,6 +140,26 @@ fn every_contract_roundtrips_through_its_schema() {
             attempt: Some(2),
         }],
         compacted: false,
+        pause: Some(Pause {
+            actor: "ops".into(),
+            reason: Some("migrating".into()),
+            request_id: "r-1".into(),
+            at: 3,
+            held: vec![r#"{"reply":{}}"#.into()],
+        }),
+        admin_requests: vec!["r-1".into()],
+    });
+    roundtrip(AdminCommand {
+        request_id: "r-2".into(),
+        saga_id: "s".into(),
+        action: AdminAction::Resolve,
+        step: Some("pay".into()),
+        output_json: Some("{}".into()),
+        resolution: Some(Resolution::MarkDone),
+        actor: "ops".into(),
+        reason: Some("refunded by hand".into()),
+        job_id: Some("job-1".into()),
+        requested_at: 4,
     });
     roundtrip(Signal {
         signal_id: "sig".into(),
@@ -419,6 +439,8 @@ fn a_saga_state_written_before_graph_nodes_decodes_now() {
         failure_json: None,
         timers: vec![],
         compacted: false,
+        pause: None,
+        admin_requests: vec![],
     };
     // The old engine's record: the same values without the field it did not have.
     fn drop_field(value: Avro, name: &str) -> Avro {
@@ -451,4 +473,52 @@ fn a_saga_state_written_before_graph_nodes_decodes_now() {
         .expect("single-object encoding")
         .expect("an old state decodes");
     assert_eq!(decoded, state);
+}
+
+/// The hand-written `symbol()` of each enum spells every symbol of its schema the way serde
+/// (and so Avro) does.
+#[test]
+fn every_enum_symbol_is_spelled_as_its_schema_spells_it() {
+    fn symbols(file: &sagaflow_avro::schemas::SchemaFile, name: &str) -> Vec<String> {
+        fn find(v: &serde_json::Value, name: &str) -> Option<Vec<String>> {
+            match v {
+                serde_json::Value::Object(o) => {
+                    if o.get("type").and_then(|t| t.as_str()) == Some("enum")
+                        && o.get("name").and_then(|n| n.as_str()) == Some(name)
+                    {
+                        let list = o["symbols"].as_array()?;
+                        return Some(
+                            list.iter()
+                                .filter_map(|s| s.as_str().map(str::to_string))
+                                .collect(),
+                        );
+                    }
+                    o.values().find_map(|v| find(v, name))
+                }
+                serde_json::Value::Array(a) => a.iter().find_map(|v| find(v, name)),
+                _ => None,
+            }
+        }
+        let schema: serde_json::Value = serde_json::from_str(file.text).expect("schema JSON");
+        find(&schema, name).unwrap_or_else(|| panic!("{} has no enum {name}", file.file))
+    }
+    fn check<T: serde::de::DeserializeOwned>(symbols: Vec<String>, spell: fn(T) -> String) {
+        assert!(!symbols.is_empty());
+        for symbol in symbols {
+            let value: T = serde_json::from_value(serde_json::Value::String(symbol.clone()))
+                .unwrap_or_else(|e| panic!("{symbol} is not a variant: {e}"));
+            assert_eq!(spell(value), symbol);
+        }
+    }
+    use sagaflow_avro::schemas::{ADMIN_COMMAND, SAGA_EVENT, SAGA_STATE};
+    check::<EventType>(symbols(&SAGA_EVENT, "EventType"), |t| t.symbol().into());
+    check::<SagaStatus>(symbols(&SAGA_STATE, "SagaStatus"), |t| t.symbol().into());
+    check::<StepStatus>(symbols(&SAGA_STATE, "StepStatus"), |t| t.symbol().into());
+    check::<AdminAction>(symbols(&ADMIN_COMMAND, "AdminAction"), |t| {
+        t.as_str().to_uppercase()
+    });
+    assert_eq!(
+        symbols(&ADMIN_COMMAND, "AdminAction").len(),
+        AdminAction::ALL.len()
+    );
 }

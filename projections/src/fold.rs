@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use sagaflow_avro::{EventType, SagaEvent};
 use serde_json::Value;
 
-/// Statuses after which a saga changes no more (`ABORTED` comes with operator commands).
+/// Statuses after which a saga changes no more.
 pub const ENDED: &[&str] = &["COMPLETED", "COMPENSATED", "FAILED", "ABORTED"];
 
 /// Milliseconds in a day: events are grouped by UTC day.
@@ -169,6 +169,7 @@ fn status_of(event: &SagaEvent, previous: Option<&str>) -> String {
         EventType::SagaCompensated => "COMPENSATED",
         EventType::SagaFailed => "FAILED",
         EventType::SagaIncident => "INCIDENT",
+        EventType::SagaAborted => "ABORTED",
         EventType::CompensationDispatched if previous == Some("RUNNING") => "COMPENSATING",
         _ => previous.unwrap_or("RUNNING"),
     }
@@ -205,7 +206,13 @@ fn step_change(t: EventType) -> Option<(&'static str, &'static str, bool, bool)>
         | E::SagaCompensated
         | E::SagaFailed
         | E::SagaIncident
-        | E::SagaDeadlineExceeded => return None,
+        | E::SagaDeadlineExceeded
+        | E::SagaAborted
+        | E::SagaPaused
+        | E::SagaResumed
+        | E::AdminCommandApplied
+        | E::AdminCommandRejected
+        | E::InputHeld => return None,
     })
 }
 

@@ -53,6 +53,32 @@ pub struct ProjectorConfig {
     pub rejoin_when_unassigned: bool,
 }
 
+impl ProjectorConfig {
+    /// The projector of engine group `group`'s event log into `schema`, with the topic and
+    /// consumer group names derived from it and the default batching and retention.
+    pub fn for_group(
+        kafka: KafkaSettings,
+        registry: RegistrySettings,
+        database_url: &str,
+        schema: &str,
+        group: &str,
+    ) -> Self {
+        Self {
+            kafka,
+            registry,
+            database_url: database_url.to_string(),
+            schema: schema.to_string(),
+            topic: format!("{group}.events"),
+            dlq_topic: format!("{group}.projections.dlq"),
+            consumer_group: format!("{group}.projections"),
+            batch_max: 5000,
+            batch_wait: Duration::from_millis(50),
+            retention_days: 30,
+            rejoin_when_unassigned: false,
+        }
+    }
+}
+
 /// A record as fetched.
 pub(crate) struct Fetched {
     pub(crate) partition: i32,

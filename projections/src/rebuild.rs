@@ -25,7 +25,8 @@ pub struct RebuildReport {
     pub events: u64,
     /// Records skipped as not saga events.
     pub bad: u64,
-    /// Seconds spent projecting (before the swap).
+    /// Seconds from the start to the last batch written (the quiet wait that proves the end,
+    /// and the swap, excluded).
     pub seconds: f64,
 }
 
@@ -95,10 +96,8 @@ pub fn rebuild(
 ) -> Result<RebuildReport> {
     let live = config.schema.clone();
     let side = format!("{live}_rebuild");
-    crate::store::check_schema_name(&side)?;
-    connect(&config.database_url)?
-        .batch_execute(&format!("DROP SCHEMA IF EXISTS {side} CASCADE"))
-        .map_err(|e| Error::sql("dropping an earlier rebuild's tables", e))?;
+    // An earlier rebuild that stopped half way left its tables.
+    crate::store::drop_schema(&config.database_url, &side)?;
     let mut store = Store::open(&config.database_url, &side, config.retention_days)?;
 
     let consumer: BaseConsumer = config
@@ -145,6 +144,9 @@ pub fn rebuild(
     let mut expected: BTreeMap<i32, Option<i64>> = partitions.iter().map(|p| (*p, None)).collect();
     let mut done = 0u64;
     let mut idle_since = Instant::now();
+    // When the last batch was written: the quiet wait that proves the end is not work, and
+    // counting it would understate the rate.
+    let mut last_write = started;
     loop {
         // The end offsets read at the start bound the work, but some brokers (tansu 0.6)
         // report them low: the log has ended only once they are reached and nothing more
@@ -182,6 +184,7 @@ pub fn rebuild(
         for (p, (_, next)) in &batch.ranges {
             let _ = expected.insert(*p, Some(*next));
         }
+        last_write = Instant::now();
         total = total.max(done);
         progress(Progress {
             done,
@@ -190,13 +193,13 @@ pub fn rebuild(
             finished: false,
         });
     }
+    let seconds = (last_write - started).as_secs_f64();
     progress(Progress {
         done: total.max(done),
         total: total.max(done),
-        elapsed: started.elapsed(),
+        elapsed: last_write - started,
         finished: true,
     });
-    let seconds = started.elapsed().as_secs_f64();
     swap(&config.database_url, &live, &side)?;
     Ok(RebuildReport {
         events: metrics.events(),

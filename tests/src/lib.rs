@@ -785,6 +785,57 @@ pub fn start_saga_version(
         .expect("enqueue start");
 }
 
+/// A participant's consumer of command topic `topic`, in the group `<topic>-participant`.
+pub fn command_consumer(bootstrap: &str, topic: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = client_config(bootstrap)
+        .set("group.id", format!("{topic}-participant"))
+        .set("auto.offset.reset", "earliest")
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    consumer
+}
+
+/// Answers `command` on its `reply_to` topic, as a participant: with output `Ok(JSON text)`, or
+/// with the error.
+pub fn answer(
+    codec: &BlockingCodec,
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    command: &sagaflow_avro::Command,
+    result: Result<String, sagaflow_avro::ReplyError>,
+) {
+    let (status, output_json, error) = match result {
+        Ok(output) => (sagaflow_avro::ReplyStatus::Success, Some(output), None),
+        Err(e) => (sagaflow_avro::ReplyStatus::Failure, None, Some(e)),
+    };
+    let reply = sagaflow_avro::Reply {
+        message_id: format!("reply/{}", command.message_id),
+        saga_id: command.saga_id.clone(),
+        step: command.step.clone(),
+        phase: command.phase,
+        attempt: command.attempt,
+        idempotency_key: command.idempotency_key.clone(),
+        status,
+        output_json,
+        error,
+        replied_at: 0,
+    };
+    let value = codec
+        .encode(sagaflow_avro::Subject::Topic(&command.reply_to), &reply)
+        .expect("encode reply");
+    while producer
+        .send(
+            BaseRecord::to(&command.reply_to)
+                .key(&command.saga_id)
+                .payload(&value),
+        )
+        .is_err()
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Sends one record and waits for it.
 pub fn send(
     producer: &ThreadedProducer<DefaultProducerContext>,
@@ -987,7 +1038,7 @@ impl EventLog {
                 !self
                     .sagas
                     .get(*id)
-                    .is_some_and(|s| s.values().any(|e| is_settled(e.event_type)))
+                    .is_some_and(|s| s.values().any(|e| e.event_type.settles()))
             })
             .map(|id| format!("{id}: {:?}", self.steps(id)))
             .collect()
@@ -997,19 +1048,9 @@ impl EventLog {
     pub fn finished(&self) -> usize {
         self.sagas
             .values()
-            .filter(|s| s.values().filter(|e| is_settled(e.event_type)).count() == 1)
+            .filter(|s| s.values().filter(|e| e.event_type.settles()).count() == 1)
             .count()
     }
-}
-
-/// Whether an event ends a saga, or leaves it in INCIDENT: nothing more happens to it without
-/// an operator.
-pub fn is_settled(t: sagaflow_avro::EventType) -> bool {
-    use sagaflow_avro::EventType as E;
-    matches!(
-        t,
-        E::SagaCompleted | E::SagaCompensated | E::SagaFailed | E::SagaIncident
-    )
 }
 
 /// Polls `f` until it returns true or `timeout` passes; returns the last result.

@@ -197,7 +197,7 @@ pub fn check_events(log: &EventLog, ids: &[String]) -> usize {
         let terminals: Vec<E> = events
             .values()
             .map(|e| e.event_type)
-            .filter(|t| crate::is_settled(*t))
+            .filter(|t| t.settles())
             .collect();
         assert_eq!(terminals.len(), 1, "{id}: terminal events {terminals:?}");
         assert_eq!(

@@ -80,6 +80,8 @@ fn a_stale_owner_writing_after_losing_its_partition_changes_nothing() {
         failure_json: None,
         timers: vec![],
         compacted: false,
+        pause: None,
+        admin_requests: Vec::new(),
     };
     let changelog = format!("{group}.changelog");
     let state_bytes = sagaflow_avro::internal::encode(&bogus_state).expect("encode state");

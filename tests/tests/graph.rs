@@ -8,17 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::BaseRecord;
-use sagaflow_avro::{
-    BlockingCodec, Command, EventType as E, Phase, RegistrySettings, Reply, ReplyStatus, SagaEvent,
-    Subject,
-};
+use sagaflow_avro::{BlockingCodec, Command, EventType as E, Phase, RegistrySettings, SagaEvent};
 use sagaflow_definition::Definition;
 use sagaflow_tests::{
-    client_config, eventually, producer, spawn_engine, spawn_registry, Broker, EngineOpts,
-    EventLog, Proc, Space, TempDir, TestBroker,
+    answer, command_consumer, eventually, producer, spawn_engine, spawn_registry, Broker,
+    EngineOpts, EventLog, Proc, Space, TempDir, TestBroker,
 };
 use serde_json::json;
 
@@ -100,13 +95,7 @@ fn participant(
     let (flag, record) = (stop.clone(), seen.clone());
     let thread = std::thread::spawn(move || {
         let codec = BlockingCodec::new(&RegistrySettings::new(registry.as_str())).expect("codec");
-        let consumer: BaseConsumer = client_config(&bootstrap)
-            .set("group.id", format!("{topic}-participant"))
-            .set("auto.offset.reset", "earliest")
-            .set("topic.metadata.refresh.interval.ms", "1000")
-            .create()
-            .expect("consumer");
-        consumer.subscribe(&[&topic]).expect("subscribe");
+        let consumer = command_consumer(&bootstrap, &topic);
         let p = producer(&bootstrap);
         let mut due: Vec<(Instant, Command)> = Vec::new();
         while !flag.load(Ordering::SeqCst) {
@@ -130,27 +119,7 @@ fn participant(
             let (ready, later): (Vec<_>, Vec<_>) = due.into_iter().partition(|(at, _)| *at <= now);
             due = later;
             for (_, c) in ready {
-                let reply = Reply {
-                    message_id: format!("reply/{}", c.message_id),
-                    saga_id: c.saga_id.clone(),
-                    step: c.step.clone(),
-                    phase: c.phase,
-                    attempt: c.attempt,
-                    idempotency_key: c.idempotency_key.clone(),
-                    status: ReplyStatus::Success,
-                    output_json: Some(c.payload_json.clone()),
-                    error: None,
-                    replied_at: 0,
-                };
-                let value = codec
-                    .encode(Subject::Topic(&c.reply_to), &reply)
-                    .expect("encode reply");
-                while p
-                    .send(BaseRecord::to(&c.reply_to).key(&c.saga_id).payload(&value))
-                    .is_err()
-                {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
+                answer(&codec, &p, &c, Ok(c.payload_json.clone()));
                 let mut seen = record.lock().unwrap();
                 if let Some(answered) = seen
                     .commands
@@ -266,14 +235,9 @@ fn checked<'l>(log: &'l EventLog, id: &str, definition: &Definition) -> Vec<&'l 
     let events: Vec<&SagaEvent> = log.sagas[id].values().collect();
     let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "{id}");
-    let ends = events
-        .iter()
-        .filter(|e| sagaflow_tests::is_settled(e.event_type))
-        .count();
+    let ends = events.iter().filter(|e| e.event_type.settles()).count();
     assert_eq!(ends, 1, "{id}: one end");
-    assert!(sagaflow_tests::is_settled(
-        events.last().unwrap().event_type
-    ));
+    assert!(events.last().unwrap().event_type.settles());
     let owned: Vec<SagaEvent> = events.iter().map(|e| (*e).clone()).collect();
     let problems = sagaflow_core::audit::compensation_problems(definition, &owned);
     assert!(problems.is_empty(), "{id}: {problems:?}");

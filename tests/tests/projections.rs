@@ -162,7 +162,7 @@ fn terminal(log: &[&SagaEvent], saga: &str) -> Option<EventType> {
     log.iter()
         .filter(|e| e.saga_id == saga)
         .map(|e| e.event_type)
-        .find(|t| sagaflow_tests::is_settled(*t))
+        .find(|t| t.settles())
 }
 
 #[test]

@@ -379,10 +379,10 @@ fn a_fenced_owners_late_flush_that_compaction_keeps_does_not_bring_an_old_state_
         log.conflicts
     );
     let x: Vec<_> = log.sagas["x"].values().map(|e| e.event_type).collect();
-    let terminals = x.iter().filter(|t| sagaflow_tests::is_settled(**t)).count();
+    let terminals = x.iter().filter(|t| t.settles()).count();
     assert_eq!(terminals, 1, "x ended {terminals} times: {x:?}");
     assert!(
-        x.last().is_some_and(|t| sagaflow_tests::is_settled(*t)),
+        x.last().is_some_and(|t| t.settles()),
         "x has events after its end: {x:?}"
     );
 }

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 use sagaflow_avro::RegistrySettings;
@@ -18,8 +17,8 @@ use sagaflow_avro::{
     Signal, StartSaga, Subject,
 };
 use sagaflow_tests::{
-    client_config, eventually, metric, producer, read_all, send, spawn_engine, spawn_registry,
-    Broker, EngineOpts, EventLog, Proc, Space, TempDir, TestBroker,
+    answer, command_consumer, eventually, metric, producer, read_all, send, spawn_engine,
+    spawn_registry, Broker, EngineOpts, EventLog, Proc, Space, TempDir, TestBroker,
 };
 use serde_json::json;
 
@@ -148,13 +147,7 @@ impl Stack {
         let thread = std::thread::spawn(move || {
             let codec =
                 BlockingCodec::new(&RegistrySettings::new(registry.as_str())).expect("codec");
-            let consumer: BaseConsumer = client_config(&bootstrap)
-                .set("group.id", format!("{work}-participant"))
-                .set("auto.offset.reset", "earliest")
-                .set("topic.metadata.refresh.interval.ms", "1000")
-                .create()
-                .expect("consumer");
-            consumer.subscribe(&[&work]).expect("subscribe");
+            let consumer = command_consumer(&bootstrap, &work);
             let p = producer(&bootstrap);
             while !flag.load(Ordering::SeqCst) {
                 let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else {
@@ -164,41 +157,16 @@ impl Stack {
                 else {
                     continue;
                 };
-                let (status, output, error) = match script(&command) {
+                let result = match script(&command) {
                     Answer::Silence => continue,
-                    Answer::Success => (ReplyStatus::Success, Some("{}".to_string()), None),
-                    Answer::Fail(code, retryable) => (
-                        ReplyStatus::Failure,
-                        None,
-                        Some(ReplyError {
-                            code: code.into(),
-                            message: "scripted".into(),
-                            retryable,
-                        }),
-                    ),
+                    Answer::Success => Ok("{}".to_string()),
+                    Answer::Fail(code, retryable) => Err(ReplyError {
+                        code: code.into(),
+                        message: "scripted".into(),
+                        retryable,
+                    }),
                 };
-                let reply = Reply {
-                    message_id: format!("reply/{}", command.message_id),
-                    saga_id: command.saga_id.clone(),
-                    step: command.step.clone(),
-                    phase: command.phase,
-                    attempt: command.attempt,
-                    idempotency_key: command.idempotency_key.clone(),
-                    status,
-                    output_json: output,
-                    error,
-                    replied_at: 0,
-                };
-                let value = codec
-                    .encode(Subject::Topic(&command.reply_to), &reply)
-                    .expect("encode reply");
-                p.send(
-                    BaseRecord::to(&command.reply_to)
-                        .key(&command.saga_id)
-                        .payload(&value),
-                )
-                .map_err(|(e, _)| e)
-                .expect("send reply");
+                answer(&codec, &p, &command, result);
             }
         });
         self.participant = Some(Participant {

@@ -115,19 +115,17 @@ pub(crate) async fn run(args: BenchProjectionsArgs) -> anyhow::Result<ExitCode> 
     let raw_per_s = raw_consume(&kafka, &topic, args.partitions, args.events)?;
 
     let schema = format!("bench_{run_id}");
+    // A rebuild assigns partitions itself; it never joins the group.
     let config = sagaflow_projections::ProjectorConfig {
-        kafka: kafka.clone(),
-        registry: stack.registry.clone(),
-        database_url: args.database_url.clone(),
-        schema: schema.clone(),
         topic: topic.clone(),
-        dlq_topic: format!("{group}.projections.dlq"),
-        consumer_group: format!("{group}.projections"),
         batch_max: args.batch_max,
-        batch_wait: Duration::from_millis(50),
-        retention_days: 30,
-        // A rebuild assigns partitions itself; it never joins the group.
-        rejoin_when_unassigned: false,
+        ..sagaflow_projections::ProjectorConfig::for_group(
+            kafka.clone(),
+            stack.registry.clone(),
+            &args.database_url,
+            &schema,
+            &group,
+        )
     };
     eprintln!("bench-projections: projecting into PostgreSQL schema {schema}");
     let url = args.database_url.clone();

@@ -406,18 +406,15 @@ impl ReadModels {
     ) -> anyhow::Result<Self> {
         let schema = format!("demo_{run_id}");
         let config = sagaflow_projections::ProjectorConfig {
-            kafka: kafka.clone(),
-            registry: stack.registry.clone(),
-            database_url: url.to_string(),
-            schema: schema.clone(),
-            topic: stack.topics.events.clone(),
-            dlq_topic: format!("{group}.projections.dlq"),
-            consumer_group: format!("{group}.projections"),
-            batch_max: 5000,
-            batch_wait: Duration::from_millis(50),
-            retention_days: 30,
             rejoin_when_unassigned: std::env::var("SAGAFLOW_TANSU_WORKAROUNDS")
                 .is_ok_and(|v| v == "true"),
+            ..sagaflow_projections::ProjectorConfig::for_group(
+                kafka.clone(),
+                stack.registry.clone(),
+                url,
+                &schema,
+                group,
+            )
         };
         let metrics = std::sync::Arc::new(sagaflow_projections::Metrics::default());
         let handle = tokio::task::block_in_place(|| sagaflow_projections::start(config, metrics))

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use sagaflow_avro::{AsyncCodec, EventType, RegistrySettings, SagaEvent};
+use sagaflow_avro::{AsyncCodec, RegistrySettings, SagaEvent};
 use sagaflow_kafka::KafkaSettings;
 
 /// Events of one saga, deduplicated by seq.
@@ -26,7 +26,7 @@ pub(crate) struct SagaLog {
 impl SagaLog {
     /// The terminal event, if the saga ended.
     pub(crate) fn terminal(&self) -> Option<&SagaEvent> {
-        self.events.values().find(|e| is_settled(e.event_type))
+        self.events.values().find(|e| e.event_type.settles())
     }
 
     /// Problems with this saga's log: gaps, conflicts, terminal events not exactly once at the end.
@@ -48,7 +48,7 @@ impl SagaLog {
         let terminals: Vec<&SagaEvent> = self
             .events
             .values()
-            .filter(|e| is_settled(e.event_type))
+            .filter(|e| e.event_type.settles())
             .collect();
         match terminals.as_slice() {
             [] => out.push(format!("{saga_id}: no terminal event")),
@@ -61,18 +61,6 @@ impl SagaLog {
         }
         out
     }
-}
-
-/// Whether an event ends a saga, or leaves it in INCIDENT: nothing more happens to it without
-/// an operator.
-pub(crate) fn is_settled(t: EventType) -> bool {
-    matches!(
-        t,
-        EventType::SagaCompleted
-            | EventType::SagaCompensated
-            | EventType::SagaFailed
-            | EventType::SagaIncident
-    )
 }
 
 /// The whole log, filled by a background reader.
@@ -132,7 +120,7 @@ pub(crate) async fn follow(
                     event.seq, existing.event_type, event.event_type
                 )),
                 None => {
-                    if is_settled(event.event_type) {
+                    if event.event_type.settles() {
                         saga.ended_at = Some(Instant::now());
                     }
                     let _ = saga.events.insert(event.seq, event);

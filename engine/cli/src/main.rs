@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use sagaflow_avro::RegistrySettings;
 use sagaflow_kafka::{KafkaSettings, TopicPolicy};
 
+mod admin;
 mod bench;
 mod bench_engine;
 mod bench_projections;
@@ -158,6 +159,9 @@ enum Command {
     },
     /// Print a group's saga event log as JSON lines.
     Events(events::EventsArgs),
+    /// An operator's command to one saga (retry, skip, cancel, abort, pause, resume, resolve):
+    /// waits for the engine's answer, and exits non-zero when it is rejected.
+    Admin(Box<admin::AdminArgs>),
     /// Read models: project the event log into PostgreSQL, with a query API and metrics.
     Projections(Box<projections::ProjectionsArgs>),
     /// Run the trip demo end to end on a broker: registry, engine, participants, 1,000 sagas.
@@ -222,6 +226,7 @@ fn main() -> ExitCode {
         }
         Command::Start(args) => runtime().and_then(|rt| rt.block_on(start::run(args))),
         Command::Events(args) => runtime().and_then(|rt| rt.block_on(events::run(args))),
+        Command::Admin(args) => runtime().and_then(|rt| rt.block_on(admin::run(*args))),
         Command::Projections(args) => runtime().and_then(|rt| rt.block_on(projections::run(*args))),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
         Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::run(args))),

@@ -82,21 +82,23 @@ impl ProjectionOptions {
         let database_url = self.database_url.clone().context(
             "--database-url (or SAGAFLOW_DATABASE_URL) is required: the PostgreSQL to project into, e.g. postgres://sagaflow:secret@db:5432/sagaflow",
         )?;
+        let defaults = ProjectorConfig::for_group(
+            self.connection.kafka()?,
+            self.connection.registry()?,
+            &database_url,
+            &self.schema,
+            &self.group,
+        );
         Ok(ProjectorConfig {
-            kafka: self.connection.kafka()?,
-            registry: self.connection.registry()?,
-            database_url,
-            schema: self.schema.clone(),
-            topic: format!("{}.events", self.group),
-            dlq_topic: format!("{}.projections.dlq", self.group),
             consumer_group: self
                 .consumer_group
                 .clone()
-                .unwrap_or_else(|| format!("{}.projections", self.group)),
+                .unwrap_or(defaults.consumer_group.clone()),
             batch_max: self.batch_max,
             batch_wait: Duration::from_millis(self.batch_wait_ms),
             retention_days: self.events_retention_days,
             rejoin_when_unassigned: self.tansu_workarounds,
+            ..defaults
         })
     }
 }

@@ -1,10 +1,13 @@
 //! The decision function: routes an input to the node it concerns, then lets the graph move.
 
-use sagaflow_avro::{EventType, Reply, SagaState, SagaStatus, Signal, StartSaga, TimerKind};
+use sagaflow_avro::{
+    AdminCommand, EventType, Reply, SagaState, SagaStatus, Signal, StartSaga, TimerKind,
+};
 use sagaflow_definition::{Action, Definition};
 use serde_json::{json, Value};
 use tracing::debug_span;
 
+use crate::admin::{self, Held};
 use crate::draft::Draft;
 use crate::graph::{parse_instance, Scope};
 use crate::input::{Decision, Definitions, IgnoreReason, Input, Outcome, Rejection, Settings};
@@ -58,6 +61,18 @@ pub fn decide(
             let _span = debug_span!("decide", saga_id = %saga_id, input = "signal", step = %step, event = %signal.event).entered();
             decide_signal(definitions, settings, state, step, signal, now)
         }
+        Input::Admin(command) => {
+            let _span = debug_span!(
+                "decide",
+                saga_id = %command.saga_id,
+                input = "admin",
+                action = command.action.as_str(),
+                step = command.step.as_deref().unwrap_or(""),
+                request_id = %command.request_id
+            )
+            .entered();
+            decide_admin(definitions, settings, state, command, now)
+        }
     };
     if decision.outcome == Outcome::Applied {
         if let Some(first) = decision.events.first_mut() {
@@ -89,6 +104,9 @@ fn business_keys_changed(
     decision: &Decision,
 ) -> Option<Value> {
     let after = decision.state.as_ref()?;
+    if before.is_some_and(|b| b.context_json == after.context_json) {
+        return None;
+    }
     let def = definitions.find(&after.definition, Some(after.version as u32))?;
     if def.index.is_empty() {
         return None;
@@ -228,6 +246,8 @@ fn decide_start(
         failure_json: None,
         timers: Vec::new(),
         compacted: false,
+        pause: None,
+        admin_requests: Vec::new(),
     };
     let mut draft = Draft::new(state, def, now, settings);
     draft.open(&def.steps, &Scope::default());
@@ -338,6 +358,14 @@ fn decide_reply(
         Ok(draft) => draft,
         Err(decision) => return *decision,
     };
+    if draft.state.pause.is_some() {
+        return hold(
+            draft,
+            Held::Input(Input::Reply(reply.clone())),
+            Some(&reply.step),
+            Some(reply.attempt),
+        );
+    }
     let state = state.expect("running() checked it");
     match nodes::on_reply(&mut draft, reply) {
         Handled::Applied => {
@@ -374,6 +402,11 @@ fn decide_timer(
     };
     // Firing removes the timer whatever it does, so it never fires again.
     let timer = draft.state.timers.remove(position);
+    if draft.state.pause.is_some() {
+        let step = timer.step.clone();
+        let attempt = timer.attempt;
+        return hold(draft, Held::Timer(timer), step.as_deref(), attempt);
+    }
     let late_by = now - timer.due;
     let step = timer.step.as_deref().unwrap_or("");
     nodes::on_timer(
@@ -399,6 +432,14 @@ fn decide_signal(
         Ok(draft) => draft,
         Err(decision) => return *decision,
     };
+    if draft.state.pause.is_some() {
+        let held = Held::Input(Input::Signal {
+            saga_id: draft.state.saga_id.clone(),
+            step: step.to_string(),
+            signal: signal.clone(),
+        });
+        return hold(draft, held, Some(step), None);
+    }
     match nodes::on_signal(&mut draft, step, signal) {
         Handled::Applied => {
             nodes::advance(&mut draft);
@@ -407,4 +448,65 @@ fn decide_signal(
         Handled::Ignored(reason) => Decision::unchanged(Outcome::Ignored(reason)),
         Handled::Rejected(rejection) => Decision::unchanged(Outcome::Rejected(rejection)),
     }
+}
+
+/// Keeps what reached a paused saga for its resume. An input that would grow the state past its
+/// limit is dead-lettered instead, to be sent again once the saga resumes; a timer is tiny and
+/// always kept.
+fn hold(mut draft: Draft<'_>, held: Held, step: Option<&str>, attempt: Option<i32>) -> Decision {
+    let entry = held.describe().to_string();
+    let limit = draft.settings.max_state_bytes;
+    if matches!(held, Held::Input(_)) && draft.state_bytes() + entry.len() > limit {
+        return Decision::unchanged(Outcome::Rejected(Rejection::InvalidInput(format!(
+            "the saga is paused, and holding this input ({} bytes) would grow its state past the engine's limit of {limit} bytes (max-state-bytes); resume the saga, then send the input again from the dead-letter topic",
+            entry.len()
+        ))));
+    }
+    let Some(pause) = draft.state.pause.as_mut() else {
+        return finish(draft);
+    };
+    pause.held.push(entry);
+    let count = pause.held.len();
+    draft.emit(
+        EventType::InputHeld,
+        step,
+        attempt,
+        Some(json!({"held": count})),
+    );
+    finish(draft)
+}
+
+fn decide_admin(
+    definitions: &dyn Definitions,
+    settings: &Settings,
+    state: Option<&SagaState>,
+    command: &AdminCommand,
+    now: i64,
+) -> Decision {
+    let Some(state) = state else {
+        return Decision::unchanged(Outcome::Rejected(Rejection::UnknownSaga));
+    };
+    if state.admin_requests.contains(&command.request_id) {
+        return Decision::unchanged(Outcome::Ignored(IgnoreReason::DuplicateAdminCommand));
+    }
+    let Some(def) = definitions.find(&state.definition, Some(state.version as u32)) else {
+        return Decision::unchanged(Outcome::Rejected(Rejection::UnknownDefinition {
+            name: state.definition.clone(),
+            version: Some(state.version),
+        }));
+    };
+    let mut draft = Draft::new(state.clone(), def, now, settings);
+    // An ended saga's command is rejected by the plan; its graph is not looked at.
+    if !state.status.is_terminal() {
+        if let Some(detail) = drift(&draft) {
+            return Decision::unchanged(Outcome::Rejected(Rejection::DefinitionDrift {
+                definition: def.key(),
+                detail,
+            }));
+        }
+    }
+    if admin::apply(&mut draft, command) && !draft.state.status.is_terminal() {
+        nodes::advance(&mut draft);
+    }
+    finish(draft)
 }

@@ -323,6 +323,11 @@ impl<'a> Draft<'a> {
                 .sum::<usize>()
             + self.state.failure_json.as_ref().map_or(0, String::len)
             + self.state.timers.len() * 48
+            + self
+                .state
+                .pause
+                .as_ref()
+                .map_or(0, |p| p.held.iter().map(String::len).sum())
     }
 
     /// Records why the saga fails or compensates. A participant's error message is kept to

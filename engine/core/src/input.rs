@@ -1,6 +1,6 @@
 //! What goes into a decision and what comes out.
 
-use sagaflow_avro::{Command, Reply, SagaEvent, SagaState, Signal, StartSaga};
+use sagaflow_avro::{AdminCommand, Command, Reply, SagaEvent, SagaState, Signal, StartSaga};
 use sagaflow_definition::Definition;
 
 /// One input of the decision function, already decoded.
@@ -26,6 +26,8 @@ pub enum Input {
         /// The event.
         signal: Signal,
     },
+    /// An operator's command.
+    Admin(AdminCommand),
 }
 
 impl Input {
@@ -34,6 +36,7 @@ impl Input {
         match self {
             Input::Start(start) => &start.saga_id,
             Input::Reply(reply) => &reply.saga_id,
+            Input::Admin(admin) => &admin.saga_id,
             Input::Timer { saga_id, .. } | Input::Signal { saga_id, .. } => saga_id,
         }
     }
@@ -107,6 +110,8 @@ pub enum IgnoreReason {
     StaleSignal,
     /// A copy of the signal that already completed its step.
     DuplicateSignal,
+    /// A copy of an admin command the saga already decided (same request id).
+    DuplicateAdminCommand,
 }
 
 impl IgnoreReason {
@@ -121,6 +126,7 @@ impl IgnoreReason {
             Self::StaleTimer => "stale_timer",
             Self::StaleSignal => "stale_signal",
             Self::DuplicateSignal => "duplicate_signal",
+            Self::DuplicateAdminCommand => "duplicate_admin_command",
         }
     }
 }

@@ -4,6 +4,7 @@
 //! [`Chain`] decides which journal records count. The runtime crate feeds both from Kafka; tests
 //! and replays can call them directly.
 
+mod admin;
 pub mod audit;
 mod chain;
 pub mod correlate;

@@ -34,6 +34,11 @@ pub fn describe(input: &Input) -> Value {
             "replied_at": r.replied_at,
         }}),
         Input::Timer { .. } => json!({"timer": {}}),
+        Input::Admin(a) => json!({"admin": {
+            "request_id": a.request_id, "action": a.action, "step": a.step,
+            "output_json": a.output_json, "resolution": a.resolution, "actor": a.actor,
+            "reason": a.reason, "job_id": a.job_id, "requested_at": a.requested_at,
+        }}),
         Input::Signal { step, signal, .. } => json!({"signal": {
             "step": step, "signal_id": signal.signal_id, "event": signal.event,
             "correlation": signal.correlation, "payload_json": signal.payload_json,
@@ -147,7 +152,23 @@ fn recorded(saga_id: &str, cause: &str) -> Result<Recorded, String> {
             },
         }));
     }
-    Err("neither a start, a reply, a timer nor a signal".into())
+    if let Some(a) = v.get("admin") {
+        let mut a = a.clone();
+        a["saga_id"] = Value::String(saga_id.to_string());
+        return serde_json::from_value(a)
+            .map(|a| Recorded::Input(Input::Admin(a)))
+            .map_err(|e| format!("not an admin command: {e}"));
+    }
+    Err("neither a start, a reply, a timer, a signal nor an admin command".into())
+}
+
+/// The input `cause` records, unless it is a timer (which the caller must match to a pending
+/// one) or cannot be read.
+pub(crate) fn recorded_input(saga_id: &str, cause: &str) -> Option<Input> {
+    match recorded(saga_id, cause) {
+        Ok(Recorded::Input(input)) => Some(input),
+        _ => None,
+    }
 }
 
 /// What a decision did that its saga's participants or its outcome would notice.
@@ -165,6 +186,7 @@ fn observable(events: &[SagaEvent]) -> Vec<String> {
                 EventType::SagaCompensated => Some("end COMPENSATED".into()),
                 EventType::SagaFailed => Some("end FAILED".into()),
                 EventType::SagaIncident => Some("incident".into()),
+                EventType::SagaAborted => Some("end ABORTED".into()),
                 _ => None,
             }
         })

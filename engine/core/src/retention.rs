@@ -81,7 +81,7 @@ pub(crate) fn schedule(decision: &mut Decision, retention: &Retention, now: i64)
     };
     let expires = matches!(
         state.status,
-        SagaStatus::Completed | SagaStatus::Compensated
+        SagaStatus::Completed | SagaStatus::Compensated | SagaStatus::Aborted
     );
     if !expires || state.compacted || state.timers.iter().any(|t| t.kind == TimerKind::Expire) {
         return;

@@ -14,6 +14,9 @@ macro_rules! counters {
             pub partitions_owned: AtomicI64,
             /// Timers held in memory by the timer wheels right now.
             pub timers_in_memory: AtomicI64,
+            /// Sum over fired timers of how late they fired, in milliseconds (exposed in
+            /// seconds).
+            pub timer_lateness_ms: AtomicU64,
             /// Ignored inputs by reason.
             ignored: Mutex<Vec<(&'static str, u64)>>,
             /// Dead letters by reason.
@@ -37,6 +40,9 @@ macro_rules! counters {
                 let _ = writeln!(out, "# HELP sagaflow_timers_in_memory Near-term timers held in memory by the timer wheels.");
                 let _ = writeln!(out, "# TYPE sagaflow_timers_in_memory gauge");
                 let _ = writeln!(out, "sagaflow_timers_in_memory {}", self.timers_in_memory.load(Ordering::Relaxed));
+                let _ = writeln!(out, "# HELP sagaflow_timer_lateness_seconds_total Sum over fired timers of how late they fired; divide by sagaflow_timers_fired_total for the mean.");
+                let _ = writeln!(out, "# TYPE sagaflow_timer_lateness_seconds_total counter");
+                let _ = writeln!(out, "sagaflow_timer_lateness_seconds_total {:.3}", self.timer_lateness_ms.load(Ordering::Relaxed) as f64 / 1000.0);
                 let failing = self.failing.lock().expect("metrics lock").len();
                 let _ = writeln!(out, "# HELP sagaflow_partitions_failing Owned partitions stopped by an error (a registry or broker outage, say), waiting to restore again.");
                 let _ = writeln!(out, "# TYPE sagaflow_partitions_failing gauge");
@@ -66,6 +72,9 @@ counters! {
     sagas_completed_total => "Sagas that completed every step.",
     sagas_compensated_total => "Sagas fully compensated.",
     incidents_total => "Sagas that entered INCIDENT (a compensation failed for good, or an await timed out with on_timeout: fail).",
+    sagas_aborted_total => "Sagas an operator ended without compensating (admin abort).",
+    admin_commands_applied_total => "Admin commands applied to a saga (ADMIN_COMMAND_APPLIED events).",
+    admin_commands_rejected_total => "Admin commands that did not apply to their saga's state (ADMIN_COMMAND_REJECTED events).",
     journal_records_total => "Journal records written and confirmed valid.",
     journal_conflicts_total => "Journal writes that found another writer and forced a resync.",
     fenced_records_total => "Journal records ignored by the chain rule during restores.",
@@ -75,7 +84,6 @@ counters! {
     restores_total => "Partition restores.",
     timers_scheduled_total => "Saga timers scheduled by decisions (retries, timeouts, deadlines, waits, awaits); delayed records count in delayed_scheduled_total.",
     timers_fired_total => "Timers that came due and changed something (stale index entries excluded).",
-    timer_lateness_ms_total => "Sum over fired timers of how late they fired, in milliseconds.",
     delayed_scheduled_total => "Records accepted for delayed delivery.",
     delayed_delivered_total => "Delayed records handed to the relay at their time (first deliveries).",
     signals_received_total => "External events consumed.",

@@ -27,6 +27,8 @@ pub struct Topics {
     pub correlations: String,
     /// The fingerprint of every deployed definition version (compacted, one partition).
     pub definitions: String,
+    /// Operators' commands to sagas, keyed by saga id.
+    pub admin: String,
 }
 
 /// What an input topic carries.
@@ -42,6 +44,8 @@ pub enum InputKind {
     Signal,
     /// Internal correlation messages.
     Correlation,
+    /// Operators' admin commands.
+    Admin,
 }
 
 impl Topics {
@@ -58,17 +62,19 @@ impl Topics {
             signals: format!("{group}.signals"),
             correlations: format!("{group}.correlations"),
             definitions: format!("{group}.definitions"),
+            admin: format!("{group}.admin"),
         }
     }
 
     /// Input topics, co-partitioned (saga id, or correlation value for signals).
-    pub fn inputs(&self) -> [&str; 5] {
+    pub fn inputs(&self) -> [&str; 6] {
         [
             &self.starts,
             &self.replies,
             &self.delay,
             &self.signals,
             &self.correlations,
+            &self.admin,
         ]
     }
 
@@ -80,6 +86,7 @@ impl Topics {
             (&self.delay, InputKind::Delay),
             (&self.signals, InputKind::Signal),
             (&self.correlations, InputKind::Correlation),
+            (&self.admin, InputKind::Admin),
         ]
         .into_iter()
         .find(|(name, _)| name.as_str() == topic)
@@ -107,6 +114,7 @@ pub async fn ensure_engine_topics(
         TopicSpec::partitioned(&t.signals, partitions),
         TopicSpec::partitioned(&t.correlations, partitions),
         TopicSpec::partitioned(&t.definitions, 1).compacted(),
+        TopicSpec::partitioned(&t.admin, partitions),
     ];
     Ok(kafka.ensure_topics(&specs, policy).await?)
 }

@@ -26,7 +26,7 @@ pub(super) fn advance(d: &mut Draft<'_>, id: &str) -> Progress {
 
 /// Sends attempt `attempt` of `phase` for step `id`. A payload that cannot be rendered fails
 /// the attempt instead of sending a broken command.
-pub(super) fn dispatch(d: &mut Draft<'_>, id: &str, phase: Phase, attempt: i32) {
+pub(crate) fn dispatch(d: &mut Draft<'_>, id: &str, phase: Phase, attempt: i32) {
     let Some((step, scope)) = d.locate(id) else {
         return;
     };

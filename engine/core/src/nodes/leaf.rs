@@ -25,7 +25,7 @@ pub(super) fn progress(status: StepStatus) -> Progress {
 }
 
 /// Marks the step succeeded with `output` mapped into its scope of the context.
-pub(super) fn succeed(d: &mut Draft<'_>, id: &str, attempt: Option<i32>, output: Value) {
+pub(crate) fn succeed(d: &mut Draft<'_>, id: &str, attempt: Option<i32>, output: Value) {
     let Some((step, scope)) = d.locate(id) else {
         return;
     };

@@ -28,7 +28,8 @@ use crate::draft::{Draft, Failure};
 use crate::graph::Scope;
 
 pub(crate) use awaits::on_signal;
-pub(crate) use command::{on_reply, timed_out, Handled};
+pub(crate) use command::{dispatch, on_reply, timed_out, Handled};
+pub(crate) use leaf::succeed;
 
 /// How a node or a sequence stands going forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +140,8 @@ fn attempts_in_flight(d: &Draft<'_>) -> bool {
     .is_empty()
 }
 
-fn stop_waiting(d: &mut Draft<'_>) {
+/// Stops every await and wait that is waiting: nothing they wait for matters any more.
+pub(crate) fn stop_waiting(d: &mut Draft<'_>) {
     for id in leaves_in(d, &[StepStatus::Waiting]) {
         d.unsubscribe(&id);
         d.state
@@ -275,8 +277,7 @@ pub(crate) fn on_timer(d: &mut Draft<'_>, kind: TimerKind, id: &str, attempt: i3
     }
 }
 
-/// The saga ran out of time: whatever runs is abandoned (a command in flight counts as
-/// possibly applied) and completed steps are compensated.
+/// The saga ran out of time: it is abandoned.
 fn saga_deadline(d: &mut Draft<'_>, late_by: i64) {
     d.emit(
         EventType::SagaDeadlineExceeded,
@@ -285,6 +286,13 @@ fn saga_deadline(d: &mut Draft<'_>, late_by: i64) {
         Some(json!({"late_by_ms": late_by})),
     );
     let error = json!({"code": "SAGA_DEADLINE", "message": "the saga did not finish before its deadline", "retryable": false});
+    abandon(d, error);
+}
+
+/// The running saga stops for `error` (its deadline passed, or an operator cancelled it):
+/// whatever runs is abandoned (a command in flight counts as possibly applied) and completed
+/// steps are compensated.
+pub(crate) fn abandon(d: &mut Draft<'_>, error: serde_json::Value) {
     let active: Vec<(String, StepStatus, i32)> = d
         .state
         .steps

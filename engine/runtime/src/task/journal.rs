@@ -371,6 +371,9 @@ fn count_event(metrics: &Metrics, event: sagaflow_avro::EventType) {
         E::SagaCompleted => &metrics.sagas_completed_total,
         E::SagaCompensated => &metrics.sagas_compensated_total,
         E::SagaIncident => &metrics.incidents_total,
+        E::SagaAborted => &metrics.sagas_aborted_total,
+        E::AdminCommandApplied => &metrics.admin_commands_applied_total,
+        E::AdminCommandRejected => &metrics.admin_commands_rejected_total,
         _ => return,
     };
     let _ = counter.fetch_add(1, Ordering::Relaxed);

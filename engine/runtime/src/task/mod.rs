@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 
 use sagaflow_avro::{
-    BlockingCodec, Header, InputPosition, JournalKind, JournalRecord, Outbound, Parked, Reply,
-    SagaState, StartSaga, StateEntry, Subject,
+    AdminCommand, BlockingCodec, Header, InputPosition, JournalKind, JournalRecord, Outbound,
+    Parked, Reply, SagaState, StartSaga, StateEntry, Subject,
 };
 use sagaflow_core::{decide, Chain, ChainVerdict, Definitions, Input, JournalHeader, Outcome};
 use tracing::{debug, info, info_span, warn};
@@ -223,7 +223,9 @@ impl Task {
             }
         }
         match env.topics.kind(topic) {
-            Some(InputKind::Start | InputKind::Reply) => self.handle_saga_input(env, now, record),
+            Some(InputKind::Start | InputKind::Reply | InputKind::Admin) => {
+                self.handle_saga_input(env, now, record)
+            }
             Some(InputKind::Delay) => {
                 let request = parked::delayed(topic, self.partition, &record, now).and_then(|d| {
                     let target = d.topic.clone().unwrap_or_default();
@@ -469,7 +471,7 @@ impl Task {
                     .timers_fired_total
                     .fetch_add(1, Ordering::Relaxed);
                 env.metrics
-                    .timer_lateness_ms_total
+                    .timer_lateness_ms
                     .fetch_add(u64::try_from(now - at).unwrap_or(0), Ordering::Relaxed);
             }
             self.batch.fired.push((at, encoded));
@@ -490,6 +492,8 @@ impl Task {
         };
         let decoded = if topic == env.topics.starts {
             env.codec.decode::<StartSaga>(bytes).map(Input::Start)
+        } else if topic == env.topics.admin {
+            env.codec.decode::<AdminCommand>(bytes).map(Input::Admin)
         } else {
             env.codec.decode::<Reply>(bytes).map(Input::Reply)
         };
