@@ -4,6 +4,9 @@ and the schema registry, drives the 4-step `bench` saga to completion through th
 Its producer keeps librdkafka's default partitioner (CRC32, not Kafka's murmur2), as a team that
 never heard of Sagaflow would: the engine must route those replies to the partition of their saga.
 
+An operator's tool in Python sends admin commands the same way, and reads their answers from the
+event log.
+
 Needs SAGAFLOW_BOOTSTRAP, SAGAFLOW_REGISTRY_URL and SAGAFLOW_BIN (scripts/python-tests.sh sets them).
 """
 
@@ -156,3 +159,80 @@ def test_python_participant_completes_sagas(engine):
     dead = [line for line in metrics.splitlines() if line.startswith("sagaflow_dead_letters_total{")]
     assert forwarded > 0, metrics
     assert dead == [], dead
+
+
+def test_an_operator_in_python_pauses_and_aborts_a_saga(engine):
+    """Admin commands are a public contract too: a Python client sends them as Avro, and reads
+    the answers (ADMIN_COMMAND_APPLIED / _REJECTED, with its request id) from the event log."""
+    bootstrap, registry_url, group = engine["bootstrap"], engine["registry"], engine["group"]
+    registry = SchemaRegistryClient({"url": registry_url})
+    producer = Producer({"bootstrap.servers": bootstrap, "broker.address.family": "v4",
+                         "partitioner": "murmur2_random"})
+    saga_id = f"py-admin-{uuid.uuid4().hex[:6]}"
+    # No participant answers now: the saga waits at its first step.
+    starts = f"{group}.starts"
+    start = {"request_id": saga_id, "saga_id": saga_id, "definition": "bench", "version": None,
+             "input_json": json.dumps({"id": saga_id}), "requested_at": int(time.time() * 1000)}
+    producer.produce(starts, key=saga_id, value=AvroSerializer(registry, schema("StartSaga"))(
+        start, SerializationContext(starts, MessageField.VALUE)))
+    producer.flush(30)
+
+    admin_topic = f"{group}.admin"
+    encode = AvroSerializer(registry, schema("AdminCommand"))
+
+    def command(action, reason):
+        request_id = f"py-{uuid.uuid4().hex}"
+        value = {"request_id": request_id, "saga_id": saga_id, "action": action, "step": None,
+                 "output_json": None, "resolution": None, "actor": "python-ops", "reason": reason,
+                 "job_id": None, "requested_at": int(time.time() * 1000)}
+        producer.produce(admin_topic, key=saga_id,
+                         value=encode(value, SerializationContext(admin_topic, MessageField.VALUE)))
+        producer.flush(30)
+        return request_id
+
+    decode_event = AvroDeserializer(registry, schema("SagaEvent"))
+    events = Consumer({"bootstrap.servers": bootstrap, "broker.address.family": "v4",
+                       "group.id": f"py-admin-events-{uuid.uuid4().hex[:6]}",
+                       "auto.offset.reset": "earliest"})
+    events.subscribe([f"{group}.events"])
+    log = []
+
+    def wait_for(predicate, what):
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            found = [e for e in log if predicate(e)]
+            if found:
+                return found[0]
+            msg = events.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            e = decode_event(msg.value(), SerializationContext(msg.topic(), MessageField.VALUE))
+            if e["saga_id"] == saga_id:
+                log.append(e)
+        pytest.fail(f"never saw {what}: {[e['type'] for e in log]}")
+
+    def answer(request_id):
+        def ours(e):
+            detail = json.loads(e["detail_json"] or "null") or {}
+            return e["type"].startswith("ADMIN_COMMAND_") and detail.get("request_id") == request_id
+        e = wait_for(ours, f"the answer to {request_id}")
+        return e["type"], json.loads(e["detail_json"])
+
+    try:
+        wait_for(lambda e: e["type"] == "STEP_DISPATCHED", "the first step dispatched")
+        kind, detail = answer(command("PAUSE", "looking into it"))
+        assert kind == "ADMIN_COMMAND_APPLIED", detail
+        assert detail["actor"] == "python-ops"
+        kind, detail = answer(command("ABORT", None))
+        assert kind == "ADMIN_COMMAND_REJECTED", detail
+        assert "abort needs a reason" in detail["rejection"]
+        kind, detail = answer(command("ABORT", "duplicate order"))
+        assert kind == "ADMIN_COMMAND_APPLIED", detail
+        aborted = wait_for(lambda e: e["type"] == "SAGA_ABORTED", "SAGA_ABORTED")
+        assert aborted["status"] == "ABORTED"
+        assert json.loads(aborted["detail_json"])["in_flight"] == ["s1"]
+    finally:
+        events.close()
+    types = [e["type"] for e in sorted(log, key=lambda e: e["seq"])]
+    assert types[-5:] == ["ADMIN_COMMAND_APPLIED", "SAGA_PAUSED", "ADMIN_COMMAND_REJECTED",
+                          "ADMIN_COMMAND_APPLIED", "SAGA_ABORTED"], types
