@@ -119,7 +119,9 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
     let log = eventlog::follow(&kafka, &stack.registry, &stack.topics.events).await?;
     let projections = match &args.database_url {
-        Some(url) => Some(ReadModels::start(&kafka, &stack, url, &run_id, &group)?),
+        Some(url) => Some(
+            ReadModels::start(&kafka, &stack, url, &run_id, &group, args.topics.policy()?).await?,
+        ),
         None => None,
     };
 
@@ -397,12 +399,13 @@ struct ReadModelReport {
 }
 
 impl ReadModels {
-    fn start(
+    async fn start(
         kafka: &sagaflow_kafka::KafkaSettings,
         stack: &LocalStack,
         url: &str,
         run_id: &str,
         group: &str,
+        policy: sagaflow_kafka::TopicPolicy,
     ) -> anyhow::Result<Self> {
         let schema = format!("demo_{run_id}");
         let config = sagaflow_projections::ProjectorConfig {
@@ -416,6 +419,7 @@ impl ReadModels {
                 group,
             )
         };
+        crate::projections::ensure_dead_letter_topic(&config, policy).await?;
         let metrics = std::sync::Arc::new(sagaflow_projections::Metrics::default());
         let handle = tokio::task::block_in_place(|| sagaflow_projections::start(config, metrics))
             .context("starting the read model projector")?;

@@ -132,16 +132,25 @@ pub(crate) async fn run(args: ProjectionsArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn project(options: &ProjectionOptions, config: ProjectorConfig) -> anyhow::Result<ExitCode> {
-    let mut signals = crate::StopSignals::listen()?;
+/// Creates the projector's dead-letter topic if it is missing: a bad record must have somewhere
+/// to go before the first one comes.
+pub(crate) async fn ensure_dead_letter_topic(
+    config: &ProjectorConfig,
+    policy: sagaflow_kafka::TopicPolicy,
+) -> anyhow::Result<()> {
     config
         .kafka
         .ensure_topics(
             &[TopicSpec::partitioned(&config.dlq_topic, 1).any_partitions()],
-            options.topics.policy()?,
+            policy,
         )
         .await
-        .with_context(|| format!("creating the dead-letter topic {}", config.dlq_topic))?;
+        .with_context(|| format!("creating the dead-letter topic {}", config.dlq_topic))
+}
+
+async fn project(options: &ProjectionOptions, config: ProjectorConfig) -> anyhow::Result<ExitCode> {
+    let mut signals = crate::StopSignals::listen()?;
+    ensure_dead_letter_topic(&config, options.topics.policy()?).await?;
     let metrics = Arc::new(Metrics::default());
     let api = ApiConfig {
         database_url: config.database_url.clone(),
