@@ -135,6 +135,32 @@ pub struct Reply {
 }
 contract!(Reply, REPLY);
 
+impl Reply {
+    /// A participant's answer to `command`: success with the output (JSON text), or the error.
+    pub fn answering(
+        command: &Command,
+        result: std::result::Result<String, ReplyError>,
+        replied_at: i64,
+    ) -> Self {
+        let (status, output_json, error) = match result {
+            Ok(output) => (ReplyStatus::Success, Some(output), None),
+            Err(e) => (ReplyStatus::Failure, None, Some(e)),
+        };
+        Self {
+            message_id: format!("reply/{}", command.message_id),
+            saga_id: command.saga_id.clone(),
+            step: command.step.clone(),
+            phase: command.phase,
+            attempt: command.attempt,
+            idempotency_key: command.idempotency_key.clone(),
+            status,
+            output_json,
+            error,
+            replied_at,
+        }
+    }
+}
+
 /// Kinds of saga events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

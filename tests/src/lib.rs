@@ -805,22 +805,7 @@ pub fn answer(
     command: &sagaflow_avro::Command,
     result: Result<String, sagaflow_avro::ReplyError>,
 ) {
-    let (status, output_json, error) = match result {
-        Ok(output) => (sagaflow_avro::ReplyStatus::Success, Some(output), None),
-        Err(e) => (sagaflow_avro::ReplyStatus::Failure, None, Some(e)),
-    };
-    let reply = sagaflow_avro::Reply {
-        message_id: format!("reply/{}", command.message_id),
-        saga_id: command.saga_id.clone(),
-        step: command.step.clone(),
-        phase: command.phase,
-        attempt: command.attempt,
-        idempotency_key: command.idempotency_key.clone(),
-        status,
-        output_json,
-        error,
-        replied_at: 0,
-    };
+    let reply = sagaflow_avro::Reply::answering(command, result, 0);
     let value = codec
         .encode(sagaflow_avro::Subject::Topic(&command.reply_to), &reply)
         .expect("encode reply");

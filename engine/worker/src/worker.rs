@@ -16,9 +16,7 @@ use rdkafka::message::{BorrowedMessage, Header as KafkaHeader, Message, OwnedHea
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
-use sagaflow_avro::{
-    AsyncCodec, Command, RegistrySettings, Reply, ReplyError, ReplyStatus, Subject,
-};
+use sagaflow_avro::{AsyncCodec, Command, RegistrySettings, Reply, ReplyError, Subject};
 use sagaflow_kafka::KafkaSettings;
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -506,28 +504,12 @@ impl Worker {
 }
 
 fn build_reply(command: &Command, outcome: Result<Value, Failure>) -> Reply {
-    let (status, output_json, error) = match outcome {
-        Ok(output) => (ReplyStatus::Success, Some(output.to_string()), None),
-        Err(f) => (
-            ReplyStatus::Failure,
-            None,
-            Some(ReplyError {
-                code: f.code,
-                message: f.message,
-                retryable: f.retryable,
-            }),
-        ),
-    };
-    Reply {
-        message_id: format!("reply/{}", command.message_id),
-        saga_id: command.saga_id.clone(),
-        step: command.step.clone(),
-        phase: command.phase,
-        attempt: command.attempt,
-        idempotency_key: command.idempotency_key.clone(),
-        status,
-        output_json,
-        error,
-        replied_at: now_ms(),
-    }
+    let result = outcome
+        .map(|output| output.to_string())
+        .map_err(|f| ReplyError {
+            code: f.code,
+            message: f.message,
+            retryable: f.retryable,
+        });
+    Reply::answering(command, result, now_ms())
 }
