@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building and running Sagaflow needs on a fresh Debian machine, skipping what is
 # already there: system packages for the bundled C/C++ libraries (RocksDB needs libclang for its
-# bindings, librdkafka needs a C toolchain), PostgreSQL for the read models, then the tansu broker.
+# bindings, librdkafka needs a C toolchain), Chromium for the dashboard's browser tests, PostgreSQL
+# for the read models, then the tansu broker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for pkg in libclang-dev libssl-dev pkg-config make g++ python3-venv; do
+for pkg in libclang-dev libssl-dev pkg-config make g++ python3-venv chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

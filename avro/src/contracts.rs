@@ -317,6 +317,59 @@ pub struct SagaEvent {
 }
 contract!(SagaEvent, SAGA_EVENT);
 
+impl SagaEvent {
+    /// The event as one JSON object, its JSON strings (detail, input, index) parsed: what
+    /// `sagaflow events` prints and the admin API answers.
+    pub fn to_json(&self) -> serde_json::Value {
+        let parsed = |text: &Option<String>| {
+            text.as_deref()
+                .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        };
+        serde_json::json!({
+            "saga_id": self.saga_id, "seq": self.seq, "type": self.event_type,
+            "definition": self.definition, "version": self.version, "step": self.step,
+            "attempt": self.attempt, "at": self.at, "due": self.due,
+            "detail": parsed(&self.detail_json), "input": parsed(&self.input_json),
+            "status": self.status, "index": parsed(&self.index_json),
+        })
+    }
+
+    /// Reads back a line written from [`SagaEvent::to_json`]; the error names the missing or
+    /// bad field.
+    pub fn from_json(line: &str) -> std::result::Result<Self, String> {
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        let text = |key: &str| -> std::result::Result<String, String> {
+            v.get(key)
+                .and_then(|x| x.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| format!("no `{key}`"))
+        };
+        let int = |key: &str| v.get(key).and_then(serde_json::Value::as_i64);
+        let json = |key: &str| v.get(key).filter(|x| !x.is_null()).map(|x| x.to_string());
+        let saga_id = text("saga_id")?;
+        let seq = int("seq").ok_or("no `seq`")?;
+        Ok(SagaEvent {
+            event_id: format!("{saga_id}/{seq}"),
+            saga_id,
+            seq,
+            event_type: serde_json::from_value(v.get("type").cloned().unwrap_or_default())
+                .map_err(|e| format!("`type`: {e}"))?,
+            definition: text("definition")?,
+            version: int("version")
+                .and_then(|x| i32::try_from(x).ok())
+                .ok_or("no `version`")?,
+            step: v.get("step").and_then(|x| x.as_str()).map(str::to_string),
+            attempt: int("attempt").and_then(|x| i32::try_from(x).ok()),
+            at: int("at").ok_or("no `at`")?,
+            detail_json: json("detail"),
+            due: int("due"),
+            input_json: json("input"),
+            status: v.get("status").and_then(|x| x.as_str()).map(str::to_string),
+            index_json: json("index"),
+        })
+    }
+}
+
 /// Lifecycle of a saga.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -559,6 +612,20 @@ impl AdminAction {
         Self::Resume,
         Self::Resolve,
     ];
+
+    /// The action a lower-case name spells; the error lists the names.
+    pub fn parse(name: &str) -> std::result::Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.as_str() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|a| a.as_str()).collect();
+                format!(
+                    "unknown action `{name}`; the actions are {}",
+                    names.join(", ")
+                )
+            })
+    }
 }
 
 /// How a RESOLVE closes an incident.
@@ -578,6 +645,16 @@ impl Resolution {
             Self::RetryCompensation => "retry_compensation",
             Self::MarkDone => "mark_done",
         }
+    }
+
+    /// The resolution a lower-case name spells; the error lists the names.
+    pub fn parse(name: &str) -> std::result::Result<Self, String> {
+        [Self::RetryCompensation, Self::MarkDone]
+            .into_iter()
+            .find(|r| r.as_str() == name)
+            .ok_or_else(|| {
+                format!("unknown resolution `{name}`; the resolutions are retry_compensation, mark_done")
+            })
     }
 }
 
@@ -611,6 +688,51 @@ pub struct AdminCommand {
     pub requested_at: i64,
 }
 contract!(AdminCommand, ADMIN_COMMAND);
+
+/// How the admin API answered a request it audits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AuditOutcome {
+    /// It was done.
+    Accepted,
+    /// Bad input, or a state it does not apply to.
+    Refused,
+    /// 401: no credentials, or ones that do not verify.
+    Unauthenticated,
+    /// 403: the role does not allow it.
+    Forbidden,
+}
+
+/// One request to the admin API that did not land on a saga's event log (`<group>.audit`,
+/// keyed by actor).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// When, epoch ms.
+    pub at: i64,
+    /// Who: a token's name, a JWT subject, `anonymous` or `unverified`.
+    pub actor: String,
+    /// The actor's role, once authenticated.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// HTTP method, or `JOB` for what a bulk job did by itself.
+    pub method: String,
+    /// Request path.
+    pub path: String,
+    /// How it was answered.
+    pub outcome: AuditOutcome,
+    /// HTTP status answered.
+    pub status: i32,
+    /// A job id or saga id.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Why it was refused.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Facts, a JSON object.
+    #[serde(default)]
+    pub detail_json: Option<String>,
+}
+contract!(AuditRecord, AUDIT_RECORD);
 
 /// What a saga timer does when it fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

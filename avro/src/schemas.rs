@@ -122,9 +122,10 @@ schema_file!(
     "AdminCommand.avsc",
     "io.sagaflow.AdminCommand"
 );
+schema_file!(AUDIT_RECORD, "AuditRecord.avsc", "io.sagaflow.AuditRecord");
 
 /// Every embedded schema.
-pub static ALL: [&SchemaFile; 11] = [
+pub static ALL: [&SchemaFile; 12] = [
     &START_SAGA,
     &COMMAND,
     &REPLY,
@@ -136,6 +137,7 @@ pub static ALL: [&SchemaFile; 11] = [
     &PARKED,
     &CORRELATION,
     &ADMIN_COMMAND,
+    &AUDIT_RECORD,
 ];
 
 /// Older versions of the internal schemas (see `internal`), each with the file it is a version

@@ -158,6 +158,7 @@ pub async fn serve(
         .route("/sagas", get(list_sagas))
         .route("/sagas/{saga_id}", get(one_saga))
         .route("/stats/daily", get(daily_stats))
+        .route("/stats/status", get(status_counts))
         .with_state(state);
     drop(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -347,11 +348,11 @@ impl Filter {
     }
 }
 
-async fn list_sagas(
-    State(state): State<Arc<AppState>>,
-    Query(params): Query<HashMap<String, String>>,
-) -> std::result::Result<Json<Value>, ApiError> {
-    let limit = int_param(&params, "limit", 1..=MAX_LIMIT)?.unwrap_or(DEFAULT_LIMIT);
+/// The sagas' filters of `params` (all but `status` when `with_status` is false).
+fn saga_filter(
+    params: &HashMap<String, String>,
+    with_status: bool,
+) -> std::result::Result<Filter, ApiError> {
     let mut f = Filter::default();
     for (name, column) in [
         ("definition", "definition"),
@@ -359,26 +360,29 @@ async fn list_sagas(
         ("step", "current_step"),
         ("error_code", "last_error_code"),
     ] {
-        if let Some(value) = text_param(&params, name)? {
+        if name == "status" && !with_status {
+            continue;
+        }
+        if let Some(value) = text_param(params, name)? {
             let p = f.text(value);
             f.clauses.push(format!("{column} = {p}"));
         }
     }
-    if let Some(version) = int_param(&params, "version", 1..=i64::from(i32::MAX))? {
+    if let Some(version) = int_param(params, "version", 1..=i64::from(i32::MAX))? {
         let p = f.arg(version as i32);
         f.clauses.push(format!("version = {p}"));
     }
-    if let Some(from) = time_param(&params, "started_after")? {
+    if let Some(from) = time_param(params, "started_after")? {
         let p = f.arg(from);
         f.clauses
             .push(format!("started_at >= to_timestamp({p}::int8 / 1000.0)"));
     }
-    if let Some(to) = time_param(&params, "started_before")? {
+    if let Some(to) = time_param(params, "started_before")? {
         let p = f.arg(to);
         f.clauses
             .push(format!("started_at < to_timestamp({p}::int8 / 1000.0)"));
     }
-    if let Some(key) = text_param(&params, "key")? {
+    if let Some(key) = text_param(params, "key")? {
         let Some((name, value)) = key.split_once('=').filter(|(n, _)| !n.is_empty()) else {
             return Err(ApiError::bad(format!(
                 "`key` must be NAME=VALUE, a business key the definition declares under `index:`, e.g. key=customer=c-42; got `{key}`"
@@ -390,6 +394,50 @@ async fn list_sagas(
             "business_keys @> jsonb_build_object({n}::text, {v}::text)"
         ));
     }
+    Ok(f)
+}
+
+impl Filter {
+    /// `WHERE …`, or nothing.
+    fn clause(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+}
+
+/// How many sagas the filters match, by status (the `status` filter does not apply: the
+/// counts are what a status filter would choose from).
+async fn status_counts(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> std::result::Result<Json<Value>, ApiError> {
+    let f = saga_filter(&params, false)?;
+    let sql = format!(
+        "SELECT status, count(*) FROM sagas {} GROUP BY status ORDER BY status",
+        f.clause()
+    );
+    let client = state.db.client().await?;
+    let refs: Vec<&(dyn ToSql + Sync)> = f.args.iter().map(|a| a.as_ref() as _).collect();
+    let rows = client.query(&sql, &refs).await.map_err(ApiError::db)?;
+    let mut by_status = serde_json::Map::new();
+    let mut total = 0i64;
+    for row in rows {
+        let n: i64 = row.get(1);
+        total += n;
+        by_status.insert(row.get(0), json!(n));
+    }
+    Ok(Json(json!({"total": total, "by_status": by_status})))
+}
+
+async fn list_sagas(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> std::result::Result<Json<Value>, ApiError> {
+    let limit = int_param(&params, "limit", 1..=MAX_LIMIT)?.unwrap_or(DEFAULT_LIMIT);
+    let mut f = saga_filter(&params, true)?;
     if let Some(cursor) = text_param(&params, "cursor")? {
         let (ms, id) = decode_cursor(cursor).ok_or_else(|| {
             ApiError::bad("`cursor` is not one this API returned; pass `next_cursor` from the previous page as it is")
@@ -399,12 +447,8 @@ async fn list_sagas(
             "(started_at, saga_id) < (to_timestamp({ms}::int8 / 1000.0), {id})"
         ));
     }
-    let Filter { clauses, args } = f;
-    let filter = if clauses.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", clauses.join(" AND "))
-    };
+    let filter = f.clause();
+    let args = f.args;
     let sql = format!(
         "SELECT {SAGA_JSON}, (extract(epoch FROM started_at) * 1000)::int8, saga_id
          FROM sagas {filter} ORDER BY started_at DESC, saga_id DESC LIMIT {}",

@@ -661,13 +661,37 @@ pub fn http_get(url: &str) -> String {
 
 /// Like [`http_get`], with the status code (0 if the response had none).
 pub fn http_get_status(url: &str) -> (u16, String) {
+    let (status, _, body) = http_request("GET", url, &[], None);
+    (status, body)
+}
+
+/// An HTTP/1.0 request over a TCP socket: the status (0 if the response had none), the
+/// response's header lines and its body.
+pub fn http_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String, String) {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").expect("http url");
     let (host, path) = rest
         .split_once('/')
         .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
     let mut stream = std::net::TcpStream::connect(host).expect("connect");
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").expect("write request");
+    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = body {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    request.push_str("\r\n");
+    request.push_str(body.unwrap_or(""));
+    stream.write_all(request.as_bytes()).expect("write request");
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     let status = response
@@ -675,11 +699,29 @@ pub fn http_get_status(url: &str) -> (u16, String) {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .unwrap_or(0);
-    let body = response
+    let (head, body) = response
         .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
+        .map(|(h, b)| (h.to_string(), b.to_string()))
         .unwrap_or_default();
-    (status, body)
+    (status, head, body)
+}
+
+/// Runs schemathesis (`scripts/schemathesis.sh`) against the OpenAPI document at `openapi_url`,
+/// with `extra` arguments (e.g. an `Authorization` header); panics with its report when it finds
+/// a problem, and prints the report otherwise.
+pub fn schemathesis(openapi_url: &str, extra: &[&str]) {
+    let out = Command::new(root().join("scripts/schemathesis.sh"))
+        .arg(openapi_url)
+        .args(extra)
+        .output()
+        .expect("run scripts/schemathesis.sh");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "schemathesis found problems:\n{text}");
+    eprintln!("{text}");
 }
 
 /// The settings every test client uses: the engine's builder, with `SAGAFLOW_KAFKA_*` applied.

@@ -1,7 +1,9 @@
 //! Admin commands on a real broker, sent with `sagaflow admin` as an operator would: an
 //! incident repaired by a retry once the participant is back, a rejected command that exits
 //! non-zero and is still on the log, a pause that holds a reply until resume, an abort, and a
-//! bulk retry of 200 incidents found through the read models.
+//! bulk retry of 200 incidents found through the read models. Then the same through the admin
+//! API (`sagaflow admin-server`): tokens and roles, 401/403, the audit topic, jobs with progress
+//! and cancel, schemathesis against its OpenAPI document, and the dashboard in Chromium.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -183,6 +185,42 @@ impl Rig {
     }
 }
 
+impl Rig {
+    /// `sagaflow projections` on `pg`: the process and its query API's URL.
+    fn projections(&self, pg: &Postgres) -> (Proc, String) {
+        let projector = Proc::spawn(
+            "projections",
+            &[
+                "projections",
+                "--bootstrap",
+                &self.broker.bootstrap(),
+                "--registry-url",
+                &self.registry_url,
+                "--group",
+                &self.space.group,
+                "--database-url",
+                &pg.url,
+                "--http-listen",
+                "127.0.0.1:0",
+                "--batch-wait-ms",
+                "20",
+            ]
+            .map(String::from),
+        );
+        let url = projector.wait_line("projections:", Duration::from_secs(120));
+        (projector, url)
+    }
+
+    /// How many sagas the read models at `query_url` show in `status`.
+    fn count(&self, query_url: &str, status: &str) -> usize {
+        let page: Value = serde_json::from_str(&http_get(&format!(
+            "{query_url}/sagas?status={status}&limit=500"
+        )))
+        .expect("the query API answers JSON");
+        page["items"].as_array().map_or(0, Vec::len)
+    }
+}
+
 fn detail(e: &SagaEvent) -> Value {
     serde_json::from_str(e.detail_json.as_deref().unwrap_or("null")).unwrap_or(Value::Null)
 }
@@ -285,41 +323,14 @@ fn operators_repair_pause_and_abort_sagas_with_sagaflow_admin() {
 fn a_bulk_retry_repairs_200_incidents_found_through_the_read_models() {
     const SAGAS: usize = 200;
     let r = rig("admin-bulk", 4);
-    let bootstrap = r.broker.bootstrap();
     let pg = Postgres::start("admin-bulk");
-    let projector = Proc::spawn(
-        "projections",
-        &[
-            "projections",
-            "--bootstrap",
-            &bootstrap,
-            "--registry-url",
-            &r.registry_url,
-            "--group",
-            &r.space.group,
-            "--database-url",
-            &pg.url,
-            "--http-listen",
-            "127.0.0.1:0",
-            "--batch-wait-ms",
-            "20",
-        ]
-        .map(String::from),
-    );
-    let query_url = projector.wait_line("projections:", Duration::from_secs(120));
+    let (_projector, query_url) = r.projections(&pg);
     let ids: Vec<String> = (0..SAGAS).map(|i| format!("bulk-{i:03}")).collect();
     r.start(&ids, json!({"decline": true, "slow": false}));
-    let incidents = || -> usize {
-        let page: Value = serde_json::from_str(&http_get(&format!(
-            "{query_url}/sagas?status=INCIDENT&limit=500"
-        )))
-        .expect("the query API answers JSON");
-        page["items"].as_array().map_or(0, Vec::len)
-    };
     let mut seen = 0;
     assert!(
         eventually(WAIT, || {
-            seen = incidents();
+            seen = r.count(&query_url, "INCIDENT");
             seen == SAGAS
         }),
         "the read models show {seen} of {SAGAS} incidents"
@@ -400,4 +411,394 @@ fn a_bulk_retry_repairs_200_incidents_found_through_the_read_models() {
         assert_eq!(applied[0]["job_id"], job_id.as_str(), "{id}");
         assert_eq!(applied[0]["reason"], "release fixed", "{id}");
     }
+}
+
+/// An HTTP call to the admin API with `token` (if any): the status, the header lines and the
+/// JSON body.
+fn call(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, String, Value) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| vec![("Authorization", a)])
+        .unwrap_or_default();
+    let body = body.map(|b| b.to_string());
+    let (status, head, text) = sagaflow_tests::http_request(method, url, &headers, body.as_deref());
+    let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, head, json)
+}
+
+#[test]
+fn the_admin_api_checks_roles_audits_and_repairs_incidents_one_by_one_and_in_bulk() {
+    const JOB_SAGAS: usize = 30;
+    let r = rig("admin-api", 2);
+    let pg = Postgres::start("admin-api");
+    let (_projector, query_url) = r.projections(&pg);
+
+    // Tokens are configured by digest; the CLI prints it.
+    let digest = |token: &str| -> String {
+        let mut child = std::process::Command::new(sagaflow_bin())
+            .args(["admin-server", "--hash-token"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run sagaflow admin-server --hash-token");
+        std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), token.as_bytes())
+            .expect("write the token");
+        let out = child.wait_with_output().expect("hash");
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let dir = TempDir::new("admin-api-auth");
+    let auth_file = dir.path().join("auth.toml");
+    std::fs::write(
+        &auth_file,
+        format!(
+            "[[tokens]]\nname = \"ann\"\nrole = \"viewer\"\nsha256 = \"{}\"\n\n[[tokens]]\nname = \"olga\"\nrole = \"operator\"\nsha256 = \"{}\"\n",
+            digest("view-token"),
+            digest("op-token")
+        ),
+    )
+    .expect("write the auth file");
+    assert!(
+        !std::fs::read_to_string(&auth_file)
+            .unwrap()
+            .contains("op-token"),
+        "the auth file holds no token in clear"
+    );
+    let server = Proc::spawn(
+        "admin-server",
+        &[
+            "admin-server",
+            "--bootstrap",
+            &r.broker.bootstrap(),
+            "--registry-url",
+            &r.registry_url,
+            "--group",
+            &r.space.group,
+            "--auth-file",
+            auth_file.to_str().expect("utf-8 path"),
+            "--query-url",
+            &query_url,
+            "--listen",
+            "127.0.0.1:0",
+            "--replication-factor",
+            "1",
+            "--min-insync-replicas",
+            "1",
+            "--answer-wait-secs",
+            "60",
+        ]
+        .map(String::from),
+    );
+    let api = server.wait_line("admin:", Duration::from_secs(120));
+    let (viewer, operator) = (Some("view-token"), Some("op-token"));
+
+    // One incident to repair by hand, one to repair from the dashboard, and more for a bulk
+    // job.
+    r.start(
+        &["inc".to_string(), "ui".to_string()],
+        json!({"decline": true, "slow": false}),
+    );
+    let ids: Vec<String> = (0..JOB_SAGAS).map(|i| format!("api-{i:02}")).collect();
+    r.start(&ids, json!({"decline": true, "slow": false}));
+    let mut seen = 0;
+    assert!(
+        eventually(WAIT, || {
+            seen = r.count(&query_url, "INCIDENT");
+            seen == JOB_SAGAS + 2
+        }),
+        "the read models show {seen} of {} incidents",
+        JOB_SAGAS + 2
+    );
+
+    // 401 without a token or with an unknown one; 403 for a viewer's action.
+    let (status, head, body) = call("GET", &format!("{api}/api/sagas"), None, None);
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{head}"
+    );
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("Authorization: Bearer"),
+        "{body}"
+    );
+    let (status, _, body) = call("GET", &format!("{api}/api/sagas"), Some("guess"), None);
+    assert_eq!(status, 401, "{body}");
+    let retry = json!({"action": "retry", "reason": "release fixed"});
+    let (status, _, body) = call(
+        "POST",
+        &format!("{api}/api/sagas/inc/commands"),
+        viewer,
+        Some(retry.clone()),
+    );
+    assert_eq!(status, 403, "a viewer cannot mutate: {body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("needs the operator role"),
+        "{body}"
+    );
+    // A viewer reads, through the read models.
+    let (status, _, body) = call(
+        "GET",
+        &format!("{api}/api/sagas?status=INCIDENT&definition=repair&limit=500"),
+        viewer,
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["items"].as_array().map(Vec::len), Some(JOB_SAGAS + 2));
+    let (status, _, body) = call("GET", &format!("{api}/api/sagas/inc"), viewer, None);
+    assert_eq!(
+        (status, body["saga"]["status"].as_str()),
+        (200, Some("INCIDENT")),
+        "{body}"
+    );
+    let (_, _, me) = call("GET", &format!("{api}/api/whoami"), operator, None);
+    assert_eq!(me, json!({"actor": "olga", "role": "operator"}));
+
+    // Bad input is a 400 that says what to fix, and nothing reaches the saga.
+    let (status, _, body) = call(
+        "POST",
+        &format!("{api}/api/sagas/inc/commands"),
+        operator,
+        Some(json!({"action": "explode"})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown action `explode`"),
+        "{body}"
+    );
+    // A command that does not apply is a 409 with the engine's reason.
+    let (status, _, body) = call(
+        "POST",
+        &format!("{api}/api/sagas/inc/commands"),
+        operator,
+        Some(json!({"action": "cancel", "reason": "try"})),
+    );
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["outcome"], "rejected");
+    // A saga nobody started is a 404.
+    let (status, _, body) = call(
+        "POST",
+        &format!("{api}/api/sagas/nobody/commands"),
+        operator,
+        Some(retry.clone()),
+    );
+    assert_eq!(status, 404, "{body}");
+
+    // The participant is back: the operator retries the incident; the log names her.
+    r.broken.store(false, Ordering::SeqCst);
+    let (status, _, body) = call(
+        "POST",
+        &format!("{api}/api/sagas/inc/commands"),
+        operator,
+        Some(retry.clone()),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["events"][0]["type"], "ADMIN_COMMAND_APPLIED", "{body}");
+    assert_eq!(
+        body["events"][1]["type"], "COMPENSATION_DISPATCHED",
+        "{body}"
+    );
+    r.until("inc", E::SagaCompensated);
+    let log = r.log();
+    let applied = log.sagas["inc"]
+        .values()
+        .find(|e| e.event_type == E::AdminCommandApplied)
+        .map(detail)
+        .expect("the retry is on the saga's log");
+    assert_eq!(applied["actor"], "olga");
+    assert_eq!(applied["request_id"], body["request_id"]);
+
+    // The dashboard, in Chromium: the viewer sees the incident and cannot act; the operator
+    // retries it from the page and sees the saga compensate and the audit event.
+    let screenshots = sagaflow_tests::root().join("target/screenshots");
+    let out = std::process::Command::new(sagaflow_tests::root().join("scripts/dashboard-test.sh"))
+        .env("SAGAFLOW_UI_URL", &api)
+        .env("SAGAFLOW_UI_OPERATOR_TOKEN", "op-token")
+        .env("SAGAFLOW_UI_VIEWER_TOKEN", "view-token")
+        .env("SAGAFLOW_UI_SAGA", "ui")
+        .env("SAGAFLOW_UI_SCREENSHOTS", &screenshots)
+        .output()
+        .expect("run scripts/dashboard-test.sh");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the dashboard test failed:\n{text}");
+    eprintln!("{text}");
+    assert!(
+        screenshots.join("saga.png").exists(),
+        "screenshots are taken"
+    );
+    r.until("ui", E::SagaCompensated);
+
+    // A bulk job: a viewer may count (dry run), only an operator may run it.
+    let filter = json!({"status": "INCIDENT", "definition": "repair"});
+    assert!(eventually(WAIT, || r.count(&query_url, "INCIDENT") == JOB_SAGAS));
+    let (status, _, dry) = call(
+        "POST",
+        &format!("{api}/api/jobs"),
+        viewer,
+        Some(json!({"action": "retry", "filter": filter, "dry_run": true, "sample": 2})),
+    );
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(dry["matched"], JOB_SAGAS);
+    assert_eq!(dry["sample"].as_array().map(Vec::len), Some(2));
+    let slow = json!({"action": "retry", "filter": filter, "rate": 4, "reason": "bulk"});
+    let (status, _, body) = call(
+        "POST",
+        &format!("{api}/api/jobs"),
+        viewer,
+        Some(slow.clone()),
+    );
+    assert_eq!(status, 403, "{body}");
+    let (status, _, body) = call(
+        "POST",
+        &format!("{api}/api/jobs"),
+        operator,
+        Some(json!({"action": "retry", "filter": {"colour": "red"}})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("unknown filter"),
+        "{body}"
+    );
+    // Started slowly, then cancelled: it stops sending, and what it sent is answered.
+    let (status, _, job) = call("POST", &format!("{api}/api/jobs"), operator, Some(slow));
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(job["matched"], JOB_SAGAS);
+    let first = job["job_id"].as_str().expect("a job id").to_string();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (status, _, cancelled) = call(
+        "POST",
+        &format!("{api}/api/jobs/{first}/cancel"),
+        operator,
+        None,
+    );
+    assert_eq!(status, 200, "{cancelled}");
+    let mut progress = Value::Null;
+    assert!(
+        eventually(WAIT, || {
+            progress = call("GET", &format!("{api}/api/jobs/{first}"), viewer, None).2;
+            progress["status"] == "cancelled"
+        }),
+        "{progress}"
+    );
+    let applied_first = progress["counts"]["applied"].as_u64().unwrap_or(0) as usize;
+    assert!(
+        (1..JOB_SAGAS).contains(&applied_first),
+        "the cancelled job applied some, not all: {progress}"
+    );
+    assert_eq!(
+        progress["counts"]["not_sent"],
+        JOB_SAGAS - applied_first,
+        "{progress}"
+    );
+    // The rest, in a second job, to the end.
+    assert!(eventually(WAIT, || r.count(&query_url, "INCIDENT")
+        == JOB_SAGAS - applied_first));
+    let (status, _, job) = call(
+        "POST",
+        &format!("{api}/api/jobs"),
+        operator,
+        Some(json!({"action": "retry", "filter": filter, "rate": 100, "reason": "bulk"})),
+    );
+    assert_eq!(status, 202, "{job}");
+    let second = job["job_id"].as_str().expect("a job id").to_string();
+    assert!(
+        eventually(WAIT, || {
+            progress = call("GET", &format!("{api}/api/jobs/{second}"), viewer, None).2;
+            progress["status"] == "finished"
+        }),
+        "{progress}"
+    );
+    assert_eq!(
+        progress["counts"]["applied"],
+        JOB_SAGAS - applied_first,
+        "{progress}"
+    );
+    assert_eq!(progress["remaining"], 0);
+    let (_, _, jobs) = call("GET", &format!("{api}/api/jobs"), viewer, None);
+    assert_eq!(
+        jobs["items"][0]["job_id"],
+        second.as_str(),
+        "newest first: {jobs}"
+    );
+    let mut log = EventLog::default();
+    assert!(eventually(WAIT, || {
+        log = r.log();
+        ids.iter()
+            .all(|id| log.types(id).last() == Some(&E::SagaCompensated))
+    }));
+    for id in &ids {
+        let jobs: Vec<Value> = log.sagas[id]
+            .values()
+            .filter(|e| e.event_type == E::AdminCommandApplied)
+            .map(|e| detail(e)["job_id"].clone())
+            .collect();
+        assert_eq!(jobs.len(), 1, "{id}: one command each");
+        assert!(
+            jobs[0] == first.as_str() || jobs[0] == second.as_str(),
+            "{id}: {jobs:?}"
+        );
+    }
+
+    // The audit topic has the 401s, the 403s, the refusals and the jobs' lifecycle.
+    let audit: Vec<sagaflow_avro::AuditRecord> =
+        sagaflow_tests::read_all(&r.broker.bootstrap(), &format!("{}.audit", r.space.group))
+            .iter()
+            .filter_map(|rec| rec.value.as_deref())
+            .map(|v| r.codec.decode(v).expect("an AuditRecord"))
+            .collect();
+    let has =
+        |actor: &str, outcome: sagaflow_avro::AuditOutcome, status: i32, target: Option<&str>| {
+            audit.iter().any(|a| {
+                a.actor == actor
+                    && a.outcome == outcome
+                    && a.status == status
+                    && (target.is_none() || a.target.as_deref() == target)
+            })
+        };
+    use sagaflow_avro::AuditOutcome as A;
+    assert!(
+        has("anonymous", A::Unauthenticated, 401, None),
+        "{audit:#?}"
+    );
+    assert!(
+        has("unverified", A::Unauthenticated, 401, None),
+        "{audit:#?}"
+    );
+    assert!(has("ann", A::Forbidden, 403, None), "{audit:#?}");
+    assert!(has("olga", A::Refused, 400, Some("inc")), "{audit:#?}");
+    assert!(has("olga", A::Accepted, 202, Some(&first)), "{audit:#?}");
+    assert!(
+        has("olga", A::Accepted, 200, Some(&first)),
+        "the cancel: {audit:#?}"
+    );
+    let finished = audit
+        .iter()
+        .find(|a| a.method == "JOB" && a.target.as_deref() == Some(&second))
+        .expect("the end of the second job is audited");
+    assert!(finished
+        .detail_json
+        .as_deref()
+        .unwrap_or("")
+        .contains("\"finished\""));
+
+    // schemathesis: every operation, positive and negative, against the document, as an
+    // operator (the sagas it targets are made up or already over, so it repairs nothing).
+    sagaflow_tests::schemathesis(
+        &format!("{api}/openapi.json"),
+        &["-H", "Authorization: Bearer op-token"],
+    );
 }

@@ -150,7 +150,7 @@ fn read_file(path: &str) -> anyhow::Result<BTreeMap<String, Vec<SagaEvent>>> {
         if line.trim().is_empty() {
             continue;
         }
-        let event = eventlog::from_json(&line).map_err(|e| {
+        let event = sagaflow_avro::SagaEvent::from_json(&line).map_err(|e| {
             anyhow::anyhow!(
                 "{path}:{}: not an event line ({e}); write the file with `sagaflow events > {path}`",
                 number + 1

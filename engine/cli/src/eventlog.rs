@@ -154,54 +154,6 @@ pub(crate) async fn read_all(
     }
 }
 
-/// An event as one JSON line (`sagaflow events`, the file form of `sagaflow def replay`).
-pub(crate) fn to_json(e: &SagaEvent) -> serde_json::Value {
-    let parsed = |text: &Option<String>| {
-        text.as_deref()
-            .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
-    };
-    serde_json::json!({
-        "saga_id": e.saga_id, "seq": e.seq, "type": e.event_type, "definition": e.definition,
-        "version": e.version, "step": e.step, "attempt": e.attempt, "at": e.at,
-        "due": e.due, "detail": parsed(&e.detail_json), "input": parsed(&e.input_json),
-        "status": e.status, "index": parsed(&e.index_json),
-    })
-}
-
-/// Reads back a line written by [`to_json`].
-pub(crate) fn from_json(line: &str) -> Result<SagaEvent, String> {
-    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
-    let text = |key: &str| -> Result<String, String> {
-        v.get(key)
-            .and_then(|x| x.as_str())
-            .map(str::to_string)
-            .ok_or_else(|| format!("no `{key}`"))
-    };
-    let int = |key: &str| v.get(key).and_then(serde_json::Value::as_i64);
-    let json = |key: &str| v.get(key).filter(|x| !x.is_null()).map(|x| x.to_string());
-    let saga_id = text("saga_id")?;
-    let seq = int("seq").ok_or("no `seq`")?;
-    Ok(SagaEvent {
-        event_id: format!("{saga_id}/{seq}"),
-        saga_id,
-        seq,
-        event_type: serde_json::from_value(v.get("type").cloned().unwrap_or_default())
-            .map_err(|e| format!("`type`: {e}"))?,
-        definition: text("definition")?,
-        version: int("version")
-            .and_then(|x| i32::try_from(x).ok())
-            .ok_or("no `version`")?,
-        step: v.get("step").and_then(|x| x.as_str()).map(str::to_string),
-        attempt: int("attempt").and_then(|x| i32::try_from(x).ok()),
-        at: int("at").ok_or("no `at`")?,
-        detail_json: json("detail"),
-        due: int("due"),
-        input_json: json("input"),
-        status: v.get("status").and_then(|x| x.as_str()).map(str::to_string),
-        index_json: json("index"),
-    })
-}
-
 /// Percentile (0..=100) of sorted values.
 pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {

@@ -50,7 +50,7 @@ pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         for e in saga.events.values() {
-            let line = eventlog::to_json(e);
+            let line = e.to_json();
             if let Err(e) = writeln!(out, "{line}") {
                 return stdout_closed(e);
             }

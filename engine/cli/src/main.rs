@@ -9,6 +9,7 @@ use sagaflow_avro::RegistrySettings;
 use sagaflow_kafka::{KafkaSettings, TopicPolicy};
 
 mod admin;
+mod admin_server;
 mod bench;
 mod bench_engine;
 mod bench_projections;
@@ -162,6 +163,9 @@ enum Command {
     /// An operator's command to one saga (retry, skip, cancel, abort, pause, resume, resolve):
     /// waits for the engine's answer, and exits non-zero when it is rejected.
     Admin(Box<admin::AdminArgs>),
+    /// The admin API: reads through the read models, saga commands and bulk jobs, for callers
+    /// with a viewer or operator token; audited on the saga's event log and `<group>.audit`.
+    AdminServer(Box<admin_server::AdminServerArgs>),
     /// Read models: project the event log into PostgreSQL, with a query API and metrics.
     Projections(Box<projections::ProjectionsArgs>),
     /// Run the trip demo end to end on a broker: registry, engine, participants, 1,000 sagas.
@@ -227,6 +231,9 @@ fn main() -> ExitCode {
         Command::Start(args) => runtime().and_then(|rt| rt.block_on(start::run(args))),
         Command::Events(args) => runtime().and_then(|rt| rt.block_on(events::run(args))),
         Command::Admin(args) => runtime().and_then(|rt| rt.block_on(admin::run(*args))),
+        Command::AdminServer(args) => {
+            runtime().and_then(|rt| rt.block_on(admin_server::run(*args)))
+        }
         Command::Projections(args) => runtime().and_then(|rt| rt.block_on(projections::run(*args))),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
         Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::run(args))),
