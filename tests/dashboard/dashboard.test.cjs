@@ -107,6 +107,13 @@ test('an operator retries the incident from the page; the saga completes its com
   await page.click('[data-nav=sagas]');
   await page.waitForSelector('#counts [data-count=COMPENSATED]', { timeout: SLOW });
   await page.screenshot({ path: path.join(shots, 'sagas.png'), fullPage: true });
+  // The bulk jobs page: a dry run from its form counts the incidents left, and sends nothing.
+  await page.click('[data-nav=jobs]');
+  await page.waitForSelector('#job-form');
+  await page.click('#job-form button:has-text("Dry run")');
+  await page.waitForSelector('#job-result');
+  assert.match(await page.textContent('#job-result'), /Dry run: [1-9][0-9]* sagas match\./);
+  await page.screenshot({ path: path.join(shots, 'jobs.png'), fullPage: true });
   assert.deepEqual(foreign, []);
   assert.deepEqual(errors, []);
   await context.close();

@@ -734,6 +734,37 @@ fn the_admin_api_checks_roles_audits_and_repairs_incidents_one_by_one_and_in_bul
         second.as_str(),
         "newest first: {jobs}"
     );
+    // `sagaflow jobs` lists, shows and cancels them through the API, with the caller's token.
+    let jobs_cli = |token: &str, args: &[&str]| -> (bool, String, String) {
+        let out = std::process::Command::new(sagaflow_bin())
+            .arg("jobs")
+            .args(args)
+            .args(["--api-url", &api, "--token", token])
+            .output()
+            .expect("run sagaflow jobs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stdout, stderr) = jobs_cli("view-token", &["list", "--output", "json"]);
+    assert!(ok, "{stderr}");
+    let listed: Value = serde_json::from_str(stdout.trim()).expect("the API's JSON");
+    assert_eq!(listed["items"][0]["job_id"], second.as_str(), "{listed}");
+    let (ok, stdout, stderr) = jobs_cli("view-token", &["show", &first, "--follow"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.starts_with(&first) && stdout.contains("  cancelled  "),
+        "{stdout}"
+    );
+    let (ok, _, stderr) = jobs_cli("op-token", &["cancel", &second]);
+    assert!(!ok && stderr.contains("is already finished"), "{stderr}");
+    let (ok, _, stderr) = jobs_cli("view-token", &["cancel", &first]);
+    assert!(
+        !ok && stderr.contains("needs the operator role"),
+        "{stderr}"
+    );
     let mut log = EventLog::default();
     assert!(eventually(WAIT, || {
         log = r.log();

@@ -41,6 +41,16 @@ pub enum Error {
         /// What it said, or why it could not be asked.
         message: String,
     },
+    /// The admin API refused or could not be reached.
+    #[error("the admin API at {url}: {message}")]
+    AdminApi {
+        /// Its base URL.
+        url: String,
+        /// The HTTP status it answered, if it answered.
+        status: Option<u16>,
+        /// What it said, or why it could not be asked.
+        message: String,
+    },
     /// The HTTP listener could not be bound.
     #[error("cannot listen on {listen}: {source}; pick another --listen address")]
     Listen {

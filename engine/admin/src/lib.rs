@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod client;
 pub mod commands;
 pub mod error;
 pub mod jobs;
@@ -14,6 +15,7 @@ pub mod server;
 
 pub use audit::Audit;
 pub use auth::{token_digest, Auth, Principal, Role};
+pub use client::ApiClient;
 pub use commands::{detail, Answer, Commands, Outcome, Request};
 pub use error::{Error, Result};
 pub use jobs::{Job, JobSpec, JobStatus, Snapshot};

@@ -277,7 +277,7 @@ async function jobsPage(result) {
         jobsPage(await api('POST', `/api/jobs/${j.job_id}/cancel`));
       } }, 'Cancel') : ''))))));
   main().replaceChildren(...body);
-  refreshEvery(2000, () => jobsPage());
+  refreshEvery(2000, () => jobsPage(result));
 }
 
 function jobForm() {

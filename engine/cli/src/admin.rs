@@ -64,7 +64,7 @@ enum ResolutionArg {
 
 /// How the answer is printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
+pub(crate) enum Format {
     Text,
     Json,
 }
@@ -377,28 +377,67 @@ async fn bulk(args: &AdminArgs, filter: Vec<(String, String)>) -> anyhow::Result
                 job.cancel();
                 eprintln!("\njob {}: cancelled; waiting for the answers to what was sent", job.id());
             }
-            _ = tokio::time::sleep(Duration::from_millis(100)) => progress.show(&job.snapshot(), false),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => progress.show(&Done::from(&job.snapshot()), false),
         }
     };
-    progress.show(&done, true);
+    progress.show(&Done::from(&done), true);
     report(args, &described, &done)
 }
 
+/// How far a job is, as the progress line shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Done {
+    pub(crate) job_id: String,
+    pub(crate) done: u64,
+    pub(crate) matched: u64,
+    pub(crate) applied: u64,
+    pub(crate) failed: u64,
+    pub(crate) remaining: u64,
+}
+
+impl From<&Snapshot> for Done {
+    fn from(job: &Snapshot) -> Self {
+        Self {
+            job_id: job.job_id.clone(),
+            done: job.done as u64,
+            matched: job.matched as u64,
+            applied: job.counts.get("applied").copied().unwrap_or(0) as u64,
+            failed: job.failed as u64,
+            remaining: job.remaining as u64,
+        }
+    }
+}
+
+impl From<&Value> for Done {
+    /// A job as the admin API answers it.
+    fn from(job: &Value) -> Self {
+        let n = |v: &Value| v.as_u64().unwrap_or(0);
+        Self {
+            job_id: job["job_id"].as_str().unwrap_or("?").to_string(),
+            done: n(&job["done"]),
+            matched: n(&job["matched"]),
+            applied: n(&job["counts"]["applied"]),
+            failed: n(&job["failed"]),
+            remaining: n(&job["remaining"]),
+        }
+    }
+}
+
 /// Progress on stderr: a bar updating in place on a terminal, else a line every 5 s.
-struct Progress {
+pub(crate) struct Progress {
     tty: bool,
     last: Option<Instant>,
 }
 
 impl Progress {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             tty: std::io::stderr().is_terminal(),
             last: None,
         }
     }
 
-    fn show(&mut self, job: &Snapshot, last: bool) {
+    pub(crate) fn show(&mut self, job: &Done, last: bool) {
         let every = if self.tty {
             Duration::from_millis(200)
         } else {
@@ -408,18 +447,17 @@ impl Progress {
             return;
         }
         self.last = Some(Instant::now());
-        let applied = job.counts.get("applied").copied().unwrap_or(0);
         let line = format!(
-            "job {}: {}/{} done, {applied} applied, {} failed, {} remaining",
-            job.job_id, job.done, job.matched, job.failed, job.remaining,
+            "job {}: {}/{} done, {} applied, {} failed, {} remaining",
+            job.job_id, job.done, job.matched, job.applied, job.failed, job.remaining,
         );
         if self.tty {
-            const WIDTH: usize = 30;
+            const WIDTH: u64 = 30;
             let filled = (job.done * WIDTH).checked_div(job.matched).unwrap_or(WIDTH);
             eprint!(
                 "\r[{}{}] {line}   ",
-                "#".repeat(filled),
-                "-".repeat(WIDTH - filled)
+                "#".repeat(filled as usize),
+                "-".repeat((WIDTH - filled) as usize)
             );
             if last {
                 eprintln!();

@@ -21,6 +21,7 @@ mod demo;
 mod eventlog;
 mod events;
 mod group;
+mod jobs;
 mod kafka;
 mod projections;
 mod run_engine;
@@ -166,6 +167,8 @@ enum Command {
     /// The admin API: reads through the read models, saga commands and bulk jobs, for callers
     /// with a viewer or operator token; audited on the saga's event log and `<group>.audit`.
     AdminServer(Box<admin_server::AdminServerArgs>),
+    /// The bulk jobs an admin API runs: list them, show one (--follow its progress), cancel one.
+    Jobs(jobs::JobsArgs),
     /// Read models: project the event log into PostgreSQL, with a query API and metrics.
     Projections(Box<projections::ProjectionsArgs>),
     /// Run the trip demo end to end on a broker: registry, engine, participants, 1,000 sagas.
@@ -231,6 +234,7 @@ fn main() -> ExitCode {
         Command::Start(args) => runtime().and_then(|rt| rt.block_on(start::run(args))),
         Command::Events(args) => runtime().and_then(|rt| rt.block_on(events::run(args))),
         Command::Admin(args) => runtime().and_then(|rt| rt.block_on(admin::run(*args))),
+        Command::Jobs(args) => runtime().and_then(|rt| rt.block_on(jobs::run(args))),
         Command::AdminServer(args) => {
             runtime().and_then(|rt| rt.block_on(admin_server::run(*args)))
         }
