@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::message::Message;
 use sagaflow_avro::{
@@ -35,34 +35,31 @@ steps:
 ";
 
 /// Answers every command: `charge` is declined when its payload says so, `release` fails while
-/// `broken` is set, and `reserve` answers after 5 s when its payload says `slow` (time
-/// enough to pause or abort the saga before it does).
+/// `broken` is set, and `reserve` is held back while `hold_slow` is set when its payload says
+/// `slow` (so the test pauses or aborts the saga before its reply, however slow the machine).
 fn participant(
     bootstrap: String,
     registry: String,
     topic: String,
     broken: Arc<AtomicBool>,
+    hold_slow: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let codec = BlockingCodec::new(&RegistrySettings::new(registry.as_str())).expect("codec");
         let consumer = command_consumer(&bootstrap, &topic);
         let p = producer(&bootstrap);
-        let mut due: Vec<(Instant, Command)> = Vec::new();
+        let mut due: Vec<(bool, Command)> = Vec::new();
         while !stop.load(Ordering::SeqCst) {
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
                 if let Some(c) = m.payload().and_then(|v| codec.decode::<Command>(v).ok()) {
                     let payload: Value = serde_json::from_str(&c.payload_json).unwrap_or_default();
-                    let delay = if payload["slow"] == true {
-                        Duration::from_secs(5)
-                    } else {
-                        Duration::ZERO
-                    };
-                    due.push((Instant::now() + delay, c));
+                    due.push((payload["slow"] == true, c));
                 }
             }
-            let now = Instant::now();
-            let (ready, later): (Vec<_>, Vec<_>) = due.into_iter().partition(|(at, _)| *at <= now);
+            let holding = hold_slow.load(Ordering::SeqCst);
+            let (ready, later): (Vec<_>, Vec<_>) =
+                due.into_iter().partition(|(slow, _)| !(*slow && holding));
             due = later;
             for (_, c) in ready {
                 let payload: Value = serde_json::from_str(&c.payload_json).unwrap_or_default();
@@ -92,6 +89,8 @@ struct Rig {
     codec: BlockingCodec,
     /// Set: `release` fails.
     broken: Arc<AtomicBool>,
+    /// Set: a `slow` reserve gets no reply yet.
+    hold_slow: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     worker: Option<std::thread::JoinHandle<()>>,
     // Dropped in this order: the engine and the registry stop before the broker does.
@@ -120,12 +119,14 @@ fn rig(name: &str, partitions: i32) -> Rig {
     let opts = space.engine_opts(&bootstrap, &registry_url, &state, partitions);
     let (engine, _metrics) = spawn_engine("engine", &opts);
     let broken = Arc::new(AtomicBool::new(true));
+    let hold_slow = Arc::new(AtomicBool::new(true));
     let stop = Arc::new(AtomicBool::new(false));
     let worker = participant(
         bootstrap,
         registry_url.clone(),
         space.topic("t.admin.commands"),
         broken.clone(),
+        hold_slow.clone(),
         stop.clone(),
     );
     Rig {
@@ -134,6 +135,7 @@ fn rig(name: &str, partitions: i32) -> Rig {
         registry_url,
         space,
         broken,
+        hold_slow,
         stop,
         worker: Some(worker),
         _engine: engine,
@@ -287,6 +289,8 @@ fn operators_repair_pause_and_abort_sagas_with_sagaflow_admin() {
     r.until("held", E::StepDispatched);
     let (ok, stdout, stderr) = r.admin(&["pause", "held", "--reason", "migrating"]);
     assert!(ok, "pause failed: {stdout} {stderr}");
+    // The reply comes while the saga is paused.
+    r.hold_slow.store(false, Ordering::SeqCst);
     r.until("held", E::InputHeld);
     std::thread::sleep(Duration::from_secs(1));
     let before = r.log().types("held");
@@ -305,6 +309,7 @@ fn operators_repair_pause_and_abort_sagas_with_sagaflow_admin() {
     r.until("held", E::SagaCompleted);
 
     // Abort needs a reason; with one, the saga ends without compensating.
+    r.hold_slow.store(true, Ordering::SeqCst);
     r.start(&one("gone"), json!({"decline": false, "slow": true}));
     r.until("gone", E::StepDispatched);
     let (ok, _, stderr) = r.admin(&["abort", "gone"]);
@@ -313,7 +318,8 @@ fn operators_repair_pause_and_abort_sagas_with_sagaflow_admin() {
     assert!(ok, "abort failed: {stdout} {stderr}");
     assert!(stdout.contains("saga status: ABORTED"), "{stdout}");
     // The late reply changes nothing: the log ends at the abort.
-    std::thread::sleep(Duration::from_secs(6));
+    r.hold_slow.store(false, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(3));
     let gone = r.log().types("gone");
     assert_eq!(gone.last(), Some(&E::SagaAborted), "{gone:?}");
     assert!(!gone.contains(&E::CompensationDispatched), "{gone:?}");
@@ -811,6 +817,10 @@ fn the_admin_api_checks_roles_audits_and_repairs_incidents_one_by_one_and_in_bul
     );
     assert!(has("ann", A::Forbidden, 403, None), "{audit:#?}");
     assert!(has("olga", A::Refused, 400, Some("inc")), "{audit:#?}");
+    assert!(
+        has("olga", A::Refused, 404, Some("nobody")),
+        "a dead-lettered command is audited: {audit:#?}"
+    );
     assert!(has("olga", A::Accepted, 202, Some(&first)), "{audit:#?}");
     assert!(
         has("olga", A::Accepted, 200, Some(&first)),

@@ -289,6 +289,8 @@ impl Jwt {
         let mut validation = Validation::new(algorithm);
         validation.set_issuer(&[j.issuer.as_str()]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        // A token is refused before its `nbf` as after its `exp`.
+        validation.validate_nbf = true;
         match &j.audience {
             Some(audience) => validation.set_audience(&[audience.as_str()]),
             None => validation.validate_aud = false,
@@ -305,6 +307,9 @@ impl Jwt {
             .map_err(|e| format!("the JWT does not verify: {e}"))?;
         let claims = data.claims;
         let actor = claims["sub"].as_str().unwrap_or_default().to_string();
+        if actor.trim().is_empty() {
+            return Err("the JWT verifies, but its `sub` claim is empty: the issuer must name the caller, whom the audit trail records".into());
+        }
         let roles: Vec<Role> = match &claims[&self.role_claim] {
             Value::String(s) => Role::parse(s).into_iter().collect(),
             Value::Array(items) => items
@@ -439,6 +444,11 @@ mod tests {
         };
         let exp = sagaflow_avro::now_ms() / 1000 + 600;
         let claims = |iss: &str, exp: i64| serde_json::json!({"sub": "jo", "iss": iss, "aud": "sagaflow", "exp": exp, "roles": ["viewer", "operator"]});
+        // Not valid for another five minutes (beyond the leeway); and one that names nobody.
+        let mut not_yet = claims("https://login.test/", exp);
+        not_yet["nbf"] = serde_json::json!(exp - 300);
+        let mut nobody = claims("https://login.test/", exp);
+        nobody["sub"] = serde_json::json!("");
         let jo = auth
             .authenticate(Some(&sign(
                 "issuer.key",
@@ -459,14 +469,12 @@ mod tests {
                 sign("issuer.key", claims("https://login.test/", exp - 7200)),
                 "ExpiredSignature",
             ),
+            (sign("issuer.key", not_yet), "ImmatureSignature"),
+            (sign("issuer.key", nobody), "is empty"),
         ] {
             let denied = auth.authenticate(Some(&token)).unwrap_err();
             assert_eq!(denied.status, 401);
-            assert!(
-                denied.message.contains("does not verify"),
-                "{why}: {}",
-                denied.message
-            );
+            assert!(denied.message.contains(why), "{why}: {}", denied.message);
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -267,22 +267,36 @@ impl Commands {
         }
         Ok(Pending {
             command: command.clone(),
-            rx,
+            rx: Some(rx),
+            waiters: self.waiters.clone(),
         })
     }
 
     /// Waits up to `wait` for the answer to a submitted command.
-    pub async fn answer(&self, pending: Pending, wait: Duration) -> Answer {
-        let Pending { command, rx } = pending;
-        let (outcome, events) = match tokio::time::timeout(wait, rx).await {
+    pub async fn answer(&self, mut pending: Pending, wait: Duration) -> Answer {
+        let mut rx = pending
+            .rx
+            .take()
+            .expect("a pending command is answered once");
+        let (outcome, events) = match tokio::time::timeout(wait, &mut rx).await {
             Ok(Ok(answer)) => answer,
             _ => {
-                self.forget(&command.request_id);
-                (Outcome::Unanswered, Vec::new())
+                // The admin event may have come while its decision's events were still being
+                // collected: that is an answer, not a silence.
+                let waiter = self
+                    .waiters
+                    .lock()
+                    .expect("waiters lock")
+                    .remove(&pending.command.request_id);
+                match (waiter.and_then(|w| w.settling), rx.try_recv()) {
+                    (_, Ok(answer)) => answer,
+                    (Some((outcome, events, _)), _) => (outcome, events),
+                    (None, _) => (Outcome::Unanswered, Vec::new()),
+                }
             }
         };
         Answer {
-            command,
+            command: pending.command.clone(),
             outcome,
             events,
         }
@@ -302,11 +316,28 @@ impl Commands {
     }
 }
 
-/// A command sent, its answer not yet awaited.
-#[derive(Debug)]
+/// A command sent, its answer not yet awaited. Dropped (answered, or abandoned by a caller
+/// that went away), it stops waiting.
 pub struct Pending {
     command: AdminCommand,
-    rx: oneshot::Receiver<(Outcome, Vec<SagaEvent>)>,
+    rx: Option<oneshot::Receiver<(Outcome, Vec<SagaEvent>)>>,
+    waiters: Waiters,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("request_id", &self.command.request_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Ok(mut waiters) = self.waiters.lock() {
+            waiters.remove(&self.command.request_id);
+        }
+    }
 }
 
 impl Pending {

@@ -176,14 +176,23 @@ impl Job {
         &self.spec
     }
 
-    /// Stops sending. False when the job is already over.
-    pub fn cancel(&self) -> bool {
-        if self.snapshot().status != JobStatus::Running {
-            return false;
+    /// Stops sending; `Err` says why it cannot: the job is over, or has sent every command
+    /// and only waits for their answers.
+    pub fn cancel(&self) -> Result<(), &'static str> {
+        // Checked and set under the lock `run` ends under, so a job is never reported both
+        // cancelled and finished.
+        let state = self.state.lock().expect("job lock");
+        match state.status {
+            JobStatus::Finished => return Err("it is already finished"),
+            JobStatus::Cancelled => return Err("it is already cancelled"),
+            JobStatus::Running => {}
+        }
+        if !state.fates.values().any(|f| *f == Fate::NotSent) {
+            return Err("it has sent every command and only waits for their answers");
         }
         self.cancelled.store(true, Ordering::SeqCst);
         self.wake.notify_one();
-        true
+        Ok(())
     }
 
     fn set(&self, saga_id: &str, fate: Fate) {
@@ -278,7 +287,8 @@ impl Job {
         }
         {
             let mut state = self.state.lock().expect("job lock");
-            state.status = if self.cancelled.load(Ordering::SeqCst) {
+            // Cancelled only if the cancel left something unsent.
+            state.status = if state.fates.values().any(|f| *f == Fate::NotSent) {
                 JobStatus::Cancelled
             } else {
                 JobStatus::Finished

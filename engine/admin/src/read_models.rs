@@ -82,6 +82,45 @@ impl ReadModels {
         })
     }
 
+    /// The body of an answer that is a 200; else an error with the query API's message (which
+    /// names the parameter and what it takes).
+    fn ok(&self, passed: Passed) -> Result<Value> {
+        if passed.status == StatusCode::OK.as_u16() {
+            return Ok(passed.body);
+        }
+        let message = passed.body["error"]
+            .as_str()
+            .map_or_else(|| passed.body.to_string(), str::to_string);
+        Err(self.error(Some(passed.status), message))
+    }
+
+    /// How many sagas the filter matches, and the newest `sample` of them (at most 500),
+    /// without paging through every match: what a dry run shows.
+    pub async fn count_and_sample(
+        &self,
+        filter: &[(String, String)],
+        sample: usize,
+    ) -> Result<(u64, Vec<Value>)> {
+        // The first page also checks the filter (every parameter, the status included).
+        let mut params = filter.to_vec();
+        params.push(("limit".into(), sample.clamp(1, 500).to_string()));
+        let page = self.ok(self.get("/sagas", &params).await?)?;
+        let mut items = page["items"].as_array().cloned().unwrap_or_default();
+        items.truncate(sample);
+        // The counts by status take the other filters; the status filter picks one count.
+        let others: Vec<(String, String)> = filter
+            .iter()
+            .filter(|(name, _)| name != "status")
+            .cloned()
+            .collect();
+        let counts = self.ok(self.get("/stats/status", &others).await?)?;
+        let count = match filter.iter().find(|(name, _)| name == "status") {
+            Some((_, status)) => counts["by_status"][status].as_u64().unwrap_or(0),
+            None => counts["total"].as_u64().unwrap_or(0),
+        };
+        Ok((count, items))
+    }
+
     /// Every saga the filter matches, page by page. A filter the query API refuses is an error
     /// with its message (which names the parameter and what it takes).
     pub async fn matching(&self, filter: &[(String, String)]) -> Result<Vec<Value>> {
@@ -93,17 +132,11 @@ impl ReadModels {
             if let Some(c) = &cursor {
                 params.push(("cursor".into(), c.clone()));
             }
-            let page = self.get("/sagas", &params).await?;
-            if page.status != StatusCode::OK.as_u16() {
-                let message = page.body["error"]
-                    .as_str()
-                    .map_or_else(|| page.body.to_string(), str::to_string);
-                return Err(self.error(Some(page.status), message));
-            }
-            if let Some(items) = page.body["items"].as_array() {
+            let page = self.ok(self.get("/sagas", &params).await?)?;
+            if let Some(items) = page["items"].as_array() {
                 sagas.extend(items.iter().cloned());
             }
-            cursor = page.body["next_cursor"].as_str().map(str::to_string);
+            cursor = page["next_cursor"].as_str().map(str::to_string);
             if cursor.is_none() {
                 return Ok(sagas);
             }

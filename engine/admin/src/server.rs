@@ -309,9 +309,12 @@ impl App {
     /// go unaudited.
     async fn audit(&self, entry: Entry) -> Result<(), ApiError> {
         self.parts.audit.record(entry).await.map_err(|e| {
+            // The cause is for the operator's log, not for a caller who may not even be
+            // authenticated.
+            warn!(error = %e, "an audit record could not be written; the request is refused");
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("the request was not carried out because it could not be audited: {e}"),
+                "the request was not carried out because it could not be audited; try again, and tell the operators if it persists (the admin API's log says why)",
             )
         })
     }
@@ -325,20 +328,37 @@ impl App {
         target: Option<String>,
         error: ApiError,
     ) -> ApiError {
-        let audited = self
-            .audit(Entry {
-                actor: who.actor.clone(),
-                role: Some(who.role.as_str().to_string()),
-                method: method.to_string(),
-                path: path.to_string(),
-                outcome: AuditOutcome::Refused,
-                status: error.status.as_u16(),
-                target,
-                message: Some(error.message.clone()),
-                detail: None,
-            })
-            .await;
-        audited.err().unwrap_or(error)
+        match self
+            .record_refusal(who, method, path, target, error.status, &error.message)
+            .await
+        {
+            Ok(()) => error,
+            Err(unaudited) => unaudited,
+        }
+    }
+
+    /// Audits a refusal with `status` and `message`.
+    async fn record_refusal(
+        &self,
+        who: &Principal,
+        method: &Method,
+        path: &str,
+        target: Option<String>,
+        status: StatusCode,
+        message: &str,
+    ) -> Result<(), ApiError> {
+        self.audit(Entry {
+            actor: who.actor.clone(),
+            role: Some(who.role.as_str().to_string()),
+            method: method.to_string(),
+            path: path.to_string(),
+            outcome: AuditOutcome::Refused,
+            status: status.as_u16(),
+            target,
+            message: Some(message.to_string()),
+            detail: None,
+        })
+        .await
     }
 
     async fn pass_through(&self, path: &str, params: Vec<(String, String)>) -> Response {
@@ -499,12 +519,35 @@ async fn send_command(
     };
     let command = request.command(&saga_id, None);
     info!(saga_id = %saga_id, action = command.action.as_str(), actor = %who.actor, request_id = %command.request_id, "admin command");
-    let answer = app
+    let answer = match app
         .parts
         .commands
         .send(&command, app.config.answer_wait)
+        .await
+    {
+        Ok(answer) => answer,
+        Err(e) => {
+            let e = ApiError::from(e);
+            return Err(app
+                .refuse(&who, &method, uri.path(), Some(saga_id), e)
+                .await);
+        }
+    };
+    let response = command_response(&answer, app.config.answer_wait);
+    // A dead-lettered command never reached the saga's event log: audited here instead.
+    if let Outcome::DeadLettered { reason, detail } = &answer.outcome {
+        let message = format!("the engine could not take it: {detail} ({reason})");
+        app.record_refusal(
+            &who,
+            &method,
+            uri.path(),
+            Some(saga_id),
+            response.status(),
+            &message,
+        )
         .await?;
-    Ok(command_response(&answer, app.config.answer_wait))
+    }
+    Ok(response)
 }
 
 fn command_response(answer: &Answer, wait: Duration) -> Response {
@@ -627,16 +670,10 @@ async fn cancel_job(
         );
         return Err(app.refuse(&who, &method, uri.path(), Some(job_id), e).await);
     };
-    if !job.cancel() {
+    if let Err(why) = job.cancel() {
         let e = ApiError::new(
             StatusCode::CONFLICT,
-            format!(
-                "job {job_id} is already {}",
-                serde_json::to_value(job.snapshot().status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
-            ),
+            format!("job {job_id} cannot be cancelled: {why}"),
         );
         return Err(app.refuse(&who, &method, uri.path(), Some(job_id), e).await);
     }
@@ -735,19 +772,22 @@ async fn start_job(
         Err(e) if dry_run => return Err(e),
         Err(e) => return Err(app.refuse(&who, &method, &path, None, e).await),
     };
-    let matched = match app.parts.read_models.matching(&filter).await {
-        Ok(m) => m,
-        Err(e) if dry_run => return Err(e.into()),
-        Err(e) => return Err(app.refuse(&who, &method, &path, None, e.into()).await),
-    };
     if dry_run {
-        let sample: Vec<&Value> = matched.iter().take(sample).collect();
+        let (matched, sample) = app
+            .parts
+            .read_models
+            .count_and_sample(&filter, sample)
+            .await?;
         return Ok(
             Json(json!({"dry_run": true, "action": request.action.as_str(),
-            "matched": matched.len(), "sample": sample}))
+            "matched": matched, "sample": sample}))
             .into_response(),
         );
     }
+    let matched = match app.parts.read_models.matching(&filter).await {
+        Ok(m) => m,
+        Err(e) => return Err(app.refuse(&who, &method, &path, None, e.into()).await),
+    };
     let ids: Vec<String> = matched
         .iter()
         .filter_map(|s| s["saga_id"].as_str().map(str::to_string))

@@ -5,7 +5,7 @@
 
 const TOKEN_KEY = 'sagaflow-token';
 const ACTIONS = ['retry', 'skip', 'cancel', 'abort', 'pause', 'resume', 'resolve'];
-const state = { token: sessionStorage.getItem(TOKEN_KEY), me: null, timer: null };
+const state = { token: sessionStorage.getItem(TOKEN_KEY), me: null, timer: null, jobDraft: null };
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const main = () => $('#main');
@@ -39,7 +39,11 @@ async function api(method, path, body) {
   }
   let data;
   try { data = await res.json(); } catch { data = { error: `${res.status} ${res.statusText}` }; }
-  if (res.status === 401 && state.me) signOut(data.error);
+  if (res.status === 401 && state.me) {
+    signOut(data.error);
+    // The caller's page is gone: it must neither render over the sign-in form nor poll again.
+    return new Promise(() => {});
+  }
   return { status: res.status, data };
 }
 
@@ -48,6 +52,7 @@ const badge = (status) => el('span', { class: `badge ${status || ''}`, 'data-sta
 const isOperator = () => state.me && state.me.role === 'operator';
 
 function signOut(why) {
+  clearTimeout(state.timer);
   sessionStorage.removeItem(TOKEN_KEY);
   state.token = null;
   state.me = null;
@@ -85,12 +90,20 @@ function header() {
   for (const a of document.querySelectorAll('[data-nav]')) a.classList.toggle('active', a.dataset.nav === page);
 }
 
-/** Re-renders the current page every `ms` while it stays the current page. */
+/** Re-renders the current page every `ms` while it stays the current page; waits while a
+ * dialog is open or a form on the page holds what the user typed. */
 function refreshEvery(ms, render) {
   const hash = location.hash;
   clearTimeout(state.timer);
-  state.timer = setTimeout(() => { if (location.hash === hash && !$('#confirm').open) render(); else if (location.hash === hash) refreshEvery(ms, render); }, ms);
+  state.timer = setTimeout(() => {
+    if (location.hash !== hash) return;
+    const busy = $('#confirm').open || main().querySelector('form[data-dirty]');
+    if (busy) refreshEvery(ms, render); else render();
+  }, ms);
 }
+
+/** Marks a form as holding the user's input, which a refresh must not wipe. */
+const keep = (e) => { e.currentTarget.dataset.dirty = '1'; };
 
 async function route() {
   clearTimeout(state.timer);
@@ -124,7 +137,7 @@ async function listPage(filter, incidents) {
   const body = [el('h1', {}, title)];
   if (!incidents) {
     const inputs = FILTERS.map(([k, label]) => el('label', {}, label, el('input', { name: k, value: filter[k] || '' })));
-    body.push(el('form', { class: 'filters', onsubmit: (e) => {
+    body.push(el('form', { class: 'filters', oninput: keep, onchange: keep, onsubmit: (e) => {
       e.preventDefault();
       const next = new URLSearchParams([...new FormData(e.target)].filter(([, v]) => v));
       if (filter.status) next.set('status', filter.status);
@@ -280,13 +293,18 @@ async function jobsPage(result) {
   refreshEvery(2000, () => jobsPage(result));
 }
 
+const JOB_DEFAULTS = { action: 'retry', status: 'INCIDENT', definition: '', step: '', error_code: '', reason: '', rate: '50' };
+
+/** The job form, filled with what the operator last typed (kept across refreshes and dry runs). */
 function jobForm() {
-  const form = el('form', { class: 'filters', id: 'job-form' },
-    el('label', {}, 'Action', el('select', { name: 'action' }, ACTIONS.map((a) => el('option', { value: a }, a)))),
-    el('label', {}, 'Status', el('input', { name: 'status', value: 'INCIDENT' })),
-    FILTERS.slice(0, 3).map(([k, label]) => el('label', {}, label, el('input', { name: k }))),
-    el('label', {}, 'Reason', el('input', { name: 'reason' })),
-    el('label', {}, 'Rate/s', el('input', { name: 'rate', type: 'number', value: '50', min: '1' })));
+  const draft = state.jobDraft || JOB_DEFAULTS;
+  const remember = (e) => { keep(e); state.jobDraft = Object.fromEntries(new FormData(e.currentTarget)); };
+  const form = el('form', { class: 'filters', id: 'job-form', oninput: remember, onchange: remember },
+    el('label', {}, 'Action', el('select', { name: 'action' }, ACTIONS.map((a) => el('option', { value: a, selected: a === draft.action }, a)))),
+    el('label', {}, 'Status', el('input', { name: 'status', value: draft.status })),
+    FILTERS.slice(0, 3).map(([k, label]) => el('label', {}, label, el('input', { name: k, value: draft[k] }))),
+    el('label', {}, 'Reason', el('input', { name: 'reason', value: draft.reason })),
+    el('label', {}, 'Rate/s', el('input', { name: 'rate', type: 'number', value: draft.rate, min: '0.01', step: 'any' })));
   const send = async (dryRun) => {
     const f = new FormData(form);
     const filter = {};
@@ -298,7 +316,9 @@ function jobForm() {
       if (dry.status !== 200) return jobsPage(dry);
       if (!confirm(`${body.action} ${dry.data.matched} sagas at ${body.rate}/s?`)) return;
     }
-    jobsPage(await api('POST', '/api/jobs', body));
+    const result = await api('POST', '/api/jobs', body);
+    if (result.status === 202) state.jobDraft = null;
+    jobsPage(result);
   };
   form.append(el('button', { type: 'button', onclick: () => send(true) }, 'Dry run'), el('button', { type: 'button', class: 'primary', onclick: () => send(false) }, 'Start job'));
   return form;

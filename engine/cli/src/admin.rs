@@ -307,23 +307,24 @@ fn print_one(answer: &Answer, format: Format) {
 /// sending on Ctrl-C (what was sent is still waited for).
 async fn bulk(args: &AdminArgs, filter: Vec<(String, String)>) -> anyhow::Result<ExitCode> {
     let read_models = ReadModels::new(&args.bulk.query_url);
-    let sagas = read_models.matching(&filter).await?;
     let described: Vec<String> = filter.iter().map(|(k, v)| format!("{k}={v}")).collect();
     if args.bulk.dry_run {
-        let sample: Vec<&Value> = sagas.iter().take(args.bulk.sample).collect();
+        let (matched, sample) = read_models
+            .count_and_sample(&filter, args.bulk.sample)
+            .await?;
         match args.output {
             Format::Json => println!(
                 "{}",
-                json!({"dry_run": true, "action": args.verb.action().as_str(), "filter": described, "matched": sagas.len(), "sample": sample})
+                json!({"dry_run": true, "action": args.verb.action().as_str(), "filter": described, "matched": matched, "sample": sample})
             ),
             Format::Text => {
                 println!(
                     "dry run: {} would be sent to {} sagas matching {}",
                     args.verb.action().as_str(),
-                    sagas.len(),
+                    matched,
                     described.join(" ")
                 );
-                for s in sample {
+                for s in &sample {
                     println!(
                         "  {}  {}  {}@{}  step {}  error {}",
                         s["saga_id"].as_str().unwrap_or("?"),
@@ -338,6 +339,7 @@ async fn bulk(args: &AdminArgs, filter: Vec<(String, String)>) -> anyhow::Result
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let sagas = read_models.matching(&filter).await?;
     let commands = Arc::new(args.commands().await?);
     let ids: Vec<String> = sagas
         .iter()
@@ -374,8 +376,10 @@ async fn bulk(args: &AdminArgs, filter: Vec<(String, String)>) -> anyhow::Result
             finished = &mut runner => break finished.context("the job's task failed")?,
             _ = &mut stop, if !stopping => {
                 stopping = true;
-                job.cancel();
-                eprintln!("\njob {}: cancelled; waiting for the answers to what was sent", job.id());
+                match job.cancel() {
+                    Ok(()) => eprintln!("\njob {}: cancelled; waiting for the answers to what was sent", job.id()),
+                    Err(why) => eprintln!("\njob {}: not cancelled: {why}", job.id()),
+                }
             }
             _ = tokio::time::sleep(Duration::from_millis(100)) => progress.show(&Done::from(&job.snapshot()), false),
         }
