@@ -235,6 +235,11 @@ pub enum EventType {
     SagaResumed,
     /// An input arrived, or a timer came due, while the saga was paused: held until resume.
     InputHeld,
+    /// A command the saga sent is held by the engine: its participant is paused. Its attempt
+    /// timeout is stopped until it is released.
+    CommandHeld,
+    /// A held command was sent; its attempt timeout starts now (`due`).
+    CommandReleased,
 }
 
 impl EventType {
@@ -274,6 +279,8 @@ impl EventType {
             Self::SagaPaused => "SAGA_PAUSED",
             Self::SagaResumed => "SAGA_RESUMED",
             Self::InputHeld => "INPUT_HELD",
+            Self::CommandHeld => "COMMAND_HELD",
+            Self::CommandReleased => "COMMAND_RELEASED",
         }
     }
 }
@@ -734,6 +741,26 @@ pub struct AuditRecord {
 }
 contract!(AuditRecord, AUDIT_RECORD);
 
+/// Whether the engine sends commands to one participant's command topic (`<group>.control`,
+/// compacted, keyed by the command topic).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParticipantControl {
+    /// The participant's command topic.
+    pub topic: String,
+    /// Whether commands to it are held.
+    pub paused: bool,
+    /// Who asked.
+    pub actor: String,
+    /// Why.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Unique per request.
+    pub request_id: String,
+    /// When it was requested, epoch ms.
+    pub at: i64,
+}
+contract!(ParticipantControl, PARTICIPANT_CONTROL);
+
 /// What a saga timer does when it fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -803,6 +830,8 @@ pub enum ParkedKind {
     Signal,
     /// Sagas awaiting an event with one correlation value.
     Await,
+    /// A command held while its participant is paused.
+    Held,
 }
 
 /// A header of a parked record.

@@ -123,9 +123,14 @@ schema_file!(
     "io.sagaflow.AdminCommand"
 );
 schema_file!(AUDIT_RECORD, "AuditRecord.avsc", "io.sagaflow.AuditRecord");
+schema_file!(
+    PARTICIPANT_CONTROL,
+    "ParticipantControl.avsc",
+    "io.sagaflow.ParticipantControl"
+);
 
 /// Every embedded schema.
-pub static ALL: [&SchemaFile; 12] = [
+pub static ALL: [&SchemaFile; 13] = [
     &START_SAGA,
     &COMMAND,
     &REPLY,
@@ -138,12 +143,13 @@ pub static ALL: [&SchemaFile; 12] = [
     &CORRELATION,
     &ADMIN_COMMAND,
     &AUDIT_RECORD,
+    &PARTICIPANT_CONTROL,
 ];
 
 /// Older versions of the internal schemas (see `internal`), each with the file it is a version
 /// of: `avro/schemas/history/<Name>.<fingerprint>.avsc`. Add the committed version here whenever
 /// an internal schema changes; `tests/contracts.rs` names any that is missing.
-pub static HISTORY: [(&SchemaFile, &str); 3] = [
+pub static HISTORY: [(&SchemaFile, &str); 4] = [
     (
         &SAGA_STATE,
         include_str!("../schemas/history/SagaState.3043bbe00852c042.avsc"),
@@ -155,6 +161,10 @@ pub static HISTORY: [(&SchemaFile, &str); 3] = [
     (
         &SAGA_STATE,
         include_str!("../schemas/history/SagaState.9f37777138af0996.avsc"),
+    ),
+    (
+        &PARKED,
+        include_str!("../schemas/history/Parked.a847635373f4743e.avsc"),
     ),
 ];
 

@@ -212,7 +212,10 @@ fn step_change(t: EventType) -> Option<(&'static str, &'static str, bool, bool)>
         | E::SagaResumed
         | E::AdminCommandApplied
         | E::AdminCommandRejected
-        | E::InputHeld => return None,
+        | E::InputHeld
+        // A held command's step stays RUNNING: the hold is on the event log, not a step status.
+        | E::CommandHeld
+        | E::CommandReleased => return None,
     })
 }
 

@@ -10,6 +10,7 @@ pub mod client;
 pub mod commands;
 pub mod error;
 pub mod jobs;
+pub mod participants;
 pub mod read_models;
 pub mod server;
 
@@ -19,5 +20,6 @@ pub use client::ApiClient;
 pub use commands::{detail, Answer, Commands, Outcome, Request};
 pub use error::{Error, Result};
 pub use jobs::{Job, JobSpec, JobStatus, Snapshot};
+pub use participants::{Participant, Participants};
 pub use read_models::{ReadModels, FILTERS};
 pub use server::{openapi, serve, Parts, ServerConfig};

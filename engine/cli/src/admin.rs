@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use sagaflow_admin::{
-    detail, Answer, Commands, Job, JobSpec, Outcome, ReadModels, Request, Snapshot,
+    detail, Answer, Commands, Job, JobSpec, Outcome, Participant, Participants, ReadModels,
+    Request, Snapshot,
 };
 use sagaflow_avro::{AdminAction, Resolution};
 use serde_json::{json, Value};
@@ -37,11 +38,19 @@ enum Verb {
     Resume,
     /// Close an incident as --resolution says.
     Resolve,
+    /// Hold every command sagas send to a participant's command topic (named instead of a
+    /// saga) until it is resumed; attempt timeouts stop meanwhile.
+    PauseParticipant,
+    /// Send a paused participant's held commands, in order, and dispatch to it again.
+    ResumeParticipant,
+    /// List the participants' command topics: paused or not, by whom, and their consumers' lag.
+    Participants,
 }
 
 impl Verb {
-    fn action(self) -> AdminAction {
-        match self {
+    /// The saga command; `None` for the participant verbs, which are no saga's.
+    fn action(self) -> Option<AdminAction> {
+        Some(match self {
             Verb::Retry => AdminAction::Retry,
             Verb::Skip => AdminAction::Skip,
             Verb::Cancel => AdminAction::Cancel,
@@ -49,7 +58,8 @@ impl Verb {
             Verb::Pause => AdminAction::Pause,
             Verb::Resume => AdminAction::Resume,
             Verb::Resolve => AdminAction::Resolve,
-        }
+            Verb::PauseParticipant | Verb::ResumeParticipant | Verb::Participants => return None,
+        })
     }
 }
 
@@ -75,8 +85,13 @@ pub(crate) struct AdminArgs {
     /// What to do.
     #[arg(value_enum)]
     verb: Verb,
-    /// The saga; or leave it out and select sagas with --where-* (a bulk job).
+    /// The saga; or leave it out and select sagas with --where-* (a bulk job). For
+    /// pause-participant and resume-participant: the participant's command topic.
     saga_id: Option<String>,
+    /// participants: the definitions directory, whose command topics are listed even if never
+    /// paused.
+    #[arg(long, env = "SAGAFLOW_DEFINITIONS")]
+    definitions: Option<std::path::PathBuf>,
     #[command(flatten)]
     connection: Connection,
     /// Engine group.
@@ -174,9 +189,25 @@ impl BulkArgs {
 }
 
 impl AdminArgs {
+    fn actor(&self) -> String {
+        self.actor.clone().unwrap_or_else(|| {
+            format!(
+                "cli:{}",
+                std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+            )
+        })
+    }
+
+    /// A saga command's action (`run` sends the participant verbs elsewhere first).
+    fn saga_action(&self) -> AdminAction {
+        self.verb
+            .action()
+            .expect("participant verbs never build a saga command")
+    }
+
     fn request(&self) -> Request {
         Request {
-            action: self.verb.action(),
+            action: self.saga_action(),
             step: self.step.clone(),
             output_json: self.step_output.clone(),
             resolution: self.resolution.map(|r| match r {
@@ -184,12 +215,7 @@ impl AdminArgs {
                 ResolutionArg::MarkDone => Resolution::MarkDone,
             }),
             reason: self.reason.clone(),
-            actor: self.actor.clone().unwrap_or_else(|| {
-                format!(
-                    "cli:{}",
-                    std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-                )
-            }),
+            actor: self.actor(),
         }
     }
 
@@ -204,6 +230,9 @@ impl AdminArgs {
 }
 
 pub(crate) async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
+    if args.verb.action().is_none() {
+        return participants(&args).await;
+    }
     args.request()
         .validate()
         .map_err(|e| anyhow::anyhow!("{e} (--step, --step-output, --actor)"))?;
@@ -217,8 +246,96 @@ pub(crate) async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
         ),
         (None, true) => anyhow::bail!(
             "name the saga (sagaflow admin {} SAGA_ID), or select sagas with --where-* (e.g. --where-status INCIDENT) for a bulk job",
-            args.verb.action().as_str()
+            args.saga_action().as_str()
         ),
+    }
+}
+
+/// The participant verbs: pause or resume one command topic, or list them all.
+async fn participants(args: &AdminArgs) -> anyhow::Result<ExitCode> {
+    let known = match &args.definitions {
+        Some(dir) => sagaflow_definition::load_dir(dir)
+            .map_err(|e| anyhow::anyhow!("loading definitions from {}:\n{e}", dir.display()))?
+            .command_topics(),
+        None => Vec::new(),
+    };
+    let participants = Participants::new(
+        &args.connection.kafka()?,
+        &args.connection.registry()?,
+        &args.group,
+        known,
+    )?;
+    let paused = match args.verb {
+        Verb::PauseParticipant => true,
+        Verb::ResumeParticipant => false,
+        _ => {
+            let list = participants.list().await?;
+            match args.output {
+                Format::Json => println!("{}", serde_json::to_string(&list)?),
+                Format::Text => print_participants(&list),
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let Some(topic) = &args.saga_id else {
+        anyhow::bail!(
+            "name the participant's command topic: sagaflow admin {} TOPIC (list them with sagaflow admin participants)",
+            if paused { "pause-participant" } else { "resume-participant" }
+        );
+    };
+    if !args.bulk.filter().is_empty() {
+        anyhow::bail!("--where-* selects sagas; a participant is named by its command topic");
+    }
+    let control = participants
+        .set(topic, paused, &args.actor(), args.reason.clone())
+        .await?;
+    match args.output {
+        Format::Json => println!("{}", serde_json::to_string(&control)?),
+        Format::Text => println!(
+            "{} {} (request {}, by {}); every engine of group {} follows {}",
+            if paused { "paused" } else { "resumed" },
+            control.topic,
+            control.request_id,
+            control.actor,
+            args.group,
+            participants.topic()
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_participants(list: &[Participant]) {
+    if list.is_empty() {
+        println!(
+            "no participant was ever paused; pass --definitions DIR to list every command topic"
+        );
+        return;
+    }
+    for p in list {
+        let state = match &p.control {
+            Some(c) if c.paused => format!(
+                "PAUSED by {} ({}){}",
+                c.actor,
+                chrono::DateTime::from_timestamp_millis(c.at)
+                    .map_or_else(|| c.at.to_string(), |t| t.to_rfc3339()),
+                c.reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ),
+            Some(c) => format!("dispatching (resumed by {})", c.actor),
+            None => "dispatching".into(),
+        };
+        let lag = match &p.lag {
+            None => "lag unknown".to_string(),
+            Some(l) if l.is_empty() => "no consumer group has committed".to_string(),
+            Some(l) => l
+                .iter()
+                .map(|(group, n)| format!("{group} lag {n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        println!("{}  {state}  {lag}", p.topic);
     }
 }
 
@@ -315,12 +432,12 @@ async fn bulk(args: &AdminArgs, filter: Vec<(String, String)>) -> anyhow::Result
         match args.output {
             Format::Json => println!(
                 "{}",
-                json!({"dry_run": true, "action": args.verb.action().as_str(), "filter": described, "matched": matched, "sample": sample})
+                json!({"dry_run": true, "action": args.saga_action().as_str(), "filter": described, "matched": matched, "sample": sample})
             ),
             Format::Text => {
                 println!(
                     "dry run: {} would be sent to {} sagas matching {}",
-                    args.verb.action().as_str(),
+                    args.saga_action().as_str(),
                     matched,
                     described.join(" ")
                 );
@@ -356,7 +473,7 @@ async fn bulk(args: &AdminArgs, filter: Vec<(String, String)>) -> anyhow::Result
     eprintln!(
         "job {}: {} on {} sagas matching {}, at most {}/s (Ctrl-C stops sending)",
         job.id(),
-        args.verb.action().as_str(),
+        args.saga_action().as_str(),
         job.snapshot().matched,
         described.join(" "),
         args.bulk.rate

@@ -10,7 +10,9 @@ use tracing::debug_span;
 use crate::admin::{self, Held};
 use crate::draft::Draft;
 use crate::graph::{parse_instance, Scope};
-use crate::input::{Decision, Definitions, IgnoreReason, Input, Outcome, Rejection, Settings};
+use crate::input::{
+    Decision, Definitions, Dispatch, IgnoreReason, Input, Outcome, Rejection, Settings,
+};
 use crate::nodes::{self, Handled};
 use crate::replay::{describe, describe_timer};
 
@@ -72,6 +74,19 @@ pub fn decide(
             )
             .entered();
             decide_admin(definitions, settings, state, command, now)
+        }
+        Input::Dispatch(dispatch) => {
+            let _span = debug_span!(
+                "decide",
+                saga_id = %dispatch.saga_id,
+                input = "dispatch",
+                action = dispatch.action.as_str(),
+                step = %dispatch.step,
+                attempt = dispatch.attempt,
+                topic = %dispatch.topic
+            )
+            .entered();
+            decide_dispatch(definitions, settings, state, dispatch, now)
         }
     };
     if decision.outcome == Outcome::Applied {
@@ -474,6 +489,34 @@ fn hold(mut draft: Draft<'_>, held: Held, step: Option<&str>, attempt: Option<i3
         Some(json!({"held": count})),
     );
     finish(draft)
+}
+
+/// The engine held a command of the saga (its participant is paused) or sent one it held.
+/// Unlike a reply, this is not held while an operator pauses the saga: it is the engine's
+/// account of a command already decided, and the attempt's timeout must follow what happened
+/// to the command.
+fn decide_dispatch(
+    definitions: &dyn Definitions,
+    settings: &Settings,
+    state: Option<&SagaState>,
+    dispatch: &Dispatch,
+    now: i64,
+) -> Decision {
+    let mut draft = match running(
+        definitions,
+        settings,
+        state,
+        now,
+        IgnoreReason::StaleDispatch,
+    ) {
+        Ok(draft) => draft,
+        Err(decision) => return *decision,
+    };
+    match nodes::on_dispatch(&mut draft, dispatch) {
+        Handled::Applied => finish(draft),
+        Handled::Ignored(reason) => Decision::unchanged(Outcome::Ignored(reason)),
+        Handled::Rejected(rejection) => Decision::unchanged(Outcome::Rejected(rejection)),
+    }
 }
 
 fn decide_admin(

@@ -1,6 +1,6 @@
 //! What goes into a decision and what comes out.
 
-use sagaflow_avro::{AdminCommand, Command, Reply, SagaEvent, SagaState, Signal, StartSaga};
+use sagaflow_avro::{AdminCommand, Command, Phase, Reply, SagaEvent, SagaState, Signal, StartSaga};
 use sagaflow_definition::Definition;
 
 /// One input of the decision function, already decoded.
@@ -28,6 +28,45 @@ pub enum Input {
     },
     /// An operator's command.
     Admin(AdminCommand),
+    /// The engine held a command the saga sent, because its participant is paused, or sent
+    /// one it held.
+    Dispatch(Dispatch),
+}
+
+/// A command held or released by the engine: the saga's side of pausing a participant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispatch {
+    /// The saga.
+    pub saga_id: String,
+    /// The step whose command it is.
+    pub step: String,
+    /// Its phase.
+    pub phase: Phase,
+    /// Its attempt.
+    pub attempt: i32,
+    /// The participant's command topic.
+    pub topic: String,
+    /// Held or released.
+    pub action: DispatchAction,
+}
+
+/// What the engine did with a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DispatchAction {
+    /// Kept in the engine's state instead of sent: the attempt's timeout stops.
+    Held,
+    /// Sent after all: the attempt's timeout starts again, in full.
+    Released,
+}
+
+impl DispatchAction {
+    /// As the event log spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Held => "held",
+            Self::Released => "released",
+        }
+    }
 }
 
 impl Input {
@@ -37,6 +76,7 @@ impl Input {
             Input::Start(start) => &start.saga_id,
             Input::Reply(reply) => &reply.saga_id,
             Input::Admin(admin) => &admin.saga_id,
+            Input::Dispatch(dispatch) => &dispatch.saga_id,
             Input::Timer { saga_id, .. } | Input::Signal { saga_id, .. } => saga_id,
         }
     }
@@ -112,6 +152,9 @@ pub enum IgnoreReason {
     DuplicateSignal,
     /// A copy of an admin command the saga already decided (same request id).
     DuplicateAdminCommand,
+    /// A held command whose attempt the saga no longer awaits (it was skipped, aborted or
+    /// ended otherwise while held): it is dropped, not sent.
+    StaleDispatch,
 }
 
 impl IgnoreReason {
@@ -127,6 +170,7 @@ impl IgnoreReason {
             Self::StaleSignal => "stale_signal",
             Self::DuplicateSignal => "duplicate_signal",
             Self::DuplicateAdminCommand => "duplicate_admin_command",
+            Self::StaleDispatch => "stale_dispatch",
         }
     }
 }

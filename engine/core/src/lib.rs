@@ -23,5 +23,8 @@ pub mod signal_input;
 pub use chain::{Chain, ChainVerdict, JournalHeader};
 pub use decide::decide;
 pub use ids::{command_id, event_id, idempotency_key};
-pub use input::{Decision, Definitions, Effect, IgnoreReason, Input, Outcome, Rejection, Settings};
+pub use input::{
+    Decision, Definitions, Dispatch, DispatchAction, Effect, IgnoreReason, Input, Outcome,
+    Rejection, Settings,
+};
 pub use retention::{IdReuse, Retention};

@@ -17,7 +17,7 @@ use sagaflow_avro::{
 use sagaflow_definition::Definition;
 use serde_json::{json, Value};
 
-use crate::input::{Definitions, Input, Outcome, Settings};
+use crate::input::{Definitions, Dispatch, DispatchAction, Input, Outcome, Settings};
 
 /// The input of a decision, as its first event records it.
 pub fn describe(input: &Input) -> Value {
@@ -43,6 +43,10 @@ pub fn describe(input: &Input) -> Value {
             "step": step, "signal_id": signal.signal_id, "event": signal.event,
             "correlation": signal.correlation, "payload_json": signal.payload_json,
             "sent_at": signal.sent_at, "ttl_ms": signal.ttl_ms,
+        }}),
+        Input::Dispatch(d) => json!({"dispatch": {
+            "action": d.action.as_str(), "step": d.step, "phase": d.phase.as_str(),
+            "attempt": d.attempt, "topic": d.topic,
         }}),
     }
 }
@@ -80,6 +84,14 @@ fn int(v: &Value, key: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("no `{key}` number"))
 }
 
+fn phase(name: &str) -> Result<Phase, String> {
+    match name {
+        "forward" => Ok(Phase::Forward),
+        "compensate" => Ok(Phase::Compensate),
+        other => Err(format!("unknown phase {other:?}")),
+    }
+}
+
 fn recorded(saga_id: &str, cause: &str) -> Result<Recorded, String> {
     let v: Value = serde_json::from_str(cause).map_err(|e| format!("not JSON: {e}"))?;
     if let Some(s) = v.get("start") {
@@ -94,11 +106,7 @@ fn recorded(saga_id: &str, cause: &str) -> Result<Recorded, String> {
         })));
     }
     if let Some(r) = v.get("reply") {
-        let phase = match text(r, "phase")?.as_str() {
-            "forward" => Phase::Forward,
-            "compensate" => Phase::Compensate,
-            other => return Err(format!("unknown phase {other:?}")),
-        };
+        let phase = phase(&text(r, "phase")?)?;
         let status = match text(r, "status")?.as_str() {
             "SUCCESS" => ReplyStatus::Success,
             "FAILURE" => ReplyStatus::Failure,
@@ -159,7 +167,22 @@ fn recorded(saga_id: &str, cause: &str) -> Result<Recorded, String> {
             .map(|a| Recorded::Input(Input::Admin(a)))
             .map_err(|e| format!("not an admin command: {e}"));
     }
-    Err("neither a start, a reply, a timer, a signal nor an admin command".into())
+    if let Some(d) = v.get("dispatch") {
+        let action = match text(d, "action")?.as_str() {
+            "held" => DispatchAction::Held,
+            "released" => DispatchAction::Released,
+            other => return Err(format!("unknown dispatch action {other:?}")),
+        };
+        return Ok(Recorded::Input(Input::Dispatch(Dispatch {
+            saga_id: saga_id.to_string(),
+            step: text(d, "step")?,
+            phase: phase(&text(d, "phase")?)?,
+            attempt: i32::try_from(int(d, "attempt")?).map_err(|e| e.to_string())?,
+            topic: text(d, "topic")?,
+            action,
+        })));
+    }
+    Err("neither a start, a reply, a timer, a signal, an admin command nor a dispatch".into())
 }
 
 /// The input `cause` records, unless it is a timer (which the caller must match to a pending

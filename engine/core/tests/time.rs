@@ -5,7 +5,7 @@ mod common;
 
 use common::{reply, start_of, Run};
 use sagaflow_avro::{EventType as E, Phase, SagaEvent, SagaStatus, Signal, StepStatus};
-use sagaflow_core::{Effect, IgnoreReason, Input, Outcome};
+use sagaflow_core::{Dispatch, DispatchAction, Effect, IgnoreReason, Input, Outcome};
 use sagaflow_definition::Definition;
 use serde_json::json;
 
@@ -539,4 +539,87 @@ fn timers_of_a_finished_saga_never_fire() {
         timer_id: "SagaDeadline/1".into(),
     });
     assert_eq!(d.outcome, Outcome::Ignored(IgnoreReason::StaleTimer));
+}
+
+fn dispatch(step: &str, attempt: i32, action: DispatchAction) -> Input {
+    Input::Dispatch(Dispatch {
+        saga_id: "o1".into(),
+        step: step.into(),
+        phase: Phase::Forward,
+        attempt,
+        topic: "t.pay".into(),
+        action,
+    })
+}
+
+fn attempt_timeouts(r: &Run) -> Vec<i64> {
+    r.state
+        .as_ref()
+        .expect("state")
+        .timers
+        .iter()
+        .filter(|t| t.kind == sagaflow_avro::TimerKind::AttemptTimeout)
+        .map(|t| t.due)
+        .collect()
+}
+
+#[test]
+fn the_time_a_command_spends_held_does_not_count_toward_its_attempt_timeout() {
+    let mut r = order();
+    assert_eq!(attempt_timeouts(&r), [r.now + 2_000]);
+    let d = r.feed(dispatch("pay", 1, DispatchAction::Held)).clone();
+    assert_eq!(d.outcome, Outcome::Applied);
+    assert!(d.commands.is_empty(), "holding sends nothing");
+    assert_eq!(d.events[0].event_type, E::CommandHeld);
+    assert_eq!(
+        d.events[0].detail_json.as_deref(),
+        Some(r#"{"phase":"forward","topic":"t.pay"}"#)
+    );
+    assert!(attempt_timeouts(&r).is_empty(), "the timeout stops");
+    // An hour held: still no timeout, and the saga deadline (1h) is what would end it.
+    let released_at = r.now + 30 * 60_000;
+    let d = r
+        .feed_at(dispatch("pay", 1, DispatchAction::Released), released_at)
+        .clone();
+    assert_eq!(d.events[0].event_type, E::CommandReleased);
+    assert_eq!(d.events[0].due, Some(released_at + 2_000));
+    assert_eq!(attempt_timeouts(&r), [released_at + 2_000], "in full");
+    // The log records both inputs, and a replay through the same definition agrees.
+    assert!(d.events[0]
+        .input_json
+        .as_deref()
+        .is_some_and(|i| i.contains(r#""action":"released""#)));
+    r.feed(reply(
+        "o1",
+        "pay",
+        Phase::Forward,
+        1,
+        Ok(json!({"id": "p1"})),
+    ));
+    r.feed(reply("o1", "ship", Phase::Forward, 1, Ok(json!({}))));
+    assert_eq!(r.status(), SagaStatus::Completed);
+    assert_eq!(
+        sagaflow_core::replay::replay_saga(&r.defs.0[0], &r.all_events()),
+        sagaflow_core::replay::Replayed::Same
+    );
+}
+
+#[test]
+fn a_held_command_the_saga_no_longer_awaits_is_dropped_not_sent() {
+    let mut r = order();
+    r.feed(dispatch("pay", 1, DispatchAction::Held));
+    // Attempt 2 is not the one awaited: stale, and nothing changes.
+    let d = r.feed(dispatch("pay", 2, DispatchAction::Released)).clone();
+    assert_eq!(d.outcome, Outcome::Ignored(IgnoreReason::StaleDispatch));
+    assert!(d.state.is_none() && d.events.is_empty());
+    // The step ends while its command is held (here a reply that came by another way).
+    r.feed(reply(
+        "o1",
+        "pay",
+        Phase::Forward,
+        1,
+        Ok(json!({"id": "p1"})),
+    ));
+    let d = r.feed(dispatch("pay", 1, DispatchAction::Released)).clone();
+    assert_eq!(d.outcome, Outcome::Ignored(IgnoreReason::StaleDispatch));
 }

@@ -62,6 +62,24 @@ impl Registry {
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
     }
+
+    /// Every participant command topic a step's command or compensation names, sorted.
+    pub fn command_topics(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .iter()
+            .flat_map(|d| {
+                d.all_steps().flat_map(|s| {
+                    s.command()
+                        .map(|c| c.topic.clone())
+                        .into_iter()
+                        .chain(s.compensation.as_ref().map(|c| c.topic.clone()))
+                })
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
 }
 
 #[cfg(test)]
@@ -84,6 +102,7 @@ mod tests {
         registry.insert(definition("trip", 1, "t1")).unwrap();
         registry.insert(definition("bench", 1, "b1")).unwrap();
         assert_eq!(registry.len(), 4);
+        assert_eq!(registry.command_topics(), ["b1", "t1", "t10", "t2"]);
         assert_eq!(
             registry.get("trip", 2).unwrap().steps[0]
                 .command()

@@ -6,6 +6,7 @@
 //! relay delivers. See `docs/architecture.md` for why each piece exists.
 
 pub mod config;
+mod control;
 mod deployed;
 mod error;
 mod http;

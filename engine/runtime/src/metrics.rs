@@ -23,6 +23,8 @@ macro_rules! counters {
             dead_letters: Mutex<Vec<(&'static str, u64)>>,
             /// Partitions stopped by an error, with the error, until they restore again.
             failing: Mutex<std::collections::BTreeMap<i32, String>>,
+            /// Paused command topics, with the commands held for each on the owned partitions.
+            held: Mutex<std::collections::BTreeMap<String, (bool, u64)>>,
         }
 
         impl Metrics {
@@ -56,6 +58,17 @@ macro_rules! counters {
                 let _ = writeln!(out, "# TYPE sagaflow_dead_letters_total counter");
                 for (reason, n) in self.dead_letters.lock().expect("metrics lock").iter() {
                     let _ = writeln!(out, "sagaflow_dead_letters_total{{reason=\"{reason}\"}} {n}");
+                }
+                let held = self.held.lock().expect("metrics lock");
+                let _ = writeln!(out, "# HELP sagaflow_participant_paused 1 while the participant's command topic is paused (<group>.control).");
+                let _ = writeln!(out, "# TYPE sagaflow_participant_paused gauge");
+                for (topic, (paused, _)) in held.iter().filter(|(_, (paused, _))| *paused) {
+                    let _ = writeln!(out, "sagaflow_participant_paused{{topic=\"{topic}\"}} {}", u8::from(*paused));
+                }
+                let _ = writeln!(out, "# HELP sagaflow_commands_held Commands held for a paused participant on this engine's partitions, not sent yet.");
+                let _ = writeln!(out, "# TYPE sagaflow_commands_held gauge");
+                for (topic, (_, n)) in held.iter() {
+                    let _ = writeln!(out, "sagaflow_commands_held{{topic=\"{topic}\"}} {n}");
                 }
                 out
             }
@@ -93,9 +106,18 @@ counters! {
     partition_failures_total => "Times a partition stopped on an error and was scheduled to restore after a backoff.",
     finished_sagas_compacted_total => "Finished sagas past finished-retention-ms whose state shrank to a dedupe marker.",
     finished_sagas_deleted_total => "Dedupe markers deleted after dedupe-window-ms (a tombstone in the changelog); the id may start a new saga.",
+    commands_held_total => "Commands held instead of sent because their participant was paused (COMMAND_HELD events).",
+    commands_released_total => "Held commands sent once their participant resumed (COMMAND_RELEASED events).",
+    held_commands_dropped_total => "Held commands dropped on release because their saga no longer awaited them (skipped, aborted or ended while held).",
 }
 
 impl Metrics {
+    /// Sets the paused topics and the commands held per topic; a topic with neither is left
+    /// out.
+    pub(crate) fn set_held(&self, held: std::collections::BTreeMap<String, (bool, u64)>) {
+        *self.held.lock().expect("metrics lock") = held;
+    }
+
     fn bump(list: &Mutex<Vec<(&'static str, u64)>>, label: &'static str) {
         let mut list = list.lock().expect("metrics lock");
         match list.iter_mut().find(|(l, _)| *l == label) {

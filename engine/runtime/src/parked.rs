@@ -4,7 +4,9 @@
 //! - `__delay/<topic>/<partition>/<offset>`: a record waiting for delayed delivery;
 //! - `__signal/<event>/<correlation>␟<signal id>`: a signal no saga awaits yet, or (without a
 //!   value) one already delivered, remembered for the signal time to live to recognise copies;
-//! - `__await/<event>/<correlation>`: the sagas awaiting an event with that correlation value.
+//! - `__await/<event>/<correlation>`: the sagas awaiting an event with that correlation value;
+//! - `__held/<topic>/<journal offset>/<n>`: a command held while its participant is paused, in
+//!   the order to release it (journal offsets only grow, across owners too).
 
 use sagaflow_avro::{Awaiter, Header, Outbound, Parked, ParkedKind, Signal};
 use sagaflow_core::delay::DelayRecord;
@@ -33,9 +35,26 @@ pub(crate) fn signal_key(event: &str, correlation: &str, signal_id: &str) -> Str
     format!("{}{signal_id}", signal_prefix(event, correlation))
 }
 
+pub(crate) fn held_prefix(topic: &str) -> String {
+    format!("{HELD}{topic}/")
+}
+
+/// `offset` is the journal offset of the batch that holds the command and `n` its place in the
+/// batch, so that key order is the order the commands were decided in.
+pub(crate) fn held_key(topic: &str, offset: i64, n: usize) -> String {
+    format!("{}{offset:020}/{n:08}", held_prefix(topic))
+}
+
+/// The command topic of a held command's key.
+pub(crate) fn held_topic(key: &str) -> Option<&str> {
+    key.strip_prefix(HELD)?.split('/').next()
+}
+
+pub(crate) const HELD: &str = "__held/";
+
 /// Whether a changelog or journal key holds a parked record rather than a saga.
 pub(crate) fn is_parked_key(key: &str) -> bool {
-    ["__delay/", "__signal/", "__await/"]
+    ["__delay/", "__signal/", "__await/", HELD]
         .iter()
         .any(|p| key.starts_with(p))
 }
@@ -44,7 +63,7 @@ pub(crate) fn is_parked_key(key: &str) -> bool {
 pub(crate) fn due(parked: &Parked) -> Option<i64> {
     match parked.kind {
         ParkedKind::Delayed | ParkedKind::Signal => Some(parked.due),
-        ParkedKind::Await => None,
+        ParkedKind::Await | ParkedKind::Held => None,
     }
 }
 
@@ -88,6 +107,29 @@ fn headers(parked: &Parked) -> Vec<Header> {
             value: h.value.clone(),
         })
         .collect()
+}
+
+/// A command held because its participant is paused: the record as the relay would have sent
+/// it.
+pub(crate) fn held(command: Outbound, now: i64) -> Parked {
+    Parked {
+        kind: ParkedKind::Held,
+        id: command.id,
+        due: 0,
+        topic: Some(command.topic),
+        key: command.key,
+        value: command.value,
+        headers: command
+            .headers
+            .into_iter()
+            .map(|h| sagaflow_avro::ParkedHeader {
+                name: h.name,
+                value: h.value,
+            })
+            .collect(),
+        sagas: Vec::new(),
+        received_at: now,
+    }
 }
 
 /// The sagas awaiting `event` with `correlation`.
@@ -242,6 +284,15 @@ mod tests {
         assert!(is_parked_key(&await_key("e", "c")));
         assert!(is_parked_key(&signal_key("e", "c", "s")));
         assert!(!is_parked_key("trip-1"));
+        let held = held_key("hotel.commands", 12, 3);
+        assert!(is_parked_key(&held));
+        assert_eq!(held_topic(&held), Some("hotel.commands"));
+        assert!(
+            held_key("t", 9, 99) < held_key("t", 10, 0),
+            "offset order first"
+        );
+        assert!(held.starts_with(&held_prefix("hotel.commands")));
+        assert!(!held_key("t.a", 1, 0).starts_with(&held_prefix("t")));
         // "c" and "c2" are different correlation values.
         assert!(!signal_key("e", "c2", "s").starts_with(&signal_prefix("e", "c")));
     }

@@ -28,6 +28,7 @@ use sagaflow_definition::{Definition, Registry};
 use tracing::{error, info, warn};
 
 use crate::config::EngineConfig;
+use crate::control::Controls;
 use crate::error::{Error, Result};
 use crate::membership::{self, OrphanWatch, Rejoin};
 use crate::metrics::Metrics;
@@ -295,8 +296,9 @@ struct Context {
 }
 
 impl Context {
-    fn env(&self) -> TaskEnv<'_> {
+    fn env<'a>(&'a self, controls: &'a Controls) -> TaskEnv<'a> {
         TaskEnv {
+            controls,
             store: &self.deps.store,
             codec: &self.deps.codec,
             topics: &self.deps.topics,
@@ -320,6 +322,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 struct Processor {
     ctx: Context,
+    /// Paused participants, from the control topic.
+    controls: Controls,
+    /// When the held commands were last counted into the metrics.
+    held_reported: Instant,
     stop: Arc<AtomicBool>,
     consumer: BaseConsumer<GroupContext>,
     journal: ThreadedProducer<JournalContext>,
@@ -403,6 +409,8 @@ impl Processor {
             .create_with_context(JournalContext { acks: tx })
             .map_err(|e| Error::kafka("creating the journal producer", e))?;
         let relay = Relay::new(&config.kafka, &topics.changelog, metrics.clone())?;
+        // Before any decision: a command to a participant paused before this start is held.
+        let controls = Controls::open(&config.kafka, &topics.control, &writer, &deps.codec)?;
         info!(writer = %writer, group = %config.group, instance = ?instance, "engine started");
         let [when_unassigned, when_same, _] = config.rejoin_rules_ms();
         let rejoin = Rejoin::new(
@@ -411,6 +419,8 @@ impl Processor {
             usize::try_from(config.partitions).unwrap_or(0),
         );
         Ok(Self {
+            controls,
+            held_reported: Instant::now(),
             ctx: Context {
                 targets: crate::targets::Targets::new(crate::kafka::reader(&config.kafka)?),
                 settings: sagaflow_core::Settings {
@@ -446,6 +456,7 @@ impl Processor {
         while !self.stop.load(Ordering::SeqCst) {
             self.poll_inputs()?;
             self.fire_timers()?;
+            self.release_held();
             self.relay.release(now_ms());
             self.flush_batches()?;
             self.drain_journal_acks()?;
@@ -522,7 +533,7 @@ impl Processor {
                 })
                 .unwrap_or_default();
             let now = now_ms();
-            let env = self.ctx.env();
+            let env = self.ctx.env(&self.controls);
             let Some(task) = self.tasks.get_mut(&partition) else {
                 continue;
             };
@@ -562,7 +573,7 @@ impl Processor {
         let partitions: Vec<i32> = self.tasks.keys().copied().collect();
         let mut in_memory = 0;
         for partition in partitions {
-            let env = self.ctx.env();
+            let env = self.ctx.env(&self.controls);
             let task = self.tasks.get_mut(&partition).expect("listed");
             let max_bytes = self.ctx.config.max_batch_bytes;
             let result = task.fire_timers(&env, now, max).and_then(|_| {
@@ -586,6 +597,50 @@ impl Processor {
             Ordering::Relaxed,
         );
         Ok(())
+    }
+
+    /// Follows the control topic, and feeds the commands held for participants that are no
+    /// longer paused into their partitions' batches, like inputs.
+    fn release_held(&mut self) {
+        self.controls.poll(&self.ctx.deps.codec);
+        let now = now_ms();
+        let max = self.ctx.config.max_batch_decisions;
+        let max_bytes = self.ctx.config.max_batch_bytes;
+        let partitions: Vec<i32> = self.tasks.keys().copied().collect();
+        for partition in partitions {
+            let env = self.ctx.env(&self.controls);
+            let task = self.tasks.get_mut(&partition).expect("listed");
+            if task.held().is_empty() {
+                continue;
+            }
+            let result = task.release_held(&env, now, max).and_then(|_| {
+                if task.batch_full(max, max_bytes) {
+                    task.flush(&env)
+                } else {
+                    Ok(None)
+                }
+            });
+            match result {
+                Ok(Some(p)) => {
+                    Self::send_journal(&self.journal, &self.ctx.deps.topics.journal, partition, p);
+                }
+                Ok(None) => {}
+                Err(e) => self.fail_partition(partition, e.to_string()),
+            }
+        }
+        if self.held_reported.elapsed() >= Duration::from_millis(500) {
+            self.held_reported = Instant::now();
+            let mut held: BTreeMap<String, (bool, u64)> = self
+                .controls
+                .paused()
+                .map(|topic| (topic.to_string(), (true, 0)))
+                .collect();
+            for (topic, n) in self.tasks.values().flat_map(|t| t.held().iter()) {
+                let entry = held.entry(topic.clone()).or_insert((false, 0));
+                entry.1 += *n as u64;
+            }
+            self.ctx.metrics.set_held(held);
+        }
     }
 
     fn handle_group_events(&mut self) -> Result<()> {
@@ -639,7 +694,12 @@ impl Processor {
             .fetch_add(restored.fenced_records, Ordering::Relaxed);
         let generation = self.next_generation;
         self.next_generation += 1;
-        let task = Task::new(&self.ctx.env(), partition, generation, &restored)?;
+        let task = Task::new(
+            &self.ctx.env(&self.controls),
+            partition,
+            generation,
+            &restored,
+        )?;
         if task.status == TaskStatus::Fenced {
             warn!(
                 partition,
@@ -705,7 +765,7 @@ impl Processor {
         let partitions: Vec<i32> = self.tasks.keys().copied().collect();
         for partition in partitions {
             let produce = {
-                let env = self.ctx.env();
+                let env = self.ctx.env(&self.controls);
                 let task = self.tasks.get_mut(&partition).expect("listed");
                 task.flush(&env)
             };
@@ -728,7 +788,7 @@ impl Processor {
                     .broker_writes_total
                     .fetch_add(1, Ordering::Relaxed);
             }
-            let env = self.ctx.env();
+            let env = self.ctx.env(&self.controls);
             let Some(task) = self.tasks.get_mut(&ticket.partition) else {
                 continue;
             };
@@ -750,7 +810,7 @@ impl Processor {
             let through = advance.mark.chain.last_valid;
             let persisted = restore::encode_checkpoint(&advance.mark).and_then(|checkpoint| {
                 sagaflow_failpoints::hit(sagaflow_failpoints::RELAY_DELIVERED);
-                task.relayed(&self.ctx.env(), advance.mark)?;
+                task.relayed(&self.ctx.env(&self.controls), advance.mark)?;
                 Ok(checkpoint)
             });
             match persisted {
@@ -923,7 +983,7 @@ impl Processor {
     fn hand_over(&mut self) {
         let partitions: Vec<i32> = self.tasks.keys().copied().collect();
         for partition in partitions {
-            let env = self.ctx.env();
+            let env = self.ctx.env(&self.controls);
             let task = self.tasks.get_mut(&partition).expect("listed");
             match task.handover(&env) {
                 Ok(Some(p)) => {

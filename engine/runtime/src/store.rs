@@ -186,6 +186,7 @@ impl Store {
         &self,
         partition: i32,
         prefix: &str,
+        limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>> {
         let start = key('s', partition, prefix);
         let base = key('s', partition, "").len();
@@ -195,12 +196,38 @@ impl Store {
             .iterator(IteratorMode::From(&start, Direction::Forward))
         {
             let (k, v) = item.map_err(|e| self.err(e))?;
-            if !k.starts_with(&start) {
+            if !k.starts_with(&start) || out.len() >= limit {
                 break;
             }
             out.push((String::from_utf8_lossy(&k[base..]).into_owned(), v.to_vec()));
         }
         Ok(out)
+    }
+
+    /// How many committed states of `partition` have a key under `prefix`, by `group(key)`;
+    /// keys only, no value is read.
+    pub(crate) fn count_states_with_prefix(
+        &self,
+        partition: i32,
+        prefix: &str,
+        group: impl Fn(&str) -> Option<&str>,
+    ) -> Result<BTreeMap<String, usize>> {
+        let start = key('s', partition, prefix);
+        let base = key('s', partition, "").len();
+        let mut counts = BTreeMap::new();
+        let mut iter = self.db.raw_iterator();
+        iter.seek(&start);
+        while let Some(k) = iter.key() {
+            if !k.starts_with(&start) {
+                break;
+            }
+            if let Some(g) = std::str::from_utf8(&k[base..]).ok().and_then(&group) {
+                *counts.entry(g.to_string()).or_insert(0) += 1;
+            }
+            iter.next();
+        }
+        iter.status().map_err(|e| self.err(e))?;
+        Ok(counts)
     }
 
     /// Timer index entries due in `[from, to)`, earliest first.
@@ -409,7 +436,7 @@ mod tests {
         assert!(store.timers_due(1, 0, i64::MAX).unwrap().is_empty());
         assert_eq!(store.timers_due(2, 0, i64::MAX).unwrap(), other.to_vec());
         assert_eq!(
-            store.states_with_prefix(2, "y").unwrap(),
+            store.states_with_prefix(2, "y", usize::MAX).unwrap(),
             vec![("y".to_string(), b"Y".to_vec())]
         );
     }

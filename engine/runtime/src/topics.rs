@@ -29,6 +29,9 @@ pub struct Topics {
     pub definitions: String,
     /// Operators' commands to sagas, keyed by saga id.
     pub admin: String,
+    /// Whether each participant is paused, keyed by its command topic (compacted; every
+    /// engine reads all of it).
+    pub control: String,
 }
 
 /// What an input topic carries.
@@ -63,6 +66,7 @@ impl Topics {
             correlations: format!("{group}.correlations"),
             definitions: format!("{group}.definitions"),
             admin: format!("{group}.admin"),
+            control: format!("{group}.control"),
         }
     }
 
@@ -115,6 +119,7 @@ pub async fn ensure_engine_topics(
         TopicSpec::partitioned(&t.correlations, partitions),
         TopicSpec::partitioned(&t.definitions, 1).compacted(),
         TopicSpec::partitioned(&t.admin, partitions),
+        TopicSpec::partitioned(&t.control, 1).compacted(),
     ];
     Ok(kafka.ensure_topics(&specs, policy).await?)
 }
@@ -129,19 +134,7 @@ pub async fn ensure_definition_topics(
     partitions: i32,
     policy: TopicPolicy,
 ) -> Result<()> {
-    let mut names: Vec<String> = definitions
-        .iter()
-        .flat_map(|d| {
-            d.all_steps().flat_map(|s| {
-                s.command()
-                    .map(|c| c.topic.clone())
-                    .into_iter()
-                    .chain(s.compensation.as_ref().map(|c| c.topic.clone()))
-            })
-        })
-        .collect();
-    names.sort();
-    names.dedup();
+    let names = definitions.command_topics();
     let specs: Vec<TopicSpec> = names
         .into_iter()
         .map(|n| TopicSpec::partitioned(n, partitions).any_partitions())

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use super::{leaf, Progress, Unwound};
 use crate::draft::{ms, Draft, Failure};
 use crate::ids::{command_id, idempotency_key};
-use crate::input::{IgnoreReason, Rejection};
+use crate::input::{Dispatch, DispatchAction, IgnoreReason, Rejection};
 use crate::jitter::unit;
 
 /// What a reply did.
@@ -96,6 +96,58 @@ pub(crate) fn dispatch(d: &mut Draft<'_>, id: &str, phase: Phase, attempt: i32) 
             d.schedule(TimerKind::StepDeadline, now + ms(deadline), Some(id), None);
         }
     }
+}
+
+/// The engine held the command of an attempt (its participant is paused) or sent it after
+/// all. Time spent held is not the participant's: the attempt's timeout stops while the
+/// command is held and starts again, in full, when it is sent. Step and saga deadlines keep
+/// running, since they bound the business process, not one participant.
+pub(crate) fn on_dispatch(d: &mut Draft<'_>, dispatch: &Dispatch) -> Handled {
+    let id = dispatch.step.as_str();
+    let Some(node) = d.node(id) else {
+        return Handled::Ignored(IgnoreReason::StaleDispatch);
+    };
+    let awaiting = match dispatch.phase {
+        Phase::Forward => matches!(node.status, StepStatus::Running | StepStatus::Cancelled),
+        Phase::Compensate => node.status == StepStatus::Compensating,
+    };
+    if !awaiting || node.attempt != dispatch.attempt {
+        return Handled::Ignored(IgnoreReason::StaleDispatch);
+    }
+    let detail = json!({"topic": dispatch.topic, "phase": dispatch.phase.as_str()});
+    d.cancel_timers(id, &[TimerKind::AttemptTimeout]);
+    match dispatch.action {
+        DispatchAction::Held => {
+            d.emit(
+                EventType::CommandHeld,
+                Some(id),
+                Some(dispatch.attempt),
+                Some(detail),
+            );
+        }
+        DispatchAction::Released => {
+            let due = d
+                .locate(id)
+                .and_then(|(step, _)| step.timeout)
+                .map(|t| d.now + ms(t));
+            d.emit_due(
+                EventType::CommandReleased,
+                Some(id),
+                Some(dispatch.attempt),
+                Some(detail),
+                due,
+            );
+            if let Some(due) = due {
+                d.schedule(
+                    TimerKind::AttemptTimeout,
+                    due,
+                    Some(id),
+                    Some(dispatch.attempt),
+                );
+            }
+        }
+    }
+    Handled::Applied
 }
 
 /// Applies a participant's reply to the step it answers.

@@ -28,7 +28,7 @@ use crate::draft::{Draft, Failure};
 use crate::graph::Scope;
 
 pub(crate) use awaits::on_signal;
-pub(crate) use command::{dispatch, on_reply, timed_out, Handled};
+pub(crate) use command::{dispatch, on_dispatch, on_reply, timed_out, Handled};
 pub(crate) use leaf::succeed;
 
 /// How a node or a sequence stands going forward.

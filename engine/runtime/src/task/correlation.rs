@@ -171,7 +171,7 @@ impl Task {
         let awaiters = current.as_ref().map_or(&[][..], |p| p.sagas.as_slice());
         let matched = if message.kind == K::Subscribe {
             let prefix = parked::signal_prefix(&message.event, &message.correlation);
-            let buffered = self.parked_with_prefix(env, &prefix)?;
+            let buffered = self.parked_with_prefix(env, &prefix, usize::MAX)?;
             let mut signals = Vec::with_capacity(buffered.len());
             for (_, p) in &buffered {
                 if let Some(bytes) = &p.value {

@@ -33,6 +33,7 @@ use crate::topics::{InputKind, Topics};
 use crate::wheel::{Target, Wheel};
 
 mod correlation;
+mod held;
 mod journal;
 mod parking;
 
@@ -59,6 +60,8 @@ pub(crate) struct TaskEnv<'a> {
     pub(crate) timer_lookahead_ms: i64,
     /// Which topics exist (delayed records must name one).
     pub(crate) targets: &'a crate::targets::Targets,
+    /// Which participants are paused.
+    pub(crate) controls: &'a crate::control::Controls,
 }
 
 /// Where a task stands.
@@ -105,6 +108,8 @@ pub(crate) struct Task {
     cache: HashMap<String, Cached<Option<SagaState>>>,
     /// Speculative parked records (`None`: deleted), ordered for prefix scans.
     parked: BTreeMap<String, Cached<Option<Parked>>>,
+    /// Commands held per command topic, speculative changes included.
+    held: BTreeMap<String, usize>,
     wheel: Wheel,
     batch: Batch,
     inflight: VecDeque<InFlight>,
@@ -141,6 +146,11 @@ impl Task {
             meta,
             cache: HashMap::new(),
             parked: BTreeMap::new(),
+            held: env.store.count_states_with_prefix(
+                partition,
+                parked::HELD,
+                parked::held_topic,
+            )?,
             wheel: Wheel::new(env.timer_horizon_ms),
             batch: Batch::default(),
             inflight: VecDeque::new(),
@@ -368,8 +378,15 @@ impl Task {
                 )));
             }
         };
-        for output in encoded.outputs {
-            self.push_output(output);
+        // Commands come first among the outputs, in the decision's order.
+        let mut held = Vec::new();
+        for (i, output) in encoded.outputs.into_iter().enumerate() {
+            match decision.commands.get(i) {
+                Some((_, command)) if self.must_hold(env, &output.topic) => {
+                    held.push((output, command));
+                }
+                _ => self.push_output(output),
+            }
         }
         self.batch.events.extend(encoded.events);
         if decision.forget {
@@ -424,6 +441,9 @@ impl Task {
         );
         for effect in decision.effects {
             self.route_effect(env, now, &saga_id, effect)?;
+        }
+        for (output, command) in held {
+            self.hold(env, now, output, command)?;
         }
         Ok(decision.outcome)
     }

@@ -14,6 +14,9 @@ impl Task {
             self.wheel
                 .offer(due, Target::Parked(key.to_string()).encode());
         }
+        if key.starts_with(parked::HELD) {
+            self.count_held(key, value.is_some());
+        }
         self.stage_entry(key.to_string(), bytes);
         let _ = self.parked.insert(
             key.to_string(),
@@ -35,25 +38,38 @@ impl Task {
         }
     }
 
-    /// Parked records under `prefix`, in key order, speculative changes included.
+    /// The first `limit` parked records under `prefix`, in key order, speculative changes
+    /// included.
     pub(super) fn parked_with_prefix(
         &mut self,
         env: &TaskEnv<'_>,
         prefix: &str,
+        limit: usize,
     ) -> Result<Vec<(String, Parked)>> {
+        let speculative: Vec<(&String, &Cached<Option<Parked>>)> = self
+            .parked
+            .range(prefix.to_string()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .collect();
+        // Each speculative deletion may hide one stored record among the first `limit`.
+        let deleted = speculative
+            .iter()
+            .filter(|(_, c)| c.state.is_none())
+            .count();
         let mut found: BTreeMap<String, Option<Parked>> = BTreeMap::new();
-        for (key, bytes) in env.store.states_with_prefix(self.partition, prefix)? {
+        for (key, bytes) in
+            env.store
+                .states_with_prefix(self.partition, prefix, limit.saturating_add(deleted))?
+        {
             let _ = found.insert(key, Some(env.codec.decode(&bytes)?));
         }
-        for (key, c) in self.parked.range(prefix.to_string()..) {
-            if !key.starts_with(prefix) {
-                break;
-            }
+        for (key, c) in speculative {
             let _ = found.insert(key.clone(), c.state.clone());
         }
         Ok(found
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .take(limit)
             .collect())
     }
 
@@ -96,7 +112,7 @@ impl Task {
                     self.partition,
                 ));
             }
-            sagaflow_avro::ParkedKind::Await => return Ok(false),
+            sagaflow_avro::ParkedKind::Await | sagaflow_avro::ParkedKind::Held => return Ok(false),
         }
         self.stage_parked(key, None)?;
         Ok(true)

@@ -1,0 +1,327 @@
+//! Pausing a participant: `ParticipantControl` records on `<group>.control`, the compacted
+//! topic every engine of the group follows (see the runtime's `control` module). While a
+//! command topic is paused the engines hold the commands sagas send to it, and send them in
+//! order on resume.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use sagaflow_avro::{now_ms, AsyncCodec, ParticipantControl, RegistrySettings, Subject};
+use sagaflow_kafka::KafkaSettings;
+use serde::Serialize;
+use tracing::warn;
+
+use crate::error::{Error, Result};
+
+/// One participant's command topic as the dashboard and `sagaflow admin participants` show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Participant {
+    /// The command topic.
+    pub topic: String,
+    /// Whether the engines hold its commands.
+    pub paused: bool,
+    /// The last pause or resume, if there was one.
+    pub control: Option<ParticipantControl>,
+    /// Records on the topic that its consumer groups have not committed yet, per group;
+    /// `None` when the broker would not say (the reason is logged).
+    pub lag: Option<BTreeMap<String, i64>>,
+}
+
+/// Reads and writes a group's participant controls.
+pub struct Participants {
+    kafka: KafkaSettings,
+    producer: FutureProducer,
+    codec: AsyncCodec,
+    group: String,
+    topic: String,
+    /// Command topics named by the deployed definitions, listed even if never paused.
+    known: Vec<String>,
+}
+
+impl std::fmt::Debug for Participants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Participants")
+            .field("topic", &self.topic)
+            .field("known", &self.known)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Participants {
+    /// Group `group`'s controls; `known` are the command topics of its definitions.
+    pub fn new(
+        kafka: &KafkaSettings,
+        registry: &RegistrySettings,
+        group: &str,
+        known: Vec<String>,
+    ) -> Result<Self> {
+        Ok(Self {
+            kafka: kafka.clone(),
+            producer: kafka
+                .producer_config(2)
+                .create()
+                .map_err(|e| Error::kafka("creating a producer", e))?,
+            codec: AsyncCodec::new(registry)?,
+            group: group.to_string(),
+            topic: format!("{group}.control"),
+            known,
+        })
+    }
+
+    /// The control topic's name.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Pauses or resumes `topic`, and returns the record the engines will follow. Refuses a
+    /// topic the broker does not have: a typo would otherwise pause nothing, silently.
+    pub async fn set(
+        &self,
+        topic: &str,
+        paused: bool,
+        actor: &str,
+        reason: Option<String>,
+    ) -> Result<ParticipantControl> {
+        let exists = {
+            let kafka = self.kafka.clone();
+            let (topic, control) = (topic.to_string(), self.topic.clone());
+            tokio::task::spawn_blocking(move || -> Result<(bool, bool)> {
+                let reader = reader(&kafka)?;
+                Ok((
+                    !partitions(&reader, &topic)?.is_empty(),
+                    !partitions(&reader, &control)?.is_empty(),
+                ))
+            })
+            .await
+            .map_err(|e| Error::Config(format!("the metadata thread failed: {e}")))??
+        };
+        if topic.is_empty() || topic.starts_with("__") || !exists.0 {
+            return Err(Error::Config(format!(
+                "no command topic {topic:?} on the broker; name a participant's command topic (a step's `command.topic` in a definition){}",
+                self.hint()
+            )));
+        }
+        if !exists.1 {
+            return Err(Error::NoTopic {
+                topic: self.topic.clone(),
+                group: self.group.clone(),
+            });
+        }
+        let control = ParticipantControl {
+            topic: topic.to_string(),
+            paused,
+            actor: actor.to_string(),
+            reason,
+            request_id: format!("ctl-{:016x}", rand::random::<u64>()),
+            at: now_ms(),
+        };
+        let value = self
+            .codec
+            .encode(Subject::Topic(&self.topic), &control)
+            .await?;
+        self.producer
+            .send(
+                FutureRecord::to(&self.topic).key(topic).payload(&value),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| Error::kafka(format!("writing to {}", self.topic), e))?;
+        Ok(control)
+    }
+
+    fn hint(&self) -> String {
+        if self.known.is_empty() {
+            String::new()
+        } else {
+            format!("; the definitions name {}", self.known.join(", "))
+        }
+    }
+
+    /// Every known command topic and every topic ever paused, with its state and its
+    /// consumers' lag.
+    pub async fn list(&self) -> Result<Vec<Participant>> {
+        let kafka = self.kafka.clone();
+        let (control_topic, group) = (self.topic.clone(), self.group.clone());
+        let mut controls =
+            tokio::task::spawn_blocking(move || read_controls(&kafka, &control_topic, &group))
+                .await
+                .map_err(|e| Error::Config(format!("the control reader's thread failed: {e}")))??;
+        let mut latest: BTreeMap<String, Option<ParticipantControl>> =
+            self.known.iter().map(|t| (t.clone(), None)).collect();
+        for (key, value) in controls.drain(..) {
+            let control = match value {
+                Some(bytes) => Some(self.codec.decode::<ParticipantControl>(&bytes).await?),
+                None => None,
+            };
+            let _ = latest.insert(key, control);
+        }
+        let kafka = self.kafka.clone();
+        let topics: Vec<String> = latest.keys().cloned().collect();
+        let engine_group = self.group.clone();
+        let lags = tokio::task::spawn_blocking(move || lag(&kafka, &topics, &engine_group))
+            .await
+            .map_err(|e| Error::Config(format!("the lag reader's thread failed: {e}")))?;
+        let mut lags = match lags {
+            Ok(lags) => Some(lags),
+            Err(e) => {
+                warn!(error = %e, "the participants' consumer lag could not be read");
+                None
+            }
+        };
+        Ok(latest
+            .into_iter()
+            .map(|(topic, control)| Participant {
+                paused: control.as_ref().is_some_and(|c| c.paused),
+                lag: lags.as_mut().map(|l| l.remove(&topic).unwrap_or_default()),
+                topic,
+                control,
+            })
+            .collect())
+    }
+}
+
+fn reader(kafka: &KafkaSettings) -> Result<BaseConsumer> {
+    kafka
+        .config(&[("fetch.wait.max.ms", "20")])
+        // Assigned, never subscribed: the group id is required but never joined or committed.
+        .set("group.id", "sagaflow-admin-controls")
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| Error::kafka("creating a reader", e))
+}
+
+fn partitions(reader: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
+    let metadata = reader
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| Error::kafka(format!("reading the metadata of {topic}"), e))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
+}
+
+/// The latest record per key on the control topic (engines' read markers left out).
+fn read_controls(
+    kafka: &KafkaSettings,
+    topic: &str,
+    group: &str,
+) -> Result<Vec<(String, Option<Vec<u8>>)>> {
+    let reader = reader(kafka)?;
+    let parts = partitions(&reader, topic)?;
+    if parts.is_empty() {
+        return Err(Error::NoTopic {
+            topic: topic.to_string(),
+            group: group.to_string(),
+        });
+    }
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for p in parts {
+        let (low, high) = reader
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .map_err(|e| Error::kafka(format!("reading the end of {topic}/{p}"), e))?;
+        if high > low {
+            let _ = ends.insert(p, high);
+        }
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .map_err(|e| Error::kafka("assigning the control reader", e))?;
+    }
+    reader
+        .assign(&assignment)
+        .map_err(|e| Error::kafka("assigning the control reader", e))?;
+    let mut latest: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ends.is_empty() {
+        if std::time::Instant::now() > deadline {
+            return Err(Error::Config(format!(
+                "reading {topic} to its end took over 30 s; is the broker up?"
+            )));
+        }
+        let Some(message) = reader.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = message.map_err(|e| Error::kafka(format!("reading {topic}"), e))?;
+        // The high watermark may lag behind the last batch on some brokers (tansu 0.6): a
+        // record at or past it ends the read as well.
+        if ends
+            .get(&m.partition())
+            .is_some_and(|end| m.offset() + 1 >= *end)
+        {
+            let _ = ends.remove(&m.partition());
+        }
+        let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+            continue;
+        };
+        if key.starts_with("__") {
+            continue;
+        }
+        let _ = latest.insert(key.to_string(), m.payload().map(<[u8]>::to_vec));
+    }
+    Ok(latest.into_iter().collect())
+}
+
+/// Per topic, per consumer group that committed offsets on it (the engine's own group aside):
+/// how many records the group has not committed yet.
+fn lag(
+    kafka: &KafkaSettings,
+    topics: &[String],
+    engine_group: &str,
+) -> Result<BTreeMap<String, BTreeMap<String, i64>>> {
+    let reader = reader(kafka)?;
+    let groups = reader
+        .fetch_group_list(None, Duration::from_secs(10))
+        .map_err(|e| Error::kafka("listing consumer groups", e))?;
+    let names: Vec<String> = groups
+        .groups()
+        .iter()
+        .map(|g| g.name().to_string())
+        .filter(|g| g != engine_group && !g.starts_with("sagaflow-"))
+        .collect();
+    let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut wanted = TopicPartitionList::new();
+    for topic in topics {
+        for p in partitions(&reader, topic)? {
+            let (_, high) = reader
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .map_err(|e| Error::kafka(format!("reading the end of {topic}/{p}"), e))?;
+            let _ = ends.insert((topic.clone(), p), high);
+            wanted
+                .add_partition(topic, p)
+                .set_offset(Offset::Invalid)
+                .map_err(|e| Error::kafka("listing partitions", e))?;
+        }
+    }
+    let mut out: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for name in names {
+        let consumer: BaseConsumer = kafka
+            .config(&[])
+            .set("group.id", &name)
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|e| Error::kafka("creating an offset reader", e))?;
+        let committed = consumer
+            .committed_offsets(wanted.clone(), Duration::from_secs(10))
+            .map_err(|e| Error::kafka(format!("reading group {name}'s offsets"), e))?;
+        for element in committed.elements() {
+            let Offset::Offset(at) = element.offset() else {
+                continue;
+            };
+            let end = ends
+                .get(&(element.topic().to_string(), element.partition()))
+                .copied()
+                .unwrap_or(at);
+            *out.entry(element.topic().to_string())
+                .or_default()
+                .entry(name.clone())
+                .or_insert(0) += (end - at).max(0);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,253 @@
+//! Pausing a participant (`sagaflow admin pause-participant`): its commands are held in the
+//! engines' state, not sent, across a kill -9 and a rebalance, while other participants go on;
+//! their attempt timeouts stop meanwhile; on resume they are sent in the order they were held.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::message::Message;
+use sagaflow_avro::{BlockingCodec, Command, EventType as E, RegistrySettings};
+use sagaflow_runtime::partition_for;
+use sagaflow_tests::{
+    answer, command_consumer, eventually, metric, producer, sagaflow_bin, spawn_engine,
+    spawn_registry, start_saga, Broker, EventLog, Space, TempDir,
+};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(120);
+const PARTITIONS: i32 = 2;
+
+/// `held`'s attempt timeout is far shorter than the pause: if held time counted, every saga
+/// would time out and fail.
+const DEFINITIONS: [(&str, &str); 2] = [
+    (
+        "held.yaml",
+        "
+name: held
+version: 1
+steps:
+  - name: work
+    command: {topic: t.held.commands, type: work}
+    timeout: 2s
+",
+    ),
+    (
+        "free.yaml",
+        "
+name: free
+version: 1
+steps:
+  - name: work
+    command: {topic: t.free.commands, type: work}
+",
+    ),
+];
+
+/// Answers every command on `topics` with success, and records the saga ids it received per
+/// topic, in the order they came.
+fn participant(
+    bootstrap: String,
+    registry: String,
+    topics: Vec<String>,
+    received: Arc<Mutex<BTreeMap<String, Vec<String>>>>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let codec = BlockingCodec::new(&RegistrySettings::new(registry.as_str())).expect("codec");
+        let consumers: Vec<_> = topics
+            .iter()
+            .map(|t| (t.clone(), command_consumer(&bootstrap, t)))
+            .collect();
+        let p = producer(&bootstrap);
+        while !stop.load(Ordering::SeqCst) {
+            for (topic, consumer) in &consumers {
+                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
+                    if let Some(c) = m.payload().and_then(|v| codec.decode::<Command>(v).ok()) {
+                        received
+                            .lock()
+                            .expect("lock")
+                            .entry(topic.clone())
+                            .or_default()
+                            .push(c.saga_id.clone());
+                        answer(&codec, &p, &c, Ok("{}".into()));
+                    }
+                }
+            }
+        }
+    })
+}
+
+#[test]
+fn a_paused_participant_gets_nothing_across_a_kill_9_and_a_rebalance_then_everything_in_order() {
+    let broker = Broker::for_test();
+    let bootstrap = broker.bootstrap();
+    let (_registry, registry_url) = spawn_registry(&bootstrap);
+    let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
+    let space = Space::bare("pausepart");
+    for (file, yaml) in DEFINITIONS {
+        space.define(file, yaml);
+    }
+    let group = space.group.clone();
+    let (held_topic, free_topic) = (
+        space.topic("t.held.commands"),
+        space.topic("t.free.commands"),
+    );
+    let states: Vec<TempDir> = ["a", "b", "c"]
+        .iter()
+        .map(|n| TempDir::new(&format!("pausepart-{n}")))
+        .collect();
+    let opts = |state: &TempDir| space.engine_opts(&bootstrap, &registry_url, state, PARTITIONS);
+    let owned = |url: &str| metric(url, "sagaflow_partitions_owned");
+    let (mut first, first_metrics) = spawn_engine("engine-1", &opts(&states[0]));
+    assert!(eventually(WAIT, || owned(&first_metrics) == f64::from(PARTITIONS)));
+
+    let admin = |args: &[&str]| {
+        let out = std::process::Command::new(sagaflow_bin())
+            .arg("admin")
+            .args(args)
+            .args(["--bootstrap", &bootstrap, "--registry-url", &registry_url])
+            .args(["--group", &group, "--actor", "ops-test"])
+            .output()
+            .expect("run sagaflow admin");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // A typo pauses nothing: it is refused, with the fix.
+    let (ok, _, err) = admin(&["pause-participant", "no.such.commands"]);
+    assert!(!ok && err.contains("no command topic"), "{err}");
+    let (ok, out, err) = admin(&[
+        "pause-participant",
+        &held_topic,
+        "--reason",
+        "database migration",
+    ]);
+    assert!(
+        ok && out.starts_with(&format!("paused {held_topic}")),
+        "{out}{err}"
+    );
+
+    let received = Arc::new(Mutex::new(BTreeMap::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = participant(
+        bootstrap.clone(),
+        registry_url.clone(),
+        vec![held_topic.clone(), free_topic.clone()],
+        received.clone(),
+        stop.clone(),
+    );
+    let held: Vec<String> = (0..20).map(|i| format!("h-{i:02}")).collect();
+    let free: Vec<String> = (0..10).map(|i| format!("f-{i:02}")).collect();
+    let p = producer(&bootstrap);
+    for (i, id) in held.iter().enumerate() {
+        start_saga(&codec, &p, &group, "held", id, &json!({}));
+        if let Some(f) = free.get(i) {
+            start_saga(&codec, &p, &group, "free", f, &json!({}));
+        }
+    }
+    let count = |ids: &[String], event: E| {
+        let log = EventLog::snapshot(&bootstrap, &codec, &group);
+        ids.iter()
+            .filter(|id| log.types(id).contains(&event))
+            .count()
+    };
+    // The other participant is not stalled; the paused one's commands are held.
+    assert!(eventually(WAIT, || count(&free, E::SagaCompleted) == free.len()));
+    assert!(eventually(WAIT, || count(&held, E::CommandHeld) == held.len()));
+    let sent_to_held = || {
+        received
+            .lock()
+            .expect("lock")
+            .get(&held_topic)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert!(sent_to_held().is_empty());
+
+    // kill -9, and the next owner restores on an empty state directory (from the changelog);
+    // then a second engine joins and the partitions are shared.
+    first.kill9();
+    let (_second, second_metrics) = spawn_engine("engine-2", &opts(&states[1]));
+    assert!(eventually(WAIT, || owned(&second_metrics) == f64::from(PARTITIONS)));
+    let (_third, third_metrics) = spawn_engine("engine-3", &opts(&states[2]));
+    assert!(
+        eventually(WAIT, || owned(&second_metrics) >= 1.0
+            && owned(&third_metrics) >= 1.0),
+        "the partitions were not shared"
+    );
+    // Both engines know of the pause and count the held commands between them.
+    let held_metric = format!("sagaflow_commands_held{{topic=\"{held_topic}\"}}");
+    let paused_metric = format!("sagaflow_participant_paused{{topic=\"{held_topic}\"}}");
+    assert!(eventually(WAIT, || {
+        metric(&second_metrics, &held_metric) + metric(&third_metrics, &held_metric) == 20.0
+            && metric(&second_metrics, &paused_metric) == 1.0
+            && metric(&third_metrics, &paused_metric) == 1.0
+    }));
+    // Longer than the attempt timeout: nothing is sent, and nothing times out.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        sent_to_held().is_empty(),
+        "sent while paused: {:?}",
+        sent_to_held()
+    );
+    assert_eq!(count(&held, E::StepTimedOut), 0);
+
+    let (ok, out, err) = admin(&["participants", "--output", "json"]);
+    assert!(ok, "{err}");
+    let list: Value = serde_json::from_str(&out).expect("participants JSON");
+    let entry = list
+        .as_array()
+        .and_then(|l| l.iter().find(|p| p["topic"] == held_topic.as_str()))
+        .unwrap_or_else(|| panic!("{held_topic} is not listed: {out}"));
+    assert_eq!(entry["paused"], true);
+    assert_eq!(entry["control"]["actor"], "ops-test");
+    assert_eq!(entry["control"]["reason"], "database migration");
+
+    let (ok, out, err) = admin(&["resume-participant", &held_topic]);
+    assert!(
+        ok && out.starts_with(&format!("resumed {held_topic}")),
+        "{out}{err}"
+    );
+    assert!(
+        eventually(WAIT, || count(&held, E::SagaCompleted) == held.len()),
+        "not every held saga completed: {:?}",
+        EventLog::read(&bootstrap, &codec, &group).unfinished(&held)
+    );
+    stop.store(true, Ordering::SeqCst);
+    worker.join().expect("participant");
+
+    let log = EventLog::read(&bootstrap, &codec, &group);
+    for id in &held {
+        let types = log.types(id);
+        let n = |t: E| types.iter().filter(|x| **x == t).count();
+        assert_eq!(
+            (n(E::CommandHeld), n(E::CommandReleased)),
+            (1, 1),
+            "{id}: {types:?}"
+        );
+        assert_eq!(n(E::StepTimedOut), 0, "{id}: {types:?}");
+    }
+    // In order: the command topic is keyed by saga id like the engine's partitions, so each
+    // partition's commands arrive in the order its sagas were started.
+    let sent = sent_to_held();
+    let mut seen = Vec::new();
+    for id in &sent {
+        if !seen.contains(id) {
+            seen.push(id.clone());
+        }
+    }
+    assert_eq!(seen.len(), held.len(), "sent: {sent:?}");
+    for p in 0..PARTITIONS {
+        let of = |ids: &[String]| -> Vec<String> {
+            ids.iter()
+                .filter(|id| partition_for(id.as_bytes(), PARTITIONS) == p)
+                .cloned()
+                .collect()
+        };
+        assert_eq!(of(&seen), of(&held), "partition {p}");
+    }
+}
