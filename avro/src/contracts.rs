@@ -749,6 +749,12 @@ pub struct ParticipantControl {
     pub topic: String,
     /// Whether commands to it are held.
     pub paused: bool,
+    /// Most commands in flight to it across the group; `None`: no limit.
+    #[serde(default)]
+    pub max_in_flight: Option<i32>,
+    /// Most commands sent to it per second across the group; `None`: no limit.
+    #[serde(default)]
+    pub max_rate: Option<f64>,
     /// Who asked.
     pub actor: String,
     /// Why.
@@ -830,8 +836,10 @@ pub enum ParkedKind {
     Signal,
     /// Sagas awaiting an event with one correlation value.
     Await,
-    /// A command held while its participant is paused.
+    /// A command held while its participant is paused or at its limits.
     Held,
+    /// A saga's commands in flight to participants with a limit.
+    Sent,
 }
 
 /// A header of a parked record.

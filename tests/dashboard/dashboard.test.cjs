@@ -6,6 +6,7 @@
 //   SAGAFLOW_UI_OPERATOR_TOKEN  an operator's token
 //   SAGAFLOW_UI_VIEWER_TOKEN    a viewer's token
 //   SAGAFLOW_UI_SAGA            a saga in INCIDENT whose compensation can now succeed
+//   SAGAFLOW_UI_PARTICIPANT     a participant's command topic, paused and resumed from the page
 //   SAGAFLOW_UI_SCREENSHOTS     where to write screenshots
 'use strict';
 
@@ -114,6 +115,34 @@ test('an operator retries the incident from the page; the saga completes its com
   await page.waitForSelector('#job-result');
   assert.match(await page.textContent('#job-result'), /Dry run: [1-9][0-9]* sagas match\./);
   await page.screenshot({ path: path.join(shots, 'jobs.png'), fullPage: true });
+  assert.deepEqual(foreign, []);
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test('an operator pauses a participant from the participants page, then resumes it', async () => {
+  const topic = env('SAGAFLOW_UI_PARTICIPANT');
+  const { page, context, foreign, errors } = await signedIn(env('SAGAFLOW_UI_OPERATOR_TOKEN'));
+  await page.click('[data-nav=participants]');
+  const row = page.locator(`tr[data-topic="${topic}"]`);
+  await row.waitFor({ timeout: SLOW });
+  assert.equal(await row.getAttribute('data-paused'), 'false');
+  assert.equal(await row.locator('.badge').textContent(), 'DISPATCHING');
+  await row.locator('[data-action=pause]').click();
+  assert.match(await page.textContent('#confirm-title'), new RegExp(`Pause ${topic.replace(/\./g, '\\.')}`));
+  await page.fill('#confirm [name=reason]', 'hotel database migration');
+  await page.click('#confirm-ok');
+  await page.waitForSelector('#participant-result', { timeout: SLOW });
+  assert.match(await page.textContent('#participant-result'), new RegExp(`Paused ${topic.replace(/\./g, '\\.')} \\(request ctl-`));
+  const paused = page.locator(`tr[data-topic="${topic}"][data-paused=true]`);
+  await paused.waitFor({ timeout: SLOW });
+  assert.equal(await paused.locator('.badge').textContent(), 'PAUSED');
+  assert.match(await paused.textContent(), /hotel database migration/);
+  await page.screenshot({ path: path.join(shots, 'participants.png'), fullPage: true });
+  await paused.locator('[data-action=resume]').click();
+  await page.click('#confirm-ok');
+  await page.locator(`tr[data-topic="${topic}"][data-paused=false]`).waitFor({ timeout: SLOW });
+  assert.match(await page.textContent('#participant-result'), /Resumed /);
   assert.deepEqual(foreign, []);
   assert.deepEqual(errors, []);
   await context.close();

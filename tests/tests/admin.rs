@@ -493,6 +493,8 @@ fn the_admin_api_checks_roles_audits_and_repairs_incidents_one_by_one_and_in_bul
             "1",
             "--answer-wait-secs",
             "60",
+            "--definitions",
+            r.space.definitions().to_str().expect("utf-8 path"),
         ]
         .map(String::from),
     );
@@ -626,6 +628,7 @@ fn the_admin_api_checks_roles_audits_and_repairs_incidents_one_by_one_and_in_bul
 
     // The dashboard, in Chromium: the viewer sees the incident and cannot act; the operator
     // retries it from the page and sees the saga compensate and the audit event.
+    let participant_topic = r.space.topic("t.admin.commands");
     let screenshots = sagaflow_tests::root().join("target/screenshots");
     // Emptied first, so the screenshots checked below are this run's.
     let _ = std::fs::remove_dir_all(&screenshots);
@@ -634,6 +637,7 @@ fn the_admin_api_checks_roles_audits_and_repairs_incidents_one_by_one_and_in_bul
         .env("SAGAFLOW_UI_OPERATOR_TOKEN", "op-token")
         .env("SAGAFLOW_UI_VIEWER_TOKEN", "view-token")
         .env("SAGAFLOW_UI_SAGA", "ui")
+        .env("SAGAFLOW_UI_PARTICIPANT", &participant_topic)
         .env("SAGAFLOW_UI_SCREENSHOTS", &screenshots)
         .output()
         .expect("run scripts/dashboard-test.sh");
@@ -649,6 +653,31 @@ fn the_admin_api_checks_roles_audits_and_repairs_incidents_one_by_one_and_in_bul
         "screenshots are taken"
     );
     r.until("ui", E::SagaCompensated);
+    // The page paused the participant and resumed it; a viewer may look, not pause.
+    let (status, _, body) = call("GET", &format!("{api}/api/participants"), viewer, None);
+    assert_eq!(status, 200, "{body}");
+    let listed = body["items"]
+        .as_array()
+        .and_then(|l| l.iter().find(|p| p["topic"] == participant_topic.as_str()))
+        .unwrap_or_else(|| panic!("the definitions' command topic is listed: {body}"));
+    assert_eq!(listed["paused"], false, "{body}");
+    assert_eq!(listed["control"]["actor"], "olga", "{body}");
+    let pause = format!("{api}/api/participants/{participant_topic}/pause");
+    let (status, _, body) = call("POST", &pause, viewer, Some(json!({})));
+    assert_eq!(status, 403, "{body}");
+    let (status, _, body) = call(
+        "POST",
+        &format!("{api}/api/participants/no.such.commands/pause"),
+        operator,
+        None,
+    );
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&participant_topic)),
+        "the refusal names the known command topics: {body}"
+    );
 
     // A bulk job: a viewer may count (dry run), only an operator may run it.
     let filter = json!({"status": "INCIDENT", "definition": "repair"});
@@ -824,6 +853,18 @@ fn the_admin_api_checks_roles_audits_and_repairs_incidents_one_by_one_and_in_bul
         "a dead-lettered command is audited: {audit:#?}"
     );
     assert!(has("olga", A::Accepted, 202, Some(&first)), "{audit:#?}");
+    for verb in ["pause", "resume"] {
+        assert!(
+            audit.iter().any(|a| a.actor == "olga"
+                && a.outcome == A::Accepted
+                && a.path == format!("/api/participants/{participant_topic}/{verb}")),
+            "the dashboard's {verb} of the participant is audited: {audit:#?}"
+        );
+    }
+    assert!(
+        has("olga", A::Refused, 404, Some("no.such.commands")),
+        "{audit:#?}"
+    );
     assert!(
         has("olga", A::Accepted, 200, Some(&first)),
         "the cancel: {audit:#?}"

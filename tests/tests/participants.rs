@@ -1,6 +1,8 @@
 //! Pausing a participant (`sagaflow admin pause-participant`): its commands are held in the
 //! engines' state, not sent, across a kill -9 and a rebalance, while other participants go on;
 //! their attempt timeouts stop meanwhile; on resume they are sent in the order they were held.
+//! Limiting one (`limit-participant`): never more commands in flight, nor per second, than it
+//! was given.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,8 +13,8 @@ use rdkafka::message::Message;
 use sagaflow_avro::{BlockingCodec, Command, EventType as E, RegistrySettings};
 use sagaflow_runtime::partition_for;
 use sagaflow_tests::{
-    answer, command_consumer, eventually, metric, producer, sagaflow_bin, spawn_engine,
-    spawn_registry, start_saga, Broker, EventLog, Space, TempDir,
+    answer, broker_kind, command_consumer, eventually, metric, producer, sagaflow_bin, skip,
+    spawn_engine, spawn_registry, start_saga, Broker, BrokerKind, EventLog, Space, TempDir,
 };
 use serde_json::{json, Value};
 
@@ -206,6 +208,17 @@ fn a_paused_participant_gets_nothing_across_a_kill_9_and_a_rebalance_then_everyt
     assert_eq!(entry["paused"], true);
     assert_eq!(entry["control"]["actor"], "ops-test");
     assert_eq!(entry["control"]["reason"], "database migration");
+    // The participant's group is consuming the topic; its lag is what it has not committed.
+    if broker_kind() == BrokerKind::Kafka {
+        let lag = &entry["lag"][format!("{held_topic}-participant")];
+        assert!(lag.as_i64().is_some_and(|n| n >= 0), "{out}");
+    } else {
+        skip(
+            "participant lag",
+            "tansu 0.6 does not answer ListGroups; the list says the lag is unknown",
+        );
+        assert!(entry["lag"].is_null(), "{out}");
+    }
 
     let (ok, out, err) = admin(&["resume-participant", &held_topic]);
     assert!(
@@ -250,4 +263,168 @@ fn a_paused_participant_gets_nothing_across_a_kill_9_and_a_rebalance_then_everyt
         };
         assert_eq!(of(&seen), of(&held), "partition {p}");
     }
+}
+
+#[test]
+fn a_limited_participant_never_gets_more_in_flight_or_per_second_than_its_limits() {
+    let broker = Broker::for_test();
+    let bootstrap = broker.bootstrap();
+    let (_registry, registry_url) = spawn_registry(&bootstrap);
+    let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
+    let space = Space::bare("limitpart");
+    space.define(
+        "limited.yaml",
+        "
+name: limited
+version: 1
+steps:
+  - name: work
+    command: {topic: t.limited.commands, type: work}
+    timeout: 20s
+",
+    );
+    let group = space.group.clone();
+    let topic = space.topic("t.limited.commands");
+    let state = TempDir::new("limitpart");
+    let opts = space.engine_opts(&bootstrap, &registry_url, &state, PARTITIONS);
+    let (_engine, metrics) = spawn_engine("engine", &opts);
+    assert!(eventually(WAIT, || metric(
+        &metrics,
+        "sagaflow_partitions_owned"
+    ) == f64::from(PARTITIONS)));
+    let admin = |args: &[&str]| {
+        let out = std::process::Command::new(sagaflow_bin())
+            .arg("admin")
+            .args(args)
+            .args(["--bootstrap", &bootstrap, "--registry-url", &registry_url])
+            .args(["--group", &group, "--actor", "ops-test"])
+            .output()
+            .expect("run sagaflow admin");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "sagaflow admin {args:?}: {text}");
+        text
+    };
+    let (ok, err) = {
+        let out = std::process::Command::new(sagaflow_bin())
+            .args(["admin", "limit-participant", &topic, "--max-in-flight", "0"])
+            .args(["--bootstrap", &bootstrap, "--registry-url", &registry_url])
+            .output()
+            .expect("run sagaflow admin");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert!(!ok && err.contains("at least 1"), "{err}");
+    let out = admin(&["limit-participant", &topic, "--max-in-flight", "2"]);
+    assert!(out.contains("at most 2 in flight"), "{out}");
+
+    // The participant answers each command 300 ms after it came, and counts how many it holds
+    // at once; then, once told, it answers at once and notes when each came.
+    let slow = Arc::new(AtomicBool::new(true));
+    let stop = Arc::new(AtomicBool::new(false));
+    let most = Arc::new(Mutex::new(0usize));
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let worker = {
+        let (bootstrap, registry_url, topic) =
+            (bootstrap.clone(), registry_url.clone(), topic.clone());
+        let (slow, stop, most, arrivals) =
+            (slow.clone(), stop.clone(), most.clone(), arrivals.clone());
+        std::thread::spawn(move || {
+            let codec =
+                BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
+            let consumer = command_consumer(&bootstrap, &topic);
+            let p = producer(&bootstrap);
+            let mut pending: Vec<(std::time::Instant, Command)> = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(10)) {
+                    if let Some(c) = m.payload().and_then(|v| codec.decode::<Command>(v).ok()) {
+                        arrivals
+                            .lock()
+                            .expect("lock")
+                            .push(std::time::Instant::now());
+                        let delay = if slow.load(Ordering::SeqCst) { 300 } else { 0 };
+                        pending.push((std::time::Instant::now() + Duration::from_millis(delay), c));
+                        let mut most = most.lock().expect("lock");
+                        *most = (*most).max(pending.len());
+                    }
+                }
+                let now = std::time::Instant::now();
+                let (due, later): (Vec<_>, Vec<_>) =
+                    pending.into_iter().partition(|(at, _)| *at <= now);
+                pending = later;
+                for (_, c) in due {
+                    answer(&codec, &p, &c, Ok("{}".into()));
+                }
+            }
+        })
+    };
+    let p = producer(&bootstrap);
+    let first: Vec<String> = (0..20).map(|i| format!("l-{i:02}")).collect();
+    for id in &first {
+        start_saga(&codec, &p, &group, "limited", id, &json!({}));
+    }
+    let completed = |ids: &[String]| {
+        let log = EventLog::snapshot(&bootstrap, &codec, &group);
+        ids.iter()
+            .filter(|id| log.types(id).contains(&E::SagaCompleted))
+            .count()
+    };
+    assert!(
+        eventually(WAIT, || completed(&first) == first.len()),
+        "{:?}",
+        EventLog::read(&bootstrap, &codec, &group).unfinished(&first)
+    );
+    let most_at_once = *most.lock().expect("lock");
+    assert!(
+        (1..=2).contains(&most_at_once),
+        "the participant held {most_at_once} commands at once; the limit is 2"
+    );
+    let log = EventLog::read(&bootstrap, &codec, &group);
+    let held: Vec<&String> = first
+        .iter()
+        .filter(|id| log.types(id).contains(&E::CommandHeld))
+        .collect();
+    assert!(
+        held.len() >= first.len() - 2,
+        "only 2 could go at first, the rest waited: {held:?}"
+    );
+    let reason = log.sagas[held[0]]
+        .values()
+        .find(|e| e.event_type == E::CommandHeld)
+        .and_then(|e| e.detail_json.clone())
+        .unwrap_or_default();
+    assert!(reason.contains("max_in_flight"), "{reason}");
+    for id in &first {
+        assert!(!log.types(id).contains(&E::StepTimedOut), "{id}");
+    }
+
+    // Now 10 a second and no limit in flight: 30 commands take 2 s at least (a second's worth
+    // goes at once). A slower machine only takes longer.
+    slow.store(false, Ordering::SeqCst);
+    let out = admin(&["limit-participant", &topic, "--max-rate", "10"]);
+    assert!(out.contains("at most 10/s"), "{out}");
+    // The engine follows the control topic within a poll; give it a moment to read the change.
+    std::thread::sleep(Duration::from_secs(1));
+    arrivals.lock().expect("lock").clear();
+    let second: Vec<String> = (0..30).map(|i| format!("r-{i:02}")).collect();
+    for id in &second {
+        start_saga(&codec, &p, &group, "limited", id, &json!({}));
+    }
+    assert!(eventually(WAIT, || completed(&second) == second.len()));
+    let times = arrivals.lock().expect("lock").clone();
+    assert_eq!(times.len(), second.len());
+    let spread = times[times.len() - 1] - times[0];
+    assert!(
+        spread >= Duration::from_millis(1800),
+        "30 commands at 10/s with a second's burst came within {spread:?}"
+    );
+    let listed = admin(&["participants"]);
+    assert!(listed.contains("at most 10/s"), "{listed}");
+    stop.store(true, Ordering::SeqCst);
+    worker.join().expect("participant");
 }

@@ -17,6 +17,14 @@ pub enum Error {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// No such participant command topic on the broker.
+    #[error("no command topic {topic:?} on the broker; name a participant's command topic (a step's `command.topic` in a definition){hint}")]
+    UnknownParticipant {
+        /// The topic asked for.
+        topic: String,
+        /// The known command topics, as a sentence's end (may be empty).
+        hint: String,
+    },
     /// A topic the engine creates is missing.
     #[error("topic {topic} does not exist: is an engine of group {group} running? (--group, SAGAFLOW_GROUP)")]
     NoTopic {

@@ -20,6 +20,6 @@ pub use client::ApiClient;
 pub use commands::{detail, Answer, Commands, Outcome, Request};
 pub use error::{Error, Result};
 pub use jobs::{Job, JobSpec, JobStatus, Snapshot};
-pub use participants::{Participant, Participants};
+pub use participants::{Change, Participant, Participants};
 pub use read_models::{ReadModels, FILTERS};
 pub use server::{openapi, serve, Parts, ServerConfig};

@@ -31,6 +31,44 @@ pub struct Participant {
     pub lag: Option<BTreeMap<String, i64>>,
 }
 
+/// What to change of a participant's dispatch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Change {
+    /// Hold its commands.
+    Pause,
+    /// Send them again.
+    Resume,
+    /// Set both limits (`None`: no limit), keeping the pause as it is.
+    Limit {
+        /// Most commands in flight across the group.
+        max_in_flight: Option<i32>,
+        /// Most commands per second across the group.
+        max_rate: Option<f64>,
+    },
+}
+
+impl Change {
+    /// What is wrong with the limits, if anything.
+    pub fn validate(self) -> std::result::Result<(), String> {
+        if let Change::Limit {
+            max_in_flight,
+            max_rate,
+        } = self
+        {
+            if max_in_flight.is_some_and(|n| n < 1) {
+                return Err("max_in_flight must be at least 1 (leave it out for no limit)".into());
+            }
+            if max_rate.is_some_and(|r| !(0.01..=100_000.0).contains(&r)) {
+                return Err(
+                    "max_rate must be between 0.01 and 100000 commands per second (leave it out for no limit)"
+                        .into(),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Reads and writes a group's participant controls.
 pub struct Participants {
     kafka: KafkaSettings,
@@ -77,43 +115,104 @@ impl Participants {
         &self.topic
     }
 
-    /// Pauses or resumes `topic`, and returns the record the engines will follow. Refuses a
-    /// topic the broker does not have: a typo would otherwise pause nothing, silently.
-    pub async fn set(
-        &self,
-        topic: &str,
-        paused: bool,
-        actor: &str,
-        reason: Option<String>,
-    ) -> Result<ParticipantControl> {
-        let exists = {
-            let kafka = self.kafka.clone();
-            let (topic, control) = (topic.to_string(), self.topic.clone());
+    /// The latest control per command topic on the control topic (`None`: a tombstone).
+    async fn controls(&self) -> Result<BTreeMap<String, Option<ParticipantControl>>> {
+        let kafka = self.kafka.clone();
+        let (control_topic, group) = (self.topic.clone(), self.group.clone());
+        let records =
+            tokio::task::spawn_blocking(move || read_controls(&kafka, &control_topic, &group))
+                .await
+                .map_err(|e| Error::Config(format!("the control reader's thread failed: {e}")))??;
+        let mut latest = BTreeMap::new();
+        for (key, value) in records {
+            let control = match value {
+                Some(bytes) => Some(self.codec.decode::<ParticipantControl>(&bytes).await?),
+                None => None,
+            };
+            let _ = latest.insert(key, control);
+        }
+        Ok(latest)
+    }
+
+    /// Checks that `topic` is a topic the broker has (a typo would otherwise pause nothing,
+    /// silently), and that the engines' control topic exists.
+    pub async fn check(&self, topic: &str) -> Result<()> {
+        // Kafka's own rule for topic names; anything else cannot be a topic, and is not asked.
+        let legal = !topic.is_empty()
+            && topic.len() <= 249
+            && !topic.starts_with("__")
+            && topic
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !legal {
+            return Err(self.unknown(topic));
+        }
+        let kafka = self.kafka.clone();
+        let (name, control) = (topic.to_string(), self.topic.clone());
+        let (exists, control_exists) =
             tokio::task::spawn_blocking(move || -> Result<(bool, bool)> {
                 let reader = reader(&kafka)?;
                 Ok((
-                    !partitions(&reader, &topic)?.is_empty(),
+                    !partitions(&reader, &name)?.is_empty(),
                     !partitions(&reader, &control)?.is_empty(),
                 ))
             })
             .await
-            .map_err(|e| Error::Config(format!("the metadata thread failed: {e}")))??
-        };
-        if topic.is_empty() || topic.starts_with("__") || !exists.0 {
-            return Err(Error::Config(format!(
-                "no command topic {topic:?} on the broker; name a participant's command topic (a step's `command.topic` in a definition){}",
-                self.hint()
-            )));
+            .map_err(|e| Error::Config(format!("the metadata thread failed: {e}")))??;
+        if !exists {
+            return Err(self.unknown(topic));
         }
-        if !exists.1 {
+        if !control_exists {
             return Err(Error::NoTopic {
                 topic: self.topic.clone(),
                 group: self.group.clone(),
             });
         }
+        Ok(())
+    }
+
+    fn unknown(&self, topic: &str) -> Error {
+        Error::UnknownParticipant {
+            topic: topic.to_string(),
+            hint: if self.known.is_empty() {
+                String::new()
+            } else {
+                format!("; the definitions name {}", self.known.join(", "))
+            },
+        }
+    }
+
+    /// Pauses or resumes `topic` (after [`Participants::check`]), and returns the record the
+    /// engines will follow.
+    pub async fn set(
+        &self,
+        topic: &str,
+        change: Change,
+        actor: &str,
+        reason: Option<String>,
+    ) -> Result<ParticipantControl> {
+        change.validate().map_err(Error::Config)?;
+        self.check(topic).await?;
+        // A pause keeps the limits and a new limit keeps the pause: the record is whole, so
+        // the current one is read first.
+        let current = self.controls().await?.remove(topic).flatten();
+        let (mut paused, mut max_in_flight, mut max_rate) = current
+            .map_or((false, None, None), |c| {
+                (c.paused, c.max_in_flight, c.max_rate)
+            });
+        match change {
+            Change::Pause => paused = true,
+            Change::Resume => paused = false,
+            Change::Limit {
+                max_in_flight: n,
+                max_rate: r,
+            } => (max_in_flight, max_rate) = (n, r),
+        }
         let control = ParticipantControl {
             topic: topic.to_string(),
             paused,
+            max_in_flight,
+            max_rate,
             actor: actor.to_string(),
             reason,
             request_id: format!("ctl-{:016x}", rand::random::<u64>()),
@@ -133,32 +232,12 @@ impl Participants {
         Ok(control)
     }
 
-    fn hint(&self) -> String {
-        if self.known.is_empty() {
-            String::new()
-        } else {
-            format!("; the definitions name {}", self.known.join(", "))
-        }
-    }
-
     /// Every known command topic and every topic ever paused, with its state and its
     /// consumers' lag.
     pub async fn list(&self) -> Result<Vec<Participant>> {
-        let kafka = self.kafka.clone();
-        let (control_topic, group) = (self.topic.clone(), self.group.clone());
-        let mut controls =
-            tokio::task::spawn_blocking(move || read_controls(&kafka, &control_topic, &group))
-                .await
-                .map_err(|e| Error::Config(format!("the control reader's thread failed: {e}")))??;
         let mut latest: BTreeMap<String, Option<ParticipantControl>> =
             self.known.iter().map(|t| (t.clone(), None)).collect();
-        for (key, value) in controls.drain(..) {
-            let control = match value {
-                Some(bytes) => Some(self.codec.decode::<ParticipantControl>(&bytes).await?),
-                None => None,
-            };
-            let _ = latest.insert(key, control);
-        }
+        latest.extend(self.controls().await?);
         let kafka = self.kafka.clone();
         let topics: Vec<String> = latest.keys().cloned().collect();
         let engine_group = self.group.clone();
@@ -168,7 +247,8 @@ impl Participants {
         let mut lags = match lags {
             Ok(lags) => Some(lags),
             Err(e) => {
-                warn!(error = %e, "the participants' consumer lag could not be read");
+                // tansu 0.6, for one, does not answer ListGroups.
+                warn!(error = %e, "the participants' consumer lag could not be read; the broker may not list consumer groups");
                 None
             }
         };
@@ -267,8 +347,8 @@ fn read_controls(
     Ok(latest.into_iter().collect())
 }
 
-/// Per topic, per consumer group that committed offsets on it (the engine's own group aside):
-/// how many records the group has not committed yet.
+/// Per topic, per consumer group whose members are assigned it (the engine's own group
+/// aside): how many records the group has not committed yet.
 fn lag(
     kafka: &KafkaSettings,
     topics: &[String],
@@ -278,50 +358,97 @@ fn lag(
     let groups = reader
         .fetch_group_list(None, Duration::from_secs(10))
         .map_err(|e| Error::kafka("listing consumer groups", e))?;
-    let names: Vec<String> = groups
-        .groups()
-        .iter()
-        .map(|g| g.name().to_string())
-        .filter(|g| g != engine_group && !g.starts_with("sagaflow-"))
-        .collect();
-    let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    let mut wanted = TopicPartitionList::new();
-    for topic in topics {
-        for p in partitions(&reader, topic)? {
-            let (_, high) = reader
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .map_err(|e| Error::kafka(format!("reading the end of {topic}/{p}"), e))?;
-            let _ = ends.insert((topic.clone(), p), high);
-            wanted
-                .add_partition(topic, p)
-                .set_offset(Offset::Invalid)
-                .map_err(|e| Error::kafka("listing partitions", e))?;
-        }
-    }
+    let mut ends: BTreeMap<String, Vec<(i32, i64)>> = BTreeMap::new();
     let mut out: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
-    for name in names {
+    for group in groups.groups() {
+        let name = group.name();
+        if name == engine_group || name.starts_with("sagaflow-") {
+            continue;
+        }
+        // Only groups consuming one of the topics now: asking every group of a busy cluster
+        // for its offsets would make the page slow.
+        let assigned: Vec<&String> = topics
+            .iter()
+            .filter(|t| {
+                group
+                    .members()
+                    .iter()
+                    .any(|m| m.assignment().is_some_and(|a| assigns(a, t)))
+            })
+            .collect();
+        if assigned.is_empty() {
+            continue;
+        }
+        let mut wanted = TopicPartitionList::new();
+        for topic in &assigned {
+            if !ends.contains_key(*topic) {
+                let mut list = Vec::new();
+                for p in partitions(&reader, topic)? {
+                    let (_, high) = reader
+                        .fetch_watermarks(topic, p, Duration::from_secs(10))
+                        .map_err(|e| Error::kafka(format!("reading the end of {topic}/{p}"), e))?;
+                    list.push((p, high));
+                }
+                let _ = ends.insert((*topic).clone(), list);
+            }
+            for (p, _) in &ends[*topic] {
+                wanted
+                    .add_partition(topic, *p)
+                    .set_offset(Offset::Invalid)
+                    .map_err(|e| Error::kafka("listing partitions", e))?;
+            }
+        }
         let consumer: BaseConsumer = kafka
             .config(&[])
-            .set("group.id", &name)
+            .set("group.id", name)
             .set("enable.auto.commit", "false")
             .create()
             .map_err(|e| Error::kafka("creating an offset reader", e))?;
         let committed = consumer
-            .committed_offsets(wanted.clone(), Duration::from_secs(10))
+            .committed_offsets(wanted, Duration::from_secs(10))
             .map_err(|e| Error::kafka(format!("reading group {name}'s offsets"), e))?;
         for element in committed.elements() {
-            let Offset::Offset(at) = element.offset() else {
-                continue;
-            };
             let end = ends
-                .get(&(element.topic().to_string(), element.partition()))
-                .copied()
-                .unwrap_or(at);
+                .get(element.topic())
+                .and_then(|l| l.iter().find(|(p, _)| *p == element.partition()))
+                .map_or(0, |(_, high)| *high);
+            // A partition the group never committed is behind by all it holds.
+            let behind = match element.offset() {
+                Offset::Offset(at) => (end - at).max(0),
+                _ => end,
+            };
             *out.entry(element.topic().to_string())
                 .or_default()
-                .entry(name.clone())
-                .or_insert(0) += (end - at).max(0);
+                .entry(name.to_string())
+                .or_insert(0) += behind;
         }
     }
     Ok(out)
+}
+
+/// Whether a consumer-protocol member assignment names `topic` (topics are encoded as an
+/// int16 length, then the name).
+fn assigns(assignment: &[u8], topic: &str) -> bool {
+    let Ok(len) = u16::try_from(topic.len()) else {
+        return false;
+    };
+    let mut needle = len.to_be_bytes().to_vec();
+    needle.extend_from_slice(topic.as_bytes());
+    assignment.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::assigns;
+
+    #[test]
+    fn an_assignment_names_a_topic_by_its_length_and_name() {
+        // version 0, one topic "t.a" with partitions [0, 1], no user data
+        let assignment = [
+            0, 0, 0, 0, 0, 1, 0, 3, b't', b'.', b'a', 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1,
+        ];
+        assert!(assigns(&assignment, "t.a"));
+        assert!(!assigns(&assignment, "t."), "a prefix is another topic");
+        assert!(!assigns(&assignment, "t.a.b"));
+    }
 }

@@ -27,6 +27,7 @@ use crate::auth::{require, Auth, Denied, Principal, Role};
 use crate::commands::{Answer, Commands, Outcome, Request};
 use crate::error::{Error, Result};
 use crate::jobs::{Job, JobSpec};
+use crate::participants::{Change, Participants};
 use crate::read_models::{ReadModels, FILTERS};
 
 /// The admin API's own operations; [`openapi`] adds the read operations of the read models'.
@@ -86,6 +87,8 @@ pub struct Parts {
     pub read_models: ReadModels,
     /// The audit topic.
     pub audit: Audit,
+    /// Pauses of participants (`<group>.control`).
+    pub participants: Participants,
 }
 
 #[derive(Debug)]
@@ -198,6 +201,10 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/jobs", get(list_jobs).post(start_job))
         .route("/api/jobs/{job_id}", get(get_job))
         .route("/api/jobs/{job_id}/cancel", post(cancel_job))
+        .route("/api/participants", get(list_participants))
+        .route("/api/participants/{topic}/pause", post(pause_participant))
+        .route("/api/participants/{topic}/resume", post(resume_participant))
+        .route("/api/participants/{topic}/limits", post(limit_participant))
         .fallback(|uri: Uri| async move {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -233,6 +240,7 @@ impl From<Error> for ApiError {
             Error::ReadModels {
                 status: Some(400), ..
             } => StatusCode::BAD_REQUEST,
+            Error::UnknownParticipant { .. } => StatusCode::NOT_FOUND,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, e.to_string())
@@ -691,6 +699,166 @@ async fn cancel_job(
     })
     .await?;
     Ok(Json(json!(snapshot)))
+}
+
+async fn list_participants(
+    State(app): State<Arc<App>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    app.guard(
+        &headers,
+        &method,
+        uri.path(),
+        Role::Viewer,
+        "listing participants",
+    )
+    .await?;
+    let items = app.parts.participants.list().await?;
+    Ok(Json(json!({"items": items})))
+}
+
+/// What a pause, a resume or new limits may say (the limits only for `/limits`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlRequest {
+    reason: Option<String>,
+    max_in_flight: Option<i32>,
+    max_rate: Option<f64>,
+}
+
+async fn pause_participant(
+    State(app): State<Arc<App>>,
+    Path(topic): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    control_participant(&app, &topic, Change::Pause, &method, &uri, &headers, &body).await
+}
+
+async fn resume_participant(
+    State(app): State<Arc<App>>,
+    Path(topic): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    control_participant(&app, &topic, Change::Resume, &method, &uri, &headers, &body).await
+}
+
+async fn limit_participant(
+    State(app): State<Arc<App>>,
+    Path(topic): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    // The limits come from the body; `Change::Limit` is filled in once it is read.
+    let change = Change::Limit {
+        max_in_flight: None,
+        max_rate: None,
+    };
+    control_participant(&app, &topic, change, &method, &uri, &headers, &body).await
+}
+
+/// Pauses, resumes or limits a participant. Audited on `<group>.audit` before it is written,
+/// since it concerns no saga's event log.
+async fn control_participant(
+    app: &App,
+    topic: &str,
+    change: Change,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let what = match change {
+        Change::Pause => "pausing a participant",
+        Change::Resume => "resuming a participant",
+        Change::Limit { .. } => "limiting a participant",
+    };
+    let who = app
+        .guard(headers, method, uri.path(), Role::Operator, what)
+        .await?;
+    let limits = matches!(change, Change::Limit { .. });
+    let request: ControlRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        if limits {
+            let e = ApiError::bad(
+                r#"the body must give the limits, e.g. {"max_in_flight": 20, "max_rate": 50} (null for no limit)"#,
+            );
+            return Err(app
+                .refuse(&who, method, uri.path(), Some(topic.to_string()), e)
+                .await);
+        }
+        ControlRequest::default()
+    } else {
+        match parse_body(body, "pause or resume request") {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(app
+                    .refuse(&who, method, uri.path(), Some(topic.to_string()), e)
+                    .await)
+            }
+        }
+    };
+    let change = match change {
+        Change::Limit { .. } => Change::Limit {
+            max_in_flight: request.max_in_flight,
+            max_rate: request.max_rate,
+        },
+        _ if request.max_in_flight.is_some() || request.max_rate.is_some() => {
+            let e = ApiError::bad(format!(
+                "a pause or a resume takes only a reason; set limits with POST /api/participants/{topic}/limits"
+            ));
+            return Err(app
+                .refuse(&who, method, uri.path(), Some(topic.to_string()), e)
+                .await);
+        }
+        other => other,
+    };
+    let checked = match change.validate() {
+        Ok(()) => app
+            .parts
+            .participants
+            .check(topic)
+            .await
+            .map_err(ApiError::from),
+        Err(e) => Err(ApiError::bad(e)),
+    };
+    if let Err(e) = checked {
+        return Err(app
+            .refuse(&who, method, uri.path(), Some(topic.to_string()), e)
+            .await);
+    }
+    app.audit(Entry {
+        actor: who.actor.clone(),
+        role: Some(who.role.as_str().to_string()),
+        method: method.to_string(),
+        path: uri.path().to_string(),
+        outcome: AuditOutcome::Accepted,
+        status: 200,
+        target: Some(topic.to_string()),
+        message: None,
+        detail: Some(match change {
+            Change::Limit {
+                max_in_flight,
+                max_rate,
+            } => json!({"limits": {"max_in_flight": max_in_flight, "max_rate": max_rate}, "reason": request.reason}),
+            _ => json!({"paused": change == Change::Pause, "reason": request.reason}),
+        }),
+    })
+    .await?;
+    let control = app
+        .parts
+        .participants
+        .set(topic, change, &who.actor, request.reason)
+        .await?;
+    Ok(Json(json!(control)))
 }
 
 /// A job body's filter as query parameters: the read models' filters only, scalars only.

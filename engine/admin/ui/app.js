@@ -119,6 +119,7 @@ async function route() {
   if (name === 'saga') return sagaPage(decodeURIComponent(rest.join('/')));
   if (name === 'incidents') return listPage({ status: 'INCIDENT' }, true);
   if (name === 'jobs') return jobsPage();
+  if (name === 'participants') return participantsPage();
   return listPage(Object.fromEntries(new URLSearchParams(query || '')), false);
 }
 
@@ -322,6 +323,62 @@ function jobForm() {
   };
   form.append(el('button', { type: 'button', onclick: () => send(true) }, 'Dry run'), el('button', { type: 'button', class: 'primary', onclick: () => send(false) }, 'Start job'));
   return form;
+}
+
+// ---- participants -----------------------------------------------------------------------------
+
+/** Command topics: paused or dispatching, by whom, their consumers' lag; pause and resume. */
+async function participantsPage(result) {
+  const { status, data } = await api('GET', '/api/participants');
+  const body = [el('h1', {}, 'Participants'),
+    el('p', { class: 'muted' }, 'While a participant is paused, the engines hold the commands sagas send it (their attempt timeouts stop) and send them in order on resume.')];
+  if (result) body.push(el('div', { class: `result ${result.status === 200 ? '' : 'rejected'}`, id: 'participant-result', role: 'status' },
+    result.status === 200 ? `${result.data.paused ? 'Paused' : 'Resumed'} ${result.data.topic} (request ${result.data.request_id}, by ${result.data.actor})` : result.data.error));
+  if (status !== 200) body.push(el('p', { class: 'error' }, data.error));
+  else if (!data.items.length) body.push(el('p', { class: 'muted' }, 'No participant known: start the admin API with --definitions to list every command topic.'));
+  else body.push(el('table', { id: 'participants' }, el('thead', {}, el('tr', {}, ['Command topic', 'Dispatch', 'Limits', 'Since', 'By', 'Reason', 'Consumer lag', ''].map((h) => el('th', {}, h)))),
+    el('tbody', {}, data.items.map((p) => el('tr', { 'data-topic': p.topic, 'data-paused': String(p.paused) },
+      el('td', {}, el('code', {}, p.topic)),
+      el('td', {}, badge(p.paused ? 'PAUSED' : 'DISPATCHING')),
+      el('td', { class: 'limits' }, limitsText(p.control)),
+      el('td', {}, p.control ? when(p.control.at) : ''),
+      el('td', {}, p.control ? p.control.actor : ''),
+      el('td', {}, (p.control && p.control.reason) || ''),
+      el('td', {}, p.lag === null ? 'unknown' : Object.entries(p.lag).map(([g, n]) => `${g}: ${n}`).join(', ') || 'no committed offsets'),
+      el('td', {}, isOperator() ? el('button', { 'data-action': p.paused ? 'resume' : 'pause', onclick: () => confirmParticipant(p) }, p.paused ? 'Resume' : 'Pause') : ''))))));
+  main().replaceChildren(...body);
+  refreshEvery(3000, () => participantsPage(result));
+}
+
+/** "at most 20 in flight, 50/s", or "none". */
+function limitsText(c) {
+  const parts = [];
+  if (c && c.max_in_flight !== null) parts.push(`${c.max_in_flight} in flight`);
+  if (c && c.max_rate !== null) parts.push(`${c.max_rate}/s`);
+  return parts.length ? `at most ${parts.join(', ')}` : 'none';
+}
+
+function confirmParticipant(p) {
+  const action = p.paused ? 'resume' : 'pause';
+  const dialog = $('#confirm');
+  $('#confirm-title').textContent = `${p.paused ? 'Resume' : 'Pause'} ${p.topic}?`;
+  $('#confirm-text').textContent = p.paused
+    ? 'The held commands are sent in the order they were held. Recorded on the audit topic as yours.'
+    : `Commands to ${p.topic} are held until it is resumed; other participants are not affected. Recorded on the audit topic as yours (${state.me.actor}).`;
+  $('#confirm-fields').replaceChildren(el('label', {}, 'Reason', el('input', { name: 'reason' })));
+  $('#confirm-error').textContent = '';
+  $('#confirm-ok').textContent = p.paused ? 'Resume' : 'Pause';
+  $('#confirm-cancel').onclick = () => dialog.close();
+  $('#confirm-form').onsubmit = async (e) => {
+    e.preventDefault();
+    const reason = new FormData(e.target).get('reason');
+    $('#confirm-ok').disabled = true;
+    const result = await api('POST', `/api/participants/${encodeURIComponent(p.topic)}/${action}`, reason ? { reason } : {});
+    $('#confirm-ok').disabled = false;
+    dialog.close();
+    participantsPage(result);
+  };
+  dialog.showModal();
 }
 
 window.addEventListener('hashchange', route);

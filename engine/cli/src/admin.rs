@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use sagaflow_admin::{
-    detail, Answer, Commands, Job, JobSpec, Outcome, Participant, Participants, ReadModels,
+    detail, Answer, Change, Commands, Job, JobSpec, Outcome, Participant, Participants, ReadModels,
     Request, Snapshot,
 };
 use sagaflow_avro::{AdminAction, Resolution};
@@ -43,6 +43,9 @@ enum Verb {
     PauseParticipant,
     /// Send a paused participant's held commands, in order, and dispatch to it again.
     ResumeParticipant,
+    /// Set a participant's limits, --max-in-flight and --max-rate, across the group (a limit
+    /// left out is removed); commands over them are held and sent in order as room frees up.
+    LimitParticipant,
     /// List the participants' command topics: paused or not, by whom, and their consumers' lag.
     Participants,
 }
@@ -58,7 +61,10 @@ impl Verb {
             Verb::Pause => AdminAction::Pause,
             Verb::Resume => AdminAction::Resume,
             Verb::Resolve => AdminAction::Resolve,
-            Verb::PauseParticipant | Verb::ResumeParticipant | Verb::Participants => return None,
+            Verb::PauseParticipant
+            | Verb::ResumeParticipant
+            | Verb::LimitParticipant
+            | Verb::Participants => return None,
         })
     }
 }
@@ -92,6 +98,12 @@ pub(crate) struct AdminArgs {
     /// paused.
     #[arg(long, env = "SAGAFLOW_DEFINITIONS")]
     definitions: Option<std::path::PathBuf>,
+    /// limit-participant: most commands in flight to it across the group.
+    #[arg(long)]
+    max_in_flight: Option<i32>,
+    /// limit-participant: most commands sent to it per second across the group.
+    #[arg(long)]
+    max_rate: Option<f64>,
     #[command(flatten)]
     connection: Connection,
     /// Engine group.
@@ -251,23 +263,32 @@ pub(crate) async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The command topics of the definitions in `dir`, if given: the participants to list.
+pub(crate) fn command_topics(dir: Option<&std::path::Path>) -> anyhow::Result<Vec<String>> {
+    let Some(dir) = dir else {
+        return Ok(Vec::new());
+    };
+    Ok(sagaflow_definition::load_dir(dir)
+        .map_err(|e| anyhow::anyhow!("loading definitions from {}:\n{e}", dir.display()))?
+        .command_topics())
+}
+
 /// The participant verbs: pause or resume one command topic, or list them all.
 async fn participants(args: &AdminArgs) -> anyhow::Result<ExitCode> {
-    let known = match &args.definitions {
-        Some(dir) => sagaflow_definition::load_dir(dir)
-            .map_err(|e| anyhow::anyhow!("loading definitions from {}:\n{e}", dir.display()))?
-            .command_topics(),
-        None => Vec::new(),
-    };
+    let known = command_topics(args.definitions.as_deref())?;
     let participants = Participants::new(
         &args.connection.kafka()?,
         &args.connection.registry()?,
         &args.group,
         known,
     )?;
-    let paused = match args.verb {
-        Verb::PauseParticipant => true,
-        Verb::ResumeParticipant => false,
+    let change = match args.verb {
+        Verb::PauseParticipant => Change::Pause,
+        Verb::ResumeParticipant => Change::Resume,
+        Verb::LimitParticipant => Change::Limit {
+            max_in_flight: args.max_in_flight,
+            max_rate: args.max_rate,
+        },
         _ => {
             let list = participants.list().await?;
             match args.output {
@@ -277,31 +298,64 @@ async fn participants(args: &AdminArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     };
+    let verb = match change {
+        Change::Pause => "pause-participant",
+        Change::Resume => "resume-participant",
+        Change::Limit { .. } => "limit-participant",
+    };
     let Some(topic) = &args.saga_id else {
         anyhow::bail!(
-            "name the participant's command topic: sagaflow admin {} TOPIC (list them with sagaflow admin participants)",
-            if paused { "pause-participant" } else { "resume-participant" }
+            "name the participant's command topic: sagaflow admin {verb} TOPIC (list them with sagaflow admin participants)"
         );
     };
+    if !matches!(change, Change::Limit { .. })
+        && (args.max_in_flight.is_some() || args.max_rate.is_some())
+    {
+        anyhow::bail!("--max-in-flight and --max-rate go with limit-participant");
+    }
+    change
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{e} (--max-in-flight, --max-rate)"))?;
     if !args.bulk.filter().is_empty() {
         anyhow::bail!("--where-* selects sagas; a participant is named by its command topic");
     }
     let control = participants
-        .set(topic, paused, &args.actor(), args.reason.clone())
+        .set(topic, change, &args.actor(), args.reason.clone())
         .await?;
     match args.output {
         Format::Json => println!("{}", serde_json::to_string(&control)?),
         Format::Text => println!(
-            "{} {} (request {}, by {}); every engine of group {} follows {}",
-            if paused { "paused" } else { "resumed" },
+            "{} {} (request {}, by {}){}; every engine of group {} follows {}",
+            match change {
+                Change::Pause => "paused",
+                Change::Resume => "resumed",
+                Change::Limit { .. } => "limited",
+            },
             control.topic,
             control.request_id,
             control.actor,
+            limits(&control),
             args.group,
             participants.topic()
         ),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The control's limits, as a clause: ", at most 5 in flight and 10/s".
+fn limits(c: &sagaflow_avro::ParticipantControl) -> String {
+    let parts: Vec<String> = [
+        c.max_in_flight.map(|n| format!("{n} in flight")),
+        c.max_rate.map(|r| format!("{r}/s")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(", at most {}", parts.join(" and "))
+    }
 }
 
 fn print_participants(list: &[Participant]) {
@@ -323,9 +377,13 @@ fn print_participants(list: &[Participant]) {
                     .map(|r| format!(": {r}"))
                     .unwrap_or_default()
             ),
-            Some(c) => format!("dispatching (resumed by {})", c.actor),
+            Some(c) => format!("dispatching (last changed by {})", c.actor),
             None => "dispatching".into(),
         };
+        let state = format!(
+            "{state}{}",
+            p.control.as_ref().map(limits).unwrap_or_default()
+        );
         let lag = match &p.lag {
             None => "lag unknown".to_string(),
             Some(l) if l.is_empty() => "no consumer group has committed".to_string(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use sagaflow_admin::{Audit, Auth, Commands, Parts, ReadModels, ServerConfig};
+use sagaflow_admin::{Audit, Auth, Commands, Participants, Parts, ReadModels, ServerConfig};
 
 use crate::{Connection, TopicArgs};
 
@@ -46,6 +46,10 @@ pub(crate) struct AdminServerArgs {
     /// exit.
     #[arg(long)]
     hash_token: bool,
+    /// The definitions directory (the engine's): its command topics are listed as participants
+    /// even if never paused.
+    #[arg(long, env = "SAGAFLOW_DEFINITIONS")]
+    definitions: Option<std::path::PathBuf>,
 }
 
 pub(crate) async fn run(args: AdminServerArgs) -> anyhow::Result<ExitCode> {
@@ -68,6 +72,8 @@ pub(crate) async fn run(args: AdminServerArgs) -> anyhow::Result<ExitCode> {
     let registry = args.connection.registry()?;
     let commands = Commands::connect(&kafka, &registry, &args.group).await?;
     let audit = Audit::connect(&kafka, &registry, &args.group, args.topics.policy()?).await?;
+    let known = crate::admin::command_topics(args.definitions.as_deref())?;
+    let participants = Participants::new(&kafka, &registry, &args.group, known)?;
     let addr = sagaflow_admin::serve(
         &args.listen,
         Parts {
@@ -75,6 +81,7 @@ pub(crate) async fn run(args: AdminServerArgs) -> anyhow::Result<ExitCode> {
             commands,
             read_models: ReadModels::new(&args.query_url),
             audit,
+            participants,
         },
         ServerConfig {
             answer_wait: Duration::from_secs(args.answer_wait_secs),

@@ -48,6 +48,8 @@ pub struct Dispatch {
     pub topic: String,
     /// Held or released.
     pub action: DispatchAction,
+    /// Why it was held: `paused`, `max_in_flight` or `max_rate`.
+    pub reason: Option<String>,
 }
 
 /// What the engine did with a command.

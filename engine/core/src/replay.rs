@@ -46,7 +46,7 @@ pub fn describe(input: &Input) -> Value {
         }}),
         Input::Dispatch(d) => json!({"dispatch": {
             "action": d.action.as_str(), "step": d.step, "phase": d.phase.as_str(),
-            "attempt": d.attempt, "topic": d.topic,
+            "attempt": d.attempt, "topic": d.topic, "reason": d.reason,
         }}),
     }
 }
@@ -180,6 +180,7 @@ fn recorded(saga_id: &str, cause: &str) -> Result<Recorded, String> {
             attempt: i32::try_from(int(d, "attempt")?).map_err(|e| e.to_string())?,
             topic: text(d, "topic")?,
             action,
+            reason: opt_text(d, "reason"),
         })));
     }
     Err("neither a start, a reply, a timer, a signal, an admin command nor a dispatch".into())

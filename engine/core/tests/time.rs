@@ -548,6 +548,7 @@ fn dispatch(step: &str, attempt: i32, action: DispatchAction) -> Input {
         phase: Phase::Forward,
         attempt,
         topic: "t.pay".into(),
+        reason: (action == DispatchAction::Held).then(|| "paused".into()),
         action,
     })
 }
@@ -573,7 +574,7 @@ fn the_time_a_command_spends_held_does_not_count_toward_its_attempt_timeout() {
     assert_eq!(d.events[0].event_type, E::CommandHeld);
     assert_eq!(
         d.events[0].detail_json.as_deref(),
-        Some(r#"{"phase":"forward","topic":"t.pay"}"#)
+        Some(r#"{"phase":"forward","reason":"paused","topic":"t.pay"}"#)
     );
     assert!(attempt_timeouts(&r).is_empty(), "the timeout stops");
     // An hour held: still no timeout, and the saga deadline (1h) is what would end it.

@@ -44,8 +44,8 @@ const MARKER_PREFIX: &str = "__marker/";
 pub(crate) struct Controls {
     consumer: BaseConsumer,
     topic: String,
-    /// Paused command topics and the control that paused them.
-    paused: BTreeMap<String, ParticipantControl>,
+    /// Command topics that are paused or have a limit, with their control.
+    controls: BTreeMap<String, ParticipantControl>,
     /// Records not decoded yet because the registry did not answer, in the order they came.
     pending: Vec<(String, Option<Vec<u8>>)>,
 }
@@ -54,7 +54,7 @@ impl std::fmt::Debug for Controls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Controls")
             .field("topic", &self.topic)
-            .field("paused", &self.paused.keys().collect::<Vec<_>>())
+            .field("controlled", &self.controls.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -94,7 +94,7 @@ impl Controls {
         let mut controls = Self {
             consumer,
             topic: topic.to_string(),
-            paused: BTreeMap::new(),
+            controls: BTreeMap::new(),
             pending: Vec::new(),
         };
         let producer = crate::kafka::sync_producer(kafka)?;
@@ -132,7 +132,7 @@ impl Controls {
         controls.apply(codec);
         info!(
             topic,
-            paused = ?controls.paused.keys().collect::<Vec<_>>(),
+            controlled = ?controls.controls.keys().collect::<Vec<_>>(),
             took_ms = started.elapsed().as_millis() as u64,
             "participant controls read"
         );
@@ -175,17 +175,17 @@ impl Controls {
                 },
             };
             done += 1;
-            let was = self.paused.contains_key(key);
-            match control.filter(|c| c.paused) {
+            let active =
+                control.filter(|c| c.paused || c.max_in_flight.is_some() || c.max_rate.is_some());
+            match active {
                 Some(c) => {
-                    info!(command_topic = key, actor = %c.actor, reason = ?c.reason, request_id = %c.request_id, "participant paused");
-                    let _ = self.paused.insert(key.clone(), c);
+                    info!(command_topic = key, paused = c.paused, max_in_flight = ?c.max_in_flight, max_rate = ?c.max_rate, actor = %c.actor, reason = ?c.reason, request_id = %c.request_id, "participant dispatch changed");
+                    let _ = self.controls.insert(key.clone(), c);
                 }
                 None => {
-                    if was {
-                        info!(command_topic = key, "participant resumed");
+                    if self.controls.remove(key).is_some() {
+                        info!(command_topic = key, "participant dispatching freely");
                     }
-                    let _ = self.paused.remove(key);
                 }
             }
         }
@@ -194,11 +194,89 @@ impl Controls {
 
     /// Whether commands to `topic` are held.
     pub(crate) fn is_paused(&self, topic: &str) -> bool {
-        self.paused.contains_key(topic)
+        self.controls.get(topic).is_some_and(|c| c.paused)
+    }
+
+    /// `topic`'s limits, for one of `partitions` partitions: its even share of the group's.
+    pub(crate) fn limits(&self, topic: &str, partitions: i32) -> Limits {
+        let Some(c) = self.controls.get(topic) else {
+            return Limits::default();
+        };
+        let partitions = partitions.max(1);
+        Limits {
+            // At least one each, or a partition could never send: a limit below the partition
+            // count lets up to one command per partition through.
+            max_in_flight: c
+                .max_in_flight
+                .map(|n| usize::try_from((n / partitions).max(1)).unwrap_or(1)),
+            max_rate: c
+                .max_rate
+                .filter(|r| r.is_finite() && *r > 0.0)
+                .map(|r| r / f64::from(partitions)),
+        }
     }
 
     /// The paused command topics.
     pub(crate) fn paused(&self) -> impl Iterator<Item = &str> {
-        self.paused.keys().map(String::as_str)
+        self.controls
+            .iter()
+            .filter(|(_, c)| c.paused)
+            .map(|(t, _)| t.as_str())
+    }
+}
+
+/// One partition's share of a participant's limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Limits {
+    /// Most commands in flight from this partition.
+    pub(crate) max_in_flight: Option<usize>,
+    /// Most commands per second from this partition.
+    pub(crate) max_rate: Option<f64>,
+}
+
+/// A token bucket for one topic's rate on one partition: a second's worth of burst at most.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bucket {
+    tokens: f64,
+    at: i64,
+}
+
+impl Bucket {
+    pub(crate) fn full(rate: f64, now: i64) -> Self {
+        Self {
+            tokens: rate.max(1.0),
+            at: now,
+        }
+    }
+
+    /// Takes a token if one is there, at `rate` per second.
+    pub(crate) fn take(&mut self, rate: f64, now: i64) -> bool {
+        let elapsed = (now - self.at).max(0) as f64 / 1000.0;
+        self.tokens = (self.tokens + elapsed * rate).min(rate.max(1.0));
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_a_second_of_burst_then_the_rate() {
+        let mut b = Bucket::full(4.0, 0);
+        assert_eq!((0..10).filter(|_| b.take(4.0, 0)).count(), 4);
+        assert!(!b.take(4.0, 100), "0.4 of a token after 100 ms");
+        assert!(b.take(4.0, 250), "1 token after 250 ms");
+        assert_eq!((0..10).filter(|_| b.take(4.0, 10_250)).count(), 4, "capped");
+        let mut slow = Bucket::full(0.5, 0);
+        assert!(slow.take(0.5, 0), "one to start, even below 1/s");
+        assert!(!slow.take(0.5, 1_000));
+        assert!(slow.take(0.5, 2_000));
     }
 }

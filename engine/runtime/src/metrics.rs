@@ -23,8 +23,10 @@ macro_rules! counters {
             dead_letters: Mutex<Vec<(&'static str, u64)>>,
             /// Partitions stopped by an error, with the error, until they restore again.
             failing: Mutex<std::collections::BTreeMap<i32, String>>,
-            /// Paused command topics, with the commands held for each on the owned partitions.
-            held: Mutex<std::collections::BTreeMap<String, (bool, u64)>>,
+            /// Per command topic that is paused or holds commands: whether it is paused, the
+            /// commands held for it and those in flight to it (if it has a limit) on the owned
+            /// partitions.
+            held: Mutex<std::collections::BTreeMap<String, (bool, u64, u64)>>,
         }
 
         impl Metrics {
@@ -62,13 +64,18 @@ macro_rules! counters {
                 let held = self.held.lock().expect("metrics lock");
                 let _ = writeln!(out, "# HELP sagaflow_participant_paused 1 while the participant's command topic is paused (<group>.control).");
                 let _ = writeln!(out, "# TYPE sagaflow_participant_paused gauge");
-                for (topic, (paused, _)) in held.iter().filter(|(_, (paused, _))| *paused) {
-                    let _ = writeln!(out, "sagaflow_participant_paused{{topic=\"{topic}\"}} {}", u8::from(*paused));
+                for (topic, _) in held.iter().filter(|(_, (paused, _, _))| *paused) {
+                    let _ = writeln!(out, "sagaflow_participant_paused{{topic=\"{topic}\"}} 1");
                 }
-                let _ = writeln!(out, "# HELP sagaflow_commands_held Commands held for a paused participant on this engine's partitions, not sent yet.");
+                let _ = writeln!(out, "# HELP sagaflow_commands_held Commands held for a participant (paused, or at a limit) on this engine's partitions, not sent yet.");
                 let _ = writeln!(out, "# TYPE sagaflow_commands_held gauge");
-                for (topic, (_, n)) in held.iter() {
+                for (topic, (_, n, _)) in held.iter() {
                     let _ = writeln!(out, "sagaflow_commands_held{{topic=\"{topic}\"}} {n}");
+                }
+                let _ = writeln!(out, "# HELP sagaflow_commands_in_flight Commands this engine's partitions sent to a participant with a max_in_flight limit and still await.");
+                let _ = writeln!(out, "# TYPE sagaflow_commands_in_flight gauge");
+                for (topic, (_, _, n)) in held.iter() {
+                    let _ = writeln!(out, "sagaflow_commands_in_flight{{topic=\"{topic}\"}} {n}");
                 }
                 out
             }
@@ -112,9 +119,9 @@ counters! {
 }
 
 impl Metrics {
-    /// Sets the paused topics and the commands held per topic; a topic with neither is left
-    /// out.
-    pub(crate) fn set_held(&self, held: std::collections::BTreeMap<String, (bool, u64)>) {
+    /// Sets, per command topic, whether it is paused, the commands held for it and those in
+    /// flight to it under a limit.
+    pub(crate) fn set_held(&self, held: std::collections::BTreeMap<String, (bool, u64, u64)>) {
         *self.held.lock().expect("metrics lock") = held;
     }
 

@@ -5,8 +5,9 @@
 //! - `__signal/<event>/<correlation>␟<signal id>`: a signal no saga awaits yet, or (without a
 //!   value) one already delivered, remembered for the signal time to live to recognise copies;
 //! - `__await/<event>/<correlation>`: the sagas awaiting an event with that correlation value;
-//! - `__held/<topic>/<journal offset>/<n>`: a command held while its participant is paused, in
-//!   the order to release it (journal offsets only grow, across owners too).
+//! - `__held/<topic>/<journal offset>/<n>`: a command held while its participant is paused or
+//!   at a limit, in the order to release it (journal offsets only grow, across owners too);
+//! - `__sent/<saga id>`: the saga's commands in flight to participants with a limit.
 
 use sagaflow_avro::{Awaiter, Header, Outbound, Parked, ParkedKind, Signal};
 use sagaflow_core::delay::DelayRecord;
@@ -52,9 +53,31 @@ pub(crate) fn held_topic(key: &str) -> Option<&str> {
 
 pub(crate) const HELD: &str = "__held/";
 
+/// Prefix of the records of commands in flight to participants with a limit, one per saga.
+pub(crate) const SENT: &str = "__sent/";
+
+pub(crate) fn sent_key(saga_id: &str) -> String {
+    format!("{SENT}{saga_id}")
+}
+
+/// A saga's record of commands in flight, empty.
+pub(crate) fn sent(saga_id: &str) -> Parked {
+    Parked {
+        kind: ParkedKind::Sent,
+        id: saga_id.to_string(),
+        due: 0,
+        topic: None,
+        key: None,
+        value: None,
+        headers: Vec::new(),
+        sagas: Vec::new(),
+        received_at: 0,
+    }
+}
+
 /// Whether a changelog or journal key holds a parked record rather than a saga.
 pub(crate) fn is_parked_key(key: &str) -> bool {
-    ["__delay/", "__signal/", "__await/", HELD]
+    ["__delay/", "__signal/", "__await/", HELD, SENT]
         .iter()
         .any(|p| key.starts_with(p))
 }
@@ -63,7 +86,7 @@ pub(crate) fn is_parked_key(key: &str) -> bool {
 pub(crate) fn due(parked: &Parked) -> Option<i64> {
     match parked.kind {
         ParkedKind::Delayed | ParkedKind::Signal => Some(parked.due),
-        ParkedKind::Await | ParkedKind::Held => None,
+        ParkedKind::Await | ParkedKind::Held | ParkedKind::Sent => None,
     }
 }
 
@@ -293,6 +316,7 @@ mod tests {
         );
         assert!(held.starts_with(&held_prefix("hotel.commands")));
         assert!(!held_key("t.a", 1, 0).starts_with(&held_prefix("t")));
+        assert!(is_parked_key(&sent_key("trip-1")));
         // "c" and "c2" are different correlation values.
         assert!(!signal_key("e", "c2", "s").starts_with(&signal_prefix("e", "c")));
     }

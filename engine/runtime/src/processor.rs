@@ -630,14 +630,18 @@ impl Processor {
         }
         if self.held_reported.elapsed() >= Duration::from_millis(500) {
             self.held_reported = Instant::now();
-            let mut held: BTreeMap<String, (bool, u64)> = self
+            let mut held: BTreeMap<String, (bool, u64, u64)> = self
                 .controls
                 .paused()
-                .map(|topic| (topic.to_string(), (true, 0)))
+                .map(|topic| (topic.to_string(), (true, 0, 0)))
                 .collect();
-            for (topic, n) in self.tasks.values().flat_map(|t| t.held().iter()) {
-                let entry = held.entry(topic.clone()).or_insert((false, 0));
-                entry.1 += *n as u64;
+            for task in self.tasks.values() {
+                for (topic, n) in task.held() {
+                    held.entry(topic.clone()).or_insert((false, 0, 0)).1 += *n as u64;
+                }
+                for (topic, n) in task.in_flight() {
+                    held.entry(topic.clone()).or_insert((false, 0, 0)).2 += *n as u64;
+                }
             }
             self.ctx.metrics.set_held(held);
         }

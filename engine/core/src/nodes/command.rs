@@ -114,7 +114,10 @@ pub(crate) fn on_dispatch(d: &mut Draft<'_>, dispatch: &Dispatch) -> Handled {
     if !awaiting || node.attempt != dispatch.attempt {
         return Handled::Ignored(IgnoreReason::StaleDispatch);
     }
-    let detail = json!({"topic": dispatch.topic, "phase": dispatch.phase.as_str()});
+    let mut detail = json!({"topic": dispatch.topic, "phase": dispatch.phase.as_str()});
+    if let Some(reason) = &dispatch.reason {
+        detail["reason"] = json!(reason);
+    }
     d.cancel_timers(id, &[TimerKind::AttemptTimeout]);
     match dispatch.action {
         DispatchAction::Held => {

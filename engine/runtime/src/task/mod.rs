@@ -33,7 +33,7 @@ use crate::topics::{InputKind, Topics};
 use crate::wheel::{Target, Wheel};
 
 mod correlation;
-mod held;
+mod dispatch;
 mod journal;
 mod parking;
 
@@ -110,6 +110,12 @@ pub(crate) struct Task {
     parked: BTreeMap<String, Cached<Option<Parked>>>,
     /// Commands held per command topic, speculative changes included.
     held: BTreeMap<String, usize>,
+    /// Commands in flight per command topic with a limit, speculative changes included.
+    in_flight: BTreeMap<String, usize>,
+    /// Sagas with commands in flight to a topic with a limit (`__sent/` records).
+    sent_sagas: usize,
+    /// Rate limits' token buckets per command topic (not persisted: a new owner starts full).
+    buckets: HashMap<String, crate::control::Bucket>,
     wheel: Wheel,
     batch: Batch,
     inflight: VecDeque<InFlight>,
@@ -131,6 +137,7 @@ impl Task {
     ) -> Result<Self> {
         let meta = restored.meta.clone();
         let chain = Chain::from(&meta.chain);
+        let (in_flight, sent_sagas) = dispatch::load_sent(env, partition)?;
         let mut task = Self {
             partition,
             status: if restored.fenced {
@@ -151,6 +158,9 @@ impl Task {
                 parked::HELD,
                 parked::held_topic,
             )?,
+            in_flight,
+            sent_sagas,
+            buckets: HashMap::new(),
             wheel: Wheel::new(env.timer_horizon_ms),
             batch: Batch::default(),
             inflight: VecDeque::new(),
@@ -380,19 +390,25 @@ impl Task {
         };
         // Commands come first among the outputs, in the decision's order.
         let mut held = Vec::new();
+        let mut sent = Vec::new();
         for (i, output) in encoded.outputs.into_iter().enumerate() {
-            match decision.commands.get(i) {
-                Some((_, command)) if self.must_hold(env, &output.topic) => {
-                    held.push((output, command));
+            let Some((_, command)) = decision.commands.get(i) else {
+                self.push_output(output);
+                continue;
+            };
+            match self.must_hold(env, &output.topic, now) {
+                Some(reason) => held.push((output, command, reason)),
+                None => {
+                    sent.push((output.topic.clone(), output.id.clone()));
+                    self.push_output(output);
                 }
-                _ => self.push_output(output),
             }
         }
         self.batch.events.extend(encoded.events);
         if decision.forget {
             self.stage_entry(saga_id.clone(), None);
             let _ = self.cache.insert(
-                saga_id,
+                saga_id.clone(),
                 Cached {
                     state: None,
                     seq: self.next_seq,
@@ -401,6 +417,7 @@ impl Task {
             env.metrics
                 .finished_sagas_deleted_total
                 .fetch_add(1, Ordering::Relaxed);
+            self.settle_sent(env, &saga_id)?;
             return Ok(decision.outcome);
         }
         let (Some(state), Some(bytes)) = (decision.state, encoded.state) else {
@@ -442,8 +459,12 @@ impl Task {
         for effect in decision.effects {
             self.route_effect(env, now, &saga_id, effect)?;
         }
-        for (output, command) in held {
-            self.hold(env, now, output, command)?;
+        self.settle_sent(env, &saga_id)?;
+        for (topic, message_id) in sent {
+            self.sent(env, &saga_id, &topic, &message_id)?;
+        }
+        for (output, command, reason) in held {
+            self.hold(env, now, output, command, reason)?;
         }
         Ok(decision.outcome)
     }

@@ -112,7 +112,9 @@ impl Task {
                     self.partition,
                 ));
             }
-            sagaflow_avro::ParkedKind::Await | sagaflow_avro::ParkedKind::Held => return Ok(false),
+            sagaflow_avro::ParkedKind::Await
+            | sagaflow_avro::ParkedKind::Held
+            | sagaflow_avro::ParkedKind::Sent => return Ok(false),
         }
         self.stage_parked(key, None)?;
         Ok(true)
