@@ -33,9 +33,9 @@ for broker in $brokers; do
   rm -f target/test-skips.log
   echo "== Rust unit and integration tests on $broker" >&2
   # --workspace on both brokers, never `-p sagaflow-tests`: a narrower package set unifies
-  # features differently, and cargo then builds the test stack again from RocksDB's and
-  # librdkafka's C/C++ sources up (60 crates; most of a cold runner's build time). The unit
-  # tests run again on Kafka, which costs seconds.
+  # features differently (syn, digest, tracing-core...), and cargo then builds 60 crates a
+  # second time on a cold runner, RocksDB's and librdkafka's C/C++ sources among them. The
+  # unit tests run again on Kafka, which costs seconds.
   SAGAFLOW_TEST_BROKER=$broker cargo test --locked --workspace -- --test-threads 2
   echo "== Python interop tests on $broker" >&2
   SAGAFLOW_TEST_BROKER=$broker scripts/python-tests.sh
