@@ -149,7 +149,7 @@ pub static ALL: [&SchemaFile; 13] = [
 /// Older versions of the internal schemas (see `internal`), each with the file it is a version
 /// of: `avro/schemas/history/<Name>.<fingerprint>.avsc`. Add the committed version here whenever
 /// an internal schema changes; `tests/contracts.rs` names any that is missing.
-pub static HISTORY: [(&SchemaFile, &str); 4] = [
+pub static HISTORY: [(&SchemaFile, &str); 5] = [
     (
         &SAGA_STATE,
         include_str!("../schemas/history/SagaState.3043bbe00852c042.avsc"),
@@ -165,6 +165,10 @@ pub static HISTORY: [(&SchemaFile, &str); 4] = [
     (
         &PARKED,
         include_str!("../schemas/history/Parked.a847635373f4743e.avsc"),
+    ),
+    (
+        &PARKED,
+        include_str!("../schemas/history/Parked.80f80499018ba382.avsc"),
     ),
 ];
 

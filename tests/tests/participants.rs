@@ -283,6 +283,22 @@ steps:
     timeout: 20s
 ",
     );
+    // One decision sends a command per item: the limit holds within a decision too.
+    space.define(
+        "fan.yaml",
+        "
+name: fan
+version: 1
+steps:
+  - name: each
+    for_each: $.items
+    max_concurrency: 10
+    steps:
+      - name: work
+        command: {topic: t.limited.commands, type: work}
+        timeout: 20s
+",
+    );
     let group = space.group.clone();
     let topic = space.topic("t.limited.commands");
     let state = TempDir::new("limitpart");
@@ -402,6 +418,22 @@ steps:
     for id in &first {
         assert!(!log.types(id).contains(&E::StepTimedOut), "{id}");
     }
+    *most.lock().expect("lock") = 0;
+    let fan = vec!["fan-0".to_string()];
+    start_saga(
+        &codec,
+        &p,
+        &group,
+        "fan",
+        &fan[0],
+        &json!({"items": [1, 2, 3, 4, 5, 6, 7, 8]}),
+    );
+    assert!(eventually(WAIT, || completed(&fan) == 1));
+    let most_at_once = *most.lock().expect("lock");
+    assert!(
+        (1..=2).contains(&most_at_once),
+        "one decision's 8 commands: the participant held {most_at_once} at once; the limit is 2"
+    );
 
     // Now 10 a second and no limit in flight: 30 commands take 2 s at least (a second's worth
     // goes at once). A slower machine only takes longer.

@@ -4,11 +4,12 @@
 //! order on resume.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use sagaflow_avro::{now_ms, AsyncCodec, ParticipantControl, RegistrySettings, Subject};
 use sagaflow_kafka::KafkaSettings;
@@ -78,6 +79,36 @@ pub struct Participants {
     topic: String,
     /// Command topics named by the deployed definitions, listed even if never paused.
     known: Vec<String>,
+    /// One change at a time: each rewrites a topic's whole record from the current one, so two
+    /// at once could lose one (a pause, say).
+    writing: tokio::sync::Mutex<()>,
+    /// Kafka clients kept between calls: creating them (and finding a group's coordinator)
+    /// costs more than what they are asked.
+    clients: Arc<Mutex<Clients>>,
+}
+
+/// The blocking clients the metadata, control and lag reads use, one call at a time.
+struct Clients {
+    reader: BaseConsumer,
+    markers: ThreadedProducer<DefaultProducerContext>,
+    /// A consumer per participant group, to read its committed offsets.
+    offsets: BTreeMap<String, BaseConsumer>,
+}
+
+impl Participants {
+    /// Runs `f` with the clients on a blocking thread.
+    async fn with_clients<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&KafkaSettings, &mut Clients) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (kafka, clients) = (self.kafka.clone(), self.clients.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut clients = clients.lock().expect("clients lock");
+            f(&kafka, &mut clients)
+        })
+        .await
+        .map_err(|e| Error::Config(format!("a Kafka client thread failed: {e}")))?
+    }
 }
 
 impl std::fmt::Debug for Participants {
@@ -107,6 +138,15 @@ impl Participants {
             group: group.to_string(),
             topic: format!("{group}.control"),
             known,
+            writing: tokio::sync::Mutex::new(()),
+            clients: Arc::new(Mutex::new(Clients {
+                reader: reader(kafka)?,
+                markers: kafka
+                    .producer_config(0)
+                    .create()
+                    .map_err(|e| Error::kafka("creating a producer", e))?,
+                offsets: BTreeMap::new(),
+            })),
         })
     }
 
@@ -117,12 +157,10 @@ impl Participants {
 
     /// The latest control per command topic on the control topic (`None`: a tombstone).
     async fn controls(&self) -> Result<BTreeMap<String, Option<ParticipantControl>>> {
-        let kafka = self.kafka.clone();
         let (control_topic, group) = (self.topic.clone(), self.group.clone());
-        let records =
-            tokio::task::spawn_blocking(move || read_controls(&kafka, &control_topic, &group))
-                .await
-                .map_err(|e| Error::Config(format!("the control reader's thread failed: {e}")))??;
+        let records = self
+            .with_clients(move |_, c| read_controls(c, &control_topic, &group))
+            .await?;
         let mut latest = BTreeMap::new();
         for (key, value) in records {
             let control = match value {
@@ -147,18 +185,15 @@ impl Participants {
         if !legal {
             return Err(self.unknown(topic));
         }
-        let kafka = self.kafka.clone();
         let (name, control) = (topic.to_string(), self.topic.clone());
-        let (exists, control_exists) =
-            tokio::task::spawn_blocking(move || -> Result<(bool, bool)> {
-                let reader = reader(&kafka)?;
+        let (exists, control_exists) = self
+            .with_clients(move |_, c| {
                 Ok((
-                    !partitions(&reader, &name)?.is_empty(),
-                    !partitions(&reader, &control)?.is_empty(),
+                    !partitions(&c.reader, &name)?.is_empty(),
+                    !partitions(&c.reader, &control)?.is_empty(),
                 ))
             })
-            .await
-            .map_err(|e| Error::Config(format!("the metadata thread failed: {e}")))??;
+            .await?;
         if !exists {
             return Err(self.unknown(topic));
         }
@@ -193,6 +228,7 @@ impl Participants {
     ) -> Result<ParticipantControl> {
         change.validate().map_err(Error::Config)?;
         self.check(topic).await?;
+        let _one_at_a_time = self.writing.lock().await;
         // A pause keeps the limits and a new limit keeps the pause: the record is whole, so
         // the current one is read first.
         let current = self.controls().await?.remove(topic).flatten();
@@ -238,12 +274,11 @@ impl Participants {
         let mut latest: BTreeMap<String, Option<ParticipantControl>> =
             self.known.iter().map(|t| (t.clone(), None)).collect();
         latest.extend(self.controls().await?);
-        let kafka = self.kafka.clone();
         let topics: Vec<String> = latest.keys().cloned().collect();
         let engine_group = self.group.clone();
-        let lags = tokio::task::spawn_blocking(move || lag(&kafka, &topics, &engine_group))
-            .await
-            .map_err(|e| Error::Config(format!("the lag reader's thread failed: {e}")))?;
+        let lags = self
+            .with_clients(move |kafka, c| lag(kafka, c, &topics, &engine_group))
+            .await;
         let mut lags = match lags {
             Ok(lags) => Some(lags),
             Err(e) => {
@@ -287,63 +322,28 @@ fn partitions(reader: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
 }
 
 /// The latest record per key on the control topic (engines' read markers left out).
-fn read_controls(
-    kafka: &KafkaSettings,
-    topic: &str,
-    group: &str,
-) -> Result<Vec<(String, Option<Vec<u8>>)>> {
-    let reader = reader(kafka)?;
-    let parts = partitions(&reader, topic)?;
-    if parts.is_empty() {
+fn read_controls(c: &Clients, topic: &str, group: &str) -> Result<Vec<(String, Option<Vec<u8>>)>> {
+    if partitions(&c.reader, topic)?.is_empty() {
         return Err(Error::NoTopic {
             topic: topic.to_string(),
             group: group.to_string(),
         });
     }
-    let mut assignment = TopicPartitionList::new();
-    let mut ends = BTreeMap::new();
-    for p in parts {
-        let (low, high) = reader
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .map_err(|e| Error::kafka(format!("reading the end of {topic}/{p}"), e))?;
-        if high > low {
-            let _ = ends.insert(p, high);
-        }
-        assignment
-            .add_partition_offset(topic, p, Offset::Beginning)
-            .map_err(|e| Error::kafka("assigning the control reader", e))?;
-    }
-    reader
-        .assign(&assignment)
-        .map_err(|e| Error::kafka("assigning the control reader", e))?;
     let mut latest: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !ends.is_empty() {
-        if std::time::Instant::now() > deadline {
-            return Err(Error::Config(format!(
-                "reading {topic} to its end took over 30 s; is the broker up?"
-            )));
-        }
-        let Some(message) = reader.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let m = message.map_err(|e| Error::kafka(format!("reading {topic}"), e))?;
-        // The high watermark may lag behind the last batch on some brokers (tansu 0.6): a
-        // record at or past it ends the read as well.
-        if ends
-            .get(&m.partition())
-            .is_some_and(|end| m.offset() + 1 >= *end)
-        {
-            let _ = ends.remove(&m.partition());
-        }
-        let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-            continue;
-        };
-        if key.starts_with("__") {
-            continue;
-        }
-        let _ = latest.insert(key.to_string(), m.payload().map(<[u8]>::to_vec));
-    }
+    // One marker key per admin process, so that compaction keeps one.
+    let me = format!("admin-{}", std::process::id());
+    sagaflow_kafka::read_to_end(
+        &c.reader,
+        &c.markers,
+        topic,
+        &me,
+        Duration::from_secs(30),
+        |m| {
+            if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
+                let _ = latest.insert(key.to_string(), m.payload().map(<[u8]>::to_vec));
+            }
+        },
+    )?;
     Ok(latest.into_iter().collect())
 }
 
@@ -351,10 +351,11 @@ fn read_controls(
 /// aside): how many records the group has not committed yet.
 fn lag(
     kafka: &KafkaSettings,
+    c: &mut Clients,
     topics: &[String],
     engine_group: &str,
 ) -> Result<BTreeMap<String, BTreeMap<String, i64>>> {
-    let reader = reader(kafka)?;
+    let reader = &c.reader;
     let groups = reader
         .fetch_group_list(None, Duration::from_secs(10))
         .map_err(|e| Error::kafka("listing consumer groups", e))?;
@@ -383,7 +384,7 @@ fn lag(
         for topic in &assigned {
             if !ends.contains_key(*topic) {
                 let mut list = Vec::new();
-                for p in partitions(&reader, topic)? {
+                for p in partitions(reader, topic)? {
                     let (_, high) = reader
                         .fetch_watermarks(topic, p, Duration::from_secs(10))
                         .map_err(|e| Error::kafka(format!("reading the end of {topic}/{p}"), e))?;
@@ -398,13 +399,16 @@ fn lag(
                     .map_err(|e| Error::kafka("listing partitions", e))?;
             }
         }
-        let consumer: BaseConsumer = kafka
-            .config(&[])
-            .set("group.id", name)
-            .set("enable.auto.commit", "false")
-            .create()
-            .map_err(|e| Error::kafka("creating an offset reader", e))?;
-        let committed = consumer
+        if !c.offsets.contains_key(name) {
+            let consumer: BaseConsumer = kafka
+                .config(&[])
+                .set("group.id", name)
+                .set("enable.auto.commit", "false")
+                .create()
+                .map_err(|e| Error::kafka("creating an offset reader", e))?;
+            let _ = c.offsets.insert(name.to_string(), consumer);
+        }
+        let committed = c.offsets[name]
             .committed_offsets(wanted, Duration::from_secs(10))
             .map_err(|e| Error::kafka(format!("reading group {name}'s offsets"), e))?;
         for element in committed.elements() {

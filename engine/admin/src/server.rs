@@ -797,7 +797,7 @@ async fn control_participant(
         }
         ControlRequest::default()
     } else {
-        match parse_body(body, "pause or resume request") {
+        match parse_body(body, "participant request") {
             Ok(r) => r,
             Err(e) => {
                 return Err(app

@@ -333,9 +333,9 @@ async function participantsPage(result) {
   const body = [el('h1', {}, 'Participants'),
     el('p', { class: 'muted' }, 'While a participant is paused, the engines hold the commands sagas send it (their attempt timeouts stop) and send them in order on resume.')];
   if (result) body.push(el('div', { class: `result ${result.status === 200 ? '' : 'rejected'}`, id: 'participant-result', role: 'status' },
-    result.status === 200 ? `${result.data.paused ? 'Paused' : 'Resumed'} ${result.data.topic} (request ${result.data.request_id}, by ${result.data.actor})` : result.data.error));
+    result.status === 200 ? `${result.data.paused ? 'Paused' : 'Resumed'} ${result.data.topic} (request ${result.data.request_id}, by ${result.data.actor}; limits: ${limitsText(result.data)})` : result.data.error));
   if (status !== 200) body.push(el('p', { class: 'error' }, data.error));
-  else if (!data.items.length) body.push(el('p', { class: 'muted' }, 'No participant known: start the admin API with --definitions to list every command topic.'));
+  else if (!data.items.length) body.push(el('p', { class: 'muted' }, 'No participant was ever paused or limited: start the admin API with --definitions to list every command topic.'));
   else body.push(el('table', { id: 'participants' }, el('thead', {}, el('tr', {}, ['Command topic', 'Dispatch', 'Limits', 'Since', 'By', 'Reason', 'Consumer lag', ''].map((h) => el('th', {}, h)))),
     el('tbody', {}, data.items.map((p) => el('tr', { 'data-topic': p.topic, 'data-paused': String(p.paused) },
       el('td', {}, el('code', {}, p.topic)),

@@ -92,7 +92,8 @@ pub(crate) struct AdminArgs {
     #[arg(value_enum)]
     verb: Verb,
     /// The saga; or leave it out and select sagas with --where-* (a bulk job). For
-    /// pause-participant and resume-participant: the participant's command topic.
+    /// pause-participant, resume-participant and limit-participant: the participant's command
+    /// topic.
     saga_id: Option<String>,
     /// participants: the definitions directory, whose command topics are listed even if never
     /// paused.
@@ -104,6 +105,9 @@ pub(crate) struct AdminArgs {
     /// limit-participant: most commands sent to it per second across the group.
     #[arg(long)]
     max_rate: Option<f64>,
+    /// limit-participant: remove both limits.
+    #[arg(long, conflicts_with_all = ["max_in_flight", "max_rate"])]
+    no_limits: bool,
     #[command(flatten)]
     connection: Connection,
     /// Engine group.
@@ -308,10 +312,16 @@ async fn participants(args: &AdminArgs) -> anyhow::Result<ExitCode> {
             "name the participant's command topic: sagaflow admin {verb} TOPIC (list them with sagaflow admin participants)"
         );
     };
-    if !matches!(change, Change::Limit { .. })
-        && (args.max_in_flight.is_some() || args.max_rate.is_some())
-    {
-        anyhow::bail!("--max-in-flight and --max-rate go with limit-participant");
+    let limited = args.max_in_flight.is_some() || args.max_rate.is_some();
+    match change {
+        Change::Limit { .. } if !limited && !args.no_limits => anyhow::bail!(
+            "limit-participant needs --max-in-flight N, --max-rate R (a limit left out is removed), or --no-limits"
+        ),
+        Change::Limit { .. } => {}
+        _ if limited || args.no_limits => anyhow::bail!(
+            "--max-in-flight, --max-rate and --no-limits go with limit-participant"
+        ),
+        _ => {}
     }
     change
         .validate()

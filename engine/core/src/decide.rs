@@ -502,6 +502,11 @@ fn decide_dispatch(
     dispatch: &Dispatch,
     now: i64,
 ) -> Decision {
+    if state.is_none() {
+        // The saga was deleted (its retention ran out) while its command was held: nothing
+        // awaits the command, which is dropped, and nothing is dead-lettered.
+        return Decision::unchanged(Outcome::Ignored(IgnoreReason::StaleDispatch));
+    }
     let mut draft = match running(
         definitions,
         settings,

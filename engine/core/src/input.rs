@@ -48,7 +48,8 @@ pub struct Dispatch {
     pub topic: String,
     /// Held or released.
     pub action: DispatchAction,
-    /// Why it was held: `paused`, `max_in_flight` or `max_rate`.
+    /// Why it was held: `paused`, `max_in_flight`, `max_rate`, or `queued` (behind commands
+    /// already held for the topic).
     pub reason: Option<String>,
 }
 

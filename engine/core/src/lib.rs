@@ -27,4 +27,5 @@ pub use input::{
     Decision, Definitions, Dispatch, DispatchAction, Effect, IgnoreReason, Input, Outcome,
     Rejection, Settings,
 };
+pub use nodes::awaited_commands;
 pub use retention::{IdReuse, Retention};

@@ -11,11 +11,13 @@
 //!    and `___` becomes `-`;
 //! 3. `--kafka KEY=VALUE` command-line options.
 
+mod catch_up;
 mod error;
 mod settings;
 mod topics;
 mod transient;
 
+pub use catch_up::{read_to_end, MARKER_PREFIX};
 pub use error::{Error, Result};
 pub use settings::{KafkaSettings, ENV_PREFIX, RESERVED};
 pub use topics::{TopicPolicy, TopicSpec};

@@ -1,4 +1,5 @@
-//! Participant controls: which command topics are paused, read from `<group>.control`.
+//! Participant controls: which command topics are paused, and their limits, read from
+//! `<group>.control`.
 //!
 //! A pause concerns a participant's command topic, not a saga, so it cannot travel on a
 //! saga-keyed input partition: every engine reads the whole compacted control topic instead, and
@@ -9,9 +10,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::producer::{DefaultProducerContext, ThreadedProducer};
 use sagaflow_avro::{BlockingCodec, ParticipantControl};
 use sagaflow_kafka::KafkaSettings;
 use tracing::{info, warn};
@@ -32,13 +33,10 @@ fn take(
         );
         return;
     };
-    if !key.starts_with(MARKER_PREFIX) {
+    if !key.starts_with(sagaflow_kafka::MARKER_PREFIX) {
         pending.push((key.to_string(), value.map(<[u8]>::to_vec)));
     }
 }
-
-/// Keys under this prefix are the engines' own read markers, not command topics.
-const MARKER_PREFIX: &str = "__marker/";
 
 /// The latest control of every command topic, as far as this engine has read.
 pub(crate) struct Controls {
@@ -48,6 +46,8 @@ pub(crate) struct Controls {
     controls: BTreeMap<String, ParticipantControl>,
     /// Records not decoded yet because the registry did not answer, in the order they came.
     pending: Vec<(String, Option<Vec<u8>>)>,
+    /// Since when a registry outage has kept records undecoded.
+    blocked_since: Option<Instant>,
 }
 
 impl std::fmt::Debug for Controls {
@@ -69,67 +69,38 @@ impl Controls {
         writer: &str,
         codec: &BlockingCodec,
     ) -> Result<Self> {
-        let consumer = crate::kafka::reader(kafka)?;
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .map_err(|e| Error::kafka(format!("reading the partitions of {topic}"), e))?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        if partitions.is_empty() {
-            return Err(Error::Config(format!(
-                "the control topic {topic} has no partitions; create the engine's topics first (sagaflow engine creates them unless --create-topics=false)"
-            )));
-        }
-        let mut tpl = TopicPartitionList::new();
-        for p in &partitions {
-            tpl.add_partition_offset(topic, *p, Offset::Beginning)
-                .map_err(|e| Error::kafka("building an assignment", e))?;
-        }
-        consumer
-            .assign(&tpl)
-            .map_err(|e| Error::kafka(format!("assigning {topic}"), e))?;
+        let started = Instant::now();
         let mut controls = Self {
-            consumer,
+            consumer: crate::kafka::reader(kafka)?,
             topic: topic.to_string(),
             controls: BTreeMap::new(),
             pending: Vec::new(),
+            blocked_since: None,
         };
-        let producer = crate::kafka::sync_producer(kafka)?;
-        let marker = format!("{MARKER_PREFIX}{writer}");
-        let mut ends = BTreeMap::new();
-        for p in &partitions {
-            let end =
-                crate::kafka::write_and_locate(&producer, topic, *p, marker.as_bytes(), None)?;
-            let _ = ends.insert(*p, end);
-        }
-        let started = Instant::now();
-        let mut progressed = Instant::now();
-        while !ends.is_empty() {
-            match controls.consumer.poll(Duration::from_millis(200)) {
-                None => {}
-                Some(Err(e)) if sagaflow_kafka::is_transient(&e) => {}
-                Some(Err(e)) => return Err(Error::kafka(format!("reading {topic}"), e)),
-                Some(Ok(m)) => {
-                    progressed = Instant::now();
-                    if ends
-                        .get(&m.partition())
-                        .is_some_and(|end| m.offset() >= *end)
-                    {
-                        let _ = ends.remove(&m.partition());
-                    }
-                    take(&controls.topic, &mut controls.pending, m.key(), m.payload());
-                }
-            }
-            if progressed.elapsed() > Duration::from_secs(60) {
+        let markers: ThreadedProducer<DefaultProducerContext> =
+            kafka
+                .producer_config(0)
+                .create()
+                .map_err(|e| Error::kafka("creating the control topic's marker producer", e))?;
+        let pending = &mut controls.pending;
+        sagaflow_kafka::read_to_end(
+            &controls.consumer,
+            &markers,
+            topic,
+            writer,
+            Duration::from_secs(60),
+            |m| take(topic, pending, m.key(), m.payload()),
+        )?;
+        // Every record must be known before the first decision: wait out a registry outage
+        // here rather than start without a pause an operator set.
+        while !controls.apply(codec) {
+            if started.elapsed() > Duration::from_secs(120) {
                 return Err(Error::Config(format!(
-                    "the control topic {topic} did not deliver its own end marker within 60 s; check that the broker is up and that the engine may read {topic}"
+                    "the participant controls on {topic} cannot be decoded: the schema registry does not answer. The engine must know which participants are paused before it sends a command; it starts once the registry is back"
                 )));
             }
+            std::thread::sleep(Duration::from_millis(500));
         }
-        controls.apply(codec);
         info!(
             topic,
             controlled = ?controls.controls.keys().collect::<Vec<_>>(),
@@ -137,6 +108,12 @@ impl Controls {
             "participant controls read"
         );
         Ok(controls)
+    }
+
+    /// Whether every control record read so far is applied: while the registry is out, later
+    /// ones may wait undecoded, and the engine decides nothing until they are known.
+    pub(crate) fn caught_up(&self) -> bool {
+        self.pending.is_empty()
     }
 
     /// Reads what came since the last call, without waiting.
@@ -151,20 +128,21 @@ impl Controls {
                 Some(Ok(m)) => take(&self.topic, &mut self.pending, m.key(), m.payload()),
             }
         }
-        self.apply(codec);
+        let _ = self.apply(codec);
     }
 
     /// Decodes the pending records in order; stops at a registry outage and keeps the rest for
-    /// the next call.
-    fn apply(&mut self, codec: &BlockingCodec) {
+    /// the next call. Returns whether nothing is left.
+    fn apply(&mut self, codec: &BlockingCodec) -> bool {
         let mut done = 0;
+        let mut outage = None;
         for (key, value) in &self.pending {
             let control = match value {
                 None => None,
                 Some(bytes) => match codec.decode::<ParticipantControl>(bytes) {
                     Ok(c) => Some(c),
                     Err(e) if e.is_outage() => {
-                        warn!(topic = %self.topic, error = %e, "the registry is out; participant controls wait for it");
+                        outage = Some(e);
                         break;
                     }
                     Err(e) => {
@@ -190,6 +168,18 @@ impl Controls {
             }
         }
         let _ = self.pending.drain(..done);
+        match (outage, self.blocked_since) {
+            (Some(e), None) => {
+                warn!(topic = %self.topic, error = %e, "the registry is out: the engine decides nothing until it can read the participant controls that came");
+                self.blocked_since = Some(Instant::now());
+            }
+            (None, Some(since)) => {
+                info!(topic = %self.topic, waited_ms = since.elapsed().as_millis() as u64, "participant controls read again");
+                self.blocked_since = None;
+            }
+            _ => {}
+        }
+        self.pending.is_empty()
     }
 
     /// Whether commands to `topic` are held.
@@ -197,23 +187,12 @@ impl Controls {
         self.controls.get(topic).is_some_and(|c| c.paused)
     }
 
-    /// `topic`'s limits, for one of `partitions` partitions: its even share of the group's.
-    pub(crate) fn limits(&self, topic: &str, partitions: i32) -> Limits {
-        let Some(c) = self.controls.get(topic) else {
-            return Limits::default();
-        };
-        let partitions = partitions.max(1);
-        Limits {
-            // At least one each, or a partition could never send: a limit below the partition
-            // count lets up to one command per partition through.
-            max_in_flight: c
-                .max_in_flight
-                .map(|n| usize::try_from((n / partitions).max(1)).unwrap_or(1)),
-            max_rate: c
-                .max_rate
-                .filter(|r| r.is_finite() && *r > 0.0)
-                .map(|r| r / f64::from(partitions)),
-        }
+    /// `topic`'s limits for `partition` of `partitions`: its share of the group's. A limit in
+    /// flight is split as evenly as it goes, the first partitions taking the remainder, and
+    /// each gets at least one, or it could never send (a limit below the partition count lets
+    /// one command per partition through). A rate is split evenly.
+    pub(crate) fn limits(&self, topic: &str, partition: i32, partitions: i32) -> Limits {
+        limits_of(&self.controls, topic, partition, partitions)
     }
 
     /// The paused command topics.
@@ -222,6 +201,28 @@ impl Controls {
             .iter()
             .filter(|(_, c)| c.paused)
             .map(|(t, _)| t.as_str())
+    }
+}
+
+fn limits_of(
+    controls: &BTreeMap<String, ParticipantControl>,
+    topic: &str,
+    partition: i32,
+    partitions: i32,
+) -> Limits {
+    let Some(c) = controls.get(topic) else {
+        return Limits::default();
+    };
+    let partitions = partitions.max(1);
+    Limits {
+        max_in_flight: c.max_in_flight.map(|n| {
+            let share = n / partitions + i32::from(partition < n % partitions);
+            usize::try_from(share.max(1)).unwrap_or(1)
+        }),
+        max_rate: c
+            .max_rate
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .map(|r| r / f64::from(partitions)),
     }
 }
 
@@ -249,11 +250,21 @@ impl Bucket {
         }
     }
 
-    /// Takes a token if one is there, at `rate` per second.
-    pub(crate) fn take(&mut self, rate: f64, now: i64) -> bool {
+    fn refill(&mut self, rate: f64, now: i64) {
         let elapsed = (now - self.at).max(0) as f64 / 1000.0;
         self.tokens = (self.tokens + elapsed * rate).min(rate.max(1.0));
         self.at = now;
+    }
+
+    /// Whole tokens there now, at `rate` per second; takes none.
+    pub(crate) fn available(&mut self, rate: f64, now: i64) -> usize {
+        self.refill(rate, now);
+        self.tokens as usize
+    }
+
+    /// Takes a token if one is there, at `rate` per second.
+    pub(crate) fn take(&mut self, rate: f64, now: i64) -> bool {
+        self.refill(rate, now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -268,8 +279,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_limit_is_shared_by_the_partitions_and_each_gets_one_at_least() {
+        let control = |n: i32| ParticipantControl {
+            topic: "t".into(),
+            paused: false,
+            max_in_flight: Some(n),
+            max_rate: Some(10.0),
+            actor: "a".into(),
+            reason: None,
+            request_id: "r".into(),
+            at: 0,
+        };
+        let shares = |n: i32, partitions: i32| -> Vec<usize> {
+            let mut c = BTreeMap::new();
+            let _ = c.insert("t".to_string(), control(n));
+            (0..partitions)
+                .map(|p| {
+                    limits_of(&c, "t", p, partitions)
+                        .max_in_flight
+                        .expect("limited")
+                })
+                .collect()
+        };
+        assert_eq!(shares(10, 4), [3, 3, 2, 2], "the remainder is not lost");
+        assert_eq!(shares(8, 4), [2, 2, 2, 2]);
+        assert_eq!(
+            shares(1, 3),
+            [1, 1, 1],
+            "below the partition count: one each"
+        );
+        let mut c = BTreeMap::new();
+        let _ = c.insert("t".to_string(), control(4));
+        assert_eq!(limits_of(&c, "t", 0, 4).max_rate, Some(2.5));
+        assert_eq!(limits_of(&c, "other", 0, 4), Limits::default());
+    }
+
+    #[test]
     fn a_bucket_allows_a_second_of_burst_then_the_rate() {
         let mut b = Bucket::full(4.0, 0);
+        assert_eq!(b.available(4.0, 0), 4);
         assert_eq!((0..10).filter(|_| b.take(4.0, 0)).count(), 4);
         assert!(!b.take(4.0, 100), "0.4 of a token after 100 ms");
         assert!(b.take(4.0, 250), "1 token after 250 ms");

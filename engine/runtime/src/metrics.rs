@@ -113,8 +113,8 @@ counters! {
     partition_failures_total => "Times a partition stopped on an error and was scheduled to restore after a backoff.",
     finished_sagas_compacted_total => "Finished sagas past finished-retention-ms whose state shrank to a dedupe marker.",
     finished_sagas_deleted_total => "Dedupe markers deleted after dedupe-window-ms (a tombstone in the changelog); the id may start a new saga.",
-    commands_held_total => "Commands held instead of sent because their participant was paused (COMMAND_HELD events).",
-    commands_released_total => "Held commands sent once their participant resumed (COMMAND_RELEASED events).",
+    commands_held_total => "Commands held instead of sent because their participant was paused or at a limit (COMMAND_HELD events).",
+    commands_released_total => "Held commands sent once their participant was resumed or below its limits (COMMAND_RELEASED events).",
     held_commands_dropped_total => "Held commands dropped on release because their saga no longer awaited them (skipped, aborted or ended while held).",
 }
 

@@ -454,9 +454,17 @@ impl Processor {
         let mut last_checkpoint = Instant::now();
         let checkpoint_every = Duration::from_millis(self.ctx.config.checkpoint_interval_ms);
         while !self.stop.load(Ordering::SeqCst) {
-            self.poll_inputs()?;
-            self.fire_timers()?;
-            self.release_held();
+            // Controls first: a pause that came is applied before the inputs after it.
+            self.controls.poll(&self.ctx.deps.codec);
+            if self.controls.caught_up() {
+                self.poll_inputs()?;
+                self.fire_timers()?;
+                self.release_held();
+            } else {
+                // A control record waits for the registry: deciding now could send a command
+                // to a participant it pauses. Relaying and checkpoints go on below.
+                std::thread::sleep(Duration::from_millis(50));
+            }
             self.relay.release(now_ms());
             self.flush_batches()?;
             self.drain_journal_acks()?;
@@ -599,10 +607,9 @@ impl Processor {
         Ok(())
     }
 
-    /// Follows the control topic, and feeds the commands held for participants that are no
-    /// longer paused into their partitions' batches, like inputs.
+    /// Feeds the commands held for participants that are neither paused nor at a limit into
+    /// their partitions' batches, like inputs.
     fn release_held(&mut self) {
-        self.controls.poll(&self.ctx.deps.codec);
         let now = now_ms();
         let max = self.ctx.config.max_batch_decisions;
         let max_bytes = self.ctx.config.max_batch_bytes;
@@ -953,16 +960,23 @@ impl Processor {
             let _ = self.failed.remove(&partition);
             self.ctx.metrics.partition_recovered(partition);
             self.relay.close(partition);
-            let oversize = self
-                .tasks
-                .get_mut(&partition)
-                .map(|t| std::mem::take(&mut t.oversize));
+            // What a restore cannot rebuild from the journal is carried over: the inputs refused
+            // as too large, and the rate buckets (a resync must not grant a new burst).
+            let carried = self.tasks.get_mut(&partition).map(|t| {
+                (
+                    std::mem::take(&mut t.oversize),
+                    std::mem::take(&mut t.buckets),
+                )
+            });
             if let Err(e) = self.install(partition, restored) {
                 self.fail_partition(partition, format!("starting the partition: {e}"));
                 continue;
             }
-            if let (Some(oversize), Some(task)) = (oversize, self.tasks.get_mut(&partition)) {
+            if let (Some((oversize, buckets)), Some(task)) =
+                (carried, self.tasks.get_mut(&partition))
+            {
                 task.oversize = oversize;
+                task.buckets = buckets;
             }
             let positions = self.tasks[&partition].seek_positions();
             if let Some(tpl) = self.input_tpl(partition, Some(&positions)) {

@@ -1,6 +1,8 @@
 //! Command steps: dispatching attempts, replies, retries, timeouts and compensation.
 
-use sagaflow_avro::{Command, EventType, Phase, Reply, ReplyStatus, StepStatus, TimerKind};
+use sagaflow_avro::{
+    Command, EventType, Phase, Reply, ReplyStatus, SagaState, StepStatus, TimerKind,
+};
 use sagaflow_definition::{Action, CommandSpec, RetryPolicy};
 use serde_json::{json, Value};
 
@@ -98,6 +100,29 @@ pub(crate) fn dispatch(d: &mut Draft<'_>, id: &str, phase: Phase, attempt: i32) 
     }
 }
 
+/// Whether a step in `status` awaits the reply to its current attempt of `phase` (a cancelled
+/// step still awaits its forward reply, to know whether to compensate it).
+pub(crate) fn awaits(status: StepStatus, phase: Phase) -> bool {
+    match phase {
+        Phase::Forward => matches!(status, StepStatus::Running | StepStatus::Cancelled),
+        Phase::Compensate => status == StepStatus::Compensating,
+    }
+}
+
+/// The message ids of the commands `state` awaits replies to.
+pub fn awaited_commands(state: &SagaState) -> Vec<String> {
+    state
+        .steps
+        .iter()
+        .flat_map(|n| {
+            [Phase::Forward, Phase::Compensate]
+                .into_iter()
+                .filter(|p| awaits(n.status, *p))
+                .map(|p| command_id(&state.saga_id, &n.name, p, n.attempt))
+        })
+        .collect()
+}
+
 /// The engine held the command of an attempt (its participant is paused) or sent it after
 /// all. Time spent held is not the participant's: the attempt's timeout stops while the
 /// command is held and starts again, in full, when it is sent. Step and saga deadlines keep
@@ -107,11 +132,7 @@ pub(crate) fn on_dispatch(d: &mut Draft<'_>, dispatch: &Dispatch) -> Handled {
     let Some(node) = d.node(id) else {
         return Handled::Ignored(IgnoreReason::StaleDispatch);
     };
-    let awaiting = match dispatch.phase {
-        Phase::Forward => matches!(node.status, StepStatus::Running | StepStatus::Cancelled),
-        Phase::Compensate => node.status == StepStatus::Compensating,
-    };
-    if !awaiting || node.attempt != dispatch.attempt {
+    if !awaits(node.status, dispatch.phase) || node.attempt != dispatch.attempt {
         return Handled::Ignored(IgnoreReason::StaleDispatch);
     }
     let mut detail = json!({"topic": dispatch.topic, "phase": dispatch.phase.as_str()});
@@ -167,11 +188,7 @@ pub(crate) fn on_reply(d: &mut Draft<'_>, reply: &Reply) -> Handled {
             ))),
         };
     };
-    let awaiting = match reply.phase {
-        Phase::Forward => matches!(node.status, StepStatus::Running | StepStatus::Cancelled),
-        Phase::Compensate => node.status == StepStatus::Compensating,
-    };
-    if !awaiting || reply.attempt != node.attempt {
+    if !awaits(node.status, reply.phase) || reply.attempt != node.attempt {
         let reason = if timed_out(node.status, node.attempt, reply) {
             IgnoreReason::LateReply
         } else if reply.attempt == node.attempt && phase_done(node.status, reply.phase) {

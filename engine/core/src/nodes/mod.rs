@@ -28,6 +28,7 @@ use crate::draft::{Draft, Failure};
 use crate::graph::Scope;
 
 pub(crate) use awaits::on_signal;
+pub use command::awaited_commands;
 pub(crate) use command::{dispatch, on_dispatch, on_reply, timed_out, Handled};
 pub(crate) use leaf::succeed;
 

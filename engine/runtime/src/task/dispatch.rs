@@ -13,8 +13,8 @@
 //! (`__sent/<saga id>`) until the saga no longer awaits them, so the count survives restarts
 //! and rebalances. Each partition gets an even share of a limit.
 
-use sagaflow_avro::{Command, ParkedHeader, ParkedKind, Phase, StepStatus};
-use sagaflow_core::{command_id, Dispatch, DispatchAction};
+use sagaflow_avro::{Command, ParkedHeader, ParkedKind};
+use sagaflow_core::{Dispatch, DispatchAction};
 
 use crate::control::Bucket;
 
@@ -42,7 +42,7 @@ impl Task {
     /// Which limit keeps one more command to `topic` from going out now, if any; takes a rate
     /// token otherwise.
     fn no_capacity(&mut self, env: &TaskEnv<'_>, topic: &str, now: i64) -> Option<&'static str> {
-        let limits = env.controls.limits(topic, env.partitions);
+        let limits = env.controls.limits(topic, self.partition, env.partitions);
         if let Some(max) = limits.max_in_flight {
             if self.in_flight.get(topic).copied().unwrap_or(0) >= max {
                 return Some("max_in_flight");
@@ -58,6 +58,21 @@ impl Task {
             }
         }
         None
+    }
+
+    /// How many more commands to `topic` may go out now under its limits; takes no token.
+    fn room(&mut self, env: &TaskEnv<'_>, topic: &str, now: i64) -> usize {
+        let limits = env.controls.limits(topic, self.partition, env.partitions);
+        let in_flight = limits.max_in_flight.map_or(usize::MAX, |max| {
+            max.saturating_sub(self.in_flight.get(topic).copied().unwrap_or(0))
+        });
+        let rate = limits.max_rate.map_or(usize::MAX, |rate| {
+            self.buckets
+                .entry(topic.to_string())
+                .or_insert_with(|| Bucket::full(rate, now))
+                .available(rate, now)
+        });
+        in_flight.min(rate)
     }
 
     /// Parks `output`, a command of `command`'s saga, and tells the saga it is held.
@@ -110,7 +125,11 @@ impl Task {
             if taken >= max {
                 break;
             }
-            let batch = self.parked_with_prefix(env, &parked::held_prefix(&topic), max - taken)?;
+            let room = self.room(env, &topic, now).min(max - taken);
+            if room == 0 {
+                continue;
+            }
+            let batch = self.parked_with_prefix(env, &parked::held_prefix(&topic), room)?;
             for (key, record) in batch {
                 if self.no_capacity(env, &topic, now).is_some() {
                     break;
@@ -196,7 +215,7 @@ impl Task {
     ) -> Result<()> {
         if env
             .controls
-            .limits(topic, env.partitions)
+            .limits(topic, self.partition, env.partitions)
             .max_in_flight
             .is_none()
         {
@@ -228,21 +247,9 @@ impl Task {
         let Some(mut record) = self.parked(env, &key)? else {
             return Ok(());
         };
-        let awaited: Vec<String> = self
+        let awaited = self
             .state(env, saga_id)?
-            .map(|s| {
-                s.steps
-                    .iter()
-                    .filter_map(|n| {
-                        let phase = match n.status {
-                            StepStatus::Running | StepStatus::Cancelled => Phase::Forward,
-                            StepStatus::Compensating => Phase::Compensate,
-                            _ => return None,
-                        };
-                        Some(command_id(saga_id, &n.name, phase, n.attempt))
-                    })
-                    .collect()
-            })
+            .map(sagaflow_core::awaited_commands)
             .unwrap_or_default();
         let before = record.headers.len();
         let mut ended = Vec::new();

@@ -60,7 +60,7 @@ pub(crate) struct TaskEnv<'a> {
     pub(crate) timer_lookahead_ms: i64,
     /// Which topics exist (delayed records must name one).
     pub(crate) targets: &'a crate::targets::Targets,
-    /// Which participants are paused.
+    /// Which participants are paused, and their limits.
     pub(crate) controls: &'a crate::control::Controls,
 }
 
@@ -114,8 +114,9 @@ pub(crate) struct Task {
     in_flight: BTreeMap<String, usize>,
     /// Sagas with commands in flight to a topic with a limit (`__sent/` records).
     sent_sagas: usize,
-    /// Rate limits' token buckets per command topic (not persisted: a new owner starts full).
-    buckets: HashMap<String, crate::control::Bucket>,
+    /// Rate limits' token buckets per command topic: not persisted, so a new owner starts with
+    /// a full second's worth; a restore of the same owner keeps them (see `resync_tasks`).
+    pub(crate) buckets: HashMap<String, crate::control::Bucket>,
     wheel: Wheel,
     batch: Batch,
     inflight: VecDeque<InFlight>,
@@ -388,21 +389,12 @@ impl Task {
                 )));
             }
         };
-        // Commands come first among the outputs, in the decision's order.
-        let mut held = Vec::new();
-        let mut sent = Vec::new();
-        for (i, output) in encoded.outputs.into_iter().enumerate() {
-            let Some((_, command)) = decision.commands.get(i) else {
-                self.push_output(output);
-                continue;
-            };
-            match self.must_hold(env, &output.topic, now) {
-                Some(reason) => held.push((output, command, reason)),
-                None => {
-                    sent.push((output.topic.clone(), output.id.clone()));
-                    self.push_output(output);
-                }
-            }
+        // Commands come first among the outputs, in the decision's order; they are sent or held
+        // once the new state is staged, which may free room under a participant's limit.
+        let mut outputs = encoded.outputs.into_iter();
+        let commands: Vec<Outbound> = outputs.by_ref().take(decision.commands.len()).collect();
+        for output in outputs {
+            self.push_output(output);
         }
         self.batch.events.extend(encoded.events);
         if decision.forget {
@@ -418,9 +410,16 @@ impl Task {
                 .finished_sagas_deleted_total
                 .fetch_add(1, Ordering::Relaxed);
             self.settle_sent(env, &saga_id)?;
+            // A deleted saga sends nothing; should a decision ever do both, nothing is lost.
+            for output in commands {
+                self.push_output(output);
+            }
             return Ok(decision.outcome);
         }
         let (Some(state), Some(bytes)) = (decision.state, encoded.state) else {
+            for output in commands {
+                self.push_output(output);
+            }
             return Ok(decision.outcome);
         };
         if state.compacted && !self.state(env, &saga_id)?.is_some_and(|s| s.compacted) {
@@ -460,11 +459,16 @@ impl Task {
             self.route_effect(env, now, &saga_id, effect)?;
         }
         self.settle_sent(env, &saga_id)?;
-        for (topic, message_id) in sent {
-            self.sent(env, &saga_id, &topic, &message_id)?;
-        }
-        for (output, command, reason) in held {
-            self.hold(env, now, output, command, reason)?;
+        for (output, (_, command)) in commands.into_iter().zip(&decision.commands) {
+            // Counted as it goes: the next command of this decision sees this one in flight,
+            // and once one is held the rest for its topic queue behind it.
+            match self.must_hold(env, &output.topic, now) {
+                Some(reason) => self.hold(env, now, output, command, reason)?,
+                None => {
+                    self.sent(env, &saga_id, &output.topic, &output.id)?;
+                    self.push_output(output);
+                }
+            }
         }
         Ok(decision.outcome)
     }
