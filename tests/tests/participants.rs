@@ -47,6 +47,27 @@ steps:
     ),
 ];
 
+/// Runs `sagaflow admin ARGS` as the operator `ops-test`: (success, stdout, stderr).
+fn sagaflow_admin(
+    bootstrap: &str,
+    registry_url: &str,
+    group: &str,
+    args: &[&str],
+) -> (bool, String, String) {
+    let out = std::process::Command::new(sagaflow_bin())
+        .arg("admin")
+        .args(args)
+        .args(["--bootstrap", bootstrap, "--registry-url", registry_url])
+        .args(["--group", group, "--actor", "ops-test"])
+        .output()
+        .expect("run sagaflow admin");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Answers every command on `topics` with success, and records the saga ids it received per
 /// topic, in the order they came.
 fn participant(
@@ -105,20 +126,7 @@ fn a_paused_participant_gets_nothing_across_a_kill_9_and_a_rebalance_then_everyt
     let (mut first, first_metrics) = spawn_engine("engine-1", &opts(&states[0]));
     assert!(eventually(WAIT, || owned(&first_metrics) == f64::from(PARTITIONS)));
 
-    let admin = |args: &[&str]| {
-        let out = std::process::Command::new(sagaflow_bin())
-            .arg("admin")
-            .args(args)
-            .args(["--bootstrap", &bootstrap, "--registry-url", &registry_url])
-            .args(["--group", &group, "--actor", "ops-test"])
-            .output()
-            .expect("run sagaflow admin");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let admin = |args: &[&str]| sagaflow_admin(&bootstrap, &registry_url, &group, args);
     // A typo pauses nothing: it is refused, with the fix.
     let (ok, _, err) = admin(&["pause-participant", "no.such.commands"]);
     assert!(!ok && err.contains("no command topic"), "{err}");
@@ -309,33 +317,24 @@ steps:
         "sagaflow_partitions_owned"
     ) == f64::from(PARTITIONS)));
     let admin = |args: &[&str]| {
-        let out = std::process::Command::new(sagaflow_bin())
-            .arg("admin")
-            .args(args)
-            .args(["--bootstrap", &bootstrap, "--registry-url", &registry_url])
-            .args(["--group", &group, "--actor", "ops-test"])
-            .output()
-            .expect("run sagaflow admin");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "sagaflow admin {args:?}: {text}");
-        text
+        let (ok, out, err) = sagaflow_admin(&bootstrap, &registry_url, &group, args);
+        assert!(ok, "sagaflow admin {args:?}: {out}{err}");
+        out
     };
-    let (ok, err) = {
-        let out = std::process::Command::new(sagaflow_bin())
-            .args(["admin", "limit-participant", &topic, "--max-in-flight", "0"])
-            .args(["--bootstrap", &bootstrap, "--registry-url", &registry_url])
-            .output()
-            .expect("run sagaflow admin");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let (ok, _, err) = sagaflow_admin(
+        &bootstrap,
+        &registry_url,
+        &group,
+        &["limit-participant", &topic, "--max-in-flight", "0"],
+    );
     assert!(!ok && err.contains("at least 1"), "{err}");
+    let (ok, _, err) = sagaflow_admin(
+        &bootstrap,
+        &registry_url,
+        &group,
+        &["limit-participant", &topic],
+    );
+    assert!(!ok && err.contains("--no-limits"), "{err}");
     let out = admin(&["limit-participant", &topic, "--max-in-flight", "2"]);
     assert!(out.contains("at most 2 in flight"), "{out}");
 

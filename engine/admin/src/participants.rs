@@ -91,8 +91,13 @@ pub struct Participants {
 struct Clients {
     reader: BaseConsumer,
     markers: ThreadedProducer<DefaultProducerContext>,
+    /// Lists the consumer groups: its own client, since a broker that cannot (tansu 0.6)
+    /// drops the connection.
+    groups: BaseConsumer,
     /// A consumer per participant group, to read its committed offsets.
     offsets: BTreeMap<String, BaseConsumer>,
+    /// Until when the lag is not asked again, after the broker would not list groups.
+    no_lag_until: Option<std::time::Instant>,
 }
 
 impl Participants {
@@ -145,7 +150,9 @@ impl Participants {
                     .producer_config(0)
                     .create()
                     .map_err(|e| Error::kafka("creating a producer", e))?,
+                groups: reader(kafka)?,
                 offsets: BTreeMap::new(),
+                no_lag_until: None,
             })),
         })
     }
@@ -276,17 +283,26 @@ impl Participants {
         latest.extend(self.controls().await?);
         let topics: Vec<String> = latest.keys().cloned().collect();
         let engine_group = self.group.clone();
-        let lags = self
-            .with_clients(move |kafka, c| lag(kafka, c, &topics, &engine_group))
-            .await;
-        let mut lags = match lags {
-            Ok(lags) => Some(lags),
-            Err(e) => {
-                // tansu 0.6, for one, does not answer ListGroups.
-                warn!(error = %e, "the participants' consumer lag could not be read; the broker may not list consumer groups");
-                None
-            }
-        };
+        let mut lags = self
+            .with_clients(move |kafka, c| {
+                if c.no_lag_until
+                    .is_some_and(|until| std::time::Instant::now() < until)
+                {
+                    return Ok(None);
+                }
+                match lag(kafka, c, &topics, &engine_group) {
+                    Ok(lags) => Ok(Some(lags)),
+                    Err(e) => {
+                        // tansu 0.6, for one, does not answer ListGroups: asked again in a
+                        // minute, not on every page refresh.
+                        warn!(error = %e, "the participants' consumer lag could not be read; the broker may not list consumer groups");
+                        c.no_lag_until =
+                            Some(std::time::Instant::now() + Duration::from_secs(60));
+                        Ok(None)
+                    }
+                }
+            })
+            .await?;
         Ok(latest
             .into_iter()
             .map(|(topic, control)| Participant {
@@ -356,7 +372,8 @@ fn lag(
     engine_group: &str,
 ) -> Result<BTreeMap<String, BTreeMap<String, i64>>> {
     let reader = &c.reader;
-    let groups = reader
+    let groups = c
+        .groups
         .fetch_group_list(None, Duration::from_secs(10))
         .map_err(|e| Error::kafka("listing consumer groups", e))?;
     let mut ends: BTreeMap<String, Vec<(i32, i64)>> = BTreeMap::new();

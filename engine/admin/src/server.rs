@@ -202,9 +202,10 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/jobs/{job_id}", get(get_job))
         .route("/api/jobs/{job_id}/cancel", post(cancel_job))
         .route("/api/participants", get(list_participants))
-        .route("/api/participants/{topic}/pause", post(pause_participant))
-        .route("/api/participants/{topic}/resume", post(resume_participant))
-        .route("/api/participants/{topic}/limits", post(limit_participant))
+        .route(
+            "/api/participants/{topic}/{action}",
+            post(participant_action),
+        )
         .fallback(|uri: Uri| async move {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -728,40 +729,29 @@ struct ControlRequest {
     max_rate: Option<f64>,
 }
 
-async fn pause_participant(
+/// `POST /api/participants/{topic}/{pause,resume,limits}`.
+async fn participant_action(
     State(app): State<Arc<App>>,
-    Path(topic): Path<String>,
+    Path((topic, action)): Path<(String, String)>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    control_participant(&app, &topic, Change::Pause, &method, &uri, &headers, &body).await
-}
-
-async fn resume_participant(
-    State(app): State<Arc<App>>,
-    Path(topic): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    control_participant(&app, &topic, Change::Resume, &method, &uri, &headers, &body).await
-}
-
-async fn limit_participant(
-    State(app): State<Arc<App>>,
-    Path(topic): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    // The limits come from the body; `Change::Limit` is filled in once it is read.
-    let change = Change::Limit {
-        max_in_flight: None,
-        max_rate: None,
+    let change = match action.as_str() {
+        "pause" => Change::Pause,
+        "resume" => Change::Resume,
+        // The limits come from the body; they are filled in once it is read.
+        "limits" => Change::Limit {
+            max_in_flight: None,
+            max_rate: None,
+        },
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no action {action:?} on a participant: pause, resume or limits"),
+            ))
+        }
     };
     control_participant(&app, &topic, change, &method, &uri, &headers, &body).await
 }

@@ -97,7 +97,7 @@ pub(crate) struct AdminArgs {
     saga_id: Option<String>,
     /// participants: the definitions directory, whose command topics are listed even if never
     /// paused.
-    #[arg(long, env = "SAGAFLOW_DEFINITIONS")]
+    #[arg(long, env = "SAGAFLOW_DEFINITIONS_DIR")]
     definitions: Option<std::path::PathBuf>,
     /// limit-participant: most commands in flight to it across the group.
     #[arg(long)]

@@ -48,7 +48,7 @@ pub(crate) struct AdminServerArgs {
     hash_token: bool,
     /// The definitions directory (the engine's): its command topics are listed as participants
     /// even if never paused.
-    #[arg(long, env = "SAGAFLOW_DEFINITIONS")]
+    #[arg(long, env = "SAGAFLOW_DEFINITIONS_DIR")]
     definitions: Option<std::path::PathBuf>,
 }
 

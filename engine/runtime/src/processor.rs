@@ -556,20 +556,10 @@ impl Processor {
                 self.ctx.config.max_batch_decisions,
                 self.ctx.config.max_batch_bytes,
             );
-            let result = task.handle(&env, now, input).and_then(|()| {
-                if task.batch_full(max_inputs, max_bytes) {
-                    task.flush(&env)
-                } else {
-                    Ok(None)
-                }
-            });
-            match result {
-                Ok(Some(p)) => {
-                    Self::send_journal(&self.journal, &self.ctx.deps.topics.journal, partition, p);
-                }
-                Ok(None) => {}
-                Err(e) => self.fail_partition(partition, e.to_string()),
-            }
+            let result = task
+                .handle(&env, now, input)
+                .and_then(|()| task.flush_if_full(&env, max_inputs, max_bytes));
+            self.journal_or_fail(partition, result);
         }
         Ok(())
     }
@@ -586,19 +576,9 @@ impl Processor {
             let max_bytes = self.ctx.config.max_batch_bytes;
             let result = task.fire_timers(&env, now, max).and_then(|_| {
                 in_memory += task.timers_in_memory();
-                if task.batch_full(max, max_bytes) {
-                    task.flush(&env)
-                } else {
-                    Ok(None)
-                }
+                task.flush_if_full(&env, max, max_bytes)
             });
-            match result {
-                Ok(Some(p)) => {
-                    Self::send_journal(&self.journal, &self.ctx.deps.topics.journal, partition, p);
-                }
-                Ok(None) => {}
-                Err(e) => self.fail_partition(partition, e.to_string()),
-            }
+            self.journal_or_fail(partition, result);
         }
         self.ctx.metrics.timers_in_memory.store(
             i64::try_from(in_memory).unwrap_or(i64::MAX),
@@ -620,20 +600,10 @@ impl Processor {
             if task.held().is_empty() {
                 continue;
             }
-            let result = task.release_held(&env, now, max).and_then(|_| {
-                if task.batch_full(max, max_bytes) {
-                    task.flush(&env)
-                } else {
-                    Ok(None)
-                }
-            });
-            match result {
-                Ok(Some(p)) => {
-                    Self::send_journal(&self.journal, &self.ctx.deps.topics.journal, partition, p);
-                }
-                Ok(None) => {}
-                Err(e) => self.fail_partition(partition, e.to_string()),
-            }
+            let result = task
+                .release_held(&env, now, max)
+                .and_then(|_| task.flush_if_full(&env, max, max_bytes));
+            self.journal_or_fail(partition, result);
         }
         if self.held_reported.elapsed() >= Duration::from_millis(500) {
             self.held_reported = Instant::now();
@@ -651,6 +621,18 @@ impl Processor {
                 }
             }
             self.ctx.metrics.set_held(held);
+        }
+    }
+
+    /// After a partition's work: sends the journal record a full batch became, or stops the
+    /// partition on the error.
+    fn journal_or_fail(&mut self, partition: i32, result: Result<Option<Produce>>) {
+        match result {
+            Ok(Some(p)) => {
+                Self::send_journal(&self.journal, &self.ctx.deps.topics.journal, partition, p);
+            }
+            Ok(None) => {}
+            Err(e) => self.fail_partition(partition, e.to_string()),
         }
     }
 

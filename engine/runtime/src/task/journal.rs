@@ -48,6 +48,20 @@ impl Task {
             || (self.batch.inputs > 0 && self.oversize.splitting(&self.positions))
     }
 
+    /// Turns the batch into a journal record if it is full.
+    pub(crate) fn flush_if_full(
+        &mut self,
+        env: &TaskEnv<'_>,
+        max_inputs: usize,
+        max_bytes: usize,
+    ) -> Result<Option<Produce>> {
+        if self.batch_full(max_inputs, max_bytes) {
+            self.flush(env)
+        } else {
+            Ok(None)
+        }
+    }
+
     /// Turns the current batch into a journal record, if it has anything.
     pub(crate) fn flush(&mut self, env: &TaskEnv<'_>) -> Result<Option<Produce>> {
         if self.status != TaskStatus::Active {
