@@ -102,6 +102,10 @@ function refreshEvery(ms, render) {
   }, ms);
 }
 
+/** Whether the user has gone elsewhere since `hash` was current: a page whose data came back
+ * late must not render over (or schedule refreshes for) the page that replaced it. */
+const leftSince = (hash) => location.hash !== hash;
+
 /** Marks a form as holding the user's input, which a refresh must not wipe. */
 const keep = (e) => { e.currentTarget.dataset.dirty = '1'; };
 
@@ -109,7 +113,9 @@ async function route() {
   clearTimeout(state.timer);
   if (!state.token) return renderLogin();
   if (!state.me) {
+    const hash = location.hash;
     const { status, data } = await api('GET', '/api/whoami');
+    if (leftSince(hash)) return;
     if (status !== 200) return signOut(data.error);
     state.me = data;
   }
@@ -130,10 +136,12 @@ const FILTERS = [['definition', 'Definition'], ['step', 'Step'], ['error_code', 
 async function listPage(filter, incidents) {
   const params = new URLSearchParams(Object.entries(filter).filter(([, v]) => v));
   const counts = new URLSearchParams([...params].filter(([k]) => k !== 'status'));
+  const hash = location.hash;
   const [list, stats] = await Promise.all([
     api('GET', `/api/sagas?${params}&limit=100`),
     api('GET', `/api/stats/status?${counts}`),
   ]);
+  if (leftSince(hash)) return;
   const title = incidents ? 'Incident queue' : 'Sagas';
   const body = [el('h1', {}, title)];
   if (!incidents) {
@@ -186,7 +194,9 @@ function pendingTimers(timeline) {
 }
 
 async function sagaPage(id, result) {
+  const hash = location.hash;
   const { status, data } = await api('GET', `/api/sagas/${encodeURIComponent(id)}`);
+  if (leftSince(hash)) return;
   if (status !== 200) {
     main().replaceChildren(el('h1', {}, id), el('p', { class: 'error', role: 'alert' }, data.error));
     return refreshEvery(3000, () => sagaPage(id, result));
@@ -274,7 +284,9 @@ function confirmAction(saga, action) {
 // ---- bulk jobs --------------------------------------------------------------------------------
 
 async function jobsPage(result) {
+  const hash = location.hash;
   const { status, data } = await api('GET', '/api/jobs');
+  if (leftSince(hash)) return;
   const body = [el('h1', {}, 'Bulk jobs')];
   if (isOperator()) body.push(jobForm());
   if (result) body.push(el('div', { class: `result ${result.status < 300 ? '' : 'rejected'}`, id: 'job-result' },
@@ -329,7 +341,9 @@ function jobForm() {
 
 /** Command topics: paused or dispatching, by whom, their consumers' lag; pause and resume. */
 async function participantsPage(result) {
+  const hash = location.hash;
   const { status, data } = await api('GET', '/api/participants');
+  if (leftSince(hash)) return;
   const body = [el('h1', {}, 'Participants'),
     el('p', { class: 'muted' }, 'While a participant is paused, the engines hold the commands sagas send it (their attempt timeouts stop) and send them in order on resume.')];
   if (result) body.push(el('div', { class: `result ${result.status === 200 ? '' : 'rejected'}`, id: 'participant-result', role: 'status' },
