@@ -346,6 +346,30 @@ impl App {
         }
     }
 
+    /// Audits a request that was carried out (or is about to be: a failed audit stops it).
+    async fn accepted(
+        &self,
+        who: &Principal,
+        method: &Method,
+        path: &str,
+        status: u16,
+        target: String,
+        detail: Value,
+    ) -> Result<(), ApiError> {
+        self.audit(Entry {
+            actor: who.actor.clone(),
+            role: Some(who.role.as_str().to_string()),
+            method: method.to_string(),
+            path: path.to_string(),
+            outcome: AuditOutcome::Accepted,
+            status,
+            target: Some(target),
+            message: None,
+            detail: Some(detail),
+        })
+        .await
+    }
+
     /// Audits a refusal with `status` and `message`.
     async fn record_refusal(
         &self,
@@ -687,17 +711,14 @@ async fn cancel_job(
         return Err(app.refuse(&who, &method, uri.path(), Some(job_id), e).await);
     }
     let snapshot = job.snapshot();
-    app.audit(Entry {
-        actor: who.actor.clone(),
-        role: Some(who.role.as_str().to_string()),
-        method: method.to_string(),
-        path: uri.path().to_string(),
-        outcome: AuditOutcome::Accepted,
-        status: 200,
-        target: Some(job_id),
-        message: None,
-        detail: Some(json!({"done": snapshot.done, "remaining": snapshot.remaining})),
-    })
+    app.accepted(
+        &who,
+        &method,
+        uri.path(),
+        200,
+        job_id,
+        json!({"done": snapshot.done, "remaining": snapshot.remaining}),
+    )
     .await?;
     Ok(Json(json!(snapshot)))
 }
@@ -825,24 +846,17 @@ async fn control_participant(
             .refuse(&who, method, uri.path(), Some(topic.to_string()), e)
             .await);
     }
-    app.audit(Entry {
-        actor: who.actor.clone(),
-        role: Some(who.role.as_str().to_string()),
-        method: method.to_string(),
-        path: uri.path().to_string(),
-        outcome: AuditOutcome::Accepted,
-        status: 200,
-        target: Some(topic.to_string()),
-        message: None,
-        detail: Some(match change {
-            Change::Limit {
-                max_in_flight,
-                max_rate,
-            } => json!({"limits": {"max_in_flight": max_in_flight, "max_rate": max_rate}, "reason": request.reason}),
-            _ => json!({"paused": change == Change::Pause, "reason": request.reason}),
-        }),
-    })
-    .await?;
+    let detail = match change {
+        Change::Limit {
+            max_in_flight,
+            max_rate,
+        } => {
+            json!({"limits": {"max_in_flight": max_in_flight, "max_rate": max_rate}, "reason": request.reason})
+        }
+        _ => json!({"paused": change == Change::Pause, "reason": request.reason}),
+    };
+    app.accepted(&who, method, uri.path(), 200, topic.to_string(), detail)
+        .await?;
     let control = app
         .parts
         .participants
@@ -959,18 +973,15 @@ async fn start_job(
         ids,
     ));
     let snapshot = job.snapshot();
-    app.audit(Entry {
-        actor: who.actor.clone(),
-        role: Some(who.role.as_str().to_string()),
-        method: method.to_string(),
-        path: path.clone(),
-        outcome: AuditOutcome::Accepted,
-        status: 202,
-        target: Some(job.id().to_string()),
-        message: None,
-        detail: Some(json!({"action": snapshot.action, "filter": snapshot.filter,
-            "matched": snapshot.matched, "rate": rate, "reason": snapshot.reason})),
-    })
+    app.accepted(
+        &who,
+        &method,
+        &path,
+        202,
+        job.id().to_string(),
+        json!({"action": snapshot.action, "filter": snapshot.filter,
+            "matched": snapshot.matched, "rate": rate, "reason": snapshot.reason}),
+    )
     .await?;
     app.jobs
         .lock()
