@@ -3,6 +3,7 @@
 # (sqlite or memory storage) or Apache Kafka 4.4 (one node in KRaft mode, broker and controller).
 #
 #   scripts/broker.sh install [tansu|kafka|all]        install unless already there (default tansu)
+#   scripts/broker.sh installed tansu                  exit 0 when tansu is installed
 #   scripts/broker.sh start DIR [sqlite|memory|kafka]  start on a free loopback port; prints host:port
 #   scripts/broker.sh stop DIR                         stop the broker started in DIR
 #
@@ -24,6 +25,9 @@ set -euo pipefail
 TANSU_VERSION=0.6.0
 KAFKA_VERSION=4.4.0
 SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+me=broker.sh
+# shellcheck source=scripts/lib.sh
+. "$SCRIPTS/lib.sh"
 
 tansu_bin() {
   if [ -n "${TANSU:-}" ]; then echo "$TANSU"; return; fi
@@ -31,63 +35,19 @@ tansu_bin() {
   echo "${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
 }
 
-install_tansu() {
+tansu_installed() {
   local bin; bin=$(tansu_bin)
-  if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
-    return 0
-  fi
+  [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "$TANSU_VERSION"
+}
+
+install_tansu() {
+  tansu_installed && return 0
   echo "broker.sh: installing tansu $TANSU_VERSION from crates.io (about 10 minutes, once)..." >&2
   cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql >&2
 }
 
 kafka_home() {
   echo "${SAGAFLOW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sagaflow}/kafka-$KAFKA_VERSION"
-}
-
-apt_install() {
-  if ! command -v apt-get >/dev/null 2>&1; then
-    echo "broker.sh: the kafka broker needs $* (java 17+, maven); install it (there is no apt-get here)" >&2
-    exit 1
-  fi
-  local sudo=
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || {
-      echo "broker.sh: the kafka broker needs $*; install it (apt-get needs root or sudo)" >&2
-      exit 1
-    }
-    sudo=sudo
-  fi
-  $sudo apt-get update -qq >&2
-  local pkgs=() pkg
-  for pkg in "$@"; do
-    if [ "$pkg" = java ]; then
-      # Debian 12 has openjdk-17; later releases only newer ones, as default-jre-headless.
-      if apt-cache show openjdk-17-jre-headless >/dev/null 2>&1; then
-        pkg=openjdk-17-jre-headless
-      else
-        pkg=default-jre-headless
-      fi
-    fi
-    pkgs+=("$pkg")
-  done
-  echo "broker.sh: installing ${pkgs[*]} with apt-get" >&2
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >&2
-}
-
-java_major() {
-  "$1" -version 2>&1 | sed -n 's/.* version "\([0-9]*\).*/\1/p' | head -1
-}
-
-# Sets JAVA_CMD to a java 17 or newer: $JAVA, the one on PATH, or one under /usr/lib/jvm.
-find_java() {
-  if [ -n "${JAVA:-}" ]; then JAVA_CMD=$JAVA; return 0; fi
-  local c major
-  for c in "$(command -v java 2>/dev/null || true)" /usr/lib/jvm/*/bin/java; do
-    if [ -z "$c" ] || [ ! -x "$c" ]; then continue; fi
-    major=$(java_major "$c")
-    if [ -n "$major" ] && [ "$major" -ge 17 ]; then JAVA_CMD=$c; return 0; fi
-  done
-  return 1
 }
 
 install_kafka() {
@@ -348,9 +308,10 @@ stop() {
   rm -f "$dir/broker.pid"
 }
 
-usage="usage: $0 install [tansu|kafka|all] | start DIR [sqlite|memory|kafka] | stop DIR"
+usage="usage: $0 install [tansu|kafka|all] | installed tansu | start DIR [sqlite|memory|kafka] | stop DIR"
 case "${1:-}" in
   install) install "${2:-tansu}" ;;
+  installed) [ "${2:-}" = tansu ] || { echo "usage: $0 installed tansu" >&2; exit 2; }; tansu_installed ;;
   start) [ $# -ge 2 ] || { echo "usage: $0 start DIR [sqlite|memory|kafka]" >&2; exit 2; }; start "$2" "${3:-sqlite}" ;;
   stop) [ $# -ge 2 ] || { echo "usage: $0 stop DIR" >&2; exit 2; }; stop "$2" ;;
   *) echo "$usage" >&2; exit 2 ;;

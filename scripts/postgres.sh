@@ -14,6 +14,8 @@
 set -euo pipefail
 
 me=postgres.sh
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Debian keeps initdb and pg_ctl off PATH, one directory per major version: take the highest.
 bindir() {
@@ -77,21 +79,6 @@ url() { echo "postgres://postgres@127.0.0.1:$1/sagaflow"; }
 
 # The first of the given ports that is free on 127.0.0.1, else one the kernel picks. SO_REUSEADDR
 # as postgres sets it, so a port with connections in TIME_WAIT counts as free.
-free_port() {
-  python3 - "$@" <<'PY'
-import socket, sys
-for p in sys.argv[1:] + ["0"]:
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        s.bind(("127.0.0.1", int(p)))
-    except (OSError, ValueError):
-        continue
-    print(s.getsockname()[1])
-    break
-PY
-}
-
 ensure_db() {
   local psql=("$BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$1" -U postgres -d postgres)
   if [ "$("${psql[@]}" -tAc "select 1 from pg_database where datname = 'sagaflow'")" != 1 ]; then

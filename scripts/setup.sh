@@ -2,7 +2,8 @@
 # Installs what building and running Sagaflow needs on a fresh Debian machine, skipping what is
 # already there: system packages for the bundled C/C++ libraries (RocksDB needs libclang for its
 # bindings, librdkafka needs a C toolchain), Chromium for the dashboard's browser tests, PostgreSQL
-# for the read models, then the tansu broker.
+# for the read models, then the tansu broker (unless --no-tansu: scripts/test.sh builds it itself,
+# in the background of the Apache Kafka pass).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,4 +24,4 @@ command -v cargo >/dev/null 2>&1 || {
 }
 
 scripts/postgres.sh install
-scripts/broker.sh install
+[ "${1:-}" = --no-tansu ] || scripts/broker.sh install tansu

@@ -19,6 +19,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use sagaflow_avro::{BlockingCodec, SagaEvent};
 use sagaflow_kafka::{KafkaSettings, TopicPolicy, TopicSpec};
 
+pub mod connect;
 pub mod pg;
 pub mod trips;
 

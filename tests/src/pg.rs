@@ -31,6 +31,11 @@ impl Postgres {
         Self { url, dir }
     }
 
+    /// The server's directory (for `scripts/postgres.sh` and `scripts/connect.sh`).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// A client on `schema`.
     pub fn client(&self, schema: &str) -> postgres::Client {
         let mut client =

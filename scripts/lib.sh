@@ -1,0 +1,76 @@
+# Shell helpers shared by broker.sh, connect.sh and postgres.sh: sourced, not run. The caller sets
+# `me` (its name, for messages) first.
+
+# Installs Debian packages with apt-get (as root, or with sudo); `java` stands for a Java 17+
+# runtime. Fails saying what is missing when apt-get or the rights to run it are not there.
+apt_install() {
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "$me: needs $*; install it (there is no apt-get here)" >&2
+    exit 1
+  fi
+  local sudo=
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || {
+      echo "$me: needs $*; install it (apt-get needs root or sudo)" >&2
+      exit 1
+    }
+    sudo=sudo
+  fi
+  $sudo apt-get update -qq >&2
+  local pkgs=() pkg
+  for pkg in "$@"; do
+    if [ "$pkg" = java ]; then
+      # Debian 12 has openjdk-17; later releases only newer ones, as default-jre-headless.
+      if apt-cache show openjdk-17-jre-headless >/dev/null 2>&1; then
+        pkg=openjdk-17-jre-headless
+      else
+        pkg=default-jre-headless
+      fi
+    fi
+    pkgs+=("$pkg")
+  done
+  echo "$me: installing ${pkgs[*]} with apt-get" >&2
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >&2
+}
+
+java_major() {
+  "$1" -version 2>&1 | sed -n 's/.* version "\([0-9]*\).*/\1/p' | head -1
+}
+
+# Sets JAVA_CMD to a java 17 or newer: $JAVA, the one on PATH, or one under /usr/lib/jvm. Fails
+# (exits) when $JAVA is set to something else; returns 1 when none is found.
+find_java() {
+  local c major
+  if [ -n "${JAVA:-}" ]; then
+    major=$(java_major "$JAVA" 2>/dev/null || true)
+    if [ -z "$major" ] || [ "$major" -lt 17 ]; then
+      echo "$me: JAVA=$JAVA is not a java 17 or newer (\`$JAVA -version\` fails or prints an older version); unset JAVA or point it at one" >&2
+      exit 1
+    fi
+    JAVA_CMD=$JAVA; return 0
+  fi
+  for c in "$(command -v java 2>/dev/null || true)" /usr/lib/jvm/*/bin/java; do
+    if [ -z "$c" ] || [ ! -x "$c" ]; then continue; fi
+    major=$(java_major "$c")
+    if [ -n "$major" ] && [ "$major" -ge 17 ]; then JAVA_CMD=$c; return 0; fi
+  done
+  return 1
+}
+
+# A free loopback TCP port: the first of the ports given that is free, else any. Bound the way
+# Jetty and PostgreSQL bind (SO_REUSEADDR), so a port whose connections are in TIME_WAIT counts as
+# free and a restarted server gets its port back.
+free_port() {
+  python3 - "$@" <<'PY'
+import socket, sys
+for p in sys.argv[1:] + ["0"]:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", int(p)))
+    except (OSError, ValueError):
+        continue
+    print(s.getsockname()[1])
+    break
+PY
+}
