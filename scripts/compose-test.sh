@@ -20,6 +20,7 @@ sagaflow=${1:-target/debug/sagaflow}
 command -v go >/dev/null 2>&1 || { echo "$me: the Go toolchain is needed to build compose-go's checker (https://go.dev/dl)" >&2; exit 1; }
 
 cache=${SAGAFLOW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sagaflow}
+mkdir -p "$cache" && cache=$(cd "$cache" && pwd)  # absolute: the build below runs elsewhere
 src=scripts/compose-check
 hash=$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" | sha256sum | cut -c1-12)
 checker=$cache/compose-check-$hash/compose-check
@@ -55,8 +56,10 @@ for line in open(services):
     if s["image"] != "sagaflow:local":
         continue
     args = s["command"] or []
-    if s["entrypoint"] == ["sagaflow"]:
-        # A tool service: `docker compose run --rm cli start ...`; its variables serve `start`.
+    tool = s["entrypoint"] == ["sagaflow"]
+    if tool:
+        # A tool service (`docker compose run --rm cli start ...`): its variables serve whichever
+        # subcommand runs, so each must be read by one of them.
         args = ["start"]
     sub = args[0]
     # clap refuses an unknown subcommand or flag before it gets to --help.
@@ -64,7 +67,12 @@ for line in open(services):
     if run.returncode != 0:
         problems.append(f"service {s['name']}: `sagaflow {' '.join(args)}` does not parse: {run.stderr.strip()}")
         continue
-    ok = accepted(sub)
+    if tool:
+        top = subprocess.run([sagaflow, "--help"], capture_output=True, text=True, check=True).stdout
+        subs = re.findall(r"^  ([a-z][a-z-]*) ", top.split("Commands:", 1)[1], re.M)
+        ok = set().union(*(accepted(c) for c in subs if c != "help"))
+    else:
+        ok = accepted(sub)
     for var in sorted(s["environment"]):
         if var.startswith("SAGAFLOW_KAFKA_"):
             continue  # librdkafka properties, read by every subcommand

@@ -28,9 +28,16 @@ cache=${SAGAFLOW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sagaflow}
 helm_dir=$cache/helm-$helm_version
 helm=$helm_dir/helm
 if ! go version -m "$helm" 2>/dev/null | grep -Eq "^[[:space:]]+mod[[:space:]]+helm\.sh/helm/v4[[:space:]]+$helm_version[[:space:]]"; then
+  command -v go >/dev/null 2>&1 || {
+    echo "helm-test.sh: Helm $helm_version is built with the Go toolchain, which is missing: install Go 1.26 or newer (https://go.dev/dl)" >&2
+    exit 1
+  }
   echo "installing helm $helm_version into $helm_dir (go install, a few minutes)" >&2
   mkdir -p "$helm_dir"
-  GOBIN=$helm_dir go install "helm.sh/helm/v4/cmd/helm@$helm_version" >&2
+  GOBIN=$helm_dir go install "helm.sh/helm/v4/cmd/helm@$helm_version" >&2 || {
+    echo "helm-test.sh: go install helm.sh/helm/v4/cmd/helm@$helm_version failed with $(go version) (output above); a Go older than helm's go.mod asks for is the usual cause: install a newer one (https://go.dev/dl)" >&2
+    exit 1
+  }
 fi
 
 # kubernetes-validate bundles the API schemas of each Kubernetes release it supports, so it works

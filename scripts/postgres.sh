@@ -77,8 +77,6 @@ running_port() { sed -n 4p "$1/postmaster.pid"; }
 
 url() { echo "postgres://postgres@127.0.0.1:$1/sagaflow"; }
 
-# The first of the given ports that is free on 127.0.0.1, else one the kernel picks. SO_REUSEADDR
-# as postgres sets it, so a port with connections in TIME_WAIT counts as free.
 ensure_db() {
   local psql=("$BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$1" -U postgres -d postgres)
   if [ "$("${psql[@]}" -tAc "select 1 from pg_database where datname = 'sagaflow'")" != 1 ]; then
