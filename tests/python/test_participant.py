@@ -13,6 +13,7 @@ Needs SAGAFLOW_BOOTSTRAP, SAGAFLOW_REGISTRY_URL and SAGAFLOW_BIN (scripts/python
 import json
 import os
 import pathlib
+import re
 import subprocess
 import tempfile
 import threading
@@ -70,8 +71,13 @@ def engine():
     proc.wait(timeout=30)
 
 
-def participant(bootstrap, registry_url, stop, handled):
-    """Answers every bench command with an empty success output."""
+TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+def participant(bootstrap, registry_url, stop, handled, traces=None):
+    """Answers every bench command with an empty success output. Like an OpenTelemetry Kafka
+    instrumentation, it continues the command's W3C trace on the reply (same trace id, a span of
+    its own), and records (saga id, traceparent) in `traces`."""
     registry = SchemaRegistryClient({"url": registry_url})
     decode = AvroDeserializer(registry, schema("Command"))
     encode = AvroSerializer(registry, schema("Reply"))
@@ -99,7 +105,13 @@ def participant(bootstrap, registry_url, stop, handled):
             "replied_at": int(time.time() * 1000),
         }
         topic = command["reply_to"]
-        producer.produce(topic, key=command["saga_id"],
+        parent = dict(msg.headers() or []).get("traceparent", b"").decode()
+        if traces is not None:
+            traces.append((command["saga_id"], parent))
+        headers = []
+        if (m := TRACEPARENT.match(parent)) is not None:
+            headers.append(("traceparent", f"00-{m.group(1)}-{uuid.uuid4().hex[:16]}-{m.group(3)}"))
+        producer.produce(topic, key=command["saga_id"], headers=headers,
                          value=encode(reply, SerializationContext(topic, MessageField.VALUE)))
         producer.poll(0)
         handled.append(command["idempotency_key"])
@@ -109,8 +121,8 @@ def participant(bootstrap, registry_url, stop, handled):
 
 def test_python_participant_completes_sagas(engine):
     bootstrap, registry_url, group = engine["bootstrap"], engine["registry"], engine["group"]
-    stop, handled = threading.Event(), []
-    worker = threading.Thread(target=participant, args=(bootstrap, registry_url, stop, handled))
+    stop, handled, traces = threading.Event(), [], []
+    worker = threading.Thread(target=participant, args=(bootstrap, registry_url, stop, handled, traces))
     worker.start()
     try:
         registry = SchemaRegistryClient({"url": registry_url})
@@ -151,6 +163,13 @@ def test_python_participant_completes_sagas(engine):
         # SAGA_STARTED, 4 x (dispatched, succeeded), SAGA_COMPLETED
         assert seqs[saga_id] == set(range(1, 11)), saga_id
     assert len(set(handled)) == 4 * len(ids)
+    # Every command carried a valid traceparent; a saga's commands share one trace, sagas differ.
+    trace_of = {}
+    for saga_id, header in traces:
+        m = TRACEPARENT.match(header)
+        assert m is not None, f"{saga_id}: traceparent {header!r}"
+        assert trace_of.setdefault(saga_id, m.group(1)) == m.group(1), f"{saga_id}: two traces"
+    assert len(set(trace_of.values())) == len(ids)
     # librdkafka's default partitioner put many replies on another partition than their saga's:
     # the engine forwarded them instead of dead-lettering them.
     metrics = urllib.request.urlopen(engine["metrics"], timeout=10).read().decode()

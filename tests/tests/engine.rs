@@ -7,6 +7,7 @@ use sagaflow_avro::RegistrySettings;
 use sagaflow_avro::{
     BlockingCodec, Command, EventType as E, Phase, Reply, ReplyStatus, StartSaga, Subject,
 };
+use sagaflow_kafka::trace;
 use sagaflow_tests::{
     eventually, group, metric, producer, read_all, root, send, spawn_engine, spawn_participant,
     spawn_registry, Broker, EngineOpts, EventLog, Proc, Space, TempDir, TestBroker,
@@ -177,6 +178,65 @@ fn happy_path_completes_every_step_in_order() {
         10.0
     );
     events_into_a_pipe_closed_early(&s);
+    commands_and_replies_carry_the_sagas_trace(&s, &ids);
+    every_hop_was_measured(&s);
+}
+
+/// Each command carries a W3C `traceparent` in the saga's trace (derived from the saga id), and
+/// the worker's reply continues it with a span of its own.
+fn commands_and_replies_carry_the_sagas_trace(s: &Stack, ids: &[String]) {
+    let header = |r: &sagaflow_tests::Record| {
+        let h = r
+            .headers
+            .get(trace::TRACEPARENT)
+            .expect("a traceparent header");
+        trace::TraceParent::parse(h).unwrap_or_else(|| panic!("not a valid traceparent: {h}"))
+    };
+    let commands = read_all(&s.broker.bootstrap(), &s.space.role_topic("payment"));
+    let replies = read_all(&s.broker.bootstrap(), &format!("{}.replies", s.group));
+    for id in ids {
+        let saga_trace = trace::saga_trace_id(id);
+        let command = commands
+            .iter()
+            .find(|r| r.key.as_deref() == Some(id.as_bytes()))
+            .unwrap_or_else(|| panic!("{id}: no payment command"));
+        let sent = header(command);
+        assert_eq!(
+            format!("{:032x}", sent.trace_id),
+            saga_trace,
+            "{id}: the command's trace"
+        );
+        let reply = replies
+            .iter()
+            .filter(|r| r.key.as_deref() == Some(id.as_bytes()))
+            .find(|r| {
+                s.codec
+                    .decode::<Reply>(r.value.as_deref().unwrap_or_default())
+                    .is_ok_and(|reply| reply.step == "payment")
+            })
+            .unwrap_or_else(|| panic!("{id}: no payment reply"));
+        let answered = header(reply);
+        assert_eq!(
+            answered.trace_id, sent.trace_id,
+            "{id}: the reply continues the trace"
+        );
+        assert_ne!(
+            answered.span_id, sent.span_id,
+            "{id}: the reply is a span of its own"
+        );
+    }
+}
+
+/// Every hop of the engine's hot path has a histogram on `/metrics`, with an observation for
+/// each journal record, decision and output at least.
+fn every_hop_was_measured(s: &Stack) {
+    let page = sagaflow_tests::http_get(&s.metrics_url);
+    for (name, _) in sagaflow_runtime::Hops::NAMES {
+        let count = sagaflow_kafka::hops::count(&page, name);
+        assert!(count > 0.0, "{name}: no observation:\n{page}");
+        let p99 = sagaflow_kafka::hops::quantile(&page, None, name, 0.99).expect("a p99");
+        assert!(p99 >= 0.0, "{name}: p99 {p99}");
+    }
 }
 
 /// `sagaflow events | head`: the reader closes the pipe early, and the command ends quietly

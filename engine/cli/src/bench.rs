@@ -15,8 +15,10 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use sagaflow_avro::{AsyncCodec, StartSaga, Subject};
-use sagaflow_kafka::{KafkaSettings, TopicPolicy, TopicSpec};
+use sagaflow_kafka::{hops, KafkaSettings, TopicPolicy, TopicSpec};
+use sagaflow_runtime::Hops;
 use sagaflow_worker::examples::{Injection, Role};
+use sagaflow_worker::WorkerStats;
 use serde::Serialize;
 
 use crate::eventlog::{self, percentile, EventLog};
@@ -74,11 +76,23 @@ pub(crate) struct LoadFigures {
     max_ms: f64,
 }
 
+/// One hop of the engine's hot path during the half-load phase (its `_seconds` histogram on
+/// `/metrics`, between two scrapes).
+#[derive(Debug, Serialize)]
+struct HopFigures {
+    metric: &'static str,
+    observations: f64,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+}
+
 #[derive(Debug, Serialize)]
 struct BenchReport {
     broker: BrokerBaseline,
     peak: LoadFigures,
     half_load: LoadFigures,
+    /// Where the half-load latency goes, hop by hop.
+    half_load_hops: Vec<HopFigures>,
     steps_per_saga: usize,
     broker_messages_per_step: f64,
     /// Saga steps per second over the broker's raw produce throughput.
@@ -159,9 +173,35 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let count = ((rate * args.half_load_secs as f64) as usize).max(10);
     progress(&args, &format!("half load: {count} sagas at {rate:.0}/s"));
     let half = Load::new("half", count);
+    let pages = || {
+        format!(
+            "{}{}",
+            stack.metrics.render(),
+            stack.worker_stats.render_hops()
+        )
+    };
+    let hops_before = pages();
     let half_load = half
         .run(&producer, &codec, &stack.topics.starts, &log, Some(rate))
         .await?;
+    let hops_after = pages();
+    // In the order a saga's step takes them: the start or reply waits for the engine, is
+    // decided, journaled, applied; the command is relayed, waits for the participant, whose
+    // reply is produced.
+    let half_load_hops = Hops::NAMES
+        .iter()
+        .chain(&WorkerStats::HOP_NAMES)
+        .map(|(metric, _)| {
+            let ms =
+                |q| hops::quantile(&hops_after, Some(&hops_before), metric, q).map(|s| s * 1e3);
+            HopFigures {
+                metric,
+                observations: hops::count(&hops_after, metric) - hops::count(&hops_before, metric),
+                p50_ms: ms(0.5),
+                p99_ms: ms(0.99),
+            }
+        })
+        .collect();
     stack.stop().await?;
     let _ = std::fs::remove_dir_all(&state_dir);
 
@@ -171,6 +211,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         broker,
         peak,
         half_load,
+        half_load_hops,
         steps_per_saga,
         broker_messages_per_step: messages_per_step,
     };
@@ -279,6 +320,24 @@ fn print_table(r: &BenchReport) {
             r.peak.finished, r.peak.sagas, r.half_load.finished, r.half_load.sagas
         )
     );
+    println!();
+    println!(
+        "  Hops at half load (the engine's /metrics histograms, interpolated within buckets):"
+    );
+    println!(
+        "  {:<44} {:>12} {:>12} {:>10}",
+        "metric", "p50", "p99", "count"
+    );
+    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.2} ms"));
+    for h in &r.half_load_hops {
+        println!(
+            "  {:<44} {:>12} {:>12} {:>10}",
+            h.metric,
+            ms(h.p50_ms),
+            ms(h.p99_ms),
+            h.observations
+        );
+    }
 }
 
 /// Produces then consumes `n` 200-byte records on a fresh topic.

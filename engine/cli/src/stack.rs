@@ -13,7 +13,7 @@ use sagaflow_registry::{RegistryConfig, RunningRegistry};
 use sagaflow_runtime::topics::{self, Topics};
 use sagaflow_runtime::{EngineConfig, EngineHandle, Metrics};
 use sagaflow_worker::examples::{handler, Injection, Role};
-use sagaflow_worker::{Worker, WorkerConfig};
+use sagaflow_worker::{Worker, WorkerConfig, WorkerStats};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -45,6 +45,8 @@ pub(crate) struct LocalStack {
     pub(crate) registry: RegistrySettings,
     pub(crate) topics: Topics,
     pub(crate) metrics: Arc<Metrics>,
+    /// The participants' counters and hop histograms, shared by all of them.
+    pub(crate) worker_stats: Arc<WorkerStats>,
     local_registry: Option<RunningRegistry>,
     engine: Option<EngineHandle>,
     stop: watch::Sender<bool>,
@@ -112,9 +114,10 @@ impl LocalStack {
 
         let (stop, stop_rx) = watch::channel(false);
         let mut workers = Vec::new();
+        let worker_stats = Arc::new(WorkerStats::default());
         for spec in &options.participants {
             for i in 0..spec.instances {
-                let worker = Worker::new(
+                let mut worker = Worker::new(
                     WorkerConfig {
                         kafka: options.kafka.clone(),
                         registry: registry_settings.clone(),
@@ -127,6 +130,7 @@ impl LocalStack {
                     },
                     handler(spec.role, spec.injection.clone(), None),
                 )?;
+                worker.stats = worker_stats.clone();
                 let mut stop = stop_rx.clone();
                 workers.push(tokio::spawn(async move {
                     worker
@@ -141,6 +145,7 @@ impl LocalStack {
             registry: registry_settings,
             topics,
             metrics,
+            worker_stats,
             local_registry: registry,
             engine: Some(engine),
             stop,

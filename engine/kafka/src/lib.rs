@@ -13,8 +13,10 @@
 
 mod catch_up;
 mod error;
+pub mod hops;
 mod settings;
 mod topics;
+pub mod trace;
 mod transient;
 
 pub use catch_up::{read_to_end, MARKER_PREFIX};

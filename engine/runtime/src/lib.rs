@@ -29,6 +29,6 @@ pub use config::EngineConfig;
 pub use error::{Error, Result};
 pub use http::serve_http;
 pub use membership::remove_static_member;
-pub use metrics::Metrics;
+pub use metrics::{Hops, Metrics};
 pub use partitioner::{murmur2, partition_for};
 pub use processor::{Engine, EngineHandle};

@@ -4,6 +4,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use sagaflow_kafka::hops::Histogram;
+
 macro_rules! counters {
     ($($name:ident => $help:literal),* $(,)?) => {
         /// Engine counters and gauges. All fields are monotonic counters unless named `_gauge`.
@@ -27,6 +29,8 @@ macro_rules! counters {
             /// commands held for it and those in flight to it (if it has a limit) on the owned
             /// partitions.
             held: Mutex<std::collections::BTreeMap<String, (bool, u64, u64)>>,
+            /// Latency of each hop an input and its outputs take through the engine.
+            pub hops: Hops,
         }
 
         impl Metrics {
@@ -77,6 +81,7 @@ macro_rules! counters {
                 for (topic, (_, _, n)) in held.iter() {
                     let _ = writeln!(out, "sagaflow_commands_in_flight{{topic=\"{topic}\"}} {n}");
                 }
+                self.hops.render(&mut out);
                 out
             }
         }
@@ -116,6 +121,48 @@ counters! {
     commands_held_total => "Commands held instead of sent because their participant was paused or at a limit (COMMAND_HELD events).",
     commands_released_total => "Held commands sent once their participant was resumed or below its limits (COMMAND_RELEASED events).",
     held_commands_dropped_total => "Held commands dropped on release because their saga no longer awaited them (skipped, aborted or ended while held).",
+}
+
+/// The hops of the engine's hot path, each a histogram on `/metrics` (`sagaflow bench` prints
+/// their p50/p99). In order: an input waits at the broker, is decided, its decision is journaled
+/// (produce until acknowledged), applied to RocksDB, and its outputs are relayed (send until
+/// acknowledged).
+#[derive(Debug, Default)]
+pub struct Hops {
+    /// From an input's record timestamp (set by its producer) until this engine fetched it.
+    pub input_wait: Histogram,
+    /// Deciding one input: reading the saga's state, the decision, encoding its outputs.
+    pub decision: Histogram,
+    /// From a journal record's produce until the broker acknowledged it.
+    pub journal_ack: Histogram,
+    /// Applying an acknowledged journal record to RocksDB.
+    pub state_apply: Histogram,
+    /// From an output's send (a command, an event, ...) until the broker acknowledged it.
+    pub relay_ack: Histogram,
+}
+
+impl Hops {
+    /// Each hop's name on `/metrics`, with its help text.
+    pub const NAMES: [(&'static str, &'static str); 5] = [
+        ("sagaflow_input_wait_seconds", "From an input's record timestamp (set by its producer) until the engine fetched it: the broker hop, plus the engine's own backlog."),
+        ("sagaflow_decision_seconds", "Deciding one input: reading the saga's state, the decision, encoding its outputs."),
+        ("sagaflow_journal_ack_seconds", "From a journal record's produce until the broker acknowledged it (the batch's decisions are durable then)."),
+        ("sagaflow_state_apply_seconds", "Applying an acknowledged journal record to RocksDB."),
+        ("sagaflow_relay_ack_seconds", "From an output's send (a command, an event, ...) until the broker acknowledged it."),
+    ];
+
+    fn render(&self, out: &mut String) {
+        let hops = [
+            &self.input_wait,
+            &self.decision,
+            &self.journal_ack,
+            &self.state_apply,
+            &self.relay_ack,
+        ];
+        for (h, (name, help)) in hops.iter().zip(Self::NAMES) {
+            h.render(out, name, help);
+        }
+    }
 }
 
 impl Metrics {

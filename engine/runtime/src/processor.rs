@@ -146,6 +146,8 @@ struct JournalTicket {
     partition: i32,
     generation: u64,
     seq: u64,
+    /// When the record was handed to the producer (the journal hop's start).
+    sent: Instant,
 }
 
 type JournalAck = (JournalTicket, std::result::Result<i64, JournalFailure>);
@@ -541,6 +543,9 @@ impl Processor {
                 })
                 .unwrap_or_default();
             let now = now_ms();
+            if let Some(produced) = message.timestamp().to_millis() {
+                self.ctx.metrics.hops.input_wait.observe_ms(now - produced);
+            }
             let env = self.ctx.env(&self.controls);
             let Some(task) = self.tasks.get_mut(&partition) else {
                 continue;
@@ -556,9 +561,10 @@ impl Processor {
                 self.ctx.config.max_batch_decisions,
                 self.ctx.config.max_batch_bytes,
             );
-            let result = task
-                .handle(&env, now, input)
-                .and_then(|()| task.flush_if_full(&env, max_inputs, max_bytes));
+            let deciding = Instant::now();
+            let handled = task.handle(&env, now, input);
+            env.metrics.hops.decision.observe(deciding.elapsed());
+            let result = handled.and_then(|()| task.flush_if_full(&env, max_inputs, max_bytes));
             self.journal_or_fail(partition, result);
         }
         Ok(())
@@ -729,6 +735,7 @@ impl Processor {
             partition,
             generation: produce.generation,
             seq: produce.seq,
+            sent: Instant::now(),
         });
         loop {
             let record = BaseRecord::with_opaque_to(topic, ticket)
@@ -780,6 +787,11 @@ impl Processor {
                     .metrics
                     .broker_writes_total
                     .fetch_add(1, Ordering::Relaxed);
+                self.ctx
+                    .metrics
+                    .hops
+                    .journal_ack
+                    .observe(ticket.sent.elapsed());
             }
             let env = self.ctx.env(&self.controls);
             let Some(task) = self.tasks.get_mut(&ticket.partition) else {

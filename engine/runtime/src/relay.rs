@@ -14,7 +14,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Header as KafkaHeader, OwnedHeaders};
@@ -52,6 +52,8 @@ pub(crate) struct Ticket {
     purpose: Purpose,
     message: Outbound,
     explicit_partition: Option<i32>,
+    /// When it was last handed to the producer (the relay hop's start).
+    sent: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -215,6 +217,7 @@ impl Relay {
                 purpose: Purpose::Output(offset),
                 message,
                 explicit_partition: None,
+                sent: None,
             });
             match not_before {
                 Some(at) if at > now => self.hold(at, ticket),
@@ -277,6 +280,7 @@ impl Relay {
             let key = ticket.message.key.clone();
             let value = ticket.message.value.clone();
             let explicit = ticket.explicit_partition;
+            ticket.sent = Some(Instant::now());
             let mut record = BaseRecord::with_opaque_to(&topic, ticket).headers(headers);
             if let Some(k) = key.as_deref() {
                 record = record.key(k);
@@ -335,6 +339,9 @@ impl Relay {
                     self.metrics
                         .relayed_messages_total
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(sent) = ticket.sent {
+                        self.metrics.hops.relay_ack.observe(sent.elapsed());
+                    }
                     if let Some(n) = part.outstanding.get_mut(&offset) {
                         *n = n.saturating_sub(1);
                     }
@@ -441,6 +448,7 @@ impl Relay {
                         not_before: None,
                     },
                     explicit_partition: Some(partition),
+                    sent: None,
                 }));
                 sagaflow_failpoints::hit(sagaflow_failpoints::CHANGELOG_FLUSH);
             }
@@ -467,6 +475,7 @@ impl Relay {
                 not_before: None,
             },
             explicit_partition: Some(partition),
+            sent: None,
         }));
     }
 

@@ -12,12 +12,13 @@ use sagaflow_avro::now_ms;
 use futures::future::join_all;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Header as KafkaHeader, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header as KafkaHeader, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use sagaflow_avro::{AsyncCodec, Command, RegistrySettings, Reply, ReplyError, Subject};
-use sagaflow_kafka::KafkaSettings;
+use sagaflow_kafka::hops::Histogram;
+use sagaflow_kafka::{trace, KafkaSettings};
 use serde_json::Value;
 use tokio::sync::Mutex;
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -74,6 +75,36 @@ pub struct WorkerStats {
     /// Offsets the broker never delivered: the group's committed offset or the previous record
     /// said they came next, and a later one arrived instead.
     pub skipped_offsets: AtomicU64,
+    /// From a command's record timestamp (the engine's send) until this worker fetched it.
+    pub command_wait: Histogram,
+    /// From a reply's send until the broker acknowledged it.
+    pub reply_ack: Histogram,
+}
+
+impl WorkerStats {
+    /// The participant's hops on `/metrics`-style pages, with their help texts.
+    pub const HOP_NAMES: [(&'static str, &'static str); 2] = [
+        (
+            "sagaflow_worker_command_wait_seconds",
+            "From a command's record timestamp (the engine's send) until the worker fetched it.",
+        ),
+        (
+            "sagaflow_worker_reply_ack_seconds",
+            "From a reply's send until the broker acknowledged it.",
+        ),
+    ];
+
+    /// The hop histograms in the Prometheus text format.
+    pub fn render_hops(&self) -> String {
+        let mut out = String::new();
+        for (h, (name, help)) in [&self.command_wait, &self.reply_ack]
+            .into_iter()
+            .zip(Self::HOP_NAMES)
+        {
+            h.render(&mut out, name, help);
+        }
+        out
+    }
 }
 
 /// Logs which command partitions an instance holds, so a stuck command can be traced to the
@@ -420,6 +451,9 @@ impl Worker {
             self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         };
+        if let Some(sent) = message.timestamp().to_millis() {
+            self.stats.command_wait.observe_ms(now_ms() - sent);
+        }
         let command: Command = match self.codec.decode(payload).await {
             Ok(c) => c,
             // The registry is down: the command is fine, and must wait for it.
@@ -432,7 +466,20 @@ impl Worker {
             }
         };
         debug!(instance = %self.config.instance, partition = message.partition(), offset = message.offset(), id = %command.message_id, "command received");
-        let span = info_span!("command", saga_id = %command.saga_id, step = %command.step, phase = command.phase.as_str(), attempt = command.attempt);
+        // The saga's trace (W3C traceparent, set by the engine): the reply continues it.
+        let traceparent = message.headers().and_then(|hs| {
+            hs.iter()
+                .find(|h| h.key == trace::TRACEPARENT)
+                .and_then(|h| h.value)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .map(str::to_string)
+        });
+        let trace_id = traceparent
+            .as_deref()
+            .and_then(trace::TraceParent::parse)
+            .map(|t| format!("{:032x}", t.trace_id))
+            .unwrap_or_default();
+        let span = info_span!("command", saga_id = %command.saga_id, step = %command.step, phase = command.phase.as_str(), attempt = command.attempt, trace_id = %trace_id);
         async {
             let key = command.idempotency_key.clone();
             let mut waited = Duration::ZERO;
@@ -474,26 +521,36 @@ impl Worker {
                 }
             };
             sagaflow_failpoints::hit(sagaflow_failpoints::WORKER_HANDLED);
-            self.send(&command.reply_to, &reply).await
+            self.send(&command.reply_to, &reply, traceparent.as_deref())
+                .await
         }
         .instrument(span)
         .await
     }
 
-    async fn send(&self, topic: &str, reply: &Reply) -> Result<()> {
+    /// Sends `reply` to `topic`, continuing the command's trace (`parent`, its `traceparent`).
+    async fn send(&self, topic: &str, reply: &Reply, parent: Option<&str>) -> Result<()> {
         let value = self.codec.encode(Subject::Topic(topic), reply).await?;
-        let headers = OwnedHeaders::new().insert(KafkaHeader {
+        let mut headers = OwnedHeaders::new().insert(KafkaHeader {
             key: "sagaflow-id",
             value: Some(reply.message_id.as_bytes()),
         });
+        if let Some(traceparent) = parent.and_then(|p| trace::child(p, &reply.message_id)) {
+            headers = headers.insert(KafkaHeader {
+                key: trace::TRACEPARENT,
+                value: Some(traceparent.as_bytes()),
+            });
+        }
         let record = FutureRecord::to(topic)
             .key(&reply.saga_id)
             .payload(&value)
             .headers(headers);
+        let sending = std::time::Instant::now();
         self.producer
             .send(record, Timeout::After(Duration::from_secs(30)))
             .await
             .map(|delivery| {
+                self.stats.reply_ack.observe(sending.elapsed());
                 debug!(id = %reply.message_id, partition = delivery.partition, offset = delivery.offset, "reply sent");
             })
             .map_err(|(source, _)| Error::Kafka {

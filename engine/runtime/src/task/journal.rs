@@ -279,8 +279,10 @@ impl Task {
             })
             .collect();
         sagaflow_failpoints::hit(sagaflow_failpoints::JOURNAL_ACKED);
+        let applying = std::time::Instant::now();
         env.store
             .apply(self.partition, offset, &writes, &flight.fired, &self.meta)?;
+        env.metrics.hops.state_apply.observe(applying.elapsed());
         for (due, target) in flight.timers.into_iter().flatten() {
             self.wheel.offer(due, target);
         }

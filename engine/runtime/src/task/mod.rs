@@ -19,6 +19,7 @@ use sagaflow_avro::{
     Parked, Reply, SagaState, StartSaga, StateEntry, Subject,
 };
 use sagaflow_core::{decide, Chain, ChainVerdict, Definitions, Input, JournalHeader, Outcome};
+use sagaflow_kafka::trace;
 use tracing::{debug, info, info_span, warn};
 
 use crate::error::Result;
@@ -372,7 +373,7 @@ impl Task {
             }
         }
         let _span =
-            info_span!("commit_decision", saga_id = %saga_id, partition = self.partition).entered();
+            info_span!("commit_decision", saga_id = %saga_id, partition = self.partition, trace_id = %trace::saga_trace_id(&saga_id)).entered();
         // Everything is encoded before anything is staged: a decision is staged whole or not
         // at all.
         let encoded = match encode_decision(env, &saga_id, &decision) {
@@ -673,7 +674,11 @@ fn encode_decision(
             topic: topic.clone(),
             key: Some(saga_id.as_bytes().to_vec()),
             value: Some(env.codec.encode(Subject::Topic(topic), command)?),
-            headers: Vec::new(),
+            // The saga's trace, continued by the participant (sagaflow_kafka::trace).
+            headers: vec![Header {
+                name: trace::TRACEPARENT.into(),
+                value: trace::command_traceparent(saga_id, &command.message_id).into_bytes(),
+            }],
             not_before: None,
         });
     }
