@@ -227,7 +227,10 @@ start_kafka() {
   fi
   # After a kill -9 the controller keeps the dead broker's registration until its session times
   # out, and only then lets the restarted broker register: the default 9 s session made such a
-  # restart take 14 s; 3 s makes it about 7 s. The log cleaner and group minimum are for quick tests.
+  # restart take 14 s. 3 s made it about 7 s, but a broker whose heartbeats to its own controller
+  # stall for 3 s on a loaded 2-core runner is fenced, and every partition loses its leader (the
+  # likely cause of two tests sharing one broker failing at once, every partition leaderless);
+  # 6 s is the compromise. The log cleaner and group minimum are for quick tests.
   cat > "$dir/server.properties" <<PROPS
 # Written by scripts/broker.sh at each start: set KAFKA_BROKER_PROPERTIES to add or override lines.
 process.roles=broker,controller
@@ -252,7 +255,7 @@ num.partitions=1
 log.cleaner.backoff.ms=1000
 group.min.session.timeout.ms=1000
 broker.heartbeat.interval.ms=500
-broker.session.timeout.ms=3000
+broker.session.timeout.ms=6000
 PROPS
   [ -z "${KAFKA_BROKER_PROPERTIES:-}" ] || printf '%s\n' "$KAFKA_BROKER_PROPERTIES" >> "$dir/server.properties"
   echo "$cport" > "$dir/controller-port"

@@ -195,7 +195,7 @@ fn commands_and_replies_carry_the_sagas_trace(s: &Stack, ids: &[String]) {
     let commands = read_all(&s.broker.bootstrap(), &s.space.role_topic("payment"));
     let replies = read_all(&s.broker.bootstrap(), &format!("{}.replies", s.group));
     for id in ids {
-        let saga_trace = trace::saga_trace_id(id);
+        let saga_trace = trace::saga_trace_id(&s.group, id);
         let command = commands
             .iter()
             .find(|r| r.key.as_deref() == Some(id.as_bytes()))
@@ -227,16 +227,48 @@ fn commands_and_replies_carry_the_sagas_trace(s: &Stack, ids: &[String]) {
     }
 }
 
-/// Every hop of the engine's hot path has a histogram on `/metrics`, with an observation for
-/// each journal record, decision and output at least.
+/// Every hop of the engine's hot path has a histogram on `/metrics`, observed once for each
+/// thing its counter counts: each applied journal record was acknowledged and applied, each
+/// relayed output acknowledged, each applied decision timed (ignored inputs are timed too).
 fn every_hop_was_measured(s: &Stack) {
     let page = sagaflow_tests::http_get(&s.metrics_url);
+    let hop = |name: &str| sagaflow_kafka::hops::count(&page, name);
+    let counter = |name: &str| {
+        page.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("{name} "))?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("{name} is not on /metrics"))
+    };
     for (name, _) in sagaflow_runtime::Hops::NAMES {
-        let count = sagaflow_kafka::hops::count(&page, name);
-        assert!(count > 0.0, "{name}: no observation:\n{page}");
-        let p99 = sagaflow_kafka::hops::quantile(&page, None, name, 0.99).expect("a p99");
-        assert!(p99 >= 0.0, "{name}: p99 {p99}");
+        assert!(hop(name) > 0.0, "{name}: no observation:\n{page}");
     }
+    let records = counter("sagaflow_journal_records_total");
+    assert_eq!(
+        hop("sagaflow_state_apply_seconds"),
+        records,
+        "one apply per journal record"
+    );
+    assert!(
+        hop("sagaflow_journal_ack_seconds") >= records,
+        "an acknowledgement per record"
+    );
+    assert_eq!(
+        hop("sagaflow_relay_ack_seconds"),
+        counter("sagaflow_relayed_messages_total"),
+        "one acknowledgement per relayed output"
+    );
+    assert!(
+        hop("sagaflow_decision_seconds") >= counter("sagaflow_decisions_total"),
+        "every decision timed"
+    );
+    // A quantile reads back from the page, within the buckets' range.
+    let p99 = sagaflow_kafka::hops::quantile(&page, None, "sagaflow_decision_seconds", 0.99)
+        .expect("a p99");
+    assert!((0.0..=10.0).contains(&p99), "decision p99 {p99}");
 }
 
 /// `sagaflow events | head`: the reader closes the pipe early, and the command ends quietly

@@ -18,8 +18,8 @@ pub const BUCKETS: [f64; 16] = [
 pub struct Histogram {
     /// Observations per bucket (not cumulative), and the ones above the last bound.
     counts: [AtomicU64; BUCKETS.len() + 1],
-    /// Sum of the observations, in microseconds.
-    sum_us: AtomicU64,
+    /// Sum of the observations, in nanoseconds (u64 holds 584 years of them).
+    sum_ns: AtomicU64,
 }
 
 impl Histogram {
@@ -31,8 +31,8 @@ impl Histogram {
             .position(|b| secs <= *b)
             .unwrap_or(BUCKETS.len());
         self.counts[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(
-            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+        self.sum_ns.fetch_add(
+            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
     }
@@ -58,8 +58,8 @@ impl Histogram {
         }
         cumulative += self.counts[BUCKETS.len()].load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum:.6}");
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum:.9}");
         let _ = writeln!(out, "{name}_count {cumulative}");
     }
 }
@@ -74,8 +74,9 @@ pub fn count(page: &str, name: &str) -> f64 {
 
 /// The `q` quantile (0..1) of histogram `name` in a Prometheus text page, in seconds,
 /// interpolated linearly within its bucket as Prometheus' `histogram_quantile` does; `None` when
-/// the page has no observation of it. `before` (an earlier page, or `None`) is subtracted first,
-/// to get the quantile of what happened between two scrapes.
+/// the page has no observation of it. `before` (an earlier page of the same process, or `None`)
+/// is subtracted first, to get the quantile of what happened between two scrapes; across a
+/// restart (counters back to zero) the difference means nothing.
 pub fn quantile(page: &str, before: Option<&str>, name: &str, q: f64) -> Option<f64> {
     let buckets = |text: &str| -> Vec<(f64, f64)> {
         let prefix = format!("{name}_bucket{{le=\"");
@@ -141,7 +142,7 @@ mod tests {
         assert!(page.contains("x_seconds_bucket{le=\"0.001\"} 2"), "{page}");
         assert!(page.contains("x_seconds_bucket{le=\"+Inf\"} 10"), "{page}");
         assert!(page.contains("x_seconds_count 10"), "{page}");
-        assert!(page.contains("x_seconds_sum 1.024000"), "{page}");
+        assert!(page.contains("x_seconds_sum 1.024000000"), "{page}");
         let p50 = quantile(&page, None, "x_seconds", 0.5).expect("p50");
         assert!((0.002..=0.005).contains(&p50), "{p50}");
         let p99 = quantile(&page, None, "x_seconds", 0.99).expect("p99");

@@ -131,13 +131,14 @@ counters! {
 pub struct Hops {
     /// From an input's record timestamp (set by its producer) until this engine fetched it.
     pub input_wait: Histogram,
-    /// Deciding one input: reading the saga's state, the decision, encoding its outputs.
+    /// Deciding one input of a saga (a start, a reply, a timer, a signal, an admin command...):
+    /// reading the saga's state, the decision, encoding and staging its outputs.
     pub decision: Histogram,
-    /// From a journal record's produce until the broker acknowledged it.
+    /// From a journal record's first produce until the broker acknowledged it.
     pub journal_ack: Histogram,
     /// Applying an acknowledged journal record to RocksDB.
     pub state_apply: Histogram,
-    /// From an output's send (a command, an event, ...) until the broker acknowledged it.
+    /// From an output's first send (a command, an event, ...) until the broker acknowledged it.
     pub relay_ack: Histogram,
 }
 
@@ -145,10 +146,10 @@ impl Hops {
     /// Each hop's name on `/metrics`, with its help text.
     pub const NAMES: [(&'static str, &'static str); 5] = [
         ("sagaflow_input_wait_seconds", "From an input's record timestamp (set by its producer) until the engine fetched it: the broker hop, plus the engine's own backlog."),
-        ("sagaflow_decision_seconds", "Deciding one input: reading the saga's state, the decision, encoding its outputs."),
-        ("sagaflow_journal_ack_seconds", "From a journal record's produce until the broker acknowledged it (the batch's decisions are durable then)."),
+        ("sagaflow_decision_seconds", "Deciding one input of a saga (a start, a reply, a timer...): reading its state, the decision, encoding and staging its outputs."),
+        ("sagaflow_journal_ack_seconds", "From a journal record's first produce (waits for room in the producer's queue included) until the broker acknowledged it: the batch's decisions are durable then."),
         ("sagaflow_state_apply_seconds", "Applying an acknowledged journal record to RocksDB."),
-        ("sagaflow_relay_ack_seconds", "From an output's send (a command, an event, ...) until the broker acknowledged it."),
+        ("sagaflow_relay_ack_seconds", "From an output's first send (a command, an event, a dead letter, a delayed record...; not changelog writes) until the broker acknowledged it, retries included."),
     ];
 
     fn render(&self, out: &mut String) {

@@ -16,7 +16,7 @@ use sagaflow_avro::now_ms;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{Headers, Message, Timestamp};
 use rdkafka::producer::{
     BaseRecord, DeliveryResult, FutureProducer, Producer, ProducerContext, ThreadedProducer,
 };
@@ -146,8 +146,12 @@ struct JournalTicket {
     partition: i32,
     generation: u64,
     seq: u64,
-    /// When the record was handed to the producer (the journal hop's start).
+    /// When the record was first handed to the producer (the journal hop's start, waits for
+    /// room in its queue included).
     sent: Instant,
+    /// How long the broker took to acknowledge it, read in the delivery callback (the engine
+    /// loop drains the acknowledgements later).
+    acked_after: Option<Duration>,
 }
 
 type JournalAck = (JournalTicket, std::result::Result<i64, JournalFailure>);
@@ -161,11 +165,12 @@ impl ClientContext for JournalContext {}
 impl ProducerContext for JournalContext {
     type DeliveryOpaque = Box<JournalTicket>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, ticket: Self::DeliveryOpaque) {
+    fn delivery(&self, result: &DeliveryResult<'_>, mut ticket: Self::DeliveryOpaque) {
         let outcome = match result {
             Ok(m) => Ok(m.offset()),
             Err((e, _)) => Err(JournalFailure::from_kafka(e)),
         };
+        ticket.acked_after = Some(ticket.sent.elapsed());
         let _ = self.acks.send((*ticket, outcome));
     }
 }
@@ -543,7 +548,8 @@ impl Processor {
                 })
                 .unwrap_or_default();
             let now = now_ms();
-            if let Some(produced) = message.timestamp().to_millis() {
+            // CreateTime only: a LogAppendTime topic's timestamps leave the producer's leg out.
+            if let Timestamp::CreateTime(produced) = message.timestamp() {
                 self.ctx.metrics.hops.input_wait.observe_ms(now - produced);
             }
             let env = self.ctx.env(&self.controls);
@@ -561,10 +567,9 @@ impl Processor {
                 self.ctx.config.max_batch_decisions,
                 self.ctx.config.max_batch_bytes,
             );
-            let deciding = Instant::now();
-            let handled = task.handle(&env, now, input);
-            env.metrics.hops.decision.observe(deciding.elapsed());
-            let result = handled.and_then(|()| task.flush_if_full(&env, max_inputs, max_bytes));
+            let result = task
+                .handle(&env, now, input)
+                .and_then(|()| task.flush_if_full(&env, max_inputs, max_bytes));
             self.journal_or_fail(partition, result);
         }
         Ok(())
@@ -736,6 +741,7 @@ impl Processor {
             generation: produce.generation,
             seq: produce.seq,
             sent: Instant::now(),
+            acked_after: None,
         });
         loop {
             let record = BaseRecord::with_opaque_to(topic, ticket)
@@ -791,7 +797,7 @@ impl Processor {
                     .metrics
                     .hops
                     .journal_ack
-                    .observe(ticket.sent.elapsed());
+                    .observe(ticket.acked_after.unwrap_or_default());
             }
             let env = self.ctx.env(&self.controls);
             let Some(task) = self.tasks.get_mut(&ticket.partition) else {

@@ -52,8 +52,11 @@ pub(crate) struct Ticket {
     purpose: Purpose,
     message: Outbound,
     explicit_partition: Option<i32>,
-    /// When it was last handed to the producer (the relay hop's start).
+    /// When it was first handed to the producer (the relay hop's start: waits for room in the
+    /// producer's queue and retries after a failed delivery count).
     sent: Option<Instant>,
+    /// How long until the broker acknowledged it, read in the delivery callback.
+    acked_after: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -66,11 +69,12 @@ impl ClientContext for RelayContext {}
 impl ProducerContext for RelayContext {
     type DeliveryOpaque = Box<Ticket>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, ticket: Self::DeliveryOpaque) {
+    fn delivery(&self, result: &DeliveryResult<'_>, mut ticket: Self::DeliveryOpaque) {
         let outcome = match result {
             Ok(_) => Ok(()),
             Err((e, _)) => Err(e.clone()),
         };
+        ticket.acked_after = ticket.sent.map(|sent| sent.elapsed());
         let _ = self.acks.send((ticket, outcome));
     }
 }
@@ -218,6 +222,7 @@ impl Relay {
                 message,
                 explicit_partition: None,
                 sent: None,
+                acked_after: None,
             });
             match not_before {
                 Some(at) if at > now => self.hold(at, ticket),
@@ -280,7 +285,7 @@ impl Relay {
             let key = ticket.message.key.clone();
             let value = ticket.message.value.clone();
             let explicit = ticket.explicit_partition;
-            ticket.sent = Some(Instant::now());
+            let _ = ticket.sent.get_or_insert_with(Instant::now);
             let mut record = BaseRecord::with_opaque_to(&topic, ticket).headers(headers);
             if let Some(k) = key.as_deref() {
                 record = record.key(k);
@@ -339,8 +344,8 @@ impl Relay {
                     self.metrics
                         .relayed_messages_total
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if let Some(sent) = ticket.sent {
-                        self.metrics.hops.relay_ack.observe(sent.elapsed());
+                    if let Some(after) = ticket.acked_after {
+                        self.metrics.hops.relay_ack.observe(after);
                     }
                     if let Some(n) = part.outstanding.get_mut(&offset) {
                         *n = n.saturating_sub(1);
@@ -449,6 +454,7 @@ impl Relay {
                     },
                     explicit_partition: Some(partition),
                     sent: None,
+                    acked_after: None,
                 }));
                 sagaflow_failpoints::hit(sagaflow_failpoints::CHANGELOG_FLUSH);
             }
@@ -476,6 +482,7 @@ impl Relay {
             },
             explicit_partition: Some(partition),
             sent: None,
+            acked_after: None,
         }));
     }
 

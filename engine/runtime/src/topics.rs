@@ -7,6 +7,8 @@ use crate::error::Result;
 /// Names of the engine's topics for one group.
 #[derive(Debug, Clone)]
 pub struct Topics {
+    /// The engine group every name is prefixed with.
+    pub group: String,
     /// Start requests.
     pub starts: String,
     /// Participant replies.
@@ -55,6 +57,7 @@ impl Topics {
     /// Topic names for `group`.
     pub fn new(group: &str) -> Self {
         Self {
+            group: group.to_string(),
             starts: format!("{group}.starts"),
             replies: format!("{group}.replies"),
             journal: format!("{group}.journal"),

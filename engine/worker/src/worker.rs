@@ -12,7 +12,9 @@ use sagaflow_avro::now_ms;
 use futures::future::join_all;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Header as KafkaHeader, Headers, Message, OwnedHeaders};
+use rdkafka::message::{
+    BorrowedMessage, Header as KafkaHeader, Headers, Message, OwnedHeaders, Timestamp,
+};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
@@ -82,7 +84,8 @@ pub struct WorkerStats {
 }
 
 impl WorkerStats {
-    /// The participant's hops on `/metrics`-style pages, with their help texts.
+    /// The participant's hops, with their help texts. The library serves no HTTP: an application
+    /// that wants them on its `/metrics` appends [`WorkerStats::render_hops`] to its page.
     pub const HOP_NAMES: [(&'static str, &'static str); 2] = [
         (
             "sagaflow_worker_command_wait_seconds",
@@ -451,7 +454,8 @@ impl Worker {
             self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         };
-        if let Some(sent) = message.timestamp().to_millis() {
+        // CreateTime only: a LogAppendTime topic's timestamps leave the engine's leg out.
+        if let Timestamp::CreateTime(sent) = message.timestamp() {
             self.stats.command_wait.observe_ms(now_ms() - sent);
         }
         let command: Command = match self.codec.decode(payload).await {

@@ -349,6 +349,20 @@ impl Task {
         input: &Input,
         record: Option<InputRecord<'_>>,
     ) -> Result<Outcome> {
+        let deciding = std::time::Instant::now();
+        let outcome = self.decide_and_stage(env, now, input, record);
+        env.metrics.hops.decision.observe(deciding.elapsed());
+        outcome
+    }
+
+    /// [`Task::run_saga`], untimed.
+    fn decide_and_stage(
+        &mut self,
+        env: &TaskEnv<'_>,
+        now: i64,
+        input: &Input,
+        record: Option<InputRecord<'_>>,
+    ) -> Result<Outcome> {
         let saga_id = input.saga_id().to_string();
         let current = self.state(env, &saga_id)?;
         let decision = decide(env.definitions, env.settings, current, input, now);
@@ -373,7 +387,7 @@ impl Task {
             }
         }
         let _span =
-            info_span!("commit_decision", saga_id = %saga_id, partition = self.partition, trace_id = %trace::saga_trace_id(&saga_id)).entered();
+            info_span!("commit_decision", saga_id = %saga_id, partition = self.partition, trace_id = %trace::saga_trace_id(&env.topics.group, &saga_id)).entered();
         // Everything is encoded before anything is staged: a decision is staged whole or not
         // at all.
         let encoded = match encode_decision(env, &saga_id, &decision) {
@@ -677,7 +691,8 @@ fn encode_decision(
             // The saga's trace, continued by the participant (sagaflow_kafka::trace).
             headers: vec![Header {
                 name: trace::TRACEPARENT.into(),
-                value: trace::command_traceparent(saga_id, &command.message_id).into_bytes(),
+                value: trace::command_traceparent(&env.topics.group, saga_id, &command.message_id)
+                    .into_bytes(),
             }],
             not_before: None,
         });
