@@ -105,14 +105,6 @@ port_open() {
   python3 -c 'import socket,sys; s=socket.socket(); s.settimeout(0.5); sys.exit(0 if s.connect_ex(("127.0.0.1",int(sys.argv[1])))==0 else 1)' "$1"
 }
 
-# Whether process $1 runs (a zombie nobody has reaped yet does not).
-alive() {
-  kill -0 "$1" 2>/dev/null || return 1
-  local state
-  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 0
-  [ "$state" != Z ]
-}
-
 # tansu 0.6's sqlite schema has no index on record headers, so fetching each record scans every
 # header in the broker: fetches get slower as topics grow, until group heartbeats time out. The
 # index changes no data and no behaviour; tansu's own queries use it.

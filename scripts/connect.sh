@@ -124,13 +124,6 @@ install_converter() {
   mv -T "$tmp" "$out" 2>/dev/null || rm -rf "$tmp"  # another build finished first
 }
 
-alive() {
-  kill -0 "$1" 2>/dev/null || return 1
-  local state
-  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 0
-  [ "$state" != Z ]
-}
-
 # Whether one of the comma-separated host:port of $1 accepts a TCP connection.
 bootstrap_open() {
   python3 - "$1" <<'PY'

@@ -33,6 +33,14 @@ apt_install() {
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >&2
 }
 
+# Whether process $1 runs (a zombie nobody has reaped yet does not).
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  local state
+  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 0
+  [ "$state" != Z ]
+}
+
 java_major() {
   "$1" -version 2>&1 | sed -n 's/.* version "\([0-9]*\).*/\1/p' | head -1
 }

@@ -916,6 +916,22 @@ pub fn read_to_watermarks(bootstrap: &str, topic: &str) -> Vec<Record> {
     read_records(bootstrap, topic, Duration::ZERO, Duration::ZERO)
 }
 
+/// The low and high watermarks of `topic`'s `partition`, asking again for a minute while the
+/// broker answers with a transient error (a leader moving, a dropped connection).
+fn watermarks(consumer: &BaseConsumer, topic: &str, partition: i32) -> (i64, i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+            Ok(w) => return w,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("watermarks of {topic}[{partition}]: {e}; asking again");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => panic!("watermarks of {topic}[{partition}]: {e:?}"),
+        }
+    }
+}
+
 /// Reads `topic` up to its high watermarks, then on until it has been quiet for `quiet` or
 /// `longest` has passed.
 fn read_records(bootstrap: &str, topic: &str, quiet: Duration, longest: Duration) -> Vec<Record> {
@@ -932,9 +948,7 @@ fn read_records(bootstrap: &str, topic: &str, quiet: Duration, longest: Duration
     let mut ends = BTreeMap::new();
     for t in metadata.topics() {
         for p in t.partitions() {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-                .expect("watermarks");
+            let (low, high) = watermarks(&consumer, topic, p.id());
             let _ = ends.insert(p.id(), high);
             tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))
                 .expect("tpl");
@@ -961,7 +975,16 @@ fn read_records(bootstrap: &str, topic: &str, quiet: Duration, longest: Duration
         let Some(m) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
-        let m = m.expect("read record");
+        let m = match m {
+            Ok(m) => m,
+            // A broker busy on a loaded runner drops connections now and then; the client
+            // reconnects and fetches on, as any consumer (the engine's included) does.
+            Err(e) if sagaflow_kafka::is_transient(&e) => {
+                eprintln!("reading {topic}: {e}; reading on");
+                continue;
+            }
+            Err(e) => panic!("read record: {e:?}"),
+        };
         last_message = Instant::now();
         let headers = m
             .headers()
