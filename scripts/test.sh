@@ -5,9 +5,9 @@
 # configurations of connect/ on a real Connect worker (scripts/connect.sh).
 # On tansu each integration test starts its own broker on a free port; on Kafka the tests of one
 # test binary share one (tests/src/lib.rs, Broker::for_test). SAGAFLOW_BOOTSTRAP overrides both.
-# Then the deployment files: docker-compose.yml (scripts/compose-test.sh) and the Helm chart
-# (scripts/helm-test.sh). Installs what is missing first. Set SAGAFLOW_TEST_BROKERS="tansu" or
-# "kafka" to run one.
+# Before the broker passes, the deployment files: docker-compose.yml (scripts/compose-test.sh) and
+# the Helm chart (scripts/helm-test.sh). Installs what is missing first. Set
+# SAGAFLOW_TEST_BROKERS="tansu" or "kafka" to run one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
