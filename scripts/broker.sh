@@ -137,18 +137,7 @@ start() {
     exit 1
   fi
   if [ "$storage" = kafka ]; then start_kafka "$dir"; else start_tansu "$dir" "$storage"; fi
-  if [ -n "${SAGAFLOW_BROKER_OWNER:-}" ]; then watch_owner "$dir" "$SAGAFLOW_BROKER_OWNER"; fi
-}
-
-# Stops the broker started in $1, and removes $1, once process $2 is gone: a test binary never
-# drops the broker its tests share, and one killed mid-test drops nothing. A stop or restart by
-# the owner removes broker.pid, which ends this watch (a restart starts a new one).
-watch_owner() {
-  local dir=$1 owner=$2
-  # shellcheck disable=SC2016 # the inner script expands its own arguments
-  setsid bash -c 'while kill -0 "$1" 2>/dev/null && [ -f "$2/broker.pid" ]; do sleep 1; done
-    if ! kill -0 "$1" 2>/dev/null; then "$3" stop "$2"; rm -rf "$2"; fi' \
-    _ "$owner" "$dir" "$SCRIPTS/broker.sh" </dev/null >/dev/null 2>&1 &
+  if [ -n "${SAGAFLOW_BROKER_OWNER:-}" ]; then watch_owner "$SCRIPTS/broker.sh" "$dir" broker.pid "$SAGAFLOW_BROKER_OWNER"; fi
 }
 
 start_tansu() {

@@ -217,7 +217,7 @@ PROPS
   local deadline=$((SECONDS + ${CONNECT_START_TIMEOUT:-120}))
   while [ $SECONDS -lt $deadline ]; do
     if rest_ready "$url" "${PLUGIN_CLASSES[@]}"; then
-      if [ -n "${SAGAFLOW_CONNECT_OWNER:-}" ]; then watch_owner "$dir" "$SAGAFLOW_CONNECT_OWNER"; fi
+      if [ -n "${SAGAFLOW_CONNECT_OWNER:-}" ]; then watch_owner "$SCRIPTS/connect.sh" "$dir" connect.pid "$SAGAFLOW_CONNECT_OWNER"; fi
       echo "$url"
       return 0
     fi
@@ -233,16 +233,6 @@ PROPS
   stop "$dir"
   tail -30 "$dir/connect.log" >&2
   exit 1
-}
-
-# Stops the worker started in $1, and removes $1, once process $2 is gone. A stop or restart by the
-# owner removes connect.pid, which ends this watch (a restart starts a new one).
-watch_owner() {
-  local dir=$1 owner=$2
-  # shellcheck disable=SC2016 # the inner script expands its own arguments
-  setsid bash -c 'while kill -0 "$1" 2>/dev/null && [ -f "$2/connect.pid" ]; do sleep 1; done
-    if ! kill -0 "$1" 2>/dev/null; then "$3" stop "$2"; rm -rf "$2"; fi' \
-    _ "$owner" "$dir" "$SCRIPTS/connect.sh" </dev/null >/dev/null 2>&1 &
 }
 
 stop() {

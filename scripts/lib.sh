@@ -41,6 +41,18 @@ alive() {
   [ "$state" != Z ]
 }
 
+# Runs `SCRIPT stop DIR`, then removes DIR, once process OWNER is gone: a test binary never drops
+# the server its tests share, and one killed mid-test drops nothing. A stop or restart by the
+# owner removes DIR/PIDFILE, which ends this watch (a restart starts a new one).
+#   watch_owner SCRIPT DIR PIDFILE OWNER
+watch_owner() {
+  local script=$1 dir=$2 pidfile=$3 owner=$4
+  # shellcheck disable=SC2016 # the inner script expands its own arguments
+  setsid bash -c 'while kill -0 "$1" 2>/dev/null && [ -f "$2/$4" ]; do sleep 1; done
+    if ! kill -0 "$1" 2>/dev/null; then "$3" stop "$2"; rm -rf "$2"; fi' \
+    _ "$owner" "$dir" "$script" "$pidfile" </dev/null >/dev/null 2>&1 &
+}
+
 java_major() {
   "$1" -version 2>&1 | sed -n 's/.* version "\([0-9]*\).*/\1/p' | head -1
 }
