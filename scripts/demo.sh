@@ -23,8 +23,9 @@ if [ -z "${SAGAFLOW_BOOTSTRAP:-}" ]; then
   echo "demo: tansu broker on $SAGAFLOW_BOOTSTRAP" >&2
   # One local broker: created topics get one replica (the default, 3, suits a real cluster).
   export SAGAFLOW_REPLICATION_FACTOR=1 SAGAFLOW_MIN_INSYNC_REPLICAS=1
-  # tansu's group coordinator needs the engine's rejoin rules (docs/operations.md).
-  export SAGAFLOW_TANSU_WORKAROUNDS=true
+  # tansu's group coordinator needs the engine's rejoin rules, and its fetches always wait the
+  # full fetch.wait.max.ms (docs/operations.md).
+  export SAGAFLOW_TANSU_WORKAROUNDS=true SAGAFLOW_KAFKA_FETCH_WAIT_MAX_MS=2
 fi
 export SAGAFLOW_BOOTSTRAP
 # The read models go to a PostgreSQL of the demo's own unless SAGAFLOW_DATABASE_URL names one.

@@ -29,8 +29,10 @@ if [ -z "${SAGAFLOW_BOOTSTRAP:-}" ]; then
   SAGAFLOW_BOOTSTRAP=$(scripts/broker.sh start "$work/broker" "$mode")
   started_broker=1
 fi
-# tansu's group coordinator needs the engine's rejoin rules (docs/operations.md).
-[ "${SAGAFLOW_TEST_BROKER:-tansu}" = kafka ] || export SAGAFLOW_TANSU_WORKAROUNDS=true
+# tansu's group coordinator needs the engine's rejoin rules, and its fetches always wait the full
+# fetch.wait.max.ms (docs/operations.md).
+[ "${SAGAFLOW_TEST_BROKER:-tansu}" = kafka ] \
+  || export SAGAFLOW_TANSU_WORKAROUNDS=true SAGAFLOW_KAFKA_FETCH_WAIT_MAX_MS=2
 # One local broker: the topics the engine and the registry create get one replica.
 export SAGAFLOW_BOOTSTRAP SAGAFLOW_REPLICATION_FACTOR=1 SAGAFLOW_MIN_INSYNC_REPLICAS=1
 

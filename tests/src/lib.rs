@@ -20,6 +20,7 @@ use sagaflow_avro::{BlockingCodec, SagaEvent};
 use sagaflow_kafka::{KafkaSettings, TopicPolicy, TopicSpec};
 
 pub mod connect;
+pub mod otlp;
 pub mod pg;
 pub mod trips;
 
@@ -408,6 +409,11 @@ impl Proc {
             .env(
                 "SAGAFLOW_TANSU_WORKAROUNDS",
                 (broker_kind() == BrokerKind::Tansu).to_string(),
+            )
+            // tansu's fetches wait the full fetch.wait.max.ms, even when records are ready.
+            .envs(
+                (broker_kind() == BrokerKind::Tansu)
+                    .then_some(("SAGAFLOW_KAFKA_FETCH_WAIT_MAX_MS", "2")),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

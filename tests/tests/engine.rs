@@ -180,6 +180,63 @@ fn happy_path_completes_every_step_in_order() {
     events_into_a_pipe_closed_early(&s);
     commands_and_replies_carry_the_sagas_trace(&s, &ids);
     every_hop_was_measured(&s);
+    traffic_is_counted_by_kind(&s, ids.len());
+}
+
+/// `sagaflow_broker_records_total` counts the contract's messages exactly (a start, four
+/// replies, four commands and ten events per trip saga) and the engine's overhead apart.
+fn traffic_is_counted_by_kind(s: &Stack, sagas: usize) {
+    let records = |page: &str, kind: &str, direction: &str| {
+        let part = if matches!(kind, "journal" | "changelog" | "resend" | "forward") {
+            "overhead"
+        } else {
+            "contract"
+        };
+        let series = format!(
+            "sagaflow_broker_records_total{{direction=\"{direction}\",kind=\"{kind}\",part=\"{part}\"}} "
+        );
+        page.lines()
+            .find_map(|l| l.strip_prefix(&series)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{series}is not on /metrics:\n{page}"))
+    };
+    let n = sagas as f64;
+    let expected = [
+        ("start", "read", n),
+        ("reply", "read", 4.0 * n),
+        ("command", "write", 4.0 * n),
+        ("event", "write", 10.0 * n),
+        ("dead_letter", "write", 0.0),
+        ("resend", "write", 0.0),
+        ("forward", "write", 0.0),
+    ];
+    // Writes count when the broker acknowledges them, which the engine may read after the
+    // saga's last event is already on the log.
+    let mut page = String::new();
+    let settled = sagaflow_tests::eventually(Duration::from_secs(30), || {
+        page = sagaflow_tests::http_get(&s.metrics_url);
+        expected
+            .iter()
+            .all(|(kind, direction, n)| records(&page, kind, direction) == *n)
+    });
+    assert!(settled, "contract traffic miscounted:\n{page}");
+    let journal = records(&page, "journal", "write");
+    let valid = page
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("sagaflow_journal_records_total ")?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .expect("sagaflow_journal_records_total");
+    // Every valid decision record, plus the claims of the partitions' restores.
+    assert!(
+        journal > valid && valid > 0.0,
+        "journal {journal}, valid {valid}"
+    );
+    assert!(page.contains(
+        "sagaflow_broker_bytes_total{direction=\"write\",kind=\"command\",part=\"contract\"} "
+    ));
 }
 
 /// Each command carries a W3C `traceparent` in the saga's trace (derived from the saga id), and
@@ -635,5 +692,111 @@ fn a_start_over_the_state_limit_is_refused_with_the_limit_named() {
     assert!(
         detail.contains("20000") && detail.contains("max-state-bytes"),
         "{detail}"
+    );
+}
+
+/// With `otlp-endpoint` set, the engine and the participants export each hop of a saga as
+/// OTLP spans (decoded here by the OpenTelemetry Collector's own library), all in the saga's
+/// trace and chained: a command's relay span is the parent of the participant's spans, whose
+/// reply span is the parent of the engine's next input span.
+#[test]
+fn every_hop_is_exported_as_an_otlp_span() {
+    let sink = sagaflow_tests::otlp::OtlpSink::start();
+    let s = stack_env("otlp", &[("SAGAFLOW_OTLP_ENDPOINT", sink.url.as_str())]);
+    let _participants: Vec<Proc> = ["payment", "flight", "hotel", "notify"]
+        .iter()
+        .map(|role| {
+            let topic = s.space.role_topic(role);
+            sagaflow_tests::spawn_participant_env(
+                &s.broker.bootstrap(),
+                &s.registry_url,
+                role,
+                &["--topic", topic.as_str()],
+                &[("SAGAFLOW_OTLP_ENDPOINT", sink.url.as_str())],
+            )
+        })
+        .collect();
+    let id = "otlp-1".to_string();
+    s.start_trip(&id);
+    let _ = s.wait_finished(std::slice::from_ref(&id));
+    let trace_id = trace::saga_trace_id(&s.group, &id);
+    let names = [
+        "input_wait",
+        "decision",
+        "journal_ack",
+        "state_apply",
+        "relay_ack",
+        "command_wait",
+        "reply_ack",
+    ];
+    // Spans go out in batches, up to half a second after they end.
+    let mut spans = Vec::new();
+    let all_there = eventually(Duration::from_secs(30), || {
+        spans = sink
+            .spans()
+            .into_iter()
+            .filter(|s| s["trace_id"] == trace_id.as_str())
+            .collect();
+        // Five inputs (the start and four replies), each decided and journaled; four commands
+        // fetched and answered.
+        let count = |name: &str| spans.iter().filter(|s| s["name"] == name).count();
+        count("input_wait") >= 5
+            && count("decision") >= 5
+            && count("journal_ack") >= 5
+            && count("state_apply") >= 5
+            && count("command_wait") >= 4
+            && count("reply_ack") >= 4
+            && count("relay_ack") >= 4
+    });
+    assert!(
+        all_there,
+        "missing spans in trace {trace_id}: {:#?}",
+        spans
+            .iter()
+            .map(|s| s["name"].as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    );
+    assert!(sink.refused().is_empty(), "{:?}", sink.refused());
+    let by_id = |id: &serde_json::Value| spans.iter().find(|s| &s["span_id"] == id);
+    let parent_name = |s: &serde_json::Value| {
+        by_id(&s["parent_span_id"]).map(|p| p["name"].as_str().unwrap_or("").to_string())
+    };
+    for span in &spans {
+        let name = span["name"].as_str().expect("a name");
+        assert!(names.contains(&name), "unexpected span {span}");
+        let start = span["start_ns"].as_u64().expect("start");
+        let end = span["end_ns"].as_u64().expect("end");
+        assert!(start > 0 && start <= end, "{span}");
+        let expected_parent = match name {
+            "decision" => Some("input_wait"),
+            "journal_ack" | "state_apply" => Some("decision"),
+            "command_wait" | "reply_ack" => Some("relay_ack"),
+            _ => None,
+        };
+        if let Some(expected) = expected_parent {
+            assert_eq!(
+                parent_name(span).as_deref(),
+                Some(expected),
+                "parent of {span}"
+            );
+        }
+        let service = span["service"].as_str().unwrap_or("");
+        if matches!(name, "command_wait" | "reply_ack") {
+            assert!(service.starts_with("sagaflow-participant-"), "{span}");
+        } else {
+            assert_eq!(service, "sagaflow-engine", "{span}");
+        }
+    }
+    // A reply's input span continues the participant's reply span.
+    let replies_linked = spans
+        .iter()
+        .filter(|s| s["name"] == "input_wait")
+        .filter(|s| parent_name(s).as_deref() == Some("reply_ack"))
+        .count();
+    assert_eq!(replies_linked, 4, "input spans of the four replies");
+    assert!(metric(&s.metrics_url, "sagaflow_otlp_spans_exported_total") > 0.0);
+    assert_eq!(
+        metric(&s.metrics_url, "sagaflow_otlp_spans_dropped_total"),
+        0.0
     );
 }

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use sagaflow_avro::{AsyncCodec, StartSaga, Subject};
 use sagaflow_kafka::{hops, KafkaSettings, TopicPolicy, TopicSpec};
-use sagaflow_runtime::Hops;
+use sagaflow_runtime::{Flow, Hops, Traffic};
 use sagaflow_worker::examples::{Injection, Role};
 use sagaflow_worker::WorkerStats;
 use serde::Serialize;
@@ -40,9 +39,20 @@ pub(crate) struct BenchArgs {
     /// Sagas started as fast as possible (peak throughput).
     #[arg(long, default_value_t = 3000)]
     sagas: usize,
-    /// Seconds of paced load at half the measured peak (latency).
+    /// Seconds of open-loop load at half the measured peak (latency).
     #[arg(long, default_value_t = 10)]
     half_load_secs: u64,
+    /// Constant arrival rates (sagas/s, comma-separated) to measure latency at besides half
+    /// load, open-loop, for comparisons at the same rates (scripts/bench-vs-restate.sh).
+    #[arg(long, value_delimiter = ',')]
+    rates: Vec<f64>,
+    /// Seconds of load at each of --rates.
+    #[arg(long, default_value_t = 10)]
+    rate_secs: u64,
+    /// Processes whose CPU time counts with this one's in CPU seconds per saga (the broker's,
+    /// say); repeatable.
+    #[arg(long = "cpu-pid")]
+    cpu_pids: Vec<u32>,
     /// Messages for the raw broker baseline.
     #[arg(long, default_value_t = 50_000)]
     baseline_messages: usize,
@@ -68,12 +78,46 @@ pub(crate) struct BrokerBaseline {
 
 #[derive(Debug, Serialize)]
 pub(crate) struct LoadFigures {
+    /// The constant arrival rate (sagas/s), for open-loop phases.
+    rate: Option<f64>,
     sagas: usize,
     finished: usize,
     pub(crate) sagas_per_s: f64,
+    /// Start to end: from each saga's intended start under a constant rate (so a late sender
+    /// cannot hide the tail), or from its send at peak.
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+}
+
+/// One load phase: its latency, its cost in CPU, and its broker traffic.
+#[derive(Debug, Serialize)]
+struct Phase {
+    #[serde(flatten)]
+    load: LoadFigures,
+    /// CPU seconds (user and system) of this process (engine, participants, load generator,
+    /// event-log reader) and of every --cpu-pid, per saga finished.
+    cpu_seconds_per_saga: f64,
+    traffic: TrafficFigures,
+}
+
+/// What the engine read and wrote per saga step in a phase, split into the saga contract's part
+/// and the engine's overhead (`sagaflow_broker_records_total`).
+#[derive(Debug, Serialize)]
+struct TrafficFigures {
+    contract_msgs_per_step: f64,
+    overhead_msgs_per_step: f64,
+    contract_bytes_per_step: f64,
+    overhead_bytes_per_step: f64,
+    kinds: Vec<KindFigures>,
+}
+
+#[derive(Debug, Serialize)]
+struct KindFigures {
+    kind: &'static str,
+    contract: bool,
+    msgs_per_step: f64,
+    bytes_per_step: f64,
 }
 
 /// One hop of the engine's hot path during the half-load phase (its `_seconds` histogram on
@@ -89,12 +133,13 @@ struct HopFigures {
 #[derive(Debug, Serialize)]
 struct BenchReport {
     broker: BrokerBaseline,
-    peak: LoadFigures,
-    half_load: LoadFigures,
+    peak: Phase,
+    half_load: Phase,
     /// Where the half-load latency goes, hop by hop.
     half_load_hops: Vec<HopFigures>,
+    /// The phases at --rates.
+    rates: Vec<Phase>,
     steps_per_saga: usize,
-    broker_messages_per_step: f64,
     /// Saga steps per second over the broker's raw produce throughput.
     step_to_produce_ratio: f64,
 }
@@ -146,33 +191,31 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let log = eventlog::follow(&kafka, &stack.registry, &stack.topics.events).await?;
     let producer = crate::kafka::producer(&kafka)?;
     let codec = AsyncCodec::new(&stack.registry)?;
-    // Every broker message of a saga is either an input the engine consumed (a start, a reply)
-    // or a record it wrote (journal, commands, events, changelog); the engine counts both.
-    let messages = || {
-        stack.metrics.inputs_total.load(Ordering::Relaxed)
-            + stack.metrics.broker_writes_total.load(Ordering::Relaxed)
+    let measure = Measure {
+        producer: &producer,
+        codec: &codec,
+        starts: &stack.topics.starts,
+        log: &log,
+        traffic: &stack.metrics.traffic,
+        cpu_pids: &args.cpu_pids,
+        steps_per_saga,
     };
 
     // Warm-up: schema registrations, first fetches, group join.
-    let warm = Load::new("warm", 20);
-    warm.run(&producer, &codec, &stack.topics.starts, &log, None)
-        .await?;
-    let before = messages();
+    let _ = measure.phase(Load::new("warm", 20), None).await?;
 
     progress(
         &args,
         &format!("peak: {} sagas as fast as possible", args.sagas),
     );
-    let peak_load = Load::new("peak", args.sagas);
-    let peak = peak_load
-        .run(&producer, &codec, &stack.topics.starts, &log, None)
-        .await?;
-    let after = messages();
+    let peak = measure.phase(Load::new("peak", args.sagas), None).await?;
 
-    let rate = (peak.sagas_per_s / 2.0).max(1.0);
+    let rate = (peak.load.sagas_per_s / 2.0).max(1.0);
     let count = ((rate * args.half_load_secs as f64) as usize).max(10);
-    progress(&args, &format!("half load: {count} sagas at {rate:.0}/s"));
-    let half = Load::new("half", count);
+    progress(
+        &args,
+        &format!("half load: {count} sagas at a constant {rate:.0}/s"),
+    );
     let pages = || {
         format!(
             "{}{}",
@@ -181,9 +224,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         )
     };
     let hops_before = pages();
-    let half_load = half
-        .run(&producer, &codec, &stack.topics.starts, &log, Some(rate))
-        .await?;
+    let half_load = measure.phase(Load::new("half", count), Some(rate)).await?;
     let hops_after = pages();
     // In the order a saga's step takes them: the start or reply waits for the engine, is
     // decided, journaled, applied; the command is relayed, waits for the participant, whose
@@ -202,18 +243,28 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             }
         })
         .collect();
+    let mut rates = Vec::with_capacity(args.rates.len());
+    for &rate in &args.rates {
+        anyhow::ensure!(
+            rate.is_finite() && rate > 0.0,
+            "--rates: {rate} is not a rate; give sagas per second above 0, e.g. --rates 100,200"
+        );
+        let count = ((rate * args.rate_secs as f64) as usize).max(10);
+        progress(&args, &format!("{count} sagas at a constant {rate:.0}/s"));
+        rates.push(measure.phase(Load::new("rate", count), Some(rate)).await?);
+    }
     stack.stop().await?;
     let _ = std::fs::remove_dir_all(&state_dir);
 
-    let messages_per_step = (after - before) as f64 / (args.sagas * steps_per_saga) as f64;
     let report = BenchReport {
-        step_to_produce_ratio: peak.sagas_per_s * steps_per_saga as f64 / broker.produce_msgs_per_s,
+        step_to_produce_ratio: peak.load.sagas_per_s * steps_per_saga as f64
+            / broker.produce_msgs_per_s,
         broker,
         peak,
         half_load,
         half_load_hops,
+        rates,
         steps_per_saga,
-        broker_messages_per_step: messages_per_step,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -264,62 +315,94 @@ fn progress(args: &BenchArgs, message: &str) {
 }
 
 fn print_table(r: &BenchReport) {
+    let row = |name: String, value: String| println!("  {name:<48} {value:>16}");
     println!(
         "Sagaflow benchmark ({}-step saga, instant participants, one machine)",
         r.steps_per_saga
     );
     println!();
-    println!(
-        "  {:<44} {:>12}",
-        "raw broker produce (200 B records)",
-        format!("{:.0} msg/s", r.broker.produce_msgs_per_s)
+    row(
+        "raw broker produce (200 B records)".into(),
+        format!("{:.0} msg/s", r.broker.produce_msgs_per_s),
     );
-    println!(
-        "  {:<44} {:>12}",
-        "raw broker consume",
-        format!("{:.0} msg/s", r.broker.consume_msgs_per_s)
+    row(
+        "raw broker consume".into(),
+        format!("{:.0} msg/s", r.broker.consume_msgs_per_s),
     );
-    println!(
-        "  {:<44} {:>12}",
-        "peak sagas",
-        format!("{:.0} /s", r.peak.sagas_per_s)
+    row(
+        "peak sagas".into(),
+        format!("{:.0} /s", r.peak.load.sagas_per_s),
     );
-    println!(
-        "  {:<44} {:>12}",
-        "peak saga steps",
-        format!("{:.0} /s", r.peak.sagas_per_s * r.steps_per_saga as f64)
-    );
-    println!(
-        "  {:<44} {:>12}",
-        "steps/s over raw produce msg/s",
-        format!("{:.3}", r.step_to_produce_ratio)
-    );
-    println!(
-        "  {:<44} {:>12}",
-        "latency at peak p50 / p99",
-        format!("{:.0} / {:.0} ms", r.peak.p50_ms, r.peak.p99_ms)
-    );
-    println!(
-        "  {:<44} {:>12}",
+    row(
+        "peak saga steps".into(),
         format!(
-            "latency at half load ({:.0}/s) p50 / p99",
-            r.half_load.sagas_per_s
+            "{:.0} /s",
+            r.peak.load.sagas_per_s * r.steps_per_saga as f64
         ),
-        format!("{:.0} / {:.0} ms", r.half_load.p50_ms, r.half_load.p99_ms)
     );
+    row(
+        "steps/s over raw produce msg/s".into(),
+        format!("{:.3}", r.step_to_produce_ratio),
+    );
+    println!();
     println!(
-        "  {:<44} {:>12}",
-        "broker messages per saga step",
-        format!("{:.2}", r.broker_messages_per_step)
+        "  Each phase: start-to-end latency (open-loop phases count from each saga's intended"
     );
+    println!("  start), CPU per saga, and what the engine read and wrote per saga step.");
     println!(
-        "  {:<44} {:>12}",
-        "sagas finished (peak, half load)",
-        format!(
-            "{}/{}, {}/{}",
-            r.peak.finished, r.peak.sagas, r.half_load.finished, r.half_load.sagas
-        )
+        "  {:<22} {:>9} {:>9} {:>9} {:>11} {:>10} {:>10} {:>11}",
+        "phase",
+        "p50 ms",
+        "p99 ms",
+        "finished",
+        "CPU ms/saga",
+        "contract",
+        "overhead",
+        "bytes/step"
     );
+    let phases = [("peak".to_string(), &r.peak)]
+        .into_iter()
+        .chain(std::iter::once((
+            format!("half load {:.0}/s", r.half_load.load.rate.unwrap_or(0.0)),
+            &r.half_load,
+        )))
+        .chain(
+            r.rates
+                .iter()
+                .map(|p| (format!("constant {:.0}/s", p.load.rate.unwrap_or(0.0)), p)),
+        );
+    for (name, p) in phases {
+        let t = &p.traffic;
+        println!(
+            "  {:<22} {:>9.0} {:>9.0} {:>9} {:>11.2} {:>10.3} {:>10.3} {:>11.0}",
+            name,
+            p.load.p50_ms,
+            p.load.p99_ms,
+            format!("{}/{}", p.load.finished, p.load.sagas),
+            p.cpu_seconds_per_saga * 1e3,
+            t.contract_msgs_per_step,
+            t.overhead_msgs_per_step,
+            t.contract_bytes_per_step + t.overhead_bytes_per_step,
+        );
+    }
+    println!();
+    println!("  Messages per step at half load, by kind (sagaflow_broker_records_total):");
+    for k in r
+        .half_load
+        .traffic
+        .kinds
+        .iter()
+        .filter(|k| k.msgs_per_step > 0.0)
+    {
+        row(
+            format!(
+                "{} ({})",
+                k.kind,
+                if k.contract { "contract" } else { "overhead" }
+            ),
+            format!("{:.3} ({:.0} B)", k.msgs_per_step, k.bytes_per_step),
+        );
+    }
     println!();
     println!(
         "  Hops at half load (the engine's /metrics histograms, interpolated within buckets):"
@@ -401,6 +484,94 @@ pub(crate) async fn baseline(
     })
 }
 
+/// What every load phase is measured with.
+struct Measure<'a> {
+    producer: &'a FutureProducer,
+    codec: &'a AsyncCodec,
+    starts: &'a str,
+    log: &'a Arc<Mutex<EventLog>>,
+    traffic: &'a Traffic,
+    cpu_pids: &'a [u32],
+    steps_per_saga: usize,
+}
+
+impl Measure<'_> {
+    /// Runs `load` (at a constant `rate`/s if given) and measures it.
+    async fn phase(&self, load: Load, rate: Option<f64>) -> anyhow::Result<Phase> {
+        let traffic_before = self.traffic_now();
+        let cpu_before = cpu_seconds(self.cpu_pids)?;
+        let figures = load
+            .run(self.producer, self.codec, self.starts, self.log, rate)
+            .await?;
+        let cpu = cpu_seconds(self.cpu_pids)? - cpu_before;
+        let traffic_after = self.traffic_now();
+        let steps = (figures.sagas * self.steps_per_saga).max(1) as f64;
+        let kinds: Vec<KindFigures> = Flow::ALL
+            .iter()
+            .zip(traffic_before.iter().zip(&traffic_after))
+            .map(|(flow, ((r0, b0), (r1, b1)))| KindFigures {
+                kind: flow.label(),
+                contract: flow.contract(),
+                msgs_per_step: (r1 - r0) as f64 / steps,
+                bytes_per_step: (b1 - b0) as f64 / steps,
+            })
+            .collect();
+        let sum = |contract: bool, f: fn(&KindFigures) -> f64| {
+            kinds
+                .iter()
+                .filter(|k| k.contract == contract)
+                .map(f)
+                .sum::<f64>()
+        };
+        let traffic = TrafficFigures {
+            contract_msgs_per_step: sum(true, |k| k.msgs_per_step),
+            overhead_msgs_per_step: sum(false, |k| k.msgs_per_step),
+            contract_bytes_per_step: sum(true, |k| k.bytes_per_step),
+            overhead_bytes_per_step: sum(false, |k| k.bytes_per_step),
+            kinds,
+        };
+        Ok(Phase {
+            cpu_seconds_per_saga: cpu / figures.finished.max(1) as f64,
+            load: figures,
+            traffic,
+        })
+    }
+
+    fn traffic_now(&self) -> Vec<(u64, u64)> {
+        Flow::ALL.iter().map(|f| self.traffic.get(*f)).collect()
+    }
+}
+
+/// User and system CPU seconds of this process and of `pids`, from `/proc/<pid>/stat`.
+fn cpu_seconds(pids: &[u32]) -> anyhow::Result<f64> {
+    let mut total = 0.0;
+    for pid in std::iter::once("self".to_string()).chain(pids.iter().map(u32::to_string)) {
+        let path = format!("/proc/{pid}/stat");
+        let stat = std::fs::read_to_string(&path).with_context(|| {
+            format!("reading {path} for CPU time (is --cpu-pid {pid} a running process on this machine?)")
+        })?;
+        // Fields after the command name, which is in parentheses and may hold spaces: state is
+        // field 3, utime and stime are fields 14 and 15, in clock ticks.
+        let rest = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .with_context(|| format!("unexpected contents of {path}"))?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| -> anyhow::Result<f64> {
+            fields
+                .get(i - 3)
+                .and_then(|f| f.parse::<f64>().ok())
+                .with_context(|| format!("no CPU time in field {i} of {path}"))
+        };
+        total += (ticks(14)? + ticks(15)?) / CLOCK_TICKS_PER_SECOND;
+    }
+    Ok(total)
+}
+
+/// USER_HZ, the unit of `/proc/<pid>/stat` CPU times: 100 on every Linux architecture Sagaflow
+/// builds for (the kernel's own tick rate is hidden behind it).
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
 pub(crate) struct Load {
     label: &'static str,
     sagas: usize,
@@ -411,7 +582,8 @@ impl Load {
         Self { label, sagas }
     }
 
-    /// Starts the sagas (paced at `rate`/s if given) and waits until they all end.
+    /// Starts the sagas (at a constant `rate`/s if given, open-loop) and waits until they all
+    /// end.
     pub(crate) async fn run(
         &self,
         producer: &FutureProducer,
@@ -421,12 +593,14 @@ impl Load {
         rate: Option<f64>,
     ) -> anyhow::Result<LoadFigures> {
         let run = format!("{}-{:x}", self.label, now_ms());
+        // When each saga was meant to start: under a constant rate, its slot in the schedule,
+        // however late the sender got to it (no coordinated omission); at peak, its send.
         let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(self.sagas);
         let mut inflight = FuturesUnordered::new();
         let began = Instant::now();
         for i in 0..self.sagas {
-            if let Some(rate) = rate {
-                let due = began + Duration::from_secs_f64(i as f64 / rate);
+            let due = rate.map(|rate| began + Duration::from_secs_f64(i as f64 / rate));
+            if let Some(due) = due {
                 tokio::time::sleep_until(due.into()).await;
             }
             let saga_id = format!("bench-{run}-{i}");
@@ -443,7 +617,7 @@ impl Load {
                 .send_result(FutureRecord::to(starts).key(&saga_id).payload(&value))
                 .map_err(|(e, _)| e)
                 .context("enqueueing a start request")?;
-            let _ = sent_at.insert(saga_id, Instant::now());
+            let _ = sent_at.insert(saga_id, due.unwrap_or_else(Instant::now));
             inflight.push(future);
             while inflight.len() >= 5_000 {
                 if let Some(r) = inflight.next().await {
@@ -495,6 +669,7 @@ impl Load {
         latencies.sort_by(f64::total_cmp);
         let finished = latencies.len();
         Ok(LoadFigures {
+            rate,
             sagas: self.sagas,
             finished,
             sagas_per_s: finished as f64 / last_end.duration_since(began).as_secs_f64().max(1e-3),

@@ -40,6 +40,10 @@ pub(crate) struct ParticipantArgs {
     /// Append one JSON line per applied command here (for tests).
     #[arg(long)]
     effects_log: Option<PathBuf>,
+    /// OTLP/HTTP collector to export the participant's spans to (command fetch, reply
+    /// produce), e.g. http://otel-collector:4318.
+    #[arg(long, env = "SAGAFLOW_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 pub(crate) fn parse_latency(s: &str) -> anyhow::Result<(u64, u64)> {
@@ -94,6 +98,17 @@ pub(crate) async fn run(args: ParticipantArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| format!("sagaflow-{topic}"));
     let kafka = args.connection.kafka()?;
     let registry = args.connection.registry()?;
+    let spans = match args
+        .otlp_endpoint
+        .as_deref()
+        .filter(|e| !e.trim().is_empty())
+    {
+        Some(endpoint) => Some(sagaflow_kafka::otlp::Exporter::start(
+            endpoint,
+            &format!("sagaflow-participant-{topic}"),
+        )?),
+        None => None,
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     // One dedupe memory for the instances of this process: a command that moves between them
@@ -111,11 +126,15 @@ pub(crate) async fn run(args: ParticipantArgs) -> anyhow::Result<ExitCode> {
                 instance: format!("{topic}#{i}"),
                 dedupe_capacity: 100_000,
                 concurrency: 64,
-                fetch_wait_max_ms: 2,
+                fetch_wait_max_ms: sagaflow_kafka::FETCH_WAIT_MAX_MS,
             },
             handler(args.role, injection.clone(), effects.clone()),
             dedupe.clone(),
         )?;
+        let worker = match &spans {
+            Some(exporter) => worker.with_spans(exporter.clone()),
+            None => worker,
+        };
         let mut stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
             worker

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use sagaflow_avro::RegistrySettings;
 use sagaflow_definition::Registry;
-use sagaflow_kafka::{KafkaSettings, TopicPolicy, TopicSpec};
+use sagaflow_kafka::{KafkaSettings, TopicPolicy, TopicSpec, FETCH_WAIT_MAX_MS};
 use sagaflow_registry::{RegistryConfig, RunningRegistry};
 use sagaflow_runtime::topics::{self, Topics};
 use sagaflow_runtime::{EngineConfig, EngineHandle, Metrics};
@@ -126,7 +126,7 @@ impl LocalStack {
                         instance: format!("{}#{i}", spec.topic),
                         dedupe_capacity: 200_000,
                         concurrency: 64,
-                        fetch_wait_max_ms: 2,
+                        fetch_wait_max_ms: FETCH_WAIT_MAX_MS,
                     },
                     handler(spec.role, spec.injection.clone(), None),
                 )?;

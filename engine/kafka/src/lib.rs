@@ -14,6 +14,7 @@
 mod catch_up;
 mod error;
 pub mod hops;
+pub mod otlp;
 mod settings;
 mod topics;
 pub mod trace;
@@ -21,6 +22,6 @@ mod transient;
 
 pub use catch_up::{read_to_end, MARKER_PREFIX};
 pub use error::{Error, Result};
-pub use settings::{KafkaSettings, ENV_PREFIX, RESERVED};
+pub use settings::{KafkaSettings, ENV_PREFIX, FETCH_WAIT_MAX_MS, RESERVED};
 pub use topics::{TopicPolicy, TopicSpec};
 pub use transient::is_transient;

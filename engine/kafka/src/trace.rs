@@ -95,6 +95,11 @@ pub fn child(parent: &str, message_id: &str) -> Option<String> {
     )
 }
 
+/// The trace id of saga `saga_id` of engine group `group`.
+pub fn saga_trace(group: &str, saga_id: &str) -> u128 {
+    trace_id(group, saga_id)
+}
+
 fn trace_id(group: &str, saga_id: &str) -> u128 {
     let high = hash(&[group, saga_id], 0);
     let low = hash(&[group, saga_id], 1);
@@ -109,7 +114,7 @@ fn span_id(message_id: &str) -> u64 {
 /// differ), then splitmix64's finalizer, which spreads FNV's weak low bits (samplers read the
 /// trace id's last bytes). Stable across builds and platforms: the ids must not change when the
 /// engine is upgraded mid-saga. Not a secret: a saga id can be checked against a trace id.
-fn hash(parts: &[&str], seed: u8) -> u64 {
+pub(crate) fn hash(parts: &[&str], seed: u8) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let bytes = std::iter::once(seed).chain(parts.iter().flat_map(|p| p.bytes().chain([0])));
     for b in bytes {

@@ -42,8 +42,8 @@ pub struct EngineConfig {
     pub checkpoint_interval_ms: u64,
     /// HTTP listen address, empty to disable.
     pub http_listen: String,
-    /// Longest broker-side wait of a fetch.
-    pub fetch_wait_max_ms: u64,
+    /// OTLP/HTTP collector for spans, empty for none.
+    pub otlp_endpoint: String,
     /// Whether the rejoin-when-* rules (tansu 0.6 workarounds) apply.
     pub tansu_workarounds: bool,
     /// Rejoin delay after an empty assignment, 0 to disable.

@@ -12,8 +12,31 @@ use tracing::debug;
 
 use crate::error::{Error, Result};
 
-/// Low and high watermark of a topic partition.
+/// Low and high watermark of a topic partition. A transient error (a partition created a
+/// moment ago that has no leader yet, a leader moving, a broker restarting) is waited out for
+/// up to 10 s: Apache Kafka answers NotLeaderForPartition for a topic just created.
 pub(crate) fn watermarks(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match watermarks_once(consumer, topic, partition) {
+            Err(Error::Kafka { source, .. })
+                if sagaflow_kafka::is_transient(&source) && Instant::now() < deadline =>
+            {
+                debug!(topic, partition, error = %source, "watermarks not available yet; retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// [`watermarks`] without waiting out transient errors, for checks that must not hold up the
+/// engine loop.
+pub(crate) fn watermarks_once(
     consumer: &BaseConsumer,
     topic: &str,
     partition: i32,

@@ -19,10 +19,12 @@ pub mod partitioner;
 mod processor;
 mod relay;
 mod restore;
+mod spans;
 mod store;
 mod targets;
 mod task;
 pub mod topics;
+mod traffic;
 mod wheel;
 
 pub use config::EngineConfig;
@@ -32,3 +34,4 @@ pub use membership::remove_static_member;
 pub use metrics::{Hops, Metrics};
 pub use partitioner::{murmur2, partition_for};
 pub use processor::{Engine, EngineHandle};
+pub use traffic::{Flow, Traffic};

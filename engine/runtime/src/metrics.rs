@@ -6,6 +6,9 @@ use std::sync::Mutex;
 
 use sagaflow_kafka::hops::Histogram;
 
+use crate::spans::Spans;
+use crate::traffic::Traffic;
+
 macro_rules! counters {
     ($($name:ident => $help:literal),* $(,)?) => {
         /// Engine counters and gauges. All fields are monotonic counters unless named `_gauge`.
@@ -31,6 +34,10 @@ macro_rules! counters {
             held: Mutex<std::collections::BTreeMap<String, (bool, u64, u64)>>,
             /// Latency of each hop an input and its outputs take through the engine.
             pub hops: Hops,
+            /// Records and bytes read from and written to the broker, by kind.
+            pub traffic: Traffic,
+            /// Spans of the same hops, when exported.
+            pub(crate) spans: Spans,
         }
 
         impl Metrics {
@@ -82,6 +89,10 @@ macro_rules! counters {
                     let _ = writeln!(out, "sagaflow_commands_in_flight{{topic=\"{topic}\"}} {n}");
                 }
                 self.hops.render(&mut out);
+                self.traffic.render(&mut out);
+                if let Some(stats) = self.spans.stats() {
+                    stats.render(&mut out, "sagaflow");
+                }
                 out
             }
         }
@@ -91,7 +102,6 @@ macro_rules! counters {
 counters! {
     inputs_total => "Input records consumed (replays of already applied inputs excluded).",
     input_offsets_skipped_total => "Input offsets never delivered between two consumed records of a partition (lost by the broker, deleted by retention, or transaction markers).",
-    broker_writes_total => "Records the engine wrote and the broker acknowledged (journal, relay, changelog).",
     decisions_total => "Inputs applied to a saga.",
     sagas_started_total => "Sagas started.",
     sagas_completed_total => "Sagas that completed every step.",
@@ -167,6 +177,14 @@ impl Hops {
 }
 
 impl Metrics {
+    /// Counters that start at zero, with `spans` recording the hops' spans.
+    pub(crate) fn with_spans(spans: Spans) -> Self {
+        Self {
+            spans,
+            ..Self::default()
+        }
+    }
+
     /// Sets, per command topic, whether it is paused, the commands held for it and those in
     /// flight to it under a limit.
     pub(crate) fn set_held(&self, held: std::collections::BTreeMap<String, (bool, u64, u64)>) {

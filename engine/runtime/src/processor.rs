@@ -36,8 +36,9 @@ use crate::oversize::JournalFailure;
 use crate::relay::Relay;
 use crate::restore::{self, RestoreClients, Restored};
 use crate::store::Store;
-use crate::task::{resume_relay, InputRecord, Produce, Task, TaskEnv, TaskStatus};
-use crate::topics::Topics;
+use crate::task::{resume_relay, Acked, InputRecord, Produce, Task, TaskEnv, TaskStatus};
+use crate::topics::{InputKind, Topics};
+use crate::traffic::{message_bytes, Flow};
 
 struct RegistryDefinitions(Registry);
 
@@ -62,6 +63,7 @@ struct RestoreDeps {
     producer: FutureProducer,
     topics: Topics,
     writer: String,
+    metrics: Arc<Metrics>,
 }
 
 impl RestoreDeps {
@@ -73,6 +75,7 @@ impl RestoreDeps {
             codec: &self.codec,
             topics: &self.topics,
             writer: &self.writer,
+            traffic: &self.metrics.traffic,
         }
     }
 }
@@ -152,6 +155,19 @@ struct JournalTicket {
     /// How long the broker took to acknowledge it, read in the delivery callback (the engine
     /// loop drains the acknowledgements later).
     acked_after: Option<Duration>,
+    /// The record's size.
+    bytes: usize,
+}
+
+impl JournalTicket {
+    fn timing(&self) -> Acked {
+        let produced = crate::spans::wall(self.sent.elapsed());
+        Acked {
+            seq: self.seq,
+            produced,
+            acknowledged: produced + self.acked_after.unwrap_or_default(),
+        }
+    }
 }
 
 type JournalAck = (JournalTicket, std::result::Result<i64, JournalFailure>);
@@ -249,7 +265,10 @@ impl Engine {
             &definitions,
             &config.definitions_dir.display().to_string(),
         )?;
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::with_spans(crate::spans::Spans::new(
+            &config.otlp_endpoint,
+            &config.group,
+        )?));
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = channel();
         let thread = {
@@ -375,15 +394,16 @@ impl Processor {
             producer: crate::kafka::sync_producer(&config.kafka)?,
             topics: topics.clone(),
             writer: writer.clone(),
+            metrics: metrics.clone(),
         });
         let instance = membership::instance_id(&config.instance_id);
         let session_timeout = config.session_timeout_ms.to_string();
         // Members learn of a rebalance from their heartbeats, so a long session (static members
         // often get minutes) must not slow every rebalance down: at most 3 s, Kafka's default.
         let heartbeat = (config.session_timeout_ms / 4).clamp(500, 3000).to_string();
-        let fetch_wait = config.fetch_wait_max_ms.to_string();
         // librdkafka refuses a poll interval below the session (its default is 5 minutes).
         let max_poll = config.session_timeout_ms.max(300_000).to_string();
+        let fetch_wait = sagaflow_kafka::FETCH_WAIT_MAX_MS.to_string();
         let mut consumer_config = config.kafka.config(&[
             ("partition.assignment.strategy", "range"),
             ("session.timeout.ms", &session_timeout),
@@ -415,7 +435,7 @@ impl Processor {
             .producer_config(1)
             .create_with_context(JournalContext { acks: tx })
             .map_err(|e| Error::kafka("creating the journal producer", e))?;
-        let relay = Relay::new(&config.kafka, &topics.changelog, metrics.clone())?;
+        let relay = Relay::new(&config.kafka, &topics, metrics.clone())?;
         // Before any decision: a command to a participant paused before this start is held.
         let controls = Controls::open(&config.kafka, &topics.control, &writer, &deps.codec)?;
         info!(writer = %writer, group = %config.group, instance = ?instance, "engine started");
@@ -536,7 +556,7 @@ impl Processor {
                 }
             };
             let partition = message.partition();
-            let headers = message
+            let headers: Vec<Header> = message
                 .headers()
                 .map(|hs| {
                     hs.iter()
@@ -547,10 +567,46 @@ impl Processor {
                         .collect()
                 })
                 .unwrap_or_default();
+            let flow = match self.ctx.deps.topics.kind(message.topic()) {
+                Some(InputKind::Start) => Flow::Start,
+                Some(InputKind::Reply) => Flow::Reply,
+                Some(InputKind::Correlation) => Flow::CorrelationIn,
+                Some(InputKind::Delay | InputKind::Signal | InputKind::Admin) | None => {
+                    Flow::OtherInput
+                }
+            };
+            self.ctx
+                .metrics
+                .traffic
+                .count(flow, message_bytes(&message));
             let now = now_ms();
             // CreateTime only: a LogAppendTime topic's timestamps leave the producer's leg out.
             if let Timestamp::CreateTime(produced) = message.timestamp() {
                 self.ctx.metrics.hops.input_wait.observe_ms(now - produced);
+                let spans = &self.ctx.metrics.spans;
+                // Inputs keyed by their saga's id; signals and correlations are keyed by a
+                // correlation value, and their saga is known only once matched.
+                let saga = matches!(flow, Flow::Start | Flow::Reply)
+                    .then(|| message.key().and_then(|k| std::str::from_utf8(k).ok()))
+                    .flatten();
+                if let (true, Some(saga_id)) = (spans.on(), saga) {
+                    let traceparent = headers
+                        .iter()
+                        .find(|h| h.name == sagaflow_kafka::trace::TRACEPARENT)
+                        .and_then(|h| std::str::from_utf8(&h.value).ok());
+                    let input = crate::spans::InputRef {
+                        topic: message.topic(),
+                        partition,
+                        offset: message.offset(),
+                    };
+                    spans.input(
+                        saga_id,
+                        input,
+                        produced,
+                        std::time::SystemTime::now(),
+                        traceparent,
+                    );
+                }
             }
             let env = self.ctx.env(&self.controls);
             let Some(task) = self.tasks.get_mut(&partition) else {
@@ -742,6 +798,7 @@ impl Processor {
             seq: produce.seq,
             sent: Instant::now(),
             acked_after: None,
+            bytes: produce.bytes.len(),
         });
         loop {
             let record = BaseRecord::with_opaque_to(topic, ticket)
@@ -789,10 +846,7 @@ impl Processor {
     fn drain_journal_acks(&mut self) -> Result<()> {
         while let Ok((ticket, result)) = self.journal_acks.try_recv() {
             if result.is_ok() {
-                self.ctx
-                    .metrics
-                    .broker_writes_total
-                    .fetch_add(1, Ordering::Relaxed);
+                self.ctx.metrics.traffic.count(Flow::Journal, ticket.bytes);
                 self.ctx
                     .metrics
                     .hops
@@ -806,7 +860,7 @@ impl Processor {
             if task.generation != ticket.generation || task.status != TaskStatus::Active {
                 continue;
             }
-            if let Err(e) = task.acked(&env, &mut self.relay, ticket.seq, result) {
+            if let Err(e) = task.acked(&env, &mut self.relay, &ticket.timing(), result) {
                 self.fail_partition(ticket.partition, e.to_string());
             }
         }
@@ -898,13 +952,19 @@ impl Processor {
                 let heartbeat = rdkafka::producer::FutureRecord::<str, [u8]>::to(&topics.changelog)
                     .partition(partition)
                     .key(HEARTBEAT_KEY);
-                if let Err((e, _)) = self.ctx.deps.producer.send_result(heartbeat) {
-                    warn!(partition, error = %e, "heartbeat not sent");
+                match self.ctx.deps.producer.send_result(heartbeat) {
+                    // Counted when sent: nothing waits for its acknowledgement.
+                    Ok(_) => self
+                        .ctx
+                        .metrics
+                        .traffic
+                        .count(Flow::Heartbeat, HEARTBEAT_KEY.len()),
+                    Err((e, _)) => warn!(partition, error = %e, "heartbeat not sent"),
                 }
                 continue;
             }
             let reader = &self.ctx.deps.reader;
-            let Ok((_, end)) = crate::kafka::watermarks(reader, &topics.changelog, partition)
+            let Ok((_, end)) = crate::kafka::watermarks_once(reader, &topics.changelog, partition)
             else {
                 continue;
             };

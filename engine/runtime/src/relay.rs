@@ -26,6 +26,8 @@ use tracing::warn;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::store::RelayMark;
+use crate::topics::Topics;
+use crate::traffic::{record_bytes, Flow};
 
 /// How long a message the producer refused, or failed to deliver, waits before it is offered
 /// again.
@@ -57,6 +59,8 @@ pub(crate) struct Ticket {
     sent: Option<Instant>,
     /// How long until the broker acknowledged it, read in the delivery callback.
     acked_after: Option<Duration>,
+    /// What it is counted as once acknowledged.
+    flow: Flow,
 }
 
 #[derive(Debug)]
@@ -119,7 +123,7 @@ pub(crate) struct Relay {
     partitions: HashMap<i32, PartitionRelay>,
     next_generation: u64,
     next_flush: u64,
-    changelog: String,
+    topics: Topics,
     metrics: Arc<Metrics>,
 }
 
@@ -134,7 +138,7 @@ impl std::fmt::Debug for Relay {
 impl Relay {
     pub(crate) fn new(
         kafka: &sagaflow_kafka::KafkaSettings,
-        changelog: &str,
+        topics: &Topics,
         metrics: Arc<Metrics>,
     ) -> Result<Self> {
         let (tx, rx) = channel();
@@ -152,7 +156,7 @@ impl Relay {
             partitions: HashMap::new(),
             next_generation: 1,
             next_flush: 1,
-            changelog: changelog.to_string(),
+            topics: topics.clone(),
             metrics,
         })
     }
@@ -215,6 +219,7 @@ impl Relay {
         let now = sagaflow_avro::now_ms();
         for message in outputs {
             let not_before = message.not_before;
+            let flow = self.flow_of(&message, redelivery);
             let ticket = Box::new(Ticket {
                 partition,
                 generation,
@@ -223,6 +228,7 @@ impl Relay {
                 explicit_partition: None,
                 sent: None,
                 acked_after: None,
+                flow,
             });
             match not_before {
                 Some(at) if at > now => self.hold(at, ticket),
@@ -230,6 +236,27 @@ impl Relay {
             }
         }
         self.advance_outputs(partition);
+    }
+
+    /// What an output counts as on `/metrics`: a message delivered again after a restore is
+    /// overhead, whatever it is.
+    fn flow_of(&self, message: &Outbound, redelivery: bool) -> Flow {
+        let topic = message.topic.as_str();
+        if redelivery {
+            Flow::Resend
+        } else if message.id.starts_with("forward/") {
+            Flow::Forward
+        } else if message.id.starts_with("delay/") {
+            Flow::Delayed
+        } else if topic == self.topics.events {
+            Flow::Event
+        } else if topic == self.topics.dlq {
+            Flow::DeadLetter
+        } else if topic == self.topics.correlations {
+            Flow::Correlation
+        } else {
+            Flow::Command
+        }
     }
 
     /// Keeps `ticket` until `at` (epoch ms); [`Relay::release`] sends it then.
@@ -330,9 +357,17 @@ impl Relay {
                 self.hold(sagaflow_avro::now_ms() + ENQUEUE_RETRY_MS, ticket);
                 continue;
             }
-            self.metrics
-                .broker_writes_total
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let m = &ticket.message;
+            self.metrics.traffic.count(
+                ticket.flow,
+                record_bytes(
+                    m.key.as_deref(),
+                    m.value.as_deref(),
+                    // The id header the relay adds, and the message's own.
+                    std::iter::once(ID_HEADER.len() + m.id.len())
+                        .chain(m.headers.iter().map(|h| h.name.len() + h.value.len())),
+                ),
+            );
             let Some(part) = self.partitions.get_mut(&ticket.partition) else {
                 continue;
             };
@@ -344,8 +379,12 @@ impl Relay {
                     self.metrics
                         .relayed_messages_total
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if let Some(after) = ticket.acked_after {
+                    if let (Some(after), Some(sent)) = (ticket.acked_after, ticket.sent) {
                         self.metrics.hops.relay_ack.observe(after);
+                        let start = crate::spans::wall(sent.elapsed());
+                        self.metrics
+                            .spans
+                            .output(&ticket.message, start, start + after);
                     }
                     if let Some(n) = part.outstanding.get_mut(&offset) {
                         *n = n.saturating_sub(1);
@@ -435,7 +474,7 @@ impl Relay {
                     purpose: Purpose::Flush(number),
                     message: Outbound {
                         id: format!("changelog/{saga_id}/{through}"),
-                        topic: self.changelog.clone(),
+                        topic: self.topics.changelog.clone(),
                         key: Some(saga_id.into_bytes()),
                         value: state,
                         // Restores keep the state with the newest source, not the last
@@ -455,6 +494,7 @@ impl Relay {
                     explicit_partition: Some(partition),
                     sent: None,
                     acked_after: None,
+                    flow: Flow::Changelog,
                 }));
                 sagaflow_failpoints::hit(sagaflow_failpoints::CHANGELOG_FLUSH);
             }
@@ -474,7 +514,7 @@ impl Relay {
             purpose: Purpose::Checkpoint,
             message: Outbound {
                 id: format!("checkpoint/{partition}/{through}"),
-                topic: self.changelog.clone(),
+                topic: self.topics.changelog.clone(),
                 key: Some(crate::restore::CHECKPOINT_KEY.as_bytes().to_vec()),
                 value: Some(value),
                 headers: Vec::new(),
@@ -483,6 +523,7 @@ impl Relay {
             explicit_partition: Some(partition),
             sent: None,
             acked_after: None,
+            flow: Flow::Changelog,
         }));
     }
 

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use rdkafka::consumer::BaseConsumer;
-use rdkafka::message::Message as _;
+use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::producer::FutureProducer;
 use sagaflow_avro::{
     BlockingCodec, Checkpoint, InputPosition, JournalKind, JournalRecord, Outbound, Parked,
@@ -25,6 +25,7 @@ use crate::kafka;
 use crate::parked;
 use crate::store::{ChainMeta, Meta, RelayMark, StateWrite, Store};
 use crate::topics::Topics;
+use crate::traffic::{message_bytes, record_bytes, Flow, Traffic};
 use crate::wheel::Target;
 
 /// Key of checkpoint records on the changelog.
@@ -68,6 +69,39 @@ pub(crate) struct RestoreClients<'a> {
     pub(crate) codec: &'a BlockingCodec,
     pub(crate) topics: &'a Topics,
     pub(crate) writer: &'a str,
+    pub(crate) traffic: &'a Traffic,
+}
+
+impl RestoreClients<'_> {
+    /// [`kafka::read_range`], counting what it reads as restore traffic.
+    fn read_range(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        until: i64,
+        mut f: impl FnMut(&BorrowedMessage<'_>) -> Result<()>,
+    ) -> Result<()> {
+        kafka::read_range(self.reader, topic, partition, from, until, |m| {
+            self.traffic.count(Flow::Restore, message_bytes(m));
+            f(m)
+        })
+    }
+
+    /// [`kafka::write_and_locate`], counting the write as `flow`.
+    fn write_and_locate(
+        &self,
+        flow: Flow,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<i64> {
+        let at = kafka::write_and_locate(self.producer, topic, partition, key, value)?;
+        self.traffic
+            .count(flow, record_bytes(Some(key), value, std::iter::empty()));
+        Ok(at)
+    }
 }
 
 /// Applies journal records read during a restore.
@@ -218,8 +252,7 @@ pub(crate) fn restore(
     };
     // Bulk of the journal up to the reported end; the claim below finds the exact end.
     let mut next = start;
-    kafka::read_range(
-        c.reader,
+    c.read_range(
         &c.topics.journal,
         partition,
         next,
@@ -266,15 +299,15 @@ pub(crate) fn restore(
             outputs: Vec::new(),
         };
         let bytes = sagaflow_avro::internal::encode(&claim)?;
-        let at = kafka::write_and_locate(
-            c.producer,
+        let at = c.write_and_locate(
+            Flow::Journal,
             &c.topics.journal,
             partition,
             c.writer.as_bytes(),
             Some(&bytes),
         )?;
         sagaflow_failpoints::hit(sagaflow_failpoints::CLAIM_WRITTEN);
-        kafka::read_range(c.reader, &c.topics.journal, partition, next, at + 1, |m| {
+        c.read_range(&c.topics.journal, partition, next, at + 1, |m| {
             next = m.offset() + 1;
             replay.record(m.offset(), m.payload())
         })?;
@@ -292,8 +325,8 @@ pub(crate) fn restore(
         // this marker was written by a fenced owner (see `from_changelog`). A value, not a
         // tombstone, and a key of its own, so compaction never removes it.
         let epoch = replay.chain.epoch;
-        let _ = kafka::write_and_locate(
-            c.producer,
+        let _ = c.write_and_locate(
+            Flow::Changelog,
             &c.topics.changelog,
             partition,
             format!("{OWNER_PREFIX}{epoch}").as_bytes(),
@@ -372,8 +405,8 @@ fn from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<Meta> {
     let (low, _) = kafka::watermarks(c.reader, &c.topics.changelog, partition)?;
     // Our own marker record gives the exact end (see `kafka::write_and_locate`).
     let marker = format!("{RESERVED_PREFIX}restore/{}", c.writer);
-    let end = kafka::write_and_locate(
-        c.producer,
+    let end = c.write_and_locate(
+        Flow::Changelog,
         &c.topics.changelog,
         partition,
         marker.as_bytes(),
@@ -389,57 +422,50 @@ fn from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<Meta> {
     let mut stale = 0u64;
     // The newest owner epoch whose claim marker has been read so far.
     let mut newest_owner = 0i64;
-    kafka::read_range(
-        c.reader,
-        &c.topics.changelog,
-        partition,
-        low,
-        end + 1,
-        |m| {
-            let Some(key) = m.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
-                return Ok(());
-            };
-            if key == CHECKPOINT_KEY {
-                if let Some(bytes) = m.payload() {
-                    let cp: Checkpoint = c.codec.decode(bytes).map_err(|e| Error::Journal {
-                        topic: c.topics.changelog.clone(),
-                        partition,
-                        offset: m.offset(),
-                        message: e.to_string(),
-                    })?;
-                    if checkpoint
-                        .as_ref()
-                        .is_some_and(|best| best.journal_offset > cp.journal_offset)
-                    {
-                        stale += 1;
-                    } else {
-                        checkpoint = Some(cp);
-                    }
-                }
-            } else if let Some(epoch) = key.strip_prefix(OWNER_PREFIX) {
-                newest_owner = newest_owner.max(epoch.parse().unwrap_or(0));
-            } else if !key.starts_with(RESERVED_PREFIX) || parked::is_parked_key(&key) {
-                let source = kafka::source_offset(m);
-                match latest.get(&key) {
-                    Some(kept) if kept.source > source => stale += 1,
-                    _ => {
-                        // Written by an owner after a newer one had claimed the partition.
-                        let late = kafka::writer_epoch(m).is_some_and(|e| e < newest_owner);
-                        let state = m.payload().map(<[u8]>::to_vec);
-                        let _ = latest.insert(
-                            key,
-                            Kept {
-                                source,
-                                state,
-                                late,
-                            },
-                        );
-                    }
+    c.read_range(&c.topics.changelog, partition, low, end + 1, |m| {
+        let Some(key) = m.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
+            return Ok(());
+        };
+        if key == CHECKPOINT_KEY {
+            if let Some(bytes) = m.payload() {
+                let cp: Checkpoint = c.codec.decode(bytes).map_err(|e| Error::Journal {
+                    topic: c.topics.changelog.clone(),
+                    partition,
+                    offset: m.offset(),
+                    message: e.to_string(),
+                })?;
+                if checkpoint
+                    .as_ref()
+                    .is_some_and(|best| best.journal_offset > cp.journal_offset)
+                {
+                    stale += 1;
+                } else {
+                    checkpoint = Some(cp);
                 }
             }
-            Ok(())
-        },
-    )?;
+        } else if let Some(epoch) = key.strip_prefix(OWNER_PREFIX) {
+            newest_owner = newest_owner.max(epoch.parse().unwrap_or(0));
+        } else if !key.starts_with(RESERVED_PREFIX) || parked::is_parked_key(&key) {
+            let source = kafka::source_offset(m);
+            match latest.get(&key) {
+                Some(kept) if kept.source > source => stale += 1,
+                _ => {
+                    // Written by an owner after a newer one had claimed the partition.
+                    let late = kafka::writer_epoch(m).is_some_and(|e| e < newest_owner);
+                    let state = m.payload().map(<[u8]>::to_vec);
+                    let _ = latest.insert(
+                        key,
+                        Kept {
+                            source,
+                            state,
+                            late,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(())
+    })?;
     if stale > 0 {
         warn!(
             partition,
@@ -543,61 +569,54 @@ fn recheck_late_states(
     // The record at `from` counted (its state was flushed, and owners flush only records that
     // counted), so the chain resumes there with that record's owner.
     let mut chain: Option<Chain> = None;
-    kafka::read_range(
-        c.reader,
-        &c.topics.journal,
-        partition,
-        from,
-        through + 1,
-        |m| {
-            let offset = m.offset();
-            let bytes = m.payload().ok_or_else(|| Error::Journal {
-                topic: c.topics.journal.clone(),
-                partition,
-                offset,
-                message: "empty journal record".into(),
-            })?;
-            let record: JournalRecord = c.codec.decode(bytes).map_err(|e| Error::Journal {
-                topic: c.topics.journal.clone(),
-                partition,
-                offset,
-                message: e.to_string(),
-            })?;
-            let header = JournalHeader {
-                kind: record.kind,
-                epoch: record.epoch,
-                writer: &record.writer,
-                base: record.base,
-            };
-            let counts = match chain.as_mut() {
-                Some(chain) => chain.apply(offset, header) == ChainVerdict::Valid,
-                None => {
-                    chain = Some(Chain {
-                        last_valid: offset,
-                        epoch: record.epoch,
-                        writer: record.writer.clone(),
-                        max_epoch: record.epoch,
-                    });
-                    true
-                }
-            };
-            if counts {
-                for entry in &record.states {
-                    if let Some(kept) = keys
-                        .contains(entry.saga_id.as_str())
-                        .then(|| latest.get_mut(&entry.saga_id))
-                        .flatten()
-                    {
-                        if offset > kept.source {
-                            kept.source = offset;
-                            kept.state = entry.state.clone();
-                        }
+    c.read_range(&c.topics.journal, partition, from, through + 1, |m| {
+        let offset = m.offset();
+        let bytes = m.payload().ok_or_else(|| Error::Journal {
+            topic: c.topics.journal.clone(),
+            partition,
+            offset,
+            message: "empty journal record".into(),
+        })?;
+        let record: JournalRecord = c.codec.decode(bytes).map_err(|e| Error::Journal {
+            topic: c.topics.journal.clone(),
+            partition,
+            offset,
+            message: e.to_string(),
+        })?;
+        let header = JournalHeader {
+            kind: record.kind,
+            epoch: record.epoch,
+            writer: &record.writer,
+            base: record.base,
+        };
+        let counts = match chain.as_mut() {
+            Some(chain) => chain.apply(offset, header) == ChainVerdict::Valid,
+            None => {
+                chain = Some(Chain {
+                    last_valid: offset,
+                    epoch: record.epoch,
+                    writer: record.writer.clone(),
+                    max_epoch: record.epoch,
+                });
+                true
+            }
+        };
+        if counts {
+            for entry in &record.states {
+                if let Some(kept) = keys
+                    .contains(entry.saga_id.as_str())
+                    .then(|| latest.get_mut(&entry.saga_id))
+                    .flatten()
+                {
+                    if offset > kept.source {
+                        kept.source = offset;
+                        kept.state = entry.state.clone();
                     }
                 }
             }
-            Ok(())
-        },
-    )?;
+        }
+        Ok(())
+    })?;
     let replaced = late
         .iter()
         .filter(|(key, source)| latest.get(key).is_some_and(|kept| kept.source != *source))

@@ -20,6 +20,7 @@ use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use sagaflow_avro::{AsyncCodec, Command, RegistrySettings, Reply, ReplyError, Subject};
 use sagaflow_kafka::hops::Histogram;
+use sagaflow_kafka::otlp::{self, Exporter, Span, SpanKind};
 use sagaflow_kafka::{trace, KafkaSettings};
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -61,7 +62,9 @@ pub struct WorkerConfig {
     pub dedupe_capacity: usize,
     /// Commands handled concurrently.
     pub concurrency: usize,
-    /// Longest broker-side wait of a fetch, in ms (latency versus fetch requests).
+    /// Longest broker-side wait of a fetch, in ms (`fetch.wait.max.ms`, which the user's
+    /// Kafka properties override); [`sagaflow_kafka::FETCH_WAIT_MAX_MS`] suits a complete
+    /// broker.
     pub fetch_wait_max_ms: u64,
 }
 
@@ -175,6 +178,8 @@ pub struct Worker {
     dedupe: Arc<Mutex<Dedupe>>,
     /// Counters.
     pub stats: Arc<WorkerStats>,
+    /// Where its spans go, if anywhere.
+    spans: Option<Exporter>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -251,7 +256,16 @@ impl Worker {
             producer,
             handler,
             stats: Arc::new(WorkerStats::default()),
+            spans: None,
         })
+    }
+
+    /// The same worker, exporting a span for each command fetched (`command_wait`, from the
+    /// engine's send) and each reply produced (`reply_ack`, until the broker acknowledged it),
+    /// in the saga's trace, to `exporter` (see [`sagaflow_kafka::otlp`]).
+    pub fn with_spans(mut self, exporter: Exporter) -> Self {
+        self.spans = Some(exporter);
+        self
     }
 
     /// Runs until `shutdown` resolves.
@@ -455,9 +469,14 @@ impl Worker {
             return Ok(());
         };
         // CreateTime only: a LogAppendTime topic's timestamps leave the engine's leg out.
-        if let Timestamp::CreateTime(sent) = message.timestamp() {
-            self.stats.command_wait.observe_ms(now_ms() - sent);
-        }
+        let sent = match message.timestamp() {
+            Timestamp::CreateTime(sent) => {
+                self.stats.command_wait.observe_ms(now_ms() - sent);
+                Some(sent)
+            }
+            _ => None,
+        };
+        let fetched = std::time::SystemTime::now();
         let command: Command = match self.codec.decode(payload).await {
             Ok(c) => c,
             // The registry is down: the command is fine, and must wait for it.
@@ -483,6 +502,30 @@ impl Worker {
             .and_then(trace::TraceParent::parse)
             .map(|t| format!("{:032x}", t.trace_id))
             .unwrap_or_default();
+        if let (Some(spans), Some(parent), Some(sent)) = (&self.spans, &traceparent, sent) {
+            let start =
+                std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(sent).unwrap_or(0));
+            let id = otlp::span_id(&[
+                message.topic(),
+                &message.partition().to_string(),
+                &message.offset().to_string(),
+                "command",
+            ]);
+            if let Some(span) = Span::child_of(
+                parent,
+                id,
+                "command_wait",
+                SpanKind::Consumer,
+                start.min(fetched),
+                fetched,
+            ) {
+                spans.record(
+                    span.with("saga.id", &command.saga_id)
+                        .with("messaging.destination.name", message.topic())
+                        .with("messaging.message.id", &command.message_id),
+                );
+            }
+        }
         let span = info_span!("command", saga_id = %command.saga_id, step = %command.step, phase = command.phase.as_str(), attempt = command.attempt, trace_id = %trace_id);
         async {
             let key = command.idempotency_key.clone();
@@ -539,7 +582,8 @@ impl Worker {
             key: "sagaflow-id",
             value: Some(reply.message_id.as_bytes()),
         });
-        if let Some(traceparent) = parent.and_then(|p| trace::child(p, &reply.message_id)) {
+        let child = parent.and_then(|p| trace::child(p, &reply.message_id));
+        if let Some(traceparent) = &child {
             headers = headers.insert(KafkaHeader {
                 key: trace::TRACEPARENT,
                 value: Some(traceparent.as_bytes()),
@@ -550,11 +594,31 @@ impl Worker {
             .payload(&value)
             .headers(headers);
         let sending = std::time::Instant::now();
+        let sending_at = std::time::SystemTime::now();
         self.producer
             .send(record, Timeout::After(Duration::from_secs(30)))
             .await
             .map(|delivery| {
                 self.stats.reply_ack.observe(sending.elapsed());
+                let ids = child.as_deref().and_then(trace::TraceParent::parse);
+                if let (Some(spans), Some(parent), Some(ids)) = (&self.spans, parent, ids) {
+                    // The reply's own span, the one its traceparent names.
+                    let done = sending_at + sending.elapsed();
+                    if let Some(span) = Span::child_of(
+                        parent,
+                        ids.span_id,
+                        "reply_ack",
+                        SpanKind::Producer,
+                        sending_at,
+                        done,
+                    ) {
+                        spans.record(
+                            span.with("saga.id", &reply.saga_id)
+                                .with("messaging.destination.name", topic)
+                                .with("messaging.message.id", &reply.message_id),
+                        );
+                    }
+                }
                 debug!(id = %reply.message_id, partition = delivery.partition, offset = delivery.offset, "reply sent");
             })
             .map_err(|(source, _)| Error::Kafka {

@@ -17,6 +17,8 @@ pub(super) struct Batch {
     /// The events decided, counted in the metrics once the record is written: a batch decided
     /// again after a resync is not counted twice.
     pub(super) events: Vec<sagaflow_avro::EventType>,
+    /// The decisions whose spans are exported (empty unless they are).
+    pub(super) traced: Vec<Traced>,
 }
 
 #[derive(Debug)]
@@ -30,6 +32,16 @@ pub(super) struct InFlight {
     pub(super) fired: Vec<(i64, String)>,
     pub(super) sources: Vec<(String, i64)>,
     pub(super) events: Vec<sagaflow_avro::EventType>,
+    pub(super) traced: Vec<Traced>,
+}
+
+/// A journal acknowledgement: the record's sequence number, and when it was produced and
+/// acknowledged (for its spans).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Acked {
+    pub(crate) seq: u64,
+    pub(crate) produced: std::time::SystemTime,
+    pub(crate) acknowledged: std::time::SystemTime,
 }
 
 /// A record the task produced and waits on.
@@ -112,6 +124,7 @@ impl Task {
             fired: batch.fired,
             sources: batch.sources,
             events: batch.events,
+            traced: batch.traced,
         };
         self.produce(flight).map(Some)
     }
@@ -147,6 +160,7 @@ impl Task {
             fired: Vec::new(),
             sources: Vec::new(),
             events: Vec::new(),
+            traced: Vec::new(),
         };
         self.produce(flight).map(Some)
     }
@@ -194,9 +208,10 @@ impl Task {
         &mut self,
         env: &TaskEnv<'_>,
         relay: &mut Relay,
-        seq: u64,
+        ack: &Acked,
         result: std::result::Result<i64, JournalFailure>,
     ) -> Result<()> {
+        let seq = ack.seq;
         let Some(front) = self.inflight.front() else {
             return Ok(());
         };
@@ -280,9 +295,29 @@ impl Task {
             .collect();
         sagaflow_failpoints::hit(sagaflow_failpoints::JOURNAL_ACKED);
         let applying = std::time::Instant::now();
+        let applying_at = std::time::SystemTime::now();
         env.store
             .apply(self.partition, offset, &writes, &flight.fired, &self.meta)?;
         env.metrics.hops.state_apply.observe(applying.elapsed());
+        let spans = &env.metrics.spans;
+        let p = self.partition;
+        spans.journal(
+            "journal_ack",
+            &flight.traced,
+            p,
+            offset,
+            ack.produced,
+            ack.acknowledged,
+        );
+        let applied_at = std::time::SystemTime::now();
+        spans.journal(
+            "state_apply",
+            &flight.traced,
+            p,
+            offset,
+            applying_at,
+            applied_at,
+        );
         for (due, target) in flight.timers.into_iter().flatten() {
             self.wheel.offer(due, target);
         }

@@ -29,6 +29,7 @@ use crate::parked;
 use crate::partitioner::partition_for;
 use crate::relay::Relay;
 use crate::restore::Restored;
+use crate::spans::{InputRef, Traced};
 use crate::store::{ChainMeta, Meta, RelayMark, StateWrite, Store};
 use crate::topics::{InputKind, Topics};
 use crate::wheel::{Target, Wheel};
@@ -38,7 +39,7 @@ mod dispatch;
 mod journal;
 mod parking;
 
-pub(crate) use journal::{resume_relay, Produce};
+pub(crate) use journal::{resume_relay, Acked, Produce};
 use journal::{Batch, InFlight};
 
 /// Shared, read-only things a task needs.
@@ -349,9 +350,25 @@ impl Task {
         input: &Input,
         record: Option<InputRecord<'_>>,
     ) -> Result<Outcome> {
+        let from = record.as_ref().map(|r| InputRef {
+            topic: r.topic,
+            partition: self.partition,
+            offset: r.offset,
+        });
         let deciding = std::time::Instant::now();
+        let deciding_at = std::time::SystemTime::now();
         let outcome = self.decide_and_stage(env, now, input, record);
         env.metrics.hops.decision.observe(deciding.elapsed());
+        if matches!(outcome, Ok(Outcome::Applied)) {
+            let end = std::time::SystemTime::now();
+            if let Some(traced) =
+                env.metrics
+                    .spans
+                    .decision(input.saga_id(), from, deciding_at, end)
+            {
+                self.batch.traced.push(traced);
+            }
+        }
         outcome
     }
 
