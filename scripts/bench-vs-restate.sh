@@ -145,17 +145,6 @@ tee_log() { tee -a "$1" | sed -u "s|^|$me: $2: |" >&2; }
 # Whether version $1 is at least version $2 (dotted numbers).
 version_ge() { printf '%s\n%s\n' "$2" "$1" | sort -V -C; }
 
-# N distinct free loopback ports, one a line.
-free_ports() {
-  python3 - "$1" <<'PY'
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print("\n".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
-
 # --- Restate ----------------------------------------------------------------------------------
 
 install_restate() {

@@ -94,3 +94,14 @@ for p in sys.argv[1:] + ["0"]:
     break
 PY
 }
+
+# N distinct free loopback ports, one a line (all held at once while picking, so none repeats).
+free_ports() {
+  python3 - "$1" <<'PY'
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print("\n".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
