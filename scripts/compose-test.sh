@@ -17,18 +17,9 @@ me=compose-test.sh
 
 sagaflow=${1:-target/debug/sagaflow}
 [ -x "$sagaflow" ] || { echo "$me: $sagaflow is missing; build it first (cargo build -p sagaflow)" >&2; exit 1; }
-command -v go >/dev/null 2>&1 || { echo "$me: the Go toolchain is needed to build compose-go's checker (https://go.dev/dl)" >&2; exit 1; }
-
-cache=${SAGAFLOW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sagaflow}
-mkdir -p "$cache" && cache=$(cd "$cache" && pwd)  # absolute: the build below runs elsewhere
-src=scripts/compose-check
-hash=$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" | sha256sum | cut -c1-12)
-checker=$cache/compose-check-$hash/compose-check
-if [ ! -x "$checker" ]; then
-  echo "$me: building compose-check (compose-go from the Go module proxy, once)..." >&2
-  mkdir -p "$(dirname "$checker")"
-  (cd "$src" && go build -mod=readonly -o "$checker.tmp" .) && mv "$checker.tmp" "$checker"
-fi
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+checker=$(go_tool compose-check)
 
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 
@@ -116,4 +107,4 @@ if out=$(check_services "$work/broken.yml" 2>&1); then
   echo "$me: a misspelt SAGAFLOW_ variable was accepted" >&2; exit 1
 fi
 grep -q "does not read SAGAFLOW_HTTP_LISTN" <<<"$out" || { echo "$me: a misspelt variable was refused for another reason: $out" >&2; exit 1; }
-echo "compose: docker-compose.yml is valid (compose-go $(sed -n 's/.*compose-go\/v2 \(v[0-9.]*\).*/\1/p' "$src/go.mod")); 4 broken copies refused" >&2
+echo "compose: docker-compose.yml is valid (compose-go $(sed -n 's/.*compose-go\/v2 \(v[0-9.]*\).*/\1/p' scripts/compose-check/go.mod)); 4 broken copies refused" >&2

@@ -1,4 +1,4 @@
-# Shell helpers shared by broker.sh, connect.sh and postgres.sh: sourced, not run. The caller sets
+# Shell helpers shared by the scripts: sourced, not run. The caller sets
 # `me` (its name, for messages) first.
 
 # Installs Debian packages with apt-get (as root, or with sudo); `java` stands for a Java 17+
@@ -104,4 +104,24 @@ for s in socks:
     s.bind(("127.0.0.1", 0))
 print("\n".join(str(s.getsockname()[1]) for s in socks))
 PY
+}
+
+# Prints the path of the Go program scripts/NAME (main.go, go.mod, go.sum), building it first
+# with the Go toolchain (modules from the Go module proxy) into
+# ${SAGAFLOW_CACHE:-${XDG_CACHE_HOME:-~/.cache}/sagaflow}/NAME-<hash of its source> unless it is
+# there. Run from the repository root.
+go_tool() {
+  local name=$1 src=scripts/$1 cache hash bin
+  command -v go >/dev/null 2>&1 \
+    || { echo "$me: the Go toolchain is needed to build $name (https://go.dev/dl)" >&2; exit 1; }
+  cache=${SAGAFLOW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sagaflow}
+  mkdir -p "$cache" && cache=$(cd "$cache" && pwd)  # absolute: the build runs in $src
+  hash=$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" | sha256sum | cut -c1-12)
+  bin=$cache/$name-$hash/$name
+  if [ ! -x "$bin" ]; then
+    echo "$me: building $name (Go modules from the module proxy, once)..." >&2
+    mkdir -p "$(dirname "$bin")"
+    (cd "$src" && go build -mod=readonly -o "$bin.tmp$$" .) && mv "$bin.tmp$$" "$bin"
+  fi
+  echo "$bin"
 }

@@ -83,42 +83,15 @@ impl Drop for OtlpSink {
     }
 }
 
-/// The sink's binary: built with `go build` (modules from the Go module proxy) into
-/// `${SAGAFLOW_CACHE:-~/.cache/sagaflow}/otlp-sink-<hash of its source>` the first time.
+/// The sink's binary, built once into the cache by `go_tool` of `scripts/lib.sh` (the same
+/// way `scripts/compose-test.sh` builds its checker).
 fn binary() -> PathBuf {
-    let src = root().join("scripts/otlp-sink");
-    // FNV-1a over the source files: a new source gets a new binary.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for file in ["main.go", "go.mod", "go.sum"] {
-        let bytes = std::fs::read(src.join(file))
-            .unwrap_or_else(|e| panic!("reading scripts/otlp-sink/{file}: {e}"));
-        for b in bytes {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    let cache = std::env::var_os("SAGAFLOW_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("sagaflow")))
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/sagaflow")
-        });
-    let dir = cache.join(format!("otlp-sink-{:012x}", hash & 0xffff_ffff_ffff));
-    let bin = dir.join("otlp-sink");
-    if bin.exists() {
-        return bin;
-    }
-    std::fs::create_dir_all(&dir).expect("create the otlp-sink cache directory");
-    let tmp = dir.join(format!("otlp-sink.tmp{}", std::process::id()));
-    eprintln!("building otlp-sink (the OpenTelemetry Collector's pdata, from the Go module proxy, once)...");
-    let status = Command::new("go")
-        .args(["build", "-mod=readonly", "-o"])
-        .arg(&tmp)
-        .arg(".")
-        .current_dir(&src)
-        .status()
-        .expect("run go build (Go is needed for the OTLP test)");
-    assert!(status.success(), "go build of scripts/otlp-sink failed");
-    std::fs::rename(&tmp, &bin).expect("move otlp-sink into place");
-    bin
+    let out = Command::new("bash")
+        .args(["-c", "me=otlp-sink; . scripts/lib.sh && go_tool otlp-sink"])
+        .current_dir(root())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run bash for scripts/lib.sh go_tool");
+    assert!(out.status.success(), "building scripts/otlp-sink failed");
+    PathBuf::from(String::from_utf8(out.stdout).expect("a path").trim())
 }

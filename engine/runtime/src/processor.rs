@@ -586,10 +586,12 @@ impl Processor {
                 let spans = &self.ctx.metrics.spans;
                 // Inputs keyed by their saga's id; signals and correlations are keyed by a
                 // correlation value, and their saga is known only once matched.
-                let saga = matches!(flow, Flow::Start | Flow::Reply)
-                    .then(|| message.key().and_then(|k| std::str::from_utf8(k).ok()))
-                    .flatten();
-                if let (true, Some(saga_id)) = (spans.on(), saga) {
+                let saga = || {
+                    matches!(flow, Flow::Start | Flow::Reply)
+                        .then(|| message.key().and_then(|k| std::str::from_utf8(k).ok()))
+                        .flatten()
+                };
+                if let Some(saga_id) = spans.on().then(saga).flatten() {
                     let traceparent = headers
                         .iter()
                         .find(|h| h.name == sagaflow_kafka::trace::TRACEPARENT)

@@ -125,13 +125,12 @@ impl Spans {
             return None;
         }
         let trace_id = trace::saga_trace(&self.group, saga_id);
-        let nanos = start
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-            .to_string();
         let span_id = match input {
             Some(i) => i.span_id("decision"),
-            None => otlp::span_id(&[saga_id, &nanos, "timer"]),
+            None => {
+                let nanos = start.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+                otlp::span_id(&[saga_id, &nanos.to_string(), "timer"])
+            }
         };
         self.record(Span {
             trace_id,

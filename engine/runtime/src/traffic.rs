@@ -100,11 +100,9 @@ impl Flow {
         )
     }
 
+    /// Its slot in [`Traffic`]: the variants are declared in the order of [`Flow::ALL`].
     fn index(self) -> usize {
-        Self::ALL
-            .iter()
-            .position(|f| *f == self)
-            .expect("every flow is listed")
+        self as usize
     }
 }
 

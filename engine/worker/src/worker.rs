@@ -476,7 +476,7 @@ impl Worker {
             }
             _ => None,
         };
-        let fetched = std::time::SystemTime::now();
+        let fetched = self.spans.is_some().then(std::time::SystemTime::now);
         let command: Command = match self.codec.decode(payload).await {
             Ok(c) => c,
             // The registry is down: the command is fine, and must wait for it.
@@ -502,7 +502,9 @@ impl Worker {
             .and_then(trace::TraceParent::parse)
             .map(|t| format!("{:032x}", t.trace_id))
             .unwrap_or_default();
-        if let (Some(spans), Some(parent), Some(sent)) = (&self.spans, &traceparent, sent) {
+        if let (Some(spans), Some(parent), Some(sent), Some(fetched)) =
+            (&self.spans, &traceparent, sent, fetched)
+        {
             let start =
                 std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(sent).unwrap_or(0));
             let id = otlp::span_id(&[
