@@ -145,6 +145,12 @@ struct BenchReport {
 }
 
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    // Before minutes of measuring, not after.
+    if let Some(bad) = args.rates.iter().find(|r| !(r.is_finite() && **r > 0.0)) {
+        anyhow::bail!(
+            "--rates: {bad} is not a rate; give sagas per second above 0, e.g. --rates 100,200"
+        );
+    }
     let definitions = sagaflow_definition::load_dir(&args.definitions)
         .map_err(|d| anyhow::anyhow!("{d}"))
         .with_context(|| format!("loading definitions from {}", args.definitions.display()))?;
@@ -245,10 +251,6 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let mut rates = Vec::with_capacity(args.rates.len());
     for &rate in &args.rates {
-        anyhow::ensure!(
-            rate.is_finite() && rate > 0.0,
-            "--rates: {rate} is not a rate; give sagas per second above 0, e.g. --rates 100,200"
-        );
         let count = ((rate * args.rate_secs as f64) as usize).max(10);
         progress(&args, &format!("{count} sagas at a constant {rate:.0}/s"));
         rates.push(measure.phase(Load::new("rate", count), Some(rate)).await?);
