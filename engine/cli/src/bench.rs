@@ -171,7 +171,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Some(url) => Some(args.registry_auth.settings(url)?),
         None => None,
     };
-    progress(&args, "measuring the raw broker baseline");
+    progress("measuring the raw broker baseline");
     let broker = baseline(
         &kafka,
         policy,
@@ -210,18 +210,14 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     // Warm-up: schema registrations, first fetches, group join.
     let _ = measure.phase(Load::new("warm", 20), None).await?;
 
-    progress(
-        &args,
-        &format!("peak: {} sagas as fast as possible", args.sagas),
-    );
+    progress(&format!("peak: {} sagas as fast as possible", args.sagas));
     let peak = measure.phase(Load::new("peak", args.sagas), None).await?;
 
     let rate = (peak.load.sagas_per_s / 2.0).max(1.0);
     let count = ((rate * args.half_load_secs as f64) as usize).max(10);
-    progress(
-        &args,
-        &format!("half load: {count} sagas at a constant {rate:.0}/s"),
-    );
+    progress(&format!(
+        "half load: {count} sagas at a constant {rate:.0}/s"
+    ));
     let pages = || {
         format!(
             "{}{}",
@@ -252,7 +248,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut rates = Vec::with_capacity(args.rates.len());
     for &rate in &args.rates {
         let count = ((rate * args.rate_secs as f64) as usize).max(10);
-        progress(&args, &format!("{count} sagas at a constant {rate:.0}/s"));
+        progress(&format!("{count} sagas at a constant {rate:.0}/s"));
         rates.push(measure.phase(Load::new("rate", count), Some(rate)).await?);
     }
     stack.stop().await?;
@@ -310,10 +306,9 @@ pub(crate) async fn bench_stack(
     .await
 }
 
-fn progress(args: &BenchArgs, message: &str) {
-    if !args.json {
-        eprintln!("bench: {message}");
-    }
+/// Progress goes to stderr, with `--json` too: the report alone goes to stdout.
+fn progress(message: &str) {
+    eprintln!("bench: {message}");
 }
 
 fn print_table(r: &BenchReport) {

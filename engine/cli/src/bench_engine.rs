@@ -33,7 +33,8 @@ impl EngineProcess {
             .unwrap_or(0.0)
     }
 
-    /// A metric of the engine without labels; 0 if absent or unreachable.
+    /// A series of the engine's metrics, by its name and labels exactly as `/metrics` prints
+    /// them (`name` alone for a metric without labels); 0 if absent or unreachable.
     pub(crate) async fn metric(&self, name: &str) -> f64 {
         let Ok(body) = http_get(&self.metrics_url).await else {
             return 0.0;
@@ -59,6 +60,13 @@ impl EngineProcess {
             );
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
+        Ok(())
+    }
+
+    /// Kills the engine as a crash would (SIGKILL: no hand-over, no flush) and reaps it.
+    pub(crate) fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill().context("killing the engine")?;
+        let _ = self.child.wait().context("waiting for the killed engine")?;
         Ok(())
     }
 

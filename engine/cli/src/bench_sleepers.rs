@@ -1,8 +1,10 @@
 //! `sagaflow bench-sleepers`: holds many sagas asleep in a wait step (`examples/sleepers.yaml`)
 //! and reports what that costs and how it recovers:
 //! - the engine's RSS with all of them asleep;
-//! - the time a new node needs to take the partitions over after a clean stop (restore from the
-//!   changelog into an empty state directory, until it decides again);
+//! - the time until the sagas' partitions decide again after a hand-over (`--handover`): a clean
+//!   stop or a crash with a new node restoring from the changelog into an empty state directory,
+//!   or a crash and a restart in place with the same static member id and state directory;
+//! - the outputs the new node sent again;
 //! - how late they wake, measured from each saga's due time to the decision that ended its
 //!   wait (the `at` of its `SAGA_COMPLETED` event);
 //!
@@ -55,9 +57,23 @@ pub(crate) struct BenchSleepersArgs {
     /// Directory of saga definitions (must hold `sleepers`).
     #[arg(long, default_value = "examples")]
     definitions: std::path::PathBuf,
+    /// How the first node hands its sagas over: `term` stops it cleanly and a new node restores
+    /// on an empty state directory; `kill` is a crash (SIGKILL) with the same new node, which
+    /// waits out the dead member's session; `kill-in-place` is a crash and a restart with the same
+    /// static member id (instance-id) and the same state directory, as a Kubernetes pod restarts.
+    #[arg(long, value_enum, default_value_t = Handover::Term)]
+    handover: Handover,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Handover {
+    Term,
+    Kill,
+    KillInPlace,
 }
 
 #[derive(Debug, Serialize)]
@@ -70,10 +86,14 @@ struct SleepersReport {
     /// The first node's RSS with every saga asleep, and its peak.
     asleep_rss_mib: f64,
     asleep_peak_rss_mib: f64,
-    /// A clean stop of the first node (SIGTERM until it exited).
+    handover: Handover,
+    /// From the signal until the first node exited (a SIGKILL takes no time).
     stop_secs: f64,
-    /// From the second node's start, on an empty state directory, until it decided again.
+    /// From the second node's start until it decided again.
     restore_secs: f64,
+    /// Outputs (commands, events, delayed deliveries) the second node sent again because the
+    /// first one's sends were not known to be acknowledged.
+    resent_outputs: f64,
     /// The second node's RSS once it had restored, and its peak over the whole run.
     restored_rss_mib: f64,
     restored_peak_rss_mib: f64,
@@ -86,10 +106,9 @@ struct SleepersReport {
     woken_per_s: f64,
 }
 
-fn progress(args: &BenchSleepersArgs, message: &str) {
-    if !args.json {
-        eprintln!("bench-sleepers: {message}");
-    }
+/// Progress goes to stderr, with `--json` too: the report alone goes to stdout.
+fn progress(message: &str) {
+    eprintln!("bench-sleepers: {message}");
 }
 
 pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
@@ -102,7 +121,7 @@ pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
     let run_id = format!("{:x}", now_ms());
     let kafka = args.kafka.settings()?;
     let policy = args.topics.policy()?;
-    progress(&args, "measuring the raw broker baseline");
+    progress("measuring the raw broker baseline");
     let broker = baseline(
         &kafka,
         policy,
@@ -111,13 +130,10 @@ pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
         &run_id,
     )
     .await?;
-    progress(
-        &args,
-        &format!(
-            "raw broker: produce {:.0} msg/s, consume {:.0} msg/s",
-            broker.produce_msgs_per_s, broker.consume_msgs_per_s
-        ),
-    );
+    progress(&format!(
+        "raw broker: produce {:.0} msg/s, consume {:.0} msg/s",
+        broker.produce_msgs_per_s, broker.consume_msgs_per_s
+    ));
 
     let group = format!("sleepers-{run_id}");
     let names = Topics::new(&group);
@@ -128,6 +144,13 @@ pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
         .context("starting the local schema registry")?;
     let first_dir = std::env::temp_dir().join(format!("sagaflow-{group}-first"));
     let second_dir = std::env::temp_dir().join(format!("sagaflow-{group}-second"));
+    // A static member id only where the restart is in place: the new node of `term` and `kill`
+    // stands for another machine.
+    let instance = format!("{group}-0");
+    let env: Vec<(&str, &str)> = match args.handover {
+        Handover::KillInPlace => vec![("SAGAFLOW_INSTANCE_ID", instance.as_str())],
+        Handover::Term | Handover::Kill => Vec::new(),
+    };
     let spawn = |dir: &std::path::Path| {
         spawn_engine(
             &args.kafka,
@@ -137,7 +160,7 @@ pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
             args.partitions,
             dir,
             &args.definitions,
-            &[],
+            &env,
         )
     };
     let mut first = spawn(&first_dir)?;
@@ -152,13 +175,10 @@ pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
     let due: Vec<i64> = (0..args.sagas)
         .map(|_| first_due + rand::random_range(0..spread))
         .collect();
-    progress(
-        &args,
-        &format!(
-            "starting {} sagas that wake over {} s, from {} s on",
-            args.sagas, args.spread_secs, args.lead_secs
-        ),
-    );
+    progress(&format!(
+        "starting {} sagas that wake over {} s, from {} s on",
+        args.sagas, args.spread_secs, args.lead_secs
+    ));
     let producer: FutureProducer = kafka.producer_config(5).create()?;
     let starting = tokio::spawn(start_all(
         producer.clone(),
@@ -183,14 +203,11 @@ pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
         if last_report.elapsed() >= Duration::from_secs(5) {
             last_report = Instant::now();
             peak = peak.max(first.rss_kib("VmRSS:"));
-            progress(
-                &args,
-                &format!(
-                    "{:>5.0} s: {decided:.0} started, engine RSS {:.0} MiB",
-                    (now_ms() - started) as f64 / 1000.0,
-                    first.rss_kib("VmRSS:") / 1024.0
-                ),
-            );
+            progress(&format!(
+                "{:>5.0} s: {decided:.0} started, engine RSS {:.0} MiB",
+                (now_ms() - started) as f64 / 1000.0,
+                first.rss_kib("VmRSS:") / 1024.0
+            ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -200,20 +217,28 @@ pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let asleep_rss = first.rss_kib("VmRSS:");
     let asleep_peak = first.rss_kib("VmHWM:").max(peak);
-    progress(
-        &args,
-        &format!(
-            "all asleep: engine RSS {:.0} MiB; stopping it and restoring on a new node",
-            asleep_rss / 1024.0
-        ),
-    );
+    progress(&format!(
+        "all asleep: engine RSS {:.0} MiB; {}",
+        asleep_rss / 1024.0,
+        match args.handover {
+            Handover::Term => "stopping it and restoring on a new node",
+            Handover::Kill => "killing it (SIGKILL) and restoring on a new node",
+            Handover::KillInPlace => "killing it (SIGKILL) and restarting it in place",
+        }
+    ));
 
     let stopping = Instant::now();
-    first.terminate()?;
+    match args.handover {
+        Handover::Term => first.terminate()?,
+        Handover::Kill | Handover::KillInPlace => first.kill()?,
+    }
     let stop_secs = stopping.elapsed().as_secs_f64();
     drop(first);
     let restoring = Instant::now();
-    let second = spawn(&second_dir)?;
+    let second = spawn(match args.handover {
+        Handover::KillInPlace => &first_dir,
+        Handover::Term | Handover::Kill => &second_dir,
+    })?;
     // A probe saga that wakes at once: the new node has restored when it decides again.
     let probe = format!("probe-{run_id}");
     crate::start::send_start(&producer, &codec, &names.starts, &sleeper(&probe, now_ms())).await?;
@@ -227,19 +252,19 @@ pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
     }
     let restore_secs = restoring.elapsed().as_secs_f64();
     let restored_rss = second.rss_kib("VmRSS:");
-    progress(
-        &args,
-        &format!(
-            "restored on the new node in {restore_secs:.1} s (RSS {:.0} MiB)",
-            restored_rss / 1024.0
-        ),
-    );
+    let resent_outputs = second
+        .metric(r#"sagaflow_broker_records_total{direction="write",kind="resend",part="overhead"}"#)
+        .await;
+    progress(&format!(
+        "restored on the new node in {restore_secs:.1} s (RSS {:.0} MiB)",
+        restored_rss / 1024.0
+    ));
     anyhow::ensure!(
         now_ms() < first_due,
         "the hand-over ended after the first saga was due to wake, so lateness would measure it; raise --lead-secs"
     );
 
-    let report = wake(&args, &kafka, &codec, &names.events, &run_id, &due, &second).await?;
+    let report = wake(&kafka, &codec, &names.events, &run_id, &due, &second).await?;
     let (woken, woken_early, mut lateness, woken_per_s) = report;
     let restored_peak = second.rss_kib("VmHWM:");
     drop(second);
@@ -261,8 +286,10 @@ pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
         started_per_s,
         asleep_rss_mib: asleep_rss / 1024.0,
         asleep_peak_rss_mib: asleep_peak / 1024.0,
+        handover: args.handover,
         stop_secs,
         restore_secs,
+        resent_outputs,
         restored_rss_mib: restored_rss / 1024.0,
         restored_peak_rss_mib: restored_peak / 1024.0,
         woken,
@@ -334,7 +361,6 @@ async fn start_all(
 /// Reads the event log until every sleeper has completed; returns (woken, woken early,
 /// lateness in ms per saga, wake-ups per second).
 async fn wake(
-    args: &BenchSleepersArgs,
     kafka: &sagaflow_kafka::KafkaSettings,
     codec: &AsyncCodec,
     events: &str,
@@ -364,15 +390,12 @@ async fn wake(
     while count < due.len() && !stalled(last_progress) {
         if last_report.elapsed() >= Duration::from_secs(5) {
             last_report = Instant::now();
-            progress(
-                args,
-                &format!(
-                    "{count} of {} woken, engine RSS {:.0} MiB, timers in memory {:.0}",
-                    due.len(),
-                    engine.rss_kib("VmRSS:") / 1024.0,
-                    engine.metric("sagaflow_timers_in_memory").await
-                ),
-            );
+            progress(&format!(
+                "{count} of {} woken, engine RSS {:.0} MiB, timers in memory {:.0}",
+                due.len(),
+                engine.rss_kib("VmRSS:") / 1024.0,
+                engine.metric("sagaflow_timers_in_memory").await
+            ));
         }
         let message = match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await
         {
@@ -431,14 +454,22 @@ fn print_table(r: &SleepersReport) {
         "engine RSS, all asleep (peak)",
         format!("{:.0} MiB ({:.0})", r.asleep_rss_mib, r.asleep_peak_rss_mib),
     );
-    row(
-        "clean stop of the first node",
-        format!("{:.1} s", r.stop_secs),
-    );
-    row(
-        "restore on a new node, until it decides again",
-        format!("{:.1} s", r.restore_secs),
-    );
+    let (stop, restore) = match r.handover {
+        Handover::Term => (
+            "clean stop of the first node (SIGTERM)",
+            "restore on a new node, until it decides again",
+        ),
+        Handover::Kill => (
+            "crash of the first node (SIGKILL)",
+            "restore on a new node, until it decides again",
+        ),
+        Handover::KillInPlace => (
+            "crash of the first node (SIGKILL)",
+            "restart in place, until it decides again",
+        ),
+    };
+    row(stop, format!("{:.1} s", r.stop_secs));
+    row(restore, format!("{:.1} s", r.restore_secs));
     row(
         "new node RSS after restore (peak)",
         format!(
@@ -446,6 +477,7 @@ fn print_table(r: &SleepersReport) {
             r.restored_rss_mib, r.restored_peak_rss_mib
         ),
     );
+    row("outputs re-sent", format!("{:.0}", r.resent_outputs));
     row("wake-ups", format!("{:.0} /s", r.woken_per_s));
     row(
         "wake lateness p50 / p99",

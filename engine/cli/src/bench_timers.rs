@@ -85,10 +85,9 @@ struct TimerReport {
     max_timers_in_memory: f64,
 }
 
-fn progress(args: &BenchTimersArgs, message: &str) {
-    if !args.json {
-        eprintln!("bench-timers: {message}");
-    }
+/// Progress goes to stderr, with `--json` too: the report alone goes to stdout.
+fn progress(message: &str) {
+    eprintln!("bench-timers: {message}");
 }
 
 pub(crate) async fn run(args: BenchTimersArgs) -> anyhow::Result<ExitCode> {
@@ -96,7 +95,7 @@ pub(crate) async fn run(args: BenchTimersArgs) -> anyhow::Result<ExitCode> {
     let run_id = format!("{:x}", now_ms());
     let kafka = args.kafka.settings()?;
     let policy = args.topics.policy()?;
-    progress(&args, "measuring the raw broker baseline");
+    progress("measuring the raw broker baseline");
     let broker = baseline(
         &kafka,
         policy,
@@ -144,13 +143,10 @@ pub(crate) async fn run(args: BenchTimersArgs) -> anyhow::Result<ExitCode> {
     let started = now_ms();
     let first_due = started + i64::try_from(args.lead_secs * 1000)?;
     let spread = i64::try_from(args.spread_secs * 1000)?.max(1);
-    progress(
-        &args,
-        &format!(
-            "scheduling {} timers due over {} s, starting in {} s",
-            args.timers, args.spread_secs, args.lead_secs
-        ),
-    );
+    progress(&format!(
+        "scheduling {} timers due over {} s, starting in {} s",
+        args.timers, args.spread_secs, args.lead_secs
+    ));
     let producer: FutureProducer = kafka.producer_config(5).create()?;
     let scheduling = tokio::spawn(schedule(
         producer,
@@ -190,15 +186,12 @@ pub(crate) async fn run(args: BenchTimersArgs) -> anyhow::Result<ExitCode> {
             peak_rss = peak_rss.max(engine.rss_kib("VmRSS:"));
             max_in_memory = max_in_memory.max(engine.metric("sagaflow_timers_in_memory").await);
             let accepted = engine.metric("sagaflow_delayed_scheduled_total").await;
-            progress(
-                &args,
-                &format!(
-                    "{:>5.0} s: {accepted:.0} accepted, {} fired, engine RSS {:.0} MiB",
-                    (now_ms() - started) as f64 / 1000.0,
-                    seen.len(),
-                    engine.rss_kib("VmRSS:") / 1024.0
-                ),
-            );
+            progress(&format!(
+                "{:>5.0} s: {accepted:.0} accepted, {} fired, engine RSS {:.0} MiB",
+                (now_ms() - started) as f64 / 1000.0,
+                seen.len(),
+                engine.rss_kib("VmRSS:") / 1024.0
+            ));
         }
         let message = match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await
         {
