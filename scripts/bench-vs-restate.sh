@@ -31,8 +31,9 @@
 #     "Promise.withResolvers is not a function"): the floor is the higher of engines.node and 22.
 #   - for Sagaflow: tansu and Apache Kafka through scripts/broker.sh install (tansu is a `cargo
 #     install`, about 10 minutes; Kafka's jars come from Maven Central), and a release build of
-#     sagaflow (`cargo build --release`: about 20 minutes cold on 2 cores, nothing when up to date).
-# npm, python3 and (for Sagaflow) cargo must be there; the system Node runs npm only.
+#     sagaflow (`cargo build --release`: about 35 minutes cold on 2 cores, nothing when up to date).
+# npm, python3 and (for Sagaflow) cargo must be there; the system Node runs npm, and the table's
+# report.mjs when Restate does not run (--sagaflow-only).
 #
 # Durability, matched and printed with the table:
 #   - Restate keeps its defaults, which fsync: the log server's RocksDB WAL is synced on every
@@ -298,7 +299,7 @@ run_sagaflow() {
 say "results go to $results"
 failed=()
 if [ "$ONLY" != restate ]; then
-  say "building sagaflow (cargo build --release: about 20 minutes on 2 cores when cold, nothing when up to date)..."
+  say "building sagaflow (cargo build --release: about 35 minutes on 2 cores when cold, nothing when up to date)..."
   cargo build --release --locked -p sagaflow >&2
   IFS=, read -r -a brokers <<<"$BROKERS"
   for b in "${brokers[@]}"; do

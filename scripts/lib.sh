@@ -121,7 +121,10 @@ go_tool() {
   if [ ! -x "$bin" ]; then
     echo "$me: building $name (Go modules from the module proxy, once)..." >&2
     mkdir -p "$(dirname "$bin")"
-    (cd "$src" && go build -mod=readonly -o "$bin.tmp$$" .) && mv "$bin.tmp$$" "$bin"
+    # Explicit returns: set -e does not stop a function called inside $(...) or a condition.
+    (cd "$src" && go build -mod=readonly -o "$bin.tmp$$" .) \
+      || { rm -f "$bin.tmp$$"; echo "$me: go build of $src failed" >&2; return 1; }
+    mv "$bin.tmp$$" "$bin" || return 1
   fi
   echo "$bin"
 }

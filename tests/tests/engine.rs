@@ -234,9 +234,20 @@ fn traffic_is_counted_by_kind(s: &Stack, sagas: usize) {
         journal > valid && valid > 0.0,
         "journal {journal}, valid {valid}"
     );
-    assert!(page.contains(
-        "sagaflow_broker_bytes_total{direction=\"write\",kind=\"command\",part=\"contract\"} "
-    ));
+    // Bytes count keys, values and headers: a command (a saga id key, an Avro value after the
+    // 5-byte Confluent header, a traceparent of 55 bytes) is more than 60 bytes, and far less
+    // than 10 kB for the trip saga.
+    let series =
+        "sagaflow_broker_bytes_total{direction=\"write\",kind=\"command\",part=\"contract\"} ";
+    let bytes = page
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("{series}is not on /metrics"));
+    let per_command = bytes / (4.0 * n);
+    assert!(
+        (60.0..10_000.0).contains(&per_command),
+        "{per_command} bytes per command"
+    );
 }
 
 /// Each command carries a W3C `traceparent` in the saga's trace (derived from the saga id), and

@@ -11,6 +11,13 @@ use crate::error::{Error, Result};
 
 const DEFAULTS: &str = include_str!("default.toml");
 
+/// Engine keys that existed once, with what to set instead: an old config file or environment
+/// gets told, rather than refused as unknown or silently ignored.
+const REMOVED_KEYS: &[(&str, &str)] = &[(
+    "fetch-wait-max-ms",
+    "the fetch wait is the consumer's own property now: set `\"fetch.wait.max.ms\" = N` under [kafka] or SAGAFLOW_KAFKA_FETCH_WAIT_MAX_MS=N (the default is 100; tansu wants 2)",
+)];
+
 /// Engine configuration. Field docs are in `default.toml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -108,6 +115,12 @@ impl EngineConfig {
                     };
                     continue;
                 }
+                if let Some((_, instead)) = REMOVED_KEYS.iter().find(|(k, _)| *k == key) {
+                    return Err(Error::Config(format!(
+                        "{}: key `{key}` was removed; {instead}",
+                        file.display()
+                    )));
+                }
                 if !table.contains_key(&key) {
                     return Err(Error::Config(format!(
                         "{}: unknown key `{key}`; see the keys of engine/runtime/src/default.toml",
@@ -115,6 +128,14 @@ impl EngineConfig {
                     )));
                 }
                 let _ = table.insert(key, value);
+            }
+        }
+        for (key, instead) in REMOVED_KEYS {
+            let var = format!("SAGAFLOW_{}", key.to_uppercase().replace('-', "_"));
+            if std::env::var_os(&var).is_some() {
+                return Err(Error::Config(format!(
+                    "{var} is set, but engine key `{key}` was removed; {instead}"
+                )));
             }
         }
         let keys: Vec<String> = table.keys().cloned().collect();
@@ -300,6 +321,18 @@ mod tests {
         let err = EngineConfig::load(Some(&file)).unwrap_err().to_string();
         let _ = std::fs::remove_dir_all(&dir);
         assert!(err.contains("unknown key `partitons`"), "{err}");
+    }
+
+    #[test]
+    fn a_removed_file_key_says_what_replaced_it() {
+        let dir = std::env::temp_dir().join(format!("sagaflow-cfg-removed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("engine.toml");
+        std::fs::write(&file, "fetch-wait-max-ms = 2\n").unwrap();
+        let err = EngineConfig::load(Some(&file)).unwrap_err().to_string();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(err.contains("`fetch-wait-max-ms` was removed"), "{err}");
+        assert!(err.contains("SAGAFLOW_KAFKA_FETCH_WAIT_MAX_MS"), "{err}");
     }
 
     #[test]

@@ -600,6 +600,7 @@ impl Processor {
                         topic: message.topic(),
                         partition,
                         offset: message.offset(),
+                        waited: true,
                     };
                     spans.input(
                         saga_id,

@@ -382,9 +382,12 @@ impl Relay {
                     if let (Some(after), Some(sent)) = (ticket.acked_after, ticket.sent) {
                         self.metrics.hops.relay_ack.observe(after);
                         let start = crate::spans::wall(sent.elapsed());
-                        self.metrics
-                            .spans
-                            .output(&ticket.message, start, start + after);
+                        self.metrics.spans.output(
+                            ticket.flow,
+                            &ticket.message,
+                            start,
+                            start + after,
+                        );
                     }
                     if let Some(n) = part.outstanding.get_mut(&offset) {
                         *n = n.saturating_sub(1);

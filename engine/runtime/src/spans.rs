@@ -15,6 +15,7 @@ use sagaflow_kafka::otlp::{self, ExportStats, Exporter, Span, SpanKind};
 use sagaflow_kafka::trace;
 
 use crate::error::{Error, Result};
+use crate::traffic::Flow;
 
 /// The engine's span recorder; off (recording nothing) without an endpoint.
 #[derive(Debug, Default)]
@@ -29,6 +30,9 @@ pub(crate) struct InputRef<'a> {
     pub(crate) topic: &'a str,
     pub(crate) partition: i32,
     pub(crate) offset: i64,
+    /// Whether the processor recorded an `input_wait` span for it (starts and replies), which
+    /// is then the decision's parent.
+    pub(crate) waited: bool,
 }
 
 impl InputRef<'_> {
@@ -135,7 +139,7 @@ impl Spans {
         self.record(Span {
             trace_id,
             span_id,
-            parent_id: input.map(|i| i.span_id("input")),
+            parent_id: input.filter(|i| i.waited).map(|i| i.span_id("input")),
             name: "decision",
             kind: SpanKind::Internal,
             start,
@@ -181,29 +185,38 @@ impl Spans {
         }
     }
 
-    /// The relay's send of `message` until the broker acknowledged it. Only outputs keyed by a
-    /// saga id (commands, events) belong to a saga's trace; a command's span is the one its
-    /// `traceparent` names.
-    pub(crate) fn output(&self, message: &Outbound, start: SystemTime, end: SystemTime) {
-        if !self.on() {
+    /// The relay's send of `message` until the broker acknowledged it. Only commands and events
+    /// are keyed by their saga's id, so only they belong to a saga's trace. A command's span is
+    /// the one its `traceparent` names; other outputs (forwards, dead letters, delayed
+    /// deliveries) carry headers copied from their input, whose span ids are not theirs.
+    pub(crate) fn output(
+        &self,
+        flow: Flow,
+        message: &Outbound,
+        start: SystemTime,
+        end: SystemTime,
+    ) {
+        if !self.on() || !matches!(flow, Flow::Command | Flow::Event) {
             return;
         }
-        let traceparent = message
+        let Some(saga_id) = message
+            .key
+            .as_deref()
+            .and_then(|k| std::str::from_utf8(k).ok())
+        else {
+            return;
+        };
+        let trace_id = trace::saga_trace(&self.group, saga_id);
+        let named = message
             .headers
             .iter()
             .find(|h| h.name == trace::TRACEPARENT)
             .and_then(|h| std::str::from_utf8(&h.value).ok())
-            .and_then(trace::TraceParent::parse);
-        let (trace_id, span_id) = match (traceparent, &message.key) {
-            (Some(p), _) => (p.trace_id, p.span_id),
-            (None, Some(key)) => match std::str::from_utf8(key) {
-                Ok(saga_id) => (
-                    trace::saga_trace(&self.group, saga_id),
-                    otlp::span_id(&[&message.id, "output"]),
-                ),
-                Err(_) => return,
-            },
-            (None, None) => return,
+            .and_then(trace::TraceParent::parse)
+            .filter(|p| p.trace_id == trace_id);
+        let span_id = match named {
+            Some(p) => p.span_id,
+            None => otlp::span_id(&[&message.id, "output"]),
         };
         self.record(Span {
             trace_id,

@@ -354,6 +354,10 @@ impl Task {
             topic: r.topic,
             partition: self.partition,
             offset: r.offset,
+            waited: matches!(
+                env.topics.kind(r.topic),
+                Some(InputKind::Start | InputKind::Reply)
+            ),
         });
         let deciding = std::time::Instant::now();
         let deciding_at = std::time::SystemTime::now();
