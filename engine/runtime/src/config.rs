@@ -18,6 +18,11 @@ const REMOVED_KEYS: &[(&str, &str)] = &[(
     "the fetch wait is the consumer's own property now: set `\"fetch.wait.max.ms\" = N` under [kafka] or SAGAFLOW_KAFKA_FETCH_WAIT_MAX_MS=N (the default is 100; tansu wants 2)",
 )];
 
+/// The environment variable of engine key `key`: `SAGAFLOW_` and the key in upper snake case.
+fn env_var(key: &str) -> String {
+    format!("SAGAFLOW_{}", key.to_uppercase().replace('-', "_"))
+}
+
 /// Engine configuration. Field docs are in `default.toml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -131,7 +136,7 @@ impl EngineConfig {
             }
         }
         for (key, instead) in REMOVED_KEYS {
-            let var = format!("SAGAFLOW_{}", key.to_uppercase().replace('-', "_"));
+            let var = env_var(key);
             if std::env::var_os(&var).is_some() {
                 return Err(Error::Config(format!(
                     "{var} is set, but engine key `{key}` was removed; {instead}"
@@ -140,7 +145,7 @@ impl EngineConfig {
         }
         let keys: Vec<String> = table.keys().cloned().collect();
         for key in keys {
-            let var = format!("SAGAFLOW_{}", key.to_uppercase().replace('-', "_"));
+            let var = env_var(&key);
             if let Ok(raw) = std::env::var(&var) {
                 let value = typed_like(&table[&key], &raw)
                     .map_err(|e| Error::Config(format!("{var}={raw:?}: {e}")))?;
@@ -312,25 +317,26 @@ mod tests {
         assert_eq!(config.rejoin_rules_ms(), [10_000, 30_000, 20_000]);
     }
 
-    #[test]
-    fn unknown_file_key_is_an_error() {
-        let dir = std::env::temp_dir().join(format!("sagaflow-cfg-{}", std::process::id()));
+    /// The error of loading a config file holding `text`, from a directory of its own (`name`).
+    fn file_error(name: &str, text: &str) -> String {
+        let dir = std::env::temp_dir().join(format!("sagaflow-cfg-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("engine.toml");
-        std::fs::write(&file, "partitons = 3\n").unwrap();
+        std::fs::write(&file, text).unwrap();
         let err = EngineConfig::load(Some(&file)).unwrap_err().to_string();
         let _ = std::fs::remove_dir_all(&dir);
+        err
+    }
+
+    #[test]
+    fn unknown_file_key_is_an_error() {
+        let err = file_error("unknown", "partitons = 3\n");
         assert!(err.contains("unknown key `partitons`"), "{err}");
     }
 
     #[test]
     fn a_removed_file_key_says_what_replaced_it() {
-        let dir = std::env::temp_dir().join(format!("sagaflow-cfg-removed-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("engine.toml");
-        std::fs::write(&file, "fetch-wait-max-ms = 2\n").unwrap();
-        let err = EngineConfig::load(Some(&file)).unwrap_err().to_string();
-        let _ = std::fs::remove_dir_all(&dir);
+        let err = file_error("removed", "fetch-wait-max-ms = 2\n");
         assert!(err.contains("`fetch-wait-max-ms` was removed"), "{err}");
         assert!(err.contains("SAGAFLOW_KAFKA_FETCH_WAIT_MAX_MS"), "{err}");
     }
