@@ -1,4 +1,5 @@
-//! Restores that must not get stuck: local state older than the journal's retention.
+//! Restores: local state older than the journal's retention, compacted changelogs, a fenced
+//! owner's late flush, and takeovers from a standby copy.
 
 use std::time::Duration;
 
@@ -385,4 +386,75 @@ fn a_fenced_owners_late_flush_that_compaction_keeps_does_not_bring_an_old_state_
         x.last().is_some_and(|t| t.settles()),
         "x has events after its end: {x:?}"
     );
+}
+
+/// Standby replicas. With `standby = true`, an engine keeps a copy of the partition another
+/// engine owns; when that engine stops, the survivor takes the partition over from its copy and
+/// reads only the journal after the copy's checkpoint, never the whole changelog. Every saga
+/// running at the hand-over then finishes exactly once.
+#[test]
+fn a_standby_copy_takes_a_partition_over_without_reading_the_changelog() {
+    let broker = Broker::for_test();
+    let bootstrap = broker.bootstrap();
+    let (_registry, registry_url) = spawn_registry(&bootstrap);
+    let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
+    let space = Space::new("standby").only(&["trip.yaml"]);
+    let group = space.group.clone();
+    let (state_1, state_2) = (TempDir::new("standby-1"), TempDir::new("standby-2"));
+    let opts = |state: &TempDir| space.engine_opts(&bootstrap, &registry_url, state, 2);
+    let standby = [("SAGAFLOW_STANDBY", "true")];
+    let (mut first, _) = sagaflow_tests::spawn_engine_env("engine-1", &opts(&state_1), &standby);
+    let metric = sagaflow_tests::metric;
+    // Without participants the trips wait for their first reply, and stay in the changelog.
+    let before: Vec<String> = (0..20).map(|i| format!("before-{i}")).collect();
+    for id in &before {
+        start_trip(&codec, &bootstrap, &group, id);
+    }
+    let (_second, metrics) =
+        sagaflow_tests::spawn_engine_env("engine-2", &opts(&state_2), &standby);
+    assert!(
+        eventually(WAIT, || metric(&metrics, "sagaflow_partitions_owned") == 1.0
+            && metric(&metrics, "sagaflow_standby_partitions_ready") == 1.0),
+        "engine 2 never owned one partition with a ready standby copy of the other: {} owned, {} ready",
+        metric(&metrics, "sagaflow_partitions_owned"),
+        metric(&metrics, "sagaflow_standby_partitions_ready")
+    );
+    // Sagas after the copy was ready: the takeover finds them in the copy or in the journal.
+    let after: Vec<String> = (0..20).map(|i| format!("after-{i}")).collect();
+    for id in &after {
+        start_trip(&codec, &bootstrap, &group, id);
+    }
+    let log_has = |ids: &[String]| {
+        let log = EventLog::read(&bootstrap, &codec, &group);
+        ids.iter().all(|id| log.sagas.contains_key(id))
+    };
+    assert!(
+        eventually(WAIT, || log_has(&after)),
+        "the later sagas never started"
+    );
+    let full_reads = metric(&metrics, "sagaflow_changelog_restores_total");
+    let restores = metric(&metrics, "sagaflow_restores_total");
+    assert!(first.terminate().success());
+
+    assert!(
+        eventually(WAIT, || metric(&metrics, "sagaflow_partitions_owned")
+            == 2.0),
+        "engine 2 never took the other partition over"
+    );
+    assert!(metric(&metrics, "sagaflow_restores_total") > restores);
+    assert_eq!(
+        metric(&metrics, "sagaflow_changelog_restores_total"),
+        full_reads,
+        "a takeover read the whole changelog although a standby copy was ready"
+    );
+    let _participants = trip_participants(&space, &bootstrap, &registry_url);
+    let ids: Vec<String> = before.iter().chain(&after).cloned().collect();
+    assert!(
+        eventually(WAIT, || EventLog::read(&bootstrap, &codec, &group)
+            .unfinished(&ids)
+            .is_empty()),
+        "sagas running at the hand-over did not finish after the takeover from the standby copy"
+    );
+    let log = EventLog::read(&bootstrap, &codec, &group);
+    sagaflow_tests::trips::check_events(&log, &ids);
 }

@@ -61,6 +61,9 @@ pub(crate) struct BenchSleepersArgs {
     /// on an empty state directory; `kill` is a crash (SIGKILL) with the same new node, which
     /// waits out the dead member's session; `kill-in-place` is a crash and a restart with the same
     /// static member id (instance-id) and the same state directory, as a Kubernetes pod restarts.
+    /// `standby-term` and `standby-kill` run both nodes with `standby = true`: the new node joins
+    /// before the hand-over, owns a share of the partitions and keeps a copy of the others, and
+    /// the first node is then stopped or killed.
     #[arg(long, value_enum, default_value_t = Handover::Term)]
     handover: Handover,
     /// Print JSON instead of a table.
@@ -74,6 +77,15 @@ enum Handover {
     Term,
     Kill,
     KillInPlace,
+    StandbyTerm,
+    StandbyKill,
+}
+
+impl Handover {
+    /// Whether the new node runs, with standby copies, before the hand-over.
+    fn standby(self) -> bool {
+        matches!(self, Handover::StandbyTerm | Handover::StandbyKill)
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -89,8 +101,12 @@ struct SleepersReport {
     handover: Handover,
     /// From the signal until the first node exited (a SIGKILL takes no time).
     stop_secs: f64,
-    /// From the second node's start until it decided again.
+    /// Until the second node decided again: from its start, or with standby copies (the node
+    /// runs already) from the first node's exit until it decided on every partition.
     restore_secs: f64,
+    /// Partitions the second node restored by reading the whole changelog during the hand-over
+    /// (none when its standby copies were ready).
+    full_restores: f64,
     /// Outputs (commands, events, delayed deliveries) the second node sent again because the
     /// first one's sends were not known to be acknowledged.
     resent_outputs: f64,
@@ -149,6 +165,7 @@ pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
     let instance = format!("{group}-0");
     let env: Vec<(&str, &str)> = match args.handover {
         Handover::KillInPlace => vec![("SAGAFLOW_INSTANCE_ID", instance.as_str())],
+        Handover::StandbyTerm | Handover::StandbyKill => vec![("SAGAFLOW_STANDBY", "true")],
         Handover::Term | Handover::Kill => Vec::new(),
     };
     let spawn = |dir: &std::path::Path| {
@@ -224,33 +241,75 @@ pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
             Handover::Term => "stopping it and restoring on a new node",
             Handover::Kill => "killing it (SIGKILL) and restoring on a new node",
             Handover::KillInPlace => "killing it (SIGKILL) and restarting it in place",
+            Handover::StandbyTerm =>
+                "starting a second node with standby copies, then stopping the first",
+            Handover::StandbyKill =>
+                "starting a second node with standby copies, then killing the first (SIGKILL)",
         }
     ));
 
+    let early = if args.handover.standby() {
+        let second = spawn(&second_dir)?;
+        wait_for_copies(&second, args.partitions).await?;
+        Some(second)
+    } else {
+        None
+    };
+    let (started_before, full_before) = match &early {
+        Some(second) => (
+            second.metric("sagaflow_sagas_started_total").await,
+            second.metric("sagaflow_changelog_restores_total").await,
+        ),
+        None => (0.0, 0.0),
+    };
     let stopping = Instant::now();
     match args.handover {
-        Handover::Term => first.terminate()?,
-        Handover::Kill | Handover::KillInPlace => first.kill()?,
+        Handover::Term | Handover::StandbyTerm => first.terminate()?,
+        Handover::Kill | Handover::KillInPlace | Handover::StandbyKill => first.kill()?,
     }
     let stop_secs = stopping.elapsed().as_secs_f64();
     drop(first);
     let restoring = Instant::now();
-    let second = spawn(match args.handover {
-        Handover::KillInPlace => &first_dir,
-        Handover::Term | Handover::Kill => &second_dir,
-    })?;
-    // A probe saga that wakes at once: the new node has restored when it decides again.
-    let probe = format!("probe-{run_id}");
-    crate::start::send_start(&producer, &codec, &names.starts, &sleeper(&probe, now_ms())).await?;
+    let second = match early {
+        Some(second) => second,
+        None => spawn(match args.handover {
+            Handover::KillInPlace => &first_dir,
+            _ => &second_dir,
+        })?,
+    };
+    // Probe sagas that wake at once: the new node has restored when it decides again. A new node
+    // restores every partition it is given before its first decision, so one probe tells. The
+    // node with standby copies decided on its own share all along: it gets a probe on every
+    // partition.
+    let probes: Vec<String> = if args.handover.standby() {
+        (0..args.partitions)
+            .map(|partition| {
+                (0..)
+                    .map(|n| format!("probe-{run_id}-{n}"))
+                    .find(|id| {
+                        sagaflow_runtime::partition_for(id.as_bytes(), args.partitions) == partition
+                    })
+                    .expect("some id lands on every partition")
+            })
+            .collect()
+    } else {
+        vec![format!("probe-{run_id}")]
+    };
+    for probe in &probes {
+        crate::start::send_start(&producer, &codec, &names.starts, &sleeper(probe, now_ms()))
+            .await?;
+    }
     let restore_deadline = Instant::now() + Duration::from_secs(1800);
-    while second.metric("sagaflow_sagas_started_total").await < 1.0 {
+    let decided = started_before + probes.len() as f64;
+    while second.metric("sagaflow_sagas_started_total").await < decided {
         anyhow::ensure!(
             Instant::now() < restore_deadline,
-            "the new node did not decide within 30 minutes"
+            "the new node did not decide on every partition within 30 minutes"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let restore_secs = restoring.elapsed().as_secs_f64();
+    let full_restores = second.metric("sagaflow_changelog_restores_total").await - full_before;
     let restored_rss = second.rss_kib("VmRSS:");
     let resent_outputs = second
         .metric(r#"sagaflow_broker_records_total{direction="write",kind="resend",part="overhead"}"#)
@@ -289,6 +348,7 @@ pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
         handover: args.handover,
         stop_secs,
         restore_secs,
+        full_restores,
         resent_outputs,
         restored_rss_mib: restored_rss / 1024.0,
         restored_peak_rss_mib: restored_peak / 1024.0,
@@ -309,6 +369,36 @@ pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Waits until `second` owns a share of the partitions and has a ready, caught-up standby copy
+/// of each of the others.
+async fn wait_for_copies(second: &EngineProcess, partitions: i32) -> anyhow::Result<()> {
+    let joined = Instant::now();
+    let mut last_report = Instant::now();
+    loop {
+        let owned = second.metric("sagaflow_partitions_owned").await;
+        let ready = second.metric("sagaflow_standby_partitions_ready").await;
+        let lag = second.metric("sagaflow_standby_lag_records").await;
+        if owned >= 1.0 && owned + ready >= f64::from(partitions) && lag == 0.0 {
+            progress(&format!(
+                "second node: {owned:.0} partitions owned, {ready:.0} standby copies ready after {:.1} s",
+                joined.elapsed().as_secs_f64()
+            ));
+            return Ok(());
+        }
+        anyhow::ensure!(
+            joined.elapsed() < Duration::from_secs(1800),
+            "the second node's standby copies were not ready within 30 minutes ({owned:.0} partitions owned, {ready:.0} copies ready, {lag:.0} records behind)"
+        );
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            last_report = Instant::now();
+            progress(&format!(
+                "second node: {owned:.0} partitions owned, {ready:.0} standby copies ready, {lag:.0} changelog records behind"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn sleeper(saga_id: &str, wake_at: i64) -> StartSaga {
@@ -467,9 +557,21 @@ fn print_table(r: &SleepersReport) {
             "crash of the first node (SIGKILL)",
             "restart in place, until it decides again",
         ),
+        Handover::StandbyTerm => (
+            "clean stop of the first node (SIGTERM)",
+            "takeover by the node with standby copies, until it decides again",
+        ),
+        Handover::StandbyKill => (
+            "crash of the first node (SIGKILL)",
+            "takeover by the node with standby copies, until it decides again",
+        ),
     };
     row(stop, format!("{:.1} s", r.stop_secs));
     row(restore, format!("{:.1} s", r.restore_secs));
+    row(
+        "partitions restored from the whole changelog",
+        format!("{:.0}", r.full_restores),
+    );
     row(
         "new node RSS after restore (peak)",
         format!(

@@ -76,6 +76,8 @@ pub struct EngineConfig {
     pub id_reuse: String,
     /// Consumer session timeout.
     pub session_timeout_ms: u64,
+    /// Whether to keep standby copies of the partitions other engines own.
+    pub standby: bool,
     /// How far ahead timers are kept in memory.
     pub timer_horizon_ms: i64,
     /// Most committed saga states each partition keeps decoded in memory.

@@ -121,22 +121,22 @@ pub(crate) fn read_range(
 pub(crate) const SOURCE_HEADER: &str = "sagaflow-source-offset";
 
 /// Header of changelog states: the epoch of the owner that wrote them (see
-/// `restore::from_changelog` for why).
+/// `restore::rebuild_from_changelog` for why).
 pub(crate) const EPOCH_HEADER: &str = "sagaflow-epoch";
 
 /// The journal offset a changelog record's state came from; -1 for records without one
 /// (checkpoints, markers, and states written before the header existed).
-pub(crate) fn source_offset(m: &BorrowedMessage<'_>) -> i64 {
+pub(crate) fn source_offset(m: &impl Message) -> i64 {
     header_i64(m, SOURCE_HEADER).unwrap_or(-1)
 }
 
 /// The epoch of the owner that wrote a changelog state; `None` for records written before the
 /// header existed.
-pub(crate) fn writer_epoch(m: &BorrowedMessage<'_>) -> Option<i64> {
+pub(crate) fn writer_epoch(m: &impl Message) -> Option<i64> {
     header_i64(m, EPOCH_HEADER)
 }
 
-fn header_i64(m: &BorrowedMessage<'_>, name: &str) -> Option<i64> {
+fn header_i64(m: &impl Message, name: &str) -> Option<i64> {
     m.headers()
         .and_then(|h| h.iter().find(|h| h.key == name))
         .and_then(|h| h.value)

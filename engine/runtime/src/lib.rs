@@ -20,6 +20,7 @@ mod processor;
 mod relay;
 mod restore;
 mod spans;
+mod standby;
 mod store;
 mod targets;
 mod task;

@@ -17,6 +17,12 @@ macro_rules! counters {
             $(#[doc = $help] pub $name: AtomicU64,)*
             /// Partitions owned right now.
             pub partitions_owned: AtomicI64,
+            /// Other engines' partitions this engine keeps a standby copy of.
+            pub standby_partitions: AtomicI64,
+            /// Standby copies with a checkpoint a takeover can start from.
+            pub standby_partitions_ready: AtomicI64,
+            /// Changelog records the standby copies have not read yet.
+            pub standby_lag_records: AtomicI64,
             /// Timers held in memory by the timer wheels right now.
             pub timers_in_memory: AtomicI64,
             /// Sum over fired timers of how late they fired, in milliseconds (exposed in
@@ -52,6 +58,15 @@ macro_rules! counters {
                 let _ = writeln!(out, "# HELP sagaflow_partitions_owned Input partitions this engine owns.");
                 let _ = writeln!(out, "# TYPE sagaflow_partitions_owned gauge");
                 let _ = writeln!(out, "sagaflow_partitions_owned {}", self.partitions_owned.load(Ordering::Relaxed));
+                let _ = writeln!(out, "# HELP sagaflow_standby_partitions Other engines' partitions this engine keeps a standby copy of (standby = true).");
+                let _ = writeln!(out, "# TYPE sagaflow_standby_partitions gauge");
+                let _ = writeln!(out, "sagaflow_standby_partitions {}", self.standby_partitions.load(Ordering::Relaxed));
+                let _ = writeln!(out, "# HELP sagaflow_standby_partitions_ready Standby copies with a checkpoint, from which a takeover replays only the journal.");
+                let _ = writeln!(out, "# TYPE sagaflow_standby_partitions_ready gauge");
+                let _ = writeln!(out, "sagaflow_standby_partitions_ready {}", self.standby_partitions_ready.load(Ordering::Relaxed));
+                let _ = writeln!(out, "# HELP sagaflow_standby_lag_records Changelog records the standby copies have not read yet.");
+                let _ = writeln!(out, "# TYPE sagaflow_standby_lag_records gauge");
+                let _ = writeln!(out, "sagaflow_standby_lag_records {}", self.standby_lag_records.load(Ordering::Relaxed));
                 let _ = writeln!(out, "# HELP sagaflow_timers_in_memory Near-term timers held in memory by the timer wheels.");
                 let _ = writeln!(out, "# TYPE sagaflow_timers_in_memory gauge");
                 let _ = writeln!(out, "sagaflow_timers_in_memory {}", self.timers_in_memory.load(Ordering::Relaxed));
@@ -117,6 +132,7 @@ counters! {
     relay_redeliveries_total => "Outbound messages delivered again after a restore.",
     forwarded_inputs_total => "Inputs that arrived on the wrong partition and were forwarded.",
     restores_total => "Partition restores.",
+    changelog_restores_total => "Partition restores that read the whole changelog: no usable local state (a new node, a partition whose standby copy was not ready).",
     timers_scheduled_total => "Saga timers scheduled by decisions (retries, timeouts, deadlines, waits, awaits); delayed records count in delayed_scheduled_total.",
     timers_fired_total => "Timers that came due and changed something (stale index entries excluded).",
     delayed_scheduled_total => "Records accepted for delayed delivery.",

@@ -35,6 +35,7 @@ use crate::metrics::Metrics;
 use crate::oversize::JournalFailure;
 use crate::relay::Relay;
 use crate::restore::{self, RestoreClients, Restored};
+use crate::standby::Standby;
 use crate::store::Store;
 use crate::task::{resume_relay, Acked, InputRecord, Produce, Task, TaskEnv, TaskStatus};
 use crate::topics::{InputKind, Topics};
@@ -64,6 +65,9 @@ struct RestoreDeps {
     topics: Topics,
     writer: String,
     metrics: Arc<Metrics>,
+    /// Copies of the partitions other engines own; the rebalance callback hands them to the
+    /// restores.
+    standby: Standby,
 }
 
 impl RestoreDeps {
@@ -108,6 +112,7 @@ impl ConsumerContext for GroupContext {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 info!(?partitions, "partitions assigned; restoring");
                 events.push(GroupEvent::Assignment(partitions.clone()));
+                self.deps.standby.release(&partitions);
                 let mut assignment = TopicPartitionList::new();
                 for partition in partitions {
                     let d = &self.deps;
@@ -387,6 +392,14 @@ impl Processor {
             std::process::id(),
             rand::random::<u32>()
         );
+        let standby = Standby::start(
+            &config.kafka,
+            &topics.changelog,
+            config.standby,
+            store.clone(),
+            codec.clone(),
+            metrics.clone(),
+        )?;
         let deps = Arc::new(RestoreDeps {
             store,
             codec,
@@ -395,6 +408,7 @@ impl Processor {
             topics: topics.clone(),
             writer: writer.clone(),
             metrics: metrics.clone(),
+            standby,
         });
         let instance = membership::instance_id(&config.instance_id);
         let session_timeout = config.session_timeout_ms.to_string();
@@ -719,6 +733,10 @@ impl Processor {
             match event {
                 GroupEvent::Assignment(partitions) => {
                     self.rejoin.assigned(&partitions, Instant::now());
+                    let others = (0..self.ctx.config.partitions)
+                        .filter(|p| !partitions.contains(p))
+                        .collect();
+                    self.ctx.deps.standby.follow(&others);
                 }
                 GroupEvent::Assigned(partition, restored) => {
                     let _ = self.failed.remove(&partition);
@@ -752,6 +770,11 @@ impl Processor {
     fn install(&mut self, partition: i32, restored: Restored) -> Result<()> {
         let metrics = &self.ctx.metrics;
         metrics.restores_total.fetch_add(1, Ordering::Relaxed);
+        if restored.from_changelog {
+            metrics
+                .changelog_restores_total
+                .fetch_add(1, Ordering::Relaxed);
+        }
         metrics
             .fenced_records_total
             .fetch_add(restored.fenced_records, Ordering::Relaxed);

@@ -1,6 +1,7 @@
 //! Restoring a partition when it is assigned.
 //!
-//! 1. Local RocksDB metadata tells how far this engine had applied the journal. Without it (a new
+//! 1. Local RocksDB metadata tells how far this engine had applied the journal, as the partition's
+//!    owner before or as its standby copy (`standby.rs`, up to a checkpoint). Without it (a new
 //!    node, or a journal that was reset), the partition is rebuilt from the changelog: the latest
 //!    state per saga and the last checkpoint.
 //! 2. The journal is replayed from the relay watermark: records already applied are recognised by
@@ -59,6 +60,9 @@ pub(crate) struct Restored {
     pub(crate) fenced_records: u64,
     /// A newer owner claimed the partition (only on a resync): do not process it.
     pub(crate) fenced: bool,
+    /// No usable local state (a new node, a partition without a standby): the partition was
+    /// rebuilt from the whole changelog.
+    pub(crate) from_changelog: bool,
 }
 
 /// Clients a restore uses.
@@ -208,11 +212,12 @@ pub(crate) fn restore(
 ) -> Result<Restored> {
     let (journal_low, journal_reported_end) =
         kafka::watermarks(c.reader, &c.topics.journal, partition)?;
-    let meta = match c.store.meta(partition)? {
+    let local = c.store.meta(partition)?;
+    let from_changelog = match &local {
         // An empty journal under local state means the topics were recreated: start over.
         Some(meta) if journal_reported_end == 0 && meta.chain.last_valid >= 0 => {
             warn!(partition, "the journal is empty but local state is not (were the topics recreated?); rebuilding from the changelog");
-            from_changelog(c, partition)?
+            true
         }
         // Local state this old is past the journal's retention (an engine that was down long, or
         // a RocksDB directory restored from a backup): the changelog is newer.
@@ -223,10 +228,14 @@ pub(crate) fn restore(
                 journal_start = journal_low,
                 "the journal no longer holds what local state was built from; rebuilding from the changelog"
             );
-            from_changelog(c, partition)?
+            true
         }
-        Some(meta) => meta,
-        None => from_changelog(c, partition)?,
+        Some(_) => false,
+        None => true,
+    };
+    let meta = match local {
+        Some(meta) if !from_changelog => meta,
+        _ => rebuild_from_changelog(c, partition)?,
     };
     let start = meta.relayed.chain.last_valid + 1;
     if start < journal_low {
@@ -322,7 +331,7 @@ pub(crate) fn restore(
     }
     if !fenced {
         // Marks where this owner's changelog writes begin: a state an older epoch writes after
-        // this marker was written by a fenced owner (see `from_changelog`). A value, not a
+        // this marker was written by a fenced owner (see `rebuild_from_changelog`). A value, not a
         // tombstone, and a key of its own, so compaction never removes it.
         let epoch = replay.chain.epoch;
         let _ = c.write_and_locate(
@@ -352,6 +361,7 @@ pub(crate) fn restore(
         journal_end: end,
         fenced_records: replay.fenced_records,
         fenced,
+        from_changelog,
     })
 }
 
@@ -360,7 +370,7 @@ pub(crate) fn restore(
 type DecodedState = (String, Option<Vec<u8>>, bool, Vec<(i64, String)>);
 
 /// Decodes a state to know whether it is a running saga and which timers it has.
-fn decode_state(
+pub(crate) fn decode_state(
     codec: &BlockingCodec,
     key: &str,
     state: Option<&[u8]>,
@@ -400,7 +410,43 @@ pub(crate) fn state_writes(
         .collect()
 }
 
-fn from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<Meta> {
+/// Whether a changelog key holds a saga state or a parked record (not a checkpoint, marker or
+/// heartbeat).
+pub(crate) fn is_state_key(key: &str) -> bool {
+    !key.starts_with(RESERVED_PREFIX) || parked::is_parked_key(key)
+}
+
+/// The owner epoch of a changelog claim marker's key.
+pub(crate) fn owner_marker_epoch(key: &str) -> Option<i64> {
+    key.strip_prefix(OWNER_PREFIX)
+        .map(|epoch| epoch.parse().unwrap_or(0))
+}
+
+/// Local metadata for a partition whose states were loaded from the changelog up to
+/// `checkpoint`: the journal replay of a restore starts after it.
+pub(crate) fn meta_at(checkpoint: Option<&Checkpoint>) -> Meta {
+    let Some(cp) = checkpoint else {
+        return Meta::empty();
+    };
+    let chain = ChainMeta {
+        last_valid: cp.journal_offset,
+        epoch: cp.epoch,
+        writer: cp.writer.clone(),
+        max_epoch: cp.epoch,
+    };
+    let positions: BTreeMap<String, i64> = cp
+        .positions
+        .iter()
+        .map(|p| (p.topic.clone(), p.offset))
+        .collect();
+    Meta {
+        chain: chain.clone(),
+        positions: positions.clone(),
+        relayed: RelayMark { chain, positions },
+    }
+}
+
+fn rebuild_from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<Meta> {
     c.store.clear(partition)?;
     let (low, _) = kafka::watermarks(c.reader, &c.topics.changelog, partition)?;
     // Our own marker record gives the exact end (see `kafka::write_and_locate`).
@@ -443,9 +489,9 @@ fn from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<Meta> {
                     checkpoint = Some(cp);
                 }
             }
-        } else if let Some(epoch) = key.strip_prefix(OWNER_PREFIX) {
-            newest_owner = newest_owner.max(epoch.parse().unwrap_or(0));
-        } else if !key.starts_with(RESERVED_PREFIX) || parked::is_parked_key(&key) {
+        } else if let Some(epoch) = owner_marker_epoch(&key) {
+            newest_owner = newest_owner.max(epoch);
+        } else if is_state_key(&key) {
             let source = kafka::source_offset(m);
             match latest.get(&key) {
                 Some(kept) if kept.source > source => stale += 1,
@@ -476,25 +522,7 @@ fn from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<Meta> {
     if let Some(cp) = &checkpoint {
         recheck_late_states(c, partition, cp.journal_offset, &mut latest)?;
     }
-    let mut meta = Meta::empty();
-    if let Some(cp) = &checkpoint {
-        let chain = ChainMeta {
-            last_valid: cp.journal_offset,
-            epoch: cp.epoch,
-            writer: cp.writer.clone(),
-            max_epoch: cp.epoch,
-        };
-        let positions: BTreeMap<String, i64> = cp
-            .positions
-            .iter()
-            .map(|p| (p.topic.clone(), p.offset))
-            .collect();
-        meta = Meta {
-            chain: chain.clone(),
-            positions: positions.clone(),
-            relayed: RelayMark { chain, positions },
-        };
-    }
+    let meta = meta_at(checkpoint.as_ref());
     let mut decoded = Vec::with_capacity(latest.len());
     for (key, kept) in &latest {
         decoded.push(decode_state(c.codec, key, kept.state.as_deref())?);

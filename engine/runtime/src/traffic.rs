@@ -43,11 +43,13 @@ pub enum Flow {
     CorrelationIn,
     /// Journal and changelog records read to restore a partition.
     Restore,
+    /// Changelog records read to keep standby copies of other engines' partitions.
+    Standby,
 }
 
 impl Flow {
     /// Every kind, in the order of `/metrics`.
-    pub const ALL: [Flow; 15] = [
+    pub const ALL: [Flow; 16] = [
         Flow::Start,
         Flow::Reply,
         Flow::OtherInput,
@@ -63,6 +65,7 @@ impl Flow {
         Flow::Correlation,
         Flow::CorrelationIn,
         Flow::Restore,
+        Flow::Standby,
     ];
 
     /// Its `kind` label.
@@ -82,6 +85,7 @@ impl Flow {
             Flow::Forward => "forward",
             Flow::Correlation | Flow::CorrelationIn => "correlation",
             Flow::Restore => "restore",
+            Flow::Standby => "standby",
         }
     }
 

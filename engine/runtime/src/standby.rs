@@ -1,0 +1,489 @@
+//! Standby replicas: a warm copy of the partitions this engine does not own.
+//!
+//! Kafka Streams' standby tasks, in this engine's terms. With `standby = true` the engine tails
+//! the changelog of every partition it does not own into its RocksDB store, the way a restore
+//! from the changelog loads it, and records the partition's metadata at each checkpoint it
+//! reads. When the partition moves here, `restore` finds that metadata and replays only the
+//! journal after the checkpoint instead of reading the whole changelog.
+//!
+//! The metadata is recorded only while it is true: every state the checkpoint covers is loaded.
+//! An owner writes a checkpoint once the states it covers are acknowledged, so they come before
+//! it in the partition; but compaction may have removed such a state because a newer one of the
+//! same saga comes after the checkpoint. So after the first record, and after any gap in the
+//! offsets (compaction's doing), no checkpoint is trusted until the read reaches the end the
+//! partition had then: by there, every state that replaced a removed one has been read.
+//!
+//! A state that a fenced owner wrote late (its epoch is below a newer claim marker's) has to be
+//! checked against the journal (`restore::rebuild_from_changelog` does). The standby gives such a
+//! partition up and deletes its copy, so a takeover reads the changelog in full; the next
+//! assignment starts a new copy.
+//!
+//! Copies are read on a thread of their own, so that they never hold decisions up. Records are
+//! applied under a lock that the rebalance callback takes to hand a partition over before its
+//! restore reads the store: once handed over, a copy never changes under the restore.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Message as _, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use sagaflow_avro::{BlockingCodec, Checkpoint};
+use sagaflow_kafka::KafkaSettings;
+use tracing::{debug, info, warn};
+
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::restore::{self, CHECKPOINT_KEY};
+use crate::store::{StateWrite, Store};
+use crate::traffic::{message_bytes, Flow};
+
+/// Most changelog records applied under one hold of the lock.
+const RECORDS_PER_BATCH: usize = 512;
+
+/// How often the standby gauges are updated (each update asks the broker for watermarks).
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// This engine's standby copies; reading stops when it is dropped.
+pub(crate) struct Standby {
+    copies: Arc<Mutex<Copies>>,
+    store: Arc<Store>,
+    stop: Arc<AtomicBool>,
+    reader: Option<JoinHandle<()>>,
+}
+
+/// The copies, shared between the engine thread (which says which partitions to copy) and the
+/// reading thread.
+#[derive(Default)]
+struct Copies {
+    parts: BTreeMap<i32, Replica>,
+    /// Bumped when `parts` changes: the reader then reassigns its consumer, and drops records
+    /// fetched under the previous assignment.
+    generation: u64,
+}
+
+/// One partition's copy.
+#[derive(Debug)]
+struct Replica {
+    /// The next changelog offset to read; `None` before the first record.
+    next: Option<i64>,
+    /// Whether a checkpoint read now may be recorded (see the module comment).
+    trusted: bool,
+    /// The offset the read must reach before checkpoints are trusted; `None`: not known yet.
+    settle_at: Option<i64>,
+    /// The journal offset each loaded state came from: an older one read later is skipped.
+    sources: HashMap<String, i64>,
+    /// The newest owner epoch whose claim marker was read.
+    newest_owner: i64,
+    /// The checkpoint covering the most of the journal read so far.
+    best: Option<Checkpoint>,
+    /// The journal offset of the checkpoint recorded in the store; -1 for none.
+    recorded: i64,
+}
+
+/// A saga state (or parked record) to load: its key and value, `None` for a tombstone.
+type Loaded = (String, Option<Vec<u8>>);
+
+/// What one changelog record asks of a copy.
+enum Step {
+    Load(String, Option<Vec<u8>>),
+    GiveUp(String),
+    Nothing,
+}
+
+impl Standby {
+    /// Standby copies read on a thread of their own, or none if `enabled` is false.
+    pub(crate) fn start(
+        kafka: &KafkaSettings,
+        changelog: &str,
+        enabled: bool,
+        store: Arc<Store>,
+        codec: Arc<BlockingCodec>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self> {
+        let copies = Arc::new(Mutex::new(Copies::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = if enabled {
+            let reading = Reader {
+                consumer: crate::kafka::reader(kafka)?,
+                changelog: changelog.to_string(),
+                copies: copies.clone(),
+                store: store.clone(),
+                codec,
+                metrics,
+                stop: stop.clone(),
+            };
+            let handle = std::thread::Builder::new()
+                .name("sagaflow-standby".into())
+                .spawn(move || reading.run())
+                .map_err(|source| Error::Io {
+                    action: "spawning the standby thread".into(),
+                    source,
+                })?;
+            Some(handle)
+        } else {
+            None
+        };
+        Ok(Self {
+            copies,
+            store,
+            stop,
+            reader,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Copies> {
+        self.copies.lock().expect("standby copies lock")
+    }
+
+    /// Keeps copies of exactly `partitions` (all those this engine does not own): new ones start
+    /// from an empty store partition and the beginning of the changelog.
+    pub(crate) fn follow(&self, partitions: &BTreeSet<i32>) {
+        if self.reader.is_none() {
+            return;
+        }
+        let mut copies = self.lock();
+        let before: BTreeSet<i32> = copies.parts.keys().copied().collect();
+        if &before == partitions {
+            return;
+        }
+        copies.parts.retain(|p, _| partitions.contains(p));
+        for &partition in partitions.difference(&before) {
+            // What the store holds of it (an earlier ownership, an earlier run) is not a copy
+            // of the changelog, and nothing says which of it is stale.
+            if let Err(e) = self.store.clear(partition) {
+                warn!(partition, error = %e, "cannot clear the store for a standby copy; no standby for this partition");
+                continue;
+            }
+            let _ = copies.parts.insert(partition, Replica::new());
+        }
+        copies.generation += 1;
+        info!(partitions = ?copies.parts.keys().collect::<Vec<_>>(), "standby copies");
+    }
+
+    /// Stops copying `partitions` (they are about to be restored here): the store keeps what
+    /// was copied, and its recorded checkpoint, for the restore.
+    pub(crate) fn release(&self, partitions: &BTreeSet<i32>) {
+        let mut copies = self.lock();
+        for partition in partitions {
+            let Some(copy) = copies.parts.remove(partition) else {
+                continue;
+            };
+            copies.generation += 1;
+            if copy.recorded >= 0 {
+                info!(
+                    partition,
+                    checkpoint = copy.recorded,
+                    "standby copy taken over: the restore replays the journal after its checkpoint"
+                );
+            } else {
+                info!(
+                    partition,
+                    "standby copy taken over before it had a checkpoint: the restore reads the changelog"
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Standby {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// The reading thread.
+struct Reader {
+    consumer: BaseConsumer,
+    changelog: String,
+    copies: Arc<Mutex<Copies>>,
+    store: Arc<Store>,
+    codec: Arc<BlockingCodec>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Reader {
+    fn run(self) {
+        let mut assigned = 0u64;
+        let mut reported = Instant::now();
+        while !self.stop.load(Ordering::SeqCst) {
+            let generation = {
+                let copies = self.lock();
+                if copies.generation != assigned {
+                    self.assign(&copies);
+                    assigned = copies.generation;
+                }
+                copies.generation
+            };
+            let batch = self.fetch();
+            let ends = self.ends_to_settle();
+            self.apply(generation, batch, &ends);
+            if reported.elapsed() >= REPORT_EVERY {
+                reported = Instant::now();
+                self.report();
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Copies> {
+        self.copies.lock().expect("standby copies lock")
+    }
+
+    fn assign(&self, copies: &Copies) {
+        let mut tpl = TopicPartitionList::new();
+        for (&partition, copy) in &copies.parts {
+            let offset = copy.next.map_or(Offset::Beginning, Offset::Offset);
+            if let Err(e) = tpl.add_partition_offset(&self.changelog, partition, offset) {
+                warn!(partition, error = %e, "cannot build the standby assignment");
+            }
+        }
+        if let Err(e) = self.consumer.assign(&tpl) {
+            warn!(error = %e, "cannot assign the standby copies' changelog partitions");
+        }
+    }
+
+    /// Up to a batch of records: waits a little for the first, not for the others.
+    fn fetch(&self) -> Vec<OwnedMessage> {
+        let mut batch = Vec::new();
+        let mut wait = Duration::from_millis(100);
+        while batch.len() < RECORDS_PER_BATCH {
+            match self.consumer.poll(wait) {
+                None => break,
+                Some(Ok(m)) => {
+                    self.metrics.traffic.count(Flow::Standby, message_bytes(&m));
+                    batch.push(m.detach());
+                }
+                Some(Err(e)) => {
+                    // The client reconnects by itself; a copy only falls behind meanwhile.
+                    debug!(error = %e, "standby read failed; retrying");
+                    break;
+                }
+            }
+            wait = Duration::ZERO;
+        }
+        batch
+    }
+
+    /// The end of each partition whose copy does not trust checkpoints yet, asked after its
+    /// records were fetched: any record that replaced one compaction removed before the fetch
+    /// is below it. Asked without the lock, which a rebalance may be waiting for.
+    fn ends_to_settle(&self) -> BTreeMap<i32, i64> {
+        let untrusted: Vec<i32> = {
+            let copies = self.lock();
+            copies
+                .parts
+                .iter()
+                .filter(|(_, c)| !c.trusted)
+                .map(|(&p, _)| p)
+                .collect()
+        };
+        untrusted
+            .into_iter()
+            .filter_map(|p| {
+                match crate::kafka::watermarks_once(&self.consumer, &self.changelog, p) {
+                    Ok((_, high)) => Some((p, high)),
+                    Err(e) => {
+                        debug!(partition = p, error = %e, "standby: no watermarks yet");
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Applies a batch fetched under assignment `generation`.
+    fn apply(&self, generation: u64, batch: Vec<OwnedMessage>, ends: &BTreeMap<i32, i64>) {
+        let mut copies = self.lock();
+        if copies.generation != generation {
+            // Fetched for an assignment that has changed: a copy started again would take
+            // them for its beginning. The next assignment fetches them again where needed.
+            return;
+        }
+        let mut loads: BTreeMap<i32, Vec<Loaded>> = BTreeMap::new();
+        let mut give_up: BTreeMap<i32, String> = BTreeMap::new();
+        for m in &batch {
+            let partition = m.partition();
+            let Some(copy) = copies.parts.get_mut(&partition) else {
+                continue;
+            };
+            match copy.read(m, &self.codec) {
+                Step::Load(key, state) => loads.entry(partition).or_default().push((key, state)),
+                Step::GiveUp(why) => {
+                    let _ = give_up.entry(partition).or_insert(why);
+                }
+                Step::Nothing => {}
+            }
+        }
+        for (partition, states) in loads {
+            if give_up.contains_key(&partition) {
+                continue;
+            }
+            if let Err(e) = load(&self.store, &self.codec, partition, &states) {
+                let _ = give_up.insert(partition, format!("loading states failed: {e}"));
+            }
+        }
+        for (&partition, copy) in &mut copies.parts {
+            if give_up.contains_key(&partition) {
+                continue;
+            }
+            if let Err(e) = copy.settle(ends.get(&partition).copied(), partition, &self.store) {
+                let _ = give_up.insert(partition, format!("recording a checkpoint failed: {e}"));
+            }
+        }
+        for (partition, why) in &give_up {
+            warn!(partition, reason = %why, "standby copy given up; a takeover of this partition will read the changelog in full, and the next assignment starts a new copy");
+            let _ = copies.parts.remove(partition);
+            copies.generation += 1;
+            if let Err(e) = self.store.clear(*partition) {
+                warn!(partition, error = %e, "cannot delete the given-up standby copy");
+            }
+        }
+    }
+
+    /// Sets the standby gauges.
+    fn report(&self) {
+        let (positions, ready): (Vec<(i32, i64)>, usize) = {
+            let copies = self.lock();
+            (
+                copies
+                    .parts
+                    .iter()
+                    .map(|(&p, c)| (p, c.next.unwrap_or(0)))
+                    .collect(),
+                copies.parts.values().filter(|c| c.recorded >= 0).count(),
+            )
+        };
+        let lag: i64 = positions
+            .iter()
+            .filter_map(|&(p, next)| {
+                let (_, high) =
+                    crate::kafka::watermarks_once(&self.consumer, &self.changelog, p).ok()?;
+                Some((high - next).max(0))
+            })
+            .sum();
+        let metrics = &self.metrics;
+        metrics
+            .standby_partitions
+            .store(positions.len() as i64, Ordering::Relaxed);
+        metrics
+            .standby_partitions_ready
+            .store(ready as i64, Ordering::Relaxed);
+        metrics.standby_lag_records.store(lag, Ordering::Relaxed);
+    }
+}
+
+impl Replica {
+    fn new() -> Self {
+        Self {
+            next: None,
+            trusted: false,
+            settle_at: None,
+            sources: HashMap::new(),
+            newest_owner: 0,
+            best: None,
+            recorded: -1,
+        }
+    }
+
+    fn read(&mut self, m: &OwnedMessage, codec: &BlockingCodec) -> Step {
+        let offset = m.offset();
+        match self.next {
+            Some(next) if offset < next => return Step::Nothing,
+            Some(next) if offset > next => {
+                // Compaction removed records in between (see the module comment).
+                self.trusted = false;
+                self.settle_at = None;
+            }
+            _ => {}
+        }
+        self.next = Some(offset + 1);
+        let Some(key) = m.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
+            return Step::Nothing;
+        };
+        if key == CHECKPOINT_KEY {
+            let Some(bytes) = m.payload() else {
+                return Step::Nothing;
+            };
+            return match codec.decode::<Checkpoint>(bytes) {
+                Ok(cp) => {
+                    if self
+                        .best
+                        .as_ref()
+                        .is_none_or(|best| cp.journal_offset >= best.journal_offset)
+                    {
+                        self.best = Some(cp);
+                    }
+                    Step::Nothing
+                }
+                Err(e) => Step::GiveUp(format!("undecodable checkpoint at offset {offset}: {e}")),
+            };
+        }
+        if let Some(epoch) = restore::owner_marker_epoch(&key) {
+            self.newest_owner = self.newest_owner.max(epoch);
+            return Step::Nothing;
+        }
+        if !restore::is_state_key(&key) {
+            return Step::Nothing;
+        }
+        if crate::kafka::writer_epoch(m).is_some_and(|e| e < self.newest_owner) {
+            return Step::GiveUp(format!(
+                "a fenced owner wrote saga {key}'s state late, at offset {offset}"
+            ));
+        }
+        let source = crate::kafka::source_offset(m);
+        if self.sources.get(&key).is_some_and(|&kept| kept > source) {
+            return Step::Nothing;
+        }
+        let _ = self.sources.insert(key.clone(), source);
+        Step::Load(key, m.payload().map(<[u8]>::to_vec))
+    }
+
+    /// Decides whether checkpoints are trusted yet (`end`: the partition's end, asked after the
+    /// records read so far were fetched), and records the best one if so.
+    fn settle(&mut self, end: Option<i64>, partition: i32, store: &Store) -> Result<()> {
+        if !self.trusted {
+            if self.settle_at.is_none() {
+                self.settle_at = end;
+            }
+            match self.settle_at {
+                Some(end) if self.next.unwrap_or(0) >= end => self.trusted = true,
+                _ => return Ok(()),
+            }
+        }
+        let Some(best) = &self.best else {
+            return Ok(());
+        };
+        if best.journal_offset <= self.recorded {
+            return Ok(());
+        }
+        store.apply(partition, -1, &[], &[], &restore::meta_at(Some(best)))?;
+        self.recorded = best.journal_offset;
+        Ok(())
+    }
+}
+
+/// Loads states into the store as a restore from the changelog does.
+fn load(store: &Store, codec: &BlockingCodec, partition: i32, states: &[Loaded]) -> Result<()> {
+    let decoded = states
+        .iter()
+        .map(|(key, state)| restore::decode_state(codec, key, state.as_deref()))
+        .collect::<Result<Vec<_>>>()?;
+    let writes: Vec<StateWrite<'_>> = states
+        .iter()
+        .zip(&decoded)
+        .map(|((key, state), (running, timers))| StateWrite {
+            saga_id: key,
+            state: state.as_deref(),
+            running: *running,
+            timers,
+        })
+        .collect();
+    store.load_states(partition, &writes)
+}
