@@ -101,8 +101,9 @@ struct SleepersReport {
     handover: Handover,
     /// From the signal until the first node exited (a SIGKILL takes no time).
     stop_secs: f64,
-    /// Until the second node decided again: from its start, or with standby copies (the node
-    /// runs already) from the first node's exit until it decided on every partition.
+    /// Until the second node decided again: from its start; or with standby copies, as the node
+    /// runs already and may take over while the first one exits, from the signal to the first
+    /// node until the second decided on every partition.
     restore_secs: f64,
     /// Partitions the second node restored by reading the whole changelog during the hand-over
     /// (none when its standby copies were ready).
@@ -269,7 +270,11 @@ pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
     }
     let stop_secs = stopping.elapsed().as_secs_f64();
     drop(first);
-    let restoring = Instant::now();
+    let restoring = if args.handover.standby() {
+        stopping
+    } else {
+        Instant::now()
+    };
     let second = match early {
         Some(second) => second,
         None => spawn(match args.handover {
@@ -559,11 +564,11 @@ fn print_table(r: &SleepersReport) {
         ),
         Handover::StandbyTerm => (
             "clean stop of the first node (SIGTERM)",
-            "takeover by the node with standby copies, until it decides again",
+            "from SIGTERM until the standby node decides",
         ),
         Handover::StandbyKill => (
             "crash of the first node (SIGKILL)",
-            "takeover by the node with standby copies, until it decides again",
+            "from SIGKILL until the standby node decides",
         ),
     };
     row(stop, format!("{:.1} s", r.stop_secs));
