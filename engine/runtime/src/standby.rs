@@ -22,7 +22,7 @@
 //! applied under a lock that the rebalance callback takes to hand a partition over before its
 //! restore reads the store: once handed over, a copy never changes under the restore.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -74,8 +74,6 @@ struct Replica {
     trusted: bool,
     /// The offset the read must reach before checkpoints are trusted; `None`: not known yet.
     settle_at: Option<i64>,
-    /// The journal offset each loaded state came from: an older one read later is skipped.
-    sources: HashMap<String, i64>,
     /// The newest owner epoch whose claim marker was read.
     newest_owner: i64,
     /// The checkpoint covering the most of the journal read so far.
@@ -385,7 +383,6 @@ impl Replica {
             next: None,
             trusted: false,
             settle_at: None,
-            sources: HashMap::new(),
             newest_owner: 0,
             best: None,
             recorded: -1,
@@ -437,11 +434,11 @@ impl Replica {
                 "a fenced owner wrote saga {key}'s state late, at offset {offset}"
             ));
         }
-        let source = crate::kafka::source_offset(m);
-        if self.sources.get(&key).is_some_and(|&kept| kept > source) {
-            return Step::Nothing;
-        }
-        let _ = self.sources.insert(key.clone(), source);
+        // Log order is newest-last without a per-saga record of sources (which would grow with
+        // every saga id the copy ever saw): an owner flushes again only once its last flush is
+        // acknowledged, a new owner flushes states from records after the ones the old owner
+        // reported flushed, and an older state written after a newer owner's claim marker is the
+        // late write above.
         Step::Load(key, m.payload().map(<[u8]>::to_vec))
     }
 
@@ -486,4 +483,124 @@ fn load(store: &Store, codec: &BlockingCodec, partition: i32, states: &[Loaded])
         })
         .collect();
     store.load_states(partition, &writes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ChainMeta, RelayMark};
+    use rdkafka::message::{Header, OwnedHeaders, Timestamp};
+
+    fn codec() -> BlockingCodec {
+        // Checkpoints use the internal encoding, and the states here are tombstones: nothing
+        // asks the registry.
+        BlockingCodec::new(&sagaflow_avro::RegistrySettings::new("http://127.0.0.1:9"))
+            .expect("codec")
+    }
+
+    fn temp_store(name: &str) -> Store {
+        let dir =
+            std::env::temp_dir().join(format!("sagaflow-standby-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Store::open(&dir).expect("store")
+    }
+
+    fn record(offset: i64, key: &str, value: Option<Vec<u8>>, epoch: Option<i64>) -> OwnedMessage {
+        let headers = epoch.map(|e| {
+            let e = e.to_string();
+            OwnedHeaders::new().insert(Header {
+                key: crate::kafka::EPOCH_HEADER,
+                value: Some(e.as_str()),
+            })
+        });
+        OwnedMessage::new(
+            value,
+            Some(key.as_bytes().to_vec()),
+            "g.changelog".into(),
+            Timestamp::NotAvailable,
+            0,
+            offset,
+            headers,
+        )
+    }
+
+    fn checkpoint(journal_offset: i64) -> Option<Vec<u8>> {
+        let chain = ChainMeta {
+            last_valid: journal_offset,
+            epoch: 1,
+            writer: "w".into(),
+            max_epoch: 1,
+        };
+        let mark = RelayMark {
+            chain,
+            positions: BTreeMap::new(),
+        };
+        Some(restore::encode_checkpoint(&mark).expect("checkpoint"))
+    }
+
+    fn recorded(store: &Store) -> Option<i64> {
+        store.meta(0).expect("meta").map(|m| m.chain.last_valid)
+    }
+
+    #[test]
+    fn a_checkpoint_is_recorded_once_the_copy_has_read_to_the_end_the_partition_had() {
+        let (codec, store) = (codec(), temp_store("settle"));
+        let mut copy = Replica::new();
+        assert!(matches!(
+            copy.read(&record(0, CHECKPOINT_KEY, checkpoint(5), None), &codec),
+            Step::Nothing
+        ));
+        copy.settle(Some(3), 0, &store).expect("settle");
+        assert_eq!(
+            recorded(&store),
+            None,
+            "records 1 and 2 may replace states it covers"
+        );
+        for offset in 1..3 {
+            assert!(matches!(
+                copy.read(&record(offset, "saga-a", None, Some(1)), &codec),
+                Step::Load(..)
+            ));
+        }
+        copy.settle(None, 0, &store).expect("settle");
+        assert_eq!(recorded(&store), Some(5));
+    }
+
+    #[test]
+    fn after_an_offset_gap_no_checkpoint_is_recorded_until_the_end_after_it() {
+        let (codec, store) = (codec(), temp_store("gap"));
+        let mut copy = Replica::new();
+        let _ = copy.read(&record(0, CHECKPOINT_KEY, checkpoint(5), None), &codec);
+        copy.settle(Some(1), 0, &store).expect("settle");
+        assert_eq!(recorded(&store), Some(5));
+        // Offsets 1 to 9 were compacted away; their newer states come after the checkpoint.
+        let _ = copy.read(&record(10, CHECKPOINT_KEY, checkpoint(9), None), &codec);
+        copy.settle(Some(20), 0, &store).expect("settle");
+        assert_eq!(recorded(&store), Some(5), "the older checkpoint stays");
+        for offset in 11..20 {
+            let _ = copy.read(&record(offset, "saga-b", None, Some(1)), &codec);
+        }
+        copy.settle(None, 0, &store).expect("settle");
+        assert_eq!(recorded(&store), Some(9));
+        // A record read again (a reassignment) changes nothing.
+        assert!(matches!(
+            copy.read(&record(12, "saga-b", None, Some(1)), &codec),
+            Step::Nothing
+        ));
+    }
+
+    #[test]
+    fn a_state_a_fenced_owner_wrote_late_gives_the_copy_up() {
+        let codec = codec();
+        let mut copy = Replica::new();
+        let _ = copy.read(&record(0, "__owner/2", Some(b"w2".to_vec()), None), &codec);
+        assert!(matches!(
+            copy.read(&record(1, "saga-a", None, Some(2)), &codec),
+            Step::Load(..)
+        ));
+        assert!(matches!(
+            copy.read(&record(2, "saga-a", None, Some(1)), &codec),
+            Step::GiveUp(_)
+        ));
+    }
 }
