@@ -665,6 +665,14 @@ fn the_admin_api_checks_roles_audits_and_repairs_incidents_one_by_one_and_in_bul
     let pause = format!("{api}/api/participants/{participant_topic}/pause");
     let (status, _, body) = call("POST", &pause, viewer, Some(json!({})));
     assert_eq!(status, 403, "{body}");
+    // No body is a pause without a reason; a body of blanks is not JSON, and pauses nothing.
+    let (status, _, text) = sagaflow_tests::http_request(
+        "POST",
+        &pause,
+        &[("Authorization", "Bearer op-token")],
+        Some(" "),
+    );
+    assert_eq!(status, 400, "{text}");
     let (status, _, body) = call(
         "POST",
         &format!("{api}/api/participants/no.such.commands/pause"),

@@ -797,7 +797,10 @@ async fn control_participant(
         .guard(headers, method, uri.path(), Role::Operator, what)
         .await?;
     let limits = matches!(change, Change::Limit { .. });
-    let request: ControlRequest = if body.iter().all(u8::is_ascii_whitespace) {
+    // No body at all is a pause or resume without a reason. Anything else must be the JSON
+    // object the document describes: a body of blanks is not JSON, and is refused like any
+    // other invalid body.
+    let request: ControlRequest = if body.is_empty() {
         if limits {
             let e = ApiError::bad(
                 r#"the body must give the limits, e.g. {"max_in_flight": 20, "max_rate": 50} (null for no limit)"#,
