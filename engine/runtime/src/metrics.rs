@@ -55,21 +55,18 @@ macro_rules! counters {
                     let _ = writeln!(out, "# TYPE sagaflow_{} counter", stringify!($name));
                     let _ = writeln!(out, "sagaflow_{} {}", stringify!($name), self.$name.load(Ordering::Relaxed));
                 )*
-                let _ = writeln!(out, "# HELP sagaflow_partitions_owned Input partitions this engine owns.");
-                let _ = writeln!(out, "# TYPE sagaflow_partitions_owned gauge");
-                let _ = writeln!(out, "sagaflow_partitions_owned {}", self.partitions_owned.load(Ordering::Relaxed));
-                let _ = writeln!(out, "# HELP sagaflow_standby_partitions Other engines' partitions this engine keeps a standby copy of (standby = true).");
-                let _ = writeln!(out, "# TYPE sagaflow_standby_partitions gauge");
-                let _ = writeln!(out, "sagaflow_standby_partitions {}", self.standby_partitions.load(Ordering::Relaxed));
-                let _ = writeln!(out, "# HELP sagaflow_standby_partitions_ready Standby copies with a checkpoint, from which a takeover replays only the journal.");
-                let _ = writeln!(out, "# TYPE sagaflow_standby_partitions_ready gauge");
-                let _ = writeln!(out, "sagaflow_standby_partitions_ready {}", self.standby_partitions_ready.load(Ordering::Relaxed));
-                let _ = writeln!(out, "# HELP sagaflow_standby_lag_records Changelog records the standby copies have not read yet.");
-                let _ = writeln!(out, "# TYPE sagaflow_standby_lag_records gauge");
-                let _ = writeln!(out, "sagaflow_standby_lag_records {}", self.standby_lag_records.load(Ordering::Relaxed));
-                let _ = writeln!(out, "# HELP sagaflow_timers_in_memory Near-term timers held in memory by the timer wheels.");
-                let _ = writeln!(out, "# TYPE sagaflow_timers_in_memory gauge");
-                let _ = writeln!(out, "sagaflow_timers_in_memory {}", self.timers_in_memory.load(Ordering::Relaxed));
+                let gauges = [
+                    ("partitions_owned", "Input partitions this engine owns.", &self.partitions_owned),
+                    ("standby_partitions", "Other engines' partitions this engine keeps a standby copy of (standby = true).", &self.standby_partitions),
+                    ("standby_partitions_ready", "Standby copies with a checkpoint, from which a takeover replays only the journal.", &self.standby_partitions_ready),
+                    ("standby_lag_records", "Changelog records the standby copies have not read yet.", &self.standby_lag_records),
+                    ("timers_in_memory", "Near-term timers held in memory by the timer wheels.", &self.timers_in_memory),
+                ];
+                for (name, help, value) in gauges {
+                    let _ = writeln!(out, "# HELP sagaflow_{name} {help}");
+                    let _ = writeln!(out, "# TYPE sagaflow_{name} gauge");
+                    let _ = writeln!(out, "sagaflow_{name} {}", value.load(Ordering::Relaxed));
+                }
                 let _ = writeln!(out, "# HELP sagaflow_timer_lateness_seconds_total Sum over fired timers of how late they fired; divide by sagaflow_timers_fired_total for the mean.");
                 let _ = writeln!(out, "# TYPE sagaflow_timer_lateness_seconds_total counter");
                 let _ = writeln!(out, "sagaflow_timer_lateness_seconds_total {:.3}", self.timer_lateness_ms.load(Ordering::Relaxed) as f64 / 1000.0);

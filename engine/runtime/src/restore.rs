@@ -370,7 +370,7 @@ pub(crate) fn restore(
 type DecodedState = (String, Option<Vec<u8>>, bool, Vec<(i64, String)>);
 
 /// Decodes a state to know whether it is a running saga and which timers it has.
-pub(crate) fn decode_state(
+fn decode_state(
     codec: &BlockingCodec,
     key: &str,
     state: Option<&[u8]>,
@@ -523,31 +523,46 @@ fn rebuild_from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<Meta
         recheck_late_states(c, partition, cp.journal_offset, &mut latest)?;
     }
     let meta = meta_at(checkpoint.as_ref());
-    let mut decoded = Vec::with_capacity(latest.len());
-    for (key, kept) in &latest {
-        decoded.push(decode_state(c.codec, key, kept.state.as_deref())?);
-    }
-    let writes: Vec<StateWrite<'_>> = latest
-        .iter()
-        .zip(&decoded)
-        .map(|((key, kept), (running, timers))| StateWrite {
-            saga_id: key,
-            state: kept.state.as_deref(),
-            running: *running,
-            timers,
-        })
+    let states: Vec<(String, Option<Vec<u8>>)> = latest
+        .into_iter()
+        .map(|(key, kept)| (key, kept.state))
         .collect();
-    let mut chunks = writes.chunks(RESTORE_CHUNK).peekable();
+    let mut chunks = states.chunks(RESTORE_CHUNK).peekable();
     while let Some(chunk) = chunks.next() {
-        c.store.load_states(partition, chunk)?;
+        load_states(c.store, c.codec, partition, chunk)?;
         if chunks.peek().is_some() {
             sagaflow_failpoints::hit(sagaflow_failpoints::RESTORE_CHUNK);
         }
     }
     // The metadata last: it says the partition is whole.
     c.store.apply(partition, -1, &[], &[], &meta)?;
-    info!(partition, sagas = latest.len(), checkpoint = ?checkpoint.as_ref().map(|c| c.journal_offset), "restored from the changelog");
+    info!(partition, sagas = states.len(), checkpoint = ?checkpoint.as_ref().map(|c| c.journal_offset), "restored from the changelog");
     Ok(meta)
+}
+
+/// Writes changelog states (key, value or `None` for a tombstone) to the store without its
+/// metadata, with what the store indexes: whether each saga runs, and its timers.
+pub(crate) fn load_states(
+    store: &Store,
+    codec: &BlockingCodec,
+    partition: i32,
+    states: &[(String, Option<Vec<u8>>)],
+) -> Result<()> {
+    let decoded = states
+        .iter()
+        .map(|(key, state)| decode_state(codec, key, state.as_deref()))
+        .collect::<Result<Vec<_>>>()?;
+    let writes: Vec<StateWrite<'_>> = states
+        .iter()
+        .zip(&decoded)
+        .map(|((key, state), (running, timers))| StateWrite {
+            saga_id: key,
+            state: state.as_deref(),
+            running: *running,
+            timers,
+        })
+        .collect();
+    store.load_states(partition, &writes)
 }
 
 /// The state a changelog restore keeps for a key.

@@ -38,7 +38,7 @@ use tracing::{debug, info, warn};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::restore::{self, CHECKPOINT_KEY};
-use crate::store::{StateWrite, Store};
+use crate::store::Store;
 use crate::traffic::{message_bytes, Flow};
 
 /// Most changelog records applied under one hold of the lock.
@@ -70,9 +70,8 @@ struct Copies {
 struct Replica {
     /// The next changelog offset to read; `None` before the first record.
     next: Option<i64>,
-    /// Whether a checkpoint read now may be recorded (see the module comment).
-    trusted: bool,
-    /// The offset the read must reach before checkpoints are trusted; `None`: not known yet.
+    /// The offset the read must reach before checkpoints are trusted (see the module comment);
+    /// `None`: not known yet, after the start or a gap.
     settle_at: Option<i64>,
     /// The newest owner epoch whose claim marker was read.
     newest_owner: i64,
@@ -269,7 +268,7 @@ impl Reader {
         batch
     }
 
-    /// The end of each partition whose copy does not trust checkpoints yet, asked after its
+    /// The end of each partition whose copy does not know it yet, asked after its
     /// records were fetched: any record that replaced one compaction removed before the fetch
     /// is below it. Asked without the lock, which a rebalance may be waiting for.
     fn ends_to_settle(&self) -> BTreeMap<i32, i64> {
@@ -278,7 +277,7 @@ impl Reader {
             copies
                 .parts
                 .iter()
-                .filter(|(_, c)| !c.trusted)
+                .filter(|(_, c)| c.settle_at.is_none())
                 .map(|(&p, _)| p)
                 .collect()
         };
@@ -323,7 +322,7 @@ impl Reader {
             if give_up.contains_key(&partition) {
                 continue;
             }
-            if let Err(e) = load(&self.store, &self.codec, partition, &states) {
+            if let Err(e) = restore::load_states(&self.store, &self.codec, partition, &states) {
                 let _ = give_up.insert(partition, format!("loading states failed: {e}"));
             }
         }
@@ -381,7 +380,6 @@ impl Replica {
     fn new() -> Self {
         Self {
             next: None,
-            trusted: false,
             settle_at: None,
             newest_owner: 0,
             best: None,
@@ -395,7 +393,6 @@ impl Replica {
             Some(next) if offset < next => return Step::Nothing,
             Some(next) if offset > next => {
                 // Compaction removed records in between (see the module comment).
-                self.trusted = false;
                 self.settle_at = None;
             }
             _ => {}
@@ -442,17 +439,18 @@ impl Replica {
         Step::Load(key, m.payload().map(<[u8]>::to_vec))
     }
 
-    /// Decides whether checkpoints are trusted yet (`end`: the partition's end, asked after the
-    /// records read so far were fetched), and records the best one if so.
+    /// Records the best checkpoint if checkpoints are trusted: the read has reached the end
+    /// (`end`, asked after the records read so far were fetched, if not known yet). The read only
+    /// moves on, so it stays trusted until a gap.
     fn settle(&mut self, end: Option<i64>, partition: i32, store: &Store) -> Result<()> {
-        if !self.trusted {
-            if self.settle_at.is_none() {
-                self.settle_at = end;
-            }
-            match self.settle_at {
-                Some(end) if self.next.unwrap_or(0) >= end => self.trusted = true,
-                _ => return Ok(()),
-            }
+        if self.settle_at.is_none() {
+            self.settle_at = end;
+        }
+        if self
+            .settle_at
+            .is_none_or(|end| self.next.unwrap_or(0) < end)
+        {
+            return Ok(());
         }
         let Some(best) = &self.best else {
             return Ok(());
@@ -464,25 +462,6 @@ impl Replica {
         self.recorded = best.journal_offset;
         Ok(())
     }
-}
-
-/// Loads states into the store as a restore from the changelog does.
-fn load(store: &Store, codec: &BlockingCodec, partition: i32, states: &[Loaded]) -> Result<()> {
-    let decoded = states
-        .iter()
-        .map(|(key, state)| restore::decode_state(codec, key, state.as_deref()))
-        .collect::<Result<Vec<_>>>()?;
-    let writes: Vec<StateWrite<'_>> = states
-        .iter()
-        .zip(&decoded)
-        .map(|((key, state), (running, timers))| StateWrite {
-            saga_id: key,
-            state: state.as_deref(),
-            running: *running,
-            timers,
-        })
-        .collect();
-    store.load_states(partition, &writes)
 }
 
 #[cfg(test)]
