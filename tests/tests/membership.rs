@@ -1,6 +1,7 @@
 //! Static group membership (KIP-345) on Apache Kafka: an engine restarted in place takes its
 //! partitions back without a rebalance, a scale-down removes the member so its partitions move
-//! at once, and two engines under one instance id end with a clear error, not a spin.
+//! at once, and two engines under one instance id, or a session timeout the broker refuses, end
+//! with a clear error, not a spin.
 //!
 //! tansu 0.6 keeps a stopped static member's partitions from every other engine, which is why
 //! static membership is documented as Kafka-only; these tests skip there.
@@ -188,5 +189,41 @@ fn an_engine_whose_instance_id_another_one_takes_stops_with_a_clear_error() {
     assert!(
         eventually(WAIT, || owns_all(&metrics_2, 4)),
         "engine-2 did not own the partitions after fencing engine-1"
+    );
+}
+
+#[test]
+fn an_engine_whose_session_timeout_the_broker_refuses_stops_with_a_clear_error() {
+    let test = "an_engine_whose_session_timeout_the_broker_refuses_stops_with_a_clear_error";
+    // This one is about session limits, which tansu 0.6's coordinator does not check.
+    if !sagaflow_tests::on_kafka_only(
+        test,
+        "tansu 0.6 accepts any session timeout (its coordinator never answers INVALID_SESSION_TIMEOUT)",
+    ) {
+        return;
+    }
+    let r = sagaflow_tests::trips::rig("session-refused", 4);
+    let state = TempDir::new("session-refused");
+    // Above Apache Kafka's group.max.session.timeout.ms (30 minutes by default).
+    let (mut engine, _metrics) = spawn_engine_env(
+        "engine-1",
+        &r.opts.on_state_dir(&state),
+        &[("SAGAFLOW_SESSION_TIMEOUT_MS", "3600000")],
+    );
+    assert!(
+        eventually(WAIT, || engine.exit_status().is_some()),
+        "the engine kept running although the broker refused its session timeout"
+    );
+    let status = engine.exit_status().expect("exited");
+    assert!(
+        !status.success(),
+        "the engine exited 0 after the broker refused its session timeout"
+    );
+    let log = engine.stderr_text();
+    assert!(
+        log.contains("the broker refused session-timeout-ms = 3600000")
+            && log.contains("group.max.session.timeout.ms")
+            && log.contains("SAGAFLOW_SESSION_TIMEOUT_MS"),
+        "the engine did not say what the broker refused and how to fix it:\n{log}"
     );
 }

@@ -251,7 +251,7 @@ pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
 
     let early = if args.handover.standby() {
         let second = spawn(&second_dir)?;
-        wait_for_copies(&second, args.partitions).await?;
+        wait_for_copies(&first, &second, args.partitions).await?;
         Some(second)
     } else {
         None
@@ -378,14 +378,25 @@ pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
 
 /// Waits until `second` owns a share of the partitions and has a ready, caught-up standby copy
 /// of each of the others.
-async fn wait_for_copies(second: &EngineProcess, partitions: i32) -> anyhow::Result<()> {
+/// Waits until the two nodes share the partitions and the second has a ready copy of each of the
+/// first node's. Both must own some: if the group gave the second node everything (a first node
+/// dropped for missed heartbeats, say), stopping the first would hand nothing over, and the time
+/// measured would mean nothing.
+async fn wait_for_copies(
+    first: &EngineProcess,
+    second: &EngineProcess,
+    partitions: i32,
+) -> anyhow::Result<()> {
     let joined = Instant::now();
     let mut last_report = Instant::now();
     loop {
+        let owned_first = first.metric("sagaflow_partitions_owned").await;
         let owned = second.metric("sagaflow_partitions_owned").await;
         let ready = second.metric("sagaflow_standby_partitions_ready").await;
         let lag = second.metric("sagaflow_standby_lag_records").await;
-        if owned >= 1.0 && owned + ready >= f64::from(partitions) && lag == 0.0 {
+        let shared =
+            owned >= 1.0 && owned_first >= 1.0 && owned + owned_first == f64::from(partitions);
+        if shared && owned + ready >= f64::from(partitions) && lag == 0.0 {
             progress(&format!(
                 "second node: {owned:.0} partitions owned, {ready:.0} standby copies ready after {:.1} s",
                 joined.elapsed().as_secs_f64()
@@ -394,12 +405,12 @@ async fn wait_for_copies(second: &EngineProcess, partitions: i32) -> anyhow::Res
         }
         anyhow::ensure!(
             joined.elapsed() < Duration::from_secs(1800),
-            "the second node's standby copies were not ready within 30 minutes ({owned:.0} partitions owned, {ready:.0} copies ready, {lag:.0} records behind)"
+            "the nodes did not share the partitions with the second's standby copies ready within 30 minutes (first node owns {owned_first:.0}, second {owned:.0} with {ready:.0} copies ready, {lag:.0} records behind); a first node that owns none was dropped from the group (missed heartbeats: raise session-timeout-ms)"
         );
         if last_report.elapsed() >= Duration::from_secs(5) {
             last_report = Instant::now();
             progress(&format!(
-                "second node: {owned:.0} partitions owned, {ready:.0} standby copies ready, {lag:.0} changelog records behind"
+                "second node: {owned:.0} partitions owned (first node {owned_first:.0}), {ready:.0} standby copies ready, {lag:.0} changelog records behind"
             ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -564,6 +564,15 @@ impl Processor {
                         self.ctx.config.instance_id, self.ctx.config.group
                     )));
                 }
+                Err(e)
+                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::InvalidSessionTimeout) =>
+                {
+                    // The join is refused for good: the engine would never own a partition.
+                    return Err(Error::Config(format!(
+                        "the broker refused session-timeout-ms = {} for group {}: it must lie within the broker's group.min.session.timeout.ms and group.max.session.timeout.ms (6000 and 1800000 on Apache Kafka by default). Set session-timeout-ms (SAGAFLOW_SESSION_TIMEOUT_MS) within them, or change the broker's limits",
+                        self.ctx.config.session_timeout_ms, self.ctx.config.group
+                    )));
+                }
                 Err(e) => {
                     warn!(error = %e, "consumer error");
                     break;
