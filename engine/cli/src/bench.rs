@@ -115,6 +115,8 @@ struct TrafficFigures {
 #[derive(Debug, Serialize)]
 struct KindFigures {
     kind: &'static str,
+    /// `read` or `write` (`correlation` has both).
+    direction: &'static str,
     contract: bool,
     msgs_per_step: f64,
     bytes_per_step: f64,
@@ -205,6 +207,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         traffic: &stack.metrics.traffic,
         cpu_pids: &args.cpu_pids,
         steps_per_saga,
+        settle: stack.checkpoint_interval + Duration::from_millis(500),
     };
 
     // Warm-up: schema registrations, first fetches, group join.
@@ -393,8 +396,9 @@ fn print_table(r: &BenchReport) {
     {
         row(
             format!(
-                "{} ({})",
+                "{} {} ({})",
                 k.kind,
+                k.direction,
                 if k.contract { "contract" } else { "overhead" }
             ),
             format!("{:.3} ({:.0} B)", k.msgs_per_step, k.bytes_per_step),
@@ -490,6 +494,10 @@ struct Measure<'a> {
     traffic: &'a Traffic,
     cpu_pids: &'a [u32],
     steps_per_saga: usize,
+    /// How long after a phase its last changelog writes are acknowledged: the engine writes the
+    /// changelog once per checkpoint interval, so without this wait a phase's last flush would
+    /// count in the next phase.
+    settle: Duration,
 }
 
 impl Measure<'_> {
@@ -501,6 +509,7 @@ impl Measure<'_> {
             .run(self.producer, self.codec, self.starts, self.log, rate)
             .await?;
         let cpu = cpu_seconds(self.cpu_pids)? - cpu_before;
+        tokio::time::sleep(self.settle).await;
         let traffic_after = self.traffic_now();
         let steps = (figures.sagas * self.steps_per_saga).max(1) as f64;
         let kinds: Vec<KindFigures> = Flow::ALL
@@ -508,6 +517,7 @@ impl Measure<'_> {
             .zip(traffic_before.iter().zip(&traffic_after))
             .map(|(flow, ((r0, b0), (r1, b1)))| KindFigures {
                 kind: flow.label(),
+                direction: flow.direction(),
                 contract: flow.contract(),
                 msgs_per_step: (r1 - r0) as f64 / steps,
                 bytes_per_step: (b1 - b0) as f64 / steps,

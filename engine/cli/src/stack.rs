@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use sagaflow_avro::RegistrySettings;
@@ -47,6 +48,8 @@ pub(crate) struct LocalStack {
     pub(crate) metrics: Arc<Metrics>,
     /// The participants' counters and hop histograms, shared by all of them.
     pub(crate) worker_stats: Arc<WorkerStats>,
+    /// How often the engine writes its changelog (`checkpoint-interval-ms`).
+    pub(crate) checkpoint_interval: Duration,
     local_registry: Option<RunningRegistry>,
     engine: Option<EngineHandle>,
     stop: watch::Sender<bool>,
@@ -105,6 +108,7 @@ impl LocalStack {
         config.partitions = options.partitions;
         config.state_dir = options.state_dir.clone();
         config.http_listen = String::new();
+        let checkpoint_interval = Duration::from_millis(config.checkpoint_interval_ms);
         let definitions = options.definitions.clone();
         let engine = tokio::task::spawn_blocking(move || {
             sagaflow_runtime::Engine::start(config, definitions)
@@ -146,6 +150,7 @@ impl LocalStack {
             topics,
             metrics,
             worker_stats,
+            checkpoint_interval,
             local_registry: registry,
             engine: Some(engine),
             stop,

@@ -89,6 +89,28 @@ impl Flow {
         }
     }
 
+    /// Its `direction` label: whether the engine reads or writes these records.
+    pub fn direction(self) -> &'static str {
+        match self {
+            Flow::Start
+            | Flow::Reply
+            | Flow::OtherInput
+            | Flow::CorrelationIn
+            | Flow::Restore
+            | Flow::Standby => "read",
+            Flow::Command
+            | Flow::Event
+            | Flow::DeadLetter
+            | Flow::Delayed
+            | Flow::Journal
+            | Flow::Changelog
+            | Flow::Heartbeat
+            | Flow::Resend
+            | Flow::Forward
+            | Flow::Correlation => "write",
+        }
+    }
+
     /// Whether the saga contract itself asks for this traffic (any engine would pay it), as
     /// opposed to this engine's overhead.
     pub fn contract(self) -> bool {
@@ -156,12 +178,6 @@ impl Traffic {
     }
 
     pub(crate) fn render(&self, out: &mut String) {
-        let direction = |flow: Flow| match flow {
-            Flow::Start | Flow::Reply | Flow::OtherInput | Flow::CorrelationIn | Flow::Restore => {
-                "read"
-            }
-            _ => "write",
-        };
         let metrics = [
             ("sagaflow_broker_records_total", "Records the engine read from or wrote to the broker (writes once acknowledged), by kind; part=\"contract\" is what the saga contract itself needs, part=\"overhead\" the engine's own cost.", &self.records),
             ("sagaflow_broker_bytes_total", "Bytes (keys, values and headers) of sagaflow_broker_records_total.", &self.bytes),
@@ -178,7 +194,7 @@ impl Traffic {
                 let _ = writeln!(
                     out,
                     "{name}{{direction=\"{}\",kind=\"{}\",part=\"{part}\"}} {}",
-                    direction(flow),
+                    flow.direction(),
                     flow.label(),
                     counters[flow.index()].load(Ordering::Relaxed)
                 );
@@ -209,6 +225,10 @@ mod tests {
         ));
         assert!(out.contains(
             "sagaflow_broker_records_total{direction=\"read\",kind=\"start\",part=\"contract\"} 0"
+        ));
+        // Standby copies read the other engines' changelog; they write nothing.
+        assert!(out.contains(
+            "sagaflow_broker_records_total{direction=\"read\",kind=\"standby\",part=\"overhead\"} 0"
         ));
     }
 
