@@ -376,8 +376,6 @@ pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Waits until `second` owns a share of the partitions and has a ready, caught-up standby copy
-/// of each of the others.
 /// Waits until the two nodes share the partitions and the second has a ready copy of each of the
 /// first node's. Both must own some: if the group gave the second node everything (a first node
 /// dropped for missed heartbeats, say), stopping the first would hand nothing over, and the time
