@@ -467,7 +467,7 @@ impl Replica {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{ChainMeta, RelayMark};
+    use crate::store::{temp_store, ChainMeta, RelayMark};
     use rdkafka::message::{Header, OwnedHeaders, Timestamp};
 
     fn codec() -> BlockingCodec {
@@ -475,13 +475,6 @@ mod tests {
         // asks the registry.
         BlockingCodec::new(&sagaflow_avro::RegistrySettings::new("http://127.0.0.1:9"))
             .expect("codec")
-    }
-
-    fn temp_store(name: &str) -> Store {
-        let dir =
-            std::env::temp_dir().join(format!("sagaflow-standby-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        Store::open(&dir).expect("store")
     }
 
     fn record(offset: i64, key: &str, value: Option<Vec<u8>>, epoch: Option<i64>) -> OwnedMessage {

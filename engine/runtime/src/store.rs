@@ -352,16 +352,17 @@ fn store_error(path: &Path, source: rocksdb::Error) -> Error {
     }
 }
 
+/// A new store in the temp directory, for unit tests (`name` keeps tests apart).
+#[cfg(test)]
+pub(crate) fn temp_store(name: &str) -> Store {
+    let dir = std::env::temp_dir().join(format!("sagaflow-store-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    Store::open(&dir).expect("store")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn temp_store(name: &str) -> Store {
-        let dir =
-            std::env::temp_dir().join(format!("sagaflow-store-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        Store::open(&dir).unwrap()
-    }
 
     #[test]
     fn apply_tracks_running_sagas_and_validity_marks() {
