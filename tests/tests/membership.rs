@@ -1,6 +1,6 @@
 //! Static group membership (KIP-345) on Apache Kafka: an engine restarted in place takes its
-//! partitions back without a rebalance, a scale-down removes the member so its partitions move
-//! at once, and two engines under one instance id, or a session timeout the broker refuses, end
+//! partitions back without a rebalance and resumes its standby copies, a scale-down removes the
+//! member so its partitions move at once, and two engines under one instance id, or a session timeout the broker refuses, end
 //! with a clear error, not a spin.
 //!
 //! tansu 0.6 keeps a stopped static member's partitions from every other engine, which is why
@@ -13,7 +13,9 @@ use std::time::Duration;
 use sagaflow_tests::trips::{
     check_invariants, owns_all, participants, stream_trips, wait_finished, Rig, WAIT,
 };
-use sagaflow_tests::{eventually, metric, sagaflow_bin, spawn_engine_env, Proc, TempDir};
+use sagaflow_tests::{
+    eventually, metric, read_to_watermarks, sagaflow_bin, spawn_engine_env, Proc, TempDir,
+};
 
 /// A rig for the trip saga on four partitions, or `None` (with a skip message) on tansu.
 fn rig(name: &str, test: &str) -> Option<Rig> {
@@ -28,27 +30,26 @@ fn owned(metrics: &str) -> f64 {
     metric(metrics, "sagaflow_partitions_owned")
 }
 
-/// Engine `name` as static member `instance` with the given session timeout.
+/// Engine `name` as static member `instance` with the given session timeout, and `env`.
 fn static_engine(
     r: &Rig,
     state: &TempDir,
     name: &str,
     instance: &str,
     session_ms: u64,
+    env: &[(&str, &str)],
 ) -> (Proc, String) {
     let session = session_ms.to_string();
-    spawn_engine_env(
-        name,
-        &r.opts.on_state_dir(state),
-        &[
-            ("SAGAFLOW_INSTANCE_ID", instance),
-            ("SAGAFLOW_SESSION_TIMEOUT_MS", &session),
-        ],
-    )
+    let mut vars = vec![
+        ("SAGAFLOW_INSTANCE_ID", instance),
+        ("SAGAFLOW_SESSION_TIMEOUT_MS", session.as_str()),
+    ];
+    vars.extend_from_slice(env);
+    spawn_engine_env(name, &r.opts.on_state_dir(state), &vars)
 }
 
 /// Two static members that share the four partitions.
-fn two_members(r: &Rig, session_ms: u64) -> [(Proc, String, TempDir); 2] {
+fn two_members(r: &Rig, session_ms: u64, env: &[(&str, &str)]) -> [(Proc, String, TempDir); 2] {
     let [a, b] = ["a", "b"].map(|instance| {
         let state = TempDir::new(&format!("static-{instance}"));
         let (p, m) = static_engine(
@@ -57,6 +58,7 @@ fn two_members(r: &Rig, session_ms: u64) -> [(Proc, String, TempDir); 2] {
             &format!("engine-{instance}"),
             instance,
             session_ms,
+            env,
         );
         (p, m, state)
     });
@@ -92,7 +94,7 @@ fn a_static_member_restarted_in_place_takes_its_partitions_back_without_a_rebala
     };
     let bootstrap = r.broker.bootstrap();
     // A session far longer than the test: nothing here may wait it out.
-    let [(mut a, _, state_a), (_b, metrics_b, _state_b)] = two_members(&r, 600_000);
+    let [(mut a, _, state_a), (_b, metrics_b, _state_b)] = two_members(&r, 600_000, &[]);
     let (_participants, ids, feeder) = load(&r, "sr");
     let restores_b = metric(&metrics_b, "sagaflow_restores_total");
 
@@ -105,7 +107,7 @@ fn a_static_member_restarted_in_place_takes_its_partitions_back_without_a_rebala
         2.0,
         "engine-b took partitions of a static member that only restarts"
     );
-    let (_a, metrics_a) = static_engine(&r, &state_a, "engine-a-again", "a", 600_000);
+    let (_a, metrics_a) = static_engine(&r, &state_a, "engine-a-again", "a", 600_000, &[]);
     assert!(
         eventually(WAIT, || owned(&metrics_a) == 2.0),
         "the restarted engine-a did not get its partitions back"
@@ -122,6 +124,58 @@ fn a_static_member_restarted_in_place_takes_its_partitions_back_without_a_rebala
     assert_eq!(owned(&metrics_b), 2.0);
 }
 
+/// Standby copies outlive a restart in place: the restarted engine reads the other engine's
+/// changelog on from where its copies stood, not all of it again.
+#[test]
+fn a_static_member_restarted_in_place_resumes_its_standby_copies() {
+    let test = "a_static_member_restarted_in_place_resumes_its_standby_copies";
+    let Some(r) = rig("static-standby", test) else {
+        return;
+    };
+    let bootstrap = r.broker.bootstrap();
+    let changelog = format!("{}.changelog", r.opts.group);
+    let standby = [("SAGAFLOW_STANDBY", "true")];
+    let [(mut a, metrics_a, state_a), (_b, _, _state_b)] = two_members(&r, 600_000, &standby);
+    let (_participants, ids, feeder) = load(&r, "ss");
+    feeder.join().expect("feeder");
+    let log = wait_finished(&bootstrap, &r.codec, &r.opts.group, &ids);
+    check_invariants(&log, &ids, &r.effects);
+    let caught_up = |metrics: &str| {
+        metric(metrics, "sagaflow_standby_partitions_ready") == 2.0
+            && metric(metrics, "sagaflow_standby_lag_records") == 0.0
+    };
+    assert!(
+        eventually(WAIT, || caught_up(&metrics_a)),
+        "engine-a's standby copies of engine-b's two partitions never caught up"
+    );
+    let before = read_to_watermarks(&bootstrap, &changelog).len();
+    let standby_reads =
+        "sagaflow_broker_records_total{direction=\"read\",kind=\"standby\",part=\"overhead\"}";
+    // What a copy from the start reads; the metric must count it for the check below to mean
+    // anything.
+    let read_first = metric(&metrics_a, standby_reads);
+
+    assert!(a.terminate().success(), "engine-a did not stop cleanly");
+    let (_a, metrics_a) = static_engine(&r, &state_a, "engine-a-again", "a", 600_000, &standby);
+    assert!(
+        eventually(WAIT, || owned(&metrics_a) == 2.0 && caught_up(&metrics_a)),
+        "the restarted engine-a did not own its two partitions with both standby copies caught up"
+    );
+    let written = read_to_watermarks(&bootstrap, &changelog).len() - before;
+    let read = metric(&metrics_a, standby_reads);
+    eprintln!(
+        "standby resume: the first copies read {read_first} of the {before} changelog records at the stop; {written} written since; the restarted copies read {read}"
+    );
+    assert!(
+        read_first > written as f64,
+        "the first copies read {read_first} records, no more than the {written} written after the stop: this test cannot tell a resumed copy from a new one"
+    );
+    assert!(
+        read <= written as f64,
+        "the restarted engine-a read {read} changelog records for its standby copies, but only {written} were written after it stopped (the changelog held {before}): it copied engine-b's partitions from the start again"
+    );
+}
+
 #[test]
 fn a_scale_down_removes_the_static_member_and_its_partitions_move_at_once() {
     let test = "a_scale_down_removes_the_static_member_and_its_partitions_move_at_once";
@@ -131,7 +185,7 @@ fn a_scale_down_removes_the_static_member_and_its_partitions_move_at_once() {
     let bootstrap = r.broker.bootstrap();
     // Ten minutes of session: the partitions can only move within the five minutes this test
     // waits if the member is removed.
-    let [(mut a, _, _state_a), (_b, metrics_b, _state_b)] = two_members(&r, 600_000);
+    let [(mut a, _, _state_a), (_b, metrics_b, _state_b)] = two_members(&r, 600_000, &[]);
     let (_participants, ids, feeder) = load(&r, "sd");
     assert!(a.terminate().success(), "engine-a did not stop cleanly");
     let out = Command::new(sagaflow_bin())
@@ -166,14 +220,14 @@ fn an_engine_whose_instance_id_another_one_takes_stops_with_a_clear_error() {
         return;
     };
     let state_1 = TempDir::new("fenced-1");
-    let (mut first, metrics_1) = static_engine(&r, &state_1, "engine-1", "same", 30_000);
+    let (mut first, metrics_1) = static_engine(&r, &state_1, "engine-1", "same", 30_000, &[]);
     assert!(
         eventually(WAIT, || owns_all(&metrics_1, 4)),
         "engine-1 never owned its partitions"
     );
     // A second engine under the same id takes the member's place; the broker fences the first.
     let state_2 = TempDir::new("fenced-2");
-    let (_second, metrics_2) = static_engine(&r, &state_2, "engine-2", "same", 30_000);
+    let (_second, metrics_2) = static_engine(&r, &state_2, "engine-2", "same", 30_000, &[]);
     assert!(
         eventually(WAIT, || first.exit_status().is_some()),
         "engine-1 kept running after engine-2 took its instance id"

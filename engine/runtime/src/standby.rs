@@ -21,6 +21,13 @@
 //! Copies are read on a thread of their own, so that they never hold decisions up. Records are
 //! applied under a lock that the rebalance callback takes to hand a partition over before its
 //! restore reads the store: once handed over, a copy never changes under the restore.
+//!
+//! Where each copy stands is saved in the store after the states it read, so an engine that
+//! restarts resumes its copies instead of reading every other partition's changelog again, as
+//! Kafka Streams keeps its standby tasks' offsets in a checkpoint file. Reading on from a saved
+//! position is the same as a copy that fell behind: compaction meanwhile shows as a gap. The
+//! hand-over forgets the position before the restore writes as owner, so a copy never resumes
+//! over an owner's writes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,7 +40,8 @@ use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use sagaflow_avro::{BlockingCodec, Checkpoint};
 use sagaflow_kafka::KafkaSettings;
-use tracing::{debug, info, warn};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, error, info, warn};
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -65,8 +73,8 @@ struct Copies {
     generation: u64,
 }
 
-/// One partition's copy.
-#[derive(Debug)]
+/// One partition's copy; what is saved in the store (`Store::set_copy_position`) is its JSON.
+#[derive(Debug, Serialize, Deserialize)]
 struct Replica {
     /// The next changelog offset to read; `None` before the first record.
     next: Option<i64>,
@@ -79,6 +87,13 @@ struct Replica {
     best: Option<Checkpoint>,
     /// The journal offset of the checkpoint recorded in the store; -1 for none.
     recorded: i64,
+    /// Changed since it was last saved.
+    #[serde(skip)]
+    unsaved: bool,
+    /// Resumed from a saved position and no record read since: the first one must not lie
+    /// below it.
+    #[serde(skip)]
+    resumed: bool,
 }
 
 /// A saga state (or parked record) to load: its key and value, `None` for a tombstone.
@@ -149,8 +164,18 @@ impl Standby {
         }
         copies.parts.retain(|p, _| partitions.contains(p));
         for &partition in partitions.difference(&before) {
-            // What the store holds of it (an earlier ownership, an earlier run) is not a copy
-            // of the changelog, and nothing says which of it is stale.
+            if let Some(copy) = self.saved(partition) {
+                info!(
+                    partition,
+                    next = copy.next,
+                    checkpoint = copy.recorded,
+                    "standby copy resumed where it stood"
+                );
+                let _ = copies.parts.insert(partition, copy);
+                continue;
+            }
+            // What the store holds of it (an earlier ownership) is not a copy of the
+            // changelog, and nothing says which of it is stale.
             if let Err(e) = self.store.clear(partition) {
                 warn!(partition, error = %e, "cannot clear the store for a standby copy; no standby for this partition");
                 continue;
@@ -161,11 +186,36 @@ impl Standby {
         info!(partitions = ?copies.parts.keys().collect::<Vec<_>>(), "standby copies");
     }
 
+    /// The copy of `partition` an earlier run saved, if any and readable.
+    fn saved(&self, partition: i32) -> Option<Replica> {
+        let bytes = match self.store.copy_position(partition) {
+            Ok(bytes) => bytes?,
+            Err(e) => {
+                warn!(partition, error = %e, "cannot read the standby copy's saved position; copying again from the start");
+                return None;
+            }
+        };
+        match serde_json::from_slice::<Replica>(&bytes) {
+            Ok(copy) => Some(Replica {
+                resumed: true,
+                ..copy
+            }),
+            Err(e) => {
+                warn!(partition, error = %e, "unreadable standby copy position in the store; copying again from the start");
+                None
+            }
+        }
+    }
+
     /// Stops copying `partitions` (they are about to be restored here): the store keeps what
-    /// was copied, and its recorded checkpoint, for the restore.
+    /// was copied, and its recorded checkpoint, for the restore. Their saved positions are
+    /// forgotten, also those of an earlier run, whose copies this run has not resumed.
     pub(crate) fn release(&self, partitions: &BTreeSet<i32>) {
         let mut copies = self.lock();
         for partition in partitions {
+            if let Err(e) = self.store.forget_copy_position(*partition) {
+                error!(partition, error = %e, "cannot forget the standby copy's position; a later copy of this partition could resume over this engine's writes as owner");
+            }
             let Some(copy) = copies.parts.remove(partition) else {
                 continue;
             };
@@ -332,6 +382,11 @@ impl Reader {
             }
             if let Err(e) = copy.settle(ends.get(&partition).copied(), partition, &self.store) {
                 let _ = give_up.insert(partition, format!("recording a checkpoint failed: {e}"));
+                continue;
+            }
+            // After the states it covers, so a saved position never runs ahead of the store.
+            if let Err(e) = copy.save(partition, &self.store) {
+                let _ = give_up.insert(partition, format!("saving its position failed: {e}"));
             }
         }
         for (partition, why) in &give_up {
@@ -384,11 +439,22 @@ impl Replica {
             newest_owner: 0,
             best: None,
             recorded: -1,
+            unsaved: false,
+            resumed: false,
         }
     }
 
     fn read(&mut self, m: &OwnedMessage, codec: &BlockingCodec) -> Step {
         let offset = m.offset();
+        if std::mem::take(&mut self.resumed) {
+            if let Some(next) = self.next.filter(|&next| offset < next) {
+                // The consumer was reset to the beginning: the saved position lies beyond the
+                // partition's end, so this log is not the one the copy read.
+                return Step::GiveUp(format!(
+                    "the changelog ends below the saved position {next} (it resumed at offset {offset}): was the topic deleted and created again?"
+                ));
+            }
+        }
         match self.next {
             Some(next) if offset < next => return Step::Nothing,
             Some(next) if offset > next => {
@@ -398,6 +464,7 @@ impl Replica {
             _ => {}
         }
         self.next = Some(offset + 1);
+        self.unsaved = true;
         let Some(key) = m.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
             return Step::Nothing;
         };
@@ -443,8 +510,9 @@ impl Replica {
     /// (`end`, asked after the records read so far were fetched, if not known yet). The read only
     /// moves on, so it stays trusted until a gap.
     fn settle(&mut self, end: Option<i64>, partition: i32, store: &Store) -> Result<()> {
-        if self.settle_at.is_none() {
+        if self.settle_at.is_none() && end.is_some() {
             self.settle_at = end;
+            self.unsaved = true;
         }
         if self
             .settle_at
@@ -460,6 +528,18 @@ impl Replica {
         }
         store.apply(partition, -1, &[], &[], &restore::meta_at(Some(best)))?;
         self.recorded = best.journal_offset;
+        self.unsaved = true;
+        Ok(())
+    }
+
+    /// Saves where the copy stands, if that changed.
+    fn save(&mut self, partition: i32, store: &Store) -> Result<()> {
+        if !self.unsaved {
+            return Ok(());
+        }
+        let json = serde_json::to_vec(self).expect("a standby copy serialises");
+        store.set_copy_position(partition, &json)?;
+        self.unsaved = false;
         Ok(())
     }
 }
@@ -558,6 +638,74 @@ mod tests {
         assert!(matches!(
             copy.read(&record(12, "saga-b", None, Some(1)), &codec),
             Step::Nothing
+        ));
+    }
+
+    /// A standby without a reading thread, over `store`.
+    fn idle_standby(store: Store) -> Standby {
+        Standby {
+            copies: Arc::default(),
+            store: Arc::new(store),
+            stop: Arc::default(),
+            reader: None,
+        }
+    }
+
+    #[test]
+    fn a_saved_copy_resumes_where_it_stood_and_a_hand_over_forgets_it() {
+        let (codec, store) = (codec(), temp_store("resume"));
+        let mut copy = Replica::new();
+        let _ = copy.read(&record(0, "__owner/3", Some(b"w3".to_vec()), None), &codec);
+        let _ = copy.read(&record(1, CHECKPOINT_KEY, checkpoint(5), None), &codec);
+        copy.settle(Some(2), 0, &store).expect("settle");
+        copy.save(0, &store).expect("save");
+        assert!(!copy.unsaved);
+        copy.save(0, &store)
+            .expect("an unchanged copy is not written again");
+
+        let standby = idle_standby(store);
+        let mut resumed = standby.saved(0).expect("a saved position");
+        assert_eq!(
+            (
+                resumed.next,
+                resumed.settle_at,
+                resumed.newest_owner,
+                resumed.recorded
+            ),
+            (Some(2), Some(2), 3, 5)
+        );
+        assert_eq!(resumed.best.as_ref().map(|b| b.journal_offset), Some(5));
+        // It still knows the newest owner: a fenced owner's late state gives it up.
+        assert!(matches!(
+            resumed.read(&record(2, "saga-a", None, Some(2)), &codec),
+            Step::GiveUp(_)
+        ));
+        let mut resumed = standby.saved(0).expect("a saved position");
+        assert!(matches!(
+            resumed.read(&record(2, "saga-a", None, Some(3)), &codec),
+            Step::Load(..)
+        ));
+
+        standby.release(&BTreeSet::from([0]));
+        assert!(
+            standby.saved(0).is_none(),
+            "the restore writes as owner from here"
+        );
+    }
+
+    #[test]
+    fn a_copy_resumed_beyond_the_changelog_end_gives_up() {
+        let (codec, store) = (codec(), temp_store("recreated"));
+        let mut copy = Replica::new();
+        for offset in 0..10 {
+            let _ = copy.read(&record(offset, "saga-a", None, Some(1)), &codec);
+        }
+        copy.save(0, &store).expect("save");
+        let mut resumed = idle_standby(store).saved(0).expect("a saved position");
+        // The consumer was reset to the beginning of a topic created again.
+        assert!(matches!(
+            resumed.read(&record(0, "saga-a", None, Some(1)), &codec),
+            Step::GiveUp(_)
         ));
     }
 

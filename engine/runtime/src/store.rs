@@ -9,7 +9,9 @@
 //! - `w/<p>/<due>/<target>`: the timer index, every pending timer by due time (see `wheel`);
 //!   entries of fired or cancelled timers may linger and are ignored when they come due;
 //! - `v/<p>/<journal offset>`: valid journal records not yet covered by the relay watermark;
-//! - `m/<p>`: [`Meta`].
+//! - `m/<p>`: [`Meta`];
+//! - `c/<p>`: where this engine's standby copy of the partition stands (`standby.rs`), so that a
+//!   restart resumes the copy; present only while the partition is a copy, not owned.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -147,6 +149,28 @@ impl Store {
                 ))
             }),
         }
+    }
+
+    /// Where the standby copy of `partition` stood, as `standby.rs` wrote it.
+    pub(crate) fn copy_position(&self, partition: i32) -> Result<Option<Vec<u8>>> {
+        self.db
+            .get(key('c', partition, ""))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records where the standby copy of `partition` stands, after the states it read.
+    pub(crate) fn set_copy_position(&self, partition: i32, position: &[u8]) -> Result<()> {
+        self.db
+            .put(key('c', partition, ""), position)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Forgets the standby copy's position: the partition is about to be restored here, and
+    /// from then on its store holds an owner's writes, which a copy must not resume over.
+    pub(crate) fn forget_copy_position(&self, partition: i32) -> Result<()> {
+        self.db
+            .delete(key('c', partition, ""))
+            .map_err(|e| self.err(e))
     }
 
     pub(crate) fn state(&self, partition: i32, saga_id: &str) -> Result<Option<Vec<u8>>> {
@@ -335,7 +359,7 @@ impl Store {
     /// Removes everything of `partition` (before a restore from Kafka).
     pub(crate) fn clear(&self, partition: i32) -> Result<()> {
         let mut batch = WriteBatch::default();
-        for kind in ['s', 'r', 'v', 'm', 'w'] {
+        for kind in ['s', 'r', 'v', 'm', 'w', 'c'] {
             let from = key(kind, partition, "");
             let mut to = from.clone();
             *to.last_mut().expect("non-empty key") = b'/' + 1;
@@ -394,9 +418,11 @@ mod tests {
         store.set_relayed(3, &meta).unwrap();
         assert!(!store.was_valid(3, 7).unwrap());
 
+        store.set_copy_position(3, b"{}").unwrap();
         store.clear(3).unwrap();
         assert!(store.meta(3).unwrap().is_none());
         assert!(store.state(3, "b").unwrap().is_none());
+        assert!(store.copy_position(3).unwrap().is_none());
     }
 
     #[test]
