@@ -1,7 +1,7 @@
 //! Static group membership (KIP-345) on Apache Kafka: an engine restarted in place takes its
 //! partitions back without a rebalance and resumes its standby copies, a scale-down removes the
-//! member so its partitions move at once, and two engines under one instance id, or a session timeout the broker refuses, end
-//! with a clear error, not a spin.
+//! member so its partitions move at once, and two engines under one instance id, or a session
+//! timeout the broker refuses, end with a clear error, not a spin.
 //!
 //! tansu 0.6 keeps a stopped static member's partitions from every other engine, which is why
 //! static membership is documented as Kafka-only; these tests skip there.

@@ -151,8 +151,9 @@ impl Standby {
         self.copies.lock().expect("standby copies lock")
     }
 
-    /// Keeps copies of exactly `partitions` (all those this engine does not own): new ones start
-    /// from an empty store partition and the beginning of the changelog.
+    /// Keeps copies of exactly `partitions` (all those this engine does not own): new ones resume
+    /// where an earlier run saved them, or start from an empty store partition and the beginning
+    /// of the changelog.
     pub(crate) fn follow(&self, partitions: &BTreeSet<i32>) {
         if self.reader.is_none() {
             return;

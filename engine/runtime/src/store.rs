@@ -11,7 +11,7 @@
 //! - `v/<p>/<journal offset>`: valid journal records not yet covered by the relay watermark;
 //! - `m/<p>`: [`Meta`];
 //! - `c/<p>`: where this engine's standby copy of the partition stands (`standby.rs`), so that a
-//!   restart resumes the copy; present only while the partition is a copy, not owned.
+//!   restart resumes the copy; deleted when the partition is assigned here.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
