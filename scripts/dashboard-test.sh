@@ -4,7 +4,8 @@
 #
 # The Rust test that starts the stack runs this (tests/tests/admin.rs); it passes the page and
 # what to look for in SAGAFLOW_UI_* variables (tests/dashboard/dashboard.test.cjs lists them).
-# playwright-core is installed once into the cache, outside the clone.
+# playwright-core is installed once into the cache, outside the clone; `--install` only installs
+# it (scripts/test.sh does, before its two passes run at the same time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,7 @@ if [ ! -f "$cache/node_modules/playwright-core/package.json" ]; then
   mkdir -p "$cache"
   npm install --prefix "$cache" --no-save --no-audit --no-fund --silent "playwright-core@$version" >&2
 fi
+[ "${1:-}" != --install ] || exit 0
 [ -x /usr/bin/chromium ] || { echo "Debian's chromium is missing: run scripts/setup.sh" >&2; exit 1; }
 export NODE_PATH=$cache/node_modules
 exec node --test --test-reporter=spec tests/dashboard/

@@ -11,9 +11,12 @@
 # start creates the sagaflow database. DIR holds the cluster, its Unix sockets, log and port.
 # Without PORT, start reuses DIR's last port when it is free, so URLs survive a restart.
 # As root the server runs as the postgres user, which must be able to reach DIR's parent.
+# With SAGAFLOW_POSTGRES_OWNER=PID, start also stops the server and removes DIR once that process
+# is gone: a test killed mid-run leaves no server behind (pg_ctl detaches it from the test).
 set -euo pipefail
 
 me=postgres.sh
+self=$(realpath "${BASH_SOURCE[0]}")  # before the cd / below
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -148,6 +151,10 @@ start() {
     exit 1
   fi
   as_pg tee "$dir/port" <<<"$port" >/dev/null
+  # 9<&-: the watch outlives this script, and must not hold DIR's start lock.
+  if [ -n "${SAGAFLOW_POSTGRES_OWNER:-}" ]; then
+    watch_owner "$self" "$dir" postmaster.pid "$SAGAFLOW_POSTGRES_OWNER" 9<&-
+  fi
   ensure_db "$port"
   url "$port"
 }

@@ -2,7 +2,8 @@
 # Interop tests with clients we did not write (confluent-kafka from PyPI) against a local
 # broker, the sagaflow registry and engine. Expects target/debug/sagaflow (scripts/test.sh builds
 # it). Uses SAGAFLOW_BOOTSTRAP when set, else starts a broker on a free port: tansu (sqlite), or
-# Apache Kafka when SAGAFLOW_TEST_BROKER=kafka.
+# Apache Kafka when SAGAFLOW_TEST_BROKER=kafka. `--install` only makes the virtualenv
+# (scripts/test.sh does, before its two passes run at the same time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,7 @@ if [ ! -x "$venv/bin/pytest" ] || ! cmp -s tests/python/requirements.txt "$venv/
   "$venv/bin/pip" install -q --disable-pip-version-check -r tests/python/requirements.txt
   cp tests/python/requirements.txt "$venv/requirements.txt"
 fi
+[ "${1:-}" != --install ] || exit 0
 
 work=$(mktemp -d -t sagaflow-pytest-XXXXXX)
 pids=()

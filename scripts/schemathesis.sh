@@ -3,6 +3,8 @@
 #
 # Usage: scripts/schemathesis.sh URL_OF_OPENAPI_JSON [extra `st run` args]
 #   e.g. scripts/schemathesis.sh http://127.0.0.1:8080/openapi.json --seed 1 --workers 2
+#        scripts/schemathesis.sh --install   only installs it (scripts/test.sh does, before its
+#                                            two passes run at the same time)
 # The API's base URL is the document's origin (plus the path of its `servers[0].url`, if any);
 # pass `--url BASE` to point elsewhere. Exits non-zero when any check fails.
 #
@@ -32,6 +34,7 @@ if [ "$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("
   python3 -m venv --clear "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$version"
 fi
+[ "$schema" != --install ] || exit 0
 
 # Everything a run would write to the current directory goes to a scratch dir instead:
 # Hypothesis' storage (.hypothesis/: unicode tables, constants) via its env var, and

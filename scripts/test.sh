@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Every test: formatting, lints, Rust unit and integration tests, and the Python interop tests
-# with confluent-kafka, on tansu (sqlite storage) and then again on Apache Kafka 4.4 (KRaft), or
-# Kafka first while tansu is still being built (below). The Kafka pass also runs the Kafka Connect
-# configurations of connect/ on a real Connect worker (scripts/connect.sh).
+# with confluent-kafka, on tansu (sqlite storage) and on Apache Kafka 4.4 (KRaft). The two broker
+# passes run at the same time: each test waits on brokers and timers far more than it computes, so
+# one pass alone leaves half of a 2-core machine idle. Their lines carry a [tansu] or [kafka]
+# prefix, and each pass's output is also in target/test-<broker>.log. The Kafka pass also runs the
+# Kafka Connect configurations of connect/ on a real Connect worker (scripts/connect.sh).
 # On tansu each integration test starts its own broker on a free port; on Kafka the tests of one
 # test binary share one (tests/src/lib.rs, Broker::for_test). SAGAFLOW_BOOTSTRAP overrides both.
 # Before the broker passes, the deployment files: docker-compose.yml (scripts/compose-test.sh) and
@@ -15,6 +17,30 @@ brokers=${SAGAFLOW_TEST_BROKERS:-tansu kafka}
 wants() { case " $brokers " in *" $1 "*) return 0 ;; esac; return 1; }
 
 scripts/setup.sh --no-tansu
+# A run that stops early (a failure, Ctrl-C, a CI timeout) also stops the tansu build, the passes
+# and everything they started; the tests stop their brokers when they are killed.
+pids=()
+tansu_build=
+tansu_rc=target/tansu-install.rc
+kill_tree() { local child; for child in $(pgrep -P "$1"); do kill_tree "$child"; done; kill "$1" 2>/dev/null || true; }
+stop_all() {
+  local pid
+  for pid in "${pids[@]}"; do kill_tree "$pid"; done
+  if [ -n "$tansu_build" ] && [ ! -s "$tansu_rc" ]; then kill_tree "$tansu_build"; fi
+}
+trap stop_all EXIT
+trap 'exit 143' TERM INT
+
+# tansu is a `cargo install` of about 17 minutes on a cold 2-core runner. When it is missing it
+# builds in the background from here on, at the lowest CPU priority: it takes what the build below
+# leaves idle (linking, the last crates), and the tansu pass starts once it is there.
+if wants tansu && ! scripts/broker.sh installed tansu; then
+  mkdir -p target && rm -f "$tansu_rc"
+  echo "== building tansu in the background (log: target/tansu-install.log)" >&2
+  (nice -n 19 scripts/broker.sh install tansu > target/tansu-install.log 2>&1; echo $? > "$tansu_rc") &
+  tansu_build=$!
+fi
+
 if wants kafka; then
   scripts/broker.sh install kafka
   scripts/connect.sh install
@@ -41,39 +67,70 @@ echo "== deployment files: docker-compose.yml, helm/sagaflow" >&2
 scripts/compose-test.sh
 scripts/helm-test.sh
 
-# tansu is a `cargo install` of about 15 minutes on a cold 2-core runner, and the Kafka pass
-# needs none of it: when it is missing, it builds in the background (at the lowest CPU priority,
-# so the tests come first) while the Kafka pass runs, and the tansu pass comes second.
-tansu_build=
-if wants tansu && ! scripts/broker.sh installed tansu; then
-  if wants kafka; then
-    echo "== building tansu in the background during the Kafka pass (log: target/tansu-install.log)" >&2
-    nice -n 19 scripts/broker.sh install tansu > target/tansu-install.log 2>&1 &
-    tansu_build=$!
-    brokers="kafka tansu"
-  else
-    scripts/broker.sh install tansu
-  fi
-fi
+# What the tests install on first use, installed here once: two passes installing the same
+# virtualenv or npm package at the same time would break it.
+echo "== test tools: pytest and confluent-kafka, Schemathesis, playwright-core, the OTLP receiver" >&2
+scripts/python-tests.sh --install
+scripts/schemathesis.sh --install
+scripts/dashboard-test.sh --install
+(me=test.sh; . scripts/lib.sh && go_tool otlp-sink > /dev/null)
 
-for broker in $brokers; do
-  if [ "$broker" = tansu ] && [ -n "$tansu_build" ]; then
-    echo "== waiting for the tansu build" >&2
-    wait "$tansu_build" || { tail -30 target/tansu-install.log >&2; echo "test.sh: installing tansu failed (target/tansu-install.log)" >&2; exit 1; }
+# Waits for the background tansu build, saying every minute how far it is.
+wait_for_tansu() {
+  local waited=0
+  echo "== the tansu pass waits for the tansu build" >&2
+  while [ ! -s "$tansu_rc" ] && kill -0 "$tansu_build" 2>/dev/null; do
+    sleep 5; waited=$((waited + 5))
+    [ $((waited % 60)) -ne 0 ] \
+      || echo "== tansu build: $(grep -c Compiling target/tansu-install.log) crates compiled, ${waited} s waited" >&2
+  done
+  if [ "$(cat "$tansu_rc" 2>/dev/null)" != 0 ]; then
+    tail -30 target/tansu-install.log >&2
+    echo "test.sh: installing tansu failed (target/tansu-install.log)" >&2
+    return 1
   fi
+}
+
+# One broker's pass; its status is the first failure's, but the Python tests run even after a
+# failed Rust test, so one run shows everything that fails.
+pass() {
+  local broker=$1 rc=0 r started
+  if [ "$broker" = tansu ] && [ -n "$tansu_build" ]; then wait_for_tansu || return 1; fi
   started=$(date +%s)
-  rm -f target/test-skips.log
+  rm -f "target/test-skips-$broker.log"
   echo "== Rust unit and integration tests on $broker" >&2
   # --workspace on both brokers, never `-p sagaflow-tests`: a narrower package set unifies
   # features differently (syn, digest, tracing-core...), and cargo then builds 60 crates a
   # second time on a cold runner, RocksDB's and librdkafka's C/C++ sources among them. The
   # unit tests run again on Kafka, which costs seconds.
-  SAGAFLOW_TEST_BROKER=$broker cargo test --locked --workspace -- --test-threads 2
+  SAGAFLOW_TEST_BROKER=$broker cargo test --locked --workspace -- --test-threads 2 || rc=$?
   echo "== Python interop tests on $broker" >&2
-  SAGAFLOW_TEST_BROKER=$broker scripts/python-tests.sh
-  if [ -s target/test-skips.log ]; then
+  SAGAFLOW_TEST_BROKER=$broker scripts/python-tests.sh || { r=$?; [ "$rc" -ne 0 ] || rc=$r; }
+  if [ -s "target/test-skips-$broker.log" ]; then
     echo "== tests skipped on $broker, and why:" >&2
-    cat target/test-skips.log >&2
+    cat "target/test-skips-$broker.log" >&2
   fi
   echo "== $broker: $(( $(date +%s) - started )) s" >&2
+  return "$rc"
+}
+
+for broker in $brokers; do
+  (pass "$broker" 2>&1 | tee "target/test-$broker.log" | sed -u "s/^/[$broker] /") &
+  pids+=($!)
 done
+failed=()
+i=0
+for broker in $brokers; do
+  wait "${pids[$i]}" || failed+=("$broker")
+  i=$((i + 1))
+done
+pids=()  # all waited for: nothing left for stop_all
+if [ ${#failed[@]} -gt 0 ]; then
+  for broker in "${failed[@]}"; do
+    echo "== the $broker pass failed; its output is in target/test-$broker.log. Failures:" >&2
+    grep -E -A3 '^test .* FAILED$|^---- .* stdout ----$|panicked at|^FAILED |^E  ' "target/test-$broker.log" \
+      | head -60 >&2 || true
+  done
+  exit 1
+fi
+echo "== passed on: $brokers" >&2

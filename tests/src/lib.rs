@@ -78,14 +78,25 @@ pub enum BrokerKind {
     Kafka,
 }
 
+impl BrokerKind {
+    /// The name `SAGAFLOW_TEST_BROKER` gives it, which also names what a pass writes under
+    /// `target/`: `scripts/test.sh` runs the two passes at the same time, from one checkout.
+    pub fn name(self) -> &'static str {
+        match self {
+            BrokerKind::Tansu => "tansu",
+            BrokerKind::Kafka => "kafka",
+        }
+    }
+}
+
 /// Records that (part of) a test does not run on this broker, and why: on stderr, and in
-/// `target/test-skips.log`, which `scripts/test.sh` prints after each pass (the test harness
-/// hides the output of passing tests).
+/// `target/test-skips-<broker>.log`, which `scripts/test.sh` prints after each pass (the test
+/// harness hides the output of passing tests).
 pub fn skip(what: &str, why: &str) {
     use std::io::Write as _;
     let line = format!("SKIPPED on {:?}: {what}: {why}", broker_kind());
     eprintln!("{line}");
-    let log = root().join("target/test-skips.log");
+    let log = root().join(format!("target/test-skips-{}.log", broker_kind().name()));
     if let Ok(mut file) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -20,6 +20,8 @@ impl Postgres {
         let out = Command::new(root().join("scripts/postgres.sh"))
             .arg("start")
             .arg(dir.path())
+            // Stopped even if this test is killed before its drop runs.
+            .env("SAGAFLOW_POSTGRES_OWNER", std::process::id().to_string())
             .output()
             .expect("run scripts/postgres.sh");
         assert!(
