@@ -91,8 +91,8 @@ wait_for_tansu() {
   fi
 }
 
-# One broker's pass; its status is the first failure's, but the Python tests run even after a
-# failed Rust test, so one run shows everything that fails.
+# One broker's pass; its status is the first failure's, but every test binary and the Python
+# tests run even after a failure (--no-fail-fast), so one run shows everything that fails.
 pass() {
   local broker=$1 rc=0 r started
   if [ "$broker" = tansu ] && [ -n "$tansu_build" ]; then wait_for_tansu || return 1; fi
@@ -103,7 +103,7 @@ pass() {
   # features differently (syn, digest, tracing-core...), and cargo then builds 60 crates a
   # second time on a cold runner, RocksDB's and librdkafka's C/C++ sources among them. The
   # unit tests run again on Kafka, which costs seconds.
-  SAGAFLOW_TEST_BROKER=$broker cargo test --locked --workspace -- --test-threads 2 || rc=$?
+  SAGAFLOW_TEST_BROKER=$broker cargo test --locked --workspace --no-fail-fast -- --test-threads 2 || rc=$?
   echo "== Python interop tests on $broker" >&2
   SAGAFLOW_TEST_BROKER=$broker scripts/python-tests.sh || { r=$?; [ "$rc" -ne 0 ] || rc=$r; }
   if [ -s "target/test-skips-$broker.log" ]; then
@@ -128,7 +128,7 @@ pids=()  # all waited for: nothing left for stop_all
 if [ ${#failed[@]} -gt 0 ]; then
   for broker in "${failed[@]}"; do
     echo "== the $broker pass failed; its output is in target/test-$broker.log. Failures:" >&2
-    grep -E -A3 '^test .* FAILED$|^---- .* stdout ----$|panicked at|^FAILED |^E  ' "target/test-$broker.log" \
+    grep -E -A3 '^test .* FAILED$|panicked at|^FAILED |^E  ' "target/test-$broker.log" \
       | head -60 >&2 || true
   done
   exit 1
