@@ -5,7 +5,7 @@
 # The Rust test that starts the stack runs this (tests/tests/admin.rs); it passes the page and
 # what to look for in SAGAFLOW_UI_* variables (tests/dashboard/dashboard.test.cjs lists them).
 # playwright-core is installed once into the cache, outside the clone; `--install` only installs
-# it (scripts/test.sh does, before its two passes run at the same time).
+# it (scripts/test.sh does, before its passes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

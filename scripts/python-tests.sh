@@ -3,7 +3,7 @@
 # broker, the sagaflow registry and engine. Expects target/debug/sagaflow (scripts/test.sh builds
 # it). Uses SAGAFLOW_BOOTSTRAP when set, else starts a broker on a free port: tansu (sqlite), or
 # Apache Kafka when SAGAFLOW_TEST_BROKER=kafka. `--install` only makes the virtualenv
-# (scripts/test.sh does, before its two passes run at the same time).
+# (scripts/test.sh does, before its passes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -4,7 +4,7 @@
 # Usage: scripts/schemathesis.sh URL_OF_OPENAPI_JSON [extra `st run` args]
 #   e.g. scripts/schemathesis.sh http://127.0.0.1:8080/openapi.json --seed 1 --workers 2
 #        scripts/schemathesis.sh --install   only installs it (scripts/test.sh does, before its
-#                                            two passes run at the same time)
+#                                            passes)
 # The API's base URL is the document's origin (plus the path of its `servers[0].url`, if any);
 # pass `--url BASE` to point elsewhere. Exits non-zero when any check fails.
 #

@@ -80,7 +80,7 @@ pub enum BrokerKind {
 
 impl BrokerKind {
     /// The name `SAGAFLOW_TEST_BROKER` gives it, which also names what a pass writes under
-    /// `target/`: `scripts/test.sh` runs the two passes at the same time, from one checkout.
+    /// `target/`, so that one pass's files never mix with the other's.
     pub fn name(self) -> &'static str {
         match self {
             BrokerKind::Tansu => "tansu",

@@ -267,6 +267,12 @@ fn check_effects(effects: &Path, log: &EventLog, ids: &[String]) {
             }
         }
         let timed_out: BTreeSet<&str> = timed_out.difference(&succeeded).copied().collect();
+        // A compensation given up on leaves the saga to an operator, never silently finished.
+        let last = log.sagas[id].values().last().map(|e| e.event_type);
+        assert!(
+            timed_out.is_empty() || last == Some(E::SagaIncident),
+            "{id}: the compensation of {timed_out:?} timed out, yet the saga ended {last:?}"
+        );
         let done = compensated.remove(id.as_str()).unwrap_or_default();
         unknown += timed_out.len();
         unknown_applied += done.intersection(&timed_out).count();

@@ -629,7 +629,7 @@ fn the_admin_api_checks_roles_audits_and_repairs_incidents_one_by_one_and_in_bul
     // The dashboard, in Chromium: the viewer sees the incident and cannot act; the operator
     // retries it from the page and sees the saga compensate and the audit event.
     let participant_topic = r.space.topic("t.admin.commands");
-    // One folder per broker: the two passes of scripts/test.sh run at the same time.
+    // One folder per broker, so that both passes' screenshots are kept.
     let screenshots = sagaflow_tests::root()
         .join("target/screenshots")
         .join(sagaflow_tests::broker_kind().name());
