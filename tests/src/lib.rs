@@ -145,6 +145,12 @@ impl Broker {
 
     /// A broker with the given storage.
     pub fn start_with(storage: Storage) -> Self {
+        Self::start_with_properties(storage, "")
+    }
+
+    /// A broker with the given storage; a Kafka broker with `properties` (server.properties
+    /// lines) added to what `scripts/broker.sh` writes.
+    fn start_with_properties(storage: Storage, properties: &str) -> Self {
         if let Ok(bootstrap) = std::env::var("SAGAFLOW_BOOTSTRAP") {
             return Self {
                 bootstrap,
@@ -153,11 +159,19 @@ impl Broker {
             };
         }
         let dir = TempDir::new("broker");
-        let bootstrap = broker_script(&[
-            "start",
-            &dir.path().display().to_string(),
-            start_mode(storage),
-        ]);
+        let env: &[(&str, &str)] = if properties.is_empty() {
+            &[]
+        } else {
+            &[("KAFKA_BROKER_PROPERTIES", properties)]
+        };
+        let bootstrap = broker_script_env(
+            &[
+                "start",
+                &dir.path().display().to_string(),
+                start_mode(storage),
+            ],
+            env,
+        );
         Self {
             bootstrap,
             dir: Some(dir),
@@ -176,7 +190,14 @@ impl Broker {
         match broker_kind() {
             // A static is never dropped: the broker.sh watch stops this one, and removes its
             // directory, when the test binary exits.
-            BrokerKind::Kafka => TestBroker::Shared(SHARED.get_or_init(Self::start)),
+            //
+            // broker.sh gives its own controller 6 s to hear from the broker, so that a broker
+            // restarted after a kill -9 can register again soon. Nobody kills this one, and a
+            // controller stalled for 11 s on a loaded runner once fenced it, leaving every
+            // partition without a leader: 30 s rides out such a stall.
+            BrokerKind::Kafka => TestBroker::Shared(SHARED.get_or_init(|| {
+                Self::start_with_properties(Storage::Sqlite, "broker.session.timeout.ms=30000")
+            })),
             BrokerKind::Tansu => TestBroker::Own(Self::start()),
         }
     }
@@ -276,6 +297,15 @@ impl Space {
         std::fs::write(self.definitions.path().join(file), prefixed).expect("write a definition");
     }
 
+    /// Rewrites definition file `file` of this space with `edit`, which must change it.
+    pub fn redefine(&self, file: &str, edit: impl FnOnce(&str) -> String) {
+        let path = self.definitions.path().join(file);
+        let text = std::fs::read_to_string(&path).expect("read a definition");
+        let edited = edit(&text);
+        assert_ne!(edited, text, "{file}: the edit changed nothing");
+        std::fs::write(&path, edited).expect("write a definition");
+    }
+
     /// The directory of this space's definitions.
     pub fn definitions(&self) -> &Path {
         self.definitions.path()
@@ -362,8 +392,13 @@ fn start_mode(s: Storage) -> &'static str {
 }
 
 fn broker_script(args: &[&str]) -> String {
+    broker_script_env(args, &[])
+}
+
+fn broker_script_env(args: &[&str], env: &[(&str, &str)]) -> String {
     let output = Command::new(root().join("scripts/broker.sh"))
         .args(args)
+        .envs(env.iter().copied())
         // The broker stops when this test binary exits, even if it never drops it (the shared
         // one) or is killed.
         .env("SAGAFLOW_BROKER_OWNER", std::process::id().to_string())
