@@ -22,16 +22,18 @@ wants() { case " $brokers " in *" $1 "*) return 0 ;; esac; return 1; }
 
 scripts/setup.sh --no-tansu
 # A run that stops early (a failure, Ctrl-C, a CI timeout) also stops the tansu build, the passes
-# and everything they started; the tests stop their brokers when they are killed.
+# and everything they started; the tests stop their brokers when they are killed. Job control
+# gives each background job (the build, each pass) a process group of its own, so that one
+# signal reaches all of a pass's processes, even those whose parent has already gone.
+set -m
 pids=()
 tansu_build=
 scratch=
 tansu_rc=target/tansu-install.rc
-kill_tree() { local child; for child in $(pgrep -P "$1"); do kill_tree "$child"; done; kill "$1" 2>/dev/null || true; }
 stop_all() {
   local entry
-  for entry in "${pids[@]}"; do kill_tree "${entry#*:}"; done
-  if [ -n "$tansu_build" ] && [ ! -s "$tansu_rc" ]; then kill_tree "$tansu_build"; fi
+  for entry in "${pids[@]}"; do kill -TERM -- "-${entry#*:}" 2>/dev/null || true; done
+  if [ -n "$tansu_build" ] && [ ! -s "$tansu_rc" ]; then kill -TERM -- "-$tansu_build" 2>/dev/null || true; fi
   [ -z "$scratch" ] || rm -rf "$scratch"
 }
 trap stop_all EXIT
@@ -127,6 +129,8 @@ pass() {
 if [ -z "${TMPDIR:-}" ] && [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ] \
     && [ "$(df -Pk /dev/shm | awk 'NR == 2 { print $4 }')" -ge $((4 * 1024 * 1024)) ]; then
   scratch=$(mktemp -d /dev/shm/sagaflow-test.XXXXXX)
+  # PostgreSQL runs as its own user, which must reach its data directory in here.
+  chmod 755 "$scratch"
   export TMPDIR=$scratch
   echo "== test scratch on tmpfs: $scratch" >&2
 fi

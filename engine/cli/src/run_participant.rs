@@ -3,11 +3,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
 use sagaflow_worker::examples::{handler, EffectsLog, Injection, Role};
 use sagaflow_worker::{Worker, WorkerConfig};
+use tracing::warn;
 
 use crate::Connection;
 
@@ -135,14 +137,7 @@ pub(crate) async fn run(args: ParticipantArgs) -> anyhow::Result<ExitCode> {
             Some(exporter) => worker.with_spans(exporter.clone()),
             None => worker,
         };
-        let mut stop = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            worker
-                .run(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await
-        }));
+        tasks.push(tokio::spawn(run_then_close(worker, stop_rx.clone())));
     }
     println!(
         "participant {:?}: {} instance(s) on {topic}",
@@ -155,4 +150,25 @@ pub(crate) async fn run(args: ParticipantArgs) -> anyhow::Result<ExitCode> {
         t.await??;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `worker` until `stop` turns true, then closes it. A close the broker does not confirm in
+/// time is a warning, not a failure: the worker did stop, and its commands come again elsewhere.
+pub(crate) async fn run_then_close(
+    worker: Worker,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> sagaflow_worker::Result<()> {
+    worker
+        .run(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await?;
+    // The consumer's session timeout: the group moves the partitions by then anyway.
+    match worker.close(Duration::from_secs(10)).await {
+        Err(e @ sagaflow_worker::Error::CloseTimedOut { .. }) => {
+            warn!("{e}");
+            Ok(())
+        }
+        other => other,
+    }
 }

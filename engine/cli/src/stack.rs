@@ -135,14 +135,10 @@ impl LocalStack {
                     handler(spec.role, spec.injection.clone(), None),
                 )?;
                 worker.stats = worker_stats.clone();
-                let mut stop = stop_rx.clone();
-                workers.push(tokio::spawn(async move {
-                    worker
-                        .run(async move {
-                            let _ = stop.wait_for(|s| *s).await;
-                        })
-                        .await
-                }));
+                workers.push(tokio::spawn(crate::run_participant::run_then_close(
+                    worker,
+                    stop_rx.clone(),
+                )));
             }
         }
         Ok(Self {

@@ -12,6 +12,7 @@
 //! 3. `--kafka KEY=VALUE` command-line options.
 
 mod catch_up;
+mod close;
 mod error;
 pub mod hops;
 pub mod otlp;
@@ -21,6 +22,7 @@ pub mod trace;
 mod transient;
 
 pub use catch_up::{read_to_end, MARKER_PREFIX};
+pub use close::close_within;
 pub use error::{Error, Result};
 pub use settings::{KafkaSettings, ENV_PREFIX, FETCH_WAIT_MAX_MS, RESERVED};
 pub use topics::{TopicPolicy, TopicSpec};

@@ -45,6 +45,13 @@ pub enum Error {
     /// Definitions could not be loaded.
     #[error("saga definitions are invalid:\n{0}")]
     Definitions(String),
+    /// The engine did not stop in the time [`crate::EngineHandle::stop`] gives it.
+    #[error(
+        "the engine did not stop within {0:?}: a Kafka client is most likely still waiting for a \
+         broker that does not answer. Nothing is lost (what the engine decided is in its journal), \
+         but its partitions move to other engines only after the session timeout"
+    )]
+    StopTimedOut(std::time::Duration),
     /// I/O error (HTTP listener, state directory).
     #[error("{action}: {source}")]
     Io {

@@ -196,6 +196,10 @@ impl ProducerContext for JournalContext {
     }
 }
 
+/// How long [`EngineHandle::stop`] waits: the shutdown's own 10 s for the last writes, 5 s for
+/// the relay, and the group consumer's close.
+const STOP_WITHIN: Duration = Duration::from_secs(30);
+
 /// Starts engines.
 #[derive(Debug)]
 pub struct Engine;
@@ -215,9 +219,18 @@ impl EngineHandle {
         self.thread.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
-    /// Stops the engine cleanly (finishes in-flight writes, leaves the group) and waits.
+    /// Stops the engine cleanly (finishes in-flight writes, leaves the group) and waits, for
+    /// 30 s at most: closing a group consumer waits for the broker for as long as it
+    /// takes, forever if it is gone (a stop that gives up leaves the engine thread behind).
     pub fn stop(mut self) -> Result<()> {
         self.stop.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + STOP_WITHIN;
+        while !self.is_finished() {
+            if Instant::now() >= deadline {
+                return Err(Error::StopTimedOut(STOP_WITHIN));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         self.join_inner()
     }
 

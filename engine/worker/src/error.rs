@@ -19,6 +19,21 @@ pub enum Error {
     /// unanswered (and its offset unstored) rather than run twice.
     #[error("command {0} is still being handled by another copy")]
     Busy(String),
+    /// The broker did not confirm, within the time given to [`crate::Worker::close`], that the
+    /// instance left its group.
+    #[error(
+        "worker {instance}: the broker did not confirm within {within:?} that it left consumer \
+         group {group}; the commands answered since the last offset commit will come again to \
+         the group's other instances (check that the brokers are reachable)"
+    )]
+    CloseTimedOut {
+        /// The instance (`WorkerConfig::instance`).
+        instance: String,
+        /// Its consumer group.
+        group: String,
+        /// How long the close was given.
+        within: std::time::Duration,
+    },
 }
 
 /// Result with this crate's [`Error`].

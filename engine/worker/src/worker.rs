@@ -171,7 +171,9 @@ impl ConsumerContext for InstanceContext {
 /// A participant worker.
 pub struct Worker {
     config: WorkerConfig,
-    consumer: Arc<StreamConsumer<InstanceContext>>,
+    /// The command consumer; taken by [`Worker::close`] or the drop, which close it off the
+    /// async runtime (see [`sagaflow_kafka::close_within`]).
+    consumer: Option<Arc<StreamConsumer<InstanceContext>>>,
     producer: FutureProducer,
     codec: AsyncCodec,
     handler: Handler,
@@ -252,7 +254,7 @@ impl Worker {
             codec: AsyncCodec::new(&config.registry)?,
             dedupe,
             config,
-            consumer: Arc::new(consumer),
+            consumer: Some(Arc::new(consumer)),
             producer,
             handler,
             stats: Arc::new(WorkerStats::default()),
@@ -266,6 +268,41 @@ impl Worker {
     pub fn with_spans(mut self, exporter: Exporter) -> Self {
         self.spans = Some(exporter);
         self
+    }
+
+    /// The command consumer, which only [`Worker::close`] and the drop take.
+    fn consumer(&self) -> &Arc<StreamConsumer<InstanceContext>> {
+        self.consumer
+            .as_ref()
+            .expect("the consumer is taken only when the worker closes")
+    }
+
+    /// Leaves the group, committing the offsets of the commands answered, and waits at most
+    /// `within` for the broker to confirm. Call it after [`Worker::run`] returns, so that the
+    /// worker's partitions move to the other instances at once rather than after the session
+    /// timeout.
+    ///
+    /// A broker that does not answer in time (it is gone, say) fails this with
+    /// [`Error::CloseTimedOut`]; the commands answered since the last commit (at most five
+    /// seconds of them) then come again to the partitions' next owner. Dropping a worker closes
+    /// it the same way without waiting, so that it never holds a thread of the async runtime.
+    pub async fn close(mut self, within: Duration) -> Result<()> {
+        let Some(consumer) = self.consumer.take() else {
+            return Ok(());
+        };
+        let closed =
+            tokio::task::spawn_blocking(move || sagaflow_kafka::close_within(consumer, within))
+                .await
+                .unwrap_or(false);
+        if closed {
+            Ok(())
+        } else {
+            Err(Error::CloseTimedOut {
+                instance: self.config.instance.clone(),
+                group: self.config.group.clone(),
+                within,
+            })
+        }
     }
 
     /// Runs until `shutdown` resolves.
@@ -285,12 +322,12 @@ impl Worker {
             }
             let first = tokio::select! {
                 _ = &mut shutdown => return Ok(()),
-                m = self.consumer.recv() => m,
+                m = self.consumer().recv() => m,
             };
             let mut batch = vec![first];
             // Take whatever else is already fetched, to handle it concurrently.
             while batch.len() < self.config.concurrency.max(1) {
-                match tokio::time::timeout(Duration::from_millis(1), self.consumer.recv()).await {
+                match tokio::time::timeout(Duration::from_millis(1), self.consumer().recv()).await {
                     Ok(m) => batch.push(m),
                     Err(_) => break,
                 }
@@ -322,7 +359,7 @@ impl Worker {
                 match result {
                     Ok(()) if !blocked.contains(&m.partition()) => {
                         sagaflow_failpoints::hit(sagaflow_failpoints::WORKER_REPLIED);
-                        if let Err(e) = self.consumer.store_offset_from_message(m) {
+                        if let Err(e) = self.consumer().store_offset_from_message(m) {
                             warn!(error = %e, "cannot store the consumer offset");
                         }
                     }
@@ -359,7 +396,7 @@ impl Worker {
             *at = (*at).min(o);
             *at
         };
-        if let Err(e) = self.consumer.seek(
+        if let Err(e) = self.consumer().seek(
             topic,
             partition,
             Offset::Offset(offset),
@@ -389,7 +426,7 @@ impl Worker {
 
     /// The partitions waiting for a rewind, and its offset.
     fn rewound(&self) -> std::sync::MutexGuard<'_, HashMap<i32, i64>> {
-        self.consumer
+        self.consumer()
             .context()
             .rewound
             .lock()
@@ -398,7 +435,7 @@ impl Worker {
 
     /// The next offset expected per partition.
     fn expected(&self) -> std::sync::MutexGuard<'_, HashMap<i32, i64>> {
-        self.consumer
+        self.consumer()
             .context()
             .expected
             .lock()
@@ -411,7 +448,7 @@ impl Worker {
     async fn read_committed_offsets(&self) {
         let partitions: Vec<i32> = std::mem::take(
             &mut *self
-                .consumer
+                .consumer()
                 .context()
                 .assigned
                 .lock()
@@ -424,7 +461,7 @@ impl Worker {
         for p in &partitions {
             let _ = tpl.add_partition(&self.config.topic, *p);
         }
-        let consumer = self.consumer.clone();
+        let consumer = self.consumer().clone();
         let committed = tokio::task::spawn_blocking(move || {
             consumer.committed_offsets(tpl, Timeout::After(Duration::from_secs(10)))
         })
@@ -454,7 +491,7 @@ impl Worker {
     /// memory storage skips the rest of a batch for a consumer resuming inside it.
     fn check_contiguous(&self, message: &BorrowedMessage<'_>) {
         let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
-        let skipped = self.consumer.context().skipped_before(partition, offset);
+        let skipped = self.consumer().context().skipped_before(partition, offset);
         if skipped > 0 {
             self.stats
                 .skipped_offsets
@@ -627,6 +664,15 @@ impl Worker {
                 action: format!("sending a reply to {topic}"),
                 source,
             })
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.consumer.take() {
+            // Not waited for: see `Worker::close`.
+            let _ = sagaflow_kafka::close_within(consumer, Duration::ZERO);
+        }
     }
 }
 
