@@ -126,7 +126,12 @@ start() {
     exit 1
   fi
   if [ "$storage" = kafka ]; then start_kafka "$dir"; else start_tansu "$dir" "$storage"; fi
-  if [ -n "${SAGAFLOW_BROKER_OWNER:-}" ]; then watch_owner "$SCRIPTS/broker.sh" "$dir" broker.pid "$SAGAFLOW_BROKER_OWNER"; fi
+}
+
+# Watches SAGAFLOW_BROKER_OWNER, if set, from the moment the broker's pid is known: an owner that
+# is killed while the broker starts up (this script with it) still takes the broker down.
+watch_from_now() {
+  if [ -n "${SAGAFLOW_BROKER_OWNER:-}" ]; then watch_owner "$SCRIPTS/broker.sh" "$1" broker.pid "$SAGAFLOW_BROKER_OWNER"; fi
 }
 
 start_tansu() {
@@ -149,6 +154,7 @@ start_tansu() {
       --storage-engine "$url" >>"$dir/broker.log" 2>&1 < /dev/null &
     echo $! > "$dir/broker.pid"
   )
+  watch_from_now "$dir"
   echo tansu > "$dir/kind"
   echo "127.0.0.1:$port" > "$dir/bootstrap"
   for _ in $(seq 1 200); do
@@ -247,6 +253,7 @@ PROPS
       >>"$dir/broker.log" 2>&1 < /dev/null &
     echo $! > "$dir/broker.pid"
   )
+  watch_from_now "$dir"
   local rc=0
   python3 "$SCRIPTS/kafka/ready.py" "$port" "$(cat "$dir/broker.pid")" 60 || rc=$?
   if [ "$rc" -eq 0 ]; then
