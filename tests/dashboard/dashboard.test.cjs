@@ -88,6 +88,24 @@ test('an operator retries the incident from the page; the saga completes its com
   const { page, context, foreign, errors } = await signedIn(env('SAGAFLOW_UI_OPERATOR_TOKEN'));
   await page.goto(`${url}/#/saga/${encodeURIComponent(saga)}`);
   await page.waitForSelector('h1 .badge[data-status=INCIDENT]', { timeout: SLOW });
+  // The page's next refresh is held until the retry's result is on the page: its data, older
+  // than the result, must not draw over it (on a loaded machine a slow refresh did).
+  let release;
+  const held = new Promise((resolve) => { release = resolve; });
+  let caught;
+  const refreshing = new Promise((resolve) => { caught = resolve; });
+  const sagaPath = `/api/sagas/${encodeURIComponent(saga)}`;
+  const sagaUrl = (u) => u.pathname === sagaPath;
+  await page.route(sagaUrl, async (route) => {
+    if (route.request().method() === 'GET' && caught) {
+      const request = route.request();
+      caught(request);
+      caught = null;
+      await held;
+    }
+    await route.continue();
+  });
+  const staleRequest = await refreshing;
   await page.click('[data-action=retry]');
   // The confirmation names the saga and who acts; nothing is sent before it is confirmed.
   assert.match(await page.textContent('#confirm-title'), new RegExp(`Retry saga ${saga}`));
@@ -95,6 +113,13 @@ test('an operator retries the incident from the page; the saga completes its com
   await page.click('#confirm-ok');
   const result = page.locator('#result');
   await result.waitFor({ timeout: SLOW });
+  const staleAnswered = page.waitForResponse((r) => r.request() === staleRequest, { timeout: SLOW });
+  release();
+  await staleAnswered;
+  // Past the page's handling of that response, which is not awaited anywhere else.
+  await page.waitForTimeout(500);
+  assert.equal(await result.count(), 1, 'an older refresh drew over the result');
+  await page.unroute(sagaUrl);
   assert.match(await result.textContent(), /Applied: retry/);
   const applied = result.locator('li[data-event=ADMIN_COMMAND_APPLIED]');
   assert.match(await applied.textContent(), /by /, 'the resulting event names the actor');

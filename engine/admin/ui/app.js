@@ -5,7 +5,7 @@
 
 const TOKEN_KEY = 'sagaflow-token';
 const ACTIONS = ['retry', 'skip', 'cancel', 'abort', 'pause', 'resume', 'resolve'];
-const state = { token: sessionStorage.getItem(TOKEN_KEY), me: null, timer: null, jobDraft: null };
+const state = { token: sessionStorage.getItem(TOKEN_KEY), me: null, timer: null, jobDraft: null, renders: 0 };
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const main = () => $('#main');
@@ -106,6 +106,16 @@ function refreshEvery(ms, render) {
  * late must not render over (or schedule refreshes for) the page that replaced it. */
 const leftSince = (hash) => location.hash !== hash;
 
+/** Starts a page render; the function it returns says whether that render is outdated by the
+ * time its data comes back: the user went elsewhere, or a newer render started. A refresh still
+ * in flight when the operator acted would otherwise draw over the page that shows the action's
+ * result, and keep refreshing without it. */
+function startRender() {
+  const hash = location.hash;
+  const render = ++state.renders;
+  return () => leftSince(hash) || state.renders !== render;
+}
+
 /** Marks a form as holding the user's input, which a refresh must not wipe. */
 const keep = (e) => { e.currentTarget.dataset.dirty = '1'; };
 
@@ -136,12 +146,12 @@ const FILTERS = [['definition', 'Definition'], ['step', 'Step'], ['error_code', 
 async function listPage(filter, incidents) {
   const params = new URLSearchParams(Object.entries(filter).filter(([, v]) => v));
   const counts = new URLSearchParams([...params].filter(([k]) => k !== 'status'));
-  const hash = location.hash;
+  const outdated = startRender();
   const [list, stats] = await Promise.all([
     api('GET', `/api/sagas?${params}&limit=100`),
     api('GET', `/api/stats/status?${counts}`),
   ]);
-  if (leftSince(hash)) return;
+  if (outdated()) return;
   const title = incidents ? 'Incident queue' : 'Sagas';
   const body = [el('h1', {}, title)];
   if (!incidents) {
@@ -194,9 +204,9 @@ function pendingTimers(timeline) {
 }
 
 async function sagaPage(id, result) {
-  const hash = location.hash;
+  const outdated = startRender();
   const { status, data } = await api('GET', `/api/sagas/${encodeURIComponent(id)}`);
-  if (leftSince(hash)) return;
+  if (outdated()) return;
   if (status !== 200) {
     main().replaceChildren(el('h1', {}, id), el('p', { class: 'error', role: 'alert' }, data.error));
     return refreshEvery(3000, () => sagaPage(id, result));
@@ -284,9 +294,9 @@ function confirmAction(saga, action) {
 // ---- bulk jobs --------------------------------------------------------------------------------
 
 async function jobsPage(result) {
-  const hash = location.hash;
+  const outdated = startRender();
   const { status, data } = await api('GET', '/api/jobs');
-  if (leftSince(hash)) return;
+  if (outdated()) return;
   const body = [el('h1', {}, 'Bulk jobs')];
   if (isOperator()) body.push(jobForm());
   if (result) body.push(el('div', { class: `result ${result.status < 300 ? '' : 'rejected'}`, id: 'job-result' },
@@ -341,9 +351,9 @@ function jobForm() {
 
 /** Command topics: paused or dispatching, by whom, their consumers' lag; pause and resume. */
 async function participantsPage(result) {
-  const hash = location.hash;
+  const outdated = startRender();
   const { status, data } = await api('GET', '/api/participants');
-  if (leftSince(hash)) return;
+  if (outdated()) return;
   const body = [el('h1', {}, 'Participants'),
     el('p', { class: 'muted' }, 'While a participant is paused, the engines hold the commands sagas send it (their attempt timeouts stop) and send them in order on resume.')];
   if (result) body.push(el('div', { class: `result ${result.status === 200 ? '' : 'rejected'}`, id: 'participant-result', role: 'status' },
