@@ -456,10 +456,12 @@ impl Proc {
                 "SAGAFLOW_TANSU_WORKAROUNDS",
                 (broker_kind() == BrokerKind::Tansu).to_string(),
             )
-            // tansu's fetches wait the full fetch.wait.max.ms, even when records are ready.
+            // tansu's fetches wait the full fetch.wait.max.ms, even when records are ready
+            // (unless the test run sets it).
             .envs(
-                (broker_kind() == BrokerKind::Tansu)
-                    .then_some(("SAGAFLOW_KAFKA_FETCH_WAIT_MAX_MS", "2")),
+                (broker_kind() == BrokerKind::Tansu
+                    && std::env::var_os("SAGAFLOW_KAFKA_FETCH_WAIT_MAX_MS").is_none())
+                .then_some(("SAGAFLOW_KAFKA_FETCH_WAIT_MAX_MS", "2")),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
