@@ -34,7 +34,23 @@ stop_all() {
   local entry
   for entry in "${pids[@]}"; do kill -TERM -- "-${entry#*:}" 2>/dev/null || true; done
   if [ -n "$tansu_build" ] && [ ! -s "$tansu_rc" ]; then kill -TERM -- "-$tansu_build" 2>/dev/null || true; fi
-  [ -z "$scratch" ] || rm -rf "$scratch"
+  [ -z "$scratch" ] || { stop_scratch; rm -rf "$scratch"; }
+}
+# Stops the brokers, Connect workers and PostgreSQL servers still running from the scratch, before
+# its files go: their owners' watches stop them once the tests are gone, but only while their pid
+# files are there to say what to stop.
+stop_scratch() {
+  local f stops=()
+  for f in "$scratch"/*/broker.pid "$scratch"/*/connect.pid "$scratch"/*/postmaster.pid; do
+    [ -e "$f" ] || continue
+    case "$f" in
+      */broker.pid) scripts/broker.sh stop "${f%/*}" & ;;
+      */connect.pid) scripts/connect.sh stop "${f%/*}" & ;;
+      *) scripts/postgres.sh stop "${f%/*}" & ;;
+    esac
+    stops+=("$!")
+  done
+  [ ${#stops[@]} -eq 0 ] || wait "${stops[@]}" || true
 }
 trap stop_all EXIT
 trap 'exit 143' TERM INT
