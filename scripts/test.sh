@@ -56,12 +56,14 @@ trap stop_all EXIT
 trap 'exit 143' TERM INT
 
 # tansu is a `cargo install` of about 17 minutes on a cold 2-core runner. When it is missing it
-# builds in the background from here on, at the lowest CPU priority: it takes what the build below
-# leaves idle (linking, the last crates), and the tansu pass starts once it is there.
+# builds in the background from here on, at the same CPU priority as the build below: the two
+# passes run at the same time and keep the machine about 80 % busy, so a tansu build left to
+# finish during them gets little CPU and holds the tansu pass back by as much, while sharing with
+# the build lets both passes start together.
 if wants tansu && ! scripts/broker.sh installed tansu; then
   mkdir -p target && rm -f "$tansu_rc"
   echo "== building tansu in the background (log: target/tansu-install.log)" >&2
-  (nice -n 19 scripts/broker.sh install tansu > target/tansu-install.log 2>&1; echo $? > "$tansu_rc") &
+  (scripts/broker.sh install tansu > target/tansu-install.log 2>&1; echo $? > "$tansu_rc") &
   tansu_build=$!
 fi
 

@@ -11,43 +11,96 @@ use std::time::Duration;
 /// hangs with it. A client left behind here goes on closing until the process exits.
 pub fn close_within<T: Send + 'static>(client: T, within: Duration) -> bool {
     let (done_tx, done_rx) = std::sync::mpsc::channel();
+    drop_on_own_thread(client, move || {
+        let _ = done_tx.send(());
+    });
+    done_rx.recv_timeout(within).is_ok()
+}
+
+/// [`close_within`] for async code: the wait holds no thread of the runtime.
+pub async fn close_within_async<T: Send + 'static>(client: T, within: Duration) -> bool {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    drop_on_own_thread(client, move || {
+        let _ = done_tx.send(());
+    });
+    matches!(tokio::time::timeout(within, done_rx).await, Ok(Ok(())))
+}
+
+/// Drops `client`, then calls `done`, on a new thread; on this one if no thread can be spawned.
+fn drop_on_own_thread<T: Send + 'static>(client: T, done: impl FnOnce() + Send + 'static) {
     let spawned = std::thread::Builder::new()
         .name("sagaflow-close".into())
         .spawn(move || {
             drop(client);
-            let _ = done_tx.send(());
+            done();
         });
-    match spawned {
-        Ok(_) => done_rx.recv_timeout(within).is_ok(),
-        // No thread to spare: the closure, and the client with it, was dropped by the failed
-        // spawn, on this thread.
-        Err(_) => true,
-    }
+    // A failed spawn has dropped the closure, and the client with it, here; `done` went with it,
+    // so the waiter sees its sender gone and reports the close as not finished in time.
+    let _ = spawned;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::mpsc::{channel, Receiver, Sender};
 
-    struct Slow(Duration);
+    /// Bounds every wait of these tests, so that a wrong close fails them instead of hanging.
+    const BOUND: Duration = Duration::from_secs(60);
 
-    impl Drop for Slow {
+    /// A client whose close takes until the test releases it (or `BOUND`), and says it is done.
+    struct Held {
+        release: Receiver<()>,
+        closed: Sender<()>,
+    }
+
+    impl Drop for Held {
         fn drop(&mut self) {
-            std::thread::sleep(self.0);
+            let _ = self.release.recv_timeout(BOUND);
+            let _ = self.closed.send(());
         }
     }
 
+    fn held() -> (Held, Sender<()>, Receiver<()>) {
+        let (release_tx, release) = channel();
+        let (closed, closed_rx) = channel();
+        (Held { release, closed }, release_tx, closed_rx)
+    }
+
     #[test]
-    fn a_close_that_takes_too_long_is_left_behind() {
-        let started = std::time::Instant::now();
-        assert!(!close_within(
-            Slow(Duration::from_secs(30)),
-            Duration::from_millis(100)
-        ));
-        assert!(started.elapsed() < Duration::from_secs(10));
-        assert!(close_within(
-            Slow(Duration::from_millis(10)),
-            Duration::from_secs(10)
-        ));
+    fn a_close_that_does_not_finish_in_time_is_left_behind() {
+        let (client, release, closed) = held();
+        // A close_within that waited for the close would see it finish (after `BOUND`).
+        assert!(!close_within(client, Duration::from_millis(50)));
+        release.send(()).unwrap();
+        closed
+            .recv_timeout(BOUND)
+            .expect("the client was closed afterwards");
+    }
+
+    #[test]
+    fn a_close_that_finishes_is_waited_for() {
+        let (client, release, closed) = held();
+        release.send(()).unwrap();
+        assert!(close_within(client, Duration::MAX));
+        closed
+            .try_recv()
+            .expect("closed before close_within returned");
+    }
+
+    #[tokio::test]
+    async fn the_async_close_behaves_the_same() {
+        let (client, release, closed) = held();
+        assert!(!close_within_async(client, Duration::from_millis(50)).await);
+        release.send(()).unwrap();
+        closed
+            .recv_timeout(BOUND)
+            .expect("the client was closed afterwards");
+
+        let (client, release, closed) = held();
+        release.send(()).unwrap();
+        assert!(close_within_async(client, BOUND).await);
+        closed
+            .try_recv()
+            .expect("closed before close_within_async returned");
     }
 }

@@ -22,7 +22,7 @@ pub mod trace;
 mod transient;
 
 pub use catch_up::{read_to_end, MARKER_PREFIX};
-pub use close::close_within;
+pub use close::{close_within, close_within_async};
 pub use error::{Error, Result};
 pub use settings::{KafkaSettings, ENV_PREFIX, FETCH_WAIT_MAX_MS, RESERVED};
 pub use topics::{TopicPolicy, TopicSpec};

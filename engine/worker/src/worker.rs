@@ -290,11 +290,7 @@ impl Worker {
         let Some(consumer) = self.consumer.take() else {
             return Ok(());
         };
-        let closed =
-            tokio::task::spawn_blocking(move || sagaflow_kafka::close_within(consumer, within))
-                .await
-                .unwrap_or(false);
-        if closed {
+        if sagaflow_kafka::close_within_async(consumer, within).await {
             Ok(())
         } else {
             Err(Error::CloseTimedOut {
