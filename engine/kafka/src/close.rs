@@ -14,7 +14,11 @@ pub fn close_within<T: Send + 'static>(client: T, within: Duration) -> bool {
     drop_on_own_thread(client, move || {
         let _ = done_tx.send(());
     });
-    done_rx.recv_timeout(within).is_ok()
+    // A sender dropped without a send also means the drop has ended (see `drop_on_own_thread`).
+    !matches!(
+        done_rx.recv_timeout(within),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+    )
 }
 
 /// [`close_within`] for async code: the wait holds no thread of the runtime.
@@ -23,10 +27,12 @@ pub async fn close_within_async<T: Send + 'static>(client: T, within: Duration) 
     drop_on_own_thread(client, move || {
         let _ = done_tx.send(());
     });
-    matches!(tokio::time::timeout(within, done_rx).await, Ok(Ok(())))
+    // Ok(Err(_)), a sender dropped without a send, also means the drop has ended.
+    tokio::time::timeout(within, done_rx).await.is_ok()
 }
 
-/// Drops `client`, then calls `done`, on a new thread; on this one if no thread can be spawned.
+/// Drops `client`, then calls `done`, on a new thread. If `done` is dropped uncalled, the drop
+/// has ended all the same: it panicked, or no thread could be spawned and it ran on this one.
 fn drop_on_own_thread<T: Send + 'static>(client: T, done: impl FnOnce() + Send + 'static) {
     let spawned = std::thread::Builder::new()
         .name("sagaflow-close".into())
@@ -34,8 +40,7 @@ fn drop_on_own_thread<T: Send + 'static>(client: T, done: impl FnOnce() + Send +
             drop(client);
             done();
         });
-    // A failed spawn has dropped the closure, and the client with it, here; `done` went with it,
-    // so the waiter sees its sender gone and reports the close as not finished in time.
+    // A failed spawn has already dropped the closure on this thread, the client and `done` with it.
     let _ = spawned;
 }
 
@@ -85,6 +90,19 @@ mod tests {
         closed
             .try_recv()
             .expect("closed before close_within returned");
+    }
+
+    struct Panics;
+
+    impl Drop for Panics {
+        fn drop(&mut self) {
+            panic!("this client's close fails");
+        }
+    }
+
+    #[test]
+    fn a_close_that_panics_has_ended() {
+        assert!(close_within(Panics, BOUND));
     }
 
     #[tokio::test]
