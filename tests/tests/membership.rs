@@ -1,7 +1,8 @@
 //! Static group membership (KIP-345) on Apache Kafka: an engine restarted in place takes its
 //! partitions back without a rebalance and resumes its standby copies, a scale-down removes the
-//! member so its partitions move at once, and two engines under one instance id, or a session
-//! timeout the broker refuses, end with a clear error, not a spin.
+//! member so its partitions move at once, a survivor evicts a crashed member that fell silent,
+//! and two engines under one instance id, or a session timeout the broker refuses, end with a
+//! clear error, not a spin.
 //!
 //! tansu 0.6 keeps a stopped static member's partitions from every other engine, which is why
 //! static membership is documented as Kafka-only; these tests skip there.
@@ -207,6 +208,50 @@ fn a_scale_down_removes_the_static_member_and_its_partitions_move_at_once() {
     assert!(
         eventually(Duration::from_secs(300), || owns_all(&metrics_b, 4)),
         "engine-b did not take engine-a's partitions after the member was removed"
+    );
+    feeder.join().expect("feeder");
+    let log = wait_finished(&bootstrap, &r.codec, &r.opts.group, &ids);
+    check_invariants(&log, &ids, &r.effects);
+}
+
+/// A crashed static member is removed by a survivor that read no heartbeat from it for
+/// `evict-silent-peers-ms`, and its partitions move long before its session would end; two live
+/// engines never evict each other, also while nothing runs and heartbeats alone move the
+/// changelog.
+#[test]
+fn a_crashed_static_member_is_evicted_by_a_survivor_before_its_session_ends() {
+    let test = "a_crashed_static_member_is_evicted_by_a_survivor_before_its_session_ends";
+    let Some(r) = rig("static-evict", test) else {
+        return;
+    };
+    let bootstrap = r.broker.bootstrap();
+    let evictions = "sagaflow_peer_evictions_total";
+    let env = [
+        ("SAGAFLOW_STANDBY", "true"),
+        ("SAGAFLOW_EVICT_SILENT_PEERS_MS", "2000"),
+    ];
+    // Ten minutes of session: within the five minutes this test waits, the partitions can only
+    // move if engine-b removes engine-a.
+    let [(mut a, metrics_a, _state_a), (_b, metrics_b, _state_b)] = two_members(&r, 600_000, &env);
+    // Idle for five eviction waits: only the heartbeats keep the changelog moving.
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(
+        (metric(&metrics_a, evictions), metric(&metrics_b, evictions)),
+        (0.0, 0.0),
+        "a live engine was evicted"
+    );
+    assert_eq!((owned(&metrics_a), owned(&metrics_b)), (2.0, 2.0));
+    let (_participants, ids, feeder) = load(&r, "ev");
+    std::thread::sleep(Duration::from_secs(2));
+    a.kill9();
+    assert!(
+        eventually(Duration::from_secs(300), || owns_all(&metrics_b, 4)),
+        "engine-b did not take the crashed engine-a's partitions within 5 minutes (its session is 10)"
+    );
+    assert_eq!(
+        metric(&metrics_b, evictions),
+        1.0,
+        "engine-b took the partitions without evicting engine-a"
     );
     feeder.join().expect("feeder");
     let log = wait_finished(&bootstrap, &r.codec, &r.opts.group, &ids);

@@ -66,6 +66,11 @@ pub(crate) struct BenchSleepersArgs {
     /// the first node is then stopped or killed.
     #[arg(long, value_enum, default_value_t = Handover::Term)]
     handover: Handover,
+    /// With `standby-term` or `standby-kill`: run both nodes as static members (instance-ids of
+    /// their own) with `evict-silent-peers-ms` set to this, so that the second node removes a
+    /// crashed first node from the group after this long instead of waiting out its session.
+    #[arg(long, default_value_t = 0)]
+    evict_silent_peers_ms: u64,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -99,6 +104,10 @@ struct SleepersReport {
     asleep_rss_mib: f64,
     asleep_peak_rss_mib: f64,
     handover: Handover,
+    /// `evict-silent-peers-ms` of both nodes; 0 for none.
+    evict_silent_peers_ms: u64,
+    /// Members the second node removed from the group for silence.
+    evictions: f64,
     /// From the signal until the first node exited (a SIGKILL takes no time).
     stop_secs: f64,
     /// Until the second node decided again: from its start; or with standby copies, as the node
@@ -131,6 +140,10 @@ fn progress(message: &str) {
 pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.sagas > 0, "--sagas must be at least 1");
     anyhow::ensure!(
+        args.evict_silent_peers_ms == 0 || args.handover.standby(),
+        "--evict-silent-peers-ms needs --handover standby-term or standby-kill: evictions read heartbeats through standby copies"
+    );
+    anyhow::ensure!(
         args.definitions.join("sleepers.yaml").exists(),
         "{} has no sleepers.yaml; pass --definitions with the directory of examples/sleepers.yaml",
         args.definitions.display()
@@ -161,15 +174,26 @@ pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
         .context("starting the local schema registry")?;
     let first_dir = std::env::temp_dir().join(format!("sagaflow-{group}-first"));
     let second_dir = std::env::temp_dir().join(format!("sagaflow-{group}-second"));
-    // A static member id only where the restart is in place: the new node of `term` and `kill`
-    // stands for another machine.
-    let instance = format!("{group}-0");
+    // A static member id only where the restart is in place, or evictions name the member: the
+    // new node of `term` and `kill` stands for another machine.
+    let instances = [format!("{group}-0"), format!("{group}-1")];
+    let evict = args.evict_silent_peers_ms.to_string();
     let env: Vec<(&str, &str)> = match args.handover {
-        Handover::KillInPlace => vec![("SAGAFLOW_INSTANCE_ID", instance.as_str())],
+        Handover::KillInPlace => Vec::new(),
+        Handover::StandbyTerm | Handover::StandbyKill if args.evict_silent_peers_ms > 0 => vec![
+            ("SAGAFLOW_STANDBY", "true"),
+            ("SAGAFLOW_EVICT_SILENT_PEERS_MS", evict.as_str()),
+        ],
         Handover::StandbyTerm | Handover::StandbyKill => vec![("SAGAFLOW_STANDBY", "true")],
         Handover::Term | Handover::Kill => Vec::new(),
     };
-    let spawn = |dir: &std::path::Path| {
+    let static_member = args.handover == Handover::KillInPlace || args.evict_silent_peers_ms > 0;
+    // Node `n` (0 first, 1 second; a restart in place is node 0 again).
+    let spawn = |dir: &std::path::Path, n: usize| {
+        let mut env = env.clone();
+        if static_member {
+            env.push(("SAGAFLOW_INSTANCE_ID", instances[n].as_str()));
+        }
         spawn_engine(
             &args.kafka,
             policy,
@@ -181,7 +205,7 @@ pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
             &env,
         )
     };
-    let mut first = spawn(&first_dir)?;
+    let mut first = spawn(&first_dir, 0)?;
     first.wait_owned(args.partitions).await?;
 
     let codec = std::sync::Arc::new(AsyncCodec::new(&RegistrySettings::new(
@@ -250,7 +274,7 @@ pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
     ));
 
     let early = if args.handover.standby() {
-        let second = spawn(&second_dir)?;
+        let second = spawn(&second_dir, 1)?;
         wait_for_copies(&first, &second, args.partitions).await?;
         Some(second)
     } else {
@@ -277,10 +301,10 @@ pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
     };
     let second = match early {
         Some(second) => second,
-        None => spawn(match args.handover {
-            Handover::KillInPlace => &first_dir,
-            _ => &second_dir,
-        })?,
+        None => match args.handover {
+            Handover::KillInPlace => spawn(&first_dir, 0)?,
+            _ => spawn(&second_dir, 1)?,
+        },
     };
     // Probe sagas that wake at once: the new node has restored when it decides again. A new node
     // restores every partition it is given before its first decision, so one probe tells. The
@@ -315,6 +339,7 @@ pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
     }
     let restore_secs = restoring.elapsed().as_secs_f64();
     let full_restores = second.metric("sagaflow_changelog_restores_total").await - full_before;
+    let evictions = second.metric("sagaflow_peer_evictions_total").await;
     let restored_rss = second.rss_kib("VmRSS:");
     let resent_outputs = second
         .metric(r#"sagaflow_broker_records_total{direction="write",kind="resend",part="overhead"}"#)
@@ -351,6 +376,8 @@ pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
         asleep_rss_mib: asleep_rss / 1024.0,
         asleep_peak_rss_mib: asleep_peak / 1024.0,
         handover: args.handover,
+        evict_silent_peers_ms: args.evict_silent_peers_ms,
+        evictions,
         stop_secs,
         restore_secs,
         full_restores,
@@ -581,6 +608,16 @@ fn print_table(r: &SleepersReport) {
         ),
     };
     row(stop, format!("{:.1} s", r.stop_secs));
+    if r.evict_silent_peers_ms > 0 {
+        row(
+            "evict-silent-peers-ms of both nodes",
+            format!("{} ms", r.evict_silent_peers_ms),
+        );
+        row(
+            "members the second node evicted",
+            format!("{:.0}", r.evictions),
+        );
+    }
     row(restore, format!("{:.1} s", r.restore_secs));
     row(
         "partitions restored from the whole changelog",

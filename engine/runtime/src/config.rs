@@ -2,6 +2,7 @@
 //! variables `SAGAFLOW_*`, then explicit overrides (command-line flags), then [`EngineConfig::validate`].
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use sagaflow_avro::RegistrySettings;
 use sagaflow_kafka::{KafkaSettings, TopicPolicy};
@@ -78,6 +79,8 @@ pub struct EngineConfig {
     pub session_timeout_ms: u64,
     /// Whether to keep standby copies of the partitions other engines own.
     pub standby: bool,
+    /// Removes a static member whose partitions have had no record this long; 0 never.
+    pub evict_silent_peers_ms: u64,
     /// How far ahead timers are kept in memory.
     pub timer_horizon_ms: i64,
     /// Most committed saga states each partition keeps decoded in memory.
@@ -227,6 +230,18 @@ impl EngineConfig {
         }
     }
 
+    /// How often owners write heartbeats (see `liveness`): often enough for a silent peer to be
+    /// told apart within `evict-silent-peers-ms`, every 5 s for the tansu orphan rule alone;
+    /// `None` when nothing reads them.
+    pub(crate) fn heartbeat_every(&self) -> Option<Duration> {
+        let orphans = self.rejoin_rules_ms()[2] > 0;
+        match self.evict_silent_peers_ms {
+            0 if orphans => Some(crate::liveness::ORPHAN_HEARTBEAT_EVERY),
+            0 => None,
+            ms => Some(Duration::from_millis(ms / 4).min(crate::liveness::ORPHAN_HEARTBEAT_EVERY)),
+        }
+    }
+
     /// Checks invariants the engine relies on.
     pub fn validate(&self) -> Result<()> {
         self.registry().validate()?;
@@ -280,6 +295,32 @@ impl EngineConfig {
                 "max-batch-decisions must be > 0 and max-batch-bytes at least 10000".into(),
             ));
         }
+        self.check_eviction()
+    }
+
+    /// Evictions read other partitions' heartbeats through the standby copies, and remove a
+    /// static member by its instance-id, which the heartbeats name.
+    fn check_eviction(&self) -> Result<()> {
+        let ms = self.evict_silent_peers_ms;
+        if ms == 0 {
+            return Ok(());
+        }
+        if !self.standby || self.instance_id.trim().is_empty() {
+            return Err(Error::Config(format!(
+                "evict-silent-peers-ms = {ms} needs standby = true and an instance-id on this engine (every engine of the group, each with its own id): the standby copies are where the other engines' heartbeats are read, and a silent engine is removed by its instance-id. Set SAGAFLOW_STANDBY=true and SAGAFLOW_INSTANCE_ID, or evict-silent-peers-ms = 0"
+            )));
+        }
+        if self.tansu_workarounds {
+            return Err(Error::Config(format!(
+                "evict-silent-peers-ms = {ms} is for Apache Kafka (static membership), not with tansu-workarounds: tansu 0.6 keeps a stopped static member's partitions from the other engines. Set evict-silent-peers-ms = 0 on tansu"
+            )));
+        }
+        if ms < 1000 || ms >= self.session_timeout_ms {
+            return Err(Error::Config(format!(
+                "evict-silent-peers-ms = {ms} must be at least 1000 and below session-timeout-ms ({}): below 1 s a busy machine looks silent, and at or above the session the broker drops the member first",
+                self.session_timeout_ms
+            )));
+        }
         Ok(())
     }
 }
@@ -317,6 +358,34 @@ mod tests {
         assert_eq!(config.rejoin_rules_ms(), [0, 0, 0]);
         config.tansu_workarounds = true;
         assert_eq!(config.rejoin_rules_ms(), [10_000, 30_000, 20_000]);
+    }
+
+    #[test]
+    fn evictions_need_standby_copies_an_instance_id_and_a_wait_within_the_session() {
+        let mut config = EngineConfig::load(None).unwrap();
+        assert_eq!(config.heartbeat_every(), None);
+        config.evict_silent_peers_ms = 2000;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("needs standby = true and an instance-id"),
+            "{err}"
+        );
+        config.standby = true;
+        config.instance_id = "engine-0".into();
+        config.validate().unwrap();
+        assert_eq!(config.heartbeat_every(), Some(Duration::from_millis(500)));
+        config.evict_silent_peers_ms = config.session_timeout_ms;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("below session-timeout-ms (10000)"), "{err}");
+        config.evict_silent_peers_ms = 999;
+        assert!(config.validate().is_err());
+        config.evict_silent_peers_ms = 2000;
+        config.tansu_workarounds = true;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("not with tansu-workarounds"), "{err}");
+        // The tansu orphan rule alone reads heartbeats every 5 s.
+        config.evict_silent_peers_ms = 0;
+        assert_eq!(config.heartbeat_every(), Some(Duration::from_secs(5)));
     }
 
     /// The error of loading a config file holding `text`, from a directory of its own (`name`).

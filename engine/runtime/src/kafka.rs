@@ -136,12 +136,33 @@ pub(crate) fn writer_epoch(m: &impl Message) -> Option<i64> {
     header_i64(m, EPOCH_HEADER)
 }
 
-fn header_i64(m: &impl Message, name: &str) -> Option<i64> {
+/// Header of owner heartbeats: the static member id (instance-id) of the engine that wrote them.
+pub(crate) const INSTANCE_HEADER: &str = "sagaflow-instance";
+
+/// Header of owner heartbeats: their period, in milliseconds.
+pub(crate) const HEARTBEAT_EVERY_HEADER: &str = "sagaflow-heartbeat-ms";
+
+/// The instance-id of the engine that wrote a heartbeat; `None` for a dynamic member's.
+pub(crate) fn writer_instance(m: &impl Message) -> Option<String> {
+    header_str(m, INSTANCE_HEADER).map(str::to_string)
+}
+
+/// The period of the heartbeats a heartbeat belongs to; `None` if it does not say.
+pub(crate) fn heartbeat_every(m: &impl Message) -> Option<std::time::Duration> {
+    header_i64(m, HEARTBEAT_EVERY_HEADER)
+        .and_then(|ms| u64::try_from(ms).ok())
+        .map(std::time::Duration::from_millis)
+}
+
+fn header_str<'a>(m: &'a impl Message, name: &str) -> Option<&'a str> {
     m.headers()
         .and_then(|h| h.iter().find(|h| h.key == name))
         .and_then(|h| h.value)
         .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| v.parse().ok())
+}
+
+fn header_i64(m: &impl Message, name: &str) -> Option<i64> {
+    header_str(m, name).and_then(|v| v.parse().ok())
 }
 
 use rdkafka::producer::{FutureProducer, FutureRecord};

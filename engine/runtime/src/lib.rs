@@ -11,6 +11,7 @@ mod deployed;
 mod error;
 mod http;
 mod kafka;
+mod liveness;
 mod membership;
 mod metrics;
 mod oversize;

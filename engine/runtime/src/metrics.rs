@@ -137,6 +137,7 @@ counters! {
     signals_received_total => "External events consumed.",
     signals_buffered_total => "External events buffered until a saga awaits them.",
     signals_expired_total => "Buffered external events that no saga claimed in time (dead-lettered).",
+    peer_evictions_total => "Silent static members this engine removed from the group (evict-silent-peers-ms).",
     relay_retries_total => "Messages the relay's producer refused (other than a full queue) or failed to deliver, offered again a second later.",
     partition_failures_total => "Times a partition stopped on an error and was scheduled to restore after a backoff.",
     finished_sagas_compacted_total => "Finished sagas past finished-retention-ms whose state shrank to a dedupe marker.",

@@ -30,6 +30,7 @@ use tracing::{error, info, warn};
 use crate::config::EngineConfig;
 use crate::control::Controls;
 use crate::error::{Error, Result};
+use crate::liveness::{Evictor, Heartbeats, Settled};
 use crate::membership::{self, OrphanWatch, Rejoin};
 use crate::metrics::Metrics;
 use crate::oversize::JournalFailure;
@@ -52,10 +53,6 @@ impl Definitions for RegistryDefinitions {
     }
 }
 
-/// Changelog key of owner heartbeats: tombstones (no value), so compaction keeps none of them,
-/// and restores skip the reserved key.
-const HEARTBEAT_KEY: &str = "__heartbeat";
-
 /// Everything a restore needs; shared with the rebalance callback.
 struct RestoreDeps {
     store: Arc<Store>,
@@ -68,6 +65,10 @@ struct RestoreDeps {
     /// Copies of the partitions other engines own; the rebalance callback hands them to the
     /// restores.
     standby: Standby,
+    /// The owned partitions' heartbeats; the rebalance callback says which those are.
+    heartbeats: Heartbeats,
+    /// Since when this engine holds its assignment, for the eviction of silent peers.
+    settled: Settled,
 }
 
 impl RestoreDeps {
@@ -112,6 +113,7 @@ impl ConsumerContext for GroupContext {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 info!(?partitions, "partitions assigned; restoring");
                 events.push(GroupEvent::Assignment(partitions.clone()));
+                self.deps.heartbeats.assigned(&partitions);
                 self.deps.standby.release(&partitions);
                 let mut assignment = TopicPartitionList::new();
                 for partition in partitions {
@@ -137,9 +139,14 @@ impl ConsumerContext for GroupContext {
                 if let Err(e) = consumer.assign(&assignment) {
                     error!(error = %e, "cannot assign partitions");
                 }
+                // After the restores: a rebalance that began during them waits for this engine,
+                // and the partitions it moved fall silent meanwhile.
+                *self.deps.settled.lock().expect("settled lock") = Some(Instant::now());
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 info!(?partitions, "partitions revoked");
+                *self.deps.settled.lock().expect("settled lock") = None;
+                self.deps.heartbeats.revoked(&partitions);
                 events.push(GroupEvent::Revoked(partitions.into_iter().collect()));
                 if let Err(e) = consumer.unassign() {
                     error!(error = %e, "cannot unassign partitions");
@@ -405,29 +412,59 @@ impl Processor {
             std::process::id(),
             rand::random::<u32>()
         );
+        let instance = membership::instance_id(&config.instance_id);
+        let settled = Settled::default();
+        let evict_after = Duration::from_millis(config.evict_silent_peers_ms);
+        // Validated: eviction comes with standby copies and an instance-id.
+        let evictor = match (&instance, evict_after.is_zero()) {
+            (Some(me), false) => Some(Evictor::new(
+                &config.kafka,
+                &config.group,
+                me,
+                evict_after,
+                settled.clone(),
+                metrics.clone(),
+            )),
+            _ => None,
+        };
         let standby = Standby::start(
             &config.kafka,
             &topics.changelog,
             config.standby,
+            evictor,
             store.clone(),
             codec.clone(),
+            metrics.clone(),
+        )?;
+        let producer = crate::kafka::sync_producer(&config.kafka)?;
+        let heartbeats = Heartbeats::start(
+            producer.clone(),
+            topics.changelog.clone(),
+            instance.clone(),
+            config.heartbeat_every(),
             metrics.clone(),
         )?;
         let deps = Arc::new(RestoreDeps {
             store,
             codec,
             reader,
-            producer: crate::kafka::sync_producer(&config.kafka)?,
+            producer,
             topics: topics.clone(),
             writer: writer.clone(),
             metrics: metrics.clone(),
             standby,
+            heartbeats,
+            settled,
         });
-        let instance = membership::instance_id(&config.instance_id);
         let session_timeout = config.session_timeout_ms.to_string();
         // Members learn of a rebalance from their heartbeats, so a long session (static members
-        // often get minutes) must not slow every rebalance down: at most 3 s, Kafka's default.
-        let heartbeat = (config.session_timeout_ms / 4).clamp(500, 3000).to_string();
+        // often get minutes) must not slow every rebalance down: at most 3 s, Kafka's default;
+        // with evictions, the survivors learn of one within half the eviction wait.
+        let mut heartbeat = config.session_timeout_ms / 4;
+        if config.evict_silent_peers_ms > 0 {
+            heartbeat = heartbeat.min(config.evict_silent_peers_ms / 2);
+        }
+        let heartbeat = heartbeat.clamp(500, 3000).to_string();
         // librdkafka refuses a poll interval below the session (its default is 5 minutes).
         let max_poll = config.session_timeout_ms.max(300_000).to_string();
         let fetch_wait = sagaflow_kafka::FETCH_WAIT_MAX_MS.to_string();
@@ -573,7 +610,7 @@ impl Processor {
                 Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::FencedInstanceId) => {
                     // Fatal for this consumer: carrying on would only spin.
                     return Err(Error::Config(format!(
-                        "the broker fenced this engine's static member id (instance-id {:?}): another engine in group {} uses the same one. Give every engine its own instance-id (in Kubernetes, the pod name) and restart this one",
+                        "the broker fenced this engine's static member id (instance-id {:?}) in group {}: another engine uses the same one, or removed it from the group (sagaflow group remove-members, or an engine with evict-silent-peers-ms that read no heartbeat from this one for that long: was it frozen or cut off from the broker?). Give every engine its own instance-id (in Kubernetes, the pod name) and restart this one",
                         self.ctx.config.instance_id, self.ctx.config.group
                     )));
                 }
@@ -980,9 +1017,9 @@ impl Processor {
             .map_err(|e| Error::kafka("subscribing to the input topics again", e))
     }
 
-    /// Sends this engine's heartbeats, and rejoins the group when a partition it does not own
-    /// has had no heartbeat for `rejoin-when-orphaned-ms`: its owner died and the coordinator
-    /// did not hand it on.
+    /// Rejoins the group when a partition this engine does not own has had no heartbeat (see
+    /// `liveness`) for `rejoin-when-orphaned-ms`: its owner died and the coordinator did not
+    /// hand it on.
     fn rejoin_if_orphaned(&mut self) -> Result<()> {
         let [_, _, when_orphaned] = self.ctx.config.rejoin_rules_ms();
         let patience = Duration::from_millis(when_orphaned);
@@ -996,19 +1033,6 @@ impl Processor {
         for partition in 0..self.ctx.config.partitions {
             if self.tasks.contains_key(&partition) || self.failed.contains_key(&partition) {
                 self.orphans.forget(partition);
-                // Our own heartbeat: tells the other engines this partition has a live owner.
-                let heartbeat = rdkafka::producer::FutureRecord::<str, [u8]>::to(&topics.changelog)
-                    .partition(partition)
-                    .key(HEARTBEAT_KEY);
-                match self.ctx.deps.producer.send_result(heartbeat) {
-                    // Counted when sent: nothing waits for its acknowledgement.
-                    Ok(_) => self
-                        .ctx
-                        .metrics
-                        .traffic
-                        .count(Flow::Heartbeat, HEARTBEAT_KEY.len()),
-                    Err((e, _)) => warn!(partition, error = %e, "heartbeat not sent"),
-                }
                 continue;
             }
             let reader = &self.ctx.deps.reader;

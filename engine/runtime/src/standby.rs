@@ -44,6 +44,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info, warn};
 
 use crate::error::{Error, Result};
+use crate::liveness::{Beat, Evictor, Look, HEARTBEAT_KEY};
 use crate::metrics::Metrics;
 use crate::restore::{self, CHECKPOINT_KEY};
 use crate::store::Store;
@@ -52,7 +53,8 @@ use crate::traffic::{message_bytes, Flow};
 /// Most changelog records applied under one hold of the lock.
 const RECORDS_PER_BATCH: usize = 512;
 
-/// How often the standby gauges are updated (each update asks the broker for watermarks).
+/// How often the standby gauges are updated (each update asks the broker for watermarks), and
+/// silent owners looked for (more often with a short `evict-silent-peers-ms`).
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// This engine's standby copies; reading stops when it is dropped.
@@ -94,6 +96,9 @@ struct Replica {
     /// below it.
     #[serde(skip)]
     resumed: bool,
+    /// The last heartbeat read that names its writer's instance-id.
+    #[serde(skip)]
+    beat: Option<Beat>,
 }
 
 /// A saga state (or parked record) to load: its key and value, `None` for a tombstone.
@@ -107,11 +112,13 @@ enum Step {
 }
 
 impl Standby {
-    /// Standby copies read on a thread of their own, or none if `enabled` is false.
+    /// Standby copies read on a thread of their own, or none if `enabled` is false. With an
+    /// `evictor`, the thread also removes the owners that fall silent from the group.
     pub(crate) fn start(
         kafka: &KafkaSettings,
         changelog: &str,
         enabled: bool,
+        evictor: Option<Evictor>,
         store: Arc<Store>,
         codec: Arc<BlockingCodec>,
         metrics: Arc<Metrics>,
@@ -127,6 +134,7 @@ impl Standby {
                 codec,
                 metrics,
                 stop: stop.clone(),
+                evictor,
             };
             let handle = std::thread::Builder::new()
                 .name("sagaflow-standby".into())
@@ -255,12 +263,17 @@ struct Reader {
     codec: Arc<BlockingCodec>,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
+    evictor: Option<Evictor>,
 }
 
 impl Reader {
-    fn run(self) {
+    fn run(mut self) {
         let mut assigned = 0u64;
         let mut reported = Instant::now();
+        let every = self
+            .evictor
+            .as_ref()
+            .map_or(REPORT_EVERY, |e| (e.watch.after() / 4).min(REPORT_EVERY));
         while !self.stop.load(Ordering::SeqCst) {
             let generation = {
                 let copies = self.lock();
@@ -273,9 +286,17 @@ impl Reader {
             let batch = self.fetch();
             let ends = self.ends_to_settle();
             self.apply(generation, batch, &ends);
-            if reported.elapsed() >= REPORT_EVERY {
+            if reported.elapsed() >= every {
                 reported = Instant::now();
-                self.report();
+                // Read before the ends: an end read after the assignment settled is above every
+                // heartbeat of the partition's owner before the rebalance.
+                let settled = self.evictor.as_ref().and_then(Evictor::settled);
+                let looks = self.report();
+                if let Some(evictor) = &mut self.evictor {
+                    for instance in evictor.watch.look(settled, &looks) {
+                        evictor.evict(instance);
+                    }
+                }
             }
         }
     }
@@ -400,26 +421,33 @@ impl Reader {
         }
     }
 
-    /// Sets the standby gauges.
-    fn report(&self) {
-        let (positions, ready): (Vec<(i32, i64)>, usize) = {
+    /// Sets the standby gauges; returns each copied partition's changelog end and when it was
+    /// read (none if it could not be), with the last heartbeat read from it.
+    fn report(&self) -> Vec<Look> {
+        let (positions, ready): (Vec<(i32, i64, Option<Beat>)>, usize) = {
             let copies = self.lock();
             (
                 copies
                     .parts
                     .iter()
-                    .map(|(&p, c)| (p, c.next.unwrap_or(0)))
+                    .map(|(&p, c)| (p, c.next.unwrap_or(0), c.beat.clone()))
                     .collect(),
                 copies.parts.values().filter(|c| c.recorded >= 0).count(),
             )
         };
+        let looks: Vec<Look> = positions
+            .iter()
+            .map(|(p, _, beat)| {
+                let high = crate::kafka::watermarks_once(&self.consumer, &self.changelog, *p)
+                    .ok()
+                    .map(|(_, high)| (high, Instant::now()));
+                (*p, high, beat.clone())
+            })
+            .collect();
         let lag: i64 = positions
             .iter()
-            .filter_map(|&(p, next)| {
-                let (_, high) =
-                    crate::kafka::watermarks_once(&self.consumer, &self.changelog, p).ok()?;
-                Some((high - next).max(0))
-            })
+            .zip(&looks)
+            .filter_map(|((_, next, _), (_, high, _))| Some((high.as_ref()?.0 - next).max(0)))
             .sum();
         let metrics = &self.metrics;
         metrics
@@ -429,6 +457,7 @@ impl Reader {
             .standby_partitions_ready
             .store(ready as i64, Ordering::Relaxed);
         metrics.standby_lag_records.store(lag, Ordering::Relaxed);
+        looks
     }
 }
 
@@ -442,6 +471,7 @@ impl Replica {
             recorded: -1,
             unsaved: false,
             resumed: false,
+            beat: None,
         }
     }
 
@@ -469,6 +499,17 @@ impl Replica {
         let Some(key) = m.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
             return Step::Nothing;
         };
+        if key == HEARTBEAT_KEY {
+            if let Some(instance) = crate::kafka::writer_instance(m) {
+                let every = crate::kafka::heartbeat_every(m).unwrap_or_default();
+                self.beat = Some(Beat {
+                    instance,
+                    offset,
+                    every,
+                });
+            }
+            return Step::Nothing;
+        }
         if key == CHECKPOINT_KEY {
             let Some(bytes) = m.payload() else {
                 return Step::Nothing;
