@@ -178,15 +178,13 @@ pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
     // new node of `term` and `kill` stands for another machine.
     let instances = [format!("{group}-0"), format!("{group}-1")];
     let evict = args.evict_silent_peers_ms.to_string();
-    let env: Vec<(&str, &str)> = match args.handover {
-        Handover::KillInPlace => Vec::new(),
-        Handover::StandbyTerm | Handover::StandbyKill if args.evict_silent_peers_ms > 0 => vec![
-            ("SAGAFLOW_STANDBY", "true"),
-            ("SAGAFLOW_EVICT_SILENT_PEERS_MS", evict.as_str()),
-        ],
-        Handover::StandbyTerm | Handover::StandbyKill => vec![("SAGAFLOW_STANDBY", "true")],
-        Handover::Term | Handover::Kill => Vec::new(),
-    };
+    let mut env: Vec<(&str, &str)> = Vec::new();
+    if args.handover.standby() {
+        env.push(("SAGAFLOW_STANDBY", "true"));
+    }
+    if args.evict_silent_peers_ms > 0 {
+        env.push(("SAGAFLOW_EVICT_SILENT_PEERS_MS", evict.as_str()));
+    }
     let static_member = args.handover == Handover::KillInPlace || args.evict_silent_peers_ms > 0;
     // Node `n` (0 first, 1 second; a restart in place is node 0 again).
     let spawn = |dir: &std::path::Path, n: usize| {

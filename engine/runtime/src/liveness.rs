@@ -222,7 +222,7 @@ pub(crate) struct SilenceWatch {
     floors: BTreeMap<i32, i64>,
     /// Per partition: its changelog end last seen, and since when it has not moved.
     ends: BTreeMap<i32, (i64, Instant)>,
-    /// When each instance was last picked, so that it is picked at most once per `after`.
+    /// The instances picked within the last `after`: each is picked at most once per `after`.
     picked: BTreeMap<String, Instant>,
 }
 
@@ -288,21 +288,16 @@ impl SilenceWatch {
             *shortest = (*shortest).min(silent);
         }
         let now = Instant::now();
+        self.picked
+            .retain(|_, at| now.duration_since(*at) < self.after);
+        let first = alive.first() == Some(&self.me.as_str());
         let mut evict = Vec::new();
         for (instance, silent) in quiet {
             if alive.contains(instance) {
                 // It still heartbeats on another partition.
                 continue;
             }
-            let first = alive.iter().next().is_some_and(|lowest| *lowest == self.me);
-            if !first && silent < self.after * 2 {
-                continue;
-            }
-            if self
-                .picked
-                .get(instance)
-                .is_some_and(|at| now.duration_since(*at) < self.after)
-            {
+            if (!first && silent < self.after * 2) || self.picked.contains_key(instance) {
                 continue;
             }
             let _ = self.picked.insert(instance.to_string(), now);
