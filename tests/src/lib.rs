@@ -531,6 +531,15 @@ impl Proc {
         self.child.wait().expect("wait for child")
     }
 
+    /// Sends it `kill -<name>` (`STOP`, `CONT`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {} failed", self.name);
+    }
+
     /// The OS pid.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -7,7 +7,7 @@ use sagaflow_tests::trips::{
     assert_in_flight_at, check_invariants, in_flight, now_ms, owns_all, participants, stream_trips,
     wait_finished, Rig, WAIT,
 };
-use sagaflow_tests::{eventually, spawn_engine, spawn_registry, Broker, Proc, Space, TempDir};
+use sagaflow_tests::{eventually, spawn_engine, spawn_registry, Broker, Space, TempDir};
 
 /// A rig for the trip saga on four partitions.
 fn rig(name: &str) -> Rig {
@@ -191,14 +191,6 @@ fn broker_kill_9_with_sagas_in_flight_loses_and_repeats_nothing() {
     assert_in_flight_at(&log, &[killed_at]);
 }
 
-fn signal(proc: &Proc, name: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{name}"), &proc.pid().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{name} failed");
-}
-
 /// A live zombie (G3): one of two engines is paused (SIGSTOP) past its session timeout while
 /// load runs, the other takes its partitions, then the paused one resumes (SIGCONT) with its
 /// relay and changelog flush timers due. Nothing it does then may count: every saga ends once,
@@ -241,14 +233,14 @@ fn a_paused_engine_that_resumes_after_losing_its_partitions_changes_nothing() {
         )),
         "engine-a never had sagas in flight"
     );
-    signal(&a, "STOP");
+    a.signal("STOP");
     let paused_at = now_ms();
     eprintln!("paused engine-a");
     assert!(
         eventually(WAIT, || owns_all(&metrics_b, opts.partitions)),
         "engine-b never took engine-a's partitions"
     );
-    signal(&a, "CONT");
+    a.signal("CONT");
     eprintln!("resumed engine-a");
     feeder.join().expect("feeder");
     let log = wait_finished(&bootstrap, codec, &opts.group, &ids);

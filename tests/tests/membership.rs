@@ -1,8 +1,9 @@
 //! Static group membership (KIP-345) on Apache Kafka: an engine restarted in place takes its
 //! partitions back without a rebalance and resumes its standby copies, a scale-down removes the
-//! member so its partitions move at once, a survivor evicts a crashed member that fell silent,
-//! and two engines under one instance id, or a session timeout the broker refuses, end with a
-//! clear error, not a spin.
+//! member so its partitions move at once, a survivor evicts a crashed member that fell silent
+//! (and a frozen one, which rejoins when it thaws, and one whose restart in place is slower than
+//! the eviction's wait), and two engines under one instance id, or a session timeout the broker
+//! refuses, end with a clear error, not a spin.
 //!
 //! tansu 0.6 keeps a stopped static member's partitions from every other engine, which is why
 //! static membership is documented as Kafka-only; these tests skip there.
@@ -256,6 +257,83 @@ fn a_crashed_static_member_is_evicted_by_a_survivor_before_its_session_ends() {
     feeder.join().expect("feeder");
     let log = wait_finished(&bootstrap, &r.codec, &r.opts.group, &ids);
     check_invariants(&log, &ids, &r.effects);
+}
+
+/// The costs of eviction, paid without a wrong result: an engine frozen past the wait (SIGSTOP)
+/// is evicted although alive, and when it thaws it rejoins the group; a restart in place slower
+/// than the wait moves its partitions away and back.
+#[test]
+fn a_frozen_engine_evicted_while_alive_rejoins_when_it_thaws_and_so_does_a_slow_restart() {
+    let test =
+        "a_frozen_engine_evicted_while_alive_rejoins_when_it_thaws_and_so_does_a_slow_restart";
+    let Some(r) = rig("static-thaw", test) else {
+        return;
+    };
+    let bootstrap = r.broker.bootstrap();
+    let evictions = |metrics: &str| metric(metrics, "sagaflow_peer_evictions_total");
+    let env = [
+        ("SAGAFLOW_STANDBY", "true"),
+        ("SAGAFLOW_EVICT_SILENT_PEERS_MS", "2000"),
+    ];
+    let [(a, metrics_a, state_a), (_b, metrics_b, _state_b)] = two_members(&r, 600_000, &env);
+    let (_participants, ids, feeder) = load(&r, "fz");
+    std::thread::sleep(Duration::from_secs(2));
+    a.signal("STOP");
+    assert!(
+        eventually(Duration::from_secs(300), || owns_all(&metrics_b, 4)),
+        "engine-b did not take the frozen engine-a's partitions within 5 minutes (its session is 10)"
+    );
+    assert_eq!(
+        evictions(&metrics_b),
+        1.0,
+        "engine-b did not evict engine-a"
+    );
+    a.signal("CONT");
+    // Its member is gone from the group: the broker answers it as an unknown member, and it
+    // gives its partitions up as lost and joins again.
+    assert!(
+        eventually(WAIT, || owned(&metrics_a) == 2.0
+            && owned(&metrics_b) == 2.0),
+        "the thawed engine-a did not rejoin: a={} b={}",
+        owned(&metrics_a),
+        owned(&metrics_b)
+    );
+    feeder.join().expect("feeder");
+    let log = wait_finished(&bootstrap, &r.codec, &r.opts.group, &ids);
+    check_invariants(&log, &ids, &r.effects);
+
+    // A restart in place slower than the wait: a static member that stops sends no LeaveGroup,
+    // so only the eviction moves its partitions before it is back.
+    let mut a = a;
+    assert!(a.terminate().success(), "engine-a did not stop cleanly");
+    assert!(
+        eventually(Duration::from_secs(300), || owns_all(&metrics_b, 4)),
+        "engine-b did not take the stopped engine-a's partitions within 5 minutes"
+    );
+    assert_eq!(
+        evictions(&metrics_b),
+        2.0,
+        "engine-b did not evict engine-a"
+    );
+    let (_a, metrics_a) = static_engine(&r, &state_a, "engine-a-again", "a", 600_000, &env);
+    assert!(
+        eventually(WAIT, || owned(&metrics_a) == 2.0
+            && owned(&metrics_b) == 2.0),
+        "the restarted engine-a did not get two partitions back"
+    );
+    let more: Vec<String> = (0..40).map(|i| format!("fz2-{i:04}")).collect();
+    stream_trips(
+        bootstrap.clone(),
+        r.registry_url.clone(),
+        r.opts.group.clone(),
+        more.clone(),
+        40,
+    )
+    .join()
+    .expect("feeder");
+    let all: Vec<String> = ids.iter().chain(&more).cloned().collect();
+    let log = wait_finished(&bootstrap, &r.codec, &r.opts.group, &all);
+    check_invariants(&log, &all, &r.effects);
 }
 
 #[test]

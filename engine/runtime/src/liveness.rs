@@ -22,9 +22,11 @@
 //! so an engine whose own wait is shorter than another's heartbeat period never mistakes the
 //! gaps between them for silence.
 //!
-//! A removed engine that was alive after all is fenced by the broker and stops with an error
-//! that says why; nothing it wrote late counts (G3, docs/architecture.md). So an eviction can
-//! cost a restart, never a wrong result.
+//! A removed engine that was alive after all finds its member unknown to the broker when it
+//! comes back: it gives its partitions up as lost and joins again (or, back while the removal
+//! is still joined in its place, is fenced and stops with an error that says why). Nothing it
+//! wrote late counts (G3, docs/architecture.md). So an eviction can cost a rebalance or a
+//! restart, never a wrong result.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -382,6 +384,20 @@ impl Evictor {
                 let _ = self.running.insert(instance, handle);
             }
             Err(e) => warn!(error = %e, "cannot spawn the thread that removes a silent engine"),
+        }
+    }
+}
+
+impl Drop for Evictor {
+    /// A removal under way is finished before the engine stops (at most `REMOVAL_TIMEOUT`):
+    /// left half done, the dead engine's partitions would wait out its session after all, and
+    /// the member joined in its place would linger until its own session ends.
+    fn drop(&mut self) {
+        for (instance, removal) in std::mem::take(&mut self.running) {
+            if !removal.is_finished() {
+                info!(instance = %instance, "stopping: waiting for the removal of a silent engine to finish");
+            }
+            let _ = removal.join();
         }
     }
 }

@@ -16,7 +16,8 @@
 //! A state that a fenced owner wrote late (its epoch is below a newer claim marker's) has to be
 //! checked against the journal (`restore::rebuild_from_changelog` does). The standby gives such a
 //! partition up and deletes its copy, so a takeover reads the changelog in full; the next
-//! assignment starts a new copy.
+//! assignment starts a new copy. Until then the partition is still read, for its owner's
+//! heartbeats only (`liveness`), so a given-up copy never hides a dead owner from eviction.
 //!
 //! Copies are read on a thread of their own, so that they never hold decisions up. Records are
 //! applied under a lock that the rebalance callback takes to hand a partition over before its
@@ -99,6 +100,11 @@ struct Replica {
     /// The last heartbeat read that names its writer's instance-id.
     #[serde(skip)]
     beat: Option<Beat>,
+    /// Given up (its states deleted, nothing saved): the partition is read on only for its
+    /// owner's heartbeats, which `evict-silent-peers-ms` watches, until the next assignment
+    /// starts a new copy.
+    #[serde(skip)]
+    watch_only: bool,
 }
 
 /// A saga state (or parked record) to load: its key and value, `None` for a tombstone.
@@ -167,7 +173,13 @@ impl Standby {
             return;
         }
         let mut copies = self.lock();
-        let before: BTreeSet<i32> = copies.parts.keys().copied().collect();
+        // A given-up copy starts again, as a new one.
+        let before: BTreeSet<i32> = copies
+            .parts
+            .iter()
+            .filter(|(_, c)| !c.watch_only)
+            .map(|(&p, _)| p)
+            .collect();
         if &before == partitions {
             return;
         }
@@ -229,7 +241,12 @@ impl Standby {
                 continue;
             };
             copies.generation += 1;
-            if copy.recorded >= 0 {
+            if copy.watch_only {
+                info!(
+                    partition,
+                    "standby copy taken over after it was given up: the restore reads the changelog"
+                );
+            } else if copy.recorded >= 0 {
                 info!(
                     partition,
                     checkpoint = copy.recorded,
@@ -399,7 +416,7 @@ impl Reader {
             }
         }
         for (&partition, copy) in &mut copies.parts {
-            if give_up.contains_key(&partition) {
+            if copy.watch_only || give_up.contains_key(&partition) {
                 continue;
             }
             if let Err(e) = copy.settle(ends.get(&partition).copied(), partition, &self.store) {
@@ -413,8 +430,11 @@ impl Reader {
         }
         for (partition, why) in &give_up {
             warn!(partition, reason = %why, "standby copy given up; a takeover of this partition will read the changelog in full, and the next assignment starts a new copy");
-            let _ = copies.parts.remove(partition);
-            copies.generation += 1;
+            // Still read, for its owner's heartbeats: dropping the partition from the watch
+            // would keep a dead owner of it in the group for its whole session.
+            if let Some(copy) = copies.parts.get_mut(partition) {
+                copy.give_up();
+            }
             if let Err(e) = self.store.clear(*partition) {
                 warn!(partition, error = %e, "cannot delete the given-up standby copy");
             }
@@ -424,13 +444,18 @@ impl Reader {
     /// Sets the standby gauges; returns each copied partition's changelog end and when it was
     /// read (none if it could not be), with the last heartbeat read from it.
     fn report(&self) -> Vec<Look> {
-        let (positions, ready): (Vec<(i32, i64, Option<Beat>)>, usize) = {
+        // Per watched partition: where its copy stands (`None` if given up), its last heartbeat.
+        type Position = (i32, Option<i64>, Option<Beat>);
+        let (positions, ready): (Vec<Position>, usize) = {
             let copies = self.lock();
             (
                 copies
                     .parts
                     .iter()
-                    .map(|(&p, c)| (p, c.next.unwrap_or(0), c.beat.clone()))
+                    .map(|(&p, c)| {
+                        let next = (!c.watch_only).then(|| c.next.unwrap_or(0));
+                        (p, next, c.beat.clone())
+                    })
                     .collect(),
                 copies.parts.values().filter(|c| c.recorded >= 0).count(),
             )
@@ -447,12 +472,16 @@ impl Reader {
         let lag: i64 = positions
             .iter()
             .zip(&looks)
-            .filter_map(|((_, next, _), (_, high, _))| Some((high.as_ref()?.0 - next).max(0)))
+            .filter_map(|((_, next, _), (_, high, _))| Some((high.as_ref()?.0 - (*next)?).max(0)))
             .sum();
+        let copied = positions
+            .iter()
+            .filter(|(_, next, _)| next.is_some())
+            .count();
         let metrics = &self.metrics;
         metrics
             .standby_partitions
-            .store(positions.len() as i64, Ordering::Relaxed);
+            .store(copied as i64, Ordering::Relaxed);
         metrics
             .standby_partitions_ready
             .store(ready as i64, Ordering::Relaxed);
@@ -472,7 +501,17 @@ impl Replica {
             unsaved: false,
             resumed: false,
             beat: None,
+            watch_only: false,
         }
+    }
+
+    /// Gives the copy up: its states are deleted by the caller, and the read goes on only for
+    /// heartbeats.
+    fn give_up(&mut self) {
+        self.watch_only = true;
+        self.best = None;
+        self.recorded = -1;
+        self.unsaved = false;
     }
 
     fn read(&mut self, m: &OwnedMessage, codec: &BlockingCodec) -> Step {
@@ -508,6 +547,9 @@ impl Replica {
                     every,
                 });
             }
+            return Step::Nothing;
+        }
+        if self.watch_only {
             return Step::Nothing;
         }
         if key == CHECKPOINT_KEY {
@@ -764,5 +806,29 @@ mod tests {
             copy.read(&record(2, "saga-a", None, Some(1)), &codec),
             Step::GiveUp(_)
         ));
+        // Given up, it loads nothing more but still reads its owner's heartbeats.
+        copy.give_up();
+        assert!(matches!(
+            copy.read(&record(3, "saga-b", None, Some(2)), &codec),
+            Step::Nothing
+        ));
+        let beat = OwnedMessage::new(
+            None,
+            Some(HEARTBEAT_KEY.as_bytes().to_vec()),
+            "g.changelog".into(),
+            Timestamp::NotAvailable,
+            0,
+            4,
+            Some(OwnedHeaders::new().insert(Header {
+                key: crate::kafka::INSTANCE_HEADER,
+                value: Some("engine-a"),
+            })),
+        );
+        assert!(matches!(copy.read(&beat, &codec), Step::Nothing));
+        assert_eq!(
+            copy.beat.as_ref().map(|b| (b.instance.as_str(), b.offset)),
+            Some(("engine-a", 4))
+        );
+        assert_eq!((copy.next, copy.recorded), (Some(5), -1));
     }
 }
