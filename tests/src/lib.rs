@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
 use sagaflow_avro::{BlockingCodec, SagaEvent};
 use sagaflow_kafka::{KafkaSettings, TopicPolicy, TopicSpec};
@@ -798,12 +799,50 @@ pub fn client_config(bootstrap: &str) -> ClientConfig {
     kafka_settings(bootstrap).config(&[])
 }
 
+/// A test's producer: it keeps the records the broker never took, so that a test can tell a
+/// start it failed to deliver from one the engine lost ([`flush_delivered`]).
+pub type TestProducer = ThreadedProducer<Deliveries>;
+
+/// The producer context of [`TestProducer`].
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    failed: Mutex<Vec<String>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = result {
+            let key = m.key().map(String::from_utf8_lossy).unwrap_or_default();
+            self.failed
+                .lock()
+                .expect("deliveries lock")
+                .push(format!("{} key {key}: {e}", m.topic()));
+        }
+    }
+}
+
 /// A producer partitioning by key like the engine.
-pub fn producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
+pub fn producer(bootstrap: &str) -> TestProducer {
     kafka_settings(bootstrap)
         .producer_config(2)
-        .create()
+        .create_with_context(Deliveries::default())
         .expect("create producer")
+}
+
+/// Waits until everything `producer` was given is delivered, and fails the test if the broker
+/// refused any of it.
+pub fn flush_delivered(producer: &TestProducer, within: Duration) {
+    producer.flush(within).expect("flush");
+    let failed = producer.context().failed.lock().expect("deliveries lock");
+    assert!(
+        failed.is_empty(),
+        "the test's producer could not deliver {} record(s): {failed:?}",
+        failed.len()
+    );
 }
 
 /// Creates `topic` with `partitions` partitions (an existing one is left alone).
@@ -848,13 +887,13 @@ pub fn start_trip(codec: &BlockingCodec, bootstrap: &str, group: &str, id: &str)
         "flight": {"number": "F", "date": "d"}, "hotel": {"id": "h", "check_in": "d", "nights": 1}});
     let p = producer(bootstrap);
     start_saga_version(codec, &p, group, "trip", Some(1), id, &input);
-    p.flush(Duration::from_secs(30)).expect("flush");
+    flush_delivered(&p, Duration::from_secs(30));
 }
 
 /// Enqueues a start of `definition` with saga id `id` on `producer` (flush it to wait).
 pub fn start_saga(
     codec: &BlockingCodec,
-    producer: &ThreadedProducer<DefaultProducerContext>,
+    producer: &TestProducer,
     group: &str,
     definition: &str,
     id: &str,
@@ -866,7 +905,7 @@ pub fn start_saga(
 /// Enqueues a start of `definition` at `version` (`None`: the latest).
 pub fn start_saga_version(
     codec: &BlockingCodec,
-    producer: &ThreadedProducer<DefaultProducerContext>,
+    producer: &TestProducer,
     group: &str,
     definition: &str,
     version: Option<i32>,
@@ -907,7 +946,7 @@ pub fn command_consumer(bootstrap: &str, topic: &str) -> BaseConsumer {
 /// with the error.
 pub fn answer(
     codec: &BlockingCodec,
-    producer: &ThreadedProducer<DefaultProducerContext>,
+    producer: &TestProducer,
     command: &sagaflow_avro::Command,
     result: Result<String, sagaflow_avro::ReplyError>,
 ) {
@@ -928,17 +967,12 @@ pub fn answer(
 }
 
 /// Sends one record and waits for it.
-pub fn send(
-    producer: &ThreadedProducer<DefaultProducerContext>,
-    topic: &str,
-    key: &str,
-    value: &[u8],
-) {
+pub fn send(producer: &TestProducer, topic: &str, key: &str, value: &[u8]) {
     producer
         .send(BaseRecord::to(topic).key(key).payload(value))
         .map_err(|(e, _)| e)
         .expect("enqueue record");
-    producer.flush(Duration::from_secs(30)).expect("flush");
+    flush_delivered(producer, Duration::from_secs(30));
 }
 
 /// A record read back from a topic.

@@ -98,7 +98,7 @@ pub fn stream_trips(
             .expect("enqueue");
             std::thread::sleep(pause);
         }
-        rdkafka::producer::Producer::flush(&p, Duration::from_secs(60)).expect("flush");
+        crate::flush_delivered(&p, Duration::from_secs(60));
     })
 }
 
