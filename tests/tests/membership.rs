@@ -73,6 +73,20 @@ fn two_members(r: &Rig, session_ms: u64, env: &[(&str, &str)]) -> [(Proc, String
     [a, b]
 }
 
+/// Waits until engine-b owns all four partitions by having evicted engine-a `evictions` times
+/// in all: its session (10 minutes in these tests) cannot end within the five minutes waited.
+fn taken_over_by_eviction(metrics_b: &str, evictions: f64, what: &str) {
+    assert!(
+        eventually(Duration::from_secs(300), || owns_all(metrics_b, 4)),
+        "engine-b did not take the {what} engine-a's partitions within 5 minutes (its session is 10)"
+    );
+    assert_eq!(
+        metric(metrics_b, "sagaflow_peer_evictions_total"),
+        evictions,
+        "engine-b took the partitions without evicting engine-a"
+    );
+}
+
 /// The trip's participants, and 200 sagas streamed in the background (ids `<prefix>-NNNN`).
 fn load(r: &Rig, prefix: &str) -> (Vec<Proc>, Vec<String>, JoinHandle<()>) {
     let bootstrap = r.broker.bootstrap();
@@ -245,15 +259,7 @@ fn a_crashed_static_member_is_evicted_by_a_survivor_before_its_session_ends() {
     let (_participants, ids, feeder) = load(&r, "ev");
     std::thread::sleep(Duration::from_secs(2));
     a.kill9();
-    assert!(
-        eventually(Duration::from_secs(300), || owns_all(&metrics_b, 4)),
-        "engine-b did not take the crashed engine-a's partitions within 5 minutes (its session is 10)"
-    );
-    assert_eq!(
-        metric(&metrics_b, evictions),
-        1.0,
-        "engine-b took the partitions without evicting engine-a"
-    );
+    taken_over_by_eviction(&metrics_b, 1.0, "crashed");
     feeder.join().expect("feeder");
     let log = wait_finished(&bootstrap, &r.codec, &r.opts.group, &ids);
     check_invariants(&log, &ids, &r.effects);
@@ -270,24 +276,15 @@ fn a_frozen_engine_evicted_while_alive_rejoins_when_it_thaws_and_so_does_a_slow_
         return;
     };
     let bootstrap = r.broker.bootstrap();
-    let evictions = |metrics: &str| metric(metrics, "sagaflow_peer_evictions_total");
     let env = [
         ("SAGAFLOW_STANDBY", "true"),
         ("SAGAFLOW_EVICT_SILENT_PEERS_MS", "2000"),
     ];
-    let [(a, metrics_a, state_a), (_b, metrics_b, _state_b)] = two_members(&r, 600_000, &env);
+    let [(mut a, metrics_a, state_a), (_b, metrics_b, _state_b)] = two_members(&r, 600_000, &env);
     let (_participants, ids, feeder) = load(&r, "fz");
     std::thread::sleep(Duration::from_secs(2));
     a.signal("STOP");
-    assert!(
-        eventually(Duration::from_secs(300), || owns_all(&metrics_b, 4)),
-        "engine-b did not take the frozen engine-a's partitions within 5 minutes (its session is 10)"
-    );
-    assert_eq!(
-        evictions(&metrics_b),
-        1.0,
-        "engine-b did not evict engine-a"
-    );
+    taken_over_by_eviction(&metrics_b, 1.0, "frozen");
     a.signal("CONT");
     // Its member is gone from the group: the broker answers it as an unknown member, and it
     // gives its partitions up as lost and joins again.
@@ -304,17 +301,8 @@ fn a_frozen_engine_evicted_while_alive_rejoins_when_it_thaws_and_so_does_a_slow_
 
     // A restart in place slower than the wait: a static member that stops sends no LeaveGroup,
     // so only the eviction moves its partitions before it is back.
-    let mut a = a;
     assert!(a.terminate().success(), "engine-a did not stop cleanly");
-    assert!(
-        eventually(Duration::from_secs(300), || owns_all(&metrics_b, 4)),
-        "engine-b did not take the stopped engine-a's partitions within 5 minutes"
-    );
-    assert_eq!(
-        evictions(&metrics_b),
-        2.0,
-        "engine-b did not evict engine-a"
-    );
+    taken_over_by_eviction(&metrics_b, 2.0, "stopped");
     let (_a, metrics_a) = static_engine(&r, &state_a, "engine-a-again", "a", 600_000, &env);
     assert!(
         eventually(WAIT, || owned(&metrics_a) == 2.0
