@@ -99,6 +99,8 @@ struct Phase {
     /// event-log reader) and of every --cpu-pid, per saga finished.
     cpu_seconds_per_saga: f64,
     traffic: TrafficFigures,
+    /// Where the latency went, hop by hop.
+    hops: Vec<HopFigures>,
 }
 
 /// What the engine read and wrote per saga step in a phase, split into the saga contract's part
@@ -122,8 +124,8 @@ struct KindFigures {
     bytes_per_step: f64,
 }
 
-/// One hop of the engine's hot path during the half-load phase (its `_seconds` histogram on
-/// `/metrics`, between two scrapes).
+/// One hop of a saga step during a phase (its `_seconds` histogram on `/metrics`, between two
+/// scrapes).
 #[derive(Debug, Serialize)]
 struct HopFigures {
     metric: &'static str,
@@ -137,8 +139,6 @@ struct BenchReport {
     broker: BrokerBaseline,
     peak: Phase,
     half_load: Phase,
-    /// Where the half-load latency goes, hop by hop.
-    half_load_hops: Vec<HopFigures>,
     /// The phases at --rates.
     rates: Vec<Phase>,
     steps_per_saga: usize,
@@ -199,7 +199,15 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let log = eventlog::follow(&kafka, &stack.registry, &stack.topics.events).await?;
     let producer = crate::kafka::producer(&kafka)?;
     let codec = AsyncCodec::new(&stack.registry)?;
+    let hop_pages = || {
+        format!(
+            "{}{}",
+            stack.metrics.render(),
+            stack.worker_stats.render_hops()
+        )
+    };
     let measure = Measure {
+        hop_pages: &hop_pages,
         producer: &producer,
         codec: &codec,
         starts: &stack.topics.starts,
@@ -221,33 +229,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     progress(&format!(
         "half load: {count} sagas at a constant {rate:.0}/s"
     ));
-    let pages = || {
-        format!(
-            "{}{}",
-            stack.metrics.render(),
-            stack.worker_stats.render_hops()
-        )
-    };
-    let hops_before = pages();
     let half_load = measure.phase(Load::new("half", count), Some(rate)).await?;
-    let hops_after = pages();
-    // In the order a saga's step takes them: the start or reply waits for the engine, is
-    // decided, journaled, applied; the command is relayed, waits for the participant, whose
-    // reply is produced.
-    let half_load_hops = Hops::NAMES
-        .iter()
-        .chain(&WorkerStats::HOP_NAMES)
-        .map(|(metric, _)| {
-            let ms =
-                |q| hops::quantile(&hops_after, Some(&hops_before), metric, q).map(|s| s * 1e3);
-            HopFigures {
-                metric,
-                observations: hops::count(&hops_after, metric) - hops::count(&hops_before, metric),
-                p50_ms: ms(0.5),
-                p99_ms: ms(0.99),
-            }
-        })
-        .collect();
     let mut rates = Vec::with_capacity(args.rates.len());
     for &rate in &args.rates {
         let count = ((rate * args.rate_secs as f64) as usize).max(10);
@@ -263,7 +245,6 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         broker,
         peak,
         half_load,
-        half_load_hops,
         rates,
         steps_per_saga,
     };
@@ -360,18 +341,7 @@ fn print_table(r: &BenchReport) {
         "overhead",
         "bytes/step"
     );
-    let phases = [("peak".to_string(), &r.peak)]
-        .into_iter()
-        .chain(std::iter::once((
-            format!("half load {:.0}/s", r.half_load.load.rate.unwrap_or(0.0)),
-            &r.half_load,
-        )))
-        .chain(
-            r.rates
-                .iter()
-                .map(|p| (format!("constant {:.0}/s", p.load.rate.unwrap_or(0.0)), p)),
-        );
-    for (name, p) in phases {
+    for (name, p) in phase_names(r) {
         let t = &p.traffic;
         println!(
             "  {:<22} {:>9.0} {:>9.0} {:>9} {:>11.2} {:>10.3} {:>10.3} {:>11.0}",
@@ -406,22 +376,46 @@ fn print_table(r: &BenchReport) {
     }
     println!();
     println!(
-        "  Hops at half load (the engine's /metrics histograms, interpolated within buckets):"
+        "  Hops, p50 / p99 ms (the engine's and participants' /metrics histograms, interpolated"
     );
-    println!(
-        "  {:<44} {:>12} {:>12} {:>10}",
-        "metric", "p50", "p99", "count"
-    );
-    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.2} ms"));
-    for h in &r.half_load_hops {
-        println!(
-            "  {:<44} {:>12} {:>12} {:>10}",
-            h.metric,
-            ms(h.p50_ms),
-            ms(h.p99_ms),
-            h.observations
-        );
+    println!("  within buckets):");
+    let phases = phase_names(r);
+    print!("  {:<42}", "metric");
+    for (name, _) in &phases {
+        print!(" {name:>20}");
     }
+    println!();
+    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
+    for (i, (metric, _)) in Hops::NAMES
+        .iter()
+        .chain(&WorkerStats::HOP_NAMES)
+        .enumerate()
+    {
+        print!("  {metric:<42}");
+        for (_, p) in &phases {
+            let cell = p.hops.get(i).map_or_else(String::new, |h| {
+                format!("{} / {}", ms(h.p50_ms), ms(h.p99_ms))
+            });
+            print!(" {cell:>20}");
+        }
+        println!();
+    }
+}
+
+/// Each phase of `r` with its name for the table, in the order they ran.
+fn phase_names(r: &BenchReport) -> Vec<(String, &Phase)> {
+    [("peak".to_string(), &r.peak)]
+        .into_iter()
+        .chain(std::iter::once((
+            format!("half load {:.0}/s", r.half_load.load.rate.unwrap_or(0.0)),
+            &r.half_load,
+        )))
+        .chain(
+            r.rates
+                .iter()
+                .map(|p| (format!("constant {:.0}/s", p.load.rate.unwrap_or(0.0)), p)),
+        )
+        .collect()
 }
 
 /// Produces then consumes `n` 200-byte records on a fresh topic.
@@ -487,6 +481,8 @@ pub(crate) async fn baseline(
 
 /// What every load phase is measured with.
 struct Measure<'a> {
+    /// The engine's and the participants' hop histograms, in the Prometheus text format.
+    hop_pages: &'a (dyn Fn() -> String + Sync),
     producer: &'a FutureProducer,
     codec: &'a AsyncCodec,
     starts: &'a str,
@@ -504,6 +500,7 @@ impl Measure<'_> {
     /// Runs `load` (at a constant `rate`/s if given) and measures it.
     async fn phase(&self, load: Load, rate: Option<f64>) -> anyhow::Result<Phase> {
         let traffic_before = self.traffic_now();
+        let hops_before = (self.hop_pages)();
         let cpu_before = cpu_seconds(self.cpu_pids)?;
         let figures = load
             .run(self.producer, self.codec, self.starts, self.log, rate)
@@ -511,6 +508,25 @@ impl Measure<'_> {
         let cpu = cpu_seconds(self.cpu_pids)? - cpu_before;
         tokio::time::sleep(self.settle).await;
         let traffic_after = self.traffic_now();
+        let hops_after = (self.hop_pages)();
+        // In the order a saga's step takes them: the start or reply waits for the engine, is
+        // decided, journaled, applied; the command is relayed, waits for the participant, whose
+        // reply is produced.
+        let hops = Hops::NAMES
+            .iter()
+            .chain(&WorkerStats::HOP_NAMES)
+            .map(|(metric, _)| {
+                let ms =
+                    |q| hops::quantile(&hops_after, Some(&hops_before), metric, q).map(|s| s * 1e3);
+                HopFigures {
+                    metric,
+                    observations: hops::count(&hops_after, metric)
+                        - hops::count(&hops_before, metric),
+                    p50_ms: ms(0.5),
+                    p99_ms: ms(0.99),
+                }
+            })
+            .collect();
         let steps = (figures.sagas * self.steps_per_saga).max(1) as f64;
         let kinds: Vec<KindFigures> = Flow::ALL
             .iter()
@@ -541,6 +557,7 @@ impl Measure<'_> {
             cpu_seconds_per_saga: cpu / figures.finished.max(1) as f64,
             load: figures,
             traffic,
+            hops,
         })
     }
 

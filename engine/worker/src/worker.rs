@@ -1,6 +1,6 @@
 //! The worker loop.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sagaflow_avro::now_ms;
 
-use futures::future::join_all;
+use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{
@@ -168,6 +168,60 @@ impl ConsumerContext for InstanceContext {
     }
 }
 
+/// The commands being handled, per partition in offset order, and whether each is answered.
+/// Each fetch gets a sequence number: a command fetched again after a rewind supersedes the copy
+/// still running, whose outcome then no longer counts.
+#[derive(Debug, Default)]
+struct Ledger {
+    next: u64,
+    partitions: HashMap<i32, BTreeMap<i64, (u64, bool)>>,
+}
+
+impl Ledger {
+    /// Records a command fetched and returns its sequence number.
+    fn fetched(&mut self, partition: i32, offset: i64) -> u64 {
+        self.next += 1;
+        let _ = self
+            .partitions
+            .entry(partition)
+            .or_default()
+            .insert(offset, (self.next, false));
+        self.next
+    }
+
+    /// Records the command at `offset` answered, and returns the last offset of the partition's
+    /// answered commands in a row, if that moved.
+    fn answered(&mut self, partition: i32, offset: i64, seq: u64) -> Option<i64> {
+        let commands = self.partitions.get_mut(&partition)?;
+        match commands.get_mut(&offset) {
+            Some((s, answered)) if *s == seq => *answered = true,
+            _ => return None,
+        }
+        let mut last = None;
+        while let Some(entry) = commands.first_entry() {
+            if !entry.get().1 {
+                break;
+            }
+            last = Some(*entry.key());
+            let _ = entry.remove();
+        }
+        last
+    }
+
+    /// Records the command at `offset` unanswered: it and every later command of the partition
+    /// will be fetched again, so they are forgotten. Returns false for a superseded copy.
+    fn failed(&mut self, partition: i32, offset: i64, seq: u64) -> bool {
+        let Some(commands) = self.partitions.get_mut(&partition) else {
+            return false;
+        };
+        if commands.get(&offset).map(|&(s, _)| s) != Some(seq) {
+            return false;
+        }
+        let _ = commands.split_off(&offset);
+        true
+    }
+}
+
 /// A participant worker.
 pub struct Worker {
     config: WorkerConfig,
@@ -301,81 +355,93 @@ impl Worker {
         }
     }
 
-    /// Runs until `shutdown` resolves.
+    /// Runs until `shutdown` resolves, then finishes the commands it is handling.
+    ///
+    /// Up to `concurrency` commands are handled at once, each as soon as it is fetched: none
+    /// waits until the commands fetched before it are answered, so one slow handler or reply
+    /// holds up no other command. A partition's offset is stored past its longest run of
+    /// answered commands, so a commit never skips an unanswered one.
     ///
     /// A command that cannot be answered now (the registry or the broker is down, or a copy of
     /// it is still running) is fetched again: its partition is rewound to it and no offset past
-    /// it is stored, so a commit never skips it. The worker backs off while that lasts.
+    /// it is stored. The worker backs off while that lasts.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
         tokio::pin!(shutdown);
+        let limit = self.config.concurrency.max(1);
+        let mut running = FuturesUnordered::new();
+        let mut ledger = Ledger::default();
         let mut backoff = Duration::ZERO;
+        let mut paused_until = tokio::time::Instant::now();
+        let mut stopping = false;
         loop {
-            if !backoff.is_zero() {
-                tokio::select! {
-                    _ = &mut shutdown => return Ok(()),
-                    _ = tokio::time::sleep(backoff) => {}
-                }
+            if stopping && running.is_empty() {
+                return Ok(());
             }
-            let first = tokio::select! {
-                _ = &mut shutdown => return Ok(()),
-                m = self.consumer().recv() => m,
-            };
-            let mut batch = vec![first];
-            // Take whatever else is already fetched, to handle it concurrently.
-            while batch.len() < self.config.concurrency.max(1) {
-                match tokio::time::timeout(Duration::from_millis(1), self.consumer().recv()).await {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
-                }
-            }
-            self.read_committed_offsets().await;
-            let mut blocked_before: Vec<i32> = Vec::new();
-            let mut messages = Vec::with_capacity(batch.len());
-            for m in batch {
-                match m {
-                    Ok(m) if self.fetched_again(&m) => {
-                        self.check_contiguous(&m);
-                        messages.push(m);
+            let paused = paused_until > tokio::time::Instant::now();
+            let fetch = !stopping && !paused && running.len() < limit;
+            tokio::select! {
+                biased;
+                () = &mut shutdown, if !stopping => stopping = true,
+                Some((message, seq, result)) = running.next(), if !running.is_empty() => {
+                    if self.settle(&mut ledger, &message, seq, result) {
+                        backoff = (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+                        paused_until = tokio::time::Instant::now() + backoff;
+                    } else {
+                        backoff = Duration::ZERO;
                     }
-                    Ok(m) => {
+                }
+                m = self.consumer().recv(), if fetch => {
+                    self.read_committed_offsets().await;
+                    match m {
+                        Ok(m) if self.fetched_again(&m) => {
+                            self.check_contiguous(&m);
+                            let seq = ledger.fetched(m.partition(), m.offset());
+                            running.push(async move {
+                                let result = self.process(&m).await;
+                                (m, seq, result)
+                            });
+                        }
                         // Past a command whose rewind has not taken effect: it comes again.
-                        if !blocked_before.contains(&m.partition()) {
-                            blocked_before.push(m.partition());
-                            self.rewind(m.topic(), m.partition(), None);
-                        }
-                    }
-                    Err(e) => warn!(error = %e, instance = %self.config.instance, "consumer error"),
-                }
-            }
-            let results = join_all(messages.iter().map(|m| self.process(m))).await;
-            // A stored offset commits everything before it in its partition, so nothing is
-            // stored past an unanswered command, and the partition is rewound to it.
-            let mut blocked = blocked_before;
-            for (m, result) in messages.iter().zip(results) {
-                match result {
-                    Ok(()) if !blocked.contains(&m.partition()) => {
-                        sagaflow_failpoints::hit(sagaflow_failpoints::WORKER_REPLIED);
-                        if let Err(e) = self.consumer().store_offset_from_message(m) {
-                            warn!(error = %e, "cannot store the consumer offset");
-                        }
-                    }
-                    Ok(()) => {}
-                    Err(e) => {
-                        warn!(error = %e, instance = %self.config.instance, partition = m.partition(), offset = m.offset(), "command not answered; it will be fetched again after a backoff");
-                        // To the first unanswered command of the partition: later ones come
-                        // again after it.
-                        if !blocked.contains(&m.partition()) {
-                            blocked.push(m.partition());
-                            self.rewind(m.topic(), m.partition(), Some(m.offset()));
-                        }
+                        Ok(m) => self.rewind(m.topic(), m.partition(), None),
+                        Err(e) => warn!(error = %e, instance = %self.config.instance, "consumer error"),
                     }
                 }
+                () = tokio::time::sleep_until(paused_until), if paused && !stopping => {}
             }
-            backoff = if blocked.is_empty() {
-                Duration::ZERO
-            } else {
-                (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(5))
-            };
+        }
+    }
+
+    /// Records how the command in `message` ended, stores its partition's offset past the
+    /// commands answered in a row, and rewinds the partition to it if it was not answered.
+    /// Returns whether it was not.
+    fn settle(
+        &self,
+        ledger: &mut Ledger,
+        message: &BorrowedMessage<'_>,
+        seq: u64,
+        result: Result<()>,
+    ) -> bool {
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        match result {
+            Ok(()) => {
+                sagaflow_failpoints::hit(sagaflow_failpoints::WORKER_REPLIED);
+                if let Some(last) = ledger.answered(partition, offset, seq) {
+                    // librdkafka commits the offset after the one stored.
+                    if let Err(e) = self.consumer().store_offset(topic, partition, last) {
+                        warn!(error = %e, "cannot store the consumer offset");
+                    }
+                }
+                false
+            }
+            Err(e) => {
+                warn!(error = %e, instance = %self.config.instance, partition, offset, "command not answered; it will be fetched again after a backoff");
+                // Later commands of the partition come again after it; a copy fetched before
+                // an earlier rewind took effect has already been superseded.
+                if ledger.failed(partition, offset, seq) {
+                    self.rewind(topic, partition, Some(offset));
+                }
+                true
+            }
         }
     }
 
@@ -681,4 +747,48 @@ fn build_reply(command: &Command, outcome: Result<Value, Failure>) -> Reply {
             retryable: f.retryable,
         });
     Reply::answering(command, result, now_ms())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ledger;
+
+    #[test]
+    fn the_offset_moves_only_past_commands_answered_in_a_row() {
+        let mut ledger = Ledger::default();
+        let (a, b, c) = (
+            ledger.fetched(0, 10),
+            ledger.fetched(0, 11),
+            ledger.fetched(0, 12),
+        );
+        // Another partition's commands neither wait for nor hold these.
+        let other = ledger.fetched(1, 3);
+        assert_eq!(ledger.answered(0, 11, b), None, "10 is still running");
+        assert_eq!(ledger.answered(1, 3, other), Some(3));
+        assert_eq!(ledger.answered(0, 10, a), Some(11));
+        assert_eq!(ledger.answered(0, 12, c), Some(12));
+    }
+
+    #[test]
+    fn an_unanswered_command_holds_its_partition_and_its_copies_are_told_apart() {
+        let mut ledger = Ledger::default();
+        let (five, six, seven) = (
+            ledger.fetched(0, 5),
+            ledger.fetched(0, 6),
+            ledger.fetched(0, 7),
+        );
+        assert!(ledger.failed(0, 6, six));
+        // 7 comes again after 6: its first copy's answer moves nothing.
+        assert_eq!(ledger.answered(0, 7, seven), None);
+        assert_eq!(ledger.answered(0, 5, five), Some(5));
+        // 6 fetched again while its first copy still runs: only the new copy counts.
+        let again = ledger.fetched(0, 6);
+        assert!(
+            !ledger.failed(0, 6, six),
+            "a superseded copy rewinds nothing"
+        );
+        assert_eq!(ledger.answered(0, 6, six), None);
+        assert_eq!(ledger.answered(0, 6, again), Some(6));
+        assert!(!ledger.failed(2, 1, 99), "a partition with nothing fetched");
+    }
 }
