@@ -7,7 +7,7 @@ use sagaflow_kafka::KafkaSettings;
 /// A producer that partitions by key like Java clients and the engine do.
 pub(crate) fn producer(kafka: &KafkaSettings) -> anyhow::Result<FutureProducer> {
     kafka
-        .producer_config(2)
+        .hot_path_producer_config()
         .create()
         .context("creating a producer")
 }

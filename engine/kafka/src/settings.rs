@@ -206,7 +206,31 @@ impl KafkaSettings {
     /// duplicate within one producer session.
     pub fn producer_config(&self, linger_ms: u32) -> ClientConfig {
         let linger = linger_ms.to_string();
-        let mut config = self.config(&[("linger.ms", &linger), ("compression.type", "none")]);
+        self.producer(&[("linger.ms", &linger)])
+    }
+
+    /// A producer on a saga's path (the journal, the relay, participants' replies, starts sent by
+    /// the CLI and the benchmark): [`KafkaSettings::producer_config`] with no linger and one
+    /// request in flight per broker connection. A record then goes out at once when no request is
+    /// out, and the records that come while one is out go together in the next: batches grow
+    /// with load and cost no wait without it, as Nagle's algorithm does. A fixed linger waits
+    /// even when idle, once per broker leg of every step (on Apache Kafka at a constant 50
+    /// sagas/s, 4-step sagas took 42 / 58 ms at p50 / p99 with lingers of 1 and 2 ms, and
+    /// 17 / 30 ms with these settings); no linger with five requests in flight sends many small
+    /// requests under load, which cost the broker enough that the same machine fell behind at
+    /// 600 sagas/s.
+    pub fn hot_path_producer_config(&self) -> ClientConfig {
+        self.producer(&[
+            ("linger.ms", "0"),
+            ("max.in.flight.requests.per.connection", "1"),
+        ])
+    }
+
+    /// An idempotent producer with `tuning`, which the user's properties override.
+    fn producer(&self, tuning: &[(&str, &str)]) -> ClientConfig {
+        let mut role = vec![("compression.type", "none")];
+        role.extend_from_slice(tuning);
+        let mut config = self.config(&role);
         let _ = config
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -285,6 +309,17 @@ mod tests {
         assert_eq!(c.get("acks"), Some("all"));
         assert_eq!(c.get("bootstrap.servers"), Some("b:9092"));
         assert_eq!(c.get("broker.address.family"), None, "nothing forces IPv4");
+    }
+
+    #[test]
+    fn hot_path_producers_send_at_once_one_request_at_a_time_unless_the_user_says_otherwise() {
+        let mut s = KafkaSettings::new("b:9092");
+        let c = s.hot_path_producer_config();
+        assert_eq!(c.get("linger.ms"), Some("0"));
+        assert_eq!(c.get("max.in.flight.requests.per.connection"), Some("1"));
+        assert_eq!(c.get("enable.idempotence"), Some("true"));
+        s.set("linger.ms", "5", "test").unwrap();
+        assert_eq!(s.hot_path_producer_config().get("linger.ms"), Some("5"));
     }
 
     #[test]

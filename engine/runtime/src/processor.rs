@@ -496,7 +496,7 @@ impl Processor {
         let (tx, rx) = channel();
         let journal: ThreadedProducer<JournalContext> = config
             .kafka
-            .producer_config(1)
+            .hot_path_producer_config()
             .create_with_context(JournalContext { acks: tx })
             .map_err(|e| Error::kafka("creating the journal producer", e))?;
         let relay = Relay::new(&config.kafka, &topics, metrics.clone())?;

@@ -144,7 +144,7 @@ impl Relay {
         let (tx, rx) = channel();
         // The shared producer config partitions by key as Java clients do (murmur2).
         let producer = kafka
-            .producer_config(2)
+            .hot_path_producer_config()
             .create_with_context(RelayContext { acks: tx })
             .map_err(|e| Error::kafka("creating the relay producer", e))?;
         Ok(Self {

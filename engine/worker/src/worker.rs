@@ -298,7 +298,7 @@ impl Worker {
         let producer: FutureProducer =
             config
                 .kafka
-                .producer_config(1)
+                .hot_path_producer_config()
                 .create()
                 .map_err(|source| Error::Kafka {
                     action: "creating the reply producer".into(),
