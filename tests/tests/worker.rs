@@ -11,7 +11,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use sagaflow_avro::{BlockingCodec, Command, Phase, RegistrySettings, Subject};
 use sagaflow_tests::{
     create_topic, free_port, group, kafka_settings, producer, read_all, send, spawn_registry_on,
-    Broker,
+    Broker, TestProducer,
 };
 use sagaflow_worker::{Handler, Worker, WorkerConfig};
 
@@ -33,6 +33,56 @@ fn command(saga: &str, reply_to: &str) -> Command {
     }
 }
 
+/// A worker of `group` on `topic`, handling up to 8 commands at once.
+fn worker_on(
+    bootstrap: &str,
+    registry_url: &str,
+    topic: &str,
+    group: &str,
+    handler: Handler,
+) -> Worker {
+    Worker::new(
+        WorkerConfig {
+            kafka: kafka_settings(bootstrap),
+            registry: RegistrySettings::new(registry_url),
+            topic: topic.to_string(),
+            group: group.to_string(),
+            instance: group.to_string(),
+            dedupe_capacity: 100,
+            concurrency: 8,
+            fetch_wait_max_ms: 10,
+        },
+        handler,
+    )
+    .expect("worker")
+}
+
+/// Sends the command of `saga` to `topic`, its replies going to `replies`.
+fn send_command(codec: &BlockingCodec, p: &TestProducer, topic: &str, replies: &str, saga: &str) {
+    let value = codec
+        .encode(Subject::Topic(topic), &command(saga, replies))
+        .expect("encode");
+    send(p, topic, saga, &value);
+}
+
+/// The sagas answered on `replies` once `count` are, or at `deadline`.
+fn answered_by(
+    bootstrap: &str,
+    replies: &str,
+    count: usize,
+    deadline: Instant,
+) -> BTreeSet<String> {
+    let mut answered = BTreeSet::new();
+    while answered.len() < count && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        answered = read_all(bootstrap, replies)
+            .into_iter()
+            .filter_map(|r| r.key.map(|k| String::from_utf8_lossy(&k).into_owned()))
+            .collect();
+    }
+    answered
+}
+
 /// While the registry is down a worker cannot decode its commands. It used to skip them as
 /// undecodable and commit past them, so they were never answered. Now it rewinds, backs off,
 /// and answers every one once the registry is back.
@@ -50,30 +100,14 @@ fn commands_fetched_during_a_registry_outage_are_answered_after_it() {
     let sagas: Vec<String> = (0..20).map(|i| format!("o-{i:02}")).collect();
     let p = producer(&bootstrap);
     for saga in &sagas {
-        let value = codec
-            .encode(Subject::Topic(&topic), &command(saga, &replies))
-            .expect("encode");
-        send(&p, &topic, saga, &value);
+        send_command(&codec, &p, &topic, &replies, saga);
     }
     drop(registry);
 
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let _inside = runtime.enter();
     let handler: Handler = Arc::new(|_| Box::pin(async { Ok(serde_json::json!({"ok": true})) }));
-    let worker = Worker::new(
-        WorkerConfig {
-            kafka: kafka_settings(&bootstrap),
-            registry: RegistrySettings::new(url.as_str()),
-            topic: topic.clone(),
-            group: name.clone(),
-            instance: "outage".into(),
-            dedupe_capacity: 100,
-            concurrency: 8,
-            fetch_wait_max_ms: 10,
-        },
-        handler,
-    )
-    .expect("worker");
+    let worker = worker_on(&bootstrap, &url, &topic, &name, handler);
     let stats = worker.stats.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = runtime.spawn(async move {
@@ -94,14 +128,7 @@ fn commands_fetched_during_a_registry_outage_are_answered_after_it() {
 
     let (_registry, _) = spawn_registry_on(&bootstrap, &listen);
     let deadline = Instant::now() + Duration::from_secs(90);
-    let mut answered = BTreeSet::new();
-    while answered.len() < sagas.len() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(500));
-        answered = read_all(&bootstrap, &replies)
-            .into_iter()
-            .filter_map(|r| r.key.map(|k| String::from_utf8_lossy(&k).into_owned()))
-            .collect();
-    }
+    let answered = answered_by(&bootstrap, &replies, sagas.len(), deadline);
     let _ = stop.send(());
     runtime
         .block_on(running)
@@ -126,31 +153,28 @@ fn a_slow_command_holds_up_no_command_fetched_after_it() {
     create_topic(&bootstrap, &replies, 1);
     let codec = BlockingCodec::new(&RegistrySettings::new(url.as_str())).expect("codec");
 
-    let slow_started = Arc::new(AtomicBool::new(false));
-    let fast_answered = Arc::new(AtomicBool::new(false));
-    let slow_saw_fast = Arc::new(AtomicBool::new(false));
+    #[derive(Default)]
+    struct Seen {
+        slow_started: AtomicBool,
+        fast_answered: AtomicBool,
+        slow_saw_fast: AtomicBool,
+    }
+    let seen = Arc::new(Seen::default());
     let handler: Handler = {
-        let (slow_started, fast_answered, slow_saw_fast) = (
-            slow_started.clone(),
-            fast_answered.clone(),
-            slow_saw_fast.clone(),
-        );
+        let seen = seen.clone();
         Arc::new(move |command: Command| {
-            let (slow_started, fast_answered, slow_saw_fast) = (
-                slow_started.clone(),
-                fast_answered.clone(),
-                slow_saw_fast.clone(),
-            );
+            let seen = seen.clone();
             Box::pin(async move {
                 if command.saga_id == "slow" {
-                    slow_started.store(true, Ordering::SeqCst);
+                    seen.slow_started.store(true, Ordering::SeqCst);
                     let give_up = Instant::now() + Duration::from_secs(60);
-                    while !fast_answered.load(Ordering::SeqCst) && Instant::now() < give_up {
+                    while !seen.fast_answered.load(Ordering::SeqCst) && Instant::now() < give_up {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
-                    slow_saw_fast.store(fast_answered.load(Ordering::SeqCst), Ordering::SeqCst);
+                    let saw = seen.fast_answered.load(Ordering::SeqCst);
+                    seen.slow_saw_fast.store(saw, Ordering::SeqCst);
                 } else {
-                    fast_answered.store(true, Ordering::SeqCst);
+                    seen.fast_answered.store(true, Ordering::SeqCst);
                 }
                 Ok(serde_json::json!({"ok": true}))
             })
@@ -158,20 +182,7 @@ fn a_slow_command_holds_up_no_command_fetched_after_it() {
     };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let _inside = runtime.enter();
-    let worker = Worker::new(
-        WorkerConfig {
-            kafka: kafka_settings(&bootstrap),
-            registry: RegistrySettings::new(url.as_str()),
-            topic: topic.clone(),
-            group: name.clone(),
-            instance: "slow".into(),
-            dedupe_capacity: 100,
-            concurrency: 8,
-            fetch_wait_max_ms: 10,
-        },
-        handler,
-    )
-    .expect("worker");
+    let worker = worker_on(&bootstrap, &url, &topic, &name, handler);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = runtime.spawn(async move {
         worker
@@ -183,30 +194,17 @@ fn a_slow_command_holds_up_no_command_fetched_after_it() {
     });
 
     let p = producer(&bootstrap);
-    let send_command = |saga: &str| {
-        let value = codec
-            .encode(Subject::Topic(&topic), &command(saga, &replies))
-            .expect("encode");
-        send(&p, &topic, saga, &value);
-    };
-    send_command("slow");
+    send_command(&codec, &p, &topic, &replies, "slow");
     let deadline = Instant::now() + Duration::from_secs(90);
-    while !slow_started.load(Ordering::SeqCst) && Instant::now() < deadline {
+    while !seen.slow_started.load(Ordering::SeqCst) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(
-        slow_started.load(Ordering::SeqCst),
+        seen.slow_started.load(Ordering::SeqCst),
         "the worker never fetched the first command"
     );
-    send_command("fast");
-    let mut answered = BTreeSet::new();
-    while answered.len() < 2 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-        answered = read_all(&bootstrap, &replies)
-            .into_iter()
-            .filter_map(|r| r.key.map(|k| String::from_utf8_lossy(&k).into_owned()))
-            .collect();
-    }
+    send_command(&codec, &p, &topic, &replies, "fast");
+    let answered = answered_by(&bootstrap, &replies, 2, deadline);
     let _ = stop.send(());
     runtime
         .block_on(running)
@@ -217,7 +215,7 @@ fn a_slow_command_holds_up_no_command_fetched_after_it() {
         BTreeSet::from(["fast".to_string(), "slow".to_string()])
     );
     assert!(
-        slow_saw_fast.load(Ordering::SeqCst),
+        seen.slow_saw_fast.load(Ordering::SeqCst),
         "the command fetched second was answered only after the slow one finished"
     );
 
