@@ -383,7 +383,7 @@ impl Worker {
                 biased;
                 () = &mut shutdown, if !stopping => stopping = true,
                 Some((message, seq, result)) = running.next(), if !running.is_empty() => {
-                    if self.settle(&mut ledger, &message, seq, result) {
+                    if self.settle(&mut ledger, &message, seq, result).await {
                         backoff = (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
                         paused_until = tokio::time::Instant::now() + backoff;
                     } else {
@@ -402,7 +402,7 @@ impl Worker {
                             });
                         }
                         // Past a command whose rewind has not taken effect: it comes again.
-                        Ok(m) => self.rewind(m.topic(), m.partition(), None),
+                        Ok(m) => self.rewind(m.topic(), m.partition(), None).await,
                         Err(e) => warn!(error = %e, instance = %self.config.instance, "consumer error"),
                     }
                 }
@@ -414,7 +414,7 @@ impl Worker {
     /// Records how the command in `message` ended, stores its partition's offset past the
     /// commands answered in a row, and rewinds the partition to it if it was not answered.
     /// Returns whether it was not.
-    fn settle(
+    async fn settle(
         &self,
         ledger: &mut Ledger,
         message: &BorrowedMessage<'_>,
@@ -438,7 +438,7 @@ impl Worker {
                 // Later commands of the partition come again after it; a copy fetched before
                 // an earlier rewind took effect has already been superseded.
                 if ledger.failed(partition, offset, seq) {
-                    self.rewind(topic, partition, Some(offset));
+                    self.rewind(topic, partition, Some(offset)).await;
                 }
                 true
             }
@@ -447,7 +447,7 @@ impl Worker {
 
     /// Fetches `partition` again from the unanswered command at `offset` (or from the one it
     /// was rewound to before, for `None`).
-    fn rewind(&self, topic: &str, partition: i32, offset: Option<i64>) {
+    async fn rewind(&self, topic: &str, partition: i32, offset: Option<i64>) {
         let offset = {
             let mut rewound = self.rewound();
             let Some(o) = offset.or_else(|| rewound.get(&partition).copied()) else {
@@ -458,15 +458,28 @@ impl Worker {
             *at = (*at).min(o);
             *at
         };
-        if let Err(e) = self.consumer().seek(
-            topic,
-            partition,
-            Offset::Offset(offset),
-            Timeout::After(Duration::from_secs(10)),
-        ) {
+        // A seek waits until the consumer's fetcher has moved (so that no record fetched before
+        // it is handed over after it), up to its timeout: off the async runtime.
+        let consumer = self.consumer().clone();
+        let owned_topic = topic.to_string();
+        let sought = tokio::task::spawn_blocking(move || {
+            consumer.seek(
+                &owned_topic,
+                partition,
+                Offset::Offset(offset),
+                Timeout::After(Duration::from_secs(10)),
+            )
+        })
+        .await;
+        let error = match sought {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(error) = error {
             // Tried again with the next record of the partition; meanwhile nothing past the
             // command is handled or stored.
-            warn!(error = %e, topic, partition, offset, "cannot rewind to an unanswered command yet");
+            warn!(%error, topic, partition, offset, "cannot rewind to an unanswered command yet");
         }
         // The offsets fetched again are expected, not gaps.
         let _ = self.expected().insert(partition, offset);
