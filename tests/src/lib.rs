@@ -440,11 +440,10 @@ impl Proc {
         Self::spawn_env(name, args, &[])
     }
 
-    /// Runs `sagaflow args...` with `env` added to its environment.
+    /// Runs `sagaflow args...` with `env` added to its environment (over the defaults).
     pub fn spawn_env(name: &str, args: &[String], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(sagaflow_bin())
             .args(args)
-            .envs(env.iter().copied())
             .env(
                 "SAGAFLOW_LOG",
                 std::env::var("SAGAFLOW_LOG").unwrap_or_else(|_| "warn".into()),
@@ -464,6 +463,8 @@ impl Proc {
                     && std::env::var_os("SAGAFLOW_KAFKA_FETCH_WAIT_MAX_MS").is_none())
                 .then_some(("SAGAFLOW_KAFKA_FETCH_WAIT_MAX_MS", "2")),
             )
+            // Last, so that a test can override the defaults above (its own log level, say).
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -559,6 +560,11 @@ impl Proc {
         while Arc::strong_count(&self.stderr) > 1 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.stderr_so_far()
+    }
+
+    /// The last 200 lines it has written to stderr so far, while it runs.
+    pub fn stderr_so_far(&self) -> String {
         let tail = self.stderr.lock().expect("stderr tail");
         tail.iter().map(|l| format!("{l}\n")).collect()
     }

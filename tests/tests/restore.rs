@@ -458,3 +458,116 @@ fn a_standby_copy_takes_a_partition_over_without_reading_the_changelog() {
     let log = EventLog::read(&bootstrap, &codec, &group);
     sagaflow_tests::trips::check_events(&log, &ids);
 }
+
+/// A new node that is still restoring from the changelog when another one joins: the group
+/// rebalances as soon as the restores end, so the partitions it restored and claimed move on at
+/// once, half of them to a node that restores them again. Every saga, its timer due around the
+/// hand-overs, still ends exactly once, with a gapless seq.
+#[test]
+fn a_node_joining_during_a_long_restore_takes_its_share_and_nothing_repeats() {
+    let broker = Broker::for_test();
+    let bootstrap = broker.bootstrap();
+    let (_registry, registry_url) = spawn_registry(&bootstrap);
+    let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
+    let space = Space::bare("join-restore");
+    // Long enough to outlast the restores and the rebalance on a slow runner, so that the
+    // timers fire under the final owners or during the hand-over, never before it.
+    space.define(
+        "sleeper.yaml",
+        "name: sleeper\nversion: 1\nsteps:\n  - name: nap\n    wait: 40s\n",
+    );
+    let group = space.group.clone();
+    let states = [
+        TempDir::new("join-restore-1"),
+        TempDir::new("join-restore-2"),
+        TempDir::new("join-restore-3"),
+    ];
+    let partitions = 4;
+    let opts = |state: &TempDir| space.engine_opts(&bootstrap, &registry_url, state, partitions);
+    let metric = sagaflow_tests::metric;
+
+    let (mut first, metrics_1) = spawn_engine("engine-1", &opts(&states[0]));
+    assert!(
+        eventually(WAIT, || metric(&metrics_1, "sagaflow_partitions_owned")
+            == f64::from(partitions)),
+        "engine-1 never owned every partition"
+    );
+    // 150 per partition on average: two restore chunks (of 128) each, with the pause between.
+    let ids: Vec<String> = (0..600).map(|i| format!("nap-{i:03}")).collect();
+    let p = sagaflow_tests::producer(&bootstrap);
+    for id in &ids {
+        sagaflow_tests::start_saga(&codec, &p, &group, "sleeper", id, &serde_json::json!({}));
+    }
+    rdkafka::producer::Producer::flush(&p, Duration::from_secs(60)).expect("flush starts");
+    assert!(
+        eventually(WAIT, || EventLog::snapshot(&bootstrap, &codec, &group)
+            .sagas
+            .len()
+            == ids.len()),
+        "not every sleeper started"
+    );
+    // A clean stop writes every state to the changelog.
+    assert!(first.terminate().success(), "engine-1 did not stop cleanly");
+
+    // A new node whose restore pauses 2 s between chunks: about 8 s for the four partitions.
+    let (second, metrics_2) = sagaflow_tests::spawn_engine_env(
+        "engine-2",
+        &opts(&states[1]),
+        &[
+            (sagaflow_failpoints::ENV, "restore-chunk=sleep(2000)"),
+            ("SAGAFLOW_LOG", "warn,sagaflow_runtime::processor=info"),
+        ],
+    );
+    assert!(
+        eventually(WAIT, || second
+            .stderr_so_far()
+            .contains("partitions assigned; restoring")),
+        "engine-2 never began restoring"
+    );
+    let (_third, metrics_3) = spawn_engine("engine-3", &opts(&states[2]));
+    assert!(
+        eventually(WAIT, || metric(&metrics_2, "sagaflow_partitions_owned")
+            == 2.0
+            && metric(&metrics_3, "sagaflow_partitions_owned") == 2.0),
+        "the partitions were not shared after the restore: engine-2 owns {}, engine-3 {}",
+        metric(&metrics_2, "sagaflow_partitions_owned"),
+        metric(&metrics_3, "sagaflow_partitions_owned")
+    );
+    let restored_2 = metric(&metrics_2, "sagaflow_changelog_restores_total");
+    assert!(
+        restored_2 >= f64::from(partitions),
+        "engine-2 read the changelog for {restored_2} partitions, not all {partitions}: engine-3 \
+         joined before engine-2's restore began, and the test did not exercise a join during it"
+    );
+    assert!(
+        metric(&metrics_3, "sagaflow_changelog_restores_total") >= 2.0,
+        "engine-3 took its partitions over without restoring them"
+    );
+
+    let log = sagaflow_tests::trips::wait_finished(&bootstrap, &codec, &group, &ids);
+    assert!(
+        log.conflicts.is_empty(),
+        "conflicting events: {:?}",
+        &log.conflicts[..log.conflicts.len().min(5)]
+    );
+    for id in &ids {
+        let events = &log.sagas[id];
+        let seqs: Vec<i64> = events.keys().copied().collect();
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as i64).collect::<Vec<_>>(),
+            "{id}: seq not gapless"
+        );
+        let types: Vec<sagaflow_avro::EventType> = events.values().map(|e| e.event_type).collect();
+        assert_eq!(
+            types.iter().filter(|t| t.settles()).count(),
+            1,
+            "{id}: {types:?}"
+        );
+        assert_eq!(
+            types.last(),
+            Some(&sagaflow_avro::EventType::SagaCompleted),
+            "{id}: {types:?}"
+        );
+    }
+}
