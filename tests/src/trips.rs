@@ -162,45 +162,55 @@ pub fn check_invariants(log: &EventLog, ids: &[String], effects: &Path) {
     check_effects(effects, log, ids);
 }
 
-/// Every saga of `ids` has exactly one terminal event, last, a gapless seq and no conflicting
-/// events; trip sagas that compensated undid flight, then payment. Returns how many
-/// compensated.
-pub fn check_events(log: &EventLog, ids: &[String]) -> usize {
+/// Every saga of `ids` has exactly one terminal event, last, and a gapless seq, and no two
+/// different events share a seq. Returns each saga's terminal event, in the order of `ids`.
+pub fn check_ended_once(log: &EventLog, ids: &[String]) -> Vec<E> {
     assert!(
         log.conflicts.is_empty(),
         "conflicting events: {:?}",
         &log.conflicts[..log.conflicts.len().min(5)]
     );
+    ids.iter()
+        .map(|id| {
+            let events = log
+                .sagas
+                .get(id)
+                .unwrap_or_else(|| panic!("{id}: no events"));
+            let seqs: Vec<i64> = events.keys().copied().collect();
+            assert_eq!(
+                seqs,
+                (1..=seqs.len() as i64).collect::<Vec<_>>(),
+                "{id}: seq not gapless"
+            );
+            let terminals: Vec<E> = events
+                .values()
+                .map(|e| e.event_type)
+                .filter(|t| t.settles())
+                .collect();
+            assert_eq!(terminals.len(), 1, "{id}: terminal events {terminals:?}");
+            assert_eq!(
+                events.values().last().map(|e| e.event_type),
+                Some(terminals[0]),
+                "{id}: events after the terminal one"
+            );
+            terminals[0]
+        })
+        .collect()
+}
+
+/// [`check_ended_once`], and trip sagas that compensated undid flight, then payment. Returns how
+/// many compensated.
+pub fn check_events(log: &EventLog, ids: &[String]) -> usize {
+    let terminals = check_ended_once(log, ids);
     let mut compensated = 0;
-    for id in ids {
-        let events = log
-            .sagas
-            .get(id)
-            .unwrap_or_else(|| panic!("{id}: no events"));
-        let seqs: Vec<i64> = events.keys().copied().collect();
-        assert_eq!(
-            seqs,
-            (1..=seqs.len() as i64).collect::<Vec<_>>(),
-            "{id}: seq not gapless"
-        );
-        let terminals: Vec<E> = events
-            .values()
-            .map(|e| e.event_type)
-            .filter(|t| t.settles())
-            .collect();
-        assert_eq!(terminals.len(), 1, "{id}: terminal events {terminals:?}");
-        assert_eq!(
-            events.values().last().map(|e| e.event_type),
-            Some(terminals[0]),
-            "{id}: events after the terminal one"
-        );
-        let events: Vec<sagaflow_avro::SagaEvent> = events.values().cloned().collect();
+    for (id, terminal) in ids.iter().zip(terminals) {
+        let events: Vec<sagaflow_avro::SagaEvent> = log.sagas[id].values().cloned().collect();
         let problems = sagaflow_core::audit::compensation_problems(
             &trip_definition(events[0].version),
             &events,
         );
         assert!(problems.is_empty(), "{id}: {problems:?}");
-        if terminals[0] == E::SagaCompensated {
+        if terminal == E::SagaCompensated {
             compensated += 1;
             // The flight never fails, so a failed hotel leaves it to undo, however the two
             // branches interleaved: a flight still in flight when the hotel failed is
