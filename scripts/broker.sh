@@ -18,7 +18,10 @@
 # ${SAGAFLOW_CACHE:-${XDG_CACHE_HOME:-~/.cache}/sagaflow}/kafka-4.4.0/libs; java 17+ and mvn are
 # installed with apt-get when missing (set JAVA to use a specific java). The broker logs warnings
 # and errors to DIR/broker.log (scripts/kafka/log4j2.properties). KAFKA_BROKER_PROPERTIES holds
-# extra server.properties lines (key=value, one a line), appended so that they override.
+# extra server.properties lines (key=value, one a line), appended so that they override. The
+# broker's JVM starts quickly (C1 only, serial GC, 512 MB heap); KAFKA_JVM_OPTS replaces those
+# flags, e.g. with the stock ones of Kafka's kafka-server-start.sh for a benchmark (README,
+# Performance).
 # SAGAFLOW_BROKER_OWNER=PID makes start stop the broker, and remove DIR, when process PID exits.
 set -euo pipefail
 
@@ -237,10 +240,15 @@ PROPS
   echo "$cport" > "$dir/controller-port"
   echo kafka > "$dir/kind"
   echo "127.0.0.1:$port" > "$dir/bootstrap"
-  local jvm=(-XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:-UsePerfData -Djava.awt.headless=true
-    "-Dlog4j2.configurationFile=$SCRIPTS/kafka/log4j2.properties" -cp "$libs/*")
+  local jvm=(-Djava.awt.headless=true "-Dlog4j2.configurationFile=$SCRIPTS/kafka/log4j2.properties"
+    -cp "$libs/*")
+  # Quick starts: the C1 compiler only, a serial collector and a small heap. KAFKA_JVM_OPTS
+  # replaces them for the broker (not for the format step).
+  local quick=(-XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:-UsePerfData)
+  local tuning=(-Xmx512m -Xms128m "${quick[@]}")
+  [ -z "${KAFKA_JVM_OPTS:-}" ] || read -r -a tuning <<< "$KAFKA_JVM_OPTS"
   if [ ! -f "$dir/data/meta.properties" ]; then
-    if ! "$JAVA_CMD" -Xmx256m "${jvm[@]}" kafka.tools.StorageTool format -t "$(cluster_id)" \
+    if ! "$JAVA_CMD" -Xmx256m "${quick[@]}" "${jvm[@]}" kafka.tools.StorageTool format -t "$(cluster_id)" \
         -c "$dir/server.properties" >>"$dir/broker.log" 2>&1 < /dev/null; then
       echo "broker.sh: formatting $dir/data failed; last lines of $dir/broker.log:" >&2
       tail -30 "$dir/broker.log" >&2
@@ -249,7 +257,7 @@ PROPS
   fi
   (
     # setsid: the broker outlives this script but not an explicit stop.
-    setsid "$JAVA_CMD" -Xmx512m -Xms128m "${jvm[@]}" kafka.Kafka "$dir/server.properties" \
+    setsid "$JAVA_CMD" "${tuning[@]}" "${jvm[@]}" kafka.Kafka "$dir/server.properties" \
       >>"$dir/broker.log" 2>&1 < /dev/null &
     echo $! > "$dir/broker.pid"
   )
