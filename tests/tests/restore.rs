@@ -1,5 +1,6 @@
 //! Restores: local state older than the journal's retention, compacted changelogs, a fenced
-//! owner's late flush, and takeovers from a standby copy.
+//! owner's late flush, takeovers from a standby copy, and a node that joins during a long
+//! restore.
 
 use std::time::Duration;
 
