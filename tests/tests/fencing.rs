@@ -1,5 +1,7 @@
 //! Fencing (G3): an old owner that writes to the journal after losing its partition changes
 //! nothing: not the saga states, not the input positions, and none of its outputs is delivered.
+//! Its late changelog flush never comes back in a restore, and a standby copy it gave up is not
+//! read again in vain at each rebalance.
 
 use std::time::Duration;
 
@@ -9,8 +11,8 @@ use sagaflow_avro::{
     SagaStatus, StateEntry,
 };
 use sagaflow_tests::{
-    eventually, metric, producer, read_all, send, spawn_engine, spawn_registry, start_trip,
-    trip_participants, Broker, EventLog, Space, TempDir,
+    eventually, metric, producer, read_all, send, spawn_engine, spawn_engine_env, spawn_registry,
+    start_trip, trip_participants, Broker, EventLog, Space, TempDir,
 };
 
 const WAIT: Duration = Duration::from_secs(300);
@@ -27,6 +29,52 @@ fn journal(bootstrap: &str, codec: &BlockingCodec, group: &str) -> Vec<(i64, Jou
             )
         })
         .collect()
+}
+
+/// Writes `state` of `saga` to partition 0 of the changelog as an owner's flush would: from the
+/// journal record at `source`, and under `epoch` if given (the writer's epoch, by which a standby
+/// copy tells a fenced owner's late write).
+fn write_late_flush(
+    bootstrap: &str,
+    group: &str,
+    saga: &str,
+    state: &[u8],
+    source: i64,
+    epoch: Option<i64>,
+) {
+    let source = source.to_string();
+    let mut headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+        key: "sagaflow-source-offset",
+        value: Some(source.as_bytes()),
+    });
+    if let Some(epoch) = epoch.map(|e| e.to_string()) {
+        headers = headers.insert(rdkafka::message::Header {
+            key: "sagaflow-epoch",
+            value: Some(epoch.as_bytes()),
+        });
+    }
+    let p = producer(bootstrap);
+    p.send(
+        rdkafka::producer::BaseRecord::to(&format!("{group}.changelog"))
+            .partition(0)
+            .key(saga)
+            .payload(state)
+            .headers(headers),
+    )
+    .map_err(|(e, _)| e)
+    .expect("enqueue the late flush");
+    rdkafka::producer::Producer::flush(&p, Duration::from_secs(30)).expect("flush");
+}
+
+/// The first state of `saga` in the journal, with the offset of its record.
+fn first_state(records: Vec<(i64, JournalRecord)>, saga: &str) -> (i64, Vec<u8>) {
+    records
+        .into_iter()
+        .find_map(|(offset, r)| {
+            let entry = r.states.into_iter().find(|e| e.saga_id == saga)?;
+            Some((offset, entry.state?))
+        })
+        .unwrap_or_else(|| panic!("no journal record holds a state of {saga}"))
 }
 
 #[test]
@@ -186,13 +234,7 @@ fn a_fenced_owners_late_changelog_flush_never_comes_back_in_a_restore() {
     assert!(finished(1), "saga x did not finish");
     assert!(first.terminate().success());
     // The state `x` had while it waited for its payment: what the old owner's late flush holds.
-    let (source, waiting) = journal(&bootstrap, &codec, &group)
-        .into_iter()
-        .find_map(|(offset, r)| {
-            let entry = r.states.into_iter().find(|e| e.saga_id == "x")?;
-            Some((offset, entry.state?))
-        })
-        .expect("a journal record with the first state of x");
+    let (source, waiting) = first_state(journal(&bootstrap, &codec, &group), "x");
 
     // A new owner takes over and finishes another saga.
     let (mut second, _) = spawn_engine("engine-2", &opts(&dirs[1]));
@@ -200,23 +242,7 @@ fn a_fenced_owners_late_changelog_flush_never_comes_back_in_a_restore() {
     assert!(finished(2), "saga y did not finish");
 
     // The old owner wakes up and flushes what it still held, as its relay would.
-    let changelog = format!("{group}.changelog");
-    let p = producer(&bootstrap);
-    p.send(
-        rdkafka::producer::BaseRecord::to(&changelog)
-            .partition(0)
-            .key("x")
-            .payload(&waiting)
-            .headers(
-                rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
-                    key: "sagaflow-source-offset",
-                    value: Some(source.to_string().as_bytes()),
-                }),
-            ),
-    )
-    .map_err(|(e, _)| e)
-    .expect("enqueue the late flush");
-    rdkafka::producer::Producer::flush(&p, Duration::from_secs(30)).expect("flush");
+    write_late_flush(&bootstrap, &group, "x", &waiting, source, None);
 
     // The new owner goes on (its checkpoints now follow the late flush), then stops.
     start_trip(&codec, &bootstrap, &group, "z");
@@ -269,5 +295,96 @@ fn a_fenced_owners_late_changelog_flush_never_comes_back_in_a_restore() {
         4,
         "x: {:?}",
         log.steps("x")
+    );
+}
+
+/// A standby copy that a fenced owner's late state gave up would stop at the same record again:
+/// at the next rebalance it reads only that record's offset and stays given up, instead of
+/// reading the whole changelog again.
+#[test]
+fn a_standby_copy_a_late_state_gave_up_is_not_read_again_at_the_next_rebalance() {
+    let broker = Broker::for_test();
+    let bootstrap = broker.bootstrap();
+    let (_registry, registry_url) = spawn_registry(&bootstrap);
+    let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
+    let space = Space::new("late-standby");
+    let group = space.group.clone();
+    let dirs = ["1", "2", "3", "4"].map(|n| TempDir::new(&format!("late-standby-{n}")));
+    let opts = |state: &TempDir| space.engine_opts(&bootstrap, &registry_url, state, 1);
+    let _participants = trip_participants(&space, &bootstrap, &registry_url);
+
+    // The first owner runs saga `x` to the end, then stops.
+    let (mut first, _) = spawn_engine("engine-1", &opts(&dirs[0]));
+    start_trip(&codec, &bootstrap, &group, "x");
+    assert!(
+        eventually(WAIT, || EventLog::read(&bootstrap, &codec, &group)
+            .finished()
+            == 1),
+        "saga x did not finish"
+    );
+    assert!(first.terminate().success());
+    let records = journal(&bootstrap, &codec, &group);
+    let old_epoch = records.last().expect("journal has records").1.epoch;
+    let (source, waiting) = first_state(records, "x");
+
+    // Engine 2 owns the partition and engine 3 keeps a standby copy of it. The range assignor
+    // orders members by member id, which begins with the client id: the partition stays with
+    // engine 2 when engine 4 joins below.
+    let (_second, metrics_2) = spawn_engine_env(
+        "engine-2",
+        &opts(&dirs[1]),
+        &[("SAGAFLOW_KAFKA_CLIENT_ID", "a-owner")],
+    );
+    let owned = |m: &str| metric(m, "sagaflow_partitions_owned");
+    assert!(
+        eventually(WAIT, || owned(&metrics_2) == 1.0),
+        "engine-2 owns nothing"
+    );
+    let (third, metrics_3) = spawn_engine_env(
+        "engine-3",
+        &opts(&dirs[2]),
+        &[
+            ("SAGAFLOW_KAFKA_CLIENT_ID", "b-standby"),
+            ("SAGAFLOW_STANDBY", "true"),
+        ],
+    );
+    assert!(
+        eventually(WAIT, || metric(&metrics_3, "sagaflow_standby_partitions")
+            == 1.0),
+        "engine-3 keeps no standby copy"
+    );
+
+    // The old owner wakes up and flushes what it still held, under its own epoch.
+    write_late_flush(&bootstrap, &group, "x", &waiting, source, Some(old_epoch));
+    let late = "a fenced owner wrote saga x's state late";
+    assert!(
+        eventually(WAIT, || third.stderr_so_far().contains(late)),
+        "engine-3's copy did not give up at the late state:\n{}",
+        third.stderr_so_far()
+    );
+
+    // Engine 4 joins: every member gets a new assignment, and engine 3 a new standby copy.
+    let (_fourth, metrics_4) = spawn_engine_env(
+        "engine-4",
+        &opts(&dirs[3]),
+        &[("SAGAFLOW_KAFKA_CLIENT_ID", "c-joiner")],
+    );
+    assert!(
+        eventually(WAIT, || third
+            .stderr_so_far()
+            .contains("is still in the changelog")),
+        "the new copy did not stop at the late state's offset:\n{}",
+        third.stderr_so_far()
+    );
+    let log = third.stderr_so_far();
+    assert_eq!(
+        log.matches(late).count(),
+        1,
+        "the new copy read the changelog from the beginning again:\n{log}"
+    );
+    assert_eq!(
+        (owned(&metrics_2), owned(&metrics_3), owned(&metrics_4)),
+        (1.0, 0.0, 0.0),
+        "the partition moved"
     );
 }

@@ -15,9 +15,12 @@
 //!
 //! A state that a fenced owner wrote late (its epoch is below a newer claim marker's) has to be
 //! checked against the journal (`restore::rebuild_from_changelog` does). The standby gives such a
-//! partition up and deletes its copy, so a takeover reads the changelog in full; the next
-//! assignment starts a new copy. Until then the partition is still read, for its owner's
-//! heartbeats only (`liveness`), so a given-up copy never hides a dead owner from eviction.
+//! partition up and deletes its copy, so a takeover reads the changelog in full. The partition is
+//! still read, for its owner's heartbeats only (`liveness`), so a given-up copy never hides a
+//! dead owner from eviction. A new copy would give up at the same record, so the next assignment
+//! first reads only the offset of that late state: while the record is there the copy stays given
+//! up, and only once compaction or retention has removed it does a new copy read the changelog
+//! from the beginning.
 //!
 //! Copies are read on a thread of their own, so that they never hold decisions up. Records are
 //! applied under a lock that the rebalance callback takes to hand a partition over before its
@@ -30,7 +33,7 @@
 //! hand-over forgets the position before the restore writes as owner, so a copy never resumes
 //! over an owner's writes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{btree_map::Entry, BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -71,6 +74,8 @@ pub(crate) struct Standby {
 #[derive(Default)]
 struct Copies {
     parts: BTreeMap<i32, Replica>,
+    /// Per partition, the offset of the fenced owner's late state that gave its last copy up.
+    late: BTreeMap<i32, i64>,
     /// Bumped when `parts` changes: the reader then reassigns its consumer, and drops records
     /// fetched under the previous assignment.
     generation: u64,
@@ -102,9 +107,14 @@ struct Replica {
     beat: Option<Beat>,
     /// Given up (its states deleted, nothing saved): the partition is read on only for its
     /// owner's heartbeats, which `evict-silent-peers-ms` watches, until the next assignment
-    /// starts a new copy.
+    /// looks again (`probe`).
     #[serde(skip)]
     watch_only: bool,
+    /// A copy of a partition whose last copy a late state at this offset gave up: it reads that
+    /// offset first. The same record there gives it up again at once; a later one (that record
+    /// compacted or deleted since) starts it again from the beginning.
+    #[serde(skip)]
+    probe: Option<i64>,
 }
 
 /// A saga state (or parked record) to load: its key and value, `None` for a tombstone.
@@ -114,6 +124,10 @@ type Loaded = (String, Option<Vec<u8>>);
 enum Step {
     Load(String, Option<Vec<u8>>),
     GiveUp(String),
+    /// A state a fenced owner wrote late, at this offset: the copy is given up.
+    Late(i64, String),
+    /// The probed late state is gone: copy from the beginning.
+    Restart,
     Nothing,
 }
 
@@ -201,7 +215,11 @@ impl Standby {
                 warn!(partition, error = %e, "cannot clear the store for a standby copy; no standby for this partition");
                 continue;
             }
-            let _ = copies.parts.insert(partition, Replica::new());
+            let copy = Replica {
+                probe: copies.late.get(&partition).copied(),
+                ..Replica::new()
+            };
+            let _ = copies.parts.insert(partition, copy);
         }
         copies.generation += 1;
         info!(partitions = ?copies.parts.keys().collect::<Vec<_>>(), "standby copies");
@@ -325,7 +343,10 @@ impl Reader {
     fn assign(&self, copies: &Copies) {
         let mut tpl = TopicPartitionList::new();
         for (&partition, copy) in &copies.parts {
-            let offset = copy.next.map_or(Offset::Beginning, Offset::Offset);
+            let offset = copy
+                .probe
+                .or(copy.next)
+                .map_or(Offset::Beginning, Offset::Offset);
             if let Err(e) = tpl.add_partition_offset(&self.changelog, partition, offset) {
                 warn!(partition, error = %e, "cannot build the standby assignment");
             }
@@ -386,7 +407,9 @@ impl Reader {
 
     /// Applies a batch fetched under assignment `generation`.
     fn apply(&self, generation: u64, batch: Vec<OwnedMessage>, ends: &BTreeMap<i32, i64>) {
-        let mut copies = self.lock();
+        let mut guard = self.lock();
+        // One borrow of the guard, so that a copy and the other fields can be borrowed apart.
+        let copies = &mut *guard;
         if copies.generation != generation {
             // Fetched for an assignment that has changed: a copy started again would take
             // them for its beginning. The next assignment fetches them again where needed.
@@ -394,8 +417,12 @@ impl Reader {
         }
         let mut loads: BTreeMap<i32, Vec<Loaded>> = BTreeMap::new();
         let mut give_up: BTreeMap<i32, String> = BTreeMap::new();
+        let mut restart = BTreeSet::new();
         for m in &batch {
             let partition = m.partition();
+            if restart.contains(&partition) {
+                continue;
+            }
             let Some(copy) = copies.parts.get_mut(&partition) else {
                 continue;
             };
@@ -404,8 +431,27 @@ impl Reader {
                 Step::GiveUp(why) => {
                     let _ = give_up.entry(partition).or_insert(why);
                 }
+                Step::Late(offset, why) => {
+                    if let Entry::Vacant(reason) = give_up.entry(partition) {
+                        let _ = copies.late.insert(partition, offset);
+                        let _ = reason.insert(why);
+                    }
+                }
+                Step::Restart => {
+                    let _ = restart.insert(partition);
+                }
                 Step::Nothing => {}
             }
+        }
+        for partition in restart {
+            info!(
+                partition,
+                "the late state that gave up this partition's standby copy is gone from the changelog; copying it again from the beginning"
+            );
+            let _ = copies.late.remove(&partition);
+            let _ = copies.parts.insert(partition, Replica::new());
+            // Reassigned at the beginning; what this batch holds of it is dropped.
+            copies.generation += 1;
         }
         for (partition, states) in loads {
             if give_up.contains_key(&partition) {
@@ -429,7 +475,7 @@ impl Reader {
             }
         }
         for (partition, why) in &give_up {
-            warn!(partition, reason = %why, "standby copy given up; a takeover of this partition will read the changelog in full, and the next assignment starts a new copy");
+            warn!(partition, reason = %why, "standby copy given up; a takeover of this partition will read the changelog in full, and the next assignment copies it again unless the reason is a late state still in the changelog");
             // Still read, for its owner's heartbeats: dropping the partition from the watch
             // would keep a dead owner of it in the group for its whole session.
             if let Some(copy) = copies.parts.get_mut(partition) {
@@ -502,6 +548,7 @@ impl Replica {
             resumed: false,
             beat: None,
             watch_only: false,
+            probe: None,
         }
     }
 
@@ -516,6 +563,20 @@ impl Replica {
 
     fn read(&mut self, m: &OwnedMessage, codec: &BlockingCodec) -> Step {
         let offset = m.offset();
+        if let Some(late) = self.probe.take() {
+            if offset != late {
+                // Removed since (or the topic is new: the read started below it).
+                return Step::Restart;
+            }
+            // An offset names one record for good, so this is the same late state. (A topic
+            // deleted and created again since could hold another record here: the copy then
+            // stays given up, which costs a takeover the full read and is never wrong.)
+            self.next = Some(offset + 1);
+            return Step::Late(
+                offset,
+                format!("the state a fenced owner wrote late at offset {offset}, which gave up the last copy, is still in the changelog"),
+            );
+        }
         if std::mem::take(&mut self.resumed) {
             if let Some(next) = self.next.filter(|&next| offset < next) {
                 // The consumer was reset to the beginning: the saved position lies beyond the
@@ -578,9 +639,10 @@ impl Replica {
             return Step::Nothing;
         }
         if crate::kafka::writer_epoch(m).is_some_and(|e| e < self.newest_owner) {
-            return Step::GiveUp(format!(
-                "a fenced owner wrote saga {key}'s state late, at offset {offset}"
-            ));
+            return Step::Late(
+                offset,
+                format!("a fenced owner wrote saga {key}'s state late, at offset {offset}"),
+            );
         }
         // Log order is newest-last without a per-saga record of sources (which would grow with
         // every saga id the copy ever saw): an owner flushes again only once its last flush is
@@ -762,7 +824,7 @@ mod tests {
         // It still knows the newest owner: a fenced owner's late state gives it up.
         assert!(matches!(
             resumed.read(&record(2, "saga-a", None, Some(2)), &codec),
-            Step::GiveUp(_)
+            Step::Late(2, _)
         ));
         let mut resumed = standby.saved(0).expect("a saved position");
         assert!(matches!(
@@ -804,7 +866,7 @@ mod tests {
         ));
         assert!(matches!(
             copy.read(&record(2, "saga-a", None, Some(1)), &codec),
-            Step::GiveUp(_)
+            Step::Late(2, _)
         ));
         // Given up, it loads nothing more but still reads its owner's heartbeats.
         copy.give_up();
@@ -830,5 +892,107 @@ mod tests {
             Some(("engine-a", 4))
         );
         assert_eq!((copy.next, copy.recorded), (Some(5), -1));
+    }
+
+    /// A standby whose reading thread is not started: `apply` is driven by the test.
+    fn reader(standby: &Standby) -> Reader {
+        let kafka = KafkaSettings::new("127.0.0.1:9");
+        Reader {
+            consumer: crate::kafka::reader(&kafka).expect("consumer"),
+            changelog: "g.changelog".into(),
+            copies: standby.copies.clone(),
+            store: standby.store.clone(),
+            codec: Arc::new(codec()),
+            metrics: Arc::default(),
+            stop: Arc::default(),
+            evictor: None,
+        }
+    }
+
+    #[test]
+    fn after_a_late_state_the_next_copy_reads_only_its_offset_while_it_is_there() {
+        // `follow` needs a reading thread; this one ends at once and the test reads instead.
+        let mut standby = idle_standby(temp_store("probe"));
+        standby.reader = Some(std::thread::spawn(|| {}));
+        let reader = reader(&standby);
+        let only_0 = BTreeSet::from([0]);
+        let generation = |s: &Standby| s.lock().generation;
+        standby.follow(&only_0);
+        reader.apply(
+            generation(&standby),
+            vec![
+                record(0, "__owner/2", Some(b"w2".to_vec()), None),
+                record(1, "saga-a", None, Some(2)),
+                record(2, "saga-b", None, Some(1)),
+                record(3, "saga-c", None, Some(2)),
+            ],
+            &BTreeMap::new(),
+        );
+        {
+            let copies = standby.lock();
+            assert_eq!(copies.late.get(&0), Some(&2));
+            let copy = &copies.parts[&0];
+            assert!(
+                copy.watch_only,
+                "the late state at offset 2 gives the copy up"
+            );
+            assert_eq!(copy.next, Some(4), "read on for heartbeats");
+        }
+
+        // The next assignment: a new copy starts at the late state's offset, not the beginning.
+        standby.follow(&only_0);
+        {
+            let copies = standby.lock();
+            let copy = &copies.parts[&0];
+            assert_eq!((copy.probe, copy.watch_only), (Some(2), false));
+        }
+        reader.apply(
+            generation(&standby),
+            vec![
+                record(2, "saga-b", None, Some(1)),
+                record(3, "saga-c", None, Some(2)),
+            ],
+            &BTreeMap::new(),
+        );
+        {
+            let copies = standby.lock();
+            let copy = &copies.parts[&0];
+            assert!(copy.watch_only, "the same late state: given up at once");
+            assert_eq!((copy.next, copies.late.get(&0)), (Some(4), Some(&2)));
+        }
+
+        // Once compaction has removed it, the copy reads the changelog from the beginning.
+        standby.follow(&only_0);
+        let before = generation(&standby);
+        reader.apply(
+            before,
+            vec![
+                record(3, "saga-c", None, Some(2)),
+                record(4, "saga-d", None, Some(2)),
+            ],
+            &BTreeMap::new(),
+        );
+        let copies = standby.lock();
+        let copy = &copies.parts[&0];
+        assert!(copies.generation > before, "reassigned");
+        assert!(copies.late.is_empty());
+        assert_eq!(
+            (copy.next, copy.probe, copy.watch_only),
+            (None, None, false),
+            "a new copy from the beginning, nothing of the probed batch applied"
+        );
+    }
+
+    #[test]
+    fn a_probe_below_the_late_offset_means_a_new_log_and_starts_again() {
+        let codec = codec();
+        let mut copy = Replica {
+            probe: Some(7),
+            ..Replica::new()
+        };
+        assert!(matches!(
+            copy.read(&record(0, "saga-a", None, Some(1)), &codec),
+            Step::Restart
+        ));
     }
 }
