@@ -24,7 +24,7 @@ pub(crate) struct ParticipantArgs {
     /// Command topic (default: the role's topic in examples/trip.yaml).
     #[arg(long)]
     topic: Option<String>,
-    /// Consumer group shared by the instances (default: sagaflow-<role>).
+    /// Consumer group shared by the instances (default: sagaflow-<command topic>).
     #[arg(long)]
     group: Option<String>,
     /// Competing consumer instances in this process.
