@@ -128,6 +128,10 @@ struct InstanceContext {
     /// again, nothing after it is handled or stored (a seek can fail while the broker is down,
     /// and the consumer would go on past it).
     rewound: std::sync::Mutex<HashMap<i32, i64>>,
+    /// Partitions revoked since the run loop last looked: it forgets their commands in flight
+    /// before it fetches or settles any other, since their offsets are no longer this
+    /// instance's to store (the new owner fetches them again from the committed offset).
+    revoked: std::sync::Mutex<Vec<i32>>,
 }
 
 impl InstanceContext {
@@ -162,8 +166,13 @@ impl ConsumerContext for InstanceContext {
             // A new owner resumes from the committed offset, which is not past the command.
             let _ = rewound.remove(p);
         }
-        if matches!(rebalance, Rebalance::Assign(_)) {
-            assigned.extend(partitions);
+        match rebalance {
+            Rebalance::Assign(_) => assigned.extend(partitions),
+            _ => self
+                .revoked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(partitions),
         }
     }
 }
@@ -219,6 +228,12 @@ impl Ledger {
         }
         let _ = commands.split_off(&offset);
         true
+    }
+
+    /// Forgets the commands of a partition this instance no longer owns: their outcomes no
+    /// longer count, and none of its offsets is stored.
+    fn forget(&mut self, partition: i32) {
+        let _ = self.partitions.remove(&partition);
     }
 }
 
@@ -280,6 +295,7 @@ impl Worker {
             expected: std::sync::Mutex::default(),
             assigned: std::sync::Mutex::default(),
             rewound: std::sync::Mutex::default(),
+            revoked: std::sync::Mutex::default(),
         };
         let consumer: StreamConsumer<InstanceContext> = consumer_config
             .create_with_context(context)
@@ -391,6 +407,7 @@ impl Worker {
                     }
                 }
                 m = self.consumer().recv(), if fetch => {
+                    self.forget_revoked(&mut ledger);
                     self.read_committed_offsets().await;
                     match m {
                         Ok(m) if self.fetched_again(&m) => {
@@ -422,13 +439,15 @@ impl Worker {
         result: Result<()>,
     ) -> bool {
         let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        // A rebalance may have run inside the last fetch, while this command was handled.
+        self.forget_revoked(ledger);
         match result {
             Ok(()) => {
                 sagaflow_failpoints::hit(sagaflow_failpoints::WORKER_REPLIED);
                 if let Some(last) = ledger.answered(partition, offset, seq) {
                     // librdkafka commits the offset after the one stored.
                     if let Err(e) = self.consumer().store_offset(topic, partition, last) {
-                        warn!(error = %e, "cannot store the consumer offset");
+                        warn!(error = %e, instance = %self.config.instance, topic, partition, offset = last, "cannot store the consumer offset; the commands answered up to it may come again to this partition's next owner");
                     }
                 }
                 false
@@ -442,6 +461,21 @@ impl Worker {
                 }
                 true
             }
+        }
+    }
+
+    /// Forgets the commands in flight of the partitions revoked since the last call.
+    fn forget_revoked(&self, ledger: &mut Ledger) {
+        let revoked = std::mem::take(
+            &mut *self
+                .consumer()
+                .context()
+                .revoked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for partition in revoked {
+            ledger.forget(partition);
         }
     }
 
@@ -803,5 +837,23 @@ mod tests {
         assert_eq!(ledger.answered(0, 6, six), None);
         assert_eq!(ledger.answered(0, 6, again), Some(6));
         assert!(!ledger.failed(2, 1, 99), "a partition with nothing fetched");
+    }
+
+    #[test]
+    fn a_revoked_partitions_commands_in_flight_store_nothing_and_rewind_nothing() {
+        let mut ledger = Ledger::default();
+        let (first, second) = (ledger.fetched(0, 20), ledger.fetched(0, 21));
+        let other = ledger.fetched(1, 4);
+        ledger.forget(0);
+        assert_eq!(ledger.answered(0, 20, first), None);
+        assert!(!ledger.failed(0, 21, second));
+        assert_eq!(
+            ledger.answered(1, 4, other),
+            Some(4),
+            "other partitions go on"
+        );
+        // Assigned again, the partition starts over from what the consumer fetches.
+        let again = ledger.fetched(0, 20);
+        assert_eq!(ledger.answered(0, 20, again), Some(20));
     }
 }
