@@ -236,19 +236,21 @@ fn run(
     let consumer: BaseConsumer<GroupContext> = config
         .kafka
         // A projector that died is noticed within 10 s, not librdkafka's 45 s: its partitions
-        // wait that long for a replacement. Passthrough properties override both.
-        .config(&[
-            ("fetch.wait.max.ms", "50"),
-            ("session.timeout.ms", "10000"),
-            ("heartbeat.interval.ms", "1000"),
-        ])
+        // wait that long for a replacement. Passthrough properties override both. Rebalances
+        // are eager, whatever they say: dropping a half-collected batch at a rebalance relies
+        // on every partition being revoked and sought again.
+        .eager_range_config(
+            &[
+                ("fetch.wait.max.ms", "50"),
+                ("session.timeout.ms", "10000"),
+                ("heartbeat.interval.ms", "1000"),
+            ],
+            "projector",
+        )
         .set("group.id", &config.consumer_group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        // Eager rebalancing: every rebalance revokes and re-seeks every partition, which is
-        // what dropping a half-collected batch on a rebalance relies on.
-        .set("partition.assignment.strategy", "range")
         .create_with_context(context)
         .map_err(|e| Error::kafka("creating the event log consumer", e))?;
     consumer

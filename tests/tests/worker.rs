@@ -1,21 +1,22 @@
 //! The worker library against a real broker and registry: nothing is lost when a command
-//! cannot be answered yet, a slow command holds up no other, and a command whose partition moved
-//! while it ran stores no offset.
+//! cannot be answered yet, a slow command holds up no other, and an instance joining moves only
+//! the partitions it takes, whose commands in flight store no offset.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::BaseRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use sagaflow_avro::{BlockingCodec, Command, Phase, RegistrySettings, Subject};
 use sagaflow_kafka::KafkaSettings;
 use sagaflow_tests::{
-    create_topic, free_port, group, kafka_settings, producer, read_all, send, spawn_registry_on,
-    Broker, Proc, TestBroker, TestProducer,
+    broker_kind, create_topic, flush_delivered, free_port, group, kafka_settings, producer,
+    read_all, send, skip, spawn_registry_on, Broker, BrokerKind, Proc, TestBroker, TestProducer,
 };
-use sagaflow_worker::{Handler, Worker, WorkerConfig};
+use sagaflow_worker::{Handler, Worker, WorkerConfig, WorkerStats};
 
 fn command(saga: &str, reply_to: &str) -> Command {
     Command {
@@ -78,7 +79,7 @@ fn worker_with(
     .expect("worker")
 }
 
-/// A broker, a registry, and a one-partition command topic with its replies topic.
+/// A broker, a registry, and a command topic with its one-partition replies topic.
 struct Rig {
     _broker: TestBroker,
     _registry: Proc,
@@ -91,13 +92,13 @@ struct Rig {
 }
 
 impl Rig {
-    fn new(prefix: &str) -> Self {
+    fn new(prefix: &str, partitions: i32) -> Self {
         let broker = Broker::for_test();
         let bootstrap = broker.bootstrap();
         let (registry, url) = spawn_registry_on(&bootstrap, &format!("127.0.0.1:{}", free_port()));
         let name = group(prefix);
         let replies = format!("{name}.replies");
-        create_topic(&bootstrap, &name, 1);
+        create_topic(&bootstrap, &name, partitions);
         create_topic(&bootstrap, &replies, 1);
         let codec = BlockingCodec::new(&RegistrySettings::new(url.as_str())).expect("codec");
         Self {
@@ -111,15 +112,15 @@ impl Rig {
         }
     }
 
-    /// The group's committed offset of the command partition.
-    fn committed(&self) -> Offset {
+    /// The group's committed offset of a command partition.
+    fn committed(&self, partition: i32) -> Offset {
         let mut config = kafka_settings(&self.bootstrap).config(&[]);
         let _ = config.set("group.id", &self.name);
         let consumer: BaseConsumer = config.create().expect("consumer");
-        let mut partition = TopicPartitionList::new();
-        let _ = partition.add_partition(&self.name, 0);
+        let mut list = TopicPartitionList::new();
+        let _ = list.add_partition(&self.name, partition);
         let committed = consumer
-            .committed_offsets(partition, Duration::from_secs(30))
+            .committed_offsets(list, Duration::from_secs(30))
             .expect("committed offsets");
         committed.elements()[0].offset()
     }
@@ -219,6 +220,25 @@ fn send_command(codec: &BlockingCodec, p: &TestProducer, topic: &str, replies: &
     send(p, topic, saga, &value);
 }
 
+/// Sends the command of `saga` to one partition of `topic`.
+fn send_command_to(
+    codec: &BlockingCodec,
+    p: &TestProducer,
+    (topic, partition): (&str, i32),
+    replies: &str,
+    saga: &str,
+) {
+    let value = codec
+        .encode(Subject::Topic(topic), &command(saga, replies))
+        .expect("encode");
+    let record = BaseRecord::to(topic)
+        .partition(partition)
+        .key(saga)
+        .payload(&value);
+    p.send(record).map_err(|(e, _)| e).expect("enqueue record");
+    flush_delivered(p, Duration::from_secs(30));
+}
+
 /// The sagas answered on `replies` once `count` are, or at `deadline`.
 fn answered_by(
     bootstrap: &str,
@@ -286,7 +306,7 @@ fn commands_fetched_during_a_registry_outage_are_answered_after_it() {
 /// the later one). The partition's offset is then committed past both.
 #[test]
 fn a_slow_command_holds_up_no_command_fetched_after_it() {
-    let rig = Rig::new("slow");
+    let rig = Rig::new("slow", 1);
     let (bootstrap, url, codec) = (&rig.bootstrap, &rig.url, &rig.codec);
     let (name, topic, replies) = (&rig.name, &rig.name, &rig.replies);
 
@@ -328,7 +348,7 @@ fn a_slow_command_holds_up_no_command_fetched_after_it() {
     );
 
     assert_eq!(
-        rig.committed(),
+        rig.committed(0),
         Offset::Offset(2),
         "the offset is committed past both commands"
     );
@@ -359,73 +379,101 @@ fn warnings() -> &'static Mutex<Vec<u8>> {
     })
 }
 
-/// A command still running when its partition moves to another instance is answered there
-/// again (at least once); the first instance's answer then stores no offset for a partition it
-/// no longer owns. It used to try, and log "cannot store the consumer offset" with librdkafka's
-/// "Erroneous state" at every rebalance that caught a command in flight.
+/// An instance joining takes only the partition that moves to it. The command in flight on the
+/// partition that stays is fetched once and answered once: with the eager assignor the worker
+/// used, every rebalance revoked every partition, so the first instance fetched its own command
+/// again and answered it twice. The command in flight on the partition that moves is answered
+/// again by its new owner (at least once), and the first instance's answer then stores no offset
+/// for a partition it no longer owns: it used to try, and log "cannot store the consumer
+/// offset" with librdkafka's "Erroneous state", at every rebalance that caught a command in
+/// flight.
 #[test]
-fn a_command_whose_partition_moved_while_it_ran_stores_no_offset() {
+fn an_instance_joining_moves_only_its_partition_and_its_commands_in_flight_store_nothing() {
     let log = warnings();
-    let rig = Rig::new("moved");
+    let rig = Rig::new("joining", 2);
     let (bootstrap, url, codec) = (&rig.bootstrap, &rig.url, &rig.codec);
     let (name, topic, replies) = (&rig.name, &rig.name, &rig.replies);
 
-    // The first instance holds the command until the second has it.
+    // The first instance holds both commands until the second has one of them.
     let hold = Arc::new(Hold::default());
+    let handled_first = Arc::new(AtomicUsize::new(0));
     let first = {
-        let hold = hold.clone();
+        let (hold, handled) = (hold.clone(), handled_first.clone());
         answering(move |_| {
+            let _ = handled.fetch_add(1, Ordering::SeqCst);
             let hold = hold.clone();
             async move { hold.hold().await }
         })
     };
+    let taken = Arc::new(Mutex::new(Vec::new()));
     let second = {
-        let hold = hold.clone();
-        answering(move |_| {
+        let (hold, taken) = (hold.clone(), taken.clone());
+        answering(move |command: Command| {
+            taken.lock().expect("taken").push(command.saga_id);
             hold.release();
             async {}
         })
     };
-    // The range assignor gives the one partition to the member whose id sorts first, and a
-    // member id begins with its client id: the partition moves to the second instance.
-    let client = |id: &str| {
-        let mut kafka = kafka_settings(bootstrap);
-        kafka
-            .apply_overrides(&[format!("client.id={id}")])
-            .expect("client.id");
-        kafka
-    };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let _inside = runtime.enter();
-    let first = spawn_worker(
-        &runtime,
-        worker_with(client("z-first"), url, topic, name, "first", first),
-    );
+    let first = worker_with(kafka_settings(bootstrap), url, topic, name, "first", first);
+    let first_stats = first.stats.clone();
+    let first = spawn_worker(&runtime, first);
     let p = producer(bootstrap);
-    send_command(codec, &p, topic, replies, "moved");
+    send_command_to(codec, &p, (topic, 0), replies, "on-0");
+    send_command_to(codec, &p, (topic, 1), replies, "on-1");
     let deadline = Instant::now() + Duration::from_secs(120);
-    assert!(
-        Hold::by(&hold.started, deadline),
-        "the first instance never fetched the command"
+    while handled_first.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        handled_first.load(Ordering::SeqCst),
+        2,
+        "the first instance never fetched both commands"
     );
     let second = spawn_worker(
         &runtime,
-        worker_with(client("a-second"), url, topic, name, "second", second),
+        worker_with(
+            kafka_settings(bootstrap),
+            url,
+            topic,
+            name,
+            "second",
+            second,
+        ),
     );
     let _ = Hold::by(&hold.saw_release, deadline);
-    // Stopped once both have answered: each settles every command it handled before it returns.
-    while read_all(bootstrap, replies).len() < 2 && Instant::now() < deadline {
+    // Stopped once three answers are in: each instance settles every command it handled
+    // (a copy fetched again included) before it returns.
+    while read_all(bootstrap, replies).len() < 3 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
     stop_workers(&runtime, vec![first, second]);
-    assert!(
-        hold.saw_release.load(Ordering::SeqCst),
-        "the partition never moved to the second instance"
+    let taken = taken.lock().expect("taken").clone();
+    assert_eq!(
+        taken.len(),
+        1,
+        "the second instance did not take exactly one of the two commands: {taken:?}"
+    );
+    let mut answered: Vec<String> = read_all(bootstrap, replies)
+        .into_iter()
+        .filter_map(|r| r.key.map(|k| String::from_utf8_lossy(&k).into_owned()))
+        .collect();
+    answered.sort();
+    let stayed = if taken[0] == "on-0" { "on-1" } else { "on-0" };
+    let mut expected = vec![taken[0].clone(), taken[0].clone(), stayed.to_string()];
+    expected.sort();
+    assert_eq!(
+        answered, expected,
+        "the moved command is answered by both instances and the other one once"
     );
     assert_eq!(
-        read_all(bootstrap, replies).len(),
-        2,
-        "not answered once by each instance (at least once)"
+        (
+            handled_first.load(Ordering::SeqCst),
+            first_stats.duplicates.load(Ordering::SeqCst)
+        ),
+        (2, 0),
+        "the first instance fetched a command of the partition it kept again"
     );
     let warnings = String::from_utf8_lossy(&log.lock().expect("log")).into_owned();
     assert!(
@@ -433,9 +481,81 @@ fn a_command_whose_partition_moved_while_it_ran_stores_no_offset() {
         "the first instance stored an offset of a partition it no longer owns:\n{warnings}"
     );
 
-    assert_eq!(
-        rig.committed(),
-        Offset::Offset(1),
-        "the second instance committed past the command"
-    );
+    for partition in [0, 1] {
+        assert_eq!(
+            rig.committed(partition),
+            Offset::Offset(1),
+            "partition {partition} is not committed past its command"
+        );
+    }
+}
+
+/// A worker of this version cannot join a group whose members are of an earlier one (eager
+/// `range,roundrobin`; this one is cooperative, and no group mixes the two). It says so, with the
+/// way out, and an instance that takes the earlier assignor rolls in without a stop. On Apache
+/// Kafka a worker of this version joins once the earlier members are gone; tansu 0.6 keeps a
+/// group's first assignor even once the group is empty.
+#[test]
+fn a_worker_meeting_an_eager_group_says_how_to_upgrade() {
+    let log = warnings();
+    let rig = Rig::new("upgrade", 2);
+    let (bootstrap, url, codec) = (&rig.bootstrap, &rig.url, &rig.codec);
+    let (name, topic, replies) = (&rig.name, &rig.name, &rig.replies);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let _inside = runtime.enter();
+    let worker = |kafka: KafkaSettings, instance: &str| {
+        let worker = worker_with(kafka, url, topic, name, instance, answering(|_| async {}));
+        (worker.stats.clone(), spawn_worker(&runtime, worker))
+    };
+    let eager = || {
+        let mut kafka = kafka_settings(bootstrap);
+        kafka
+            .apply_overrides(&["partition.assignment.strategy=range,roundrobin".into()])
+            .expect("assignor");
+        kafka
+    };
+    let p = producer(bootstrap);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut sent = BTreeSet::new();
+    let mut answer = |saga: &str, by: &WorkerStats| {
+        let before = by.handled.load(Ordering::SeqCst);
+        send_command(codec, &p, topic, replies, saga);
+        let _ = sent.insert(saga.to_string());
+        let answered = answered_by(bootstrap, replies, sent.len(), deadline);
+        let log = String::from_utf8_lossy(&log.lock().expect("log")).into_owned();
+        assert_eq!(answered, sent, "{saga} was not answered:\n{log}");
+        assert_eq!(
+            by.handled.load(Ordering::SeqCst),
+            before + 1,
+            "{saga} was answered by another instance"
+        );
+    };
+
+    let (earlier_stats, earlier) = worker(eager(), "earlier");
+    answer("before", &earlier_stats);
+    let (_, now) = worker(kafka_settings(bootstrap), "now");
+    let hint = "set partition.assignment.strategy=range,roundrobin in this instance's Kafka";
+    let said = |what: &str| String::from_utf8_lossy(&log.lock().expect("log")).contains(what);
+    while !said(hint) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(said(hint), "the new worker never said how to upgrade");
+    stop_workers(&runtime, vec![now]);
+
+    // A rolling upgrade: the new version with the earlier assignor joins, the earlier leaves.
+    let (rolled_stats, rolled) = worker(eager(), "rolled");
+    stop_workers(&runtime, vec![earlier]);
+    answer("rolled", &rolled_stats);
+    stop_workers(&runtime, vec![rolled]);
+
+    if broker_kind() == BrokerKind::Tansu {
+        skip(
+            "a_worker_meeting_an_eager_group_says_how_to_upgrade, joining once the group is empty",
+            "tansu 0.6 keeps the protocol of a group's first member for good",
+        );
+        return;
+    }
+    let (after_stats, after) = worker(kafka_settings(bootstrap), "after");
+    answer("after", &after_stats);
+    stop_workers(&runtime, vec![after]);
 }

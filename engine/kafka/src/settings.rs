@@ -2,8 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rdkafka::config::ClientConfig;
+use tracing::warn;
 
 use crate::error::{Error, Result};
 
@@ -53,6 +55,18 @@ pub const RESERVED: &[(&str, &str)] = &[
         "partitioner",
         "saga ids are partitioned with murmur2, as Java clients do",
     ),
+];
+
+/// The group settings of the engine's and the projector's consumers, whatever the user's
+/// properties say. The range assignor gives partition n of every topic of a subscription to one
+/// member: the engine's state of partition n covers all its input topics. Eager rebalancing
+/// revokes every partition at every rebalance, which the rebalance callbacks rely on: they
+/// restore or re-seek the whole assignment, and the projector drops a half-collected batch.
+/// The classic protocol is the one these options belong to (KIP-848's `consumer` protocol picks
+/// its assignor on the broker and always rebalances incrementally).
+pub const EAGER_RANGE: [(&str, &str); 2] = [
+    ("partition.assignment.strategy", "range"),
+    ("group.protocol", "classic"),
 ];
 
 /// Kafka bootstrap servers plus the user's librdkafka properties.
@@ -202,6 +216,29 @@ impl KafkaSettings {
         config
     }
 
+    /// A consumer of a group whose members rebalance eagerly with the range assignor: `role`'s
+    /// settings and the user's properties as [`KafkaSettings::config`] gives them, then
+    /// [`EAGER_RANGE`], which no property overrides. `consumer` names it in the warning logged
+    /// (once per process) when the user's properties set one of those keys otherwise, as a
+    /// `SAGAFLOW_KAFKA_*` variable shared with the participants' workers would.
+    pub fn eager_range_config(&self, role: &[(&str, &str)], consumer: &str) -> ClientConfig {
+        static WARNED: AtomicBool = AtomicBool::new(false);
+        let mut config = self.config(role);
+        for (key, value) in EAGER_RANGE {
+            if let Some(theirs) = self.properties.get(key).filter(|v| v.as_str() != value) {
+                if !WARNED.swap(true, Ordering::Relaxed) {
+                    warn!(
+                        key,
+                        ignored = %theirs,
+                        "the {consumer} ignores {key}={theirs} from the Kafka client settings and uses {value}: it needs partition n of each of its topics on one member and every partition revoked at a rebalance. Leave {key} out of this process's SAGAFLOW_KAFKA_* variables and --kafka options to silence this"
+                    );
+                }
+            }
+            let _ = config.set(key, value);
+        }
+        config
+    }
+
     /// An idempotent producer (`acks=all`): retries keep per-partition order and never
     /// duplicate within one producer session.
     pub fn producer_config(&self, linger_ms: u32) -> ClientConfig {
@@ -320,6 +357,41 @@ mod tests {
         assert_eq!(c.get("enable.idempotence"), Some("true"));
         s.set("linger.ms", "5", "test").unwrap();
         assert_eq!(s.hot_path_producer_config().get("linger.ms"), Some("5"));
+    }
+
+    #[test]
+    fn eager_range_groups_keep_their_assignor_and_protocol_whatever_the_user_sets() {
+        let mut s = KafkaSettings::new("b:9092");
+        s.set(
+            "partition.assignment.strategy",
+            "cooperative-sticky",
+            "test",
+        )
+        .unwrap();
+        s.set("group.protocol", "consumer", "test").unwrap();
+        s.set("fetch.wait.max.ms", "7", "test").unwrap();
+        let mut c = s.eager_range_config(
+            &[("session.timeout.ms", "10000"), ("fetch.wait.max.ms", "50")],
+            "engine",
+        );
+        assert_eq!(c.get("partition.assignment.strategy"), Some("range"));
+        assert_eq!(c.get("group.protocol"), Some("classic"));
+        assert_eq!(c.get("session.timeout.ms"), Some("10000"));
+        assert_eq!(
+            c.get("fetch.wait.max.ms"),
+            Some("7"),
+            "other properties apply"
+        );
+        // librdkafka takes the combination: with group.protocol=consumer it refuses a
+        // session.timeout.ms or an assignor set on the client.
+        let _ = c.set("group.id", "g");
+        let created: rdkafka::error::KafkaResult<rdkafka::consumer::BaseConsumer> = c.create();
+        assert!(created.is_ok(), "{:?}", created.err());
+        // Everything else takes the user's.
+        assert_eq!(
+            s.config(&[]).get("partition.assignment.strategy"),
+            Some("cooperative-sticky")
+        );
     }
 
     #[test]

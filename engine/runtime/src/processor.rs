@@ -468,13 +468,15 @@ impl Processor {
         // librdkafka refuses a poll interval below the session (its default is 5 minutes).
         let max_poll = config.session_timeout_ms.max(300_000).to_string();
         let fetch_wait = sagaflow_kafka::FETCH_WAIT_MAX_MS.to_string();
-        let mut consumer_config = config.kafka.config(&[
-            ("partition.assignment.strategy", "range"),
-            ("session.timeout.ms", &session_timeout),
-            ("heartbeat.interval.ms", &heartbeat),
-            ("max.poll.interval.ms", &max_poll),
-            ("fetch.wait.max.ms", &fetch_wait),
-        ]);
+        let mut consumer_config = config.kafka.eager_range_config(
+            &[
+                ("session.timeout.ms", &session_timeout),
+                ("heartbeat.interval.ms", &heartbeat),
+                ("max.poll.interval.ms", &max_poll),
+                ("fetch.wait.max.ms", &fetch_wait),
+            ],
+            "engine",
+        );
         if let Some(id) = &instance {
             let _ = consumer_config.set("group.instance.id", id);
         }

@@ -12,6 +12,7 @@ use sagaflow_avro::now_ms;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{
     BorrowedMessage, Header as KafkaHeader, Headers, Message, OwnedHeaders, Timestamp,
 };
@@ -146,6 +147,8 @@ impl InstanceContext {
 impl ClientContext for InstanceContext {}
 
 impl ConsumerContext for InstanceContext {
+    /// The rebalance is incremental: `Assign` and `Revoke` name only the partitions that change
+    /// owner, and the others keep their place, their commands in flight and their rewinds.
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let (change, tpl) = match rebalance {
             Rebalance::Assign(tpl) => ("assigned", tpl),
@@ -283,6 +286,11 @@ impl Worker {
             // Notice a command topic created after the worker started within seconds, not the
             // default five minutes.
             ("topic.metadata.refresh.interval.ms", "5000"),
+            // Incremental rebalancing (KIP-429): an instance joining or leaving moves only the
+            // partitions that change owner. With the eager default every rebalance revoked
+            // every partition, so each command in flight anywhere in the group was fetched and
+            // answered again, and every instance stopped fetching until the group settled.
+            ("partition.assignment.strategy", "cooperative-sticky"),
         ]);
         let _ = consumer_config
             .set("group.id", &config.group)
@@ -420,7 +428,7 @@ impl Worker {
                         }
                         // Past a command whose rewind has not taken effect: it comes again.
                         Ok(m) => self.rewind(m.topic(), m.partition(), None).await,
-                        Err(e) => warn!(error = %e, instance = %self.config.instance, "consumer error"),
+                        Err(e) => self.consumer_error(&e),
                     }
                 }
                 () = tokio::time::sleep_until(paused_until), if paused && !stopping => {}
@@ -461,6 +469,16 @@ impl Worker {
                 }
                 true
             }
+        }
+    }
+
+    /// Logs a consumer error, with the fix for the one a rolling upgrade meets.
+    fn consumer_error(&self, e: &KafkaError) {
+        let instance = &self.config.instance;
+        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::InconsistentGroupProtocol) {
+            warn!(error = %e, instance, group = %self.config.group, "cannot join the group: its members use another assignor. Instances of an earlier worker rebalance eagerly (range,roundrobin) and this one cooperatively (cooperative-sticky), which no group mixes: set partition.assignment.strategy=range,roundrobin in this instance's Kafka settings (SAGAFLOW_KAFKA_PARTITION_ASSIGNMENT_STRATEGY), or stop the earlier instances first (on Apache Kafka; tansu 0.6 keeps a group's first assignor for good)");
+        } else {
+            warn!(error = %e, instance, "consumer error");
         }
     }
 
