@@ -389,8 +389,28 @@ fn warnings() -> &'static Mutex<Vec<u8>> {
 /// flight.
 #[test]
 fn an_instance_joining_moves_only_its_partition_and_its_commands_in_flight_store_nothing() {
+    an_instance_joins("joining", &[]);
+}
+
+/// The same with Apache Kafka 4's consumer group protocol (KIP-848), which a worker takes when
+/// its settings say `group.protocol=consumer`.
+#[test]
+fn an_instance_joining_with_kafkas_consumer_group_protocol_moves_only_its_partition() {
+    if broker_kind() == BrokerKind::Tansu {
+        skip(
+            "an_instance_joining_with_kafkas_consumer_group_protocol_moves_only_its_partition",
+            "tansu 0.6 has no consumer group protocol (KIP-848)",
+        );
+        return;
+    }
+    an_instance_joins("kip848", &["group.protocol=consumer"]);
+}
+
+/// A first instance holds a command on each of two partitions while a second one joins; both
+/// take `settings`.
+fn an_instance_joins(prefix: &str, settings: &[&str]) {
     let log = warnings();
-    let rig = Rig::new("joining", 2);
+    let rig = Rig::new(prefix, 2);
     let (bootstrap, url, codec) = (&rig.bootstrap, &rig.url, &rig.codec);
     let (name, topic, replies) = (&rig.name, &rig.name, &rig.replies);
 
@@ -414,9 +434,15 @@ fn an_instance_joining_moves_only_its_partition_and_its_commands_in_flight_store
             async {}
         })
     };
+    let kafka = || {
+        let mut kafka = kafka_settings(bootstrap);
+        let settings: Vec<String> = settings.iter().map(|s| s.to_string()).collect();
+        kafka.apply_overrides(&settings).expect("settings");
+        kafka
+    };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let _inside = runtime.enter();
-    let first = worker_with(kafka_settings(bootstrap), url, topic, name, "first", first);
+    let first = worker_with(kafka(), url, topic, name, "first", first);
     let first_stats = first.stats.clone();
     let first = spawn_worker(&runtime, first);
     let p = producer(bootstrap);
@@ -433,14 +459,7 @@ fn an_instance_joining_moves_only_its_partition_and_its_commands_in_flight_store
     );
     let second = spawn_worker(
         &runtime,
-        worker_with(
-            kafka_settings(bootstrap),
-            url,
-            topic,
-            name,
-            "second",
-            second,
-        ),
+        worker_with(kafka(), url, topic, name, "second", second),
     );
     let _ = Hold::by(&hold.saw_release, deadline);
     // Stopped once three answers are in: each instance settles every command it handled
@@ -491,10 +510,11 @@ fn an_instance_joining_moves_only_its_partition_and_its_commands_in_flight_store
 }
 
 /// A worker of this version cannot join a group whose members are of an earlier one (eager
-/// `range,roundrobin`; this one is cooperative, and no group mixes the two). It says so, with the
-/// way out, and an instance that takes the earlier assignor rolls in without a stop. On Apache
-/// Kafka a worker of this version joins once the earlier members are gone; tansu 0.6 keeps a
-/// group's first assignor even once the group is empty.
+/// `range,roundrobin`; this one is cooperative, and no classic group mixes the two). It says so,
+/// with the ways out: an instance that takes the earlier assignor rolls in without a stop, and on
+/// Apache Kafka 4 so does one on the consumer group protocol (KIP-848), after which a worker
+/// with the defaults joins. tansu 0.6 has no such protocol and keeps a group's first assignor
+/// even once the group is empty.
 #[test]
 fn a_worker_meeting_an_eager_group_says_how_to_upgrade() {
     let log = warnings();
@@ -516,14 +536,24 @@ fn a_worker_meeting_an_eager_group_says_how_to_upgrade() {
     };
     let p = producer(bootstrap);
     let deadline = Instant::now() + Duration::from_secs(90);
-    let mut sent = BTreeSet::new();
-    let mut answer = |saga: &str, by: &WorkerStats| {
-        let before = by.handled.load(Ordering::SeqCst);
-        send_command(codec, &p, topic, replies, saga);
-        let _ = sent.insert(saga.to_string());
+    let sent = std::cell::RefCell::new(BTreeSet::new());
+    let send_to = |saga: &str, partition: i32| {
+        send_command_to(codec, &p, (topic, partition), replies, saga);
+        let _ = sent.borrow_mut().insert(saga.to_string());
+    };
+    let all_answered = |what: &str| {
+        let sent = sent.borrow().clone();
         let answered = answered_by(bootstrap, replies, sent.len(), deadline);
         let log = String::from_utf8_lossy(&log.lock().expect("log")).into_owned();
-        assert_eq!(answered, sent, "{saga} was not answered:\n{log}");
+        assert_eq!(
+            answered, sent,
+            "{what}: not every command was answered:\n{log}"
+        );
+    };
+    let answer = |saga: &str, by: &WorkerStats| {
+        let before = by.handled.load(Ordering::SeqCst);
+        send_to(saga, 0);
+        all_answered(saga);
         assert_eq!(
             by.handled.load(Ordering::SeqCst),
             before + 1,
@@ -546,15 +576,40 @@ fn a_worker_meeting_an_eager_group_says_how_to_upgrade() {
     let (rolled_stats, rolled) = worker(eager(), "rolled");
     stop_workers(&runtime, vec![earlier]);
     answer("rolled", &rolled_stats);
-    stop_workers(&runtime, vec![rolled]);
 
     if broker_kind() == BrokerKind::Tansu {
+        stop_workers(&runtime, vec![rolled]);
         skip(
-            "a_worker_meeting_an_eager_group_says_how_to_upgrade, joining once the group is empty",
-            "tansu 0.6 keeps the protocol of a group's first member for good",
+            "a_worker_meeting_an_eager_group_says_how_to_upgrade, its moves to KIP-848 and to cooperative-sticky",
+            "tansu 0.6 has no consumer group protocol, and keeps the protocol of a group's first member for good",
         );
         return;
     }
+    // On Apache Kafka 4, an instance on the consumer group protocol joins the eager group, which
+    // the broker moves to that protocol; the eager instance then leaves.
+    let mut kip848 = kafka_settings(bootstrap);
+    kip848
+        .apply_overrides(&["group.protocol=consumer".into()])
+        .expect("protocol");
+    let (migrated_stats, migrated) = worker(kip848, "migrated");
+    let mut i = 0;
+    while migrated_stats.handled.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+        send_to(&format!("mixed-{i}"), i % 2);
+        i += 1;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // One partition each.
+    send_to("split-0", 0);
+    send_to("split-1", 1);
+    all_answered("a group of both protocols");
+    assert!(
+        rolled_stats.handled.load(Ordering::SeqCst) > 1,
+        "the eager instance kept no partition once the other one joined"
+    );
+    stop_workers(&runtime, vec![rolled]);
+    answer("migrated", &migrated_stats);
+    stop_workers(&runtime, vec![migrated]);
+    // And a worker with the defaults joins the group once it is empty.
     let (after_stats, after) = worker(kafka_settings(bootstrap), "after");
     answer("after", &after_stats);
     stop_workers(&runtime, vec![after]);

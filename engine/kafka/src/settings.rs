@@ -224,17 +224,18 @@ impl KafkaSettings {
     pub fn eager_range_config(&self, role: &[(&str, &str)], consumer: &str) -> ClientConfig {
         static WARNED: AtomicBool = AtomicBool::new(false);
         let mut config = self.config(role);
+        let mut ignored = Vec::new();
         for (key, value) in EAGER_RANGE {
             if let Some(theirs) = self.properties.get(key).filter(|v| v.as_str() != value) {
-                if !WARNED.swap(true, Ordering::Relaxed) {
-                    warn!(
-                        key,
-                        ignored = %theirs,
-                        "the {consumer} ignores {key}={theirs} from the Kafka client settings and uses {value}: it needs partition n of each of its topics on one member and every partition revoked at a rebalance. Leave {key} out of this process's SAGAFLOW_KAFKA_* variables and --kafka options to silence this"
-                    );
-                }
+                ignored.push(format!("{key}={theirs} (uses {value})"));
             }
             let _ = config.set(key, value);
+        }
+        if !ignored.is_empty() && !WARNED.swap(true, Ordering::Relaxed) {
+            let ignored = ignored.join(", ");
+            warn!(
+                "the {consumer} ignores {ignored} from the Kafka client settings: it needs partition n of each of its topics on one member and every partition revoked at a rebalance. Leave these keys out of this process's Kafka client settings (the [kafka] table, SAGAFLOW_KAFKA_* variables, --kafka options) to silence this"
+            );
         }
         config
     }

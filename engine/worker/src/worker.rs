@@ -279,19 +279,34 @@ impl Worker {
         dedupe: Arc<Mutex<Dedupe>>,
     ) -> Result<Self> {
         let fetch_wait = config.fetch_wait_max_ms.to_string();
-        let mut consumer_config = config.kafka.config(&[
-            ("session.timeout.ms", "10000"),
-            ("heartbeat.interval.ms", "2000"),
-            ("fetch.wait.max.ms", &fetch_wait),
+        let mut role = vec![
+            ("fetch.wait.max.ms", fetch_wait.as_str()),
             // Notice a command topic created after the worker started within seconds, not the
             // default five minutes.
             ("topic.metadata.refresh.interval.ms", "5000"),
-            // Incremental rebalancing (KIP-429): an instance joining or leaving moves only the
-            // partitions that change owner. With the eager default every rebalance revoked
-            // every partition, so each command in flight anywhere in the group was fetched and
-            // answered again, and every instance stopped fetching until the group settled.
-            ("partition.assignment.strategy", "cooperative-sticky"),
-        ]);
+        ];
+        // Apache Kafka 4's consumer group protocol (KIP-848, `group.protocol=consumer`) is
+        // incremental by design and keeps these settings on the broker; librdkafka refuses them
+        // with it.
+        if config
+            .kafka
+            .properties()
+            .get("group.protocol")
+            .map(String::as_str)
+            != Some("consumer")
+        {
+            role.extend([
+                ("session.timeout.ms", "10000"),
+                ("heartbeat.interval.ms", "2000"),
+                // Incremental rebalancing (KIP-429): an instance joining or leaving moves only
+                // the partitions that change owner. With the eager default every rebalance
+                // revoked every partition, so each command in flight anywhere in the group was
+                // fetched and answered again, and every instance stopped fetching until the group
+                // settled.
+                ("partition.assignment.strategy", "cooperative-sticky"),
+            ]);
+        }
+        let mut consumer_config = config.kafka.config(&role);
         let _ = consumer_config
             .set("group.id", &config.group)
             .set("enable.auto.commit", "true")
@@ -476,7 +491,7 @@ impl Worker {
     fn consumer_error(&self, e: &KafkaError) {
         let instance = &self.config.instance;
         if e.rdkafka_error_code() == Some(RDKafkaErrorCode::InconsistentGroupProtocol) {
-            warn!(error = %e, instance, group = %self.config.group, "cannot join the group: its members use another assignor. Instances of an earlier worker rebalance eagerly (range,roundrobin) and this one cooperatively (cooperative-sticky), which no group mixes: set partition.assignment.strategy=range,roundrobin in this instance's Kafka settings (SAGAFLOW_KAFKA_PARTITION_ASSIGNMENT_STRATEGY), or stop the earlier instances first (on Apache Kafka; tansu 0.6 keeps a group's first assignor for good)");
+            warn!(error = %e, instance, group = %self.config.group, "cannot join the group: its members use another assignor. Instances of an earlier worker rebalance eagerly (range,roundrobin) and this one cooperatively (cooperative-sticky), which no classic group mixes. Either set partition.assignment.strategy=range,roundrobin in this instance's Kafka settings (SAGAFLOW_KAFKA_PARTITION_ASSIGNMENT_STRATEGY), or on Apache Kafka 4 group.protocol=consumer (SAGAFLOW_KAFKA_GROUP_PROTOCOL), or stop the earlier instances first (on Apache Kafka; tansu 0.6 keeps a group's first assignor for good)");
         } else {
             warn!(error = %e, instance, "consumer error");
         }
