@@ -2,7 +2,7 @@
 //! cannot be answered yet, a slow command holds up no other, and an instance joining moves only
 //! the partitions it takes, whose commands in flight store no offset.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use sagaflow_tests::{
     broker_kind, create_topic, flush_delivered, free_port, group, kafka_settings, producer,
     read_all, send, skip, spawn_registry_on, Broker, BrokerKind, Proc, TestBroker, TestProducer,
 };
-use sagaflow_worker::{Handler, Worker, WorkerConfig, WorkerStats};
+use sagaflow_worker::{Handler, Worker, WorkerConfig};
 
 fn command(saga: &str, reply_to: &str) -> Command {
     Command {
@@ -510,11 +510,12 @@ fn an_instance_joins(prefix: &str, settings: &[&str]) {
 }
 
 /// A worker of this version cannot join a group whose members are of an earlier one (eager
-/// `range,roundrobin`; this one is cooperative, and no classic group mixes the two). It says so,
-/// with the ways out: an instance that takes the earlier assignor rolls in without a stop, and on
-/// Apache Kafka 4 so does one on the consumer group protocol (KIP-848), after which a worker
-/// with the defaults joins. tansu 0.6 has no such protocol and keeps a group's first assignor
-/// even once the group is empty.
+/// `range,roundrobin`, with no assignor in common with this one's `cooperative-sticky`). It says
+/// so, with the ways out, and takes no command. Each way out then runs: an instance with the
+/// earlier assignor rolls in while the earlier one leaves; on Apache Kafka, a worker with the
+/// defaults joins once the eager group is empty, and one on the consumer group protocol
+/// (KIP-848) joins a running eager group, which the broker moves to that protocol. tansu 0.6 has
+/// no such protocol and keeps a group's first assignor even once the group is empty.
 #[test]
 fn a_worker_meeting_an_eager_group_says_how_to_upgrade() {
     let log = warnings();
@@ -523,19 +524,31 @@ fn a_worker_meeting_an_eager_group_says_how_to_upgrade() {
     let (name, topic, replies) = (&rig.name, &rig.name, &rig.replies);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let _inside = runtime.enter();
-    let worker = |kafka: KafkaSettings, instance: &str| {
-        let worker = worker_with(kafka, url, topic, name, instance, answering(|_| async {}));
-        (worker.stats.clone(), spawn_worker(&runtime, worker))
+    // The sagas each instance handled, by instance.
+    let took_by: Arc<Mutex<BTreeMap<String, Vec<String>>>> = Arc::default();
+    let took = |instance: &str| -> Vec<String> {
+        let took = took_by.lock().expect("took");
+        took.get(instance).cloned().unwrap_or_default()
     };
-    let eager = || {
+    let worker = |settings: &[&str], instance: &str| {
         let mut kafka = kafka_settings(bootstrap);
-        kafka
-            .apply_overrides(&["partition.assignment.strategy=range,roundrobin".into()])
-            .expect("assignor");
-        kafka
+        let settings: Vec<String> = settings.iter().map(|s| s.to_string()).collect();
+        kafka.apply_overrides(&settings).expect("settings");
+        let (record, who) = (took_by.clone(), instance.to_string());
+        let handler = answering(move |command: Command| {
+            let mut took = record.lock().expect("took");
+            took.entry(who.clone()).or_default().push(command.saga_id);
+            async {}
+        });
+        spawn_worker(
+            &runtime,
+            worker_with(kafka, url, topic, name, instance, handler),
+        )
     };
+    let eager = ["partition.assignment.strategy=range,roundrobin"];
+    // Each phase gets its own time.
+    let phase = || Instant::now() + Duration::from_secs(90);
     let p = producer(bootstrap);
-    let deadline = Instant::now() + Duration::from_secs(90);
     let sent = std::cell::RefCell::new(BTreeSet::new());
     let send_to = |saga: &str, partition: i32| {
         send_command_to(codec, &p, (topic, partition), replies, saga);
@@ -543,74 +556,86 @@ fn a_worker_meeting_an_eager_group_says_how_to_upgrade() {
     };
     let all_answered = |what: &str| {
         let sent = sent.borrow().clone();
-        let answered = answered_by(bootstrap, replies, sent.len(), deadline);
+        let answered = answered_by(bootstrap, replies, sent.len(), phase());
         let log = String::from_utf8_lossy(&log.lock().expect("log")).into_owned();
         assert_eq!(
             answered, sent,
             "{what}: not every command was answered:\n{log}"
         );
     };
-    let answer = |saga: &str, by: &WorkerStats| {
-        let before = by.handled.load(Ordering::SeqCst);
+    let answer = |saga: &str, instance: &str| {
         send_to(saga, 0);
         all_answered(saga);
-        assert_eq!(
-            by.handled.load(Ordering::SeqCst),
-            before + 1,
-            "{saga} was answered by another instance"
+        let took = took_by.lock().expect("took").clone();
+        assert!(
+            took.get(instance)
+                .is_some_and(|t| t.iter().any(|s| s == saga)),
+            "{saga} was not handled by {instance}: {took:?}"
         );
     };
 
-    let (earlier_stats, earlier) = worker(eager(), "earlier");
-    answer("before", &earlier_stats);
-    let (_, now) = worker(kafka_settings(bootstrap), "now");
+    let earlier = worker(&eager, "earlier");
+    answer("before", "earlier");
+    let now = worker(&[], "now");
     let hint = "set partition.assignment.strategy=range,roundrobin in this instance's Kafka";
     let said = |what: &str| String::from_utf8_lossy(&log.lock().expect("log")).contains(what);
+    let deadline = phase();
     while !said(hint) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(said(hint), "the new worker never said how to upgrade");
     stop_workers(&runtime, vec![now]);
+    assert_eq!(
+        took("now"),
+        Vec::<String>::new(),
+        "an instance outside the group took a command"
+    );
 
-    // A rolling upgrade: the new version with the earlier assignor joins, the earlier leaves.
-    let (rolled_stats, rolled) = worker(eager(), "rolled");
+    // The new version with the earlier assignor joins, and the earlier one leaves.
+    let rolled = worker(&eager, "rolled");
     stop_workers(&runtime, vec![earlier]);
-    answer("rolled", &rolled_stats);
-
+    answer("rolled", "rolled");
     if broker_kind() == BrokerKind::Tansu {
         stop_workers(&runtime, vec![rolled]);
         skip(
-            "a_worker_meeting_an_eager_group_says_how_to_upgrade, its moves to KIP-848 and to cooperative-sticky",
-            "tansu 0.6 has no consumer group protocol, and keeps the protocol of a group's first member for good",
+            "a_worker_meeting_an_eager_group_says_how_to_upgrade, its moves to cooperative-sticky and to KIP-848",
+            "tansu 0.6 keeps the protocol of a group's first member for good, and has no consumer group protocol",
         );
         return;
     }
-    // On Apache Kafka 4, an instance on the consumer group protocol joins the eager group, which
-    // the broker moves to that protocol; the eager instance then leaves.
-    let mut kip848 = kafka_settings(bootstrap);
-    kip848
-        .apply_overrides(&["group.protocol=consumer".into()])
-        .expect("protocol");
-    let (migrated_stats, migrated) = worker(kip848, "migrated");
-    let mut i = 0;
-    while migrated_stats.handled.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+
+    // The eager group empties, and a worker with the defaults joins it.
+    stop_workers(&runtime, vec![rolled]);
+    let after = worker(&[], "after");
+    answer("after", "after");
+    stop_workers(&runtime, vec![after]);
+
+    // Eager again, then an instance on the consumer group protocol joins, the broker moves the
+    // group to that protocol, and the eager instance keeps a partition until it leaves.
+    let again = worker(&eager, "eager-again");
+    answer("eager-again", "eager-again");
+    let migrated = worker(&["group.protocol=consumer"], "migrated");
+    let (deadline, mut i) = (phase(), 0);
+    while took("migrated").is_empty() && Instant::now() < deadline {
         send_to(&format!("mixed-{i}"), i % 2);
         i += 1;
         std::thread::sleep(Duration::from_millis(300));
     }
-    // One partition each.
+    all_answered("a group of both protocols");
     send_to("split-0", 0);
     send_to("split-1", 1);
-    all_answered("a group of both protocols");
-    assert!(
-        rolled_stats.handled.load(Ordering::SeqCst) > 1,
-        "the eager instance kept no partition once the other one joined"
+    all_answered("one partition each");
+    let split: BTreeSet<&str> = ["eager-again", "migrated"]
+        .into_iter()
+        .filter(|i| took(i).iter().any(|s| s.starts_with("split-")))
+        .collect();
+    assert_eq!(
+        split,
+        BTreeSet::from(["eager-again", "migrated"]),
+        "the two instances do not hold a partition each: {:?}",
+        took_by.lock().expect("took")
     );
-    stop_workers(&runtime, vec![rolled]);
-    answer("migrated", &migrated_stats);
+    stop_workers(&runtime, vec![again]);
+    answer("migrated", "migrated");
     stop_workers(&runtime, vec![migrated]);
-    // And a worker with the defaults joins the group once it is empty.
-    let (after_stats, after) = worker(kafka_settings(bootstrap), "after");
-    answer("after", &after_stats);
-    stop_workers(&runtime, vec![after]);
 }

@@ -3,7 +3,7 @@
 //! command topic is paused the engines hold the commands sagas send to it, and send them in
 //! order on resume.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -363,8 +363,9 @@ fn read_controls(c: &Clients, topic: &str, group: &str) -> Result<Vec<(String, O
     Ok(latest.into_iter().collect())
 }
 
-/// Per topic, per consumer group whose members are assigned it (the engine's own group
-/// aside): how many records the group has not committed yet.
+/// Per topic, per consumer group whose members are assigned it (or, for a group on Apache
+/// Kafka 4's consumer group protocol, which has committed offsets on it), the engine's own group
+/// aside: how many records the group has not committed yet.
 fn lag(
     kafka: &KafkaSettings,
     c: &mut Clients,
@@ -383,15 +384,20 @@ fn lag(
         if name == engine_group || name.starts_with("sagaflow-") {
             continue;
         }
-        // Only groups consuming one of the topics now: asking every group of a busy cluster
-        // for its offsets would make the page slow.
+        // Apache Kafka 4 describes classic groups only: a group on the consumer group protocol
+        // (KIP-848) comes back Dead, with no members. The topics it committed offsets on stand
+        // in for its assignment.
+        let undescribed = group.state() == "Dead" && group.members().is_empty();
+        // Otherwise only groups consuming one of the topics now: asking every group of a busy
+        // cluster for its offsets would make the page slow.
         let assigned: Vec<&String> = topics
             .iter()
             .filter(|t| {
-                group
-                    .members()
-                    .iter()
-                    .any(|m| m.assignment().is_some_and(|a| assigns(a, t)))
+                undescribed
+                    || group
+                        .members()
+                        .iter()
+                        .any(|m| m.assignment().is_some_and(|a| assigns(a, t)))
             })
             .collect();
         if assigned.is_empty() {
@@ -428,7 +434,16 @@ fn lag(
         let committed = c.offsets[name]
             .committed_offsets(wanted, Duration::from_secs(10))
             .map_err(|e| Error::kafka(format!("reading group {name}'s offsets"), e))?;
-        for element in committed.elements() {
+        let elements = committed.elements();
+        let read: BTreeSet<&str> = elements
+            .iter()
+            .filter(|e| !undescribed || matches!(e.offset(), Offset::Offset(_)))
+            .map(|e| e.topic())
+            .collect();
+        for element in &elements {
+            if !read.contains(element.topic()) {
+                continue;
+            }
             let end = ends
                 .get(element.topic())
                 .and_then(|l| l.iter().find(|(p, _)| *p == element.partition()))

@@ -24,6 +24,6 @@ mod transient;
 pub use catch_up::{read_to_end, MARKER_PREFIX};
 pub use close::{close_within, close_within_async};
 pub use error::{Error, Result};
-pub use settings::{KafkaSettings, EAGER_RANGE, ENV_PREFIX, FETCH_WAIT_MAX_MS, RESERVED};
+pub use settings::{KafkaSettings, ENV_PREFIX, FETCH_WAIT_MAX_MS, RESERVED};
 pub use topics::{TopicPolicy, TopicSpec};
 pub use transient::is_transient;

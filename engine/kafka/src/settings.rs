@@ -64,7 +64,7 @@ pub const RESERVED: &[(&str, &str)] = &[
 /// restore or re-seek the whole assignment, and the projector drops a half-collected batch.
 /// The classic protocol is the one these options belong to (KIP-848's `consumer` protocol picks
 /// its assignor on the broker and always rebalances incrementally).
-pub const EAGER_RANGE: [(&str, &str); 2] = [
+const EAGER_RANGE: [(&str, &str); 2] = [
     ("partition.assignment.strategy", "range"),
     ("group.protocol", "classic"),
 ];
@@ -218,15 +218,20 @@ impl KafkaSettings {
 
     /// A consumer of a group whose members rebalance eagerly with the range assignor: `role`'s
     /// settings and the user's properties as [`KafkaSettings::config`] gives them, then
-    /// [`EAGER_RANGE`], which no property overrides. `consumer` names it in the warning logged
-    /// (once per process) when the user's properties set one of those keys otherwise, as a
-    /// `SAGAFLOW_KAFKA_*` variable shared with the participants' workers would.
+    /// `partition.assignment.strategy=range` and `group.protocol=classic`, which no property
+    /// overrides. `consumer` names it in the warning logged (once per process) when the user's
+    /// properties set one of those keys otherwise, as a `SAGAFLOW_KAFKA_*` variable meant for
+    /// the participants' workers would.
     pub fn eager_range_config(&self, role: &[(&str, &str)], consumer: &str) -> ClientConfig {
         static WARNED: AtomicBool = AtomicBool::new(false);
         let mut config = self.config(role);
         let mut ignored = Vec::new();
         for (key, value) in EAGER_RANGE {
-            if let Some(theirs) = self.properties.get(key).filter(|v| v.as_str() != value) {
+            if let Some(theirs) = self
+                .properties
+                .get(key)
+                .filter(|v| !v.eq_ignore_ascii_case(value))
+            {
                 ignored.push(format!("{key}={theirs} (uses {value})"));
             }
             let _ = config.set(key, value);
@@ -234,7 +239,7 @@ impl KafkaSettings {
         if !ignored.is_empty() && !WARNED.swap(true, Ordering::Relaxed) {
             let ignored = ignored.join(", ");
             warn!(
-                "the {consumer} ignores {ignored} from the Kafka client settings: it needs partition n of each of its topics on one member and every partition revoked at a rebalance. Leave these keys out of this process's Kafka client settings (the [kafka] table, SAGAFLOW_KAFKA_* variables, --kafka options) to silence this"
+                "the {consumer} ignores {ignored} from the Kafka client settings: the engine's group and the projectors' group rebalance eagerly with the range assignor on the classic protocol (partition n of every engine input topic on one engine, every partition revoked at a rebalance). These keys are for participants' workers; leave them out of the engine's and the projector's settings (the [kafka] table, SAGAFLOW_KAFKA_* variables, --kafka options) to silence this"
             );
         }
         config

@@ -147,9 +147,11 @@ impl InstanceContext {
 impl ClientContext for InstanceContext {}
 
 impl ConsumerContext for InstanceContext {
-    /// The rebalance is incremental: `Assign` and `Revoke` name only the partitions that change
-    /// owner, and the others keep their place, their commands in flight and their rewinds.
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    /// With the cooperative assignor (the default) or the consumer group protocol, `Assign` and
+    /// `Revoke` name only the partitions that change owner; with an eager assignor they name
+    /// every partition. Either way each named partition's state is reset on its own, and the
+    /// others keep their commands in flight and their rewinds.
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let (change, tpl) = match rebalance {
             Rebalance::Assign(tpl) => ("assigned", tpl),
             Rebalance::Revoke(tpl) => ("revoked", tpl),
@@ -159,7 +161,17 @@ impl ConsumerContext for InstanceContext {
             }
         };
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-        info!(instance = %self.instance, change, ?partitions, "command partitions changed");
+        // What the instance holds now, not only what changed: an incremental rebalance names the
+        // changes alone (often none, for the instances it leaves alone).
+        let holds: Vec<i32> = consumer
+            .assignment()
+            .map(|a| a.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default();
+        if partitions.is_empty() {
+            debug!(instance = %self.instance, ?holds, "rebalance left this instance's command partitions alone");
+        } else {
+            info!(instance = %self.instance, change, ?partitions, ?holds, "command partitions changed");
+        }
         let mut expected = self.expected.lock().unwrap_or_else(PoisonError::into_inner);
         let mut assigned = self.assigned.lock().unwrap_or_else(PoisonError::into_inner);
         let mut rewound = self.rewound.lock().unwrap_or_else(PoisonError::into_inner);
@@ -254,6 +266,8 @@ pub struct Worker {
     pub stats: Arc<WorkerStats>,
     /// Where its spans go, if anywhere.
     spans: Option<Exporter>,
+    /// When the fix for a group it cannot join was last logged.
+    protocol_warned: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -288,13 +302,12 @@ impl Worker {
         // Apache Kafka 4's consumer group protocol (KIP-848, `group.protocol=consumer`) is
         // incremental by design and keeps these settings on the broker; librdkafka refuses them
         // with it.
-        if config
+        let consumer_protocol = config
             .kafka
             .properties()
             .get("group.protocol")
-            .map(String::as_str)
-            != Some("consumer")
-        {
+            .is_some_and(|p| p.eq_ignore_ascii_case("consumer"));
+        if !consumer_protocol {
             role.extend([
                 ("session.timeout.ms", "10000"),
                 ("heartbeat.interval.ms", "2000"),
@@ -352,6 +365,7 @@ impl Worker {
             handler,
             stats: Arc::new(WorkerStats::default()),
             spans: None,
+            protocol_warned: std::sync::Mutex::default(),
         })
     }
 
@@ -487,13 +501,38 @@ impl Worker {
         }
     }
 
-    /// Logs a consumer error, with the fix for the one a rolling upgrade meets.
+    /// Logs a consumer error. The one a rolling upgrade meets comes with its fix, once a minute:
+    /// librdkafka reports every failed join, about once a second.
     fn consumer_error(&self, e: &KafkaError) {
         let instance = &self.config.instance;
-        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::InconsistentGroupProtocol) {
-            warn!(error = %e, instance, group = %self.config.group, "cannot join the group: its members use another assignor. Instances of an earlier worker rebalance eagerly (range,roundrobin) and this one cooperatively (cooperative-sticky), which no classic group mixes. Either set partition.assignment.strategy=range,roundrobin in this instance's Kafka settings (SAGAFLOW_KAFKA_PARTITION_ASSIGNMENT_STRATEGY), or on Apache Kafka 4 group.protocol=consumer (SAGAFLOW_KAFKA_GROUP_PROTOCOL), or stop the earlier instances first (on Apache Kafka; tansu 0.6 keeps a group's first assignor for good)");
-        } else {
+        if e.rdkafka_error_code() != Some(RDKafkaErrorCode::InconsistentGroupProtocol) {
             warn!(error = %e, instance, "consumer error");
+            return;
+        }
+        let group = &self.config.group;
+        {
+            let mut last = self
+                .protocol_warned
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if last.is_some_and(|at| at.elapsed() < Duration::from_secs(60)) {
+                debug!(error = %e, instance, group, "cannot join the group yet");
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        match self
+            .config
+            .kafka
+            .properties()
+            .get("partition.assignment.strategy")
+        {
+            Some(own) => {
+                warn!(error = %e, instance, group, "cannot join the group: its members offer no assignor in common with this instance's partition.assignment.strategy={own}. Give every instance of the group the same setting (a worker's default is cooperative-sticky; workers before it used range,roundrobin); this warning repeats once a minute")
+            }
+            None => {
+                warn!(error = %e, instance, group, "cannot join the group: its members offer no assignor in common with this one's cooperative-sticky, as instances of an earlier worker (range,roundrobin) do. Either set partition.assignment.strategy=range,roundrobin in this instance's Kafka settings (SAGAFLOW_KAFKA_PARTITION_ASSIGNMENT_STRATEGY), or on Apache Kafka 4 group.protocol=consumer (SAGAFLOW_KAFKA_GROUP_PROTOCOL), or stop the earlier instances first (on Apache Kafka; tansu 0.6 keeps a group's first assignor for good); this warning repeats once a minute")
+            }
         }
     }
 
