@@ -236,13 +236,19 @@ fn a_paused_participant_gets_nothing_across_a_kill_9_and_a_rebalance_then_everyt
     );
     assert_eq!(count(&held, E::StepTimedOut), 0);
 
-    let (ok, out, err) = admin(&["participants", "--output", "json"]);
-    assert!(ok, "{err}");
-    let list: Value = serde_json::from_str(&out).expect("participants JSON");
-    let entry = list
-        .as_array()
-        .and_then(|l| l.iter().find(|p| p["topic"] == held_topic.as_str()))
-        .unwrap_or_else(|| panic!("{held_topic} is not listed: {out}"));
+    // The held topic's entry of `participants`, and the whole listing.
+    let listed = || {
+        let (ok, out, err) = admin(&["participants", "--output", "json"]);
+        assert!(ok, "{err}");
+        let list: Value = serde_json::from_str(&out).expect("participants JSON");
+        let entry = list
+            .as_array()
+            .and_then(|l| l.iter().find(|p| p["topic"] == held_topic.as_str()))
+            .unwrap_or_else(|| panic!("{held_topic} is not listed: {out}"))
+            .clone();
+        (entry, out)
+    };
+    let (entry, out) = listed();
     assert_eq!(entry["paused"], true);
     assert_eq!(entry["control"]["actor"], "ops-test");
     assert_eq!(entry["control"]["reason"], "database migration");
@@ -254,13 +260,7 @@ fn a_paused_participant_gets_nothing_across_a_kill_9_and_a_rebalance_then_everyt
         // its committed offsets: nothing was sent to the paused topic, so it is not behind.
         let kip848 = format!("{held_topic}-kip848");
         commit_on_the_consumer_protocol(&bootstrap, &held_topic, &kip848);
-        let (ok, out, err) = admin(&["participants", "--output", "json"]);
-        assert!(ok, "{err}");
-        let list: Value = serde_json::from_str(&out).expect("participants JSON");
-        let entry = list
-            .as_array()
-            .and_then(|l| l.iter().find(|p| p["topic"] == held_topic.as_str()))
-            .unwrap_or_else(|| panic!("{held_topic} is not listed: {out}"));
+        let (entry, out) = listed();
         assert_eq!(entry["lag"][&kip848], 0, "{out}");
     } else {
         skip(
