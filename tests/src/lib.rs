@@ -797,7 +797,13 @@ pub fn schemathesis(openapi_url: &str, extra: &[&str]) {
 
 /// The settings every test client uses: the engine's builder, with `SAGAFLOW_KAFKA_*` applied.
 pub fn kafka_settings(bootstrap: &str) -> KafkaSettings {
-    KafkaSettings::from_env_and(bootstrap, &[]).expect("SAGAFLOW_KAFKA_* settings")
+    kafka_settings_with(bootstrap, &[])
+}
+
+/// [`kafka_settings`] with `KEY=VALUE` overrides, as a client's `--kafka` options give them.
+pub fn kafka_settings_with(bootstrap: &str, overrides: &[&str]) -> KafkaSettings {
+    let overrides: Vec<String> = overrides.iter().map(|o| o.to_string()).collect();
+    KafkaSettings::from_env_and(bootstrap, &overrides).expect("SAGAFLOW_KAFKA_* settings")
 }
 
 /// A client config from [`kafka_settings`].
