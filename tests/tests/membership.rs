@@ -2,7 +2,8 @@
 //! partitions back without a rebalance and resumes its standby copies, a scale-down removes the
 //! member so its partitions move at once, a survivor evicts a crashed member that fell silent
 //! (and a frozen one, which rejoins when it thaws, and one whose restart in place is slower than
-//! the eviction's wait), and two engines under one instance id, or a session timeout the broker
+//! the eviction's wait), one standby copy per partition is where the partition goes when its
+//! owner crashes, and two engines under one instance id, or a session timeout the broker
 //! refuses, end with a clear error, not a spin.
 //!
 //! tansu 0.6 keeps a stopped static member's partitions from every other engine, which is why
@@ -260,6 +261,80 @@ fn a_crashed_static_member_is_evicted_by_a_survivor_before_its_session_ends() {
     std::thread::sleep(Duration::from_secs(2));
     a.kill9();
     taken_over_by_eviction(&metrics_b, 1.0, "crashed");
+    feeder.join().expect("feeder");
+    let log = wait_finished(&bootstrap, &r.codec, &r.opts.group, &ids);
+    check_invariants(&log, &ids, &r.effects);
+}
+
+/// With `standby-copies = 1`, each partition is copied once, on the engine the range assignor
+/// gives it to if its owner leaves: of three static members a (partitions 0 and 1), b (2) and c
+/// (3), b copies 0, 1 and 3 and c copies 2. When a crashes and is evicted, b takes 0 and 1 and c
+/// takes 2 (the runs shift), each from its copy, and the copies are placed again for the two.
+#[test]
+fn one_standby_copy_per_partition_is_where_the_partition_goes_when_its_owner_crashes() {
+    let test = "one_standby_copy_per_partition_is_where_the_partition_goes_when_its_owner_crashes";
+    let Some(r) = rig("standby-copies", test) else {
+        return;
+    };
+    let bootstrap = r.broker.bootstrap();
+    let env = [
+        ("SAGAFLOW_STANDBY", "true"),
+        ("SAGAFLOW_STANDBY_COPIES", "1"),
+        ("SAGAFLOW_EVICT_SILENT_PEERS_MS", "2000"),
+    ];
+    // A session longer than the test: only an eviction moves a crashed member's partitions.
+    let [(mut a, metrics_a, _sa), (_b, metrics_b, _sb), (_c, metrics_c, _sc)] = ["a", "b", "c"]
+        .map(|instance| {
+            let state = TempDir::new(&format!("copies-{instance}"));
+            let name = format!("engine-{instance}");
+            let (p, m) = static_engine(&r, &state, &name, instance, 600_000, &env);
+            (p, m, state)
+        });
+    let shares = || [&metrics_a, &metrics_b, &metrics_c].map(|m| owned(m));
+    assert!(
+        eventually(WAIT, || shares() == [2.0, 1.0, 1.0]),
+        "the three members did not share the partitions 2, 1, 1 by instance id: {:?}",
+        shares()
+    );
+    let (_participants, ids, feeder) = load(&r, "sc");
+    let copies = |ready: &str| {
+        [&metrics_a, &metrics_b, &metrics_c]
+            .map(|m| metric(m, &format!("sagaflow_standby_partitions{ready}")))
+    };
+    assert!(
+        eventually(WAIT, || copies("") == [0.0, 3.0, 1.0]
+            && copies("_ready") == [0.0, 3.0, 1.0]),
+        "the copies were not placed where the partitions go (a none, b 0 1 3, c 2), or never got a checkpoint: {:?} copied, {:?} ready",
+        copies(""),
+        copies("_ready")
+    );
+    let full_restores = "sagaflow_changelog_restores_total";
+    let before = [&metrics_b, &metrics_c].map(|m| metric(m, full_restores));
+
+    a.kill9();
+    let survivors = || [&metrics_b, &metrics_c].map(|m| owned(m));
+    assert!(
+        eventually(Duration::from_secs(120), || survivors() == [2.0, 2.0]),
+        "engine-b and engine-c did not take engine-a's partitions (2 each) after evicting it: {:?}",
+        survivors()
+    );
+    let evictions: f64 = [&metrics_b, &metrics_c]
+        .map(|m| metric(m, "sagaflow_peer_evictions_total"))
+        .iter()
+        .sum();
+    assert!(evictions >= 1.0, "the partitions moved without an eviction");
+    assert_eq!(
+        [&metrics_b, &metrics_c].map(|m| metric(m, full_restores)),
+        before,
+        "a partition moved to an engine without a copy and was read from the whole changelog"
+    );
+    // Placed again for two engines: each copies the other's partitions.
+    assert!(
+        eventually(WAIT, || [&metrics_b, &metrics_c]
+            .map(|m| metric(m, "sagaflow_standby_partitions"))
+            == [2.0, 2.0]),
+        "the copies were not placed again for the two engines left"
+    );
     feeder.join().expect("feeder");
     let log = wait_finished(&bootstrap, &r.codec, &r.opts.group, &ids);
     check_invariants(&log, &ids, &r.effects);

@@ -394,10 +394,11 @@ fn lag(
             .iter()
             .filter(|t| {
                 undescribed
-                    || group
-                        .members()
-                        .iter()
-                        .any(|m| m.assignment().is_some_and(|a| assigns(a, t)))
+                    || group.members().iter().any(|m| {
+                        m.assignment()
+                            .and_then(sagaflow_kafka::member_assignment)
+                            .is_some_and(|a| a.contains_key(t.as_str()))
+                    })
             })
             .collect();
         if assigned.is_empty() {
@@ -460,31 +461,4 @@ fn lag(
         }
     }
     Ok(out)
-}
-
-/// Whether a consumer-protocol member assignment names `topic` (topics are encoded as an
-/// int16 length, then the name).
-fn assigns(assignment: &[u8], topic: &str) -> bool {
-    let Ok(len) = u16::try_from(topic.len()) else {
-        return false;
-    };
-    let mut needle = len.to_be_bytes().to_vec();
-    needle.extend_from_slice(topic.as_bytes());
-    assignment.windows(needle.len()).any(|w| w == needle)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::assigns;
-
-    #[test]
-    fn an_assignment_names_a_topic_by_its_length_and_name() {
-        // version 0, one topic "t.a" with partitions [0, 1], no user data
-        let assignment = [
-            0, 0, 0, 0, 0, 1, 0, 3, b't', b'.', b'a', 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1,
-        ];
-        assert!(assigns(&assignment, "t.a"));
-        assert!(!assigns(&assignment, "t."), "a prefix is another topic");
-        assert!(!assigns(&assignment, "t.a.b"));
-    }
 }

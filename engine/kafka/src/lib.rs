@@ -11,6 +11,7 @@
 //!    and `___` becomes `-`;
 //! 3. `--kafka KEY=VALUE` command-line options.
 
+mod assignment;
 mod catch_up;
 mod close;
 mod error;
@@ -21,6 +22,7 @@ mod topics;
 pub mod trace;
 mod transient;
 
+pub use assignment::member_assignment;
 pub use catch_up::{read_to_end, MARKER_PREFIX};
 pub use close::{close_within, close_within_async};
 pub use error::{Error, Result};

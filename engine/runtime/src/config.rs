@@ -79,6 +79,8 @@ pub struct EngineConfig {
     pub session_timeout_ms: u64,
     /// Whether to keep standby copies of the partitions other engines own.
     pub standby: bool,
+    /// Engines that keep a copy of each partition; 0 for every engine but its owner.
+    pub standby_copies: u32,
     /// Removes a static member whose partitions have had no record this long; 0 never.
     pub evict_silent_peers_ms: u64,
     /// How far ahead timers are kept in memory.
@@ -295,6 +297,12 @@ impl EngineConfig {
                 "max-batch-decisions must be > 0 and max-batch-bytes at least 10000".into(),
             ));
         }
+        if self.standby_copies > 0 && !self.standby {
+            return Err(Error::Config(format!(
+                "standby-copies = {} needs standby = true: it says how many engines keep a copy of each partition. Set SAGAFLOW_STANDBY=true, or standby-copies = 0",
+                self.standby_copies
+            )));
+        }
         self.check_eviction()
     }
 
@@ -386,6 +394,20 @@ mod tests {
         // The tansu orphan rule alone reads heartbeats every 5 s.
         config.evict_silent_peers_ms = 0;
         assert_eq!(config.heartbeat_every(), Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn a_standby_count_needs_standby_copies_on() {
+        let mut config = EngineConfig::load(None).unwrap();
+        assert_eq!(config.standby_copies, 0, "every other engine by default");
+        config.standby_copies = 1;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("standby-copies = 1 needs standby = true"),
+            "{err}"
+        );
+        config.standby = true;
+        config.validate().unwrap();
     }
 
     /// The error of loading a config file holding `text`, from a directory of its own (`name`).

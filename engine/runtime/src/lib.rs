@@ -17,6 +17,7 @@ mod metrics;
 mod oversize;
 pub mod parked;
 pub mod partitioner;
+mod placement;
 mod processor;
 mod relay;
 mod restore;

@@ -256,10 +256,17 @@ impl SilenceWatch {
         self.floors.retain(|p, _| watched.contains(p));
         if settled != self.generation {
             self.generation = settled;
-            self.floors = looks
-                .iter()
-                .filter_map(|(p, end, _)| Some((*p, end.as_ref()?.0)))
-                .collect();
+            self.floors.clear();
+        }
+        if settled.is_some() {
+            // A partition watched since the assignment settled (`standby-copies` places copies
+            // once the group's assignment can be read) is floored where it was first seen: a
+            // heartbeat above that came after the settling too.
+            for (p, end, _) in looks {
+                if let Some((end, _)) = end {
+                    let _ = self.floors.entry(*p).or_insert(*end);
+                }
+            }
         }
         let mut quiet: BTreeMap<&str, Duration> = BTreeMap::new();
         let mut alive: BTreeSet<&str> = BTreeSet::from([self.me.as_str()]);
@@ -441,6 +448,36 @@ mod tests {
         assert!(w
             .look(settled, &[(1, at(t0 + S(3), 11), beat("a", 10))])
             .is_empty());
+    }
+
+    #[test]
+    fn a_partition_first_watched_after_the_assignment_settled_is_floored_where_first_seen() {
+        let t0 = Instant::now();
+        let settled = Some(t0);
+        let mut w = SilenceWatch::new(S(2), "b");
+        assert!(w.look(settled, &[(1, at(t0, 10), beat("a", 9))]).is_empty());
+        // Partition 2 joins the watch later (copies placed after the settling): its owner's
+        // heartbeat at 19 is below where it was first seen, so it names nobody.
+        let later = [(1, at(t0 + S(1), 11), beat("a", 10))];
+        let with_2 = |t, end, beat| [later[0].clone(), (2, at(t, end), beat)];
+        assert!(w
+            .look(settled, &with_2(t0 + S(1), 20, beat("c", 19)))
+            .is_empty());
+        assert!(w
+            .look(settled, &with_2(t0 + S(9), 20, beat("c", 19)))
+            .is_empty());
+        // A heartbeat above it does, and its silence then counts.
+        assert!(w
+            .look(settled, &with_2(t0 + S(10), 21, beat("c", 20)))
+            .is_empty());
+        // "a" is alive and evicts first; this engine backs it up after twice the wait.
+        assert!(w
+            .look(settled, &with_2(t0 + S(13), 21, beat("c", 20)))
+            .is_empty());
+        assert_eq!(
+            w.look(settled, &with_2(t0 + S(14), 21, beat("c", 20))),
+            ["c"]
+        );
     }
 
     #[test]

@@ -429,8 +429,8 @@ impl Processor {
         };
         let standby = Standby::start(
             &config.kafka,
-            &topics.changelog,
-            config.standby,
+            &topics,
+            config.standby.then_some(config.standby_copies),
             evictor,
             store.clone(),
             codec.clone(),
@@ -794,10 +794,10 @@ impl Processor {
             match event {
                 GroupEvent::Assignment(partitions) => {
                     self.rejoin.assigned(&partitions, Instant::now());
-                    let others = (0..self.ctx.config.partitions)
-                        .filter(|p| !partitions.contains(p))
-                        .collect();
-                    self.ctx.deps.standby.follow(&others);
+                    self.ctx
+                        .deps
+                        .standby
+                        .assigned(&partitions, self.ctx.config.partitions);
                 }
                 GroupEvent::Assigned(partition, restored) => {
                     let _ = self.failed.remove(&partition);

@@ -50,12 +50,18 @@ use tracing::{debug, error, info, warn};
 use crate::error::{Error, Result};
 use crate::liveness::{Beat, Evictor, Look, HEARTBEAT_KEY};
 use crate::metrics::Metrics;
+use crate::placement;
 use crate::restore::{self, CHECKPOINT_KEY};
 use crate::store::Store;
+use crate::topics::Topics;
 use crate::traffic::{message_bytes, Flow};
 
 /// Most changelog records applied under one hold of the lock.
 const RECORDS_PER_BATCH: usize = 512;
+
+/// How long a placement of copies by the group's assignment is retried (a rebalance settling,
+/// a coordinator moving) before the copies fall back to every partition another engine owns.
+const PLACE_FOR: Duration = Duration::from_secs(30);
 
 /// How often the standby gauges are updated (each update asks the broker for watermarks), and
 /// silent owners looked for (more often with a short `evict-silent-peers-ms`).
@@ -65,6 +71,10 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 pub(crate) struct Standby {
     copies: Arc<Mutex<Copies>>,
     store: Arc<Store>,
+    /// Engines that keep a copy of each partition (`standby-copies`); 0 for all but its owner.
+    count: usize,
+    /// Every partition another engine owns is read, if only for heartbeats (the evictor's).
+    watch_all: bool,
     stop: Arc<AtomicBool>,
     reader: Option<JoinHandle<()>>,
 }
@@ -79,6 +89,16 @@ struct Copies {
     /// Bumped when `parts` changes: the reader then reassigns its consumer, and drops records
     /// fetched under the previous assignment.
     generation: u64,
+    /// An assignment whose copies the reading thread has yet to place (`standby-copies` > 0).
+    placing: Option<Placing>,
+}
+
+/// This engine's assignment, to place copies by once the group's is read.
+struct Placing {
+    owned: BTreeSet<i32>,
+    partitions: i32,
+    since: Instant,
+    next_try: Instant,
 }
 
 /// One partition's copy; what is saved in the store (`Store::set_copy_position`) is its JSON.
@@ -132,12 +152,13 @@ enum Step {
 }
 
 impl Standby {
-    /// Standby copies read on a thread of their own, or none if `enabled` is false. With an
+    /// Standby copies read on a thread of their own, kept by `copies_of_each` engines per
+    /// partition (`Some(0)`: all but its owner; `None`: no copies, no thread). With an
     /// `evictor`, the thread also removes the owners that fall silent from the group.
     pub(crate) fn start(
         kafka: &KafkaSettings,
-        changelog: &str,
-        enabled: bool,
+        topics: &Topics,
+        copies_of_each: Option<u32>,
         evictor: Option<Evictor>,
         store: Arc<Store>,
         codec: Arc<BlockingCodec>,
@@ -145,10 +166,15 @@ impl Standby {
     ) -> Result<Self> {
         let copies = Arc::new(Mutex::new(Copies::default()));
         let stop = Arc::new(AtomicBool::new(false));
-        let reader = if enabled {
+        let count = copies_of_each.map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        let watch_all = evictor.is_some();
+        let reader = if copies_of_each.is_some() {
             let reading = Reader {
                 consumer: crate::kafka::reader(kafka)?,
-                changelog: changelog.to_string(),
+                changelog: topics.changelog.clone(),
+                group: topics.group.clone(),
+                starts: topics.starts.clone(),
+                count,
                 copies: copies.clone(),
                 store: store.clone(),
                 codec,
@@ -170,6 +196,8 @@ impl Standby {
         Ok(Self {
             copies,
             store,
+            count,
+            watch_all,
             stop,
             reader,
         })
@@ -179,71 +207,44 @@ impl Standby {
         self.copies.lock().expect("standby copies lock")
     }
 
-    /// Keeps copies of exactly `partitions` (all those this engine does not own): new ones resume
-    /// where an earlier run saved them, or start from an empty store partition and the beginning
-    /// of the changelog.
-    pub(crate) fn follow(&self, partitions: &BTreeSet<i32>) {
+    /// The group gave this engine `owned` of `partitions`: copies every other partition, or
+    /// with a `standby-copies` count has the reading thread place the copies by the group's
+    /// assignment (`placement`). Until then it keeps the copies it has.
+    pub(crate) fn assigned(&self, owned: &BTreeSet<i32>, partitions: i32) {
         if self.reader.is_none() {
             return;
         }
         let mut copies = self.lock();
-        // A given-up copy starts again, as a new one.
-        let before: BTreeSet<i32> = copies
-            .parts
-            .iter()
-            .filter(|(_, c)| !c.watch_only)
-            .map(|(&p, _)| p)
-            .collect();
-        if &before == partitions {
+        let others: BTreeSet<i32> = (0..partitions).filter(|p| !owned.contains(p)).collect();
+        if self.count == 0 {
+            follow(&mut copies, &self.store, &others, &BTreeSet::new());
             return;
         }
-        copies.parts.retain(|p, _| partitions.contains(p));
-        for &partition in partitions.difference(&before) {
-            if let Some(copy) = self.saved(partition) {
-                info!(
-                    partition,
-                    next = copy.next,
-                    checkpoint = copy.recorded,
-                    "standby copy resumed where it stood"
-                );
-                let _ = copies.parts.insert(partition, copy);
-                continue;
-            }
-            // What the store holds of it (an earlier ownership) is not a copy of the
-            // changelog, and nothing says which of it is stale.
-            if let Err(e) = self.store.clear(partition) {
-                warn!(partition, error = %e, "cannot clear the store for a standby copy; no standby for this partition");
-                continue;
-            }
-            let copy = Replica {
-                probe: copies.late.get(&partition).copied(),
-                ..Replica::new()
-            };
-            let _ = copies.parts.insert(partition, copy);
+        let now = Instant::now();
+        copies.placing = Some(Placing {
+            owned: owned.clone(),
+            partitions,
+            since: now,
+            next_try: now,
+        });
+        if self.watch_all {
+            // Watched from this assignment on, so the evictor's floors are the ends at its
+            // settling, not at the placement: an owner that dies in between is still seen.
+            let kept: BTreeSet<i32> = copies
+                .parts
+                .iter()
+                .filter(|(p, c)| !c.watch_only && others.contains(p))
+                .map(|(&p, _)| p)
+                .collect();
+            let watch = others.difference(&kept).copied().collect();
+            follow(&mut copies, &self.store, &kept, &watch);
         }
-        copies.generation += 1;
-        info!(partitions = ?copies.parts.keys().collect::<Vec<_>>(), "standby copies");
     }
 
-    /// The copy of `partition` an earlier run saved, if any and readable.
-    fn saved(&self, partition: i32) -> Option<Replica> {
-        let bytes = match self.store.copy_position(partition) {
-            Ok(bytes) => bytes?,
-            Err(e) => {
-                warn!(partition, error = %e, "cannot read the standby copy's saved position; copying again from the start");
-                return None;
-            }
-        };
-        match serde_json::from_slice::<Replica>(&bytes) {
-            Ok(copy) => Some(Replica {
-                resumed: true,
-                ..copy
-            }),
-            Err(e) => {
-                warn!(partition, error = %e, "unreadable standby copy position in the store; copying again from the start");
-                None
-            }
-        }
+    /// Keeps copies of exactly `partitions`, as with no `standby-copies` count.
+    #[cfg(test)]
+    fn follow(&self, partitions: &BTreeSet<i32>) {
+        follow(&mut self.lock(), &self.store, partitions, &BTreeSet::new());
     }
 
     /// Stops copying `partitions` (they are about to be restored here): the store keeps what
@@ -280,6 +281,87 @@ impl Standby {
     }
 }
 
+/// Keeps copies of exactly `copy`, and reads `watch` only for its owners' heartbeats (for the
+/// evictor): new copies resume where an earlier run saved them, or start from an empty store
+/// partition and the beginning of the changelog; a watch starts at the end.
+fn follow(copies: &mut Copies, store: &Store, copy: &BTreeSet<i32>, watch: &BTreeSet<i32>) {
+    // A given-up copy starts again, as a new one.
+    let before: BTreeSet<i32> = copies
+        .parts
+        .iter()
+        .filter(|(_, c)| !c.watch_only)
+        .map(|(&p, _)| p)
+        .collect();
+    let watched: BTreeSet<i32> = copies
+        .parts
+        .iter()
+        .filter(|(p, c)| c.watch_only && !before.contains(p))
+        .map(|(&p, _)| p)
+        .collect();
+    if before == *copy && watched == *watch {
+        return;
+    }
+    copies
+        .parts
+        .retain(|p, c| copy.contains(p) || (c.watch_only && watch.contains(p)));
+    for &partition in copy.difference(&before) {
+        if let Some(saved) = saved(store, partition) {
+            info!(
+                partition,
+                next = saved.next,
+                checkpoint = saved.recorded,
+                "standby copy resumed where it stood"
+            );
+            let _ = copies.parts.insert(partition, saved);
+            continue;
+        }
+        // What the store holds of it (an earlier ownership) is not a copy of the
+        // changelog, and nothing says which of it is stale.
+        if let Err(e) = store.clear(partition) {
+            warn!(partition, error = %e, "cannot clear the store for a standby copy; no standby for this partition");
+            continue;
+        }
+        let fresh = Replica {
+            probe: copies.late.get(&partition).copied(),
+            ..Replica::new()
+        };
+        let _ = copies.parts.insert(partition, fresh);
+    }
+    for &partition in watch {
+        let _ = copies
+            .parts
+            .entry(partition)
+            .or_insert_with(Replica::watching);
+    }
+    copies.generation += 1;
+    info!(
+        copies = ?copies.parts.iter().filter(|(_, c)| !c.watch_only).map(|(p, _)| p).collect::<Vec<_>>(),
+        heartbeats_only = ?copies.parts.iter().filter(|(_, c)| c.watch_only).map(|(p, _)| p).collect::<Vec<_>>(),
+        "standby copies"
+    );
+}
+
+/// The copy of `partition` an earlier run saved, if any and readable.
+fn saved(store: &Store, partition: i32) -> Option<Replica> {
+    let bytes = match store.copy_position(partition) {
+        Ok(bytes) => bytes?,
+        Err(e) => {
+            warn!(partition, error = %e, "cannot read the standby copy's saved position; copying again from the start");
+            return None;
+        }
+    };
+    match serde_json::from_slice::<Replica>(&bytes) {
+        Ok(copy) => Some(Replica {
+            resumed: true,
+            ..copy
+        }),
+        Err(e) => {
+            warn!(partition, error = %e, "unreadable standby copy position in the store; copying again from the start");
+            None
+        }
+    }
+}
+
 impl Drop for Standby {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
@@ -293,6 +375,11 @@ impl Drop for Standby {
 struct Reader {
     consumer: BaseConsumer,
     changelog: String,
+    /// The engine group, whose assignment places the copies with a `standby-copies` count.
+    group: String,
+    /// The input topic whose partitions the group's assignment is read for.
+    starts: String,
+    count: usize,
     copies: Arc<Mutex<Copies>>,
     store: Arc<Store>,
     codec: Arc<BlockingCodec>,
@@ -318,6 +405,7 @@ impl Reader {
                 }
                 copies.generation
             };
+            self.place_if_due();
             let batch = self.fetch();
             let ends = self.ends_to_settle();
             self.apply(generation, batch, &ends);
@@ -340,13 +428,127 @@ impl Reader {
         self.copies.lock().expect("standby copies lock")
     }
 
+    /// Places the copies of a new assignment once the group's assignment can be read (see
+    /// `placement`); falls back to every other partition if it cannot within `PLACE_FOR`.
+    fn place_if_due(&self) {
+        let due = {
+            let copies = self.lock();
+            copies
+                .placing
+                .as_ref()
+                .filter(|p| p.next_try <= Instant::now())
+                .map(|p| (p.owned.clone(), p.partitions, p.since))
+        };
+        let Some((owned, partitions, since)) = due else {
+            return;
+        };
+        // Asked without the lock, which a rebalance may be waiting for.
+        let placed = self.place(&owned, partitions);
+        let mut guard = self.lock();
+        let copies = &mut *guard;
+        if copies.placing.as_ref().is_none_or(|p| p.since != since) {
+            // A newer assignment came meanwhile; it is placed next.
+            return;
+        }
+        let others: BTreeSet<i32> = (0..partitions).filter(|p| !owned.contains(p)).collect();
+        let copy = match placed {
+            Ok(copy) => {
+                info!(
+                    copies = ?copy,
+                    standby_copies = self.count,
+                    "standby copies placed where the group would move each partition if its owners left"
+                );
+                copy
+            }
+            Err(why) if since.elapsed() < PLACE_FOR => {
+                debug!(reason = %why, "standby copies not placed yet; trying again");
+                if let Some(p) = copies.placing.as_mut() {
+                    p.next_try = Instant::now() + Duration::from_secs(1);
+                }
+                return;
+            }
+            Err(why) => {
+                warn!(
+                    reason = %why,
+                    group = %self.group,
+                    "cannot place standby copies by the group's assignment; keeping a copy of every partition another engine owns until the next rebalance"
+                );
+                others.clone()
+            }
+        };
+        copies.placing = None;
+        let watch = if self.evictor.is_some() {
+            // The evictor reads every other partition's heartbeats.
+            others.difference(&copy).copied().collect()
+        } else {
+            BTreeSet::new()
+        };
+        follow(copies, &self.store, &copy, &watch);
+    }
+
+    /// The partitions this engine copies, from the group's assignment, in which it holds
+    /// `owned` (which names its member: no two members hold the same partition).
+    fn place(
+        &self,
+        owned: &BTreeSet<i32>,
+        partitions: i32,
+    ) -> std::result::Result<BTreeSet<i32>, String> {
+        if owned.is_empty() {
+            // Its place among the members without partitions cannot be told from the
+            // assignment; it copies nothing until the group gives it a partition.
+            info!("this engine owns no partition, so it keeps no standby copy until it owns one");
+            return Ok(BTreeSet::new());
+        }
+        let list = self
+            .consumer
+            .fetch_group_list(Some(&self.group), Duration::from_secs(5))
+            .map_err(|e| format!("describing the group failed: {e}"))?;
+        let group = list
+            .groups()
+            .iter()
+            .find(|g| g.name() == self.group)
+            .ok_or("the broker did not describe the group")?;
+        if group.state() != "Stable" {
+            return Err(format!("the group is {}, not Stable", group.state()));
+        }
+        let held: BTreeMap<String, BTreeSet<i32>> = group
+            .members()
+            .iter()
+            .map(|m| {
+                let parts = m
+                    .assignment()
+                    .and_then(sagaflow_kafka::member_assignment)
+                    .and_then(|mut a| a.remove(&self.starts))
+                    .unwrap_or_default();
+                (m.id().to_string(), parts)
+            })
+            .collect();
+        let me = held
+            .iter()
+            .find(|(_, parts)| *parts == owned)
+            .map(|(member, _)| member.clone())
+            .ok_or_else(|| {
+                format!("no member holds exactly this engine's partitions {owned:?} (the group has moved on)")
+            })?;
+        let order = placement::order(&held, partitions).ok_or_else(|| {
+            format!(
+                "the group's assignment of {} ({held:?}) is not the range assignor's",
+                self.starts
+            )
+        })?;
+        Ok(placement::copies_for(&me, &order, partitions, self.count))
+    }
+
     fn assign(&self, copies: &Copies) {
         let mut tpl = TopicPartitionList::new();
         for (&partition, copy) in &copies.parts {
-            let offset = copy
-                .probe
-                .or(copy.next)
-                .map_or(Offset::Beginning, Offset::Offset);
+            let start = if copy.watch_only {
+                // Heartbeats only: the next one will do.
+                Offset::End
+            } else {
+                Offset::Beginning
+            };
+            let offset = copy.probe.or(copy.next).map_or(start, Offset::Offset);
             if let Err(e) = tpl.add_partition_offset(&self.changelog, partition, offset) {
                 warn!(partition, error = %e, "cannot build the standby assignment");
             }
@@ -549,6 +751,14 @@ impl Replica {
             beat: None,
             watch_only: false,
             probe: None,
+        }
+    }
+
+    /// A partition read only for its owner's heartbeats (the evictor's), from the end.
+    fn watching() -> Self {
+        Self {
+            watch_only: true,
+            ..Self::new()
         }
     }
 
@@ -792,6 +1002,8 @@ mod tests {
         Standby {
             copies: Arc::default(),
             store: Arc::new(store),
+            count: 0,
+            watch_all: false,
             stop: Arc::default(),
             reader: None,
         }
@@ -810,7 +1022,7 @@ mod tests {
             .expect("an unchanged copy is not written again");
 
         let standby = idle_standby(store);
-        let mut resumed = standby.saved(0).expect("a saved position");
+        let mut resumed = saved(&standby.store, 0).expect("a saved position");
         assert_eq!(
             (
                 resumed.next,
@@ -826,7 +1038,7 @@ mod tests {
             resumed.read(&record(2, "saga-a", None, Some(2)), &codec),
             Step::Late(2, _)
         ));
-        let mut resumed = standby.saved(0).expect("a saved position");
+        let mut resumed = saved(&standby.store, 0).expect("a saved position");
         assert!(matches!(
             resumed.read(&record(2, "saga-a", None, Some(3)), &codec),
             Step::Load(..)
@@ -834,7 +1046,7 @@ mod tests {
 
         standby.release(&BTreeSet::from([0]));
         assert!(
-            standby.saved(0).is_none(),
+            saved(&standby.store, 0).is_none(),
             "the restore writes as owner from here"
         );
     }
@@ -847,7 +1059,7 @@ mod tests {
             let _ = copy.read(&record(offset, "saga-a", None, Some(1)), &codec);
         }
         copy.save(0, &store).expect("save");
-        let mut resumed = idle_standby(store).saved(0).expect("a saved position");
+        let mut resumed = saved(&idle_standby(store).store, 0).expect("a saved position");
         // The consumer was reset to the beginning of a topic created again.
         assert!(matches!(
             resumed.read(&record(0, "saga-a", None, Some(1)), &codec),
@@ -900,6 +1112,9 @@ mod tests {
         Reader {
             consumer: crate::kafka::reader(&kafka).expect("consumer"),
             changelog: "g.changelog".into(),
+            group: "g".into(),
+            starts: "g.starts".into(),
+            count: 0,
             copies: standby.copies.clone(),
             store: standby.store.clone(),
             codec: Arc::new(codec()),
