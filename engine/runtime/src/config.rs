@@ -303,6 +303,12 @@ impl EngineConfig {
                 self.standby_copies
             )));
         }
+        if self.standby_copies > 0 && self.kafka.properties().contains_key("client.rack") {
+            return Err(Error::Config(format!(
+                "standby-copies = {} places copies by the range assignor's plain rule, but with client.rack set the assignor also weighs racks, and partitions would move elsewhere. Set standby-copies = 0 (a copy on every engine), or remove client.rack from the engines' Kafka settings",
+                self.standby_copies
+            )));
+        }
         self.check_eviction()
     }
 
@@ -397,7 +403,7 @@ mod tests {
     }
 
     #[test]
-    fn a_standby_count_needs_standby_copies_on() {
+    fn a_standby_count_needs_standby_copies_on_and_the_plain_range_rule() {
         let mut config = EngineConfig::load(None).unwrap();
         assert_eq!(config.standby_copies, 0, "every other engine by default");
         config.standby_copies = 1;
@@ -408,6 +414,9 @@ mod tests {
         );
         config.standby = true;
         config.validate().unwrap();
+        config.kafka.set("client.rack", "eu-1a", "test").unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("with client.rack set"), "{err}");
     }
 
     /// The error of loading a config file holding `text`, from a directory of its own (`name`).

@@ -63,6 +63,10 @@ const RECORDS_PER_BATCH: usize = 512;
 /// a coordinator moving) before the copies fall back to every partition another engine owns.
 const PLACE_FOR: Duration = Duration::from_secs(30);
 
+/// How long one read of the group's assignment may take: the same thread looks for silent
+/// owners, whose evictions it would hold up.
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How often the standby gauges are updated (each update asks the broker for watermarks), and
 /// silent owners looked for (more often with a short `evict-silent-peers-ms`).
 const REPORT_EVERY: Duration = Duration::from_secs(1);
@@ -91,10 +95,13 @@ struct Copies {
     generation: u64,
     /// An assignment whose copies the reading thread has yet to place (`standby-copies` > 0).
     placing: Option<Placing>,
+    /// Numbers the placings, so that one worked out for an assignment since replaced is dropped.
+    placings: u64,
 }
 
 /// This engine's assignment, to place copies by once the group's is read.
 struct Placing {
+    number: u64,
     owned: BTreeSet<i32>,
     partitions: i32,
     since: Instant,
@@ -221,7 +228,9 @@ impl Standby {
             return;
         }
         let now = Instant::now();
+        copies.placings += 1;
         copies.placing = Some(Placing {
+            number: copies.placings,
             owned: owned.clone(),
             partitions,
             since: now,
@@ -252,6 +261,9 @@ impl Standby {
     /// forgotten, also those of an earlier run, whose copies this run has not resumed.
     pub(crate) fn release(&self, partitions: &BTreeSet<i32>) {
         let mut copies = self.lock();
+        // Worked out for the assignment before this one, it could copy (and clear the store of)
+        // a partition being restored here now.
+        copies.placing = None;
         for partition in partitions {
             if let Err(e) = self.store.forget_copy_position(*partition) {
                 error!(partition, error = %e, "cannot forget the standby copy's position; a later copy of this partition could resume over this engine's writes as owner");
@@ -339,6 +351,28 @@ fn follow(copies: &mut Copies, store: &Store, copy: &BTreeSet<i32>, watch: &BTre
         heartbeats_only = ?copies.parts.iter().filter(|(_, c)| c.watch_only).map(|(p, _)| p).collect::<Vec<_>>(),
         "standby copies"
     );
+}
+
+/// Deletes the copies of `partitions` from the store, also an earlier run's (before
+/// `standby-copies` was set): their disk is what a count saves. A partition this engine once
+/// owned has no saved copy position and keeps its state, as without standby copies, for a
+/// restore in place.
+fn delete_copies<'a>(store: &Store, partitions: impl Iterator<Item = &'a i32>) {
+    for &partition in partitions {
+        if !matches!(store.copy_position(partition), Ok(Some(_))) {
+            continue;
+        }
+        // With its saved position.
+        match store.clear(partition) {
+            Ok(()) => info!(
+                partition,
+                "standby copy no longer kept here; its states deleted"
+            ),
+            Err(e) => {
+                warn!(partition, error = %e, "cannot delete a standby copy no longer kept here; it stays on disk until a copy of this partition starts here again")
+            }
+        }
+    }
 }
 
 /// The copy of `partition` an earlier run saved, if any and readable.
@@ -437,17 +471,18 @@ impl Reader {
                 .placing
                 .as_ref()
                 .filter(|p| p.next_try <= Instant::now())
-                .map(|p| (p.owned.clone(), p.partitions, p.since))
+                .map(|p| (p.number, p.owned.clone(), p.partitions, p.since))
         };
-        let Some((owned, partitions, since)) = due else {
+        let Some((number, owned, partitions, since)) = due else {
             return;
         };
         // Asked without the lock, which a rebalance may be waiting for.
         let placed = self.place(&owned, partitions);
         let mut guard = self.lock();
         let copies = &mut *guard;
-        if copies.placing.as_ref().is_none_or(|p| p.since != since) {
-            // A newer assignment came meanwhile; it is placed next.
+        if copies.placing.as_ref().is_none_or(|p| p.number != number) {
+            // A rebalance came meanwhile (`release` dropped this placing, which may copy a
+            // partition now restoring here); the new assignment is placed next.
             return;
         }
         let others: BTreeSet<i32> = (0..partitions).filter(|p| !owned.contains(p)).collect();
@@ -471,7 +506,7 @@ impl Reader {
                 warn!(
                     reason = %why,
                     group = %self.group,
-                    "cannot place standby copies by the group's assignment; keeping a copy of every partition another engine owns until the next rebalance"
+                    "cannot place standby copies by the group's assignment; keeping a copy of every partition another engine owns until the next rebalance. On a broker that does not describe groups (tansu 0.6) set standby-copies = 0; otherwise check that every engine of the group runs this version with the same partitions"
                 );
                 others.clone()
             }
@@ -484,6 +519,7 @@ impl Reader {
             BTreeSet::new()
         };
         follow(copies, &self.store, &copy, &watch);
+        delete_copies(&self.store, others.difference(&copy));
     }
 
     /// The partitions this engine copies, from the group's assignment, in which it holds
@@ -501,7 +537,7 @@ impl Reader {
         }
         let list = self
             .consumer
-            .fetch_group_list(Some(&self.group), Duration::from_secs(5))
+            .fetch_group_list(Some(&self.group), DESCRIBE_TIMEOUT)
             .map_err(|e| format!("describing the group failed: {e}"))?;
         let group = list
             .groups()
@@ -589,7 +625,7 @@ impl Reader {
             copies
                 .parts
                 .iter()
-                .filter(|(_, c)| c.settle_at.is_none())
+                .filter(|(_, c)| c.settle_at.is_none() && !c.watch_only)
                 .map(|(&p, _)| p)
                 .collect()
         };
@@ -1122,6 +1158,80 @@ mod tests {
             stop: Arc::default(),
             evictor: None,
         }
+    }
+
+    #[test]
+    fn a_copy_moved_to_heartbeats_only_reads_from_the_end_and_comes_back_as_a_copy() {
+        let store = temp_store("moves");
+        let mut copies = Copies::default();
+        follow(
+            &mut copies,
+            &store,
+            &BTreeSet::from([1, 2]),
+            &BTreeSet::new(),
+        );
+        copies.parts.get_mut(&2).expect("copied").next = Some(40);
+        let generation = copies.generation;
+        follow(
+            &mut copies,
+            &store,
+            &BTreeSet::from([1]),
+            &BTreeSet::from([2, 3]),
+        );
+        assert!(copies.generation > generation, "reassigned");
+        let kinds: Vec<(i32, bool, Option<i64>)> = copies
+            .parts
+            .iter()
+            .map(|(&p, c)| (p, c.watch_only, c.next))
+            .collect();
+        assert_eq!(
+            kinds,
+            [(1, false, None), (2, true, None), (3, true, None)],
+            "2 and 3 read for heartbeats only, from the end"
+        );
+        // The same sets again change nothing.
+        let generation = copies.generation;
+        follow(
+            &mut copies,
+            &store,
+            &BTreeSet::from([1]),
+            &BTreeSet::from([2, 3]),
+        );
+        assert_eq!(copies.generation, generation);
+        // 2 is copied again, 3 dropped.
+        follow(
+            &mut copies,
+            &store,
+            &BTreeSet::from([1, 2]),
+            &BTreeSet::new(),
+        );
+        let kinds: Vec<(i32, bool)> = copies
+            .parts
+            .iter()
+            .map(|(&p, c)| (p, c.watch_only))
+            .collect();
+        assert_eq!(kinds, [(1, false), (2, false)]);
+    }
+
+    #[test]
+    fn copies_no_longer_placed_here_are_deleted_and_an_owners_old_state_is_kept() {
+        let store = temp_store("drop");
+        let meta = restore::meta_at(None);
+        // Partition 1: a copy with a saved position; partition 2: state from owning it.
+        for p in [1, 2] {
+            store.apply(p, -1, &[], &[], &meta).expect("meta");
+        }
+        store.set_copy_position(1, b"{}").expect("position");
+        delete_copies(&store, [1, 2].iter());
+        assert!(
+            store.meta(1).expect("read").is_none(),
+            "the copy is deleted"
+        );
+        assert!(store.copy_position(1).expect("read").is_none());
+        assert!(
+            store.meta(2).expect("read").is_some(),
+            "the owner's state is kept"
+        );
     }
 
     #[test]
