@@ -51,20 +51,24 @@ fn static_engine(
     spawn_engine_env(name, &r.opts.on_state_dir(state), &vars)
 }
 
+/// Static members `instances`, each with a state directory of its own (engine-<instance>).
+fn static_members<const N: usize>(
+    r: &Rig,
+    instances: [&str; N],
+    session_ms: u64,
+    env: &[(&str, &str)],
+) -> [(Proc, String, TempDir); N] {
+    instances.map(|instance| {
+        let state = TempDir::new(&format!("static-{instance}"));
+        let name = format!("engine-{instance}");
+        let (p, m) = static_engine(r, &state, &name, instance, session_ms, env);
+        (p, m, state)
+    })
+}
+
 /// Two static members that share the four partitions.
 fn two_members(r: &Rig, session_ms: u64, env: &[(&str, &str)]) -> [(Proc, String, TempDir); 2] {
-    let [a, b] = ["a", "b"].map(|instance| {
-        let state = TempDir::new(&format!("static-{instance}"));
-        let (p, m) = static_engine(
-            r,
-            &state,
-            &format!("engine-{instance}"),
-            instance,
-            session_ms,
-            env,
-        );
-        (p, m, state)
-    });
+    let [a, b] = static_members(r, ["a", "b"], session_ms, env);
     assert!(
         eventually(WAIT, || owned(&a.1) == 2.0 && owned(&b.1) == 2.0),
         "the members did not share the partitions: a={} b={}",
@@ -283,13 +287,8 @@ fn one_standby_copy_per_partition_is_where_the_partition_goes_when_its_owner_cra
         ("SAGAFLOW_EVICT_SILENT_PEERS_MS", "2000"),
     ];
     // A session longer than the test: only an eviction moves a crashed member's partitions.
-    let [(mut a, metrics_a, _sa), (_b, metrics_b, _sb), (_c, metrics_c, _sc)] = ["a", "b", "c"]
-        .map(|instance| {
-            let state = TempDir::new(&format!("copies-{instance}"));
-            let name = format!("engine-{instance}");
-            let (p, m) = static_engine(&r, &state, &name, instance, 600_000, &env);
-            (p, m, state)
-        });
+    let [(mut a, metrics_a, _sa), (_b, metrics_b, _sb), (_c, metrics_c, _sc)] =
+        static_members(&r, ["a", "b", "c"], 600_000, &env);
     let shares = || [&metrics_a, &metrics_b, &metrics_c].map(|m| owned(m));
     assert!(
         eventually(WAIT, || shares() == [2.0, 1.0, 1.0]),

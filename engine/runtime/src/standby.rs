@@ -77,8 +77,6 @@ pub(crate) struct Standby {
     store: Arc<Store>,
     /// Engines that keep a copy of each partition (`standby-copies`); 0 for all but its owner.
     count: usize,
-    /// Every partition another engine owns is read, if only for heartbeats (the evictor's).
-    watch_all: bool,
     stop: Arc<AtomicBool>,
     reader: Option<JoinHandle<()>>,
 }
@@ -97,6 +95,9 @@ struct Copies {
     placing: Option<Placing>,
     /// Numbers the placings, so that one worked out for an assignment since replaced is dropped.
     placings: u64,
+    /// The evictor reads every partition another engine owns, those not copied for heartbeats
+    /// only.
+    evicting: bool,
 }
 
 /// This engine's assignment, to place copies by once the group's is read.
@@ -171,10 +172,12 @@ impl Standby {
         codec: Arc<BlockingCodec>,
         metrics: Arc<Metrics>,
     ) -> Result<Self> {
-        let copies = Arc::new(Mutex::new(Copies::default()));
+        let copies = Arc::new(Mutex::new(Copies {
+            evicting: evictor.is_some(),
+            ..Copies::default()
+        }));
         let stop = Arc::new(AtomicBool::new(false));
         let count = copies_of_each.map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
-        let watch_all = evictor.is_some();
         let reader = if copies_of_each.is_some() {
             let reading = Reader {
                 consumer: crate::kafka::reader(kafka)?,
@@ -204,7 +207,6 @@ impl Standby {
             copies,
             store,
             count,
-            watch_all,
             stop,
             reader,
         })
@@ -224,7 +226,7 @@ impl Standby {
         let mut copies = self.lock();
         let others: BTreeSet<i32> = (0..partitions).filter(|p| !owned.contains(p)).collect();
         if self.count == 0 {
-            follow(&mut copies, &self.store, &others, &BTreeSet::new());
+            follow(&mut copies, &self.store, &others, &others);
             return;
         }
         let now = Instant::now();
@@ -236,7 +238,7 @@ impl Standby {
             since: now,
             next_try: now,
         });
-        if self.watch_all {
+        if copies.evicting {
             // Watched from this assignment on, so the evictor's floors are the ends at its
             // settling, not at the placement: an owner that dies in between is still seen.
             let kept: BTreeSet<i32> = copies
@@ -245,15 +247,14 @@ impl Standby {
                 .filter(|(p, c)| !c.watch_only && others.contains(p))
                 .map(|(&p, _)| p)
                 .collect();
-            let watch = others.difference(&kept).copied().collect();
-            follow(&mut copies, &self.store, &kept, &watch);
+            follow(&mut copies, &self.store, &kept, &others);
         }
     }
 
     /// Keeps copies of exactly `partitions`, as with no `standby-copies` count.
     #[cfg(test)]
     fn follow(&self, partitions: &BTreeSet<i32>) {
-        follow(&mut self.lock(), &self.store, partitions, &BTreeSet::new());
+        follow(&mut self.lock(), &self.store, partitions, partitions);
     }
 
     /// Stops copying `partitions` (they are about to be restored here): the store keeps what
@@ -293,10 +294,17 @@ impl Standby {
     }
 }
 
-/// Keeps copies of exactly `copy`, and reads `watch` only for its owners' heartbeats (for the
-/// evictor): new copies resume where an earlier run saved them, or start from an empty store
-/// partition and the beginning of the changelog; a watch starts at the end.
-fn follow(copies: &mut Copies, store: &Store, copy: &BTreeSet<i32>, watch: &BTreeSet<i32>) {
+/// Keeps copies of exactly `copy`, and with an evictor reads the rest of `others` (the
+/// partitions other engines own) only for their owners' heartbeats: new copies resume where an
+/// earlier run saved them, or start from an empty store partition and the beginning of the
+/// changelog; a heartbeat-only read starts at the end.
+fn follow(copies: &mut Copies, store: &Store, copy: &BTreeSet<i32>, others: &BTreeSet<i32>) {
+    let watch: BTreeSet<i32> = if copies.evicting {
+        others.difference(copy).copied().collect()
+    } else {
+        BTreeSet::new()
+    };
+    let watch = &watch;
     // A given-up copy starts again, as a new one.
     let before: BTreeSet<i32> = copies
         .parts
@@ -512,13 +520,7 @@ impl Reader {
             }
         };
         copies.placing = None;
-        let watch = if self.evictor.is_some() {
-            // The evictor reads every other partition's heartbeats.
-            others.difference(&copy).copied().collect()
-        } else {
-            BTreeSet::new()
-        };
-        follow(copies, &self.store, &copy, &watch);
+        follow(copies, &self.store, &copy, &others);
         delete_copies(&self.store, others.difference(&copy));
     }
 
@@ -1039,7 +1041,6 @@ mod tests {
             copies: Arc::default(),
             store: Arc::new(store),
             count: 0,
-            watch_all: false,
             stop: Arc::default(),
             reader: None,
         }
@@ -1162,55 +1163,46 @@ mod tests {
 
     #[test]
     fn a_copy_moved_to_heartbeats_only_reads_from_the_end_and_comes_back_as_a_copy() {
+        /// Follows `copy`, and `watch` for heartbeats only; the generation then, and each partition's kind and
+        /// position.
+        fn place(
+            copies: &mut Copies,
+            store: &Store,
+            copy: &[i32],
+            watch: &[i32],
+        ) -> (u64, Vec<(i32, bool, Option<i64>)>) {
+            let set = |ps: &[i32]| ps.iter().copied().collect::<BTreeSet<i32>>();
+            let others = &set(copy) | &set(watch);
+            follow(copies, store, &set(copy), &others);
+            let kinds = copies
+                .parts
+                .iter()
+                .map(|(&p, c)| (p, c.watch_only, c.next))
+                .collect();
+            (copies.generation, kinds)
+        }
         let store = temp_store("moves");
-        let mut copies = Copies::default();
-        follow(
-            &mut copies,
-            &store,
-            &BTreeSet::from([1, 2]),
-            &BTreeSet::new(),
-        );
+        let mut copies = Copies {
+            evicting: true,
+            ..Copies::default()
+        };
+        let (first, _) = place(&mut copies, &store, &[1, 2], &[]);
         copies.parts.get_mut(&2).expect("copied").next = Some(40);
-        let generation = copies.generation;
-        follow(
-            &mut copies,
-            &store,
-            &BTreeSet::from([1]),
-            &BTreeSet::from([2, 3]),
-        );
-        assert!(copies.generation > generation, "reassigned");
-        let kinds: Vec<(i32, bool, Option<i64>)> = copies
-            .parts
-            .iter()
-            .map(|(&p, c)| (p, c.watch_only, c.next))
-            .collect();
+        let (moved, kinds) = place(&mut copies, &store, &[1], &[2, 3]);
+        assert!(moved > first, "reassigned");
         assert_eq!(
             kinds,
             [(1, false, None), (2, true, None), (3, true, None)],
-            "2 and 3 read for heartbeats only, from the end"
+            "2 and 3 read for heartbeats only, from the end (2 no longer from its copy's 40)"
         );
-        // The same sets again change nothing.
-        let generation = copies.generation;
-        follow(
-            &mut copies,
-            &store,
-            &BTreeSet::from([1]),
-            &BTreeSet::from([2, 3]),
+        let (again, _) = place(&mut copies, &store, &[1], &[2, 3]);
+        assert_eq!(again, moved, "the same sets again change nothing");
+        let (_, kinds) = place(&mut copies, &store, &[1, 2], &[]);
+        assert_eq!(
+            kinds,
+            [(1, false, None), (2, false, None)],
+            "2 copied again, 3 dropped"
         );
-        assert_eq!(copies.generation, generation);
-        // 2 is copied again, 3 dropped.
-        follow(
-            &mut copies,
-            &store,
-            &BTreeSet::from([1, 2]),
-            &BTreeSet::new(),
-        );
-        let kinds: Vec<(i32, bool)> = copies
-            .parts
-            .iter()
-            .map(|(&p, c)| (p, c.watch_only))
-            .collect();
-        assert_eq!(kinds, [(1, false), (2, false)]);
     }
 
     #[test]
