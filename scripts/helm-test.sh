@@ -206,6 +206,13 @@ refused "values.schema.json, session-timeout-ms beside static membership" "/engi
   "${template[@]}" --set engine.config.session-timeout-ms=30000
 refused "the chart, engine.replicas above engine.maxReplicas" "exceeds engine.maxReplicas" \
   "${template[@]}" --set engine.replicas=17
+# The engine refuses these at start (engine/runtime/src/config.rs): the schema refuses them first.
+refused "values.schema.json, max-batch-bytes below the engine's 10000" "/engine/config/max-batch-bytes" \
+  "${template[@]}" --set engine.config.max-batch-bytes=4096
+refused "values.schema.json, evict-silent-peers-ms between 1 and 999" "/engine/config/evict-silent-peers-ms" \
+  "${template[@]}" --set engine.config.evict-silent-peers-ms=500
+refused "the chart, both registry credentials" "registry.basicAuth and registry.bearerToken" \
+  "${template[@]}" --set registry.basicAuth.existingSecret=a --set registry.bearerToken.existingSecret=b
 
 # kubernetes-validate must refuse broken manifests: the rendered StatefulSet with a field
 # Kubernetes does not know (strict), and with a string for replicas.

@@ -72,6 +72,14 @@ steps:
     wait: 30s
 ";
 
+const BLINK: &str = "
+name: blink
+version: 1
+steps:
+  - name: nap
+    wait: 3s
+";
+
 /// Broker, registry, engine and a scripted participant, dropped in a safe order.
 struct Stack {
     participant: Option<Participant>,
@@ -94,6 +102,7 @@ fn stack(name: &str, partitions: i32) -> Stack {
         ("hurry.yaml", HURRY),
         ("confirm.yaml", CONFIRM),
         ("sleeper.yaml", SLEEPER),
+        ("blink.yaml", BLINK),
     ] {
         space.define(file, yaml);
     }
@@ -617,6 +626,39 @@ fn external_events_before_after_and_never() {
         context["answer"],
         json!("fresh"),
         "the copy of an applied signal was delivered again"
+    );
+}
+
+/// A rollout of a new definition: an engine that lacks it restores a partition with a saga of
+/// it asleep. The saga's timer comes due there and cannot be decided; it is kept, and fires
+/// once an engine with the definition restores the partition.
+#[test]
+fn a_timer_that_comes_due_where_its_definition_is_missing_fires_once_it_is_deployed() {
+    let mut s = stack("undecidable", 1);
+    s.start("blink", "blink-1", json!({}));
+    assert!(
+        eventually(WAIT, || s.events().sagas.contains_key("blink-1")),
+        "the saga did not start"
+    );
+    assert!(s.engine.terminate().success(), "the engine stopped cleanly");
+    let file = s.space.definitions().join("blink.yaml");
+    let yaml = std::fs::read_to_string(&file).expect("read blink.yaml");
+    std::fs::remove_file(&file).expect("remove blink.yaml");
+    let (engine, metrics_url) = spawn_engine("without-blink", &s.opts);
+    (s.engine, s.metrics_url) = (engine, metrics_url);
+    let rejected = "sagaflow_dead_letters_total{reason=\"unknown-definition\"}";
+    assert!(
+        eventually(WAIT, || metric(&s.metrics_url, rejected) >= 1.0),
+        "the timer never came due on the engine without the definition"
+    );
+    assert!(s.engine.terminate().success(), "the engine stopped cleanly");
+    std::fs::write(&file, yaml).expect("restore blink.yaml");
+    let (engine, metrics_url) = spawn_engine("with-blink", &s.opts);
+    (s.engine, s.metrics_url) = (engine, metrics_url);
+    let log = s.wait_finished(&["blink-1".to_string()]);
+    assert_eq!(
+        events_of(&log, "blink-1").last().map(|e| e.event_type),
+        Some(E::SagaCompleted)
     );
 }
 

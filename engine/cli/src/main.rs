@@ -45,7 +45,8 @@ struct KafkaArgs {
     #[arg(long, env = "SAGAFLOW_BOOTSTRAP", default_value = "127.0.0.1:9092")]
     bootstrap: String,
     /// A librdkafka property for every Kafka client, KEY=VALUE; repeat it for more. The
-    /// environment variables SAGAFLOW_KAFKA_<NAME> set them too (`_` for `.`, `__` for `_`).
+    /// environment variables SAGAFLOW_KAFKA_<NAME> set them too (`_` for `.`, `__` for `_`,
+    /// `___` for `-`).
     #[arg(long = "kafka", value_name = "KEY=VALUE")]
     properties: Vec<String>,
 }

@@ -230,7 +230,7 @@ mod template;
 mod yaml;
 
 pub use calendar::Calendar;
-pub use diagnostics::{Diagnostic, Diagnostics};
+pub use diagnostics::{did_you_mean, Diagnostic, Diagnostics};
 pub use duration::parse_duration;
 pub use expr::{Condition, EvalError, ExprError};
 pub use instant::{instant_from_json, parse_instant};

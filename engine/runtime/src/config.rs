@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sagaflow_avro::RegistrySettings;
+use sagaflow_definition::did_you_mean;
 use sagaflow_kafka::{KafkaSettings, TopicPolicy};
 use serde::Deserialize;
 
@@ -134,8 +135,13 @@ impl EngineConfig {
                     )));
                 }
                 if !table.contains_key(&key) {
+                    let keys: Vec<&str> = table.keys().map(String::as_str).collect();
+                    let hint = match did_you_mean(&key, &keys) {
+                        Some(near) => format!("did you mean `{near}`? Otherwise see"),
+                        None => "see".into(),
+                    };
                     return Err(Error::Config(format!(
-                        "{}: unknown key `{key}`; see the keys of engine/runtime/src/default.toml",
+                        "{}: unknown key `{key}`; {hint} the keys of engine/runtime/src/default.toml",
                         file.display()
                     )));
                 }
@@ -151,6 +157,10 @@ impl EngineConfig {
             }
         }
         let keys: Vec<String> = table.keys().cloned().collect();
+        misspelt_env(
+            std::env::vars_os().filter_map(|(name, _)| name.into_string().ok()),
+            &keys,
+        )?;
         for key in keys {
             let var = env_var(&key);
             if let Ok(raw) = std::env::var(&var) {
@@ -292,6 +302,11 @@ impl EngineConfig {
                     .into(),
             ));
         }
+        if self.checkpoint_interval_ms == 0 {
+            return Err(Error::Config(
+                "checkpoint-interval-ms must be at least 1 (1000 by default): it is how often the changelog is written".into(),
+            ));
+        }
         if self.max_batch_decisions == 0 || self.max_batch_bytes < 10_000 {
             return Err(Error::Config(
                 "max-batch-decisions must be > 0 and max-batch-bytes at least 10000".into(),
@@ -339,6 +354,30 @@ impl EngineConfig {
     }
 }
 
+/// Refuses a `SAGAFLOW_` variable a letter or two away from an engine key's (`SAGAFLOW_PARTITONS`):
+/// the engine reads only the variables of its keys, so a typo would leave the key at its default
+/// without a word, as an unknown key in the config file would not.
+fn misspelt_env(vars: impl IntoIterator<Item = String>, keys: &[String]) -> Result<()> {
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    for var in vars {
+        let Some(rest) = var.strip_prefix("SAGAFLOW_") else {
+            continue;
+        };
+        // Client properties have their own check (KafkaSettings::apply_env).
+        if rest.starts_with("KAFKA_") || keys.iter().any(|k| env_var(k) == var) {
+            continue;
+        }
+        let like_a_key = rest.to_lowercase().replace('_', "-");
+        if let Some(near) = did_you_mean(&like_a_key, &keys) {
+            return Err(Error::Config(format!(
+                "{var} is set, but the engine has no key `{like_a_key}`, so it would be ignored; did you mean {} (key `{near}`)? Rename or unset it",
+                env_var(near)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Parses an environment value with the type of the default it replaces.
 fn typed_like(default: &toml::Value, raw: &str) -> std::result::Result<toml::Value, String> {
     Ok(match default {
@@ -356,6 +395,71 @@ fn typed_like(default: &toml::Value, raw: &str) -> std::result::Result<toml::Val
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_variable_a_letter_or_two_from_a_key_is_refused_and_the_others_are_not() {
+        let keys: Vec<String> = toml::from_str::<toml::Table>(DEFAULTS)
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        let check = |var: &str| misspelt_env([var.to_string()], &keys);
+        let err = check("SAGAFLOW_PARTITONS").unwrap_err().to_string();
+        assert!(err.contains("did you mean SAGAFLOW_PARTITIONS"), "{err}");
+        let err = check("SAGAFLOW_STANDBY_COPYS").unwrap_err().to_string();
+        assert!(err.contains("SAGAFLOW_STANDBY_COPIES"), "{err}");
+        // The keys' own variables, client properties, and every other variable Sagaflow's
+        // commands, scripts and chart read, which an engine's environment may share.
+        let others = [
+            "SAGAFLOW_PARTITIONS",
+            "SAGAFLOW_STANDBY",
+            "SAGAFLOW_KAFKA_SASL_MECHANISM",
+            "SAGAFLOW_CONFIG",
+            "SAGAFLOW_LOG",
+            "SAGAFLOW_FAILPOINTS",
+            "SAGAFLOW_CACHE",
+            "SAGAFLOW_TEST_BROKER",
+            "SAGAFLOW_TEST_BROKERS",
+            "SAGAFLOW_BIN",
+            "SAGAFLOW_BINARY",
+            "SAGAFLOW_DATABASE_URL",
+            "SAGAFLOW_QUERY_URL",
+            "SAGAFLOW_ADMIN_URL",
+            "SAGAFLOW_ADMIN_LISTEN",
+            "SAGAFLOW_ADMIN_TOKEN",
+            "SAGAFLOW_ADMIN_AUTH_FILE",
+            "SAGAFLOW_ACTOR",
+            "SAGAFLOW_PROJECTIONS_SCHEMA",
+            "SAGAFLOW_PROJECTIONS_HTTP_LISTEN",
+            "SAGAFLOW_PROJECTIONS_CONSUMER_GROUP",
+            "SAGAFLOW_EVENTS_RETENTION_DAYS",
+            "SAGAFLOW_BROKER_OWNER",
+            "SAGAFLOW_POSTGRES_OWNER",
+            "SAGAFLOW_CONNECT_OWNER",
+            "SAGAFLOW_UI_URL",
+            "SAGAFLOW_UI_SAGA",
+            "SAGAFLOW_UI_PARTICIPANT",
+            "SAGAFLOW_UI_VIEWER_TOKEN",
+            "SAGAFLOW_UI_OPERATOR_TOKEN",
+            "SAGAFLOW_UI_SCREENSHOTS",
+            "PATH",
+            "RUST_LOG",
+        ];
+        for var in others {
+            check(var).unwrap_or_else(|e| panic!("{var}: {e}"));
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_interval_of_0_is_refused() {
+        let mut config = EngineConfig::load(None).unwrap();
+        config.checkpoint_interval_ms = 0;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("checkpoint-interval-ms must be at least 1"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn defaults_load_and_validate() {

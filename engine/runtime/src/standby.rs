@@ -29,9 +29,10 @@
 //! Where each copy stands is saved in the store after the states it read, so an engine that
 //! restarts resumes its copies instead of reading every other partition's changelog again, as
 //! Kafka Streams keeps its standby tasks' offsets in a checkpoint file. Reading on from a saved
-//! position is the same as a copy that fell behind: compaction meanwhile shows as a gap. The
-//! hand-over forgets the position before the restore writes as owner, so a copy never resumes
-//! over an owner's writes.
+//! position is the same as a copy that fell behind: compaction meanwhile shows as a gap, unless
+//! it also dropped tombstones the copy never read, which only a long stop allows: a copy saved
+//! more than `RESUME_WITHIN_MS` ago starts again from the beginning. The hand-over forgets the
+//! position before the restore writes as owner, so a copy never resumes over an owner's writes.
 
 use std::collections::{btree_map::Entry, BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,6 +71,16 @@ const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the standby gauges are updated (each update asks the broker for watermarks), and
 /// silent owners looked for (more often with a short `evict-silent-peers-ms`).
 const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// How old a saved copy may be and still be resumed. A broker compacting the changelog drops a
+/// tombstone `delete.retention.ms` after cleaning it (24 h by Kafka's default): a copy that
+/// stopped reading longer ago may never see the tombstone of a saga deleted meanwhile, and
+/// would bring that saga back at a takeover. Half the default leaves room.
+const RESUME_WITHIN_MS: i64 = 12 * 3600 * 1000;
+
+/// How often a copy's position is saved again though nothing changed, so that its age tells
+/// when the engine stopped reading, not when the partition was last written.
+const RESAVE_EVERY_MS: i64 = 10 * 60 * 1000;
 
 /// This engine's standby copies; reading stops when it is dropped.
 pub(crate) struct Standby {
@@ -126,6 +137,9 @@ struct Replica {
     /// Changed since it was last saved.
     #[serde(skip)]
     unsaved: bool,
+    /// When it was last saved (epoch ms; 0 in a position saved before this was kept).
+    #[serde(default)]
+    saved_at_ms: i64,
     /// Resumed from a saved position and no record read since: the first one must not lie
     /// below it.
     #[serde(skip)]
@@ -393,6 +407,14 @@ fn saved(store: &Store, partition: i32) -> Option<Replica> {
         }
     };
     match serde_json::from_slice::<Replica>(&bytes) {
+        Ok(copy) if sagaflow_avro::now_ms() - copy.saved_at_ms > RESUME_WITHIN_MS => {
+            warn!(
+                partition,
+                saved_at_ms = copy.saved_at_ms,
+                "the standby copy saved here is more than 12 h old: compaction may have dropped tombstones it never read, so it is copied again from the start"
+            );
+            None
+        }
         Ok(copy) => Some(Replica {
             resumed: true,
             ..copy
@@ -785,6 +807,7 @@ impl Replica {
             best: None,
             recorded: -1,
             unsaved: false,
+            saved_at_ms: 0,
             resumed: false,
             beat: None,
             watch_only: false,
@@ -828,7 +851,9 @@ impl Replica {
         if std::mem::take(&mut self.resumed) {
             if let Some(next) = self.next.filter(|&next| offset < next) {
                 // The consumer was reset to the beginning: the saved position lies beyond the
-                // partition's end, so this log is not the one the copy read.
+                // partition's end, so this log is not the one the copy read. Its offsets mean
+                // nothing here, so the heartbeats read on after giving up are not skipped.
+                self.next = None;
                 return Step::GiveUp(format!(
                     "the changelog ends below the saved position {next} (it resumed at offset {offset}): was the topic deleted and created again?"
                 ));
@@ -928,9 +953,11 @@ impl Replica {
 
     /// Saves where the copy stands, if that changed.
     fn save(&mut self, partition: i32, store: &Store) -> Result<()> {
-        if !self.unsaved {
+        let now = sagaflow_avro::now_ms();
+        if !self.unsaved && now - self.saved_at_ms < RESAVE_EVERY_MS {
             return Ok(());
         }
+        self.saved_at_ms = now;
         let json = serde_json::to_vec(self).expect("a standby copy serialises");
         store.set_copy_position(partition, &json)?;
         self.unsaved = false;
@@ -1089,6 +1116,52 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_saved_too_long_ago_is_not_resumed_and_an_idle_one_is_saved_again() {
+        let store = temp_store("stale");
+        let hour = 3600 * 1000;
+        let mut copy = Replica::new();
+        copy.next = Some(7);
+        copy.unsaved = true;
+        copy.save(0, &store).expect("save");
+        let saved_at = copy.saved_at_ms;
+        assert!(saved_at > 0);
+        // Unchanged: saved again only once RESAVE_EVERY_MS has passed.
+        copy.save(0, &store).expect("save");
+        assert_eq!(copy.saved_at_ms, saved_at);
+        copy.saved_at_ms -= RESAVE_EVERY_MS + 1;
+        copy.save(0, &store).expect("save");
+        assert!(
+            copy.saved_at_ms >= saved_at,
+            "an idle copy's age is refreshed"
+        );
+
+        let stored = |age_ms: i64| {
+            let aged = Replica {
+                saved_at_ms: sagaflow_avro::now_ms() - age_ms,
+                ..Replica::new()
+            };
+            store
+                .set_copy_position(0, &serde_json::to_vec(&aged).expect("json"))
+                .expect("store");
+        };
+        stored(11 * hour);
+        assert!(saved(&store, 0).is_some(), "11 h old: resumed");
+        stored(13 * hour);
+        assert!(
+            saved(&store, 0).is_none(),
+            "13 h old: tombstones may be gone, so it is copied again from the start"
+        );
+        // A position saved before the age was kept has none: copied again too.
+        store
+            .set_copy_position(
+                0,
+                br#"{"next":7,"settle_at":null,"newest_owner":0,"best":null,"recorded":-1}"#,
+            )
+            .expect("store");
+        assert!(saved(&store, 0).is_none());
+    }
+
+    #[test]
     fn a_copy_resumed_beyond_the_changelog_end_gives_up() {
         let (codec, store) = (codec(), temp_store("recreated"));
         let mut copy = Replica::new();
@@ -1102,6 +1175,10 @@ mod tests {
             resumed.read(&record(0, "saga-a", None, Some(1)), &codec),
             Step::GiveUp(_)
         ));
+        // Given up, it still reads the new topic's heartbeats, below the old position.
+        resumed.give_up();
+        let _ = resumed.read(&heartbeat(1), &codec);
+        assert_eq!(resumed.beat.as_ref().map(|b| b.offset), Some(1));
     }
 
     #[test]
@@ -1123,24 +1200,28 @@ mod tests {
             copy.read(&record(3, "saga-b", None, Some(2)), &codec),
             Step::Nothing
         ));
-        let beat = OwnedMessage::new(
-            None,
-            Some(HEARTBEAT_KEY.as_bytes().to_vec()),
-            "g.changelog".into(),
-            Timestamp::NotAvailable,
-            0,
-            4,
-            Some(OwnedHeaders::new().insert(Header {
-                key: crate::kafka::INSTANCE_HEADER,
-                value: Some("engine-a"),
-            })),
-        );
-        assert!(matches!(copy.read(&beat, &codec), Step::Nothing));
+        assert!(matches!(copy.read(&heartbeat(4), &codec), Step::Nothing));
         assert_eq!(
             copy.beat.as_ref().map(|b| (b.instance.as_str(), b.offset)),
             Some(("engine-a", 4))
         );
         assert_eq!((copy.next, copy.recorded), (Some(5), -1));
+    }
+
+    /// Engine a's heartbeat at `offset`.
+    fn heartbeat(offset: i64) -> OwnedMessage {
+        OwnedMessage::new(
+            None,
+            Some(HEARTBEAT_KEY.as_bytes().to_vec()),
+            "g.changelog".into(),
+            Timestamp::NotAvailable,
+            0,
+            offset,
+            Some(OwnedHeaders::new().insert(Header {
+                key: crate::kafka::INSTANCE_HEADER,
+                value: Some("engine-a"),
+            })),
+        )
     }
 
     /// A standby whose reading thread is not started: `apply` is driven by the test.

@@ -146,6 +146,13 @@ by ssl.ca.location.
       name: {{ .Values.registry.basicAuth.existingSecret }}
       key: {{ .Values.registry.basicAuth.key }}
 {{- end }}
+{{- if .Values.registry.bearerToken.existingSecret }}
+- name: SAGAFLOW_REGISTRY_BEARER_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.registry.bearerToken.existingSecret }}
+      key: {{ .Values.registry.bearerToken.key }}
+{{- end }}
 {{- if .Values.registry.tls.caSecret }}
 - name: SAGAFLOW_REGISTRY_CA_FILE
   value: {{ printf "/etc/sagaflow/registry-ca/%s" .Values.registry.tls.caKey | quote }}

@@ -118,7 +118,7 @@ impl Task {
             signal: None,
         };
         if partition_for(message.correlation.as_bytes(), env.partitions) == self.partition {
-            return self.correlate(env, now, message);
+            return self.correlate(env, now, message, None);
         }
         self.send_correlation(env, message, "")
     }
@@ -145,11 +145,13 @@ impl Task {
 
     /// Applies a correlation message on the partition that owns its correlation value (or, for
     /// a delivery, its saga).
+    /// A DELIVER or RETURN comes with its `signal` decoded (`handle_correlation`).
     pub(super) fn correlate(
         &mut self,
         env: &TaskEnv<'_>,
         now: i64,
         message: sagaflow_avro::Correlation,
+        signal: Option<sagaflow_avro::Signal>,
     ) -> Result<()> {
         use sagaflow_avro::{Awaiter, CorrelationKind as K};
         let awaiter = Awaiter {
@@ -157,10 +159,9 @@ impl Task {
             step: message.step.clone(),
         };
         if matches!(message.kind, K::Deliver | K::Return) {
-            let Some(bytes) = &message.signal else {
+            let Some(signal) = signal else {
                 return Ok(());
             };
-            let signal: sagaflow_avro::Signal = env.codec.decode(bytes)?;
             if message.kind == K::Return {
                 return self.rematch(env, now, signal);
             }
@@ -317,6 +318,27 @@ impl Task {
         if self.forward_if_foreign(env, &owner, &mut record) {
             return Ok(());
         }
-        self.correlate(env, now, message)
+        use sagaflow_avro::CorrelationKind as K;
+        let signal = match (&message.kind, &message.signal) {
+            (K::Deliver | K::Return, Some(bytes)) => match env.codec.decode(bytes) {
+                Ok(signal) => Some(signal),
+                Err(e) => {
+                    // Dead-lettered like an undecodable input: failing the partition instead
+                    // would fail it again on the same record after every restore.
+                    let reason = input_error(e)?;
+                    if let Some(record) = record {
+                        self.dead_letter(
+                            env,
+                            record,
+                            "undecodable",
+                            &format!("the signal this {:?} carries: {reason}", message.kind),
+                        );
+                    }
+                    return Ok(());
+                }
+            },
+            _ => None,
+        };
+        self.correlate(env, now, message, signal)
     }
 }

@@ -536,10 +536,27 @@ impl Task {
         let due = self.wheel.take_due(now, env.timer_lookahead_ms, early, max);
         let count = due.len();
         for (at, encoded) in due {
+            let mut keep = false;
             let changed = match Target::decode(&encoded) {
                 Some(Target::Saga(saga_id, timer_id)) => {
                     let input = Input::Timer { saga_id, timer_id };
-                    self.run_saga(env, now, &input, None)? == Outcome::Applied
+                    match self.run_saga(env, now, &input, None)? {
+                        Outcome::Applied => true,
+                        // The saga exists, but this engine cannot decide it: its definition is
+                        // missing here (an engine not yet restarted with a new version, during
+                        // a rollout). The index entry stays, so the timer fires when the
+                        // partition next restores, here or on an engine that has it.
+                        Outcome::Rejected(rejection)
+                            if rejection != sagaflow_core::Rejection::UnknownSaga =>
+                        {
+                            if let Input::Timer { saga_id, .. } = &input {
+                                warn!(saga_id = %saga_id, code = rejection.code(), "a timer came due for a saga this engine cannot decide ({rejection}); the timer is kept and fires after the partition's next restore: deploy the saga's definition version to every engine and restart this one");
+                            }
+                            keep = true;
+                            false
+                        }
+                        _ => false,
+                    }
                 }
                 Some(Target::Parked(key)) => {
                     self.fire_parked(env, now, env.timer_lookahead_ms, &key)?
@@ -555,7 +572,9 @@ impl Task {
                     .timer_lateness_ms
                     .fetch_add(u64::try_from(now - at).unwrap_or(0), Ordering::Relaxed);
             }
-            self.batch.fired.push((at, encoded));
+            if !keep {
+                self.batch.fired.push((at, encoded));
+            }
         }
         Ok(count)
     }
