@@ -315,6 +315,99 @@ fn a_paused_participant_gets_nothing_across_a_kill_9_and_a_rebalance_then_everyt
     }
 }
 
+/// A rollout of a new definition while a participant is paused: the engine that holds the
+/// commands lacks the definition when the participant is resumed. They stay held there, and are
+/// sent once an engine that has the definition restores the partition.
+#[test]
+fn a_held_command_whose_definition_is_missing_here_stays_held_until_it_is_deployed() {
+    let broker = Broker::for_test();
+    let bootstrap = broker.bootstrap();
+    let (_registry, registry_url) = spawn_registry(&bootstrap);
+    let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
+    let space = Space::bare("heldrollout");
+    for (file, yaml) in DEFINITIONS {
+        space.define(file, yaml);
+    }
+    let group = space.group.clone();
+    let held_topic = space.topic("t.held.commands");
+    let state = TempDir::new("heldrollout");
+    let opts = space.engine_opts(&bootstrap, &registry_url, &state, PARTITIONS);
+    let owned = |url: &str| metric(url, "sagaflow_partitions_owned");
+    let spawn = |name: &str| {
+        let (engine, metrics_url) = spawn_engine(name, &opts);
+        assert!(eventually(WAIT, || owned(&metrics_url) == f64::from(PARTITIONS)));
+        (engine, metrics_url)
+    };
+    let (mut engine, _) = spawn("engine-1");
+    let admin = |args: &[&str]| sagaflow_admin(&bootstrap, &registry_url, &group, args);
+    let (ok, out, err) = admin(&["pause-participant", &held_topic]);
+    assert!(ok, "{out}{err}");
+
+    let received = Arc::new(Mutex::new(BTreeMap::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = participant(
+        bootstrap.clone(),
+        registry_url.clone(),
+        vec![held_topic.clone()],
+        received.clone(),
+        stop.clone(),
+    );
+    let ids: Vec<String> = (0..4).map(|i| format!("r-{i}")).collect();
+    let p = producer(&bootstrap);
+    for id in &ids {
+        start_saga(&codec, &p, &group, "held", id, &json!({}));
+    }
+    let count = |event: E| {
+        let log = EventLog::snapshot(&bootstrap, &codec, &group);
+        ids.iter()
+            .filter(|id| log.types(id).contains(&event))
+            .count()
+    };
+    assert!(eventually(WAIT, || count(E::CommandHeld) == ids.len()));
+    assert!(engine.terminate().success(), "engine-1 stopped cleanly");
+
+    let file = space.definitions().join("held.yaml");
+    let yaml = std::fs::read_to_string(&file).expect("read held.yaml");
+    std::fs::remove_file(&file).expect("remove held.yaml");
+    let (mut engine, metrics_url) = spawn("without-held");
+    let (ok, out, err) = admin(&["resume-participant", &held_topic]);
+    assert!(ok, "{out}{err}");
+    // Each release is tried, and kept: tried once per saga, not again every turn.
+    let rejected = "sagaflow_dead_letters_total{reason=\"unknown-definition\"}";
+    assert!(eventually(WAIT, || metric(&metrics_url, rejected) >= ids.len() as f64));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(metric(&metrics_url, rejected), ids.len() as f64);
+    assert_eq!(
+        metric(&metrics_url, "sagaflow_held_commands_dropped_total"),
+        0.0
+    );
+    let sent = || {
+        received
+            .lock()
+            .expect("lock")
+            .get(&held_topic)
+            .map_or(0, Vec::len)
+    };
+    assert_eq!(
+        sent(),
+        0,
+        "a held command was sent by the engine without its definition"
+    );
+    assert!(engine.terminate().success(), "the engine stopped cleanly");
+
+    std::fs::write(&file, yaml).expect("restore held.yaml");
+    let (_engine, _) = spawn("with-held");
+    assert!(
+        eventually(WAIT, || count(E::SagaCompleted) == ids.len()),
+        "{} of {} sagas completed",
+        count(E::SagaCompleted),
+        ids.len()
+    );
+    assert_eq!(sent(), ids.len(), "each held command was sent once");
+    stop.store(true, Ordering::SeqCst);
+    worker.join().expect("participant");
+}
+
 #[test]
 fn a_limited_participant_never_gets_more_in_flight_or_per_second_than_its_limits() {
     let broker = Broker::for_test();

@@ -103,6 +103,60 @@ fn local_state_older_than_the_journal_retention_rebuilds_from_the_changelog() {
     assert!(log.conflicts.is_empty(), "{:?}", log.conflicts);
 }
 
+/// A journal deleted and created again under a changelog that still has the old journal's
+/// checkpoints: its offsets name records of the old journal, so replaying from them would skip
+/// or misread the new one's, and count unsent outputs as sent. The partition refuses to restore
+/// and says why and what to do.
+#[test]
+fn a_journal_created_again_under_the_old_changelog_is_refused_with_the_fix() {
+    if !sagaflow_tests::on_kafka_only(
+        "a_journal_created_again_under_the_old_changelog_is_refused_with_the_fix",
+        "it deletes a topic, which tansu 0.6 is not checked for here",
+    ) {
+        return;
+    }
+    let broker = Broker::for_test();
+    let bootstrap = broker.bootstrap();
+    let (_registry, registry_url) = spawn_registry(&bootstrap);
+    let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
+    let space = Space::new("rejournal").only(&["trip.yaml"]);
+    let group = space.group.clone();
+    let (state_1, state_2) = (TempDir::new("rejournal-1"), TempDir::new("rejournal-2"));
+    let opts = |state: &TempDir| space.engine_opts(&bootstrap, &registry_url, state, 1);
+    let _participants = trip_participants(&space, &bootstrap, &registry_url);
+
+    let (mut first, _) = spawn_engine("engine-1", &opts(&state_1));
+    for i in 0..3 {
+        start_trip(&codec, &bootstrap, &group, &format!("old-{i}"));
+    }
+    assert!(eventually(WAIT, || {
+        EventLog::read(&bootstrap, &codec, &group).finished() == 3
+    }));
+    assert!(first.terminate().success());
+
+    let journal = format!("{group}.journal");
+    sagaflow_tests::delete_topic(&bootstrap, &journal);
+    let consumer: BaseConsumer = client_config(&bootstrap).create().expect("consumer");
+    assert!(
+        eventually(WAIT, || consumer
+            .fetch_metadata(Some(&journal), Duration::from_secs(5))
+            .is_ok_and(|m| m
+                .topics()
+                .iter()
+                .all(|t| t.partitions().is_empty()))),
+        "{journal} was never deleted"
+    );
+    // The new node creates the journal again, empty, and restores from the old changelog.
+    let (second, _) = spawn_engine("engine-2", &opts(&state_2));
+    assert!(
+        eventually(WAIT, || second
+            .stderr_so_far()
+            .contains("it was deleted and created again, or lost records")),
+        "the restore did not refuse the new journal:\n{}",
+        second.stderr_so_far()
+    );
+}
+
 /// Creates `topic` compacted as eagerly as Apache Kafka allows: segments roll every 100 ms (the
 /// cleaner never touches the active one), and any dirty share is worth cleaning. Tombstones stay
 /// a minute, so that a test sees them before they go.

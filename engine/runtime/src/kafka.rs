@@ -90,7 +90,7 @@ pub(crate) fn read_range(
                         topic: topic.to_string(),
                         partition,
                         offset: next,
-                        message: format!("no record arrived for 60 s while reading up to {until}"),
+                        message: format!("no record arrived for 60 s while reading up to {until}: is the broker reachable, and does the partition have a leader (kafka-topics --describe)?"),
                     });
                 }
             }

@@ -116,7 +116,7 @@ impl ConsumerContext for GroupContext {
                 self.deps.heartbeats.assigned(&partitions);
                 self.deps.standby.release(&partitions);
                 let mut assignment = TopicPartitionList::new();
-                for partition in partitions {
+                for &partition in &partitions {
                     let d = &self.deps;
                     let restored = restore::restore(&d.clients(), partition, true, 0);
                     let positions = match &restored {
@@ -128,7 +128,7 @@ impl ConsumerContext for GroupContext {
                             .get(topic)
                             .map_or(Offset::Beginning, |o| Offset::Offset(o + 1));
                         if let Err(e) = assignment.add_partition_offset(topic, partition, offset) {
-                            error!(error = %e, "cannot build the assignment");
+                            error!(error = %e, topic, partition, "cannot add an input partition to the assignment: it is not read until the next rebalance (restart this engine to force one)");
                         }
                     }
                     events.push(match restored {
@@ -137,7 +137,7 @@ impl ConsumerContext for GroupContext {
                     });
                 }
                 if let Err(e) = consumer.assign(&assignment) {
-                    error!(error = %e, "cannot assign partitions");
+                    error!(error = %e, ?partitions, "cannot assign the input partitions: none of them is read until the next rebalance (restart this engine to force one)");
                 }
                 // After the restores: a rebalance that began during them waits for this engine,
                 // and the partitions it moved fall silent meanwhile.
@@ -152,7 +152,11 @@ impl ConsumerContext for GroupContext {
                     error!(error = %e, "cannot unassign partitions");
                 }
             }
-            other => error!(?other, "rebalance error"),
+            other => error!(
+                error = ?other,
+                ?partitions,
+                "the consumer group reported a rebalance error; the client rejoins the group by itself, and the engine restores what it is then assigned"
+            ),
         }
     }
 }
@@ -852,8 +856,13 @@ impl Processor {
                 partition,
                 "another engine claimed this partition; waiting for the group to revoke it"
             );
+            // Nothing to relay: the claimer restored the same counted records, and delivers
+            // and flushes what they left undone. Flushing them here too would write states of
+            // an older epoch after its claim, which every restore must then check against the
+            // journal, and which gives standby copies up.
+        } else {
+            resume_relay(&mut self.relay, partition, restored);
         }
-        resume_relay(&mut self.relay, partition, restored);
         let _ = self.tasks.insert(partition, task);
         Ok(())
     }

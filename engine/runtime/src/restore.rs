@@ -45,6 +45,9 @@ const RESTORE_CHUNK: usize = 128;
 /// Most claims one restore tries before giving up (each lost claim means another writer raced).
 const CLAIM_ATTEMPTS: u32 = 20;
 
+/// What to do about an engine record that cannot be read, which stops its partition's restore.
+const FOREIGN_RECORD: &str = "only engines write these topics, so it was written by a newer Sagaflow (upgrade this engine) or by another program (remove that writer; the partition cannot be restored past the record, so ask for help before deleting anything)";
+
 /// What a restore hands to the partition task.
 #[derive(Debug)]
 pub(crate) struct Restored {
@@ -141,12 +144,16 @@ impl Replay<'_> {
             offset,
             message,
         };
-        let bytes = value.ok_or_else(|| journal_error("empty journal record".into()))?;
+        let bytes = value.ok_or_else(|| {
+            journal_error(format!(
+                "a record with no value, which no engine writes; {FOREIGN_RECORD}"
+            ))
+        })?;
         let record: JournalRecord = self
             .c
             .codec
             .decode(bytes)
-            .map_err(|e| journal_error(e.to_string()))?;
+            .map_err(|e| journal_error(format!("{e}; {FOREIGN_RECORD}")))?;
         let valid = if offset <= self.applied_through {
             self.c.store.was_valid(self.partition, offset)?
         } else {
@@ -214,9 +221,10 @@ pub(crate) fn restore(
         kafka::watermarks(c.reader, &c.topics.journal, partition)?;
     let local = c.store.meta(partition)?;
     let from_changelog = match &local {
-        // An empty journal under local state means the topics were recreated: start over.
-        Some(meta) if journal_reported_end == 0 && meta.chain.last_valid >= 0 => {
-            warn!(partition, "the journal is empty but local state is not (were the topics recreated?); rebuilding from the changelog");
+        // A journal that ends before what local state was built from was created again (or lost
+        // records): start over from the changelog, which the check below holds to the same rule.
+        Some(meta) if meta.chain.last_valid >= journal_reported_end => {
+            warn!(partition, local = meta.chain.last_valid, journal_end = journal_reported_end, "the journal ends before the record local state was built from (were the topics recreated?); rebuilding from the changelog");
             true
         }
         // Local state this old is past the journal's retention (an engine that was down long, or
@@ -237,6 +245,19 @@ pub(crate) fn restore(
         Some(meta) if !from_changelog => meta,
         _ => rebuild_from_changelog(c, partition)?,
     };
+    if meta.chain.last_valid >= journal_reported_end {
+        // Its offsets name records of another journal: replaying from them would skip or
+        // misread this one's, and every output after them would count as already sent.
+        return Err(Error::Journal {
+            topic: c.topics.journal.clone(),
+            partition,
+            offset: journal_reported_end,
+            message: format!(
+                "the changelog's checkpoint covers the journal through offset {}, but the journal ends at {journal_reported_end}: it was deleted and created again, or lost records. The partition's sagas cannot be restored from these two; put the journal back, or, to start over without its sagas, delete and recreate {} as well",
+                meta.chain.last_valid, c.topics.changelog
+            ),
+        });
+    }
     let start = meta.relayed.chain.last_valid + 1;
     if start < journal_low {
         return Err(Error::Journal {
@@ -285,7 +306,7 @@ pub(crate) fn restore(
                 topic: c.topics.journal.clone(),
                 partition,
                 offset: end,
-                message: format!("{CLAIM_ATTEMPTS} claims in a row lost a race with other writers"),
+                message: format!("{CLAIM_ATTEMPTS} claims in a row lost a race with other writers: is a second set of engines running under the same `group`? Every engine of a group needs its own state directory (and instance-id, if set)"),
             });
         }
         let epoch = replay.chain.max_epoch + 1;
@@ -478,7 +499,7 @@ fn rebuild_from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<Meta
                     topic: c.topics.changelog.clone(),
                     partition,
                     offset: m.offset(),
-                    message: e.to_string(),
+                    message: format!("an unreadable checkpoint: {e}; {FOREIGN_RECORD}"),
                 })?;
                 if checkpoint
                     .as_ref()
@@ -624,7 +645,7 @@ fn recheck_late_states(
             topic: c.topics.journal.clone(),
             partition,
             offset,
-            message: e.to_string(),
+            message: format!("{e}; {FOREIGN_RECORD}"),
         })?;
         let header = JournalHeader {
             kind: record.kind,

@@ -68,6 +68,9 @@ const PLACE_FOR: Duration = Duration::from_secs(30);
 /// owners, whose evictions it would hold up.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How often, at most, a copy that met a gap asks for its partition's end (`ends_to_settle`).
+const ASK_END_EVERY: Duration = Duration::from_millis(200);
+
 /// How often the standby gauges are updated (each update asks the broker for watermarks), and
 /// silent owners looked for (more often with a short `evict-silent-peers-ms`).
 const REPORT_EVERY: Duration = Duration::from_secs(1);
@@ -205,6 +208,7 @@ impl Standby {
                 metrics,
                 stop: stop.clone(),
                 evictor,
+                asked: BTreeMap::new(),
             };
             let handle = std::thread::Builder::new()
                 .name("sagaflow-standby".into())
@@ -450,6 +454,8 @@ struct Reader {
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
     evictor: Option<Evictor>,
+    /// When each partition's end was last asked for (`ends_to_settle`).
+    asked: BTreeMap<i32, Instant>,
 }
 
 impl Reader {
@@ -463,8 +469,7 @@ impl Reader {
         while !self.stop.load(Ordering::SeqCst) {
             let generation = {
                 let copies = self.lock();
-                if copies.generation != assigned {
-                    self.assign(&copies);
+                if copies.generation != assigned && self.assign(&copies) {
                     assigned = copies.generation;
                 }
                 copies.generation
@@ -599,7 +604,9 @@ impl Reader {
         Ok(placement::copies_for(&me, &order, partitions, self.count))
     }
 
-    fn assign(&self, copies: &Copies) {
+    /// Assigns the copies' partitions to the reading consumer; false (after a pause, to be
+    /// tried again) if the client refused.
+    fn assign(&self, copies: &Copies) -> bool {
         let mut tpl = TopicPartitionList::new();
         for (&partition, copy) in &copies.parts {
             let start = if copy.watch_only {
@@ -613,8 +620,14 @@ impl Reader {
                 warn!(partition, error = %e, "cannot build the standby assignment");
             }
         }
-        if let Err(e) = self.consumer.assign(&tpl) {
-            warn!(error = %e, "cannot assign the standby copies' changelog partitions");
+        match self.consumer.assign(&tpl) {
+            Ok(()) => true,
+            Err(e) => {
+                let partitions: Vec<i32> = copies.parts.keys().copied().collect();
+                warn!(error = %e, topic = %self.changelog, ?partitions, "cannot assign the standby copies' changelog partitions; trying again in a second (the copies and the evictor's heartbeat reads wait meanwhile)");
+                std::thread::sleep(Duration::from_secs(1));
+                false
+            }
         }
     }
 
@@ -625,10 +638,7 @@ impl Reader {
         while batch.len() < RECORDS_PER_BATCH {
             match self.consumer.poll(wait) {
                 None => break,
-                Some(Ok(m)) => {
-                    self.metrics.traffic.count(Flow::Standby, message_bytes(&m));
-                    batch.push(m.detach());
-                }
+                Some(Ok(m)) => batch.push(m.detach()),
                 Some(Err(e)) => {
                     // The client reconnects by itself; a copy only falls behind meanwhile.
                     debug!(error = %e, "standby read failed; retrying");
@@ -642,8 +652,10 @@ impl Reader {
 
     /// The end of each partition whose copy does not know it yet, asked after its
     /// records were fetched: any record that replaced one compaction removed before the fetch
-    /// is below it. Asked without the lock, which a rebalance may be waiting for.
-    fn ends_to_settle(&self) -> BTreeMap<i32, i64> {
+    /// is below it. Asked without the lock, which a rebalance may be waiting for, and at most
+    /// every `ASK_END_EVERY` per partition: a copy catching up on a compacted changelog meets
+    /// a gap in nearly every batch, and a round trip each would slow its reading down.
+    fn ends_to_settle(&mut self) -> BTreeMap<i32, i64> {
         let untrusted: Vec<i32> = {
             let copies = self.lock();
             copies
@@ -653,8 +665,17 @@ impl Reader {
                 .map(|(&p, _)| p)
                 .collect()
         };
-        untrusted
+        let now = Instant::now();
+        self.asked
+            .retain(|_, at| now.duration_since(*at) < ASK_END_EVERY);
+        let due: Vec<i32> = untrusted
             .into_iter()
+            .filter(|p| !self.asked.contains_key(p))
+            .collect();
+        for &p in &due {
+            let _ = self.asked.insert(p, now);
+        }
+        due.into_iter()
             .filter_map(|p| {
                 match crate::kafka::watermarks_once(&self.consumer, &self.changelog, p) {
                     Ok((_, high)) => Some((p, high)),
@@ -676,6 +697,10 @@ impl Reader {
             // Fetched for an assignment that has changed: a copy started again would take
             // them for its beginning. The next assignment fetches them again where needed.
             return;
+        }
+        // Counted here, not when fetched: a batch dropped above is read again.
+        for m in &batch {
+            self.metrics.traffic.count(Flow::Standby, message_bytes(m));
         }
         let mut loads: BTreeMap<i32, Vec<Loaded>> = BTreeMap::new();
         let mut give_up: BTreeMap<i32, String> = BTreeMap::new();
@@ -1239,6 +1264,7 @@ mod tests {
             metrics: Arc::default(),
             stop: Arc::default(),
             evictor: None,
+            asked: BTreeMap::new(),
         }
     }
 

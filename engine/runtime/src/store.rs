@@ -144,7 +144,7 @@ impl Store {
             None => Ok(None),
             Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
                 Error::Config(format!(
-                    "corrupt partition metadata in {}: {e}",
+                    "corrupt metadata of partition {partition} in {}: {e}; stop the engine and delete that directory: the next start rebuilds every partition from the changelog",
                     self.path.display()
                 ))
             }),

@@ -129,19 +129,30 @@ impl Task {
             if room == 0 {
                 continue;
             }
-            let batch = self.parked_with_prefix(env, &parked::held_prefix(&topic), room)?;
+            let prefix = parked::held_prefix(&topic);
+            let skipped = self
+                .undecidable_held
+                .range(prefix.clone()..)
+                .take_while(|key| key.starts_with(&prefix))
+                .count();
+            let batch = self.parked_with_prefix(env, &prefix, room + skipped)?;
+            let mut released = 0;
             for (key, record) in batch {
-                if self.no_capacity(env, &topic, now).is_some() {
+                if released == room || self.no_capacity(env, &topic, now).is_some() {
                     break;
                 }
-                self.release(env, now, &key, record)?;
-                taken += 1;
+                if self.undecidable_held.contains(&key) || !self.release(env, now, &key, record)? {
+                    continue;
+                }
+                released += 1;
             }
+            taken += released;
         }
         Ok(taken)
     }
 
-    fn release(&mut self, env: &TaskEnv<'_>, now: i64, key: &str, record: Parked) -> Result<()> {
+    /// Releases one held command; false if its saga cannot be decided here, which keeps it.
+    fn release(&mut self, env: &TaskEnv<'_>, now: i64, key: &str, record: Parked) -> Result<bool> {
         debug_assert_eq!(record.kind, ParkedKind::Held);
         let topic = record.topic.clone().unwrap_or_default();
         let bytes = record.value.clone().unwrap_or_default();
@@ -155,15 +166,25 @@ impl Task {
             action: DispatchAction::Released,
             reason: None,
         });
+        let outcome = self.run_saga(env, now, &input, None)?;
+        if let Outcome::Rejected(rejection) = &outcome {
+            if *rejection != sagaflow_core::Rejection::UnknownSaga {
+                // Its saga's definition is missing on this engine (one not yet restarted with
+                // a new version, during a rollout). Dropping the command would leave the saga
+                // waiting for good: it stays held, skipped here until the partition restores.
+                warn!(saga_id = %command.saga_id, step = %command.step, topic, code = rejection.code(), "a held command cannot be released on this engine ({rejection}); it stays held until the partition's next restore: deploy the saga's definition version to every engine and restart this one");
+                let _ = self.undecidable_held.insert(key.to_string());
+                return Ok(false);
+            }
+        }
         self.batch.inputs += 1;
         self.stage_parked(key, None)?;
-        let outcome = self.run_saga(env, now, &input, None)?;
         if outcome != Outcome::Applied {
             debug!(saga_id = %command.saga_id, step = %command.step, attempt = command.attempt, topic, ?outcome, "held command dropped: its attempt is no longer awaited");
             env.metrics
                 .held_commands_dropped_total
                 .fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+            return Ok(true);
         }
         // The attempt's timeout restarted at the release; the deadline the command carries
         // says so too.
@@ -202,7 +223,7 @@ impl Task {
                 .collect(),
             not_before: None,
         });
-        Ok(())
+        Ok(true)
     }
 
     /// A command of `saga_id` goes out to `topic`: counted in flight if the topic has a limit.

@@ -11,7 +11,7 @@
 //! waiting for an await, the sagas awaiting an event) and a timer wheel. A due timer enters the
 //! same path as an input record, so its effects are journaled exactly like a reply's.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 
 use sagaflow_avro::{
@@ -112,6 +112,9 @@ pub(crate) struct Task {
     parked: BTreeMap<String, Cached<Option<Parked>>>,
     /// Commands held per command topic, speculative changes included.
     held: BTreeMap<String, usize>,
+    /// Held commands whose release this engine cannot decide (their saga's definition is
+    /// missing here): skipped until the partition restores, when a new task tries again.
+    undecidable_held: BTreeSet<String>,
     /// Commands in flight per command topic with a limit, speculative changes included.
     in_flight: BTreeMap<String, usize>,
     /// Sagas with commands in flight to a topic with a limit (`__sent/` records).
@@ -161,6 +164,7 @@ impl Task {
                 parked::HELD,
                 parked::held_topic,
             )?,
+            undecidable_held: BTreeSet::new(),
             in_flight,
             sent_sagas,
             buckets: HashMap::new(),
