@@ -329,12 +329,16 @@ impl Fold {
                     definition: definition.clone(),
                 });
             }
-            let count = self
-                .status_counts
-                .entry((definition.clone(), day, status))
-                .or_default();
-            count.0 += 1;
-            count.1 += duration;
+            // A saga back to RUNNING after an operator's repair (an incident retried or skipped)
+            // did not start again: RUNNING counts the starts (docs/bi.md).
+            if status != "RUNNING" || previous.is_none() {
+                let count = self
+                    .status_counts
+                    .entry((definition.clone(), day, status))
+                    .or_default();
+                count.0 += 1;
+                count.1 += duration;
+            }
         }
 
         if let (Some(step), Some((phase, status, starts, ends))) =

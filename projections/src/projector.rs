@@ -287,6 +287,12 @@ fn run(
         }
         if std::mem::take(&mut assignment.lock().expect("assignment lock").resync) {
             resync(&consumer, &mut store, &config.topic, &assignment, &metrics);
+            if assignment.lock().expect("assignment lock").resync {
+                // Not back at the stored offsets: what the consumer would hand over next may
+                // lie beyond records that were read and never written.
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
         }
         let generation = assignment.lock().expect("assignment lock").generation;
         let fetched = collect_from(&consumer, config.batch_max, config.batch_wait, &stop);
@@ -310,7 +316,12 @@ fn run(
                 &stop,
             ) {
                 Some(batch) => batch,
-                None => continue,
+                None => {
+                    // The batch was consumed and not written: read it again from the stored
+                    // offsets, or the next batch would skip it and still pass the fence.
+                    resync(&consumer, &mut store, &config.topic, &assignment, &metrics);
+                    continue;
+                }
             };
             match store.write(&config.topic, &batch) {
                 Ok(written) => {

@@ -18,6 +18,10 @@ use crate::metrics::Metrics;
 use crate::projector::{collect_from, decode_batch, ProjectorConfig};
 use crate::store::{connect, Store};
 
+/// How long a rebuild reads on once it has reached the end offsets read at its start, when the
+/// log never falls quiet (the engine writing all along): the live projector reads the rest.
+const LIVE_SETTLE: Duration = Duration::from_secs(10);
+
 /// How a rebuild went.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RebuildReport {
@@ -144,6 +148,9 @@ pub fn rebuild(
     let mut expected: BTreeMap<i32, Option<i64>> = partitions.iter().map(|p| (*p, None)).collect();
     let mut done = 0u64;
     let mut idle_since = Instant::now();
+    // When the end offsets read at the start were first reached: on a log the engine keeps
+    // writing, quiet never comes, and the live projector carries on from where this stops.
+    let mut caught_up_at: Option<Instant> = None;
     // When the last batch was written: the quiet wait that proves the end is not work, and
     // counting it would understate the rate.
     let mut last_write = started;
@@ -156,8 +163,11 @@ pub fn rebuild(
             .all(|(p, (low, high))| expected[p].unwrap_or(*low) >= *high);
         let quiet = idle_since.elapsed();
         let settle = if done > 0 { 3 } else { 10 };
-        if caught_up && quiet >= Duration::from_secs(settle) {
-            break;
+        if caught_up {
+            let since = *caught_up_at.get_or_insert_with(Instant::now);
+            if quiet >= Duration::from_secs(settle) || since.elapsed() >= LIVE_SETTLE {
+                break;
+            }
         }
         if quiet > Duration::from_secs(30) {
             tracing::warn!("nothing new for 30 s before the end offsets read at the start; finishing with what was read");

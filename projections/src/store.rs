@@ -288,6 +288,16 @@ fn fence(
     ranges: &BTreeMap<i32, (Option<i64>, i64)>,
 ) -> Result<()> {
     let partitions: Vec<i32> = ranges.keys().copied().collect();
+    // `FOR UPDATE` below locks only rows that exist: two projectors writing a partition's
+    // first batch would both find none and both pass. A lock per schema and partition, taken
+    // in order (`ranges` is sorted), serialises them, so the second finds the first one's row.
+    for partition in &partitions {
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '/' || $1), $2)",
+            &[&topic, partition],
+        )
+        .map_err(|e| Error::sql("locking the partition's projection", e))?;
+    }
     let rows = tx
         .query(
             "SELECT partition, next_offset FROM projection_offsets

@@ -144,3 +144,29 @@ fn instance_ids_group_under_their_node() {
     assert_eq!(node_of("lines/4"), "lines");
     assert_eq!(node_of("payment"), "payment");
 }
+
+#[test]
+fn a_saga_back_to_running_after_a_repair_is_not_counted_as_a_start() {
+    let mut fold = Fold::default();
+    let _ = fold.apply(&event(1, E::SagaStarted, None, None, 1_000, "RUNNING"));
+    let _ = fold.apply(&event(2, E::SagaIncident, None, None, 2_000, "INCIDENT"));
+    // An operator retries the await: the saga runs again, and then completes.
+    let _ = fold.apply(&event(
+        3,
+        E::StepDispatched,
+        Some("payment"),
+        Some(2),
+        3_000,
+        "RUNNING",
+    ));
+    let _ = fold.apply(&event(4, E::SagaCompleted, None, None, 4_000, "COMPLETED"));
+    let counts: Vec<_> = fold
+        .status_counts
+        .iter()
+        .map(|(k, v)| (k.2.as_str(), v.0))
+        .collect();
+    assert_eq!(
+        counts,
+        vec![("COMPLETED", 1), ("INCIDENT", 1), ("RUNNING", 1)]
+    );
+}

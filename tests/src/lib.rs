@@ -17,7 +17,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
-use sagaflow_avro::{BlockingCodec, SagaEvent};
+use sagaflow_avro::{BlockingCodec, RegistrySettings, SagaEvent};
 use sagaflow_kafka::{KafkaSettings, TopicPolicy, TopicSpec};
 
 pub mod connect;
@@ -575,6 +575,16 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A broker of the test's kind, a registry of its own, and a codec for that registry: what
+/// most tests start with. Bind them in this order, so that the registry stops before the broker.
+pub fn broker_with_registry() -> (TestBroker, String, Proc, String, BlockingCodec) {
+    let broker = Broker::for_test();
+    let bootstrap = broker.bootstrap();
+    let (registry, registry_url) = spawn_registry(&bootstrap);
+    let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
+    (broker, bootstrap, registry, registry_url, codec)
 }
 
 /// A registry process.

@@ -2,12 +2,11 @@
 
 use std::time::Duration;
 
-use sagaflow_avro::{BlockingCodec, RegistrySettings};
 use sagaflow_tests::trips::{
     assert_in_flight_at, check_invariants, in_flight, now_ms, owns_all, participants, stream_trips,
     wait_finished, Rig, WAIT,
 };
-use sagaflow_tests::{eventually, spawn_engine, spawn_registry, Broker, Space, TempDir};
+use sagaflow_tests::{broker_with_registry, eventually, spawn_engine, Space, TempDir};
 
 /// A rig for the trip saga on four partitions.
 fn rig(name: &str) -> Rig {
@@ -67,10 +66,7 @@ fn kill_9_with_sagas_in_flight_then_restart_loses_and_repeats_nothing() {
 
 #[test]
 fn the_survivor_of_two_engines_finishes_every_saga() {
-    let broker = Broker::for_test();
-    let bootstrap = broker.bootstrap();
-    let (_registry, registry_url) = spawn_registry(&bootstrap);
-    let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
+    let (_broker, bootstrap, _registry, registry_url, codec) = broker_with_registry();
     let state_a = TempDir::new("survivor-a");
     let state_b = TempDir::new("survivor-b");
     let work = TempDir::new("survivor-effects");

@@ -5,14 +5,13 @@
 
 use std::time::Duration;
 
-use sagaflow_avro::RegistrySettings;
 use sagaflow_avro::{
     BlockingCodec, EventType as E, InputPosition, JournalKind, JournalRecord, Outbound, SagaState,
     SagaStatus, StateEntry,
 };
 use sagaflow_tests::{
-    eventually, metric, producer, read_all, send, spawn_engine, spawn_engine_env, spawn_registry,
-    start_trip, trip_participants, Broker, EventLog, Space, TempDir,
+    broker_with_registry, eventually, metric, producer, read_all, send, spawn_engine,
+    spawn_engine_env, start_trip, trip_participants, EventLog, Space, TempDir,
 };
 
 const WAIT: Duration = Duration::from_secs(300);
@@ -79,10 +78,7 @@ fn first_state(records: Vec<(i64, JournalRecord)>, saga: &str) -> (i64, Vec<u8>)
 
 #[test]
 fn a_stale_owner_writing_after_losing_its_partition_changes_nothing() {
-    let broker = Broker::for_test();
-    let bootstrap = broker.bootstrap();
-    let (_registry, registry_url) = spawn_registry(&bootstrap);
-    let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
+    let (_broker, bootstrap, _registry, registry_url, codec) = broker_with_registry();
     let space = Space::new("fence");
     let group = space.group.clone();
     let state_1 = TempDir::new("fence-1");
@@ -209,10 +205,7 @@ fn a_stale_owner_writing_after_losing_its_partition_changes_nothing() {
 /// redelivered reply is applied to it a second time.
 #[test]
 fn a_fenced_owners_late_changelog_flush_never_comes_back_in_a_restore() {
-    let broker = Broker::for_test();
-    let bootstrap = broker.bootstrap();
-    let (_registry, registry_url) = spawn_registry(&bootstrap);
-    let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
+    let (_broker, bootstrap, _registry, registry_url, codec) = broker_with_registry();
     let space = Space::new("late-flush");
     let group = space.group.clone();
     let dirs = [
@@ -303,10 +296,7 @@ fn a_fenced_owners_late_changelog_flush_never_comes_back_in_a_restore() {
 /// reading the whole changelog again.
 #[test]
 fn a_standby_copy_a_late_state_gave_up_is_not_read_again_at_the_next_rebalance() {
-    let broker = Broker::for_test();
-    let bootstrap = broker.bootstrap();
-    let (_registry, registry_url) = spawn_registry(&bootstrap);
-    let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
+    let (_broker, bootstrap, _registry, registry_url, codec) = broker_with_registry();
     let space = Space::new("late-standby");
     let group = space.group.clone();
     let dirs = ["1", "2", "3", "4"].map(|n| TempDir::new(&format!("late-standby-{n}")));

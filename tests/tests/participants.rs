@@ -15,9 +15,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use sagaflow_avro::{BlockingCodec, Command, EventType as E, RegistrySettings};
 use sagaflow_runtime::partition_for;
 use sagaflow_tests::{
-    answer, broker_kind, client_config, command_consumer, eventually, metric, producer,
-    sagaflow_bin, skip, spawn_engine, spawn_registry, start_saga, Broker, BrokerKind, EventLog,
-    Space, TempDir,
+    answer, broker_kind, broker_with_registry, client_config, command_consumer, eventually, metric,
+    producer, sagaflow_bin, skip, spawn_engine, start_saga, BrokerKind, EventLog, Space, TempDir,
 };
 use serde_json::{json, Value};
 
@@ -134,10 +133,7 @@ fn participant(
 
 #[test]
 fn a_paused_participant_gets_nothing_across_a_kill_9_and_a_rebalance_then_everything_in_order() {
-    let broker = Broker::for_test();
-    let bootstrap = broker.bootstrap();
-    let (_registry, registry_url) = spawn_registry(&bootstrap);
-    let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
+    let (_broker, bootstrap, _registry, registry_url, codec) = broker_with_registry();
     let space = Space::bare("pausepart");
     for (file, yaml) in DEFINITIONS {
         space.define(file, yaml);
@@ -320,10 +316,7 @@ fn a_paused_participant_gets_nothing_across_a_kill_9_and_a_rebalance_then_everyt
 /// sent once an engine that has the definition restores the partition.
 #[test]
 fn a_held_command_whose_definition_is_missing_here_stays_held_until_it_is_deployed() {
-    let broker = Broker::for_test();
-    let bootstrap = broker.bootstrap();
-    let (_registry, registry_url) = spawn_registry(&bootstrap);
-    let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
+    let (_broker, bootstrap, _registry, registry_url, codec) = broker_with_registry();
     let space = Space::bare("heldrollout");
     for (file, yaml) in DEFINITIONS {
         space.define(file, yaml);
@@ -410,10 +403,7 @@ fn a_held_command_whose_definition_is_missing_here_stays_held_until_it_is_deploy
 
 #[test]
 fn a_limited_participant_never_gets_more_in_flight_or_per_second_than_its_limits() {
-    let broker = Broker::for_test();
-    let bootstrap = broker.bootstrap();
-    let (_registry, registry_url) = spawn_registry(&bootstrap);
-    let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
+    let (_broker, bootstrap, _registry, registry_url, codec) = broker_with_registry();
     let space = Space::bare("limitpart");
     space.define(
         "limited.yaml",

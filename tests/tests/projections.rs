@@ -549,4 +549,38 @@ fn bad_records_go_to_the_dead_letter_topic_and_the_query_api_matches_its_openapi
 
     // schemathesis: every operation, positive and negative, against the document.
     schemathesis(&format!("{url}/openapi.json"), &[]);
+
+    // A rebuild ends though the log never falls quiet (a record every 300 ms): it stops a
+    // while after reaching the ends the log had when it began, and the live projector goes on.
+    let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = {
+        let (writing, p, topic) = (writing.clone(), p, events_topic.clone());
+        std::thread::spawn(move || {
+            while writing.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = p.send(
+                    BaseRecord::to(&topic)
+                        .key("live")
+                        .payload(b"not avro".as_slice()),
+                );
+                p.flush(Duration::from_secs(30)).expect("flush");
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
+    let mut rebuild = std::process::Command::new(sagaflow_tests::sagaflow_bin())
+        .args(connection_args("projections rebuild", &r, &pg, "sagaflow"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run rebuild");
+    let ended = eventually(Duration::from_secs(120), || {
+        rebuild.try_wait().expect("rebuild status").is_some()
+    });
+    writing.store(false, std::sync::atomic::Ordering::SeqCst);
+    writer.join().expect("writer");
+    if !ended {
+        let _ = rebuild.kill();
+    }
+    assert!(ended, "the rebuild never ended on a log that kept growing");
+    assert!(rebuild.wait().expect("rebuild").success());
 }

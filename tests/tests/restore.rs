@@ -8,9 +8,8 @@ use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
-use sagaflow_avro::{BlockingCodec, RegistrySettings};
 use sagaflow_tests::{
-    client_config, eventually, spawn_engine, spawn_registry, start_trip, trip_participants, Broker,
+    broker_with_registry, client_config, eventually, spawn_engine, start_trip, trip_participants,
     EventLog, Space, TempDir,
 };
 
@@ -58,10 +57,7 @@ fn delete_all_records(bootstrap: &str, topic: &str) -> bool {
 /// the changelog, which engine 2 kept current, and goes on.
 #[test]
 fn local_state_older_than_the_journal_retention_rebuilds_from_the_changelog() {
-    let broker = Broker::for_test();
-    let bootstrap = broker.bootstrap();
-    let (_registry, registry_url) = spawn_registry(&bootstrap);
-    let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
+    let (_broker, bootstrap, _registry, registry_url, codec) = broker_with_registry();
     let space = Space::new("retention");
     let group = space.group.clone();
     let (state_1, state_2) = (TempDir::new("retention-1"), TempDir::new("retention-2"));
@@ -115,10 +111,7 @@ fn a_journal_created_again_under_the_old_changelog_is_refused_with_the_fix() {
     ) {
         return;
     }
-    let broker = Broker::for_test();
-    let bootstrap = broker.bootstrap();
-    let (_registry, registry_url) = spawn_registry(&bootstrap);
-    let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
+    let (_broker, bootstrap, _registry, registry_url, codec) = broker_with_registry();
     let space = Space::new("rejournal").only(&["trip.yaml"]);
     let group = space.group.clone();
     let (state_1, state_2) = (TempDir::new("rejournal-1"), TempDir::new("rejournal-2"));
@@ -194,10 +187,7 @@ fn a_restore_from_a_changelog_the_broker_compacted_loses_nothing() {
     ) {
         return;
     }
-    let broker = Broker::for_test();
-    let bootstrap = broker.bootstrap();
-    let (_registry, registry_url) = spawn_registry(&bootstrap);
-    let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
+    let (_broker, bootstrap, _registry, registry_url, codec) = broker_with_registry();
     // Only the trip (no attempt timeouts), so that finished sagas may expire within seconds.
     let space = Space::new("compacted").only(&["trip.yaml"]);
     let group = space.group.clone();
@@ -317,10 +307,7 @@ fn a_fenced_owners_late_flush_that_compaction_keeps_does_not_bring_an_old_state_
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{BaseRecord, Producer as _};
 
-    let broker = Broker::for_test();
-    let bootstrap = broker.bootstrap();
-    let (_registry, registry_url) = spawn_registry(&bootstrap);
-    let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
+    let (_broker, bootstrap, _registry, registry_url, codec) = broker_with_registry();
     // The trip with a deadline: an old state of it, restored after the deadline, fires it.
     let deadline = Duration::from_secs(20);
     let trip = std::fs::read_to_string(sagaflow_tests::root().join("examples/trip.yaml"))
@@ -449,10 +436,7 @@ fn a_fenced_owners_late_flush_that_compaction_keeps_does_not_bring_an_old_state_
 /// running at the hand-over then finishes exactly once.
 #[test]
 fn a_standby_copy_takes_a_partition_over_without_reading_the_changelog() {
-    let broker = Broker::for_test();
-    let bootstrap = broker.bootstrap();
-    let (_registry, registry_url) = spawn_registry(&bootstrap);
-    let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
+    let (_broker, bootstrap, _registry, registry_url, codec) = broker_with_registry();
     let space = Space::new("standby").only(&["trip.yaml"]);
     let group = space.group.clone();
     let (state_1, state_2) = (TempDir::new("standby-1"), TempDir::new("standby-2"));
@@ -520,10 +504,7 @@ fn a_standby_copy_takes_a_partition_over_without_reading_the_changelog() {
 /// hand-overs, still ends exactly once, with a gapless seq.
 #[test]
 fn a_node_joining_during_a_long_restore_takes_its_share_and_nothing_repeats() {
-    let broker = Broker::for_test();
-    let bootstrap = broker.bootstrap();
-    let (_registry, registry_url) = spawn_registry(&bootstrap);
-    let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
+    let (_broker, bootstrap, _registry, registry_url, codec) = broker_with_registry();
     let space = Space::bare("join-restore");
     // Long enough to outlast the restores and the rebalance on a slow runner, so that the
     // timers fire under the final owners or during the hand-over, never before it.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::BaseRecord;
 use rdkafka::{Offset, TopicPartitionList};
-use sagaflow_avro::{BlockingCodec, Command, Phase, RegistrySettings, Subject};
+use sagaflow_avro::{BlockingCodec, Command, Phase, RegistrySettings, Reply, Subject};
 use sagaflow_kafka::KafkaSettings;
 use sagaflow_tests::{
     broker_kind, create_topic, eventually, flush_delivered, free_port, group, kafka_settings,
@@ -339,6 +339,48 @@ fn a_slow_command_holds_up_no_command_fetched_after_it() {
         rig.committed(0),
         Offset::Offset(2),
         "the offset is committed past both commands"
+    );
+}
+
+/// A handler that panics answers a retryable failure, and the worker goes on with the next
+/// command: before, the panic ended the worker, and the command stayed claimed in the shared
+/// dedupe memory, holding every copy of it up.
+#[test]
+fn a_handler_that_panics_answers_a_retryable_failure_and_the_worker_goes_on() {
+    let rig = Rig::new("panic", 1);
+    let (bootstrap, url, codec) = (&rig.bootstrap, &rig.url, &rig.codec);
+    let (name, topic, replies) = (&rig.name, &rig.name, &rig.replies);
+    let handler: Handler = Arc::new(|command: Command| {
+        Box::pin(async move {
+            assert_ne!(command.saga_id, "boom", "a bug in the handler");
+            Ok(serde_json::json!({"ok": true}))
+        })
+    });
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let _inside = runtime.enter();
+    let worker = spawn_worker(&runtime, worker_on(bootstrap, url, topic, name, handler));
+    let p = producer(bootstrap);
+    send_command(codec, &p, (topic, None), replies, "boom");
+    send_command(codec, &p, (topic, None), replies, "after");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let answered = answered_by(bootstrap, replies, 2, deadline);
+    stop_workers(&runtime, vec![worker]);
+    assert_eq!(
+        answered,
+        BTreeSet::from(["after".to_string(), "boom".to_string()])
+    );
+    let boom: Reply = read_all(bootstrap, replies)
+        .into_iter()
+        .filter(|r| r.key.as_deref() == Some(b"boom".as_slice()))
+        .find_map(|r| codec.decode(r.value.as_deref()?).ok())
+        .expect("the reply to boom");
+    let error = boom.error.expect("a failure");
+    assert_eq!(error.code, "HANDLER_PANICKED");
+    assert!(error.retryable);
+    assert!(
+        error.message.contains("a bug in the handler"),
+        "{}",
+        error.message
     );
 }
 

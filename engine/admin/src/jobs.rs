@@ -280,7 +280,9 @@ impl Job {
                 }
                 Err(e) => self.set(&id, Fate::SendFailed(e.to_string())),
             }
-            next += interval;
+            // From now if the send ran late (a slow broker): a stall is not made up for with a
+            // burst above the rate.
+            next = next.max(Instant::now()) + interval;
         }
         while let Some(answer) = answers.next().await {
             self.set(&answer.command.saga_id, Fate::Answered(answer.outcome));

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
@@ -10,6 +11,7 @@ use std::time::Duration;
 use sagaflow_avro::now_ms;
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt as _;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -684,12 +686,15 @@ impl Worker {
     async fn process(&self, message: &BorrowedMessage<'_>) -> Result<()> {
         let Some(payload) = message.payload() else {
             self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
+            warn!(instance = %self.config.instance, topic = message.topic(), partition = message.partition(), offset = message.offset(), "a record with no value on the command topic, skipped: only the engine should write commands there");
             return Ok(());
         };
         // CreateTime only: a LogAppendTime topic's timestamps leave the engine's leg out.
         let sent = match message.timestamp() {
             Timestamp::CreateTime(sent) => {
-                self.stats.command_wait.observe_ms(now_ms() - sent);
+                self.stats
+                    .command_wait
+                    .observe_ms(now_ms().saturating_sub(sent));
                 Some(sent)
             }
             _ => None,
@@ -702,7 +707,7 @@ impl Worker {
             Err(e) => {
                 // Without a decodable command there is no saga to answer; skip it loudly.
                 self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
-                warn!(error = %e, topic = message.topic(), offset = message.offset(), "undecodable command skipped");
+                warn!(error = %e, instance = %self.config.instance, topic = message.topic(), partition = message.partition(), offset = message.offset(), "undecodable command skipped: no saga can be answered for it (was it written by something other than the engine, or with a schema the registry no longer has?)");
                 return Ok(());
             }
         };
@@ -775,7 +780,26 @@ impl Worker {
                     }
                 }
                 Claim::Claimed => {
-                    let outcome = (self.handler)(command.clone()).await;
+                    // A panic in the handler answers as a retryable failure: it must neither
+                    // end the worker nor leave the key claimed, which would hold every copy of
+                    // the command (and so its partition) up for good.
+                    let handled =
+                        AssertUnwindSafe(async { (self.handler)(command.clone()).await })
+                            .catch_unwind()
+                            .await;
+                    let outcome = handled.unwrap_or_else(|panic| {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "no message".into());
+                        tracing::error!(panic = %what, "the handler panicked; answering with a retryable HANDLER_PANICKED failure (fix the handler: a panic should be a Failure)");
+                        Err(Failure {
+                            code: "HANDLER_PANICKED".into(),
+                            message: format!("the participant's handler panicked: {what}"),
+                            retryable: true,
+                        })
+                    });
                     let reply = build_reply(&command, outcome);
                     // A retryable failure did nothing: the next attempt must run again.
                     let retryable = reply.error.as_ref().is_some_and(|e| e.retryable);
