@@ -561,8 +561,14 @@ async fn daily_stats(
             .unwrap_or(chrono::NaiveDate::MIN),
     };
     let definition = text_param(&params, "definition")?.map(|d| d.replace('\0', "\u{fffd}"));
-    let from_day = (from - chrono::NaiveDate::default()).num_days() as i32;
-    let to_day = (to - chrono::NaiveDate::default()).num_days() as i32;
+    // Days count from 1970-01-01 (the read models hold none before it); a far earlier date,
+    // which PostgreSQL's date range may not reach, reads as the day before.
+    let day = |date: chrono::NaiveDate| {
+        i32::try_from((date - chrono::NaiveDate::default()).num_days())
+            .unwrap_or(i32::MAX)
+            .max(-1)
+    };
+    let (from_day, to_day) = (day(from), day(to));
     let client = state.db.client().await?;
     let rows = client
         .query(

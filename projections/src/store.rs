@@ -51,10 +51,20 @@ pub struct Written {
     pub observations: Vec<Observation>,
 }
 
-/// A valid unquoted PostgreSQL identifier we create ourselves.
+/// Longest schema name: PostgreSQL's identifier limit (63 bytes) less the `_rebuild` of the
+/// side schema a rebuild projects into.
+pub const MAX_SCHEMA_NAME: usize = 63 - "_rebuild".len();
+
+/// A valid unquoted PostgreSQL identifier we create ourselves (a rebuild's side schema may be
+/// longer than [`MAX_SCHEMA_NAME`]; it is checked against PostgreSQL's limit).
 pub fn check_schema_name(schema: &str) -> Result<()> {
+    let limit = if schema.ends_with("_rebuild") {
+        63
+    } else {
+        MAX_SCHEMA_NAME
+    };
     let ok = !schema.is_empty()
-        && schema.len() <= 40
+        && schema.len() <= limit
         && schema.starts_with(|c: char| c.is_ascii_lowercase())
         && schema
             .chars()
@@ -63,7 +73,7 @@ pub fn check_schema_name(schema: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::Config(format!(
-            "schema name `{schema}` is not usable: use lowercase letters, digits and `_`, starting with a letter, at most 40 characters"
+            "schema name `{schema}` is not usable: use lowercase letters, digits and `_`, starting with a letter, at most {MAX_SCHEMA_NAME} characters"
         )))
     }
 }
@@ -652,4 +662,21 @@ fn save_positions(
     )
     .map_err(|e| Error::sql("saving offsets", e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schema_name_leaves_room_for_its_rebuild() {
+        let longest = "s".repeat(MAX_SCHEMA_NAME);
+        check_schema_name(&longest).expect("the longest name");
+        check_schema_name(&format!("{longest}_rebuild")).expect("its rebuild's side schema");
+        let err = check_schema_name(&format!("{longest}s"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most 55 characters"), "{err}");
+        assert!(check_schema_name("Live").is_err());
+    }
 }

@@ -384,6 +384,45 @@ fn a_handler_that_panics_answers_a_retryable_failure_and_the_worker_goes_on() {
     );
 }
 
+/// A command whose reply can never be sent (its reply topic is not a valid name) is skipped,
+/// not fetched again for good: the command after it in the partition is answered, and the
+/// offset is committed past both.
+#[test]
+fn a_command_whose_reply_can_never_be_sent_holds_up_no_later_command() {
+    if broker_kind() != BrokerKind::Kafka {
+        // A produce to an invalid topic name only times out there (as a broker that is down
+        // would), which the worker rightly tries again.
+        skip(
+            "a_command_whose_reply_can_never_be_sent_holds_up_no_later_command",
+            "tansu 0.6 never answers a produce to an invalid topic name",
+        );
+        return;
+    }
+    let rig = Rig::new("unanswerable", 1);
+    let (bootstrap, url, codec) = (&rig.bootstrap, &rig.url, &rig.codec);
+    let (name, topic, replies) = (&rig.name, &rig.name, &rig.replies);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let _inside = runtime.enter();
+    let worker = worker_on(bootstrap, url, topic, name, answering(|_| async {}));
+    let stats = worker.stats.clone();
+    let worker = spawn_worker(&runtime, worker);
+    let p = producer(bootstrap);
+    send_command(codec, &p, (topic, None), "not a topic!", "lost");
+    send_command(codec, &p, (topic, None), replies, "after");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let answered = answered_by(bootstrap, replies, 1, deadline);
+    assert!(
+        eventually(Duration::from_secs(90), || stats
+            .unanswerable
+            .load(Ordering::Relaxed)
+            == 1),
+        "the command was never given up"
+    );
+    stop_workers(&runtime, vec![worker]);
+    assert_eq!(answered, BTreeSet::from(["after".to_string()]));
+    assert_eq!(rig.committed(0), Offset::Offset(2), "committed past both");
+}
+
 /// Every warning logged in this test binary, from any thread (the workers log on the async
 /// runtime's threads).
 fn warnings() -> &'static Mutex<Vec<u8>> {

@@ -638,6 +638,28 @@ fn command_response(answer: &Answer, wait: Duration) -> Response {
     }
 }
 
+/// How many ended jobs the service remembers: each holds the fate of every saga it matched,
+/// so a service running jobs for months would otherwise grow without end. Their outcomes stay
+/// on `<group>.audit` and the sagas' event logs.
+const ENDED_JOBS_KEPT: usize = 100;
+
+/// Forgets the oldest ended jobs beyond [`ENDED_JOBS_KEPT`]; running ones are kept.
+fn forget_old_jobs(jobs: &mut BTreeMap<String, Arc<Job>>) {
+    let mut ended: Vec<(i64, String)> = jobs
+        .iter()
+        .map(|(id, job)| (id, job.snapshot()))
+        .filter(|(_, s)| s.status != crate::jobs::JobStatus::Running)
+        .map(|(id, s)| (s.created_at, id.clone()))
+        .collect();
+    if ended.len() <= ENDED_JOBS_KEPT {
+        return;
+    }
+    ended.sort();
+    for (_, id) in &ended[..ended.len() - ENDED_JOBS_KEPT] {
+        let _ = jobs.remove(id);
+    }
+}
+
 async fn list_jobs(
     State(app): State<Arc<App>>,
     method: Method,
@@ -986,10 +1008,11 @@ async fn start_job(
             "matched": snapshot.matched, "rate": rate, "reason": snapshot.reason}),
     )
     .await?;
-    app.jobs
-        .lock()
-        .expect("jobs lock")
-        .insert(job.id().to_string(), job.clone());
+    {
+        let mut jobs = app.jobs.lock().expect("jobs lock");
+        forget_old_jobs(&mut jobs);
+        let _ = jobs.insert(job.id().to_string(), job.clone());
+    }
     let runner = app.clone();
     drop(tokio::spawn(async move {
         let done = job

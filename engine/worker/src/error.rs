@@ -36,5 +36,29 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Whether trying again cannot help: the registry refused the reply's schema, or the
+    /// broker refuses the reply itself (its topic is invalid or not allowed, or it is too
+    /// large). A command whose reply fails so is skipped rather than tried for good.
+    pub fn is_permanent(&self) -> bool {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        match self {
+            Self::Avro(e) => !e.is_outage(),
+            Self::Kafka { source, .. } => matches!(
+                source.rdkafka_error_code(),
+                Some(
+                    C::InvalidTopic
+                        | C::TopicAuthorizationFailed
+                        | C::MessageSizeTooLarge
+                        | C::MessageBatchTooLarge
+                        | C::InvalidRecord
+                        | C::InvalidArgument
+                )
+            ),
+            Self::Busy(_) | Self::CloseTimedOut { .. } => false,
+        }
+    }
+}
+
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

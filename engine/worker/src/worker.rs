@@ -80,6 +80,8 @@ pub struct WorkerStats {
     pub duplicates: AtomicU64,
     /// Records that were not decodable commands.
     pub undecodable: AtomicU64,
+    /// Commands skipped because their reply can never be sent (see `Error::is_permanent`).
+    pub unanswerable: AtomicU64,
     /// Offsets the broker never delivered: the group's committed offset or the previous record
     /// said they came next, and a later one arrived instead.
     pub skipped_offsets: AtomicU64,
@@ -487,6 +489,18 @@ impl Worker {
                     // librdkafka commits the offset after the one stored.
                     if let Err(e) = self.consumer().store_offset(topic, partition, last) {
                         warn!(error = %e, instance = %self.config.instance, topic, partition, offset = last, "cannot store the consumer offset; the commands answered up to it may come again to this partition's next owner");
+                    }
+                }
+                false
+            }
+            Err(e) if e.is_permanent() => {
+                // Fetching it again would fail the same way, and hold every later command of
+                // the partition up with it.
+                tracing::error!(error = %e, instance = %self.config.instance, topic, partition, offset, "the reply to this command can never be sent, so the command is skipped: the engine's attempt timeout retries the step. Fix what the error names (the reply schema in the registry, the reply topic or its ACLs)");
+                self.stats.unanswerable.fetch_add(1, Ordering::Relaxed);
+                if let Some(last) = ledger.answered(partition, offset, seq) {
+                    if let Err(e) = self.consumer().store_offset(topic, partition, last) {
+                        warn!(error = %e, instance = %self.config.instance, topic, partition, offset = last, "cannot store the consumer offset; the commands up to it may come again to this partition's next owner");
                     }
                 }
                 false
