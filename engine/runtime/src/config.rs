@@ -367,6 +367,17 @@ fn misspelt_env(vars: impl IntoIterator<Item = String>, keys: &[String]) -> Resu
         if rest.starts_with("KAFKA_") || keys.iter().any(|k| env_var(k) == var) {
             continue;
         }
+        // What Kubernetes sets for a Service named `sagaflow-<name>` in the namespace
+        // (`SAGAFLOW_REGISTRY_PORT`, `..._SERVICE_HOST`, `..._PORT_8081_TCP_ADDR`), as Docker
+        // links do: nobody's typo.
+        if rest == "PORT"
+            || rest.ends_with("_PORT")
+            || rest.contains("_PORT_")
+            || rest.starts_with("SERVICE_")
+            || rest.contains("_SERVICE_")
+        {
+            continue;
+        }
         let like_a_key = rest.to_lowercase().replace('_', "-");
         if let Some(near) = did_you_mean(&like_a_key, &keys) {
             return Err(Error::Config(format!(
@@ -444,6 +455,11 @@ mod tests {
             "SAGAFLOW_UI_SCREENSHOTS",
             "PATH",
             "RUST_LOG",
+            // Kubernetes service links of a Service named sagaflow-registry.
+            "SAGAFLOW_REGISTRY_PORT",
+            "SAGAFLOW_REGISTRY_SERVICE_HOST",
+            "SAGAFLOW_REGISTRY_SERVICE_PORT",
+            "SAGAFLOW_REGISTRY_PORT_8081_TCP_ADDR",
         ];
         for var in others {
             check(var).unwrap_or_else(|e| panic!("{var}: {e}"));
