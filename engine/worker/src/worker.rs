@@ -290,7 +290,8 @@ impl Worker {
     }
 
     /// Like [`Worker::new`], sharing the dedupe memory with other instances of the participant
-    /// (a command can move between instances when partitions do).
+    /// (a command can move between instances when partitions do). The memory keeps the
+    /// capacity it was made with; `config.dedupe_capacity` is not used.
     pub fn with_dedupe(
         config: WorkerConfig,
         handler: Handler,
