@@ -856,13 +856,8 @@ impl Processor {
                 partition,
                 "another engine claimed this partition; waiting for the group to revoke it"
             );
-            // Nothing to relay: the claimer restored the same counted records, and delivers
-            // and flushes what they left undone. Flushing them here too would write states of
-            // an older epoch after its claim, which every restore must then check against the
-            // journal, and which gives standby copies up.
-        } else {
-            resume_relay(&mut self.relay, partition, restored);
         }
+        resume_relay(&mut self.relay, partition, restored);
         let _ = self.tasks.insert(partition, task);
         Ok(())
     }
