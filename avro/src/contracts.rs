@@ -1029,3 +1029,25 @@ pub struct Checkpoint {
     pub relayed_through: i64,
 }
 contract!(Checkpoint, CHECKPOINT);
+
+/// One saga's state in a [`ChangelogBatch`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchEntry {
+    /// Saga instance id.
+    pub saga_id: String,
+    /// Journal offset the state came from.
+    pub source: i64,
+    /// Wire-format `SagaState`.
+    #[serde(with = "apache_avro::serde::bytes")]
+    pub state: Vec<u8>,
+}
+
+/// Changelog record holding the states of many sagas from one flush.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangelogBatch {
+    /// Epoch ms from which the owner checks whether every saga has moved on.
+    pub check_at: i64,
+    /// The states.
+    pub entries: Vec<BatchEntry>,
+}
+contract!(ChangelogBatch, CHANGELOG_BATCH);

@@ -31,6 +31,7 @@ pub trait Internal: Contract {}
 impl Internal for crate::SagaState {}
 impl Internal for crate::JournalRecord {}
 impl Internal for crate::Checkpoint {}
+impl Internal for crate::ChangelogBatch {}
 impl Internal for crate::Parked {}
 impl Internal for crate::Correlation {}
 

@@ -114,6 +114,11 @@ schema_file!(
     "io.sagaflow.JournalRecord"
 );
 schema_file!(CHECKPOINT, "Checkpoint.avsc", "io.sagaflow.Checkpoint");
+schema_file!(
+    CHANGELOG_BATCH,
+    "ChangelogBatch.avsc",
+    "io.sagaflow.ChangelogBatch"
+);
 schema_file!(SIGNAL, "Signal.avsc", "io.sagaflow.Signal");
 schema_file!(PARKED, "Parked.avsc", "io.sagaflow.Parked");
 schema_file!(CORRELATION, "Correlation.avsc", "io.sagaflow.Correlation");
@@ -130,7 +135,7 @@ schema_file!(
 );
 
 /// Every embedded schema.
-pub static ALL: [&SchemaFile; 13] = [
+pub static ALL: [&SchemaFile; 14] = [
     &START_SAGA,
     &COMMAND,
     &REPLY,
@@ -138,6 +143,7 @@ pub static ALL: [&SchemaFile; 13] = [
     &SAGA_STATE,
     &JOURNAL_RECORD,
     &CHECKPOINT,
+    &CHANGELOG_BATCH,
     &SIGNAL,
     &PARKED,
     &CORRELATION,

@@ -997,6 +997,51 @@ pub fn send(producer: &TestProducer, topic: &str, key: &str, value: &[u8]) {
     flush_delivered(producer, Duration::from_secs(30));
 }
 
+/// The saga states in changelog `records`, in log order: each record under a saga's own key, and
+/// each entry of a batch record (`__batch/…` keys), with the batch's key. Tombstones and the
+/// engine's other reserved keys are left out.
+pub fn changelog_states(records: &[Record]) -> Vec<ChangelogState> {
+    let mut out = Vec::new();
+    for r in records {
+        let (Some(key), Some(value)) = (r.key.as_deref(), r.value.as_deref()) else {
+            continue;
+        };
+        let key = String::from_utf8_lossy(key).into_owned();
+        if key.starts_with("__batch/") {
+            let batch: sagaflow_avro::ChangelogBatch = sagaflow_avro::internal::decode(value)
+                .expect("a changelog batch in the engine's encoding")
+                .expect("a readable changelog batch");
+            out.extend(batch.entries.into_iter().map(|e| ChangelogState {
+                saga_id: e.saga_id,
+                state: e.state,
+                batch: Some(key.clone()),
+                record: r.clone(),
+            }));
+        } else if !key.starts_with("__") {
+            out.push(ChangelogState {
+                saga_id: key,
+                state: value.to_vec(),
+                batch: None,
+                record: r.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// A saga state read from the changelog (`changelog_states`).
+#[derive(Debug, Clone)]
+pub struct ChangelogState {
+    /// Saga id.
+    pub saga_id: String,
+    /// Wire-format `SagaState`.
+    pub state: Vec<u8>,
+    /// Key of the batch record that held it, if any.
+    pub batch: Option<String>,
+    /// The record it was read from.
+    pub record: Record,
+}
+
 /// A record read back from a topic.
 #[derive(Debug, Clone)]
 pub struct Record {

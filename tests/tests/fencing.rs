@@ -182,11 +182,12 @@ fn a_stale_owner_writing_after_losing_its_partition_changes_nothing() {
         read_all(&bootstrap, "zombie.out").is_empty(),
         "a fenced output was delivered"
     );
-    let changelog_states: Vec<SagaState> = read_all(&bootstrap, &changelog)
-        .into_iter()
-        .filter(|r| r.key.as_deref() == Some(b"before"))
-        .filter_map(|r| codec.decode(r.value.as_deref()?).ok())
-        .collect();
+    let changelog_states: Vec<SagaState> =
+        sagaflow_tests::changelog_states(&read_all(&bootstrap, &changelog))
+            .into_iter()
+            .filter(|s| s.saga_id == "before")
+            .filter_map(|s| codec.decode(&s.state).ok())
+            .collect();
     assert!(
         !changelog_states.is_empty(),
         "the changelog should hold saga `before`"

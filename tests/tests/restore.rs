@@ -291,6 +291,112 @@ fn a_restore_from_a_changelog_the_broker_compacted_loses_nothing() {
     );
 }
 
+/// Changelog batches (`engine/runtime/src/batches.rs`). Sagas that end soon get no changelog
+/// record of their own: their states share batch records. A saga still waiting a minute after
+/// its state was flushed gets one, and the batches whose sagas all moved on are deleted. A new
+/// node restores from both kinds: the waiting sagas finish once, and a finished saga's start
+/// sent again is a duplicate, as its final state came back from a batch.
+#[test]
+fn finished_sagas_share_changelog_records_and_a_new_node_restores_them() {
+    let (_broker, bootstrap, _registry, registry_url, codec) = broker_with_registry();
+    let space = Space::new("batches").only(&["trip.yaml"]);
+    let group = space.group.clone();
+    let changelog = format!("{group}.changelog");
+    let (state_1, state_2) = (TempDir::new("batches-1"), TempDir::new("batches-2"));
+    let opts = |state: &TempDir| space.engine_opts(&bootstrap, &registry_url, state, 1);
+    let metric = sagaflow_tests::metric;
+    let (mut first, metrics) = spawn_engine("engine-1", &opts(&state_1));
+    let participants = trip_participants(&space, &bootstrap, &registry_url);
+    let done: Vec<String> = (0..20).map(|i| format!("done-{i}")).collect();
+    for id in &done {
+        start_trip(&codec, &bootstrap, &group, id);
+    }
+    assert!(
+        eventually(WAIT, || EventLog::read(&bootstrap, &codec, &group)
+            .unfinished(&done)
+            .is_empty()),
+        "the first sagas did not finish"
+    );
+    // Without participants these wait for their payment.
+    drop(participants);
+    let open: Vec<String> = (0..5).map(|i| format!("open-{i}")).collect();
+    for id in &open {
+        start_trip(&codec, &bootstrap, &group, id);
+    }
+    assert!(eventually(WAIT, || metric(
+        &metrics,
+        "sagaflow_sagas_started_total"
+    ) == 25.0));
+    let records = || sagaflow_tests::read_to_watermarks(&bootstrap, &changelog);
+    let states = || sagaflow_tests::changelog_states(&records());
+    let flushed = |ids: &[String], own_key: bool| {
+        let states = states();
+        ids.iter().all(|id| {
+            states
+                .iter()
+                .any(|s| &s.saga_id == id && (!own_key || s.batch.is_none()))
+        })
+    };
+    assert!(
+        eventually(WAIT, || flushed(&done, false) && flushed(&open, false)),
+        "the sagas' states never reached the changelog"
+    );
+    let own: Vec<String> = states()
+        .into_iter()
+        .filter(|s| s.batch.is_none() && done.contains(&s.saga_id))
+        .map(|s| s.saga_id)
+        .collect();
+    assert!(
+        own.is_empty(),
+        "finished sagas got changelog records of their own: {own:?}"
+    );
+    let deleted_batches = || {
+        records()
+            .iter()
+            .filter(|r| {
+                r.value.is_none() && r.key.as_deref().is_some_and(|k| k.starts_with(b"__batch/"))
+            })
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(180), || flushed(&open, true)
+            && deleted_batches() > 0),
+        "a minute on, the waiting sagas have no changelog records of their own ({}), or no batch was deleted ({})",
+        flushed(&open, true),
+        deleted_batches()
+    );
+    assert!(first.terminate().success());
+
+    // A new node, with nothing of its own, reads the changelog.
+    let (_second, metrics) = spawn_engine("engine-2", &opts(&state_2));
+    let _participants = trip_participants(&space, &bootstrap, &registry_url);
+    let ids: Vec<String> = done.iter().chain(&open).cloned().collect();
+    assert!(
+        eventually(WAIT, || EventLog::read(&bootstrap, &codec, &group)
+            .unfinished(&ids)
+            .is_empty()),
+        "the waiting sagas did not finish after a restore from the changelog"
+    );
+    assert_eq!(metric(&metrics, "sagaflow_changelog_restores_total"), 1.0);
+    start_trip(&codec, &bootstrap, &group, "done-0");
+    assert!(
+        eventually(WAIT, || metric(
+            &metrics,
+            "sagaflow_inputs_ignored_total{reason=\"duplicate_start\"}"
+        ) == 1.0),
+        "a finished saga's start sent again was not recognised as a duplicate"
+    );
+    let log = EventLog::read(&bootstrap, &codec, &group);
+    assert!(log.conflicts.is_empty(), "{:?}", log.conflicts);
+    for id in &ids {
+        let ends = log.sagas[id]
+            .values()
+            .filter(|e| e.event_type.settles())
+            .count();
+        assert_eq!(ends, 1, "{id} ended {ends} times");
+    }
+}
+
 /// G3 on a compacting broker. A fenced owner (a zombie) flushes an old state of a saga after the
 /// new owner flushed a newer one, and the broker's compaction then keeps only the zombie's record
 /// (the last written). A new node restoring from that changelog must not bring the old state
@@ -324,6 +430,9 @@ fn a_fenced_owners_late_flush_that_compaction_keeps_does_not_bring_an_old_state_
         TempDir::new("late-3"),
     ];
     let opts = |state: &TempDir| space.engine_opts(&bootstrap, &registry_url, state, 1);
+    // Every state under its saga's key: what compaction can drop is a key's older record (a
+    // batch has a key of its own, which only its owner deletes).
+    let per_saga = [("SAGAFLOW_CHANGELOG_BATCHES", "false")];
     let records_of = |key: &str| -> Vec<sagaflow_tests::Record> {
         sagaflow_tests::read_to_watermarks(&bootstrap, &changelog)
             .into_iter()
@@ -334,7 +443,7 @@ fn a_fenced_owners_late_flush_that_compaction_keeps_does_not_bring_an_old_state_
 
     // The first owner: "x" waits for its payment (no participants yet), and its state reaches
     // the changelog. This is the state the zombie will write again.
-    let (mut first, _) = spawn_engine("engine-1", &opts(&states[0]));
+    let (mut first, _) = sagaflow_tests::spawn_engine_env("engine-1", &opts(&states[0]), &per_saga);
     let started = std::time::Instant::now();
     start_trip(&codec, &bootstrap, &group, "x");
     let mut old = None;
@@ -350,7 +459,8 @@ fn a_fenced_owners_late_flush_that_compaction_keeps_does_not_bring_an_old_state_
     assert!(first.terminate().success());
 
     // The second owner (epoch 2) finishes the saga and flushes its final state.
-    let (mut second, _) = spawn_engine("engine-2", &opts(&states[1]));
+    let (mut second, _) =
+        sagaflow_tests::spawn_engine_env("engine-2", &opts(&states[1]), &per_saga);
     let participants = trip_participants(&space, &bootstrap, &registry_url);
     assert!(eventually(WAIT, || EventLog::read(
         &bootstrap, &codec, &group
@@ -406,7 +516,7 @@ fn a_fenced_owners_late_flush_that_compaction_keeps_does_not_bring_an_old_state_
 
     // A new node restores from the compacted changelog, and runs another saga to the end (by
     // then a deadline restored with the old state would have fired).
-    let (_third, _) = spawn_engine("engine-3", &opts(&states[2]));
+    let (_third, _) = sagaflow_tests::spawn_engine_env("engine-3", &opts(&states[2]), &per_saga);
     let _participants = trip_participants(&space, &bootstrap, &registry_url);
     start_trip(&codec, &bootstrap, &group, "y");
     assert!(eventually(WAIT, || EventLog::read(

@@ -54,6 +54,8 @@ pub struct EngineConfig {
     pub max_batch_bytes: usize,
     /// Changelog checkpoint interval.
     pub checkpoint_interval_ms: u64,
+    /// Whether changelog records may hold many sagas' states.
+    pub changelog_batches: bool,
     /// HTTP listen address, empty to disable.
     pub http_listen: String,
     /// OTLP/HTTP collector for spans, empty for none.

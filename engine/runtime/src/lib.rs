@@ -5,6 +5,7 @@
 //! claims the journal partition, and then turns inputs into journaled decisions whose outputs a
 //! relay delivers. See `docs/architecture.md` for why each piece exists.
 
+mod batches;
 pub mod config;
 mod control;
 mod deployed;

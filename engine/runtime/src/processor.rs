@@ -348,6 +348,8 @@ struct Context {
     deps: Arc<RestoreDeps>,
     settings: sagaflow_core::Settings,
     writer: String,
+    /// Whether the changelog gets batches (the setting, if the retention allows it).
+    changelog_batches: bool,
 }
 
 impl Context {
@@ -367,6 +369,7 @@ impl Context {
             cache_sagas: self.config.state_cache_sagas,
             timer_lookahead_ms: self.config.timer_lookahead_ms,
             targets: &self.targets,
+            changelog_batches: self.changelog_batches,
         }
     }
 }
@@ -505,7 +508,26 @@ impl Processor {
             .hot_path_producer_config()
             .create_with_context(JournalContext { acks: tx })
             .map_err(|e| Error::kafka("creating the journal producer", e))?;
-        let relay = Relay::new(&config.kafka, &topics, metrics.clone())?;
+        let relay = Relay::new(
+            &config.kafka,
+            &topics,
+            metrics.clone(),
+            config.max_batch_bytes,
+        )?;
+        let retention = config.retention()?;
+        let changelog_batches = crate::batches::enabled(
+            config.changelog_batches,
+            retention.finished_ms,
+            retention.dedupe_ms,
+            config.checkpoint_interval_ms,
+        );
+        if config.changelog_batches && !changelog_batches {
+            info!(
+                finished_retention_ms = retention.finished_ms,
+                dedupe_window_ms = retention.dedupe_ms,
+                "changelog batches are off: dedupe-window-ms is within ten minutes and two checkpoint intervals of finished-retention-ms, so every state gets a changelog record of its own"
+            );
+        }
         // Before any decision: a command to a participant paused before this start is held.
         let controls = Controls::open(&config.kafka, &topics.control, &writer, &deps.codec)?;
         info!(writer = %writer, group = %config.group, instance = ?instance, "engine started");
@@ -522,9 +544,10 @@ impl Processor {
                 targets: crate::targets::Targets::new(crate::kafka::reader(&config.kafka)?),
                 settings: sagaflow_core::Settings {
                     replies: topics.replies.clone(),
-                    retention: config.retention()?,
+                    retention,
                     max_state_bytes: config.max_state_bytes,
                 },
+                changelog_batches,
                 config,
                 definitions: RegistryDefinitions(definitions),
                 metrics,
@@ -569,8 +592,7 @@ impl Processor {
             self.apply_advances(advances)?;
             if last_checkpoint.elapsed() >= checkpoint_every {
                 last_checkpoint = Instant::now();
-                let advances = self.relay.flush_changelog();
-                self.apply_advances(advances)?;
+                self.flush_changelog()?;
             }
             self.resync_tasks()?;
             self.rejoin_if_due()?;
@@ -958,7 +980,21 @@ impl Processor {
         Ok(())
     }
 
+    /// Writes the changelog (see `Relay::flush_changelog`).
+    fn flush_changelog(&mut self) -> Result<()> {
+        let (advances, failed) = self.relay.flush_changelog(&self.ctx.deps.store, now_ms());
+        for (partition, e) in failed {
+            self.fail_partition(partition, e.to_string());
+        }
+        self.apply_advances(advances)
+    }
+
     fn apply_advances(&mut self, advances: Vec<crate::relay::Advance>) -> Result<()> {
+        for (partition, key) in self.relay.take_deleted_batches() {
+            if let Err(e) = self.ctx.deps.store.forget_batch(partition, &key) {
+                self.fail_partition(partition, e.to_string());
+            }
+        }
         for advance in advances {
             let Some(task) = self.tasks.get_mut(&advance.partition) else {
                 continue;
@@ -1162,10 +1198,9 @@ impl Processor {
         // A hand-over record has nothing to deliver: one more relay round writes a checkpoint
         // that covers it, so that a restore from the changelog never needs it from the journal.
         let advances = self.relay.drain();
-        let advanced = self.apply_advances(advances).and_then(|()| {
-            let advances = self.relay.flush_changelog();
-            self.apply_advances(advances)
-        });
+        let advanced = self
+            .apply_advances(advances)
+            .and_then(|()| self.flush_changelog());
         if let Err(e) = advanced {
             warn!(error = %e, "no checkpoint after the hand-over records");
         }
@@ -1180,8 +1215,7 @@ impl Processor {
             self.drain_journal_acks()?;
             let advances = self.relay.drain();
             self.apply_advances(advances)?;
-            let advances = self.relay.flush_changelog();
-            self.apply_advances(advances)?;
+            self.flush_changelog()?;
             let journal_idle = self.tasks.values().all(Task::idle);
             if journal_idle && self.relay.idle() {
                 break;

@@ -23,9 +23,10 @@ use rdkafka::ClientContext;
 use sagaflow_avro::Outbound;
 use tracing::warn;
 
+use crate::batches;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::store::RelayMark;
+use crate::store::{RelayMark, Store};
 use crate::topics::Topics;
 use crate::traffic::{record_bytes, Flow};
 
@@ -94,14 +95,73 @@ struct PartitionRelay {
     outputs_through: i64,
     /// Chain and positions at each committed offset not yet covered by the watermark.
     marks: BTreeMap<i64, RelayMark>,
-    /// Latest state per saga since the last flush, with the journal offset it came from.
-    dirty: HashMap<String, (i64, Option<Vec<u8>>)>,
+    /// Latest state per saga since the last flush.
+    dirty: HashMap<String, Dirty>,
     /// Flush in flight: (number, covers through offset, outstanding).
     flush: Option<(u64, i64, usize)>,
+    /// Batches the flush in flight deletes.
+    flush_deletes: Vec<String>,
+    /// Batches deleted by acknowledged flushes, not yet forgotten in the store.
+    deleted: Vec<String>,
     changelog_through: i64,
     last_committed: i64,
     /// The persisted watermark.
     watermark: i64,
+}
+
+/// The latest state of a saga since the last flush.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Dirty {
+    /// Journal offset it came from.
+    pub(crate) source: i64,
+    /// `None` deletes.
+    pub(crate) state: Option<Vec<u8>>,
+    /// From when it is checked if it goes in a batch; `None` for its own key (`batches.rs`).
+    pub(crate) batch_at: Option<i64>,
+}
+
+impl Dirty {
+    /// A state written under its own key.
+    pub(crate) fn single(source: i64, state: Option<Vec<u8>>) -> Self {
+        Self {
+            source,
+            state,
+            batch_at: None,
+        }
+    }
+}
+
+/// Checks the batches of `partition` whose check time has come (`batches.rs`): a saga whose
+/// state is still the one a batch holds is carried, written again under its own key in this
+/// flush. Returns the batches to delete.
+fn carry_due_batches(
+    store: &Store,
+    partition: i32,
+    part: &mut PartitionRelay,
+    now: i64,
+) -> Result<Vec<String>> {
+    let due = store.batches_due(partition, now)?;
+    let mut carry = Vec::new();
+    for batch in &due {
+        for (saga_id, fingerprint) in &batch.members {
+            // A dirty state is newer than any batch and goes out ahead of the deletion.
+            if part.dirty.contains_key(saga_id) {
+                continue;
+            }
+            if let Some(state) = store.state(partition, saga_id)? {
+                if batches::fingerprint(&state) == *fingerprint {
+                    carry.push((saga_id.clone(), state));
+                }
+            }
+        }
+    }
+    // The store holds every committed record's states: the newest source is the last commit.
+    for (saga_id, state) in carry {
+        let _ = part
+            .dirty
+            .insert(saga_id, Dirty::single(part.last_committed, Some(state)));
+    }
+    Ok(due.into_iter().map(|b| b.key).collect())
 }
 
 /// Advance of a partition's watermark, for the processor to persist.
@@ -125,6 +185,8 @@ pub(crate) struct Relay {
     next_flush: u64,
     topics: Topics,
     metrics: Arc<Metrics>,
+    /// Most bytes of a changelog batch record.
+    max_batch_bytes: usize,
 }
 
 impl std::fmt::Debug for Relay {
@@ -140,6 +202,7 @@ impl Relay {
         kafka: &sagaflow_kafka::KafkaSettings,
         topics: &Topics,
         metrics: Arc<Metrics>,
+        max_batch_bytes: usize,
     ) -> Result<Self> {
         let (tx, rx) = channel();
         // The shared producer config partitions by key as Java clients do (murmur2).
@@ -158,6 +221,7 @@ impl Relay {
             next_flush: 1,
             topics: topics.clone(),
             metrics,
+            max_batch_bytes,
         })
     }
 
@@ -195,7 +259,7 @@ impl Relay {
         partition: i32,
         offset: i64,
         outputs: Vec<Outbound>,
-        states: impl IntoIterator<Item = (String, (i64, Option<Vec<u8>>))>,
+        states: impl IntoIterator<Item = (String, Dirty)>,
         mark: Option<RelayMark>,
         redelivery: bool,
     ) {
@@ -400,6 +464,8 @@ impl Relay {
                             if *left == 0 {
                                 part.changelog_through = *through;
                                 part.flush = None;
+                                let deletes = std::mem::take(&mut part.flush_deletes);
+                                part.deleted.extend(deletes);
                             }
                         }
                     }
@@ -447,17 +513,31 @@ impl Relay {
     }
 
     /// Writes the changelog for every partition (called every checkpoint interval) and, for
-    /// advanced watermarks, a checkpoint record.
-    pub(crate) fn flush_changelog(&mut self) -> Vec<Advance> {
+    /// advanced watermarks, a checkpoint record. Batches whose check time has come are deleted
+    /// at the end of the flush, after carrying any saga still unchanged (see `batches.rs`).
+    /// Returns the advances, and the partitions whose store failed.
+    pub(crate) fn flush_changelog(
+        &mut self,
+        store: &Store,
+        now: i64,
+    ) -> (Vec<Advance>, Vec<(i32, Error)>) {
         let partitions: Vec<i32> = self.partitions.keys().copied().collect();
         let mut advances = Vec::new();
+        let mut failed = Vec::new();
         for partition in partitions {
             let part = self.partitions.get_mut(&partition).expect("listed");
             if part.flush.is_some() {
                 continue;
             }
             let through = part.last_committed;
-            if part.dirty.is_empty() {
+            let due = match carry_due_batches(store, partition, part, now) {
+                Ok(due) => due,
+                Err(e) => {
+                    failed.push((partition, e));
+                    continue;
+                }
+            };
+            if part.dirty.is_empty() && due.is_empty() {
                 part.changelog_through = through;
                 if let Some(a) = self.advance_watermark(partition) {
                     advances.push(a);
@@ -465,33 +545,89 @@ impl Relay {
                 continue;
             }
             let number = self.next_flush;
+            let mut single = Vec::new();
+            let mut batchable = Vec::new();
+            for (saga_id, d) in std::mem::take(&mut part.dirty) {
+                match (d.batch_at, d.state) {
+                    (Some(at), Some(state)) => batchable.push((saga_id, d.source, state, at)),
+                    (_, state) => single.push((saga_id, d.source, state)),
+                }
+            }
+            let (packed, alone) =
+                batches::pack(batchable, self.max_batch_bytes, part.epoch, number);
+            single.extend(
+                alone
+                    .into_iter()
+                    .map(|(id, source, state)| (id, source, Some(state))),
+            );
+            // Indexed before they are written: a batch written but not indexed (a crash in
+            // between) would never be deleted.
+            let mut records = Vec::with_capacity(packed.len());
+            let indexed = packed.iter().try_for_each(|p| {
+                let bytes = sagaflow_avro::internal::encode(&p.record)?;
+                store.put_batch(partition, &p.key, &p.members())?;
+                records.push(bytes);
+                Ok::<(), Error>(())
+            });
+            if let Err(e) = indexed {
+                // Nothing was sent: the states wait for the next flush.
+                for (saga_id, source, state) in single {
+                    let _ = part.dirty.insert(saga_id, Dirty::single(source, state));
+                }
+                for p in packed {
+                    for entry in p.record.entries {
+                        let _ = part.dirty.insert(
+                            entry.saga_id,
+                            Dirty::single(entry.source, Some(entry.state)),
+                        );
+                    }
+                }
+                failed.push((partition, e));
+                continue;
+            }
             self.next_flush += 1;
-            let dirty = std::mem::take(&mut part.dirty);
-            part.flush = Some((number, through, dirty.len()));
+            let count = single.len() + packed.len() + due.len();
+            part.flush = Some((number, through, count));
+            part.flush_deletes.clone_from(&due);
             let generation = part.generation;
             let epoch = part.epoch.to_string().into_bytes();
-            for (saga_id, (source, state)) in dirty {
+            let headers = |source: i64| {
+                // Restores keep the state with the newest source, not the last written, and
+                // recognise states an owner wrote after it was fenced.
+                vec![
+                    sagaflow_avro::Header {
+                        name: crate::kafka::SOURCE_HEADER.into(),
+                        value: source.to_string().into_bytes(),
+                    },
+                    sagaflow_avro::Header {
+                        name: crate::kafka::EPOCH_HEADER.into(),
+                        value: epoch.clone(),
+                    },
+                ]
+            };
+            let mut writes: Vec<(String, Option<Vec<u8>>, Vec<sagaflow_avro::Header>)> = single
+                .into_iter()
+                .map(|(saga_id, source, state)| (saga_id, state, headers(source)))
+                .collect();
+            writes.extend(
+                packed
+                    .into_iter()
+                    .zip(records)
+                    .map(|(p, bytes)| (p.key, Some(bytes), headers(p.source))),
+            );
+            // Last: every state that moved a batch's sagas on is ahead of its deletion.
+            writes.extend(due.into_iter().map(|key| (key, None, Vec::new())));
+            for (key, value, headers) in writes {
                 self.send(Box::new(Ticket {
                     partition,
                     generation,
                     purpose: Purpose::Flush(number),
                     message: Outbound {
-                        id: format!("changelog/{saga_id}/{through}"),
+                        id: format!("changelog/{key}/{through}"),
                         topic: self.topics.changelog.clone(),
-                        key: Some(saga_id.into_bytes()),
-                        value: state,
-                        // Restores keep the state with the newest source, not the last
-                        // written, and recognise states an owner wrote after it was fenced.
-                        headers: vec![
-                            sagaflow_avro::Header {
-                                name: crate::kafka::SOURCE_HEADER.into(),
-                                value: source.to_string().into_bytes(),
-                            },
-                            sagaflow_avro::Header {
-                                name: crate::kafka::EPOCH_HEADER.into(),
-                                value: epoch.clone(),
-                            },
-                        ],
+                        key: Some(key.into_bytes()),
+                        value,
+                        headers,
                         not_before: None,
                     },
                     explicit_partition: Some(partition),
@@ -502,7 +638,19 @@ impl Relay {
                 sagaflow_failpoints::hit(sagaflow_failpoints::CHANGELOG_FLUSH);
             }
         }
-        advances
+        (advances, failed)
+    }
+
+    /// Batches deleted from the changelog since the last call, to forget in the store.
+    pub(crate) fn take_deleted_batches(&mut self) -> Vec<(i32, String)> {
+        self.partitions
+            .iter_mut()
+            .flat_map(|(&p, part)| {
+                std::mem::take(&mut part.deleted)
+                    .into_iter()
+                    .map(move |key| (p, key))
+            })
+            .collect()
     }
 
     /// Writes a checkpoint record for `partition` (fire and forget: a lost one only means a
@@ -543,5 +691,79 @@ impl Relay {
     /// Waits up to `timeout` for in-flight deliveries (on shutdown).
     pub(crate) fn flush(&self, timeout: Duration) {
         let _ = self.producer.flush(timeout);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::temp_store;
+
+    #[test]
+    fn a_due_batch_carries_only_the_sagas_whose_state_it_still_holds() {
+        let store = temp_store("carry");
+        let state = |s: &str| s.as_bytes().to_vec();
+        fn write<'a>(id: &'a str, bytes: Option<&'a [u8]>) -> crate::store::StateWrite<'a> {
+            crate::store::StateWrite {
+                saga_id: id,
+                state: bytes,
+                running: true,
+                timers: &[],
+            }
+        }
+        // In the store: `same` as batched, `moved` changed since, `gone` deleted, `dirty`
+        // changed and not flushed yet.
+        store
+            .load_states(
+                0,
+                &[
+                    write("same", Some(b"s1")),
+                    write("moved", Some(b"m2")),
+                    write("dirty", Some(b"d2")),
+                ],
+            )
+            .unwrap();
+        let members: Vec<(String, u64)> = [
+            ("same", "s1"),
+            ("moved", "m1"),
+            ("gone", "g1"),
+            ("dirty", "d2"),
+        ]
+        .iter()
+        .map(|(id, s)| (id.to_string(), batches::fingerprint(&state(s))))
+        .collect();
+        let due = batches::key(1_000, 1, 1, 0);
+        let later = batches::key(5_000, 1, 2, 0);
+        store.put_batch(0, &due, &members).unwrap();
+        store.put_batch(0, &later, &members).unwrap();
+        let mut part = PartitionRelay {
+            last_committed: 42,
+            ..PartitionRelay::default()
+        };
+        let _ = part
+            .dirty
+            .insert("dirty".into(), Dirty::single(40, Some(state("d2"))));
+
+        let deletes = carry_due_batches(&store, 0, &mut part, 2_000).unwrap();
+
+        assert_eq!(deletes, [due]);
+        let mut dirty: Vec<_> = part.dirty.iter().collect();
+        dirty.sort_by_key(|(k, _)| k.to_string());
+        assert_eq!(
+            dirty,
+            [
+                (&"dirty".to_string(), &Dirty::single(40, Some(state("d2")))),
+                (&"same".to_string(), &Dirty::single(42, Some(state("s1")))),
+            ]
+        );
+        assert_eq!(store.batches_due(0, 10_000).unwrap().len(), 2);
+        store.forget_batch(0, &deletes[0]).unwrap();
+        let left: Vec<String> = store
+            .batches_due(0, 10_000)
+            .unwrap()
+            .into_iter()
+            .map(|b| b.key)
+            .collect();
+        assert_eq!(left, [later]);
     }
 }

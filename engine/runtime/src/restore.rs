@@ -15,12 +15,13 @@ use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::producer::FutureProducer;
 use sagaflow_avro::{
-    BlockingCodec, Checkpoint, InputPosition, JournalKind, JournalRecord, Outbound, Parked,
-    SagaState,
+    BlockingCodec, ChangelogBatch, Checkpoint, InputPosition, JournalKind, JournalRecord, Outbound,
+    Parked, SagaState,
 };
 use sagaflow_core::{Chain, ChainVerdict, JournalHeader};
 use tracing::{error, info, warn};
 
+use crate::batches;
 use crate::error::{Error, Result};
 use crate::kafka;
 use crate::parked;
@@ -123,17 +124,22 @@ struct Replay<'a> {
     fenced_records: u64,
     /// The furthest relay watermark a counted record reports (`relayed_through`): the owner
     /// that wrote it had delivered every output and flushed every state up to there. Outputs
-    /// and states at or below it are not handed to the relay again, so a clean hand-over
-    /// re-sends nothing and a crash re-sends only what was in flight.
+    /// are not handed to the relay again, so a clean hand-over re-sends nothing and a crash
+    /// re-sends only what was in flight.
     relayed_hint: i64,
+    /// The writer local state was built by; a claim by another one means the partition had
+    /// another owner since, whose changelog batches the local index does not know.
+    local_writer: Option<String>,
+    foreign_claim: bool,
 }
 
 impl Replay<'_> {
-    /// Forgets what an earlier owner reported as delivered and flushed.
+    /// Forgets the outputs an earlier owner reported as delivered. Its states are written to
+    /// the changelog again all the same: the flush that wrote them may be one a restore ignores,
+    /// a fenced owner's late batch (see `rebuild_from_changelog`).
     fn drop_relayed(&mut self) {
         let hint = self.relayed_hint;
         self.unrelayed.retain(|(offset, _)| *offset > hint);
-        self.dirty.retain(|_, (source, _)| *source > hint);
     }
 
     fn record(&mut self, offset: i64, value: Option<&[u8]>) -> Result<()> {
@@ -192,6 +198,14 @@ impl Replay<'_> {
             verdict == ChainVerdict::Valid
         };
         if valid {
+            if record.kind == JournalKind::Claim
+                && self
+                    .local_writer
+                    .as_ref()
+                    .is_some_and(|w| *w != record.writer)
+            {
+                self.foreign_claim = true;
+            }
             self.relayed_hint = self.relayed_hint.max(record.relayed_through.min(offset));
             for entry in &record.states {
                 let _ = self
@@ -241,10 +255,19 @@ pub(crate) fn restore(
         Some(_) => false,
         None => true,
     };
-    let meta = match local {
-        Some(meta) if !from_changelog => meta,
-        _ => rebuild_from_changelog(c, partition)?,
+    // Where this store's index of changelog batches is complete to: a rebuild reads to its
+    // marker; a standby copy read to where it stood; an owner indexes what it writes itself.
+    let (meta, batches_known) = match local {
+        Some(meta) if !from_changelog => {
+            let known = c.store.batches_known_to(partition)?;
+            (meta, known.map_or(Known::Own, Known::From))
+        }
+        _ => {
+            let (meta, marker) = rebuild_from_changelog(c, partition)?;
+            (meta, Known::From(marker + 1))
+        }
     };
+    let local_writer = matches!(batches_known, Known::Own).then(|| meta.chain.writer.clone());
     if meta.chain.last_valid >= journal_reported_end {
         // Its offsets name records of another journal: replaying from them would skip or
         // misread this one's, and every output after them would count as already sent.
@@ -279,6 +302,8 @@ pub(crate) fn restore(
         dirty: HashMap::new(),
         fenced_records: 0,
         relayed_hint: -1,
+        local_writer,
+        foreign_claim: false,
     };
     // Bulk of the journal up to the reported end; the claim below finds the exact end.
     let mut next = start;
@@ -355,13 +380,24 @@ pub(crate) fn restore(
         // this marker was written by a fenced owner (see `rebuild_from_changelog`). A value, not a
         // tombstone, and a key of its own, so compaction never removes it.
         let epoch = replay.chain.epoch;
-        let _ = c.write_and_locate(
+        let marker = c.write_and_locate(
             Flow::Changelog,
             &c.topics.changelog,
             partition,
             format!("{OWNER_PREFIX}{epoch}").as_bytes(),
             Some(c.writer.as_bytes()),
         )?;
+        // Every batch written before the marker is one this owner must delete in time: index
+        // those it does not know yet. Later ones are a fenced owner's, which restores ignore.
+        let from = match batches_known {
+            Known::From(offset) => Some(offset),
+            Known::Own if replay.foreign_claim => Some(0),
+            Known::Own => None,
+        };
+        if let Some(from) = from {
+            index_batches(c, partition, from, marker)?;
+        }
+        c.store.set_batches_known_to(partition, None)?;
     }
     let before = replay.unrelayed.len();
     replay.drop_relayed();
@@ -467,7 +503,9 @@ pub(crate) fn meta_at(checkpoint: Option<&Checkpoint>) -> Meta {
     }
 }
 
-fn rebuild_from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<Meta> {
+/// Rebuilds `partition` from the changelog; returns its metadata and the offset of the marker
+/// the read ended at.
+fn rebuild_from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<(Meta, i64)> {
     c.store.clear(partition)?;
     let (low, _) = kafka::watermarks(c.reader, &c.topics.changelog, partition)?;
     // Our own marker record gives the exact end (see `kafka::write_and_locate`).
@@ -487,6 +525,9 @@ fn rebuild_from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<Meta
     let mut latest: BTreeMap<String, Kept> = BTreeMap::new();
     let mut checkpoint: Option<Checkpoint> = None;
     let mut stale = 0u64;
+    let mut ignored_late = 0u64;
+    // Batches not deleted, with their members, for the new index.
+    let mut seen_batches: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
     // The newest owner epoch whose claim marker has been read so far.
     let mut newest_owner = 0i64;
     c.read_range(&c.topics.changelog, partition, low, end + 1, |m| {
@@ -512,32 +553,49 @@ fn rebuild_from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<Meta
             }
         } else if let Some(epoch) = owner_marker_epoch(&key) {
             newest_owner = newest_owner.max(epoch);
-        } else if is_state_key(&key) {
-            let source = kafka::source_offset(m);
-            match latest.get(&key) {
-                Some(kept) if kept.source > source => stale += 1,
-                _ => {
-                    // Written by an owner after a newer one had claimed the partition.
-                    let late = kafka::writer_epoch(m).is_some_and(|e| e < newest_owner);
-                    let state = m.payload().map(<[u8]>::to_vec);
-                    let _ = latest.insert(
-                        key,
-                        Kept {
-                            source,
-                            state,
-                            late,
-                        },
-                    );
-                }
+        } else if batches::parse(&key).is_some() {
+            let Some(bytes) = m.payload() else {
+                // Deleted by its owner: everything it held is newer elsewhere.
+                let _ = seen_batches.remove(&key);
+                return Ok(());
+            };
+            let batch: ChangelogBatch = c.codec.decode(bytes).map_err(|e| Error::Journal {
+                topic: c.topics.changelog.clone(),
+                partition,
+                offset: m.offset(),
+                message: format!("an unreadable changelog batch: {e}; {FOREIGN_RECORD}"),
+            })?;
+            let _ = seen_batches.insert(key, batches::members(&batch));
+            // A fenced owner's late batch: the owner that fenced it flushed every state it
+            // replayed again (`Replay::drop_relayed`), so it holds nothing newer, and no owner
+            // that knew it deletes it in time, so it may hold states of sagas deleted since.
+            if kafka::writer_epoch(m).is_some_and(|e| e < newest_owner) {
+                ignored_late += 1;
+                return Ok(());
             }
+            for entry in batch.entries {
+                stale += keep(
+                    &mut latest,
+                    entry.saga_id,
+                    entry.source,
+                    Some(entry.state),
+                    false,
+                );
+            }
+        } else if is_state_key(&key) {
+            // Written by an owner after a newer one had claimed the partition.
+            let late = kafka::writer_epoch(m).is_some_and(|e| e < newest_owner);
+            let state = m.payload().map(<[u8]>::to_vec);
+            stale += keep(&mut latest, key, kafka::source_offset(m), state, late);
         }
         Ok(())
     })?;
-    if stale > 0 {
+    if stale > 0 || ignored_late > 0 {
         warn!(
             partition,
             stale,
-            "the changelog holds records older than ones written before them (a fenced owner's late flush); they were skipped"
+            late_batches = ignored_late,
+            "the changelog holds records older than ones written before them, or batches written after a newer owner's claim (a fenced owner's late flush); they were skipped"
         );
     }
     if let Some(cp) = &checkpoint {
@@ -555,10 +613,63 @@ fn rebuild_from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<Meta
             sagaflow_failpoints::hit(sagaflow_failpoints::RESTORE_CHUNK);
         }
     }
+    for (key, members) in &seen_batches {
+        c.store.put_batch(partition, key, members)?;
+    }
     // The metadata last: it says the partition is whole.
     c.store.apply(partition, -1, &[], &[], &meta)?;
-    info!(partition, sagas = states.len(), checkpoint = ?checkpoint.as_ref().map(|c| c.journal_offset), "restored from the changelog");
-    Ok(meta)
+    info!(partition, sagas = states.len(), batches = seen_batches.len(), checkpoint = ?checkpoint.as_ref().map(|c| c.journal_offset), "restored from the changelog");
+    Ok((meta, end))
+}
+
+/// How far this store's index of changelog batches is complete (see `restore`).
+#[derive(Debug, Clone, Copy)]
+enum Known {
+    /// Up to the batches this engine wrote itself as the partition's last owner.
+    Own,
+    /// Up to this changelog offset.
+    From(i64),
+}
+
+/// Indexes the changelog batches written (and forgets those deleted) in `[from, until)`, for
+/// the store's states are current already.
+fn index_batches(c: &RestoreClients<'_>, partition: i32, from: i64, until: i64) -> Result<()> {
+    let (low, _) = kafka::watermarks(c.reader, &c.topics.changelog, partition)?;
+    let from = from.max(low);
+    if from >= until {
+        return Ok(());
+    }
+    let (mut indexed, mut forgotten) = (0u64, 0u64);
+    c.read_range(&c.topics.changelog, partition, from, until, |m| {
+        let Some(key) = m.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
+            return Ok(());
+        };
+        if batches::parse(&key).is_none() {
+            return Ok(());
+        }
+        let Some(bytes) = m.payload() else {
+            forgotten += 1;
+            return c.store.forget_batch(partition, &key);
+        };
+        let batch: ChangelogBatch = c.codec.decode(bytes).map_err(|e| Error::Journal {
+            topic: c.topics.changelog.clone(),
+            partition,
+            offset: m.offset(),
+            message: format!("an unreadable changelog batch: {e}; {FOREIGN_RECORD}"),
+        })?;
+        indexed += 1;
+        c.store
+            .put_batch(partition, &key, &batches::members(&batch))
+    })?;
+    info!(
+        partition,
+        from,
+        until,
+        indexed,
+        forgotten,
+        "indexed the changelog batches written since this engine last read them"
+    );
+    Ok(())
 }
 
 /// Writes changelog states (key, value or `None` for a tombstone) to the store without its
@@ -584,6 +695,30 @@ pub(crate) fn load_states(
         })
         .collect();
     store.load_states(partition, &writes)
+}
+
+/// Keeps a state unless one with a newer source is kept already; 1 if it was not (stale).
+fn keep(
+    latest: &mut BTreeMap<String, Kept>,
+    key: String,
+    source: i64,
+    state: Option<Vec<u8>>,
+    late: bool,
+) -> u64 {
+    match latest.get(&key) {
+        Some(kept) if kept.source > source => 1,
+        _ => {
+            let _ = latest.insert(
+                key,
+                Kept {
+                    source,
+                    state,
+                    late,
+                },
+            );
+            0
+        }
+    }
 }
 
 /// The state a changelog restore keeps for a key.

@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
-use sagaflow_avro::{BlockingCodec, Checkpoint};
+use sagaflow_avro::{BlockingCodec, ChangelogBatch, Checkpoint};
 use sagaflow_kafka::KafkaSettings;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info, warn};
@@ -168,6 +168,10 @@ type Loaded = (String, Option<Vec<u8>>);
 /// What one changelog record asks of a copy.
 enum Step {
     Load(String, Option<Vec<u8>>),
+    /// A changelog batch: its states load, and it is indexed for the owner to be (`batches.rs`).
+    Batch(String, ChangelogBatch),
+    /// A changelog batch deleted by its owner.
+    Unbatch(String),
     GiveUp(String),
     /// A state a fenced owner wrote late, at this offset: the copy is given up.
     Late(i64, String),
@@ -284,6 +288,29 @@ impl Standby {
         // a partition being restored here now.
         copies.placing = None;
         for partition in partitions {
+            // The copy indexed the changelog's batches up to where it read; the restore reads the
+            // rest for theirs (`batches.rs`). Nothing to say without a copy.
+            let known = match copies.parts.get(partition) {
+                Some(copy) if !copy.watch_only => Some(copy.next.unwrap_or(0)),
+                Some(_) => None,
+                // Saved by an earlier run and not resumed by this one.
+                None => match self.store.copy_position(*partition) {
+                    Ok(Some(bytes)) => Some(
+                        serde_json::from_slice::<Replica>(&bytes)
+                            .ok()
+                            .and_then(|c| c.next)
+                            .unwrap_or(0),
+                    ),
+                    Ok(None) => None,
+                    Err(_) => Some(0),
+                },
+            };
+            if let Some(offset) = known {
+                if let Err(e) = self.store.set_batches_known_to(*partition, Some(offset)) {
+                    error!(partition, error = %e, "cannot record where the standby copy read the changelog to; the restore reads all of it for its batches");
+                    let _ = self.store.set_batches_known_to(*partition, Some(0));
+                }
+            }
             if let Err(e) = self.store.forget_copy_position(*partition) {
                 error!(partition, error = %e, "cannot forget the standby copy's position; a later copy of this partition could resume over this engine's writes as owner");
             }
@@ -703,6 +730,9 @@ impl Reader {
             self.metrics.traffic.count(Flow::Standby, message_bytes(m));
         }
         let mut loads: BTreeMap<i32, Vec<Loaded>> = BTreeMap::new();
+        // Per partition, in log order: a batch indexed (with its members) or forgotten (`None`).
+        let mut index: BTreeMap<i32, Vec<(String, Option<crate::batches::Members>)>> =
+            BTreeMap::new();
         let mut give_up: BTreeMap<i32, String> = BTreeMap::new();
         let mut restart = BTreeSet::new();
         for m in &batch {
@@ -715,6 +745,20 @@ impl Reader {
             };
             match copy.read(m, &self.codec) {
                 Step::Load(key, state) => loads.entry(partition).or_default().push((key, state)),
+                Step::Batch(key, batch) => {
+                    let members = crate::batches::members(&batch);
+                    index
+                        .entry(partition)
+                        .or_default()
+                        .push((key, Some(members)));
+                    loads.entry(partition).or_default().extend(
+                        batch
+                            .entries
+                            .into_iter()
+                            .map(|e| (e.saga_id, Some(e.state))),
+                    );
+                }
+                Step::Unbatch(key) => index.entry(partition).or_default().push((key, None)),
                 Step::GiveUp(why) => {
                     let _ = give_up.entry(partition).or_insert(why);
                 }
@@ -746,6 +790,19 @@ impl Reader {
             }
             if let Err(e) = restore::load_states(&self.store, &self.codec, partition, &states) {
                 let _ = give_up.insert(partition, format!("loading states failed: {e}"));
+            }
+        }
+        for (partition, ops) in index {
+            if give_up.contains_key(&partition) {
+                continue;
+            }
+            let indexed = ops.iter().try_for_each(|(key, members)| match members {
+                Some(members) => self.store.put_batch(partition, key, members),
+                None => self.store.forget_batch(partition, key),
+            });
+            if let Err(e) = indexed {
+                let _ =
+                    give_up.insert(partition, format!("indexing changelog batches failed: {e}"));
             }
         }
         for (&partition, copy) in &mut copies.parts {
@@ -933,13 +990,22 @@ impl Replica {
             self.newest_owner = self.newest_owner.max(epoch);
             return Step::Nothing;
         }
-        if !restore::is_state_key(&key) {
+        let batch = crate::batches::parse(&key).is_some();
+        if !batch && !restore::is_state_key(&key) {
             return Step::Nothing;
         }
+        if batch && m.payload().is_none() {
+            return Step::Unbatch(key);
+        }
         if crate::kafka::writer_epoch(m).is_some_and(|e| e < self.newest_owner) {
+            let what = if batch {
+                format!("changelog batch {key}")
+            } else {
+                format!("saga {key}'s state")
+            };
             return Step::Late(
                 offset,
-                format!("a fenced owner wrote saga {key}'s state late, at offset {offset}"),
+                format!("a fenced owner wrote {what} late, at offset {offset}"),
             );
         }
         // Log order is newest-last without a per-saga record of sources (which would grow with
@@ -947,6 +1013,14 @@ impl Replica {
         // acknowledged, a new owner flushes states from records after the ones the old owner
         // reported flushed, and an older state written after a newer owner's claim marker is the
         // late write above.
+        if batch {
+            return match codec.decode::<ChangelogBatch>(m.payload().unwrap_or_default()) {
+                Ok(batch) => Step::Batch(key, batch),
+                Err(e) => Step::GiveUp(format!(
+                    "undecodable changelog batch {key} at offset {offset}: {e}"
+                )),
+            };
+        }
         Step::Load(key, m.payload().map(<[u8]>::to_vec))
     }
 

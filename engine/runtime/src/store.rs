@@ -9,6 +9,10 @@
 //! - `w/<p>/<due>/<target>`: the timer index, every pending timer by due time (see `wheel`);
 //!   entries of fired or cancelled timers may linger and are ignored when they come due;
 //! - `v/<p>/<journal offset>`: valid journal records not yet covered by the relay watermark;
+//! - `b/<p>/<batch key>`: each changelog batch of the partition not yet deleted, by check time
+//!   (the key starts with it), with its members and their states' fingerprints (`batches.rs`);
+//! - `k/<p>`: where a standby copy taken over here had read the changelog to, until the restore
+//!   has read the rest for its batches;
 //! - `m/<p>`: [`Meta`];
 //! - `c/<p>`: where this engine's standby copy of the partition stands (`standby.rs`), so that a
 //!   restart resumes the copy; deleted when the partition is assigned here.
@@ -97,6 +101,14 @@ pub(crate) struct StateWrite<'a> {
     pub(crate) running: bool,
     /// Timers of the new state, as timer index entries (due, target).
     pub(crate) timers: &'a [(i64, String)],
+}
+
+/// A changelog batch in the index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IndexedBatch {
+    pub(crate) key: String,
+    /// Saga ids with their states' fingerprints.
+    pub(crate) members: Vec<(String, u64)>,
 }
 
 fn index_key(partition: i32, due: i64, target: &str) -> Vec<u8> {
@@ -356,10 +368,86 @@ impl Store {
         batch.put(key('m', partition, ""), bytes);
     }
 
+    /// Where the batches of `partition`'s changelog are indexed to, if a standby copy taken over
+    /// here said so (`standby.rs`); `Some(0)` if it could not tell.
+    pub(crate) fn batches_known_to(&self, partition: i32) -> Result<Option<i64>> {
+        let bytes = self
+            .db
+            .get(key('k', partition, ""))
+            .map_err(|e| self.err(e))?;
+        Ok(bytes.map(|b| {
+            std::str::from_utf8(&b)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        }))
+    }
+
+    /// Records (or, with `None`, forgets) where the batches of `partition` are indexed to.
+    pub(crate) fn set_batches_known_to(&self, partition: i32, offset: Option<i64>) -> Result<()> {
+        let k = key('k', partition, "");
+        match offset {
+            Some(offset) => self.db.put(k, offset.to_string()),
+            None => self.db.delete(k),
+        }
+        .map_err(|e| self.err(e))
+    }
+
+    /// Indexes a changelog batch of `partition` with its members (saga id, fingerprint).
+    pub(crate) fn put_batch(
+        &self,
+        partition: i32,
+        batch_key: &str,
+        members: &[(String, u64)],
+    ) -> Result<()> {
+        let bytes = serde_json::to_vec(members).expect("batch members serialise");
+        self.db
+            .put(key('b', partition, batch_key), bytes)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Forgets a changelog batch (deleted from the changelog).
+    pub(crate) fn forget_batch(&self, partition: i32, batch_key: &str) -> Result<()> {
+        self.db
+            .delete(key('b', partition, batch_key))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Indexed batches of `partition` whose check time is at or before `now`, earliest first.
+    pub(crate) fn batches_due(&self, partition: i32, now: i64) -> Result<Vec<IndexedBatch>> {
+        let prefix = key('b', partition, "");
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(&prefix, Direction::Forward))
+        {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let batch_key = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            match crate::batches::parse(&batch_key) {
+                Some(at) if at <= now => {}
+                _ => break,
+            }
+            let members = serde_json::from_slice(&v).map_err(|e| {
+                Error::Config(format!(
+                    "corrupt changelog batch index entry {batch_key} of partition {partition} in {}: {e}; stop the engine and delete that directory: the next start rebuilds every partition from the changelog",
+                    self.path.display()
+                ))
+            })?;
+            out.push(IndexedBatch {
+                key: batch_key,
+                members,
+            });
+        }
+        Ok(out)
+    }
+
     /// Removes everything of `partition` (before a restore from Kafka).
     pub(crate) fn clear(&self, partition: i32) -> Result<()> {
         let mut batch = WriteBatch::default();
-        for kind in ['s', 'r', 'v', 'm', 'w', 'c'] {
+        for kind in ['s', 'r', 'v', 'm', 'w', 'c', 'b', 'k'] {
             let from = key(kind, partition, "");
             let mut to = from.clone();
             *to.last_mut().expect("non-empty key") = b'/' + 1;

@@ -27,6 +27,8 @@ pub(super) struct InFlight {
     pub(super) expected: i64,
     pub(super) record: JournalRecord,
     pub(super) running: Vec<bool>,
+    /// From when each state is checked if it goes in a changelog batch (`batches.rs`).
+    pub(super) batch_at: Vec<Option<i64>>,
     /// Timer index entries of each state (parallel to `record.states`).
     pub(super) timers: Vec<Vec<(i64, String)>>,
     pub(super) fired: Vec<(i64, String)>,
@@ -99,6 +101,18 @@ impl Task {
                     .is_some_and(|s| !s.status.is_terminal())
             })
             .collect();
+        let now = sagaflow_avro::now_ms();
+        let batch_at = batch
+            .states
+            .iter()
+            .map(|e| {
+                if !env.changelog_batches || self.parked.contains_key(&e.saga_id) {
+                    return None;
+                }
+                let state = self.cache.get(&e.saga_id).and_then(|c| c.state.as_ref());
+                crate::batches::check_at(state, now)
+            })
+            .collect();
         let timers = batch
             .states
             .iter()
@@ -120,6 +134,7 @@ impl Task {
             expected: 0,
             record,
             running,
+            batch_at,
             timers,
             fired: batch.fired,
             sources: batch.sources,
@@ -156,6 +171,7 @@ impl Task {
             expected: 0,
             record,
             running: Vec::new(),
+            batch_at: Vec::new(),
             timers: Vec::new(),
             fired: Vec::new(),
             sources: Vec::new(),
@@ -345,7 +361,15 @@ impl Task {
         let states = record
             .states
             .into_iter()
-            .map(|e| (e.saga_id, (offset, e.state)));
+            .zip(flight.batch_at)
+            .map(|(e, batch_at)| {
+                let dirty = Dirty {
+                    source: offset,
+                    state: e.state,
+                    batch_at,
+                };
+                (e.saga_id, dirty)
+            });
         relay.committed(
             self.partition,
             offset,
@@ -378,7 +402,13 @@ pub(crate) fn resume_relay(relay: &mut Relay, partition: i32, restored: Restored
         chain: meta.chain.clone(),
         positions: meta.positions.clone(),
     };
-    let mut dirty = Some(restored.dirty);
+    // A restore's states go under their own keys: they are few, and rare.
+    let mut dirty = Some(
+        restored
+            .dirty
+            .into_iter()
+            .map(|(saga_id, (source, state))| (saga_id, Dirty::single(source, state))),
+    );
     let mut marked = false;
     for (offset, outputs) in restored.unrelayed {
         let is_last = offset == last;

@@ -27,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::oversize::{JournalFailure, Oversize};
 use crate::parked;
 use crate::partitioner::partition_for;
-use crate::relay::Relay;
+use crate::relay::{Dirty, Relay};
 use crate::restore::Restored;
 use crate::spans::{InputRef, Traced};
 use crate::store::{ChainMeta, Meta, RelayMark, StateWrite, Store};
@@ -64,6 +64,8 @@ pub(crate) struct TaskEnv<'a> {
     pub(crate) targets: &'a crate::targets::Targets,
     /// Which participants are paused, and their limits.
     pub(crate) controls: &'a crate::control::Controls,
+    /// Whether the changelog may hold batches of states (`batches.rs`).
+    pub(crate) changelog_batches: bool,
 }
 
 /// Where a task stands.
