@@ -65,6 +65,37 @@ fn write_late_flush(
     rdkafka::producer::Producer::flush(&p, Duration::from_secs(30)).expect("flush");
 }
 
+/// Writes `state` of `saga` to partition 0 of the changelog in a batch record of `epoch`, as a
+/// fenced owner's relay would (`engine/runtime/src/batches.rs`), with a source offset past
+/// every journal record.
+fn write_late_batch(bootstrap: &str, group: &str, saga: &str, state: &[u8], epoch: i64) {
+    let batch = sagaflow_avro::ChangelogBatch {
+        check_at: 0,
+        entries: vec![sagaflow_avro::BatchEntry {
+            saga_id: saga.into(),
+            source: i64::MAX / 2,
+            state: state.to_vec(),
+        }],
+    };
+    let bytes = sagaflow_avro::internal::encode(&batch).expect("encode a batch");
+    let epoch = epoch.to_string();
+    let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+        key: "sagaflow-epoch",
+        value: Some(epoch.as_bytes()),
+    });
+    let p = producer(bootstrap);
+    p.send(
+        rdkafka::producer::BaseRecord::to(&format!("{group}.changelog"))
+            .partition(0)
+            .key(&format!("__batch/{:020}/{epoch}/999/0", 0))
+            .payload(&bytes)
+            .headers(headers),
+    )
+    .map_err(|(e, _)| e)
+    .expect("enqueue the late batch");
+    rdkafka::producer::Producer::flush(&p, Duration::from_secs(30)).expect("flush");
+}
+
 /// The first state of `saga` in the journal, with the offset of its record.
 fn first_state(records: Vec<(i64, JournalRecord)>, saga: &str) -> (i64, Vec<u8>) {
     records
@@ -235,8 +266,11 @@ fn a_fenced_owners_late_changelog_flush_never_comes_back_in_a_restore() {
     start_trip(&codec, &bootstrap, &group, "y");
     assert!(finished(2), "saga y did not finish");
 
-    // The old owner wakes up and flushes what it still held, as its relay would.
+    // The old owner wakes up and flushes what it still held, as its relay would: under the
+    // saga's key, and in a batch of the first owner's epoch. The batch names a source beyond any
+    // record, so a restore that did not ignore late batches would take its state for the newest.
     write_late_flush(&bootstrap, &group, "x", &waiting, source, None);
+    write_late_batch(&bootstrap, &group, "x", &waiting, 1);
 
     // The new owner goes on (its checkpoints now follow the late flush), then stops.
     start_trip(&codec, &bootstrap, &group, "z");

@@ -535,13 +535,8 @@ fn rebuild_from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<(Met
             return Ok(());
         };
         if key == CHECKPOINT_KEY {
-            if let Some(bytes) = m.payload() {
-                let cp: Checkpoint = c.codec.decode(bytes).map_err(|e| Error::Journal {
-                    topic: c.topics.changelog.clone(),
-                    partition,
-                    offset: m.offset(),
-                    message: format!("an unreadable checkpoint: {e}; {FOREIGN_RECORD}"),
-                })?;
+            if m.payload().is_some() {
+                let cp: Checkpoint = decode_changelog(c, partition, m, "checkpoint")?;
                 if checkpoint
                     .as_ref()
                     .is_some_and(|best| best.journal_offset > cp.journal_offset)
@@ -554,17 +549,12 @@ fn rebuild_from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<(Met
         } else if let Some(epoch) = owner_marker_epoch(&key) {
             newest_owner = newest_owner.max(epoch);
         } else if batches::parse(&key).is_some() {
-            let Some(bytes) = m.payload() else {
+            if m.payload().is_none() {
                 // Deleted by its owner: everything it held is newer elsewhere.
                 let _ = seen_batches.remove(&key);
                 return Ok(());
-            };
-            let batch: ChangelogBatch = c.codec.decode(bytes).map_err(|e| Error::Journal {
-                topic: c.topics.changelog.clone(),
-                partition,
-                offset: m.offset(),
-                message: format!("an unreadable changelog batch: {e}; {FOREIGN_RECORD}"),
-            })?;
+            }
+            let batch: ChangelogBatch = decode_changelog(c, partition, m, "changelog batch")?;
             let _ = seen_batches.insert(key, batches::members(&batch));
             // A fenced owner's late batch: the owner that fenced it flushed every state it
             // replayed again (`Replay::drop_relayed`), so it holds nothing newer, and no owner
@@ -622,6 +612,23 @@ fn rebuild_from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<(Met
     Ok((meta, end))
 }
 
+/// Decodes the engine's own changelog record `m` (a `what`).
+fn decode_changelog<T: sagaflow_avro::Contract>(
+    c: &RestoreClients<'_>,
+    partition: i32,
+    m: &BorrowedMessage<'_>,
+    what: &str,
+) -> Result<T> {
+    c.codec
+        .decode(m.payload().unwrap_or_default())
+        .map_err(|e| Error::Journal {
+            topic: c.topics.changelog.clone(),
+            partition,
+            offset: m.offset(),
+            message: format!("an unreadable {what}: {e}; {FOREIGN_RECORD}"),
+        })
+}
+
 /// How far this store's index of changelog batches is complete (see `restore`).
 #[derive(Debug, Clone, Copy)]
 enum Known {
@@ -647,16 +654,11 @@ fn index_batches(c: &RestoreClients<'_>, partition: i32, from: i64, until: i64) 
         if batches::parse(&key).is_none() {
             return Ok(());
         }
-        let Some(bytes) = m.payload() else {
+        if m.payload().is_none() {
             forgotten += 1;
             return c.store.forget_batch(partition, &key);
-        };
-        let batch: ChangelogBatch = c.codec.decode(bytes).map_err(|e| Error::Journal {
-            topic: c.topics.changelog.clone(),
-            partition,
-            offset: m.offset(),
-            message: format!("an unreadable changelog batch: {e}; {FOREIGN_RECORD}"),
-        })?;
+        }
+        let batch: ChangelogBatch = decode_changelog(c, partition, m, "changelog batch")?;
         indexed += 1;
         c.store
             .put_batch(partition, &key, &batches::members(&batch))
