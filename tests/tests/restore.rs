@@ -397,6 +397,72 @@ fn finished_sagas_share_changelog_records_and_a_new_node_restores_them() {
     }
 }
 
+/// An engine that takes a partition back continues from its own state and the journal, but
+/// the changelog holds batches the other owner wrote meanwhile, which it must delete in time
+/// (`engine/runtime/src/batches.rs`): it reads the changelog for them. Each engine stops within
+/// the minute before its batches of running states come due, so only the engine that ends up
+/// owning the partition can delete them, its own and the other's.
+#[test]
+fn an_engine_taking_a_partition_back_deletes_the_batches_written_meanwhile() {
+    let (_broker, bootstrap, _registry, registry_url, codec) = broker_with_registry();
+    let space = Space::new("take-back").only(&["trip.yaml"]);
+    let group = space.group.clone();
+    let changelog = format!("{group}.changelog");
+    let (state_1, state_2) = (TempDir::new("take-back-1"), TempDir::new("take-back-2"));
+    let opts = |state: &TempDir| space.engine_opts(&bootstrap, &registry_url, state, 1);
+    // Without participants the trips wait for their payment: their running states stay in
+    // batches until the owner carries them to keys of their own.
+    let run = |name: &str, state: &TempDir, ids: &[String]| {
+        let (mut engine, _) = spawn_engine(name, &opts(state));
+        for id in ids {
+            start_trip(&codec, &bootstrap, &group, id);
+        }
+        assert!(
+            eventually(WAIT, || {
+                let states = sagaflow_tests::changelog_states(&sagaflow_tests::read_to_watermarks(
+                    &bootstrap, &changelog,
+                ));
+                ids.iter().all(|id| states.iter().any(|s| &s.saga_id == id))
+            }),
+            "{name}: the sagas' states never reached the changelog"
+        );
+        assert!(engine.terminate().success());
+    };
+    let first: Vec<String> = (0..10).map(|i| format!("one-{i}")).collect();
+    let second: Vec<String> = (0..10).map(|i| format!("two-{i}")).collect();
+    run("engine-1", &state_1, &first);
+    run("engine-2", &state_2, &second);
+    // The batches of running states, due within minutes (those of finished sagas are due a day on).
+    let soon = sagaflow_avro::now_ms() + 600_000;
+    let batches = || {
+        let mut last = std::collections::BTreeMap::new();
+        for r in sagaflow_tests::read_to_watermarks(&bootstrap, &changelog) {
+            let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
+            let due = key
+                .strip_prefix("__batch/")
+                .and_then(|rest| rest.split('/').next())
+                .and_then(|at| at.parse::<i64>().ok());
+            if due.is_some_and(|at| at < soon) {
+                let _ = last.insert(key, r.value.is_some());
+            }
+        }
+        last
+    };
+    let before = batches();
+    assert!(
+        before.values().filter(|live| **live).count() >= 2,
+        "each engine should have left batches of running states: {before:?}"
+    );
+    let (_first_again, _) = spawn_engine("engine-1-again", &opts(&state_1));
+    assert!(
+        eventually(Duration::from_secs(180), || batches()
+            .values()
+            .all(|live| !live)),
+        "batches of running states were never deleted: {:?}",
+        batches()
+    );
+}
+
 /// G3 on a compacting broker. A fenced owner (a zombie) flushes an old state of a saga after the
 /// new owner flushed a newer one, and the broker's compaction then keeps only the zombie's record
 /// (the last written). A new node restoring from that changelog must not bring the old state

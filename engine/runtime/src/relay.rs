@@ -8,7 +8,7 @@
 //!
 //! The changelog is written once per checkpoint interval with only the latest state of each saga
 //! changed since the last flush, as Kafka Streams' record cache does, which keeps it off the
-//! per-decision path.
+//! per-decision path; most of those states share batch records (`batches.rs`).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};

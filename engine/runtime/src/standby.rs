@@ -1010,9 +1010,9 @@ impl Replica {
         }
         // Log order is newest-last without a per-saga record of sources (which would grow with
         // every saga id the copy ever saw): an owner flushes again only once its last flush is
-        // acknowledged, a new owner flushes states from records after the ones the old owner
-        // reported flushed, and an older state written after a newer owner's claim marker is the
-        // late write above.
+        // acknowledged, a new owner flushes the states of the records its restore replayed (none
+        // older than the old owner's last flush), and an older state or batch written after a
+        // newer owner's claim marker is the late write above.
         if batch {
             return match codec.decode::<ChangelogBatch>(m.payload().unwrap_or_default()) {
                 Ok(batch) => Step::Batch(key, batch),
