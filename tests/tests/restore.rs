@@ -397,11 +397,11 @@ fn finished_sagas_share_changelog_records_and_a_new_node_restores_them() {
     }
 }
 
-/// An engine that takes a partition back continues from its own state and the journal, but
-/// the changelog holds batches the other owner wrote meanwhile, which it must delete in time
-/// (`engine/runtime/src/batches.rs`): it reads the changelog for them. Each engine stops within
-/// the minute before its batches of running states come due, so only the engine that ends up
-/// owning the partition can delete them, its own and the other's.
+/// An engine that takes a partition back must delete in time the batches the other owner wrote
+/// meanwhile (`engine/runtime/src/batches.rs`), which its own state does not know: it rebuilds
+/// from the changelog. Each engine stops within the minute before its batches of running states
+/// come due, so only the engine that ends up owning the partition can delete them, its own and
+/// the other's.
 #[test]
 fn an_engine_taking_a_partition_back_deletes_the_batches_written_meanwhile() {
     let (_broker, bootstrap, _registry, registry_url, codec) = broker_with_registry();
@@ -453,13 +453,18 @@ fn an_engine_taking_a_partition_back_deletes_the_batches_written_meanwhile() {
         before.values().filter(|live| **live).count() >= 2,
         "each engine should have left batches of running states: {before:?}"
     );
-    let (_first_again, _) = spawn_engine("engine-1-again", &opts(&state_1));
+    let (_first_again, metrics) = spawn_engine("engine-1-again", &opts(&state_1));
     assert!(
         eventually(Duration::from_secs(180), || batches()
             .values()
             .all(|live| !live)),
         "batches of running states were never deleted: {:?}",
         batches()
+    );
+    assert_eq!(
+        sagaflow_tests::metric(&metrics, "sagaflow_changelog_restores_total"),
+        1.0,
+        "engine-1 took the partition back from its own state"
     );
 }
 

@@ -101,6 +101,9 @@ struct PartitionRelay {
     flush: Option<(u64, i64, usize)>,
     /// Batches the flush in flight deletes.
     flush_deletes: Vec<String>,
+    /// Batches checked by the last flush, deleted at the start of the next one: once every
+    /// state that moved their sagas on is acknowledged, even one delivered late after a retry.
+    pending_deletes: Vec<String>,
     /// Batches deleted by acknowledged flushes, not yet forgotten in the store.
     deleted: Vec<String>,
     changelog_through: i64,
@@ -133,14 +136,16 @@ impl Dirty {
 
 /// Checks the batches of `partition` whose check time has come (`batches.rs`): a saga whose
 /// state is still the one a batch holds is carried, written again under its own key in this
-/// flush. Returns the batches to delete.
+/// flush. Returns the batches to delete at the start of the next flush.
 fn carry_due_batches(
     store: &Store,
     partition: i32,
     part: &mut PartitionRelay,
     now: i64,
 ) -> Result<Vec<String>> {
-    let due = store.batches_due(partition, now)?;
+    let mut due = store.batches_due(partition, now)?;
+    // Checked already; deleted in this flush.
+    due.retain(|b| !part.pending_deletes.contains(&b.key));
     let mut carry = Vec::new();
     for batch in &due {
         for (saga_id, fingerprint) in &batch.members {
@@ -513,8 +518,9 @@ impl Relay {
     }
 
     /// Writes the changelog for every partition (called every checkpoint interval) and, for
-    /// advanced watermarks, a checkpoint record. Batches whose check time has come are deleted
-    /// at the end of the flush, after carrying any saga still unchanged (see `batches.rs`).
+    /// advanced watermarks, a checkpoint record. Batches whose check time has come are checked,
+    /// carrying any saga still unchanged, and deleted at the start of the next flush (see
+    /// `batches.rs`).
     /// Returns the advances, and the partitions whose store failed.
     pub(crate) fn flush_changelog(
         &mut self,
@@ -537,7 +543,7 @@ impl Relay {
                     continue;
                 }
             };
-            if part.dirty.is_empty() && due.is_empty() {
+            if part.dirty.is_empty() && due.is_empty() && part.pending_deletes.is_empty() {
                 part.changelog_through = through;
                 if let Some(a) = self.advance_watermark(partition) {
                     advances.push(a);
@@ -586,9 +592,21 @@ impl Relay {
                 continue;
             }
             self.next_flush += 1;
-            let count = single.len() + packed.len() + due.len();
+            // The batches checked by the last flush, whose sagas' states are all acknowledged by
+            // now; those checked here wait for the next.
+            let deletes = std::mem::replace(&mut part.pending_deletes, due);
+            let count = single.len() + packed.len() + deletes.len();
+            if count == 0 {
+                // Only batches checked, every saga of them moved on: nothing to write until
+                // their deletion in the next flush.
+                part.changelog_through = through;
+                if let Some(a) = self.advance_watermark(partition) {
+                    advances.push(a);
+                }
+                continue;
+            }
             part.flush = Some((number, through, count));
-            part.flush_deletes.clone_from(&due);
+            part.flush_deletes.clone_from(&deletes);
             let generation = part.generation;
             let epoch = part.epoch.to_string().into_bytes();
             let headers = |source: i64| {
@@ -605,18 +623,28 @@ impl Relay {
                     },
                 ]
             };
-            let mut writes: Vec<(String, Option<Vec<u8>>, Vec<sagaflow_avro::Header>)> = single
+            // Batches first, and sagas' deletions last: a saga is deleted only after every
+            // batch holding an older state of it is (see `batches.rs`).
+            let (deletions, states): (Vec<_>, Vec<_>) = single
                 .into_iter()
-                .map(|(saga_id, source, state)| (saga_id, state, headers(source)))
+                .partition(|(_, _, state)| state.is_none());
+            let mut writes: Vec<(String, Option<Vec<u8>>, Vec<sagaflow_avro::Header>)> = deletes
+                .into_iter()
+                .map(|key| (key, None, Vec::new()))
                 .collect();
+            let singles = |v: Vec<(String, i64, Option<Vec<u8>>)>| {
+                v.into_iter()
+                    .map(|(saga_id, source, state)| (saga_id, state, headers(source)))
+                    .collect::<Vec<_>>()
+            };
+            writes.extend(singles(states));
             writes.extend(
                 packed
                     .into_iter()
                     .zip(records)
                     .map(|(p, bytes)| (p.key, Some(bytes), headers(p.source))),
             );
-            // Last: every state that moved a batch's sagas on is ahead of its deletion.
-            writes.extend(due.into_iter().map(|key| (key, None, Vec::new())));
+            writes.extend(singles(deletions));
             for (key, value, headers) in writes {
                 self.send(Box::new(Ticket {
                     partition,
@@ -668,7 +696,12 @@ impl Relay {
                 topic: self.topics.changelog.clone(),
                 key: Some(crate::restore::CHECKPOINT_KEY.as_bytes().to_vec()),
                 value: Some(value),
-                headers: Vec::new(),
+                // Readers ignore a checkpoint an owner wrote after it was fenced: it may count
+                // as flushed what only a late batch, which they ignore, holds.
+                headers: vec![sagaflow_avro::Header {
+                    name: crate::kafka::EPOCH_HEADER.into(),
+                    value: part.epoch.to_string().into_bytes(),
+                }],
                 not_before: None,
             },
             explicit_partition: Some(partition),
@@ -684,6 +717,7 @@ impl Relay {
             p.outstanding.is_empty()
                 && p.flush.is_none()
                 && p.dirty.is_empty()
+                && p.pending_deletes.is_empty()
                 && p.watermark >= p.last_committed
         })
     }

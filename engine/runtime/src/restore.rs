@@ -199,6 +199,7 @@ impl Replay<'_> {
         };
         if valid {
             if record.kind == JournalKind::Claim
+                && record.writer != self.c.writer
                 && self
                     .local_writer
                     .as_ref()
@@ -231,6 +232,17 @@ pub(crate) fn restore(
     takeover: bool,
     own_epoch: i64,
 ) -> Result<Restored> {
+    restore_with(c, partition, takeover, own_epoch, false)
+}
+
+/// [`restore`], from the changelog whatever the store holds if `rebuild`.
+fn restore_with(
+    c: &RestoreClients<'_>,
+    partition: i32,
+    takeover: bool,
+    own_epoch: i64,
+    rebuild: bool,
+) -> Result<Restored> {
     let (journal_low, journal_reported_end) =
         kafka::watermarks(c.reader, &c.topics.journal, partition)?;
     let local = c.store.meta(partition)?;
@@ -252,7 +264,7 @@ pub(crate) fn restore(
             );
             true
         }
-        Some(_) => false,
+        Some(_) => rebuild,
         None => true,
     };
     // Where this store's index of changelog batches is complete to: a rebuild reads to its
@@ -318,6 +330,17 @@ pub(crate) fn restore(
         },
     )?;
     next = next.max(journal_reported_end);
+    if replay.foreign_claim {
+        // Another engine owned the partition since this store was current. Its batches are
+        // unknown here, and this engine's last flushes before it was fenced may be late batches,
+        // which restores ignore, though its relay counted them as written: only a rebuild from
+        // the changelog says what is there.
+        info!(
+            partition,
+            "another engine owned this partition since local state was written; rebuilding from the changelog"
+        );
+        return restore_with(c, partition, takeover, own_epoch, true);
+    }
 
     let mut fenced = false;
     let mut end = next;
@@ -391,6 +414,8 @@ pub(crate) fn restore(
         // those it does not know yet. Later ones are a fenced owner's, which restores ignore.
         let from = match batches_known {
             Known::From(offset) => Some(offset),
+            // Another writer claimed while this one was claiming (a race the bulk replay did
+            // not see): it may have written batches before this claim's marker.
             Known::Own if replay.foreign_claim => Some(0),
             Known::Own => None,
         };
@@ -535,6 +560,11 @@ fn rebuild_from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<(Met
             return Ok(());
         };
         if key == CHECKPOINT_KEY {
+            // Written by a fenced owner: it may count as written what only its late batches hold.
+            if kafka::writer_epoch(m).is_some_and(|e| e < newest_owner) {
+                ignored_late += 1;
+                return Ok(());
+            }
             if m.payload().is_some() {
                 let cp: Checkpoint = decode_changelog(c, partition, m, "checkpoint")?;
                 if checkpoint
@@ -584,8 +614,8 @@ fn rebuild_from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<(Met
         warn!(
             partition,
             stale,
-            late_batches = ignored_late,
-            "the changelog holds records older than ones written before them, or batches written after a newer owner's claim (a fenced owner's late flush); they were skipped"
+            late = ignored_late,
+            "the changelog holds records older than ones written before them, or batches and checkpoints written after a newer owner's claim (a fenced owner's late flush); they were skipped"
         );
     }
     if let Some(cp) = &checkpoint {
@@ -606,6 +636,8 @@ fn rebuild_from_changelog(c: &RestoreClients<'_>, partition: i32) -> Result<(Met
     for (key, members) in &seen_batches {
         c.store.put_batch(partition, key, members)?;
     }
+    // For a restore that stops before its claim marker and starts again from this state.
+    c.store.set_batches_known_to(partition, Some(end + 1))?;
     // The metadata last: it says the partition is whole.
     c.store.apply(partition, -1, &[], &[], &meta)?;
     info!(partition, sagas = states.len(), batches = seen_batches.len(), checkpoint = ?checkpoint.as_ref().map(|c| c.journal_offset), "restored from the changelog");

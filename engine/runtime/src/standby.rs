@@ -172,6 +172,8 @@ enum Step {
     Batch(String, ChangelogBatch),
     /// A changelog batch deleted by its owner.
     Unbatch(String),
+    /// A fenced owner's late batch: indexed, for the owner to be deletes it, but not loaded.
+    LateBatch(String, crate::batches::Members),
     GiveUp(String),
     /// A state a fenced owner wrote late, at this offset: the copy is given up.
     Late(i64, String),
@@ -759,6 +761,12 @@ impl Reader {
                     );
                 }
                 Step::Unbatch(key) => index.entry(partition).or_default().push((key, None)),
+                Step::LateBatch(key, members) => {
+                    index
+                        .entry(partition)
+                        .or_default()
+                        .push((key, Some(members)));
+                }
                 Step::GiveUp(why) => {
                     let _ = give_up.entry(partition).or_insert(why);
                 }
@@ -972,6 +980,10 @@ impl Replica {
             let Some(bytes) = m.payload() else {
                 return Step::Nothing;
             };
+            // A fenced owner's: it may count as written what only its late batches hold.
+            if crate::kafka::writer_epoch(m).is_some_and(|e| e < self.newest_owner) {
+                return Step::Nothing;
+            }
             return match codec.decode::<Checkpoint>(bytes) {
                 Ok(cp) => {
                     if self
@@ -997,24 +1009,23 @@ impl Replica {
         if batch && m.payload().is_none() {
             return Step::Unbatch(key);
         }
-        if crate::kafka::writer_epoch(m).is_some_and(|e| e < self.newest_owner) {
-            let what = if batch {
-                format!("changelog batch {key}")
-            } else {
-                format!("saga {key}'s state")
-            };
+        let late = crate::kafka::writer_epoch(m).is_some_and(|e| e < self.newest_owner);
+        if late && !batch {
             return Step::Late(
                 offset,
-                format!("a fenced owner wrote {what} late, at offset {offset}"),
+                format!("a fenced owner wrote saga {key}'s state late, at offset {offset}"),
             );
         }
         // Log order is newest-last without a per-saga record of sources (which would grow with
         // every saga id the copy ever saw): an owner flushes again only once its last flush is
         // acknowledged, a new owner flushes the states of the records its restore replayed (none
-        // older than the old owner's last flush), and an older state or batch written after a
-        // newer owner's claim marker is the late write above.
+        // older than the old owner's last flush), and an older state written after a newer
+        // owner's claim marker is the late write above (a late batch is skipped below).
         if batch {
             return match codec.decode::<ChangelogBatch>(m.payload().unwrap_or_default()) {
+                // Ignored as restores ignore it (`restore::rebuild_from_changelog`): the owner
+                // that fenced its writer flushed every state it holds again.
+                Ok(batch) if late => Step::LateBatch(key, crate::batches::members(&batch)),
                 Ok(batch) => Step::Batch(key, batch),
                 Err(e) => Step::GiveUp(format!(
                     "undecodable changelog batch {key} at offset {offset}: {e}"
@@ -1278,6 +1289,48 @@ mod tests {
         resumed.give_up();
         let _ = resumed.read(&heartbeat(1), &codec);
         assert_eq!(resumed.beat.as_ref().map(|b| b.offset), Some(1));
+    }
+
+    #[test]
+    fn a_fenced_owners_late_batch_and_checkpoint_are_skipped_and_the_batch_indexed() {
+        let codec = codec();
+        let mut copy = Replica::new();
+        let batch = |state: &[u8]| {
+            let record = ChangelogBatch {
+                check_at: 5,
+                entries: vec![sagaflow_avro::BatchEntry {
+                    saga_id: "saga-a".into(),
+                    source: 9,
+                    state: state.to_vec(),
+                }],
+            };
+            Some(sagaflow_avro::internal::encode(&record).unwrap())
+        };
+        let key = crate::batches::key(5, 1, 1, 0);
+        assert!(matches!(
+            copy.read(&record(0, &key, batch(b"a1"), Some(1)), &codec),
+            Step::Batch(..)
+        ));
+        let _ = copy.read(&record(1, "__owner/2", Some(b"w2".to_vec()), None), &codec);
+        let late = crate::batches::key(5, 1, 2, 0);
+        match copy.read(&record(2, &late, batch(b"a2"), Some(1)), &codec) {
+            Step::LateBatch(k, members) => {
+                assert_eq!(k, late);
+                assert_eq!(
+                    members,
+                    [("saga-a".to_string(), crate::batches::fingerprint(b"a2"))]
+                );
+            }
+            _ => panic!("a late batch is indexed, not loaded, and gives nothing up"),
+        }
+        let _ = copy.read(&record(3, CHECKPOINT_KEY, checkpoint(9), Some(1)), &codec);
+        assert!(copy.best.is_none(), "a late checkpoint was kept");
+        let _ = copy.read(&record(4, CHECKPOINT_KEY, checkpoint(7), Some(2)), &codec);
+        assert_eq!(copy.best.as_ref().map(|c| c.journal_offset), Some(7));
+        assert!(matches!(
+            copy.read(&record(5, &key, None, None), &codec),
+            Step::Unbatch(k) if k == key
+        ));
     }
 
     #[test]
