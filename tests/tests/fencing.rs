@@ -30,9 +30,44 @@ fn journal(bootstrap: &str, codec: &BlockingCodec, group: &str) -> Vec<(i64, Jou
         .collect()
 }
 
-/// Writes `state` of `saga` to partition 0 of the changelog as an owner's flush would: from the
-/// journal record at `source`, and under `epoch` if given (the writer's epoch, by which a standby
-/// copy tells a fenced owner's late write).
+/// Writes a record to partition 0 of the changelog as a fenced owner's relay would, with the
+/// headers its restores read: the source offset if given, and the writer's epoch if given (by
+/// which restores and standby copies tell a fenced owner's late write).
+fn write_late(
+    bootstrap: &str,
+    group: &str,
+    key: &str,
+    value: &[u8],
+    source: Option<i64>,
+    epoch: Option<i64>,
+) {
+    let mut headers = rdkafka::message::OwnedHeaders::new();
+    for (name, value) in [
+        ("sagaflow-source-offset", source),
+        ("sagaflow-epoch", epoch),
+    ] {
+        if let Some(value) = value.map(|v| v.to_string()) {
+            headers = headers.insert(rdkafka::message::Header {
+                key: name,
+                value: Some(value.as_bytes()),
+            });
+        }
+    }
+    let p = producer(bootstrap);
+    p.send(
+        rdkafka::producer::BaseRecord::to(&format!("{group}.changelog"))
+            .partition(0)
+            .key(key)
+            .payload(value)
+            .headers(headers),
+    )
+    .map_err(|(e, _)| e)
+    .expect("enqueue the late write");
+    rdkafka::producer::Producer::flush(&p, Duration::from_secs(30)).expect("flush");
+}
+
+/// Writes `state` of `saga` under its own key, as an owner's flush would: from the journal
+/// record at `source`, and under `epoch` if given.
 fn write_late_flush(
     bootstrap: &str,
     group: &str,
@@ -41,33 +76,11 @@ fn write_late_flush(
     source: i64,
     epoch: Option<i64>,
 ) {
-    let source = source.to_string();
-    let mut headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
-        key: "sagaflow-source-offset",
-        value: Some(source.as_bytes()),
-    });
-    if let Some(epoch) = epoch.map(|e| e.to_string()) {
-        headers = headers.insert(rdkafka::message::Header {
-            key: "sagaflow-epoch",
-            value: Some(epoch.as_bytes()),
-        });
-    }
-    let p = producer(bootstrap);
-    p.send(
-        rdkafka::producer::BaseRecord::to(&format!("{group}.changelog"))
-            .partition(0)
-            .key(saga)
-            .payload(state)
-            .headers(headers),
-    )
-    .map_err(|(e, _)| e)
-    .expect("enqueue the late flush");
-    rdkafka::producer::Producer::flush(&p, Duration::from_secs(30)).expect("flush");
+    write_late(bootstrap, group, saga, state, Some(source), epoch);
 }
 
-/// Writes `state` of `saga` to partition 0 of the changelog in a batch record of `epoch`, as a
-/// fenced owner's relay would (`engine/runtime/src/batches.rs`), with a source offset past
-/// every journal record.
+/// Writes `state` of `saga` in a batch record of `epoch` (`engine/runtime/src/batches.rs`),
+/// with a source offset past every journal record.
 fn write_late_batch(bootstrap: &str, group: &str, saga: &str, state: &[u8], epoch: i64) {
     let batch = sagaflow_avro::ChangelogBatch {
         check_at: 0,
@@ -78,22 +91,8 @@ fn write_late_batch(bootstrap: &str, group: &str, saga: &str, state: &[u8], epoc
         }],
     };
     let bytes = sagaflow_avro::internal::encode(&batch).expect("encode a batch");
-    let epoch = epoch.to_string();
-    let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
-        key: "sagaflow-epoch",
-        value: Some(epoch.as_bytes()),
-    });
-    let p = producer(bootstrap);
-    p.send(
-        rdkafka::producer::BaseRecord::to(&format!("{group}.changelog"))
-            .partition(0)
-            .key(&format!("__batch/{:020}/{epoch}/999/0", 0))
-            .payload(&bytes)
-            .headers(headers),
-    )
-    .map_err(|(e, _)| e)
-    .expect("enqueue the late batch");
-    rdkafka::producer::Producer::flush(&p, Duration::from_secs(30)).expect("flush");
+    let key = format!("__batch/{:020}/{epoch}/999/0", 0);
+    write_late(bootstrap, group, &key, &bytes, None, Some(epoch));
 }
 
 /// The first state of `saga` in the journal, with the offset of its record.
