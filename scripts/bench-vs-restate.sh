@@ -10,16 +10,19 @@
 #     load generator; Sagaflow = the `sagaflow bench` process (engine, participants and load
 #     generator in one) + the broker.
 # Rows: Restate (defaults, which fsync), then Sagaflow on tansu sqlite, on Apache Kafka (defaults)
-# and on Apache Kafka with an fsync per write.
+# and on Apache Kafka with an fsync per write. Before it measures anything, each side runs bursts of
+# SAGAS sagas for WARMUP_SECS seconds, so that no side's peak counts its JIT compilers' first
+# seconds (Restate's Node services; Kafka's JVM, which runs with the flags of Kafka's own
+# kafka-server-start.sh: SAGAFLOW_BROKER_JVM=stock in scripts/broker.sh).
 #
 #   scripts/bench-vs-restate.sh [--restate-only | --sagaflow-only]
 #
 # Environment: SAGAS (default 3000), RATES (sagas/s, comma-separated; default 100,200), RATE_SECS
-# (default 10), PEAK_CONCURRENCY (Restate's peak, default 200), BROKERS (Sagaflow's, a subset of
-# sqlite,kafka,kafka-fsync; default all three), ONLY=restate|sagaflow (as the flags), RESULTS
-# (directory for the raw results; default a new one under $TMPDIR). RESTATE_* variables reach
-# restate-server as its own configuration (docs.restate.dev/server/configuration), so e.g.
-# RESTATE_DEFAULT_NUM_PARTITIONS=4 runs it with 4 partitions instead of 24.
+# (default 10), WARMUP_SECS (default 20), PEAK_CONCURRENCY (Restate's peak, default 200), BROKERS
+# (Sagaflow's, a subset of sqlite,kafka,kafka-fsync; default all three), ONLY=restate|sagaflow (as
+# the flags), RESULTS (directory for the raw results; default a new one under $TMPDIR). RESTATE_*
+# variables reach restate-server as its own configuration (docs.restate.dev/server/configuration),
+# so e.g. RESTATE_DEFAULT_NUM_PARTITIONS=4 runs it with 4 partitions instead of 24.
 #
 # What it installs, once, under ${SAGAFLOW_CACHE:-${XDG_CACHE_HOME:-~/.cache}/sagaflow}:
 #   - restate-VERSION/: @restatedev/restate-server (its linux binary, ~220 MB unpacked) and
@@ -53,7 +56,7 @@
 #     power loss. Like Kafka's default, so compare it with Restate knowing that.
 #   Every side runs one node, one replica.
 #
-# Time: with the defaults, one to three minutes a row (longer when a rate is beyond what a system
+# Time: with the defaults, one to three minutes a row plus the warm-up (longer when a rate is beyond what a system
 # sustains: an open loop sends on regardless), plus the installs and the build the first time.
 # Restate and its Node services run from a temporary directory (free loopback ports, data and
 # TMPDIR of their own), stopped and removed on exit, Ctrl-C included; the brokers are stopped with
@@ -71,6 +74,7 @@ fail() { say "$*"; exit 1; }
 SAGAS=${SAGAS:-3000}
 RATES=${RATES:-100,200}
 RATE_SECS=${RATE_SECS:-10}
+WARMUP_SECS=${WARMUP_SECS:-20}
 PEAK_CONCURRENCY=${PEAK_CONCURRENCY:-200}
 BROKERS=${BROKERS:-sqlite,kafka,kafka-fsync}
 ONLY=${ONLY:-all}
@@ -84,6 +88,7 @@ esac
 case "$ONLY" in all|restate|sagaflow) ;; *) fail "ONLY must be restate, sagaflow or all, not '$ONLY'" ;; esac
 [[ "$SAGAS" =~ ^[0-9]+$ && "$SAGAS" -gt 0 ]] || fail "SAGAS must be a positive integer, not '$SAGAS'"
 [[ "$RATE_SECS" =~ ^[0-9]+$ && "$RATE_SECS" -gt 0 ]] || fail "RATE_SECS must be a positive integer, not '$RATE_SECS'"
+[[ "$WARMUP_SECS" =~ ^[0-9]+$ ]] || fail "WARMUP_SECS must be a whole number of seconds (0 for none), not '$WARMUP_SECS'"
 [[ "$PEAK_CONCURRENCY" =~ ^[0-9]+$ && "$PEAK_CONCURRENCY" -gt 0 ]] || fail "PEAK_CONCURRENCY must be a positive integer"
 [[ "$RATES" =~ ^[0-9]+(\.[0-9]+)?(,[0-9]+(\.[0-9]+)?)*$ ]] || fail "RATES must be rates in sagas/s, comma-separated (e.g. 100,200), not '$RATES'"
 
@@ -249,6 +254,7 @@ run_restate() {
   # In the background and waited for, so that a TERM to this script stops it at once.
   "$NODE" "$run/app/load.mjs" --ingress "http://127.0.0.1:$ingress" --sagas "$SAGAS" \
     --concurrency "$PEAK_CONCURRENCY" --rates "$RATES" --rate-secs "$RATE_SECS" \
+    --warmup-secs "$WARMUP_SECS" \
     --cpu-pid "$server_pid:restate-server" --cpu-pid "$services_pid:services" --clk-tck "$clk_tck" \
     > "$results/restate.jsonl" 2> >(tee_log "$results/restate-load.log" load) &
   pids+=($!)
@@ -272,7 +278,8 @@ run_sagaflow() {
   local dir; dir=$(mktemp -d -t sagaflow-bvr-broker-XXXXXX)
   brokerdirs+=("$dir")
   local boot
-  boot=$(KAFKA_BROKER_PROPERTIES=$props SAGAFLOW_BROKER_OWNER=$$ scripts/broker.sh start "$dir" "$storage") \
+  boot=$(KAFKA_BROKER_PROPERTIES=$props SAGAFLOW_BROKER_JVM=stock SAGAFLOW_BROKER_OWNER=$$ \
+    scripts/broker.sh start "$dir" "$storage") \
     || { say "$name: the broker did not start"; return 1; }
   local broker_pid; broker_pid=$(cat "$dir/broker.pid")
   if [ -n "$props" ]; then
@@ -284,7 +291,7 @@ run_sagaflow() {
   [ "$storage" = kafka ] || senv+=(SAGAFLOW_TANSU_WORKAROUNDS=true SAGAFLOW_KAFKA_FETCH_WAIT_MAX_MS=2)
   say "$name: sagaflow bench on $storage at $boot (broker pid $broker_pid)"
   env "${senv[@]}" target/release/sagaflow bench --bootstrap "$boot" --json --sagas "$SAGAS" \
-    --rates "$RATES" --rate-secs "$RATE_SECS" --cpu-pid "$broker_pid" \
+    --rates "$RATES" --rate-secs "$RATE_SECS" --warmup-secs "$WARMUP_SECS" --cpu-pid "$broker_pid" \
     > "$results/$name.json" 2> >(tee_log "$results/$name.log" "$name") &
   pids+=($!)
   local rc=0

@@ -19,9 +19,10 @@
 # installed with apt-get when missing (set JAVA to use a specific java). The broker logs warnings
 # and errors to DIR/broker.log (scripts/kafka/log4j2.properties). KAFKA_BROKER_PROPERTIES holds
 # extra server.properties lines (key=value, one a line), appended so that they override. The
-# broker's JVM starts quickly (C1 only, serial GC, 512 MB heap); KAFKA_JVM_OPTS replaces those
-# flags, e.g. with the stock ones of Kafka's kafka-server-start.sh for a benchmark (README,
-# Performance).
+# broker's JVM starts quickly (C1 only, serial GC, 512 MB heap), as tests want.
+# SAGAFLOW_BROKER_JVM=stock gives it the flags of Kafka's own kafka-server-start.sh instead (G1,
+# the C2 compiler, a 1 GB heap), the way users run Kafka, for benchmarks (README, Performance).
+# KAFKA_JVM_OPTS, when set, replaces either.
 # SAGAFLOW_BROKER_OWNER=PID makes start stop the broker, and remove DIR, when process PID exits.
 set -euo pipefail
 
@@ -242,10 +243,19 @@ PROPS
   echo "127.0.0.1:$port" > "$dir/bootstrap"
   local jvm=(-Djava.awt.headless=true "-Dlog4j2.configurationFile=$SCRIPTS/kafka/log4j2.properties"
     -cp "$libs/*")
-  # Quick starts: the C1 compiler only, a serial collector and a small heap. KAFKA_JVM_OPTS
-  # replaces them for the broker (not for the format step).
+  # Quick starts: the C1 compiler only, a serial collector and a small heap. For the broker (not
+  # the format step), SAGAFLOW_BROKER_JVM=stock uses the heap and performance options of Kafka's
+  # kafka-server-start.sh and kafka-run-class.sh instead, and KAFKA_JVM_OPTS replaces either.
   local quick=(-XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:-UsePerfData)
   local tuning=(-Xmx512m -Xms128m "${quick[@]}")
+  case "${SAGAFLOW_BROKER_JVM:-quick}" in
+    quick) ;;
+    stock) tuning=(-Xmx1G -Xms1G -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+             -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent
+             -XX:MaxInlineLevel=15) ;;
+    *) echo "broker.sh: SAGAFLOW_BROKER_JVM is quick (the default, for tests) or stock (Kafka's own flags, for benchmarks), not '$SAGAFLOW_BROKER_JVM'" >&2
+       exit 2 ;;
+  esac
   [ -z "${KAFKA_JVM_OPTS:-}" ] || read -r -a tuning <<< "$KAFKA_JVM_OPTS"
   if [ ! -f "$dir/data/meta.properties" ]; then
     if ! "$JAVA_CMD" -Xmx256m "${quick[@]}" "${jvm[@]}" kafka.tools.StorageTool format -t "$(cluster_id)" \

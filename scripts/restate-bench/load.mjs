@@ -3,10 +3,12 @@
 // /bench/KEY/run, whose answer comes when the workflow has finished its 4 steps.
 //
 //   node load.mjs --ingress http://127.0.0.1:PORT [--sagas N] [--concurrency C] [--rates R1,R2]
-//                 [--rate-secs D] [--warmup W] [--cpu-pid PID:NAME]... [--clk-tck HZ]
+//                 [--rate-secs D] [--warmup W] [--warmup-secs S] [--cpu-pid PID:NAME]...
+//                 [--clk-tck HZ]
 //
 // Phases, in order, one JSON line each on stdout (progress on stderr):
-//   warmup  W sagas, C at a time (not measured: first connections, JIT);
+//   warmup  W sagas, C at a time, then bursts of N sagas, C at a time, for S seconds (not
+//           measured: first connections, JIT, caches; `sagaflow bench --warmup-secs` does the same);
 //   peak    N sagas, C in flight at a time: sagas/s = finished / wall time; latency from send;
 //   rate    for each R: open loop at a constant R/s for D s. Saga i is sent at t0 + i/R whatever
 //           is still outstanding, and its latency runs from that intended time, not from the
@@ -26,6 +28,7 @@ function parseArgs(argv) {
     rates: [],
     rateSecs: 10,
     warmup: 20,
+    warmupSecs: 20,
     cpuPids: [],
     clkTck: 100,
     timeoutMs: 120_000,
@@ -48,6 +51,7 @@ function parseArgs(argv) {
       case "--rates": o.rates = v().split(",").filter((s) => s !== "").map(num); break;
       case "--rate-secs": o.rateSecs = num(v()); break;
       case "--warmup": o.warmup = num(v()); break;
+      case "--warmup-secs": o.warmupSecs = num(v()); break;
       case "--clk-tck": o.clkTck = num(v()); break;
       case "--timeout-secs": o.timeoutMs = num(v()) * 1000; break;
       case "--cpu-pid": {
@@ -242,6 +246,14 @@ if (opts.warmup > 0) {
   if (w.finished === 0) {
     progress("no warm-up saga finished: is the deployment registered?");
     process.exit(1);
+  }
+}
+if (opts.warmupSecs > 0) {
+  progress(`warm-up: bursts of ${opts.sagas} sagas for ${opts.warmupSecs} s, not measured`);
+  const began = performance.now();
+  for (let burst = 1; performance.now() - began < opts.warmupSecs * 1000; burst++) {
+    const w = await closedLoop(`warmup${burst}`, opts.sagas, opts.concurrency);
+    progress(`warm-up: burst ${burst}: ${w.sagas_per_s} sagas/s, ${w.failures} failed`);
   }
 }
 progress(`peak: ${opts.sagas} sagas, ${opts.concurrency} in flight`);

@@ -39,6 +39,11 @@ pub(crate) struct BenchArgs {
     /// Sagas started as fast as possible (peak throughput).
     #[arg(long, default_value_t = 3000)]
     sagas: usize,
+    /// Seconds of load as fast as possible before anything is measured, so that the broker's
+    /// JIT compiler, page cache and connections are warm: a JVM broker's first seconds are
+    /// slower, and would count against the peak and so against every phase derived from it.
+    #[arg(long, default_value_t = 20)]
+    warmup_secs: u64,
     /// Seconds of open-loop load at half the measured peak (latency).
     #[arg(long, default_value_t = 10)]
     half_load_secs: u64,
@@ -218,8 +223,26 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         settle: stack.checkpoint_interval + Duration::from_millis(500),
     };
 
-    // Warm-up: schema registrations, first fetches, group join.
+    // Schema registrations, first fetches, group join; then the warm-up proper, in bursts of
+    // --sagas, none of it measured.
     let _ = measure.phase(Load::new("warm", 20), None).await?;
+    if args.warmup_secs > 0 {
+        let warmup = Duration::from_secs(args.warmup_secs);
+        progress(&format!(
+            "warming up for {} s: bursts of {} sagas, not measured",
+            args.warmup_secs, args.sagas
+        ));
+        let began = std::time::Instant::now();
+        let mut sagas = 0;
+        while began.elapsed() < warmup {
+            let _ = measure.phase(Load::new("warmup", args.sagas), None).await?;
+            sagas += args.sagas;
+            progress(&format!(
+                "warm-up: {sagas} sagas in {:.0} s",
+                began.elapsed().as_secs_f64()
+            ));
+        }
+    }
 
     progress(&format!("peak: {} sagas as fast as possible", args.sagas));
     let peak = measure.phase(Load::new("peak", args.sagas), None).await?;
