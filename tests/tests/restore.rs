@@ -365,6 +365,28 @@ fn finished_sagas_share_changelog_records_and_a_new_node_restores_them() {
         flushed(&open, true),
         deleted_batches()
     );
+    // What the changelog shows, the engine counts.
+    let batches_in_log = records()
+        .iter()
+        .filter(|r| {
+            r.value.is_some() && r.key.as_deref().is_some_and(|k| k.starts_with(b"__batch/"))
+        })
+        .count();
+    let counted = |name| metric(&metrics, name);
+    // Acknowledgements reach the engine a moment after the records are readable.
+    assert!(
+        batches_in_log > 0
+            && eventually(WAIT, || counted("sagaflow_changelog_batches_written_total")
+                >= batches_in_log as f64
+                && counted("sagaflow_changelog_batches_deleted_total") > 0.0),
+        "{} batches written and {} deleted counted, {batches_in_log} in the changelog",
+        counted("sagaflow_changelog_batches_written_total"),
+        counted("sagaflow_changelog_batches_deleted_total")
+    );
+    assert!(
+        counted("sagaflow_changelog_batch_carries_total") > 0.0,
+        "the waiting sagas got records of their own, yet no carry was counted"
+    );
     assert!(first.terminate().success());
 
     // A new node, with nothing of its own, reads the changelog.

@@ -142,6 +142,7 @@ fn carry_due_batches(
     partition: i32,
     part: &mut PartitionRelay,
     now: i64,
+    metrics: &Metrics,
 ) -> Result<Vec<String>> {
     let mut due = store.batches_due(partition, now)?;
     // Checked already; deleted in this flush.
@@ -160,6 +161,9 @@ fn carry_due_batches(
             }
         }
     }
+    let _ = metrics
+        .changelog_batch_carries_total
+        .fetch_add(carry.len() as u64, std::sync::atomic::Ordering::Relaxed);
     // The store holds every committed record's states: the newest source is the last commit.
     for (saga_id, state) in carry {
         let _ = part
@@ -463,6 +467,21 @@ impl Relay {
                     }
                 }
                 Purpose::Flush(number) => {
+                    let batch = ticket
+                        .message
+                        .key
+                        .as_deref()
+                        .and_then(|k| std::str::from_utf8(k).ok())
+                        .and_then(batches::parse)
+                        .is_some();
+                    if batch {
+                        let counter = if ticket.message.value.is_some() {
+                            &self.metrics.changelog_batches_written_total
+                        } else {
+                            &self.metrics.changelog_batches_deleted_total
+                        };
+                        let _ = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     if let Some((n, through, left)) = part.flush.as_mut() {
                         if *n == number {
                             *left = left.saturating_sub(1);
@@ -536,7 +555,7 @@ impl Relay {
                 continue;
             }
             let through = part.last_committed;
-            let due = match carry_due_batches(store, partition, part, now) {
+            let due = match carry_due_batches(store, partition, part, now, &self.metrics) {
                 Ok(due) => due,
                 Err(e) => {
                     failed.push((partition, e));
@@ -778,9 +797,17 @@ mod tests {
             .dirty
             .insert("dirty".into(), Dirty::single(40, Some(state("d2"))));
 
-        let deletes = carry_due_batches(&store, 0, &mut part, 2_000).unwrap();
+        let metrics = Metrics::default();
+        let deletes = carry_due_batches(&store, 0, &mut part, 2_000, &metrics).unwrap();
 
         assert_eq!(deletes, [due]);
+        assert_eq!(
+            metrics
+                .changelog_batch_carries_total
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "only `same` is carried"
+        );
         let mut dirty: Vec<_> = part.dirty.iter().collect();
         dirty.sort_by_key(|(k, _)| k.to_string());
         assert_eq!(
