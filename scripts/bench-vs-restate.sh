@@ -56,8 +56,9 @@
 #     power loss. Like Kafka's default, so compare it with Restate knowing that.
 #   Every side runs one node, one replica.
 #
-# Time: with the defaults, one to three minutes a row plus the warm-up (longer when a rate is beyond what a system
-# sustains: an open loop sends on regardless), plus the installs and the build the first time.
+# Time: with the defaults, one to three minutes a row plus the warm-up (longer when a rate is
+# beyond what a system sustains: an open loop sends on regardless), plus the installs and the
+# build the first time.
 # Restate and its Node services run from a temporary directory (free loopback ports, data and
 # TMPDIR of their own), stopped and removed on exit, Ctrl-C included; the brokers are stopped with
 # scripts/broker.sh stop. Logs and raw JSON go to the results directory, printed at the end.

@@ -8,7 +8,8 @@
 //
 // Phases, in order, one JSON line each on stdout (progress on stderr):
 //   warmup  W sagas, C at a time, then bursts of N sagas, C at a time, for S seconds (not
-//           measured: first connections, JIT, caches; `sagaflow bench --warmup-secs` does the same);
+//           measured: first connections, JIT, caches; `sagaflow bench --warmup-secs` does the
+//           same); the bursts print progress only, no JSON line;
 //   peak    N sagas, C in flight at a time: sagas/s = finished / wall time; latency from send;
 //   rate    for each R: open loop at a constant R/s for D s. Saga i is sent at t0 + i/R whatever
 //           is still outstanding, and its latency runs from that intended time, not from the
