@@ -143,7 +143,8 @@ fn assert_gapless(log: &EventLog) {
 
 #[test]
 fn happy_path_completes_every_step_in_order() {
-    let s = stack("happy");
+    // librdkafka's statistics, for sagaflow_kafka_requests_total.
+    let s = stack_env("happy", &[("SAGAFLOW_KAFKA_STATISTICS_INTERVAL_MS", "500")]);
     let _participants = s.participants(0.0);
     let ids: Vec<String> = (0..10).map(|i| format!("happy-{i}")).collect();
     for id in &ids {
@@ -180,7 +181,26 @@ fn happy_path_completes_every_step_in_order() {
     events_into_a_pipe_closed_early(&s);
     commands_and_replies_carry_the_sagas_trace(&s, &ids);
     every_hop_was_measured(&s);
+    the_engines_requests_are_counted(&s);
     traffic_is_counted_by_kind(&s, ids.len());
+}
+
+/// The hot path's clients report the requests they sent (`statistics.interval.ms` is set): the
+/// input consumer fetched, and the journal and the relay produced.
+fn the_engines_requests_are_counted(s: &Stack) {
+    let requests = |client: &str, request: &str| {
+        metric(
+            &s.metrics_url,
+            &format!("sagaflow_kafka_requests_total{{client=\"{client}\",request=\"{request}\"}}"),
+        )
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || requests("input", "Fetch") > 0.0
+            && requests("journal", "Produce") > 0.0
+            && requests("relay", "Produce") > 0.0),
+        "requests not counted:\n{}",
+        sagaflow_tests::http_get(&s.metrics_url)
+    );
 }
 
 /// `sagaflow_broker_records_total` counts the contract's messages exactly (a start, four

@@ -1,7 +1,7 @@
 //! `sagaflow bench`: sagas/s and start-to-end latency of a 4-step saga with instant
 //! participants, beside the raw broker's produce and consume throughput measured in the same run.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -106,6 +106,11 @@ struct Phase {
     traffic: TrafficFigures,
     /// Where the latency went, hop by hop.
     hops: Vec<HopFigures>,
+    /// Requests the engine's input consumer, journal and relay sent per saga finished, by
+    /// `client/request` (`sagaflow_kafka_requests_total`). Empty unless librdkafka reports them
+    /// (`SAGAFLOW_KAFKA_STATISTICS_INTERVAL_MS`); a phase's edges are as coarse as its reports.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    engine_requests_per_saga: BTreeMap<String, f64>,
 }
 
 /// What the engine read and wrote per saga step in a phase, split into the saga contract's part
@@ -378,6 +383,13 @@ fn print_table(r: &BenchReport) {
             t.contract_bytes_per_step + t.overhead_bytes_per_step,
         );
     }
+    if !r.half_load.engine_requests_per_saga.is_empty() {
+        println!();
+        println!("  The engine's requests to the brokers per saga at half load (sagaflow_kafka_requests_total):");
+        for (name, n) in &r.half_load.engine_requests_per_saga {
+            row(name.clone(), format!("{n:.3}"));
+        }
+    }
     println!();
     println!("  Messages per step at half load, by kind (sagaflow_broker_records_total):");
     for k in r
@@ -576,7 +588,17 @@ impl Measure<'_> {
             overhead_bytes_per_step: sum(false, |k| k.bytes_per_step),
             kinds,
         };
+        let requests_before = kafka_requests(&hops_before);
+        let engine_requests_per_saga = kafka_requests(&hops_after)
+            .into_iter()
+            .map(|(k, n)| {
+                let delta = n - requests_before.get(&k).copied().unwrap_or(0.0);
+                (k, delta / figures.finished.max(1) as f64)
+            })
+            .filter(|(_, per_saga)| *per_saga > 0.0)
+            .collect();
         Ok(Phase {
+            engine_requests_per_saga,
             cpu_seconds_per_saga: cpu / figures.finished.max(1) as f64,
             load: figures,
             traffic,
@@ -587,6 +609,23 @@ impl Measure<'_> {
     fn traffic_now(&self) -> Vec<(u64, u64)> {
         Flow::ALL.iter().map(|f| self.traffic.get(*f)).collect()
     }
+}
+
+/// `sagaflow_kafka_requests_total` on a metrics page, by `client/request`.
+fn kafka_requests(page: &str) -> BTreeMap<String, f64> {
+    page.lines()
+        .filter_map(|l| l.strip_prefix("sagaflow_kafka_requests_total{"))
+        .filter_map(|rest| {
+            let (labels, value) = rest.rsplit_once("} ")?;
+            let label = |key: &str| {
+                labels
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix("=\"")?.strip_suffix('"'))
+            };
+            let name = format!("{}/{}", label("client")?, label("request")?);
+            Some((name, value.parse().ok()?))
+        })
+        .collect()
 }
 
 /// User and system CPU seconds of this process and of `pids`, from `/proc/<pid>/stat`.

@@ -21,6 +21,7 @@ pub mod partitioner;
 mod placement;
 mod processor;
 mod relay;
+mod requests;
 mod restore;
 mod spans;
 mod standby;

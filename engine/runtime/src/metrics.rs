@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use sagaflow_kafka::hops::Histogram;
 
+use crate::requests::KafkaRequests;
 use crate::spans::Spans;
 use crate::traffic::Traffic;
 
@@ -42,6 +43,8 @@ macro_rules! counters {
             pub hops: Hops,
             /// Records and bytes read from and written to the broker, by kind.
             pub traffic: Traffic,
+            /// Requests the hot path's Kafka clients sent, when librdkafka reports them.
+            pub requests: KafkaRequests,
             /// Spans of the same hops, when exported.
             pub(crate) spans: Spans,
         }
@@ -102,6 +105,7 @@ macro_rules! counters {
                 }
                 self.hops.render(&mut out);
                 self.traffic.render(&mut out);
+                self.requests.render(&mut out);
                 if let Some(stats) = self.spans.stats() {
                     stats.render(&mut out, "sagaflow");
                 }

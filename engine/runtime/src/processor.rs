@@ -98,7 +98,11 @@ struct GroupContext {
     events: Mutex<Vec<GroupEvent>>,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.deps.metrics.requests.record("input", statistics);
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn rebalance(
@@ -190,9 +194,14 @@ type JournalAck = (JournalTicket, std::result::Result<i64, JournalFailure>);
 
 struct JournalContext {
     acks: Sender<JournalAck>,
+    metrics: Arc<Metrics>,
 }
 
-impl ClientContext for JournalContext {}
+impl ClientContext for JournalContext {
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.metrics.requests.record("journal", statistics);
+    }
+}
 
 impl ProducerContext for JournalContext {
     type DeliveryOpaque = Box<JournalTicket>;
@@ -506,7 +515,10 @@ impl Processor {
         let journal: ThreadedProducer<JournalContext> = config
             .kafka
             .hot_path_producer_config()
-            .create_with_context(JournalContext { acks: tx })
+            .create_with_context(JournalContext {
+                acks: tx,
+                metrics: deps.metrics.clone(),
+            })
             .map_err(|e| Error::kafka("creating the journal producer", e))?;
         let relay = Relay::new(
             &config.kafka,

@@ -67,9 +67,14 @@ pub(crate) struct Ticket {
 #[derive(Debug)]
 pub(crate) struct RelayContext {
     acks: Sender<(Box<Ticket>, Result<(), KafkaError>)>,
+    metrics: Arc<Metrics>,
 }
 
-impl ClientContext for RelayContext {}
+impl ClientContext for RelayContext {
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.metrics.requests.record("relay", statistics);
+    }
+}
 
 impl ProducerContext for RelayContext {
     type DeliveryOpaque = Box<Ticket>;
@@ -217,7 +222,10 @@ impl Relay {
         // The shared producer config partitions by key as Java clients do (murmur2).
         let producer = kafka
             .hot_path_producer_config()
-            .create_with_context(RelayContext { acks: tx })
+            .create_with_context(RelayContext {
+                acks: tx,
+                metrics: metrics.clone(),
+            })
             .map_err(|e| Error::kafka("creating the relay producer", e))?;
         Ok(Self {
             producer,
