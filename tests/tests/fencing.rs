@@ -66,19 +66,6 @@ fn write_late(
     rdkafka::producer::Producer::flush(&p, Duration::from_secs(30)).expect("flush");
 }
 
-/// Writes `state` of `saga` under its own key, as an owner's flush would: from the journal
-/// record at `source`, and under `epoch` if given.
-fn write_late_flush(
-    bootstrap: &str,
-    group: &str,
-    saga: &str,
-    state: &[u8],
-    source: i64,
-    epoch: Option<i64>,
-) {
-    write_late(bootstrap, group, saga, state, Some(source), epoch);
-}
-
 /// Writes `state` of `saga` in a batch record of `epoch` (`engine/runtime/src/batches.rs`),
 /// with a source offset past every journal record.
 fn write_late_batch(bootstrap: &str, group: &str, saga: &str, state: &[u8], epoch: i64) {
@@ -268,7 +255,7 @@ fn a_fenced_owners_late_changelog_flush_never_comes_back_in_a_restore() {
     // The old owner wakes up and flushes what it still held, as its relay would: under the
     // saga's key, and in a batch of the first owner's epoch. The batch names a source beyond any
     // record, so a restore that did not ignore late batches would take its state for the newest.
-    write_late_flush(&bootstrap, &group, "x", &waiting, source, None);
+    write_late(&bootstrap, &group, "x", &waiting, Some(source), None);
     write_late_batch(&bootstrap, &group, "x", &waiting, 1);
 
     // The new owner goes on (its checkpoints now follow the late flush), then stops.
@@ -379,7 +366,14 @@ fn a_standby_copy_a_late_state_gave_up_is_not_read_again_at_the_next_rebalance()
     );
 
     // The old owner wakes up and flushes what it still held, under its own epoch.
-    write_late_flush(&bootstrap, &group, "x", &waiting, source, Some(old_epoch));
+    write_late(
+        &bootstrap,
+        &group,
+        "x",
+        &waiting,
+        Some(source),
+        Some(old_epoch),
+    );
     let late = "a fenced owner wrote saga x's state late";
     assert!(
         eventually(WAIT, || third.stderr_so_far().contains(late)),

@@ -15,7 +15,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use sagaflow_avro::{AsyncCodec, StartSaga, Subject};
 use sagaflow_kafka::{hops, KafkaSettings, TopicPolicy, TopicSpec};
-use sagaflow_runtime::{Flow, Hops, Traffic};
+use sagaflow_runtime::{Flow, Hops, KafkaRequests, Traffic};
 use sagaflow_worker::examples::{Injection, Role};
 use sagaflow_worker::WorkerStats;
 use serde::Serialize;
@@ -223,6 +223,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         starts: &stack.topics.starts,
         log: &log,
         traffic: &stack.metrics.traffic,
+        requests: &stack.metrics.requests,
         cpu_pids: &args.cpu_pids,
         steps_per_saga,
         settle: stack.checkpoint_interval + Duration::from_millis(500),
@@ -523,6 +524,7 @@ struct Measure<'a> {
     starts: &'a str,
     log: &'a Arc<Mutex<EventLog>>,
     traffic: &'a Traffic,
+    requests: &'a KafkaRequests,
     cpu_pids: &'a [u32],
     steps_per_saga: usize,
     /// How long after a phase its last changelog writes are acknowledged: the engine writes the
@@ -536,6 +538,7 @@ impl Measure<'_> {
     async fn phase(&self, load: Load, rate: Option<f64>) -> anyhow::Result<Phase> {
         let traffic_before = self.traffic_now();
         let hops_before = (self.hop_pages)();
+        let requests_before = self.requests.totals();
         let cpu_before = cpu_seconds(self.cpu_pids)?;
         let figures = load
             .run(self.producer, self.codec, self.starts, self.log, rate)
@@ -588,12 +591,13 @@ impl Measure<'_> {
             overhead_bytes_per_step: sum(false, |k| k.bytes_per_step),
             kinds,
         };
-        let requests_before = kafka_requests(&hops_before);
-        let engine_requests_per_saga = kafka_requests(&hops_after)
+        let engine_requests_per_saga = self
+            .requests
+            .totals()
             .into_iter()
             .map(|(k, n)| {
-                let delta = n - requests_before.get(&k).copied().unwrap_or(0.0);
-                (k, delta / figures.finished.max(1) as f64)
+                let delta = n.saturating_sub(requests_before.get(&k).copied().unwrap_or(0));
+                (k, delta as f64 / figures.finished.max(1) as f64)
             })
             .filter(|(_, per_saga)| *per_saga > 0.0)
             .collect();
@@ -609,23 +613,6 @@ impl Measure<'_> {
     fn traffic_now(&self) -> Vec<(u64, u64)> {
         Flow::ALL.iter().map(|f| self.traffic.get(*f)).collect()
     }
-}
-
-/// `sagaflow_kafka_requests_total` on a metrics page, by `client/request`.
-fn kafka_requests(page: &str) -> BTreeMap<String, f64> {
-    page.lines()
-        .filter_map(|l| l.strip_prefix("sagaflow_kafka_requests_total{"))
-        .filter_map(|rest| {
-            let (labels, value) = rest.rsplit_once("} ")?;
-            let label = |key: &str| {
-                labels
-                    .split(',')
-                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix("=\"")?.strip_suffix('"'))
-            };
-            let name = format!("{}/{}", label("client")?, label("request")?);
-            Some((name, value.parse().ok()?))
-        })
-        .collect()
 }
 
 /// User and system CPU seconds of this process and of `pids`, from `/proc/<pid>/stat`.

@@ -11,7 +11,8 @@
 //! each member's state. From `check_at` on, at each flush, a member whose current state differs
 //! has moved on (its newer state was flushed before, or goes out in this flush); one still
 //! unchanged is carried: written again under its own key. The batch is deleted at the start of
-//! the next flush, which begins only once this one is acknowledged, retries included. Running states are checked [`CARRY_AFTER_MS`] after their flush, so only sagas
+//! the next flush, which begins only once this one is acknowledged, retries included. Running
+//! states are checked [`CARRY_AFTER_MS`] after their flush, so only sagas
 //! that run longer cost a per-saga record; a finished saga's full state, that long after its
 //! first `Expire` timer (when it shrinks to a marker, which has its own key, as deletions do).
 //!

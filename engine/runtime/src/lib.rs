@@ -39,4 +39,5 @@ pub use membership::remove_static_member;
 pub use metrics::{Hops, Metrics};
 pub use partitioner::{murmur2, partition_for};
 pub use processor::{Engine, EngineHandle};
+pub use requests::KafkaRequests;
 pub use traffic::{Flow, Traffic};

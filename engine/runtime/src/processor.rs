@@ -96,11 +96,16 @@ enum GroupEvent {
 struct GroupContext {
     deps: Arc<RestoreDeps>,
     events: Mutex<Vec<GroupEvent>>,
+    /// This consumer's number in `metrics.requests`.
+    requests_instance: u64,
 }
 
 impl ClientContext for GroupContext {
     fn stats_raw(&self, statistics: &[u8]) {
-        self.deps.metrics.requests.record("input", statistics);
+        self.deps
+            .metrics
+            .requests
+            .record("input", self.requests_instance, statistics);
     }
 }
 
@@ -195,11 +200,15 @@ type JournalAck = (JournalTicket, std::result::Result<i64, JournalFailure>);
 struct JournalContext {
     acks: Sender<JournalAck>,
     metrics: Arc<Metrics>,
+    /// This producer's number in `metrics.requests`.
+    requests_instance: u64,
 }
 
 impl ClientContext for JournalContext {
     fn stats_raw(&self, statistics: &[u8]) {
-        self.metrics.requests.record("journal", statistics);
+        self.metrics
+            .requests
+            .record("journal", self.requests_instance, statistics);
     }
 }
 
@@ -504,6 +513,7 @@ impl Processor {
             .set("enable.partition.eof", "false");
         let consumer: BaseConsumer<GroupContext> = consumer_config
             .create_with_context(GroupContext {
+                requests_instance: deps.metrics.requests.instance(),
                 deps: deps.clone(),
                 events: Mutex::new(Vec::new()),
             })
@@ -517,6 +527,7 @@ impl Processor {
             .hot_path_producer_config()
             .create_with_context(JournalContext {
                 acks: tx,
+                requests_instance: deps.metrics.requests.instance(),
                 metrics: deps.metrics.clone(),
             })
             .map_err(|e| Error::kafka("creating the journal producer", e))?;

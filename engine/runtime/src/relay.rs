@@ -68,11 +68,15 @@ pub(crate) struct Ticket {
 pub(crate) struct RelayContext {
     acks: Sender<(Box<Ticket>, Result<(), KafkaError>)>,
     metrics: Arc<Metrics>,
+    /// This producer's number in `metrics.requests`.
+    instance: u64,
 }
 
 impl ClientContext for RelayContext {
     fn stats_raw(&self, statistics: &[u8]) {
-        self.metrics.requests.record("relay", statistics);
+        self.metrics
+            .requests
+            .record("relay", self.instance, statistics);
     }
 }
 
@@ -106,6 +110,8 @@ struct PartitionRelay {
     flush: Option<(u64, i64, usize)>,
     /// Batches the flush in flight deletes.
     flush_deletes: Vec<String>,
+    /// Batch records the flush in flight writes.
+    flush_batches: u64,
     /// Batches checked by the last flush, deleted at the start of the next one: once every
     /// state that moved their sagas on is acknowledged, even one delivered late after a retry.
     pending_deletes: Vec<String>,
@@ -224,6 +230,7 @@ impl Relay {
             .hot_path_producer_config()
             .create_with_context(RelayContext {
                 acks: tx,
+                instance: metrics.requests.instance(),
                 metrics: metrics.clone(),
             })
             .map_err(|e| Error::kafka("creating the relay producer", e))?;
@@ -475,21 +482,6 @@ impl Relay {
                     }
                 }
                 Purpose::Flush(number) => {
-                    let batch = ticket
-                        .message
-                        .key
-                        .as_deref()
-                        .and_then(|k| std::str::from_utf8(k).ok())
-                        .and_then(batches::parse)
-                        .is_some();
-                    if batch {
-                        let counter = if ticket.message.value.is_some() {
-                            &self.metrics.changelog_batches_written_total
-                        } else {
-                            &self.metrics.changelog_batches_deleted_total
-                        };
-                        let _ = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
                     if let Some((n, through, left)) = part.flush.as_mut() {
                         if *n == number {
                             *left = left.saturating_sub(1);
@@ -497,6 +489,15 @@ impl Relay {
                                 part.changelog_through = *through;
                                 part.flush = None;
                                 let deletes = std::mem::take(&mut part.flush_deletes);
+                                let metrics = &self.metrics;
+                                let _ = metrics.changelog_batches_written_total.fetch_add(
+                                    part.flush_batches,
+                                    std::sync::atomic::Ordering::Relaxed,
+                                );
+                                let _ = metrics.changelog_batches_deleted_total.fetch_add(
+                                    deletes.len() as u64,
+                                    std::sync::atomic::Ordering::Relaxed,
+                                );
                                 part.deleted.extend(deletes);
                             }
                         }
@@ -570,7 +571,12 @@ impl Relay {
                     continue;
                 }
             };
-            if part.dirty.is_empty() && due.is_empty() && part.pending_deletes.is_empty() {
+            // The batches checked by the last flush, whose sagas' states are all acknowledged by
+            // now, are deleted in this one; those checked here wait for the next.
+            let deletes = std::mem::replace(&mut part.pending_deletes, due);
+            if part.dirty.is_empty() && deletes.is_empty() {
+                // Nothing to write (at most batches checked, every saga of them moved on, to
+                // delete in the next flush).
                 part.changelog_through = through;
                 if let Some(a) = self.advance_watermark(partition) {
                     advances.push(a);
@@ -603,7 +609,9 @@ impl Relay {
                 Ok::<(), Error>(())
             });
             if let Err(e) = indexed {
-                // Nothing was sent: the states wait for the next flush.
+                // Nothing was sent: the states and deletions wait for the next flush, which
+                // checks the due batches again.
+                part.pending_deletes = deletes;
                 for (saga_id, source, state) in single {
                     let _ = part.dirty.insert(saga_id, Dirty::single(source, state));
                 }
@@ -619,21 +627,10 @@ impl Relay {
                 continue;
             }
             self.next_flush += 1;
-            // The batches checked by the last flush, whose sagas' states are all acknowledged by
-            // now; those checked here wait for the next.
-            let deletes = std::mem::replace(&mut part.pending_deletes, due);
             let count = single.len() + packed.len() + deletes.len();
-            if count == 0 {
-                // Only batches checked, every saga of them moved on: nothing to write until
-                // their deletion in the next flush.
-                part.changelog_through = through;
-                if let Some(a) = self.advance_watermark(partition) {
-                    advances.push(a);
-                }
-                continue;
-            }
             part.flush = Some((number, through, count));
             part.flush_deletes.clone_from(&deletes);
+            part.flush_batches = packed.len() as u64;
             let generation = part.generation;
             let epoch = part.epoch.to_string().into_bytes();
             let headers = |source: i64| {

@@ -131,6 +131,10 @@ struct Replay<'a> {
     /// another owner since, whose changelog batches the local index does not know.
     local_writer: Option<String>,
     foreign_claim: bool,
+    /// In the bulk replay a foreign claim ends the replay, before the claim reaches the store:
+    /// the restore starts over from the changelog, and a store that had applied it would take
+    /// its writer for the local one and miss it on the next try (after a failed rebuild, say).
+    stop_at_foreign_claim: bool,
 }
 
 impl Replay<'_> {
@@ -143,6 +147,9 @@ impl Replay<'_> {
     }
 
     fn record(&mut self, offset: i64, value: Option<&[u8]>) -> Result<()> {
+        if self.stop_at_foreign_claim && self.foreign_claim {
+            return Ok(());
+        }
         let topic = &self.c.topics.journal;
         let journal_error = |message: String| Error::Journal {
             topic: topic.clone(),
@@ -160,6 +167,12 @@ impl Replay<'_> {
             .codec
             .decode(bytes)
             .map_err(|e| journal_error(format!("{e}; {FOREIGN_RECORD}")))?;
+        let foreign_claim = record.kind == JournalKind::Claim
+            && record.writer != self.c.writer
+            && self
+                .local_writer
+                .as_ref()
+                .is_some_and(|w| *w != record.writer);
         let valid = if offset <= self.applied_through {
             self.c.store.was_valid(self.partition, offset)?
         } else {
@@ -172,6 +185,10 @@ impl Replay<'_> {
                     base: record.base,
                 },
             );
+            if verdict == ChainVerdict::Valid && foreign_claim && self.stop_at_foreign_claim {
+                self.foreign_claim = true;
+                return Ok(());
+            }
             if verdict == ChainVerdict::Valid {
                 self.meta.chain = ChainMeta::from(&self.chain);
                 for p in &record.positions {
@@ -198,15 +215,7 @@ impl Replay<'_> {
             verdict == ChainVerdict::Valid
         };
         if valid {
-            if record.kind == JournalKind::Claim
-                && record.writer != self.c.writer
-                && self
-                    .local_writer
-                    .as_ref()
-                    .is_some_and(|w| *w != record.writer)
-            {
-                self.foreign_claim = true;
-            }
+            self.foreign_claim |= foreign_claim;
             self.relayed_hint = self.relayed_hint.max(record.relayed_through.min(offset));
             for entry in &record.states {
                 let _ = self
@@ -316,6 +325,7 @@ fn restore_with(
         relayed_hint: -1,
         local_writer,
         foreign_claim: false,
+        stop_at_foreign_claim: true,
     };
     // Bulk of the journal up to the reported end; the claim below finds the exact end.
     let mut next = start;
@@ -341,6 +351,8 @@ fn restore_with(
         );
         return restore_with(c, partition, takeover, own_epoch, true);
     }
+    // From here on every record is applied: a claim racing this one is handled after it.
+    replay.stop_at_foreign_claim = false;
 
     let mut fenced = false;
     let mut end = next;

@@ -172,7 +172,7 @@ enum Step {
     Batch(String, ChangelogBatch),
     /// A changelog batch deleted by its owner.
     Unbatch(String),
-    /// A fenced owner's late batch: indexed, for the owner to be deletes it, but not loaded.
+    /// A fenced owner's late batch: indexed, for the owner to be to delete it, but not loaded.
     LateBatch(String, crate::batches::Members),
     GiveUp(String),
     /// A state a fenced owner wrote late, at this offset: the copy is given up.
@@ -748,11 +748,8 @@ impl Reader {
             match copy.read(m, &self.codec) {
                 Step::Load(key, state) => loads.entry(partition).or_default().push((key, state)),
                 Step::Batch(key, batch) => {
-                    let members = crate::batches::members(&batch);
-                    index
-                        .entry(partition)
-                        .or_default()
-                        .push((key, Some(members)));
+                    let members = Some(crate::batches::members(&batch));
+                    index.entry(partition).or_default().push((key, members));
                     loads.entry(partition).or_default().extend(
                         batch
                             .entries
@@ -761,6 +758,7 @@ impl Reader {
                     );
                 }
                 Step::Unbatch(key) => index.entry(partition).or_default().push((key, None)),
+                // Indexed only: its states are not loaded.
                 Step::LateBatch(key, members) => {
                     index
                         .entry(partition)
