@@ -216,7 +216,7 @@ fn a_paused_participant_gets_nothing_across_a_kill_9_and_a_rebalance_then_everyt
         "the partitions were not shared"
     );
     // Both engines know of the pause and count the held commands between them.
-    let held_metric = format!("sagaflow_commands_held{{topic=\"{held_topic}\"}}");
+    let held_metric = format!("sagaflow_held_commands{{topic=\"{held_topic}\"}}");
     let paused_metric = format!("sagaflow_participant_paused{{topic=\"{held_topic}\"}}");
     assert!(eventually(WAIT, || {
         metric(&second_metrics, &held_metric) + metric(&third_metrics, &held_metric) == 20.0

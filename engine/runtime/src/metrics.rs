@@ -93,10 +93,10 @@ macro_rules! counters {
                 for (topic, _) in held.iter().filter(|(_, (paused, _, _))| *paused) {
                     let _ = writeln!(out, "sagaflow_participant_paused{{topic=\"{topic}\"}} 1");
                 }
-                let _ = writeln!(out, "# HELP sagaflow_commands_held Commands held for a participant (paused, or at a limit) on this engine's partitions, not sent yet.");
-                let _ = writeln!(out, "# TYPE sagaflow_commands_held gauge");
+                let _ = writeln!(out, "# HELP sagaflow_held_commands Commands held for a participant (paused, or at a limit) on this engine's partitions, not sent yet.");
+                let _ = writeln!(out, "# TYPE sagaflow_held_commands gauge");
                 for (topic, (_, n, _)) in held.iter() {
-                    let _ = writeln!(out, "sagaflow_commands_held{{topic=\"{topic}\"}} {n}");
+                    let _ = writeln!(out, "sagaflow_held_commands{{topic=\"{topic}\"}} {n}");
                 }
                 let _ = writeln!(out, "# HELP sagaflow_commands_in_flight Commands this engine's partitions sent to a participant with a max_in_flight limit and still await.");
                 let _ = writeln!(out, "# TYPE sagaflow_commands_in_flight gauge");
@@ -278,5 +278,43 @@ impl Metrics {
             .iter()
             .map(|(_, n)| n)
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashSet};
+
+    use super::Metrics;
+
+    /// OpenMetrics names a counter's family without its `_total`, so a gauge `x` beside a
+    /// counter `x_total` is one family declared twice, which OpenMetrics scrapers reject.
+    #[test]
+    fn metric_families_are_unique_and_counters_end_in_total() {
+        let metrics = Metrics::default();
+        metrics.set_held(BTreeMap::from([("orders".to_string(), (true, 2, 1))]));
+        metrics.ignored("duplicate");
+        metrics.dead_letter("undecodable");
+        metrics.partition_failed(0, "down".to_string());
+        let text = metrics.render();
+        let mut families = HashSet::new();
+        for line in text.lines() {
+            let Some(declared) = line.strip_prefix("# TYPE ") else {
+                continue;
+            };
+            let (name, kind) = declared.split_once(' ').expect("# TYPE name kind");
+            let family = match kind {
+                "counter" => name
+                    .strip_suffix("_total")
+                    .unwrap_or_else(|| panic!("counter {name} does not end in _total")),
+                _ => name,
+            };
+            assert!(families.insert(family), "family {family} is declared twice");
+        }
+        assert!(
+            families.contains("sagaflow_held_commands")
+                && families.contains("sagaflow_commands_held"),
+            "{text}"
+        );
     }
 }
