@@ -291,6 +291,11 @@ fn run(
                 // Not back at the stored offsets: what the consumer would hand over next may
                 // lie beyond records that were read and never written.
                 std::thread::sleep(Duration::from_secs(1));
+                // A connection the database closed (a restart, an outage longer than the one
+                // reconnect after the failed write) fails every query until replaced.
+                if store.is_closed() {
+                    reopen(&mut store, &config);
+                }
                 continue;
             }
         }

@@ -147,6 +147,11 @@ impl Store {
         Ok(store)
     }
 
+    /// Whether the database closed the connection: then no query on it can succeed again.
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
     /// The committed position of every partition of `topic` the store has seen.
     pub fn positions(&mut self, topic: &str) -> Result<BTreeMap<i32, i64>> {
         let rows = self

@@ -38,6 +38,41 @@ impl Postgres {
         self.dir.path()
     }
 
+    /// Stops the server and keeps its data: an outage, until [`Postgres::restart`].
+    pub fn stop(&self) {
+        let out = Command::new(root().join("scripts/postgres.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .output()
+            .expect("run scripts/postgres.sh");
+        assert!(
+            out.status.success(),
+            "scripts/postgres.sh stop failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts the stopped server again, on the same port and data.
+    pub fn restart(&self) {
+        let port = self
+            .url
+            .rsplit_once(':')
+            .and_then(|(_, rest)| rest.split('/').next())
+            .expect("a port in the URL");
+        let out = Command::new(root().join("scripts/postgres.sh"))
+            .arg("start")
+            .arg(self.dir.path())
+            .arg(port)
+            .env("SAGAFLOW_POSTGRES_OWNER", std::process::id().to_string())
+            .output()
+            .expect("run scripts/postgres.sh");
+        assert!(
+            out.status.success(),
+            "scripts/postgres.sh start (again) failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// A client on `schema`.
     pub fn client(&self, schema: &str) -> postgres::Client {
         let mut client =
