@@ -1,5 +1,5 @@
 //! Engine behaviour against a real broker: happy path, compensation order, duplicate and stale
-//! replies, dead letters.
+//! replies, dead letters, a registry outage.
 
 use std::time::Duration;
 
@@ -9,8 +9,9 @@ use sagaflow_avro::{
 };
 use sagaflow_kafka::trace;
 use sagaflow_tests::{
-    eventually, group, metric, producer, read_all, root, send, spawn_engine, spawn_participant,
-    spawn_registry, Broker, EngineOpts, EventLog, Proc, Space, TempDir, TestBroker,
+    eventually, free_port, group, http_get_status, metric, producer, read_all, root, send,
+    spawn_engine, spawn_participant, spawn_registry, spawn_registry_on, Broker, EngineOpts,
+    EventLog, Proc, Space, TempDir, TestBroker,
 };
 use serde_json::json;
 
@@ -19,7 +20,10 @@ const WAIT: Duration = Duration::from_secs(300);
 // Fields drop in order: processes before the broker they talk to.
 struct Stack {
     _engine: Proc,
-    _registry: Proc,
+    /// None while stopped (see [`Stack::stop_registry`]).
+    registry: Option<Proc>,
+    /// Its address: a registry started again there finds its schemas again.
+    registry_listen: String,
     registry_url: String,
     metrics_url: String,
     group: String,
@@ -41,7 +45,8 @@ fn stack_env(name: &str, env: &[(&str, &str)]) -> Stack {
 /// A stack in `space` (its group and definitions), whose engine has `env` added.
 fn stack_with(space: Space, env: &[(&str, &str)]) -> Stack {
     let broker = Broker::for_test();
-    let (registry, registry_url) = spawn_registry(&broker.bootstrap());
+    let registry_listen = format!("127.0.0.1:{}", free_port());
+    let (registry, registry_url) = spawn_registry_on(&broker.bootstrap(), &registry_listen);
     let state = TempDir::new(&space.group);
     let group = space.group.clone();
     let (engine, metrics_url) = sagaflow_tests::spawn_engine_env(
@@ -52,7 +57,8 @@ fn stack_with(space: Space, env: &[(&str, &str)]) -> Stack {
     let codec = BlockingCodec::new(&RegistrySettings::new(registry_url.as_str())).expect("codec");
     Stack {
         broker,
-        _registry: registry,
+        registry: Some(registry),
+        registry_listen,
         registry_url,
         _engine: engine,
         metrics_url,
@@ -64,6 +70,17 @@ fn stack_with(space: Space, env: &[(&str, &str)]) -> Stack {
 }
 
 impl Stack {
+    /// A registry outage: the process is killed.
+    fn stop_registry(&mut self) {
+        drop(self.registry.take());
+    }
+
+    /// The registry back on the same address, with the schemas it had.
+    fn start_registry_again(&mut self) {
+        let (registry, _) = spawn_registry_on(&self.broker.bootstrap(), &self.registry_listen);
+        self.registry = Some(registry);
+    }
+
     fn start_trip(&self, saga_id: &str) {
         self.start_trip_with_notes(saga_id, "");
     }
@@ -499,6 +516,101 @@ fn duplicate_and_stale_replies_are_ignored_and_counted() {
         1,
         "flight dispatched twice"
     );
+}
+
+/// A registry outage reaches the engine when an input comes with a schema it has not seen yet
+/// (a producer's newer version): decoding it needs the registry. The input's partition stops,
+/// `/health` and `sagaflow_partitions_failing` say why, nothing is dead-lettered, and once the
+/// registry is back the partition restores by itself and the saga runs.
+#[test]
+fn a_registry_outage_stops_the_partition_it_reaches_until_the_registry_is_back() {
+    let mut s = stack("registry-outage");
+    let bootstrap = s.broker.bootstrap();
+    let _participants = s.participants(0.0);
+    // Every schema the engine needs for the trip, fetched and cached while the registry is up.
+    s.start_trip("before");
+    let _ = s.wait_finished(&["before".to_string()]);
+
+    let starts = format!("{}.starts", s.group);
+    let value = start_with_a_newer_schema(&s.registry_url, &starts, "newer");
+    s.stop_registry();
+    send(&producer(&bootstrap), &starts, "newer", &value);
+    let health = s.metrics_url.replace("/metrics", "/health");
+    let mut answer = (0, String::new());
+    assert!(
+        eventually(WAIT, || {
+            answer = http_get_status(&health);
+            answer.0 == 503
+        }),
+        "/health during the outage: {answer:?}"
+    );
+    assert!(
+        answer.1.starts_with("degraded: 1 partition(s) stopped") && answer.1.contains("registry"),
+        "{}",
+        answer.1
+    );
+    assert_eq!(metric(&s.metrics_url, "sagaflow_partitions_failing"), 1.0);
+    // Several restores meet the outage, with their backoff doubling.
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(metric(&s.metrics_url, "sagaflow_partitions_failing"), 1.0);
+
+    s.start_registry_again();
+    let log = s.wait_finished(&["before".to_string(), "newer".to_string()]);
+    assert_gapless(&log);
+    assert_eq!(
+        log.sagas["newer"].values().last().map(|e| e.event_type),
+        Some(E::SagaCompleted)
+    );
+    assert!(
+        eventually(WAIT, || http_get_status(&health).0 == 200),
+        "{:?}",
+        http_get_status(&health)
+    );
+    assert_eq!(metric(&s.metrics_url, "sagaflow_partitions_failing"), 0.0);
+    let letters = read_all(&bootstrap, &format!("{}.dlq", s.group));
+    assert!(letters.is_empty(), "dead-lettered: {letters:?}");
+}
+
+/// A start of the linear trip in the Confluent wire format, written with StartSaga's schema plus
+/// an optional field (a compatible newer version), registered for `topic` now.
+fn start_with_a_newer_schema(registry_url: &str, topic: &str, saga_id: &str) -> Vec<u8> {
+    use apache_avro::types::Value;
+    use schema_registry_converter::blocking::avro::AvroEncoder;
+    use schema_registry_converter::blocking::schema_registry::SrSettings;
+    use schema_registry_converter::schema_registry_common::{
+        SchemaType, SubjectNameStrategy, SuppliedSchema,
+    };
+    let mut schema: serde_json::Value =
+        serde_json::from_str(<StartSaga as sagaflow_avro::Contract>::SCHEMA.text).expect("json");
+    schema["fields"]
+        .as_array_mut()
+        .expect("fields")
+        .push(json!({"name": "channel", "type": "string", "default": "web"}));
+    let supplied = SuppliedSchema::new(
+        Some("io.sagaflow.StartSaga".into()),
+        SchemaType::Avro,
+        schema.to_string(),
+    );
+    let input = json!({
+        "customer": {"id": "c-1", "email": "c1@example.com"},
+        "amount": 120, "currency": "EUR",
+        "flight": {"number": "SF1", "date": "2026-07-01"},
+        "hotel": {"id": "h-1", "check_in": "2026-07-01", "nights": 2}
+    });
+    AvroEncoder::new(SrSettings::new(registry_url.to_string()))
+        .encode(
+            vec![
+                ("request_id", Value::String(format!("req-{saga_id}"))),
+                ("saga_id", Value::String(saga_id.into())),
+                ("definition", Value::String("trip".into())),
+                ("version", Value::Union(1, Box::new(Value::Int(1)))),
+                ("input_json", Value::String(input.to_string())),
+                ("requested_at", Value::Long(0)),
+                ("channel", Value::String("mobile".into())),
+            ],
+            &SubjectNameStrategy::TopicNameStrategyWithSchema(topic.into(), false, supplied),
+        )
+        .expect("encode with the newer schema")
 }
 
 #[test]
