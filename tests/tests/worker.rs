@@ -1,6 +1,7 @@
 //! The worker library against a real broker and registry: nothing is lost when a command
-//! cannot be answered yet, a slow command holds up no other, and an instance joining moves only
-//! the partitions it takes, whose commands in flight store no offset.
+//! cannot be answered yet, a slow command holds up no other, handlers busy past the poll
+//! interval keep the instance in its group, and an instance joining moves only the partitions it
+//! takes, whose commands in flight store no offset.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -340,6 +341,86 @@ fn a_slow_command_holds_up_no_command_fetched_after_it() {
         Offset::Offset(2),
         "the offset is committed past both commands"
     );
+}
+
+/// Every handler busy for longer than `max.poll.interval.ms` does not cost the instance its
+/// place in the group: the worker still polls its consumer now and then, and a command fetched
+/// meanwhile comes again once a handler is free. A worker that stopped polling at its limit was
+/// dropped from the group by librdkafka, and its busy command, not yet committed, came to it
+/// again after it rejoined: a second reply.
+#[test]
+fn handlers_busy_past_the_poll_interval_keep_the_instance_in_its_group() {
+    let rig = Rig::new("keepalive", 1);
+    let (bootstrap, codec) = (&rig.bootstrap, &rig.codec);
+    let (topic, replies) = (&rig.name, &rig.replies);
+    let handled: Arc<Mutex<BTreeMap<String, u32>>> = Arc::default();
+    let handler = {
+        let handled = handled.clone();
+        answering(move |command: Command| {
+            *handled
+                .lock()
+                .expect("lock")
+                .entry(command.saga_id.clone())
+                .or_default() += 1;
+            async move {
+                if command.saga_id == "long" {
+                    // Two and a half poll intervals.
+                    tokio::time::sleep(Duration::from_secs(25)).await;
+                }
+            }
+        })
+    };
+    let mut kafka = kafka_settings(bootstrap);
+    kafka
+        .set("max.poll.interval.ms", "10000", "the test")
+        .expect("max.poll.interval.ms");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let _inside = runtime.enter();
+    let worker = Worker::new(
+        WorkerConfig {
+            kafka,
+            registry: RegistrySettings::new(rig.url.as_str()),
+            topic: topic.clone(),
+            group: rig.name.clone(),
+            instance: rig.name.clone(),
+            dedupe_capacity: 100,
+            concurrency: 1,
+            fetch_wait_max_ms: 10,
+        },
+        handler,
+    )
+    .expect("worker");
+    let worker = spawn_worker(&runtime, worker);
+    let p = producer(bootstrap);
+    send_command(codec, &p, (topic, None), replies, "long");
+    assert!(
+        eventually(Duration::from_secs(90), || handled
+            .lock()
+            .expect("lock")
+            .contains_key("long")),
+        "the worker never fetched the first command"
+    );
+    // Fetched while the one handler is busy.
+    send_command(codec, &p, (topic, None), replies, "next");
+    let answered = answered_by(
+        bootstrap,
+        replies,
+        2,
+        Instant::now() + Duration::from_secs(120),
+    );
+    assert_eq!(answered.len(), 2, "answered: {answered:?}");
+    // Time for a command fetched again after a rejoin to be answered a second time.
+    std::thread::sleep(Duration::from_secs(3));
+    stop_workers(&runtime, vec![worker]);
+    let mut replies_per_saga: BTreeMap<String, u32> = BTreeMap::new();
+    for record in read_all(bootstrap, replies) {
+        let key = String::from_utf8_lossy(&record.key.expect("keyed")).into_owned();
+        *replies_per_saga.entry(key).or_default() += 1;
+    }
+    let once = BTreeMap::from([("long".to_string(), 1), ("next".to_string(), 1)]);
+    assert_eq!(replies_per_saga, once, "replies per saga");
+    assert_eq!(*handled.lock().expect("lock"), once, "handled per saga");
+    assert_eq!(rig.committed(0), Offset::Offset(2), "committed past both");
 }
 
 /// A handler that panics answers a retryable failure, and the worker goes on with the next

@@ -32,6 +32,9 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::dedupe::{Claim, Dedupe};
 use crate::error::{Error, Result};
 
+/// librdkafka's default `max.poll.interval.ms`.
+const DEFAULT_MAX_POLL_INTERVAL_MS: u64 = 300_000;
+
 /// A failed command.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
@@ -272,6 +275,9 @@ pub struct Worker {
     spans: Option<Exporter>,
     /// When the fix for a group it cannot join was last logged.
     protocol_warned: std::sync::Mutex<Option<std::time::Instant>>,
+    /// How long it may go without polling the consumer while every handler is busy: well
+    /// within `max.poll.interval.ms`, past which librdkafka leaves the group.
+    keepalive: Duration,
 }
 
 impl std::fmt::Debug for Worker {
@@ -325,6 +331,12 @@ impl Worker {
             ]);
         }
         let mut consumer_config = config.kafka.config(&role);
+        // A value that is not a number fails the consumer's creation below, with librdkafka's
+        // own message naming the property.
+        let max_poll_ms = consumer_config
+            .get("max.poll.interval.ms")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(DEFAULT_MAX_POLL_INTERVAL_MS);
         let _ = consumer_config
             .set("group.id", &config.group)
             .set("enable.auto.commit", "true")
@@ -371,6 +383,7 @@ impl Worker {
             stats: Arc::new(WorkerStats::default()),
             spans: None,
             protocol_warned: std::sync::Mutex::default(),
+            keepalive: Duration::from_millis((max_poll_ms / 4).max(100)),
         })
     }
 
@@ -423,6 +436,11 @@ impl Worker {
     /// A command that cannot be answered now (the registry or the broker is down, or a copy of
     /// it is still running) is fetched again: its partition is rewound to it and no offset past
     /// it is stored. The worker backs off while that lasts.
+    ///
+    /// With all `concurrency` handlers busy it fetches nothing, except that every quarter of
+    /// `max.poll.interval.ms` it polls the consumer once more: librdkafka would otherwise drop
+    /// the instance from its group, and a rebalance would wait until a handler is free. A
+    /// command that poll fetches is rewound to, and comes again once a handler is free.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
         tokio::pin!(shutdown);
         let limit = self.config.concurrency.max(1);
@@ -431,12 +449,25 @@ impl Worker {
         let mut backoff = Duration::ZERO;
         let mut paused_until = tokio::time::Instant::now();
         let mut stopping = false;
+        // While every handler is busy: when the consumer is polled anyway (see `keepalive`).
+        let mut keepalive_at: Option<tokio::time::Instant> = None;
         loop {
             if stopping && running.is_empty() {
                 return Ok(());
             }
-            let paused = paused_until > tokio::time::Instant::now();
-            let fetch = !stopping && !paused && running.len() < limit;
+            let now = tokio::time::Instant::now();
+            let paused = paused_until > now;
+            let full = running.len() >= limit;
+            if !full {
+                keepalive_at = None;
+            } else if keepalive_at.is_none() {
+                keepalive_at = Some(now + self.keepalive);
+            }
+            // At the limit the consumer is still polled now and then, so that handlers longer
+            // than max.poll.interval.ms do not cost the instance its place in the group, and
+            // rebalances are served meanwhile.
+            let keeping_alive = full && keepalive_at.is_some_and(|at| at <= now);
+            let fetch = !stopping && !paused && (!full || keeping_alive);
             tokio::select! {
                 biased;
                 () = &mut shutdown, if !stopping => stopping = true,
@@ -452,7 +483,17 @@ impl Worker {
                     self.forget_revoked(&mut ledger);
                     self.read_committed_offsets().await;
                     match m {
-                        Ok(m) if self.fetched_again(&m) => {
+                        // Past a command whose rewind has not taken effect: it comes again.
+                        Ok(m) if !self.fetched_again(&m) => {
+                            self.rewind(m.topic(), m.partition(), None).await;
+                        }
+                        // Fetched by a keep-alive poll, with no handler free: it comes again.
+                        Ok(m) if running.len() >= limit => {
+                            debug!(instance = %self.config.instance, topic = m.topic(), partition = m.partition(), offset = m.offset(), "every handler is busy; the command is fetched again later");
+                            self.rewind(m.topic(), m.partition(), Some(m.offset())).await;
+                            keepalive_at = Some(tokio::time::Instant::now() + self.keepalive);
+                        }
+                        Ok(m) => {
                             self.check_contiguous(&m);
                             let seq = ledger.fetched(m.partition(), m.offset());
                             running.push(async move {
@@ -460,11 +501,10 @@ impl Worker {
                                 (m, seq, result)
                             });
                         }
-                        // Past a command whose rewind has not taken effect: it comes again.
-                        Ok(m) => self.rewind(m.topic(), m.partition(), None).await,
                         Err(e) => self.consumer_error(&e),
                     }
                 }
+                () = tokio::time::sleep_until(keepalive_at.unwrap_or(now)), if full && !keeping_alive && !stopping && !paused => {}
                 () = tokio::time::sleep_until(paused_until), if paused && !stopping => {}
             }
         }
