@@ -418,7 +418,8 @@ impl Relay {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Err((e, record)) => {
-                    warn!(error = %e, topic = %record.topic, retry_in_ms = ENQUEUE_RETRY_MS, "relay could not enqueue a message; it stays undelivered (the watermark waits) and is retried");
+                    let fix = fix_for(&e, record.topic, &record.delivery_opaque.message);
+                    warn!(error = %e, topic = %record.topic, retry_in_ms = ENQUEUE_RETRY_MS, fix, "relay could not enqueue a message; it stays undelivered (the watermark waits) and is retried");
                     self.metrics
                         .relay_retries_total
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -438,7 +439,8 @@ impl Relay {
                 // At least once: the same message (same id) again until the broker takes it.
                 // The producer already retried it for up to message.timeout.ms, so a pause
                 // before the next try costs nothing and keeps a lasting failure from spinning.
-                warn!(error = %e, topic = %ticket.message.topic, id = %ticket.message.id, retry_in_ms = ENQUEUE_RETRY_MS, "relay delivery failed; it is sent again");
+                let fix = fix_for(&e, &ticket.message.topic, &ticket.message);
+                warn!(error = %e, topic = %ticket.message.topic, id = %ticket.message.id, retry_in_ms = ENQUEUE_RETRY_MS, fix, "relay delivery failed; it is sent again");
                 self.metrics
                     .relay_retries_total
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -752,10 +754,72 @@ impl Relay {
     }
 }
 
+/// What an operator can do about an output the broker keeps refusing: the relay sends it
+/// again until it is taken, so only a change on the broker's side (or a smaller output) ends it.
+fn fix_for(e: &KafkaError, topic: &str, message: &Outbound) -> String {
+    let bytes =
+        message.key.as_ref().map_or(0, Vec::len) + message.value.as_ref().map_or(0, Vec::len);
+    match e.rdkafka_error_code() {
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::MessageBatchTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize,
+        ) => format!(
+            "the record ({bytes} bytes of key and value) is over the limit of topic {topic} or of the engine's producer: raise the topic's max.message.bytes (kafka-configs --alter --entity-type topics --entity-name {topic} --add-config max.message.bytes=N) and, past 1 MB, the engine's (--kafka message.max.bytes=N)"
+        ),
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed) => {
+            format!("grant the engine's principal WRITE on topic {topic}")
+        }
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
+            format!("create topic {topic}, or restart the engine, which creates the topics it writes")
+        }
+        _ => "check that the broker is up and reachable; the relay retries by itself".to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::temp_store;
+
+    #[test]
+    fn a_refused_output_is_logged_with_what_would_let_it_through() {
+        let message = Outbound {
+            id: "m".into(),
+            topic: "orders.pay".into(),
+            key: Some(b"saga".to_vec()),
+            value: Some(vec![0; 2_000_000]),
+            headers: Vec::new(),
+            not_before: None,
+        };
+        let refused = |code| KafkaError::MessageProduction(code);
+        let too_large = fix_for(
+            &refused(RDKafkaErrorCode::MessageSizeTooLarge),
+            "orders.pay",
+            &message,
+        );
+        assert!(
+            too_large.contains("2000004 bytes")
+                && too_large.contains("--entity-name orders.pay")
+                && too_large.contains("max.message.bytes"),
+            "{too_large}"
+        );
+        let denied = fix_for(
+            &refused(RDKafkaErrorCode::TopicAuthorizationFailed),
+            "orders.pay",
+            &message,
+        );
+        assert_eq!(
+            denied,
+            "grant the engine's principal WRITE on topic orders.pay"
+        );
+        let missing = fix_for(
+            &refused(RDKafkaErrorCode::UnknownTopicOrPartition),
+            "orders.pay",
+            &message,
+        );
+        assert!(missing.starts_with("create topic orders.pay"), "{missing}");
+    }
 
     #[test]
     fn a_due_batch_carries_only_the_sagas_whose_state_it_still_holds() {
