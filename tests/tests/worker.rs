@@ -354,43 +354,37 @@ fn handlers_busy_past_the_poll_interval_keep_the_instance_in_its_group() {
     let (bootstrap, codec) = (&rig.bootstrap, &rig.codec);
     let (topic, replies) = (&rig.name, &rig.replies);
     let handled: Arc<Mutex<BTreeMap<String, u32>>> = Arc::default();
+    // Whether a command started while the long one ran: the limit of one would be broken.
+    let (long_running, overlapped) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
     let handler = {
         let handled = handled.clone();
+        let (long_running, overlapped) = (long_running.clone(), overlapped.clone());
         answering(move |command: Command| {
             *handled
                 .lock()
                 .expect("lock")
                 .entry(command.saga_id.clone())
                 .or_default() += 1;
+            if long_running.load(Ordering::SeqCst) {
+                overlapped.store(true, Ordering::SeqCst);
+            }
+            let long_running = long_running.clone();
             async move {
                 if command.saga_id == "long" {
+                    long_running.store(true, Ordering::SeqCst);
                     // Two and a half poll intervals.
                     tokio::time::sleep(Duration::from_secs(25)).await;
+                    long_running.store(false, Ordering::SeqCst);
                 }
             }
         })
     };
-    let mut kafka = kafka_settings(bootstrap);
-    kafka
-        .set("max.poll.interval.ms", "10000", "the test")
-        .expect("max.poll.interval.ms");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let _inside = runtime.enter();
-    let worker = Worker::new(
-        WorkerConfig {
-            kafka,
-            registry: RegistrySettings::new(rig.url.as_str()),
-            topic: topic.clone(),
-            group: rig.name.clone(),
-            instance: rig.name.clone(),
-            dedupe_capacity: 100,
-            concurrency: 1,
-            fetch_wait_max_ms: 10,
-        },
-        handler,
-    )
-    .expect("worker");
-    let worker = spawn_worker(&runtime, worker);
+    let worker = spawn_worker(&runtime, one_at_a_time_polling_every_10_s(&rig, handler));
     let p = producer(bootstrap);
     send_command(codec, &p, (topic, None), replies, "long");
     assert!(
@@ -420,7 +414,71 @@ fn handlers_busy_past_the_poll_interval_keep_the_instance_in_its_group() {
     let once = BTreeMap::from([("long".to_string(), 1), ("next".to_string(), 1)]);
     assert_eq!(replies_per_saga, once, "replies per saga");
     assert_eq!(*handled.lock().expect("lock"), once, "handled per saga");
+    assert!(
+        !overlapped.load(Ordering::SeqCst),
+        "a command started while the long one ran, past the concurrency of 1"
+    );
     assert_eq!(rig.committed(0), Offset::Offset(2), "committed past both");
+}
+
+/// A worker of `rig`'s group handling one command at a time, with `max.poll.interval.ms` at 10 s.
+fn one_at_a_time_polling_every_10_s(rig: &Rig, handler: Handler) -> Worker {
+    let mut kafka = kafka_settings(&rig.bootstrap);
+    kafka
+        .set("max.poll.interval.ms", "10000", "the test")
+        .expect("max.poll.interval.ms");
+    Worker::new(
+        WorkerConfig {
+            kafka,
+            registry: RegistrySettings::new(rig.url.as_str()),
+            topic: rig.name.clone(),
+            group: rig.name.clone(),
+            instance: rig.name.clone(),
+            dedupe_capacity: 100,
+            concurrency: 1,
+            fetch_wait_max_ms: 10,
+        },
+        handler,
+    )
+    .expect("worker")
+}
+
+/// A worker told to stop while a command runs past `max.poll.interval.ms` finishes it as a
+/// member of its group: it keeps polling while it waits, so the command's offset is stored and
+/// committed when it leaves. One that stopped polling was out of the group by then, and the
+/// command came again to the partition's next owner.
+#[test]
+fn a_command_finished_after_shutdown_past_the_poll_interval_is_committed() {
+    let rig = Rig::new("keepalive-stop", 1);
+    let started = Arc::new(AtomicBool::new(false));
+    let handler = {
+        let started = started.clone();
+        answering(move |_| {
+            started.store(true, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(25))
+        })
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let _inside = runtime.enter();
+    let worker = spawn_worker(&runtime, one_at_a_time_polling_every_10_s(&rig, handler));
+    send_command(
+        &rig.codec,
+        &producer(&rig.bootstrap),
+        (&rig.name, None),
+        &rig.replies,
+        "long",
+    );
+    assert!(
+        eventually(Duration::from_secs(90), || started.load(Ordering::SeqCst)),
+        "the worker never fetched the command"
+    );
+    stop_workers(&runtime, vec![worker]);
+    assert_eq!(read_all(&rig.bootstrap, &rig.replies).len(), 1, "one reply");
+    assert_eq!(
+        rig.committed(0),
+        Offset::Offset(1),
+        "committed past the command"
+    );
 }
 
 /// A handler that panics answers a retryable failure, and the worker goes on with the next

@@ -765,7 +765,7 @@ fn fix_for(e: &KafkaError, topic: &str, message: &Outbound) -> String {
             | RDKafkaErrorCode::MessageBatchTooLarge
             | RDKafkaErrorCode::InvalidMessageSize,
         ) => format!(
-            "the record ({bytes} bytes of key and value) is over the limit of topic {topic} or of the engine's producer: raise the topic's max.message.bytes (kafka-configs --alter --entity-type topics --entity-name {topic} --add-config max.message.bytes=N) and, past 1 MB, the engine's (--kafka message.max.bytes=N)"
+            "the record ({bytes} bytes of key and value) or its batch is over the limit of topic {topic} or of the engine's producer: raise the topic's max.message.bytes (kafka-configs --bootstrap-server BROKER --alter --entity-type topics --entity-name {topic} --add-config max.message.bytes=N) and, past 1 MB, the engine's (--kafka message.max.bytes=N, or SAGAFLOW_KAFKA_MESSAGE_MAX_BYTES=N)"
         ),
         Some(RDKafkaErrorCode::TopicAuthorizationFailed) => {
             format!("grant the engine's principal WRITE on topic {topic}")
@@ -773,7 +773,9 @@ fn fix_for(e: &KafkaError, topic: &str, message: &Outbound) -> String {
         Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
             format!("create topic {topic}, or restart the engine, which creates the topics it writes")
         }
-        _ => "check that the broker is up and reachable; the relay retries by itself".to_string(),
+        _ => format!(
+            "the error says why the broker refused it; the relay sends it again every second until topic {topic} takes it"
+        ),
     }
 }
 

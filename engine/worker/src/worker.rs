@@ -437,10 +437,12 @@ impl Worker {
     /// it is still running) is fetched again: its partition is rewound to it and no offset past
     /// it is stored. The worker backs off while that lasts.
     ///
-    /// With all `concurrency` handlers busy it fetches nothing, except that every quarter of
-    /// `max.poll.interval.ms` it polls the consumer once more: librdkafka would otherwise drop
-    /// the instance from its group, and a rebalance would wait until a handler is free. A
-    /// command that poll fetches is rewound to, and comes again once a handler is free.
+    /// With all `concurrency` handlers busy, or while it finishes after `shutdown`, it starts
+    /// nothing, but every quarter of `max.poll.interval.ms` it polls the consumer once more:
+    /// librdkafka would otherwise drop the instance from its group, and a rebalance would wait
+    /// until a handler is free. A command that poll fetches is rewound to, and comes again once
+    /// a handler is free (or to the partition's next owner). Handlers must await rather than
+    /// block the thread: they run on `run`'s own task.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
         tokio::pin!(shutdown);
         let limit = self.config.concurrency.max(1);
@@ -457,17 +459,19 @@ impl Worker {
             }
             let now = tokio::time::Instant::now();
             let paused = paused_until > now;
-            let full = running.len() >= limit;
-            if !full {
+            // No command may start: every handler is busy, or the worker is finishing.
+            let holding = stopping || running.len() >= limit;
+            if !holding {
                 keepalive_at = None;
             } else if keepalive_at.is_none() {
                 keepalive_at = Some(now + self.keepalive);
             }
-            // At the limit the consumer is still polled now and then, so that handlers longer
-            // than max.poll.interval.ms do not cost the instance its place in the group, and
-            // rebalances are served meanwhile.
-            let keeping_alive = full && keepalive_at.is_some_and(|at| at <= now);
-            let fetch = !stopping && !paused && (!full || keeping_alive);
+            // The consumer is still polled now and then, so that handlers longer than
+            // max.poll.interval.ms do not cost the instance its place in the group (their
+            // offsets could not be stored, and their commands would run again), and rebalances
+            // are served meanwhile.
+            let keeping_alive = holding && keepalive_at.is_some_and(|at| at <= now);
+            let fetch = !paused && (!holding || keeping_alive);
             tokio::select! {
                 biased;
                 () = &mut shutdown, if !stopping => stopping = true,
@@ -487,9 +491,10 @@ impl Worker {
                         Ok(m) if !self.fetched_again(&m) => {
                             self.rewind(m.topic(), m.partition(), None).await;
                         }
-                        // Fetched by a keep-alive poll, with no handler free: it comes again.
-                        Ok(m) if running.len() >= limit => {
-                            debug!(instance = %self.config.instance, topic = m.topic(), partition = m.partition(), offset = m.offset(), "every handler is busy; the command is fetched again later");
+                        // Fetched by a keep-alive poll: it comes again (to this instance or,
+                        // once it stops, to the partition's next owner).
+                        Ok(m) if stopping || running.len() >= limit => {
+                            debug!(instance = %self.config.instance, topic = m.topic(), partition = m.partition(), offset = m.offset(), "no handler is free, or the worker is stopping; the command is fetched again later");
                             self.rewind(m.topic(), m.partition(), Some(m.offset())).await;
                             keepalive_at = Some(tokio::time::Instant::now() + self.keepalive);
                         }
@@ -504,8 +509,8 @@ impl Worker {
                         Err(e) => self.consumer_error(&e),
                     }
                 }
-                () = tokio::time::sleep_until(keepalive_at.unwrap_or(now)), if full && !keeping_alive && !stopping && !paused => {}
-                () = tokio::time::sleep_until(paused_until), if paused && !stopping => {}
+                () = tokio::time::sleep_until(keepalive_at.unwrap_or(now)), if holding && !keeping_alive && !paused => {}
+                () = tokio::time::sleep_until(paused_until), if paused => {}
             }
         }
     }
