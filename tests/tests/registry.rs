@@ -1,5 +1,6 @@
 //! The built-in schema registry against a real broker, driven by independent clients:
-//! schema_registry_converter (what Rust participants use) and raw HTTP for error codes.
+//! schema_registry_converter (what Rust participants use) and raw HTTP for error codes; it
+//! survives its own restart and its broker's.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -514,5 +515,57 @@ async fn state_survives_a_restart() {
         .await
         .unwrap();
     assert!(matches!(decoded.value, Avro::Record(_)));
+    registry.shutdown().await;
+}
+
+/// A broker crash and restart under a running registry: it registers schemas again once the
+/// broker is back (a failed write in between is an error the client can retry, never a schema
+/// half-registered), and a registry started afterwards reads what it wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_goes_on_after_its_broker_restarts() {
+    let broker = std::sync::Arc::new(Broker::start());
+    if !broker.is_local() {
+        eprintln!("skipped: SAGAFLOW_BOOTSTRAP names a broker this test cannot restart");
+        return;
+    }
+    let topic = unique_topic();
+    let registry = start_registry(&broker.bootstrap(), &topic).await;
+    let http = Http::new(&registry);
+    assert_eq!(
+        http.register("orders-value", ORDER_V1).await,
+        (200, json!({ "id": 1 }))
+    );
+
+    let restarted = broker.clone();
+    tokio::task::spawn_blocking(move || restarted.kill9_and_restart())
+        .await
+        .expect("restart the broker");
+    let started = std::time::Instant::now();
+    let mut answer = http.register("orders-value", ORDER_V2).await;
+    while answer.0 != 200 && started.elapsed() < std::time::Duration::from_secs(120) {
+        // What a client sees meanwhile: a Confluent error, retryable.
+        assert!(answer.0 >= 500, "{answer:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        answer = http.register("orders-value", ORDER_V2).await;
+    }
+    assert_eq!(
+        answer,
+        (200, json!({ "id": 2 })),
+        "after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        http.get("/subjects/orders-value/versions").await,
+        (200, json!([1, 2]))
+    );
+    registry.shutdown().await;
+
+    let registry = start_registry(&broker.bootstrap(), &topic).await;
+    let http = Http::new(&registry);
+    assert_eq!(
+        http.get("/subjects/orders-value/versions").await,
+        (200, json!([1, 2]))
+    );
+    assert_eq!(http.get("/schemas/ids/2").await.0, 200);
     registry.shutdown().await;
 }
