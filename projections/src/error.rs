@@ -45,7 +45,7 @@ pub enum Error {
         found: Option<i64>,
     },
     /// A Kafka client failed.
-    #[error("Kafka error while {action}: {source}")]
+    #[error("Kafka error while {action}: {source}{}", sagaflow_kafka::unreachable_hint(.source))]
     Kafka {
         /// What the projector was doing.
         action: String,

@@ -9,7 +9,7 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
     /// A Kafka client call failed.
-    #[error("kafka error while {action}: {source}; check --bootstrap (SAGAFLOW_BOOTSTRAP) and that the broker is up")]
+    #[error("kafka error while {action}: {source}{}", sagaflow_kafka::unreachable_hint(.source))]
     Kafka {
         /// What was being done.
         action: String,

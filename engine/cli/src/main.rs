@@ -253,10 +253,28 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", chain_once(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once. The library crates' errors name their cause in
+/// their own message (it belongs to what an operator must read) and also expose it as their
+/// source, so printing the chain as it is repeats every cause, often twice.
+fn chain_once(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// SIGTERM and Ctrl-C (SIGINT). A process listens for them before it announces itself (its
@@ -294,6 +312,40 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory as _;
+
+    /// An error that names its cause in its message and also exposes it, as the library
+    /// crates' do.
+    #[derive(Debug)]
+    struct Naming(std::io::Error);
+
+    impl std::fmt::Display for Naming {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(
+                f,
+                "reading the metadata of t: {}; check --bootstrap",
+                self.0
+            )
+        }
+    }
+
+    impl std::error::Error for Naming {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn an_error_says_each_cause_once() {
+        let refused = || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = anyhow::Error::new(Naming(refused())).context("starting sagas");
+        assert_eq!(
+            super::chain_once(&e),
+            "starting sagas: reading the metadata of t: refused; check --bootstrap"
+        );
+        // A cause the message does not name is still said.
+        let e = anyhow::Error::new(refused()).context("connecting");
+        assert_eq!(super::chain_once(&e), "connecting: refused");
+    }
 
     /// The defaults `sagaflow engine --help` states are the ones the engine applies.
     #[test]

@@ -14,7 +14,7 @@ pub enum Error {
         reason: String,
     },
     /// A Kafka client call failed.
-    #[error("kafka error while {action}: {source}")]
+    #[error("kafka error while {action}: {source}{}", crate::unreachable_hint(.source))]
     Kafka {
         /// What was being done.
         action: String,

@@ -28,4 +28,4 @@ pub use close::{close_within, close_within_async};
 pub use error::{Error, Result};
 pub use settings::{KafkaSettings, ENV_PREFIX, FETCH_WAIT_MAX_MS, RESERVED};
 pub use topics::{TopicPolicy, TopicSpec};
-pub use transient::is_transient;
+pub use transient::{is_transient, unreachable_hint};

@@ -30,6 +30,30 @@ pub fn is_transient(error: &KafkaError) -> bool {
     )
 }
 
+/// How to fix a client error that means no broker answered (it cannot be reached, or did not
+/// answer in time), as the end of a sentence; empty for any other error, whose own message says
+/// more than a guess would.
+pub fn unreachable_hint(error: &KafkaError) -> &'static str {
+    use RDKafkaErrorCode as C;
+    // rdkafka reports no code for a failed admin request, though it carries one.
+    let code = match error {
+        KafkaError::AdminOp(code) => Some(*code),
+        other => other.rdkafka_error_code(),
+    };
+    match code {
+        Some(
+            C::BrokerTransportFailure
+            | C::AllBrokersDown
+            | C::Resolve
+            | C::OperationTimedOut
+            | C::RequestTimedOut
+            | C::NetworkException
+            | C::BrokerNotAvailable,
+        ) => "; check the bootstrap servers (--bootstrap, SAGAFLOW_BOOTSTRAP), that a broker is up, and the connection's security settings (SAGAFLOW_KAFKA_SECURITY_PROTOCOL and the rest)",
+        _ => "",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +72,15 @@ mod tests {
         assert!(!is_transient(&KafkaError::MessageConsumption(
             RDKafkaErrorCode::UnknownTopicOrPartition
         )));
+        assert!(
+            unreachable_hint(&KafkaError::AdminOp(RDKafkaErrorCode::OperationTimedOut))
+                .contains("--bootstrap")
+        );
+        assert_eq!(
+            unreachable_hint(&KafkaError::MessageConsumption(
+                RDKafkaErrorCode::TopicAuthorizationFailed
+            )),
+            ""
+        );
     }
 }

@@ -4,7 +4,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum Error {
     /// Kafka client error, with what the engine was doing.
-    #[error("kafka error while {action}: {source}")]
+    #[error("kafka error while {action}: {source}{}", sagaflow_kafka::unreachable_hint(.source))]
     Kafka {
         /// What the engine was doing.
         action: String,
