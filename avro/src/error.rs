@@ -28,7 +28,7 @@ pub enum Error {
     },
     /// The registry could not be reached, or answered with a transient error: the same call may
     /// succeed later, so the record must be retried, never skipped or dead-lettered.
-    #[error("schema registry unavailable ({what}): {message}; check that the registry is up and reachable, the call is retried")]
+    #[error("schema registry unavailable ({what}): {message}; check that the registry is up and reachable at the configured URL (--registry-url, SAGAFLOW_REGISTRY_URL)")]
     RegistryUnavailable {
         /// The subject or schema id being looked up.
         what: String,
