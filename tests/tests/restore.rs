@@ -423,7 +423,9 @@ fn finished_sagas_share_changelog_records_and_a_new_node_restores_them() {
 /// meanwhile (`engine/runtime/src/batches.rs`), which its own state does not know: it rebuilds
 /// from the changelog. Each engine stops within the minute before its batches of running states
 /// come due, so only the engine that ends up owning the partition can delete them, its own and
-/// the other's.
+/// the other's. Its first try crashes when it meets the other's claim, before the rebuild: the
+/// next one must meet the claim again (a replay that had stored it took the other owner's
+/// state for its own, and carried on without a rebuild).
 #[test]
 fn an_engine_taking_a_partition_back_deletes_the_batches_written_meanwhile() {
     let (_broker, bootstrap, _registry, registry_url, codec) = broker_with_registry();
@@ -474,6 +476,15 @@ fn an_engine_taking_a_partition_back_deletes_the_batches_written_meanwhile() {
     assert!(
         before.values().filter(|live| **live).count() >= 2,
         "each engine should have left batches of running states: {before:?}"
+    );
+    let (mut crashing, _) = sagaflow_tests::spawn_engine_env(
+        "engine-1-crashing",
+        &opts(&state_1),
+        &[(sagaflow_failpoints::ENV, "take-back-rebuild=return")],
+    );
+    assert!(
+        eventually(WAIT, || crashing.exit_status().is_some()),
+        "engine-1 never met engine-2's claim when it took the partition back"
     );
     let (_first_again, metrics) = spawn_engine("engine-1-again", &opts(&state_1));
     assert!(

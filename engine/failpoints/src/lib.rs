@@ -10,7 +10,8 @@
 //!   the `fail` crate.
 //!
 //! The fault-matrix test (`tests/tests/faults.rs`) arms each point in turn and checks G1–G3
-//! after the restart.
+//! after the restart; `take-back-rebuild` needs a partition that changed owners, and
+//! `tests/tests/restore.rs` arms it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -25,6 +26,9 @@ pub const RELAY_DELIVERED: &str = "relay-delivered";
 pub const CHANGELOG_FLUSH: &str = "changelog-flush";
 /// After a restore's CLAIM record is acknowledged, before the partition's inputs are assigned.
 pub const CLAIM_WRITTEN: &str = "claim-written";
+/// After a restore met another engine's claim in the journal, before it rebuilds the
+/// partition from the changelog.
+pub const TAKE_BACK_REBUILD: &str = "take-back-rebuild";
 /// In the worker, after the handler returned, before the reply is sent.
 pub const WORKER_HANDLED: &str = "worker-handled";
 /// In the worker, after the reply is acknowledged, before the command's offset is stored.
@@ -37,6 +41,7 @@ pub const ALL: &[&str] = &[
     RELAY_DELIVERED,
     CHANGELOG_FLUSH,
     CLAIM_WRITTEN,
+    TAKE_BACK_REBUILD,
     WORKER_HANDLED,
     WORKER_REPLIED,
 ];

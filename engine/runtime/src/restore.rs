@@ -349,6 +349,7 @@ fn restore_with(
             partition,
             "another engine owned this partition since local state was written; rebuilding from the changelog"
         );
+        sagaflow_failpoints::hit(sagaflow_failpoints::TAKE_BACK_REBUILD);
         return restore_with(c, partition, takeover, own_epoch, true);
     }
     // From here on every record is applied: a claim racing this one is handled after it.
