@@ -746,6 +746,20 @@ pub fn http_get_status(url: &str) -> (u16, String) {
     (status, body)
 }
 
+/// Waits until a GET of `url` answers `status`, and returns the body; fails the test with the
+/// last answer after `within`.
+pub fn wait_status(url: &str, status: u16, within: Duration) -> String {
+    let mut answer = (0, String::new());
+    assert!(
+        eventually(within, || {
+            answer = http_get_status(url);
+            answer.0 == status
+        }),
+        "{url} never answered {status}; last: {answer:?}"
+    );
+    answer.1
+}
+
 /// An HTTP/1.0 request over a TCP socket: the status (0 if the response had none), the
 /// response's header lines and its body.
 pub fn http_request(

@@ -17,19 +17,7 @@ impl Postgres {
     /// Starts one (installing PostgreSQL from Debian's packages if it is missing).
     pub fn start(name: &str) -> Self {
         let dir = TempDir::new(&format!("{name}-pg"));
-        let out = Command::new(root().join("scripts/postgres.sh"))
-            .arg("start")
-            .arg(dir.path())
-            // Stopped even if this test is killed before its drop runs.
-            .env("SAGAFLOW_POSTGRES_OWNER", std::process::id().to_string())
-            .output()
-            .expect("run scripts/postgres.sh");
-        assert!(
-            out.status.success(),
-            "scripts/postgres.sh start failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let url = postgres_sh(&["start".as_ref(), dir.path().as_os_str()]);
         Self { url, dir }
     }
 
@@ -40,16 +28,7 @@ impl Postgres {
 
     /// Stops the server and keeps its data: an outage, until [`Postgres::restart`].
     pub fn stop(&self) {
-        let out = Command::new(root().join("scripts/postgres.sh"))
-            .arg("stop")
-            .arg(self.dir.path())
-            .output()
-            .expect("run scripts/postgres.sh");
-        assert!(
-            out.status.success(),
-            "scripts/postgres.sh stop failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let _ = postgres_sh(&["stop".as_ref(), self.dir.path().as_os_str()]);
     }
 
     /// Starts the stopped server again, on the same port and data.
@@ -59,18 +38,7 @@ impl Postgres {
             .rsplit_once(':')
             .and_then(|(_, rest)| rest.split('/').next())
             .expect("a port in the URL");
-        let out = Command::new(root().join("scripts/postgres.sh"))
-            .arg("start")
-            .arg(self.dir.path())
-            .arg(port)
-            .env("SAGAFLOW_POSTGRES_OWNER", std::process::id().to_string())
-            .output()
-            .expect("run scripts/postgres.sh");
-        assert!(
-            out.status.success(),
-            "scripts/postgres.sh start (again) failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let _ = postgres_sh(&["start".as_ref(), self.dir.path().as_os_str(), port.as_ref()]);
     }
 
     /// A client on `schema`.
@@ -82,6 +50,24 @@ impl Postgres {
             .expect("set search_path");
         client
     }
+}
+
+/// Runs `scripts/postgres.sh` with `args` and returns what it printed (a start prints the URL);
+/// fails the test with its errors. A server it starts is stopped even if this test is killed
+/// before its drop runs.
+fn postgres_sh(args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(root().join("scripts/postgres.sh"))
+        .args(args)
+        .env("SAGAFLOW_POSTGRES_OWNER", std::process::id().to_string())
+        .output()
+        .expect("run scripts/postgres.sh");
+    assert!(
+        out.status.success(),
+        "scripts/postgres.sh {:?} failed: {}",
+        args,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 impl Drop for Postgres {

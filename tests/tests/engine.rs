@@ -9,8 +9,8 @@ use sagaflow_avro::{
 };
 use sagaflow_kafka::trace;
 use sagaflow_tests::{
-    eventually, free_port, group, http_get_status, metric, producer, read_all, root, send,
-    spawn_engine, spawn_participant, spawn_registry, spawn_registry_on, Broker, EngineOpts,
+    eventually, free_port, group, metric, producer, read_all, root, send, spawn_engine,
+    spawn_participant, spawn_registry, spawn_registry_on, wait_status, Broker, EngineOpts,
     EventLog, Proc, Space, TempDir, TestBroker,
 };
 use serde_json::json;
@@ -536,18 +536,10 @@ fn a_registry_outage_stops_the_partition_it_reaches_until_the_registry_is_back()
     s.stop_registry();
     send(&producer(&bootstrap), &starts, "newer", &value);
     let health = s.metrics_url.replace("/metrics", "/health");
-    let mut answer = (0, String::new());
+    let degraded = wait_status(&health, 503, WAIT);
     assert!(
-        eventually(WAIT, || {
-            answer = http_get_status(&health);
-            answer.0 == 503
-        }),
-        "/health during the outage: {answer:?}"
-    );
-    assert!(
-        answer.1.starts_with("degraded: 1 partition(s) stopped") && answer.1.contains("registry"),
-        "{}",
-        answer.1
+        degraded.starts_with("degraded: 1 partition(s) stopped") && degraded.contains("registry"),
+        "{degraded}"
     );
     // Several restores meet the outage (1 s, then 2 s, then 4 s apart). Between a restore and
     // the failure of the input it fetches again, the partition briefly counts as running.
@@ -565,11 +557,7 @@ fn a_registry_outage_stops_the_partition_it_reaches_until_the_registry_is_back()
         log.sagas["newer"].values().last().map(|e| e.event_type),
         Some(E::SagaCompleted)
     );
-    assert!(
-        eventually(WAIT, || http_get_status(&health).0 == 200),
-        "{:?}",
-        http_get_status(&health)
-    );
+    let _ = wait_status(&health, 200, WAIT);
     assert_eq!(metric(&s.metrics_url, "sagaflow_partitions_failing"), 0.0);
     let letters = read_all(&bootstrap, &format!("{}.dlq", s.group));
     assert!(letters.is_empty(), "dead-lettered: {letters:?}");

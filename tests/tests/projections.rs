@@ -12,7 +12,7 @@ use sagaflow_tests::pg::Postgres;
 use sagaflow_tests::trips::{participants, rig, stream_trips, Rig};
 use sagaflow_tests::{
     eventually, http_get, http_get_status, metric, producer, read_all, schemathesis, spawn_engine,
-    EventLog, Proc,
+    wait_status, EventLog, Proc,
 };
 use serde_json::Value;
 
@@ -604,21 +604,14 @@ fn a_database_outage_shows_on_health_and_ends_by_itself_with_nothing_lost() {
     let before: Vec<String> = (0..10).map(|i| format!("b{i:02}")).collect();
     start_trips(&r, &before, 20);
     wait_projected(&pg, "sagaflow", log_events(&finished(&before)).len());
-    assert!(eventually(WAIT, || http_get_status(&health).0 == 200));
+    let _ = wait_status(&health, 200, WAIT);
 
     // The database goes away while events keep coming.
     pg.stop();
     let during: Vec<String> = (0..10).map(|i| format!("d{i:02}")).collect();
     start_trips(&r, &during, 20);
-    let mut answer = (0, String::new());
-    assert!(
-        eventually(WAIT, || {
-            answer = http_get_status(&health);
-            answer.0 == 503
-        }),
-        "/health during the outage: {answer:?}"
-    );
-    assert!(answer.1.starts_with("degraded: "), "{}", answer.1);
+    let degraded = wait_status(&health, 503, WAIT);
+    assert!(degraded.starts_with("degraded: "), "{degraded}");
     assert_eq!(metric(&metrics, "sagaflow_projection_up"), 0.0);
     // Several of the projector's one-second retries: each finds the connection closed.
     std::thread::sleep(Duration::from_secs(5));
@@ -629,14 +622,8 @@ fn a_database_outage_shows_on_health_and_ends_by_itself_with_nothing_lost() {
     let log = finished(&all);
     let events = log_events(&log).len();
     wait_projected(&pg, "sagaflow", events);
-    assert!(
-        eventually(WAIT, || {
-            answer = http_get_status(&health);
-            answer.0 == 200
-        }),
-        "/health after the outage: {answer:?}"
-    );
-    assert!(answer.1.starts_with("ok"), "{}", answer.1);
+    let ok = wait_status(&health, 200, WAIT);
+    assert!(ok.starts_with("ok"), "{ok}");
     assert_eq!(metric(&metrics, "sagaflow_projection_up"), 1.0);
     p.terminate();
 
