@@ -275,8 +275,9 @@ pub struct Worker {
     spans: Option<Exporter>,
     /// When the fix for a group it cannot join was last logged.
     protocol_warned: std::sync::Mutex<Option<std::time::Instant>>,
-    /// How long it may go without polling the consumer while every handler is busy: well
-    /// within `max.poll.interval.ms`, past which librdkafka leaves the group.
+    /// How long it may go without polling the consumer while no command may start (every
+    /// handler is busy, or it is finishing): well within `max.poll.interval.ms`, past which
+    /// librdkafka leaves the group.
     keepalive: Duration,
 }
 
@@ -451,7 +452,7 @@ impl Worker {
         let mut backoff = Duration::ZERO;
         let mut paused_until = tokio::time::Instant::now();
         let mut stopping = false;
-        // While every handler is busy: when the consumer is polled anyway (see `keepalive`).
+        // While no command may start: when the consumer is polled anyway (see `keepalive`).
         let mut keepalive_at: Option<tokio::time::Instant> = None;
         loop {
             if stopping && running.is_empty() {
