@@ -66,19 +66,30 @@ fn worker_with(
     handler: Handler,
 ) -> Worker {
     Worker::new(
-        WorkerConfig {
-            kafka,
-            registry: RegistrySettings::new(registry_url),
-            topic: topic.to_string(),
-            group: group.to_string(),
-            instance: instance.to_string(),
-            dedupe_capacity: 100,
-            concurrency: 8,
-            fetch_wait_max_ms: 10,
-        },
+        worker_config(kafka, registry_url, topic, group, instance),
         handler,
     )
     .expect("worker")
+}
+
+/// The settings of [`worker_with`]: up to 8 commands at once.
+fn worker_config(
+    kafka: KafkaSettings,
+    registry_url: &str,
+    topic: &str,
+    group: &str,
+    instance: &str,
+) -> WorkerConfig {
+    WorkerConfig {
+        kafka,
+        registry: RegistrySettings::new(registry_url),
+        topic: topic.to_string(),
+        group: group.to_string(),
+        instance: instance.to_string(),
+        dedupe_capacity: 100,
+        concurrency: 8,
+        fetch_wait_max_ms: 10,
+    }
 }
 
 /// A broker, a registry, and a command topic with its one-partition replies topic.
@@ -427,20 +438,11 @@ fn one_at_a_time_polling_every_10_s(rig: &Rig, handler: Handler) -> Worker {
     kafka
         .set("max.poll.interval.ms", "10000", "the test")
         .expect("max.poll.interval.ms");
-    Worker::new(
-        WorkerConfig {
-            kafka,
-            registry: RegistrySettings::new(rig.url.as_str()),
-            topic: rig.name.clone(),
-            group: rig.name.clone(),
-            instance: rig.name.clone(),
-            dedupe_capacity: 100,
-            concurrency: 1,
-            fetch_wait_max_ms: 10,
-        },
-        handler,
-    )
-    .expect("worker")
+    let config = WorkerConfig {
+        concurrency: 1,
+        ..worker_config(kafka, &rig.url, &rig.name, &rig.name, &rig.name)
+    };
+    Worker::new(config, handler).expect("worker")
 }
 
 /// A worker told to stop while a command runs past `max.poll.interval.ms` finishes it as a
