@@ -37,10 +37,13 @@ fn projector(
     batch: usize,
 ) -> (Proc, String) {
     let mut args = connection_args("projections", r, pg, schema);
+    // The test binary's tests share one broker: a consumer group of the rig's own, so that no
+    // two tests' projectors join one group.
+    let consumer_group = format!("{}.{consumer_group}", r.space.group);
     args.extend(
         [
             "--consumer-group",
-            consumer_group,
+            &consumer_group,
             "--http-listen",
             "127.0.0.1:0",
             "--batch-max",
