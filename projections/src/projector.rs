@@ -265,6 +265,7 @@ fn run(
     let mut last_committed_ts: BTreeMap<i32, i64> = BTreeMap::new();
     let mut unassigned_since = Instant::now();
     let mut rejoin_after = Duration::from_secs(10);
+    let mut outage = Outage::default();
     while !stop.load(Ordering::SeqCst) {
         if config.rejoin_when_unassigned {
             let owns = !assignment
@@ -294,7 +295,7 @@ fn run(
                 // A connection the database closed (a restart, an outage longer than the one
                 // reconnect after the failed write) fails every query until replaced.
                 if store.is_closed() {
-                    reopen(&mut store, &config);
+                    reopen(&mut store, &config, &mut outage);
                 }
                 continue;
             }
@@ -365,7 +366,7 @@ fn run(
                     metrics.set_failing(Some(e.to_string()));
                     store.forget_partitions();
                     std::thread::sleep(Duration::from_secs(1));
-                    reopen(&mut store, &config);
+                    reopen(&mut store, &config, &mut outage);
                     resync(&consumer, &mut store, &config.topic, &assignment, &metrics);
                 }
             }
@@ -402,11 +403,57 @@ fn run(
     Ok(())
 }
 
-/// Reconnects after a database error, until it works or the process stops.
-fn reopen(store: &mut Store, config: &ProjectorConfig) {
+/// Reconnects after a database error; the loop calls it again, a second apart, until it works.
+fn reopen(store: &mut Store, config: &ProjectorConfig, outage: &mut Outage) {
     match Store::open(&config.database_url, &config.schema, config.retention_days) {
-        Ok(fresh) => *store = fresh,
-        Err(e) => warn!(error = %e, "reconnecting to PostgreSQL failed; retrying"),
+        Ok(fresh) => {
+            *store = fresh;
+            outage.ended();
+        }
+        Err(e) => outage.failed(&e),
+    }
+}
+
+/// How often a database outage that goes on is logged again.
+const OUTAGE_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// A database outage's log lines: one when reconnecting first fails, one a minute while it
+/// goes on, one when it ends. The projector retries every second, and a line per retry would
+/// bury everything else in an operator's log during a long outage.
+#[derive(Debug, Default)]
+struct Outage {
+    /// When the first reconnect failed and when the last line was logged.
+    since: Option<(Instant, Instant)>,
+    attempts: u64,
+}
+
+impl Outage {
+    fn failed(&mut self, error: &Error) {
+        self.attempts += 1;
+        let now = Instant::now();
+        match &mut self.since {
+            None => {
+                self.since = Some((now, now));
+                warn!(%error, "reconnecting to PostgreSQL failed; retrying every second (logged again each minute)");
+            }
+            Some((since, logged)) if logged.elapsed() >= OUTAGE_LOG_EVERY => {
+                *logged = now;
+                warn!(
+                    %error,
+                    down_for = ?since.elapsed(),
+                    attempts = self.attempts,
+                    "PostgreSQL still unreachable; retrying every second"
+                );
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn ended(&mut self) {
+        if let Some((since, _)) = self.since.take() {
+            info!(down_for = ?since.elapsed(), attempts = self.attempts, "reconnected to PostgreSQL");
+        }
+        self.attempts = 0;
     }
 }
 

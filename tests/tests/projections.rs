@@ -629,6 +629,14 @@ fn a_database_outage_shows_on_health_and_ends_by_itself_with_nothing_lost() {
     assert!(ok.starts_with("ok"), "{ok}");
     assert_eq!(metric(&metrics, "sagaflow_projection_up"), 1.0);
     p.terminate();
+    // One line for the outage, not one per retry (it lasted seconds, the retries are a second
+    // apart).
+    let stderr = p.stderr_text();
+    let failed = stderr
+        .lines()
+        .filter(|l| l.contains("reconnecting to PostgreSQL failed"))
+        .count();
+    assert_eq!(failed, 1, "the projector's log:\n{stderr}");
 
     // Nothing lost and nothing counted twice: a rebuild from offset 0 makes the same tables.
     let projected = dump(&pg, "sagaflow");
