@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::{eventually, http_request, root, TempDir};
+use crate::{eventually, http_request, root, run_script, TempDir};
 
 /// Runs `scripts/connect.sh ARGS`; panics with its stderr when it fails, returns its stdout.
 pub fn connect_script(args: &[&str]) -> String {
@@ -18,20 +18,16 @@ pub fn connect_script(args: &[&str]) -> String {
 /// [`connect_script`] with `worker_properties` (lines of `key=value`) added to a started
 /// worker's properties.
 fn connect_script_with(args: &[&str], worker_properties: &str) -> String {
-    let out = Command::new(root().join("scripts/connect.sh"))
-        .args(args)
-        .env("CONNECT_WORKER_PROPERTIES", worker_properties)
-        // The worker stops, and its directory goes, when the test process exits, even if killed.
-        .env("SAGAFLOW_CONNECT_OWNER", std::process::id().to_string())
-        .output()
-        .expect("run scripts/connect.sh");
-    assert!(
-        out.status.success(),
-        "scripts/connect.sh {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    // The worker stops, and its directory goes, when the test process exits, even if killed.
+    let owner = std::process::id().to_string();
+    run_script(
+        "connect.sh",
+        args,
+        &[
+            ("CONNECT_WORKER_PROPERTIES", worker_properties),
+            ("SAGAFLOW_CONNECT_OWNER", &owner),
+        ],
+    )
 }
 
 /// A running Kafka Connect worker.

@@ -410,6 +410,26 @@ fn broker_script_env(args: &[&str], env: &[(&str, &str)]) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
+/// Runs `scripts/<script>` with `args` and `env`, and returns what it printed on stdout; fails
+/// the test with its stderr when it fails.
+pub fn run_script<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(
+    script: &str,
+    args: &[S],
+    env: &[(&str, &str)],
+) -> String {
+    let out = Command::new(root().join("scripts").join(script))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("run scripts/{script}: {e}"));
+    assert!(
+        out.status.success(),
+        "scripts/{script} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// The `sagaflow` binary (`SAGAFLOW_BIN`, or the workspace's debug build).
 pub fn sagaflow_bin() -> PathBuf {
     let path = std::env::var("SAGAFLOW_BIN")

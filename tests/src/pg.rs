@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::{root, TempDir};
+use crate::{root, run_script, TempDir};
 
 /// A running PostgreSQL.
 #[derive(Debug)]
@@ -52,22 +52,11 @@ impl Postgres {
     }
 }
 
-/// Runs `scripts/postgres.sh` with `args` and returns what it printed (a start prints the URL);
-/// fails the test with its errors. A server it starts is stopped even if this test is killed
-/// before its drop runs.
+/// Runs `scripts/postgres.sh` with `args` and returns what it printed (a start prints the URL).
+/// A server it starts is stopped even if this test is killed before its drop runs.
 fn postgres_sh(args: &[&std::ffi::OsStr]) -> String {
-    let out = Command::new(root().join("scripts/postgres.sh"))
-        .args(args)
-        .env("SAGAFLOW_POSTGRES_OWNER", std::process::id().to_string())
-        .output()
-        .expect("run scripts/postgres.sh");
-    assert!(
-        out.status.success(),
-        "scripts/postgres.sh {:?} failed: {}",
-        args,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let owner = std::process::id().to_string();
+    run_script("postgres.sh", args, &[("SAGAFLOW_POSTGRES_OWNER", &owner)])
 }
 
 impl Drop for Postgres {
