@@ -70,6 +70,11 @@ pub(crate) struct BenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also write every measured saga's latency to this CSV file: its phase, the phase's rate,
+    /// when it was due (epoch ms) and its start-to-end latency (ms). A phase's p99 says how bad
+    /// its tail was; this says when it happened, and whether every saga in flight then waited.
+    #[arg(long)]
+    latency_csv: Option<PathBuf>,
 }
 
 /// The raw broker's throughput, measured in the same run as the figures beside it.
@@ -83,6 +88,8 @@ pub(crate) struct BrokerBaseline {
 
 #[derive(Debug, Serialize)]
 pub(crate) struct LoadFigures {
+    #[serde(skip)]
+    label: &'static str,
     /// The constant arrival rate (sagas/s), for open-loop phases.
     rate: Option<f64>,
     sagas: usize,
@@ -93,6 +100,12 @@ pub(crate) struct LoadFigures {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    /// When the phase began, epoch ms.
+    #[serde(skip)]
+    began_ms: i64,
+    /// Each completed saga's due time (ms after `began_ms`) and latency (ms), in due order.
+    #[serde(skip)]
+    samples: Vec<(f64, f64)>,
 }
 
 /// One load phase: its latency, its cost in CPU, and its broker traffic.
@@ -250,8 +263,16 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
+    let mut csv = args
+        .latency_csv
+        .as_deref()
+        .map(LatencyCsv::create)
+        .transpose()?;
     progress(&format!("peak: {} sagas as fast as possible", args.sagas));
     let peak = measure.phase(Load::new("peak", args.sagas), None).await?;
+    if let Some(csv) = &mut csv {
+        csv.write(&peak.load)?;
+    }
 
     let rate = (peak.load.sagas_per_s / 2.0).max(1.0);
     let count = ((rate * args.half_load_secs as f64) as usize).max(10);
@@ -259,11 +280,21 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "half load: {count} sagas at a constant {rate:.0}/s"
     ));
     let half_load = measure.phase(Load::new("half", count), Some(rate)).await?;
+    if let Some(csv) = &mut csv {
+        csv.write(&half_load.load)?;
+    }
     let mut rates = Vec::with_capacity(args.rates.len());
     for &rate in &args.rates {
         let count = ((rate * args.rate_secs as f64) as usize).max(10);
         progress(&format!("{count} sagas at a constant {rate:.0}/s"));
-        rates.push(measure.phase(Load::new("rate", count), Some(rate)).await?);
+        let phase = measure.phase(Load::new("rate", count), Some(rate)).await?;
+        if let Some(csv) = &mut csv {
+            csv.write(&phase.load)?;
+        }
+        rates.push(phase);
+    }
+    if let Some(csv) = csv {
+        csv.finish()?;
     }
     stack.stop().await?;
     let _ = std::fs::remove_dir_all(&state_dir);
@@ -544,6 +575,12 @@ impl Measure<'_> {
             .run(self.producer, self.codec, self.starts, self.log, rate)
             .await?;
         let cpu = cpu_seconds(self.cpu_pids)? - cpu_before;
+        // No later phase reads the sagas that ended: the log stays the size of one phase.
+        self.log
+            .lock()
+            .expect("event log lock")
+            .sagas
+            .retain(|_, saga| saga.ended_at.is_none());
         tokio::time::sleep(self.settle).await;
         let traffic_after = self.traffic_now();
         let hops_after = (self.hop_pages)();
@@ -669,8 +706,16 @@ impl Load {
         // When each saga was meant to start: under a constant rate, its slot in the schedule,
         // however late the sender got to it (no coordinated omission); at peak, its send.
         let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(self.sagas);
+        // Room for the whole phase before its first saga: a map that grows mid-phase moves
+        // every entry at once, under the lock the event reader needs, and every saga in flight
+        // waits (Dedupe::new in the worker library says how long).
+        log.lock()
+            .expect("event log lock")
+            .sagas
+            .reserve(self.sagas);
         let mut inflight = FuturesUnordered::new();
         let began = Instant::now();
+        let began_ms = now_ms();
         for i in 0..self.sagas {
             let due = rate.map(|rate| began + Duration::from_secs_f64(i as f64 / rate));
             if let Some(due) = due {
@@ -717,6 +762,7 @@ impl Load {
         }
         let log = log.lock().expect("event log lock");
         let mut latencies = Vec::with_capacity(self.sagas);
+        let mut samples = Vec::with_capacity(self.sagas);
         let mut last_end = began;
         let mut not_completed = 0usize;
         for (id, sent) in &sent_at {
@@ -731,7 +777,9 @@ impl Load {
                 not_completed += 1;
                 continue;
             }
-            latencies.push(end.duration_since(*sent).as_secs_f64() * 1000.0);
+            let latency = end.duration_since(*sent).as_secs_f64() * 1000.0;
+            latencies.push(latency);
+            samples.push((sent.duration_since(began).as_secs_f64() * 1000.0, latency));
             last_end = last_end.max(end);
         }
         anyhow::ensure!(
@@ -739,9 +787,12 @@ impl Load {
             "{not_completed} {} sagas ended without completing; the figures would be meaningless (check the engine log)",
             self.label
         );
+        drop(log);
         latencies.sort_by(f64::total_cmp);
+        samples.sort_by(|a, b| a.0.total_cmp(&b.0));
         let finished = latencies.len();
         Ok(LoadFigures {
+            label: self.label,
             rate,
             sagas: self.sagas,
             finished,
@@ -749,6 +800,96 @@ impl Load {
             p50_ms: percentile(&latencies, 50.0),
             p99_ms: percentile(&latencies, 99.0),
             max_ms: latencies.last().copied().unwrap_or(0.0),
+            began_ms,
+            samples,
         })
+    }
+}
+
+/// `--latency-csv`: one line per measured saga.
+struct LatencyCsv {
+    path: PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+impl LatencyCsv {
+    fn create(path: &std::path::Path) -> anyhow::Result<Self> {
+        let file = std::fs::File::create(path).with_context(|| {
+            format!(
+                "creating the latency CSV {}; pass --latency-csv a path in a writable directory",
+                path.display()
+            )
+        })?;
+        let mut csv = Self {
+            path: path.to_path_buf(),
+            out: std::io::BufWriter::new(file),
+        };
+        csv.put(b"phase,rate,due_ms,latency_ms\n")?;
+        Ok(csv)
+    }
+
+    fn write(&mut self, figures: &LoadFigures) -> anyhow::Result<()> {
+        let text = latency_lines(figures);
+        self.put(text.as_bytes())
+    }
+
+    fn finish(mut self) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        self.out
+            .flush()
+            .with_context(|| format!("writing the latency CSV {}", self.path.display()))
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        self.out
+            .write_all(bytes)
+            .with_context(|| format!("writing the latency CSV {}", self.path.display()))
+    }
+}
+
+/// A phase's sagas as `--latency-csv` lines: phase, rate (empty at peak), due time in epoch ms,
+/// latency in ms.
+fn latency_lines(figures: &LoadFigures) -> String {
+    let rate = figures.rate.map(|r| format!("{r:.0}")).unwrap_or_default();
+    let mut text = String::with_capacity(figures.samples.len() * 40);
+    for (due, latency) in &figures.samples {
+        text.push_str(&format!(
+            "{},{rate},{:.1},{latency:.2}\n",
+            figures.label,
+            figures.began_ms as f64 + due
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_csv_lines_carry_phase_rate_due_time_and_latency() {
+        let figures = LoadFigures {
+            label: "half",
+            rate: Some(1500.4),
+            sagas: 2,
+            finished: 2,
+            sagas_per_s: 0.0,
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+            max_ms: 0.0,
+            began_ms: 1_000,
+            samples: vec![(0.0, 12.5), (0.67, 700.25)],
+        };
+        assert_eq!(
+            latency_lines(&figures),
+            "half,1500,1000.0,12.50\nhalf,1500,1000.7,700.25\n"
+        );
+        let peak = LoadFigures {
+            label: "peak",
+            rate: None,
+            ..figures
+        };
+        assert!(latency_lines(&peak).starts_with("peak,,1000.0,12.50\n"));
     }
 }
