@@ -1,7 +1,7 @@
 //! Participant library for Sagaflow.
 //!
 //! A participant consumes its command topic in a consumer group (instances compete for
-//! partitions), runs a handler per command, and sends a [`Reply`] to the command's `reply_to`
+//! partitions), runs a handler per command, and sends a [`Reply`](sagaflow_avro::Reply) to the command's `reply_to`
 //! topic. Commands are redelivered after crashes (at least once), so the worker deduplicates on
 //! the command's idempotency key and answers a repeated command with the reply it gave before,
 //! without running the handler twice.

@@ -64,7 +64,8 @@ pub struct WorkerConfig {
     pub group: String,
     /// Name of this instance, for logs.
     pub instance: String,
-    /// Replies remembered for deduplication.
+    /// Replies remembered for deduplication. The memory's table is sized for twice this from
+    /// the start, 32 bytes a slot, so that it never grows while commands flow ([`Dedupe::new`]).
     pub dedupe_capacity: usize,
     /// Commands handled concurrently.
     pub concurrency: usize,
