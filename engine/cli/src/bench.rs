@@ -176,6 +176,11 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             "--rates: {bad} is not a rate; give sagas per second above 0, e.g. --rates 100,200"
         );
     }
+    let mut csv = args
+        .latency_csv
+        .as_deref()
+        .map(LatencyCsv::create)
+        .transpose()?;
     let definitions = sagaflow_definition::load_dir(&args.definitions)
         .map_err(|d| anyhow::anyhow!("{d}"))
         .with_context(|| format!("loading definitions from {}", args.definitions.display()))?;
@@ -263,11 +268,6 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let mut csv = args
-        .latency_csv
-        .as_deref()
-        .map(LatencyCsv::create)
-        .transpose()?;
     progress(&format!("peak: {} sagas as fast as possible", args.sagas));
     let peak = measure.phase(Load::new("peak", args.sagas), None).await?;
     if let Some(csv) = &mut csv {

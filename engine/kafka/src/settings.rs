@@ -269,6 +269,22 @@ impl KafkaSettings {
         ])
     }
 
+    /// A participant's reply producer: [`KafkaSettings::hot_path_producer_config`] without
+    /// idempotence, which a reply does not need: one request in flight keeps a partition's
+    /// replies in order, and the engine ignores a reply it has already applied (so a copy that
+    /// a produce retry writes only counts in `sagaflow_inputs_ignored_total`).
+    ///
+    /// With idempotence, librdkafka 2.12 sends nothing more to a partition while five of its
+    /// *messages* are in flight (it holds them to a limit of five *requests*), and its broker
+    /// thread polls in a loop, at a full core, until they are acknowledged. On a busy host that
+    /// delays the acknowledgement it waits for: in `sagaflow bench` at half load, two
+    /// participants' reply producers spun so for 2.5 s, and sagas waited up to 4 s.
+    pub fn reply_producer_config(&self) -> ClientConfig {
+        let mut config = self.hot_path_producer_config();
+        let _ = config.set("enable.idempotence", "false");
+        config
+    }
+
     /// An idempotent producer with `tuning`, which the user's properties override.
     fn producer(&self, tuning: &[(&str, &str)]) -> ClientConfig {
         let mut role = vec![("compression.type", "none")];
@@ -363,6 +379,17 @@ mod tests {
         assert_eq!(c.get("enable.idempotence"), Some("true"));
         s.set("linger.ms", "5", "test").unwrap();
         assert_eq!(s.hot_path_producer_config().get("linger.ms"), Some("5"));
+    }
+
+    #[test]
+    fn reply_producers_are_hot_path_producers_without_idempotence() {
+        let c = KafkaSettings::new("b:9092").reply_producer_config();
+        assert_eq!(c.get("enable.idempotence"), Some("false"));
+        assert_eq!(c.get("linger.ms"), Some("0"));
+        // One request in flight is what keeps a partition's replies in order without it.
+        assert_eq!(c.get("max.in.flight.requests.per.connection"), Some("1"));
+        assert_eq!(c.get("acks"), Some("all"));
+        assert_eq!(c.get("partitioner"), Some("murmur2_random"));
     }
 
     #[test]

@@ -369,7 +369,7 @@ impl Worker {
         let producer: FutureProducer =
             config
                 .kafka
-                .hot_path_producer_config()
+                .reply_producer_config()
                 .create()
                 .map_err(|source| Error::Kafka {
                     action: "creating the reply producer".into(),
