@@ -761,7 +761,6 @@ impl Load {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let log = log.lock().expect("event log lock");
-        let mut latencies = Vec::with_capacity(self.sagas);
         let mut samples = Vec::with_capacity(self.sagas);
         let mut last_end = began;
         let mut not_completed = 0usize;
@@ -777,9 +776,10 @@ impl Load {
                 not_completed += 1;
                 continue;
             }
-            let latency = end.duration_since(*sent).as_secs_f64() * 1000.0;
-            latencies.push(latency);
-            samples.push((sent.duration_since(began).as_secs_f64() * 1000.0, latency));
+            samples.push((
+                sent.duration_since(began).as_secs_f64() * 1000.0,
+                end.duration_since(*sent).as_secs_f64() * 1000.0,
+            ));
             last_end = last_end.max(end);
         }
         anyhow::ensure!(
@@ -788,6 +788,7 @@ impl Load {
             self.label
         );
         drop(log);
+        let mut latencies: Vec<f64> = samples.iter().map(|(_, latency)| *latency).collect();
         latencies.sort_by(f64::total_cmp);
         samples.sort_by(|a, b| a.0.total_cmp(&b.0));
         let finished = latencies.len();

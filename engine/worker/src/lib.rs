@@ -1,10 +1,10 @@
 //! Participant library for Sagaflow.
 //!
 //! A participant consumes its command topic in a consumer group (instances compete for
-//! partitions), runs a handler per command, and sends a [`Reply`](sagaflow_avro::Reply) to the command's `reply_to`
-//! topic. Commands are redelivered after crashes (at least once), so the worker deduplicates on
-//! the command's idempotency key and answers a repeated command with the reply it gave before,
-//! without running the handler twice.
+//! partitions), runs a handler per command, and sends a [`Reply`](sagaflow_avro::Reply) to the
+//! command's `reply_to` topic. Commands are redelivered after crashes (at least once), so the
+//! worker deduplicates on the command's idempotency key and answers a repeated command with the
+//! reply it gave before, without running the handler twice.
 
 mod dedupe;
 mod error;
