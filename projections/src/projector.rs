@@ -240,6 +240,7 @@ fn run(
         // are eager, whatever they say: dropping a half-collected batch at a rebalance relies
         // on every partition being revoked and sought again.
         .eager_range_config(
+            "projector",
             &[
                 ("fetch.wait.max.ms", "50"),
                 ("session.timeout.ms", "10000"),
@@ -604,7 +605,7 @@ impl Dlq {
     pub(crate) fn new(config: &ProjectorConfig) -> Result<Self> {
         let producer: FutureProducer = config
             .kafka
-            .producer_config(0)
+            .producer_config("projector-dead-letters", 0)
             .create()
             .map_err(|e| Error::kafka("creating the dead-letter producer", e))?;
         Ok(Self {

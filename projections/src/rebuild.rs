@@ -106,7 +106,7 @@ pub fn rebuild(
 
     let consumer: BaseConsumer = config
         .kafka
-        .config(&[("fetch.wait.max.ms", "50")])
+        .config("projector-rebuild", &[("fetch.wait.max.ms", "50")])
         .set("group.id", format!("{}.rebuild", config.consumer_group))
         .set("enable.auto.commit", "false")
         .create()

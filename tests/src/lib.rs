@@ -852,7 +852,7 @@ pub fn kafka_settings_with(bootstrap: &str, overrides: &[&str]) -> KafkaSettings
 
 /// A client config from [`kafka_settings`].
 pub fn client_config(bootstrap: &str) -> ClientConfig {
-    kafka_settings(bootstrap).config(&[])
+    kafka_settings(bootstrap).config("test", &[])
 }
 
 /// A test's producer: it keeps the records the broker never took, so that a test can tell a
@@ -884,7 +884,7 @@ impl ProducerContext for Deliveries {
 /// A producer partitioning by key like the engine.
 pub fn producer(bootstrap: &str) -> TestProducer {
     kafka_settings(bootstrap)
-        .producer_config(2)
+        .producer_config("test", 2)
         .create_with_context(Deliveries::default())
         .expect("create producer")
 }

@@ -125,9 +125,27 @@ impl Rig {
         }
     }
 
+    /// The client ids of the group's members, as the broker describes the group.
+    fn member_client_ids(&self) -> Vec<String> {
+        let mut config = kafka_settings(&self.bootstrap).config("test", &[]);
+        let _ = config.set("group.id", format!("{}-describer", self.name));
+        let consumer: BaseConsumer = config.create().expect("consumer");
+        let Ok(list) = consumer.fetch_group_list(Some(&self.name), Duration::from_secs(10)) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<String> = list
+            .groups()
+            .iter()
+            .filter(|g| g.name() == self.name)
+            .flat_map(|g| g.members().iter().map(|m| m.client_id().to_string()))
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// The group's committed offset of a command partition.
     fn committed(&self, partition: i32) -> Offset {
-        let mut config = kafka_settings(&self.bootstrap).config(&[]);
+        let mut config = kafka_settings(&self.bootstrap).config("test", &[]);
         let _ = config.set("group.id", &self.name);
         let consumer: BaseConsumer = config.create().expect("consumer");
         let mut list = TopicPartitionList::new();
@@ -663,6 +681,20 @@ fn an_instance_joins(prefix: &str, settings: &[&str]) {
         worker_with(kafka(), url, topic, name, "second", second),
     );
     let _ = eventually(wait, || hold.saw_release.load(Ordering::SeqCst));
+    // Each instance names itself to the broker after its topic, for quotas and for the
+    // group's description (`kafka-consumer-groups.sh --describe`). Checked where the broker
+    // describes the group: Apache Kafka, classic protocol (tansu 0.6 does not describe groups).
+    if broker_kind() == BrokerKind::Kafka && settings.is_empty() {
+        let expected = vec![format!("sagaflow-worker-{topic}"); 2];
+        let mut seen = Vec::new();
+        assert!(
+            eventually(wait, || {
+                seen = rig.member_client_ids();
+                seen == expected
+            }),
+            "the group's members are {seen:?}, not {expected:?}"
+        );
+    }
     // Stopped once three answers are in: each instance settles every command it handled
     // (a copy fetched again included) before it returns.
     let _ = eventually(wait, || read_all(bootstrap, replies).len() >= 3);

@@ -69,7 +69,7 @@ impl Audit {
             .await?;
         Ok(Self {
             producer: kafka
-                .producer_config(5)
+                .producer_config("admin-audit", 5)
                 .create()
                 .map_err(|e| Error::kafka("creating the audit producer", e))?,
             codec: AsyncCodec::new(registry)?,

@@ -218,7 +218,7 @@ impl Commands {
         ));
         Ok(Self {
             producer: kafka
-                .producer_config(2)
+                .producer_config("admin-commands", 2)
                 .create()
                 .map_err(|e| Error::kafka("creating a producer", e))?,
             codec,
@@ -350,7 +350,7 @@ impl Pending {
 /// A consumer assigned to every partition of `topics` at its current end.
 fn reader_at_end(kafka: &KafkaSettings, topics: &[String], group: &str) -> Result<StreamConsumer> {
     let reader: StreamConsumer = kafka
-        .config(&[("fetch.wait.max.ms", "20")])
+        .config("admin-answers", &[("fetch.wait.max.ms", "20")])
         // Assigned, never subscribed: the group id is required but never joined or committed.
         .set("group.id", "sagaflow-admin-answers")
         .set("enable.auto.commit", "false")

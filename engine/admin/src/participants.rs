@@ -136,7 +136,7 @@ impl Participants {
         Ok(Self {
             kafka: kafka.clone(),
             producer: kafka
-                .producer_config(2)
+                .producer_config("admin-participants", 2)
                 .create()
                 .map_err(|e| Error::kafka("creating a producer", e))?,
             codec: AsyncCodec::new(registry)?,
@@ -147,7 +147,7 @@ impl Participants {
             clients: Arc::new(Mutex::new(Clients {
                 reader: reader(kafka)?,
                 markers: kafka
-                    .producer_config(0)
+                    .producer_config("admin-markers", 0)
                     .create()
                     .map_err(|e| Error::kafka("creating a producer", e))?,
                 groups: reader(kafka)?,
@@ -317,7 +317,7 @@ impl Participants {
 
 fn reader(kafka: &KafkaSettings) -> Result<BaseConsumer> {
     kafka
-        .config(&[("fetch.wait.max.ms", "20")])
+        .config("admin-controls", &[("fetch.wait.max.ms", "20")])
         // Assigned, never subscribed: the group id is required but never joined or committed.
         .set("group.id", "sagaflow-admin-controls")
         .set("enable.auto.commit", "false")
@@ -425,7 +425,7 @@ fn lag(
         }
         if !c.offsets.contains_key(name) {
             let consumer: BaseConsumer = kafka
-                .config(&[])
+                .config("admin-offsets", &[])
                 .set("group.id", name)
                 .set("enable.auto.commit", "false")
                 .create()

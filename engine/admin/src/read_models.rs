@@ -121,10 +121,16 @@ impl ReadModels {
         Ok((count, items))
     }
 
-    /// Every saga the filter matches, page by page. A filter the query API refuses is an error
-    /// with its message (which names the parameter and what it takes).
-    pub async fn matching(&self, filter: &[(String, String)]) -> Result<Vec<Value>> {
-        let mut sagas = Vec::new();
+    /// The id of every saga the filter matches, page by page: only the ids are kept, so a job
+    /// over millions of sagas holds their ids, not their read-model rows. A filter the query
+    /// API refuses is an error with its message (which names the parameter and what it takes).
+    /// `listed` hears how many ids are in after each page, for progress.
+    pub async fn matching_ids(
+        &self,
+        filter: &[(String, String)],
+        mut listed: impl FnMut(usize),
+    ) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
             let mut params = filter.to_vec();
@@ -134,11 +140,16 @@ impl ReadModels {
             }
             let page = self.ok(self.get("/sagas", &params).await?)?;
             if let Some(items) = page["items"].as_array() {
-                sagas.extend(items.iter().cloned());
+                ids.extend(
+                    items
+                        .iter()
+                        .filter_map(|s| s["saga_id"].as_str().map(str::to_string)),
+                );
             }
+            listed(ids.len());
             cursor = page["next_cursor"].as_str().map(str::to_string);
             if cursor.is_none() {
-                return Ok(sagas);
+                return Ok(ids);
             }
         }
     }

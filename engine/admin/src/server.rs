@@ -981,14 +981,10 @@ async fn start_job(
             .into_response(),
         );
     }
-    let matched = match app.parts.read_models.matching(&filter).await {
-        Ok(m) => m,
+    let ids = match app.parts.read_models.matching_ids(&filter, |_| {}).await {
+        Ok(ids) => ids,
         Err(e) => return Err(app.refuse(&who, &method, &path, None, e.into()).await),
     };
-    let ids: Vec<String> = matched
-        .iter()
-        .filter_map(|s| s["saga_id"].as_str().map(str::to_string))
-        .collect();
     let job = Arc::new(Job::new(
         JobSpec {
             request,

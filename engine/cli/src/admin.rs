@@ -524,12 +524,20 @@ async fn bulk(args: &AdminArgs, filter: Vec<(String, String)>) -> anyhow::Result
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let sagas = read_models.matching(&filter).await?;
+    // Listing takes a page of 500 per request: a filter matching millions shows its count grow.
+    let mut last_shown = Instant::now();
+    let ids = read_models
+        .matching_ids(&filter, |n| {
+            if last_shown.elapsed() >= Duration::from_secs(2) {
+                last_shown = Instant::now();
+                eprintln!(
+                    "listing the sagas matching {}: {n} so far",
+                    described.join(" ")
+                );
+            }
+        })
+        .await?;
     let commands = Arc::new(args.commands().await?);
-    let ids: Vec<String> = sagas
-        .iter()
-        .filter_map(|s| s["saga_id"].as_str().map(str::to_string))
-        .collect();
     let job = Arc::new(Job::new(
         JobSpec {
             request: args.request(),

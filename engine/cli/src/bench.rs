@@ -497,7 +497,7 @@ pub(crate) async fn baseline(
     kafka
         .ensure_topics(&[TopicSpec::partitioned(&topic, partitions)], policy)
         .await?;
-    let producer: FutureProducer = kafka.producer_config(5).create()?;
+    let producer: FutureProducer = kafka.producer_config("bench-baseline", 5).create()?;
     let payload = vec![b'x'; 200];
     let started = Instant::now();
     let mut inflight = FuturesUnordered::new();
@@ -519,7 +519,7 @@ pub(crate) async fn baseline(
     let produce = n as f64 / started.elapsed().as_secs_f64();
 
     let consumer: StreamConsumer = kafka
-        .config(&[])
+        .config("bench-baseline", &[])
         .set("group.id", "sagaflow-bench-baseline")
         .set("enable.auto.commit", "false")
         .create()?;

@@ -167,7 +167,7 @@ async fn copy_log(
     total: usize,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(!template.is_empty(), "the peak run left no events to copy");
-    let producer: FutureProducer = kafka.producer_config(20).create()?;
+    let producer: FutureProducer = kafka.producer_config("bench-projections", 20).create()?;
     let mut inflight = FuturesUnordered::new();
     let mut written = 0usize;
     let started = Instant::now();
@@ -216,7 +216,7 @@ fn raw_consume(
     n: usize,
 ) -> anyhow::Result<f64> {
     let consumer: BaseConsumer = kafka
-        .config(&[])
+        .config("bench-projections", &[])
         .set("group.id", "sagaflow-bench-projections-raw")
         .set("enable.auto.commit", "false")
         .create()?;

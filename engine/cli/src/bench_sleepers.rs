@@ -219,7 +219,7 @@ pub(crate) async fn run(args: BenchSleepersArgs) -> anyhow::Result<ExitCode> {
         "starting {} sagas that wake over {} s, from {} s on",
         args.sagas, args.spread_secs, args.lead_secs
     ));
-    let producer: FutureProducer = kafka.producer_config(5).create()?;
+    let producer: FutureProducer = kafka.producer_config("bench-sleepers", 5).create()?;
     let starting = tokio::spawn(start_all(
         producer.clone(),
         codec.clone(),
@@ -498,7 +498,7 @@ async fn wake(
     engine: &EngineProcess,
 ) -> anyhow::Result<(usize, usize, Vec<f64>, f64)> {
     let consumer: StreamConsumer = kafka
-        .config(&[("fetch.wait.max.ms", "5")])
+        .config("bench-sleepers", &[("fetch.wait.max.ms", "5")])
         .set("group.id", format!("sleepers-{run_id}-bench"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")

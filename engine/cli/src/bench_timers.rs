@@ -133,7 +133,7 @@ pub(crate) async fn run(args: BenchTimersArgs) -> anyhow::Result<ExitCode> {
 
     // The consumer of fired timers runs from the start, so no delivery waits on it.
     let consumer: StreamConsumer = kafka
-        .config(&[("fetch.wait.max.ms", "5")])
+        .config("bench-timers", &[("fetch.wait.max.ms", "5")])
         .set("group.id", format!("{group}-bench"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -147,7 +147,7 @@ pub(crate) async fn run(args: BenchTimersArgs) -> anyhow::Result<ExitCode> {
         "scheduling {} timers due over {} s, starting in {} s",
         args.timers, args.spread_secs, args.lead_secs
     ));
-    let producer: FutureProducer = kafka.producer_config(5).create()?;
+    let producer: FutureProducer = kafka.producer_config("bench-timers", 5).create()?;
     let scheduling = tokio::spawn(schedule(
         producer,
         names.delay.clone(),

@@ -78,10 +78,13 @@ pub(crate) async fn follow(
     topic: &str,
 ) -> anyhow::Result<Arc<Mutex<EventLog>>> {
     let consumer: StreamConsumer = kafka
-        .config(&[(
-            "fetch.wait.max.ms",
-            &sagaflow_kafka::FETCH_WAIT_MAX_MS.to_string(),
-        )])
+        .config(
+            "event-log-reader",
+            &[(
+                "fetch.wait.max.ms",
+                &sagaflow_kafka::FETCH_WAIT_MAX_MS.to_string(),
+            )],
+        )
         .set("group.id", "sagaflow-eventlog-reader")
         .set("enable.auto.commit", "false")
         .create()

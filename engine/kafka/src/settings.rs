@@ -21,6 +21,10 @@ pub const ENV_PREFIX: &str = "SAGAFLOW_KAFKA_";
 /// do).
 pub const FETCH_WAIT_MAX_MS: u64 = 100;
 
+/// The `client.id` prefix of every client Sagaflow creates, unless the user's properties set
+/// `client.id`, which then takes its place.
+const CLIENT_ID_PREFIX: &str = "sagaflow";
+
 /// Properties Sagaflow sets itself, with the reason a user may not override them.
 ///
 /// Each guarantee of the engine depends on one of these: the journal's offset check needs an
@@ -194,9 +198,23 @@ impl KafkaSettings {
         Ok(())
     }
 
-    /// A client config: the bootstrap servers, then `role`'s settings, then the user's
-    /// properties, which override a role's tuning but can never touch a [`RESERVED`] property.
-    pub fn config(&self, role: &[(&str, &str)]) -> ClientConfig {
+    /// The `client.id` of the client named `client`: `sagaflow-<client>`, or
+    /// `<client.id>-<client>` when the user's properties set `client.id`. Each client then
+    /// shows under its own name where brokers name clients (quotas, request metrics and logs,
+    /// `kafka-consumer-groups.sh --describe`), and one deployment's prefix still covers all of
+    /// them.
+    pub fn client_id(&self, client: &str) -> String {
+        let prefix = self
+            .properties
+            .get("client.id")
+            .map_or(CLIENT_ID_PREFIX, String::as_str);
+        format!("{prefix}-{client}")
+    }
+
+    /// A config for the client named `client` ([`KafkaSettings::client_id`]): the bootstrap
+    /// servers, then `role`'s settings, then the user's properties, which override a role's
+    /// tuning but can never touch a [`RESERVED`] property.
+    pub fn config(&self, client: &str, role: &[(&str, &str)]) -> ClientConfig {
         let mut config = ClientConfig::new();
         // Errors only (3): librdkafka logs a warning for every reconnect to a restarting broker,
         // and every failure that matters reaches the caller as an error anyway.
@@ -213,6 +231,7 @@ impl KafkaSettings {
         for (key, value) in &self.properties {
             let _ = config.set(key, value);
         }
+        let _ = config.set("client.id", self.client_id(client));
         config
     }
 
@@ -222,9 +241,14 @@ impl KafkaSettings {
     /// overrides. `consumer` names it in the warning logged (once per process) when the user's
     /// properties set one of those keys otherwise, as a `SAGAFLOW_KAFKA_*` variable meant for
     /// the participants' workers would.
-    pub fn eager_range_config(&self, role: &[(&str, &str)], consumer: &str) -> ClientConfig {
+    pub fn eager_range_config(
+        &self,
+        client: &str,
+        role: &[(&str, &str)],
+        consumer: &str,
+    ) -> ClientConfig {
         static WARNED: AtomicBool = AtomicBool::new(false);
-        let mut config = self.config(role);
+        let mut config = self.config(client, role);
         let mut ignored = Vec::new();
         for (key, value) in EAGER_RANGE {
             if let Some(theirs) = self
@@ -247,9 +271,9 @@ impl KafkaSettings {
 
     /// An idempotent producer (`acks=all`): retries keep per-partition order and never
     /// duplicate within one producer session.
-    pub fn producer_config(&self, linger_ms: u32) -> ClientConfig {
+    pub fn producer_config(&self, client: &str, linger_ms: u32) -> ClientConfig {
         let linger = linger_ms.to_string();
-        self.producer(&[("linger.ms", &linger)])
+        self.producer(client, &[("linger.ms", &linger)])
     }
 
     /// A producer on a saga's path (the journal, the relay, starts sent by the CLI and the
@@ -263,11 +287,14 @@ impl KafkaSettings {
     /// 17 / 30 ms with these settings); no linger with five requests in flight sends many small
     /// requests under load, which cost the broker enough that the same machine fell behind at
     /// 600 sagas/s.
-    pub fn hot_path_producer_config(&self) -> ClientConfig {
-        self.producer(&[
-            ("linger.ms", "0"),
-            ("max.in.flight.requests.per.connection", "1"),
-        ])
+    pub fn hot_path_producer_config(&self, client: &str) -> ClientConfig {
+        self.producer(
+            client,
+            &[
+                ("linger.ms", "0"),
+                ("max.in.flight.requests.per.connection", "1"),
+            ],
+        )
     }
 
     /// A participant's reply producer: [`KafkaSettings::hot_path_producer_config`] without
@@ -280,17 +307,17 @@ impl KafkaSettings {
     /// thread polls in a loop, at a full core, until they are acknowledged. On a busy host that
     /// delays the acknowledgement it waits for: in `sagaflow bench` at half load, two
     /// participants' reply producers spun so for 2.5 s, and sagas waited up to 4 s.
-    pub fn reply_producer_config(&self) -> ClientConfig {
-        let mut config = self.hot_path_producer_config();
+    pub fn reply_producer_config(&self, client: &str) -> ClientConfig {
+        let mut config = self.hot_path_producer_config(client);
         let _ = config.set("enable.idempotence", "false");
         config
     }
 
     /// An idempotent producer with `tuning`, which the user's properties override.
-    fn producer(&self, tuning: &[(&str, &str)]) -> ClientConfig {
+    fn producer(&self, client: &str, tuning: &[(&str, &str)]) -> ClientConfig {
         let mut role = vec![("compression.type", "none")];
         role.extend_from_slice(tuning);
-        let mut config = self.config(&role);
+        let mut config = self.config(client, &role);
         let _ = config
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -363,7 +390,7 @@ mod tests {
         s.set("linger.ms", "20", "test").unwrap();
         s.set("security.protocol", "SASL_PLAINTEXT", "test")
             .unwrap();
-        let c = s.producer_config(2);
+        let c = s.producer_config("t", 2);
         assert_eq!(c.get("linger.ms"), Some("20"));
         assert_eq!(c.get("security.protocol"), Some("SASL_PLAINTEXT"));
         assert_eq!(c.get("acks"), Some("all"));
@@ -374,17 +401,17 @@ mod tests {
     #[test]
     fn hot_path_producers_send_at_once_one_request_at_a_time_unless_the_user_says_otherwise() {
         let mut s = KafkaSettings::new("b:9092");
-        let c = s.hot_path_producer_config();
+        let c = s.hot_path_producer_config("t");
         assert_eq!(c.get("linger.ms"), Some("0"));
         assert_eq!(c.get("max.in.flight.requests.per.connection"), Some("1"));
         assert_eq!(c.get("enable.idempotence"), Some("true"));
         s.set("linger.ms", "5", "test").unwrap();
-        assert_eq!(s.hot_path_producer_config().get("linger.ms"), Some("5"));
+        assert_eq!(s.hot_path_producer_config("t").get("linger.ms"), Some("5"));
     }
 
     #[test]
     fn reply_producers_are_hot_path_producers_without_idempotence() {
-        let c = KafkaSettings::new("b:9092").reply_producer_config();
+        let c = KafkaSettings::new("b:9092").reply_producer_config("t");
         assert_eq!(c.get("enable.idempotence"), Some("false"));
         assert_eq!(c.get("linger.ms"), Some("0"));
         // One request in flight is what keeps a partition's replies in order without it.
@@ -405,6 +432,7 @@ mod tests {
         s.set("group.protocol", "consumer", "test").unwrap();
         s.set("fetch.wait.max.ms", "7", "test").unwrap();
         let mut c = s.eager_range_config(
+            "t",
             &[("session.timeout.ms", "10000"), ("fetch.wait.max.ms", "50")],
             "engine",
         );
@@ -423,8 +451,30 @@ mod tests {
         assert!(created.is_ok(), "{:?}", created.err());
         // Everything else takes the user's.
         assert_eq!(
-            s.config(&[]).get("partition.assignment.strategy"),
+            s.config("t", &[]).get("partition.assignment.strategy"),
             Some("cooperative-sticky")
+        );
+    }
+
+    #[test]
+    fn each_client_is_named_under_the_users_client_id_or_sagaflow() {
+        let mut s = KafkaSettings::new("b:9092");
+        assert_eq!(
+            s.hot_path_producer_config("engine-journal")
+                .get("client.id"),
+            Some("sagaflow-engine-journal")
+        );
+        s.set("client.id", "payments", "test").unwrap();
+        assert_eq!(
+            s.config("registry", &[("client.id", "role")])
+                .get("client.id"),
+            Some("payments-registry"),
+            "the user's client.id is the prefix, whatever a role says"
+        );
+        assert_eq!(
+            s.eager_range_config("engine-input", &[], "engine")
+                .get("client.id"),
+            Some("payments-engine-input")
         );
     }
 

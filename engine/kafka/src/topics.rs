@@ -71,8 +71,10 @@ impl KafkaSettings {
     /// exists, it has the partition count the spec demands, and it is compacted where it must
     /// be. A topic created beforehand with other settings is an error that names the fix.
     pub async fn ensure_topics(&self, specs: &[TopicSpec], policy: TopicPolicy) -> Result<()> {
-        let admin: AdminClient<DefaultClientContext> =
-            self.config(&[]).create().map_err(|source| Error::Kafka {
+        let admin: AdminClient<DefaultClientContext> = self
+            .config("topics", &[])
+            .create()
+            .map_err(|source| Error::Kafka {
                 action: "creating an admin client".into(),
                 source,
             })?;

@@ -74,7 +74,7 @@ impl Store {
             .ensure_topics(&[TopicSpec::partitioned(topic, 1).compacted()], policy)
             .await?;
         let consumer: BaseConsumer = kafka_settings
-            .config(&[])
+            .config("registry", &[])
             // librdkafka refuses a manual assign() without a group.id ("Local: Unknown
             // group"), although assign() never joins the group. With auto commit off and no
             // subscribe(), the group is never contacted: no membership, no offsets.
@@ -88,7 +88,7 @@ impl Store {
         let consumer = Arc::new(consumer);
         check_partitions(consumer.clone(), topic).await?;
         let producer: FutureProducer = kafka_settings
-            .producer_config(0)
+            .producer_config("registry", 0)
             .set("message.timeout.ms", KAFKA_TIMEOUT.as_millis().to_string())
             .create()
             .map_err(kafka("creating the producer"))?;

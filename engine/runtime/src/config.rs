@@ -602,7 +602,7 @@ mod tests {
         )
         .unwrap();
         let config = EngineConfig::load(Some(&file)).unwrap();
-        let client = config.kafka.producer_config(1);
+        let client = config.kafka.producer_config("test", 1);
         assert_eq!(client.get("bootstrap.servers"), Some("kafka-1:9093"));
         assert_eq!(client.get("security.protocol"), Some("SASL_SSL"));
         assert_eq!(client.get("sasl.mechanism"), Some("PLAIN"));

@@ -77,11 +77,10 @@ impl Controls {
             pending: Vec::new(),
             blocked_since: None,
         };
-        let markers: ThreadedProducer<DefaultProducerContext> =
-            kafka
-                .producer_config(0)
-                .create()
-                .map_err(|e| Error::kafka("creating the control topic's marker producer", e))?;
+        let markers: ThreadedProducer<DefaultProducerContext> = kafka
+            .producer_config("engine-control", 0)
+            .create()
+            .map_err(|e| Error::kafka("creating the control topic's marker producer", e))?;
         let pending = &mut controls.pending;
         sagaflow_kafka::read_to_end(
             &controls.consumer,

@@ -48,7 +48,7 @@ pub(crate) fn watermarks_once(
 
 /// A consumer for reading partitions by manual assignment (restores, tools).
 pub(crate) fn reader(kafka: &KafkaSettings) -> Result<BaseConsumer> {
-    let mut config = kafka.config(&[("fetch.wait.max.ms", "50")]);
+    let mut config = kafka.config("engine-reader", &[("fetch.wait.max.ms", "50")]);
     let _ = config
         .set("group.id", "sagaflow-reader")
         .set("enable.auto.commit", "false")
@@ -170,7 +170,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 /// A producer for the few synchronous writes of a restore (claims, end markers).
 pub(crate) fn sync_producer(kafka: &KafkaSettings) -> Result<FutureProducer> {
     kafka
-        .producer_config(0)
+        .producer_config("engine-restore", 0)
         .create()
         .map_err(|e| Error::kafka("creating the restore producer", e))
 }

@@ -54,7 +54,11 @@ pub fn remove_static_member(
 }
 
 fn remove_one(kafka: &KafkaSettings, group: &str, id: &str, timeout: Duration) -> Result<()> {
-    let mut config = kafka.eager_range_config(&[], "removal of a static engine member");
+    let mut config = kafka.eager_range_config(
+        "engine-membership",
+        &[],
+        "removal of a static engine member",
+    );
     let _ = config
         .set("group.id", group)
         .set("group.instance.id", id)

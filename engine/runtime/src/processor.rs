@@ -494,6 +494,7 @@ impl Processor {
         let max_poll = config.session_timeout_ms.max(300_000).to_string();
         let fetch_wait = sagaflow_kafka::FETCH_WAIT_MAX_MS.to_string();
         let mut consumer_config = config.kafka.eager_range_config(
+            "engine-input",
             &[
                 ("session.timeout.ms", &session_timeout),
                 ("heartbeat.interval.ms", &heartbeat),
@@ -524,7 +525,7 @@ impl Processor {
         let (tx, rx) = channel();
         let journal: ThreadedProducer<JournalContext> = config
             .kafka
-            .hot_path_producer_config()
+            .hot_path_producer_config("engine-journal")
             .create_with_context(JournalContext {
                 acks: tx,
                 requests_instance: deps.metrics.requests.instance(),

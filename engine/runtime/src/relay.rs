@@ -227,7 +227,7 @@ impl Relay {
         let (tx, rx) = channel();
         // The shared producer config partitions by key as Java clients do (murmur2).
         let producer = kafka
-            .hot_path_producer_config()
+            .hot_path_producer_config("engine-relay")
             .create_with_context(RelayContext {
                 acks: tx,
                 instance: metrics.requests.instance(),

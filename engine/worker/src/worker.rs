@@ -332,7 +332,9 @@ impl Worker {
                 ("partition.assignment.strategy", "cooperative-sticky"),
             ]);
         }
-        let mut consumer_config = config.kafka.config(&role);
+        let mut consumer_config = config
+            .kafka
+            .config(&format!("worker-{}", config.topic), &role);
         // A value that is not a number fails the consumer's creation below, with librdkafka's
         // own message naming the property.
         let max_poll_ms = consumer_config
@@ -366,15 +368,14 @@ impl Worker {
             })?;
         // Replies land on the partition the engine computes for the saga id: the shared
         // producer config partitions by murmur2, as the engine does.
-        let producer: FutureProducer =
-            config
-                .kafka
-                .reply_producer_config()
-                .create()
-                .map_err(|source| Error::Kafka {
-                    action: "creating the reply producer".into(),
-                    source,
-                })?;
+        let producer: FutureProducer = config
+            .kafka
+            .reply_producer_config(&format!("worker-{}-replies", config.topic))
+            .create()
+            .map_err(|source| Error::Kafka {
+                action: "creating the reply producer".into(),
+                source,
+            })?;
         Ok(Self {
             codec: AsyncCodec::new(&config.registry)?,
             dedupe,
