@@ -77,33 +77,62 @@ find_java() {
   return 1
 }
 
-# A free loopback TCP port: the first of the ports given that is free, else any. Bound the way
-# Jetty and PostgreSQL bind (SO_REUSEADDR), so a port whose connections are in TIME_WAIT counts as
-# free and a restarted server gets its port back.
-free_port() {
-  python3 - "$@" <<'PY'
-import socket, sys
-for p in sys.argv[1:] + ["0"]:
+# Free loopback TCP ports are picked at random below the kernel's ephemeral range
+# (ip_local_port_range): outgoing connections take their local ports from that range, so a server
+# stopped for a restart finds its port still free when it starts again.
+PICK_PORTS_PY='
+import random, socket, sys
+def bindable(port):
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        s.bind(("127.0.0.1", int(p)))
-    except (OSError, ValueError):
-        continue
-    print(s.getsockname()[1])
-    break
-PY
+        s.bind(("127.0.0.1", port))
+    except (OSError, ValueError, OverflowError):
+        s.close()
+        return None
+    return s
+def pick(held):
+    try:
+        low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(1000 if low > 11000 else 0):
+        port = random.randrange(10000, low)
+        if port not in held:
+            s = bindable(port)
+            if s:
+                return s
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    return s
+'
+
+# A free loopback TCP port: the first of the ports given that is free, else one picked as above.
+# Bound the way Jetty and PostgreSQL bind (SO_REUSEADDR), so a port whose connections are in
+# TIME_WAIT counts as free and a restarted server gets its port back.
+free_port() {
+  python3 -c "$PICK_PORTS_PY"'
+for p in sys.argv[1:]:
+    try:
+        s = bindable(int(p))
+    except ValueError:
+        s = None
+    if s:
+        break
+else:
+    s = pick(set())
+print(s.getsockname()[1])
+' "$@"
 }
 
 # N distinct free loopback ports, one a line (all held at once while picking, so none repeats).
 free_ports() {
-  python3 - "$1" <<'PY'
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
+  python3 -c "$PICK_PORTS_PY"'
+socks = []
+for _ in range(int(sys.argv[1])):
+    socks.append(pick({s.getsockname()[1] for s in socks}))
 print("\n".join(str(s.getsockname()[1]) for s in socks))
-PY
+' "$1"
 }
 
 # Prints the path of the Go program scripts/NAME (main.go, go.mod, go.sum), building it first

@@ -130,7 +130,21 @@ impl ConsumerContext for GroupContext {
         assignment.generation += 1;
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                // A group's leader assigns each member only the topics it subscribed to; a
+                // partition of another topic (a leader of another build sharing the group) is
+                // named and left alone rather than read as one of this event log's.
+                let (ours, others): (Vec<_>, Vec<_>) = tpl
+                    .elements()
+                    .into_iter()
+                    .partition(|e| e.topic() == self.topic);
+                if !others.is_empty() {
+                    let others: Vec<String> = others
+                        .iter()
+                        .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+                        .collect();
+                    warn!(?others, topic = %self.topic, "the group assigned partitions of topics this projector does not read; ignoring them (give each event log's projector its own consumer group)");
+                }
+                let partitions: Vec<i32> = ours.iter().map(|e| e.partition()).collect();
                 let stored = stored_positions(&self.database_url, &self.schema, &self.topic);
                 let stored = match stored {
                     Ok(stored) => stored,

@@ -3,7 +3,7 @@
 //! `sagaflow` binary run as separate processes (so tests can kill -9 them), and readers of
 //! Sagaflow's topics.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -635,12 +635,37 @@ pub fn spawn_registry_on(bootstrap: &str, listen: &str) -> (Proc, String) {
     (p, url)
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago, and never the same twice in one test binary.
+///
+/// Tests stop a broker, a registry or PostgreSQL and start it again on its port, so the port
+/// must stay free meanwhile. The kernel takes the local ports of outgoing connections, and
+/// `bind` to port 0, from its ephemeral range (`ip_local_port_range`), so the port is picked at
+/// random below that range (as `scripts/lib.sh` does for the scripts' servers).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+    const FLOOR: u16 = 10_000;
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let mut given = GIVEN.lock().expect("ports lock");
+    let bindable = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+    if ephemeral_low > FLOOR + 1_000 {
+        for _ in 0..1_000 {
+            let port = rand::random_range(FLOOR..ephemeral_low);
+            if !given.contains(&port) && bindable(port) {
+                let _ = given.insert(port);
+                return port;
+            }
+        }
+    }
+    // A range with no room below it: any free port, as before.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .expect("a free port")
+        .expect("a free port");
+    let _ = given.insert(port);
+    port
 }
 
 /// Settings of an engine process.

@@ -328,8 +328,10 @@ pub(crate) async fn bench_stack(
     steps: &[String],
     definitions: sagaflow_definition::Registry,
 ) -> anyhow::Result<LocalStack> {
-    let participants = steps
-        .iter()
+    // Steps that share a topic share its participant, as they would in a deployment.
+    let topics: std::collections::BTreeSet<&String> = steps.iter().collect();
+    let participants = topics
+        .into_iter()
         .map(|topic| ParticipantSpec {
             role: Role::Echo,
             topic: topic.clone(),
