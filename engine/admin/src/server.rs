@@ -1037,6 +1037,50 @@ async fn start_job(
 mod tests {
     use super::*;
 
+    /// A fuzzer sends the float just past a bound, written as Python writes it; the check must
+    /// see that float, not its neighbour on the bound.
+    #[test]
+    fn a_rate_one_float_past_its_bound_is_refused() {
+        let control: ControlRequest = parse_body(
+            &Bytes::from_static(br#"{"max_rate": 100000.00000000001}"#),
+            "t",
+        )
+        .unwrap();
+        let change = Change::Limit {
+            max_in_flight: None,
+            max_rate: control.max_rate,
+        };
+        assert!(change.validate().is_err(), "{:?}", control.max_rate);
+        let low: ControlRequest = parse_body(
+            &Bytes::from_static(br#"{"max_rate": 0.009999999999999998}"#),
+            "t",
+        )
+        .unwrap();
+        assert!(Change::Limit {
+            max_in_flight: None,
+            max_rate: low.max_rate
+        }
+        .validate()
+        .is_err());
+        let at_bound: ControlRequest =
+            parse_body(&Bytes::from_static(br#"{"max_rate": 100000}"#), "t").unwrap();
+        assert!(Change::Limit {
+            max_in_flight: None,
+            max_rate: at_bound.max_rate
+        }
+        .validate()
+        .is_ok());
+        for rate in ["10000.000000000002", "0.009999999999999998"] {
+            let body = format!(r#"{{"action": "retry", "filter": {{}}, "rate": {rate}}}"#);
+            let job: JobBody = parse_body(&Bytes::from(body), "t").unwrap();
+            let parsed = job.rate.unwrap();
+            assert!(
+                crate::jobs::check_rate(parsed).is_err(),
+                "{rate} read as {parsed}"
+            );
+        }
+    }
+
     #[test]
     fn query_strings_are_decoded_as_forms_are() {
         assert_eq!(
