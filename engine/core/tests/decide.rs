@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{reply, settings, start, trip, Defs, Run};
+use common::{reply, settings, start, start_of, trip, Defs, Run};
 use sagaflow_avro::{EventType as E, Phase, SagaStatus};
 use sagaflow_core::{decide, IgnoreReason, Input, Outcome, Rejection};
 use serde_json::json;
@@ -232,6 +232,55 @@ fn a_missing_context_field_fails_the_step_instead_of_sending_a_broken_command() 
         .unwrap()
         .contains("OUTPUT_MAPPING"));
     assert_eq!(run.status(), SagaStatus::Compensated);
+}
+
+/// Numbers pass through the context unchanged: the engine parses and prints the context at
+/// every decision, and serde_json without `float_roundtrip` reads each of these one unit in the
+/// last place off (found by printing and reparsing random doubles), so a participant would get
+/// back a different amount than the one sent.
+#[test]
+fn numbers_keep_every_bit_through_the_context() {
+    const AMOUNT: f64 = 1.0715660391465826e-75;
+    const PAYMENT: f64 = -1.603964615428183e143;
+    let mut run = Run::new();
+    let d = run.feed(start_of(
+        "trip",
+        "s7",
+        json!({
+            "customer": {"id": "c-1", "email": "c@example.com"}, "amount": AMOUNT,
+            "currency": "EUR", "flight": {"number": "F1", "date": "2026-07-01"},
+            "hotel": {"id": "h1", "check_in": "2026-07-01", "nights": 2}
+        }),
+    ));
+    // Compared as text: the engine prints what it parsed, and the shortest text that reads
+    // back as a double is unique, so any bit lost shows.
+    let payment = &d.commands[0].1.payload_json;
+    assert!(payment.contains("1.0715660391465826e-75"), "{payment}");
+    run.feed(reply(
+        "s7",
+        "payment",
+        Phase::Forward,
+        1,
+        Ok(json!({ "payment_id": PAYMENT })),
+    ));
+    run.feed(reply(
+        "s7",
+        "flight",
+        Phase::Forward,
+        1,
+        Ok(json!({"booking_id": "f-9"})),
+    ));
+    let d = run.feed(reply(
+        "s7",
+        "hotel",
+        Phase::Forward,
+        1,
+        Ok(json!({"booking_id": "h-9"})),
+    ));
+    let notify = &d.commands[0].1.payload_json;
+    assert!(notify.contains("-1.603964615428183e+143"), "{notify}");
+    let context = &run.state.as_ref().expect("state").context_json;
+    assert!(context.contains("1.0715660391465826e-75"), "{context}");
 }
 
 /// The YAML of a deployed version was edited (the flight step removed) while a saga ran on it:
