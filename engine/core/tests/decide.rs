@@ -31,20 +31,7 @@ fn a_trip_runs_every_step_and_maps_outputs_into_commands() {
         1,
         Ok(json!({"payment_id": "p-9"})),
     ));
-    run.feed(reply(
-        "s1",
-        "flight",
-        Phase::Forward,
-        1,
-        Ok(json!({"booking_id": "f-9"})),
-    ));
-    let d = run.feed(reply(
-        "s1",
-        "hotel",
-        Phase::Forward,
-        1,
-        Ok(json!({"booking_id": "h-9"})),
-    ));
+    let d = book_flight_and_hotel(&mut run, "s1");
     let notify: serde_json::Value = serde_json::from_str(&d.commands[0].1.payload_json).unwrap();
     assert_eq!(notify["payment_id"], "p-9");
     assert_eq!(notify["hotel_booking_id"], "h-9");
@@ -54,6 +41,21 @@ fn a_trip_runs_every_step_and_maps_outputs_into_commands() {
     let seqs: Vec<i64> = run.events().iter().map(|e| e.0).collect();
     assert_eq!(seqs, (1..=10).collect::<Vec<_>>(), "gapless seq");
     assert_eq!(run.events().last().map(|e| e.1), Some(E::SagaCompleted));
+}
+
+/// Replies to the flight and hotel steps of a trip whose payment has succeeded: the decision on
+/// the hotel's reply starts the notify step.
+fn book_flight_and_hotel<'r>(run: &'r mut Run, saga: &str) -> &'r sagaflow_core::Decision {
+    for step in ["flight", "hotel"] {
+        run.feed(reply(
+            saga,
+            step,
+            Phase::Forward,
+            1,
+            Ok(json!({"booking_id": format!("{}-9", &step[..1])})),
+        ));
+    }
+    run.decisions.last().expect("the hotel's decision")
 }
 
 #[test]
@@ -263,20 +265,7 @@ fn numbers_keep_every_bit_through_the_context() {
         1,
         Ok(json!({ "payment_id": PAYMENT })),
     ));
-    run.feed(reply(
-        "s7",
-        "flight",
-        Phase::Forward,
-        1,
-        Ok(json!({"booking_id": "f-9"})),
-    ));
-    let d = run.feed(reply(
-        "s7",
-        "hotel",
-        Phase::Forward,
-        1,
-        Ok(json!({"booking_id": "h-9"})),
-    ));
+    let d = book_flight_and_hotel(&mut run, "s7");
     let notify = &d.commands[0].1.payload_json;
     assert!(notify.contains("-1.603964615428183e+143"), "{notify}");
     let context = &run.state.as_ref().expect("state").context_json;
