@@ -325,11 +325,11 @@ pub(crate) async fn bench_stack(
     group: &str,
     partitions: i32,
     state_dir: &std::path::Path,
-    steps: &[String],
+    step_topics: &[String],
     definitions: sagaflow_definition::Registry,
 ) -> anyhow::Result<LocalStack> {
     // Steps that share a topic share its participant, as they would in a deployment.
-    let topics: std::collections::BTreeSet<&String> = steps.iter().collect();
+    let topics: std::collections::BTreeSet<&String> = step_topics.iter().collect();
     let participants = topics
         .into_iter()
         .map(|topic| ParticipantSpec {

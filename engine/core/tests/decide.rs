@@ -46,13 +46,13 @@ fn a_trip_runs_every_step_and_maps_outputs_into_commands() {
 /// Replies to the flight and hotel steps of a trip whose payment has succeeded: the decision on
 /// the hotel's reply starts the notify step.
 fn book_flight_and_hotel<'r>(run: &'r mut Run, saga: &str) -> &'r sagaflow_core::Decision {
-    for step in ["flight", "hotel"] {
+    for (step, booking) in [("flight", "f-9"), ("hotel", "h-9")] {
         run.feed(reply(
             saga,
             step,
             Phase::Forward,
             1,
-            Ok(json!({"booking_id": format!("{}-9", &step[..1])})),
+            Ok(json!({ "booking_id": booking })),
         ));
     }
     run.decisions.last().expect("the hotel's decision")
